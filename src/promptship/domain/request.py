@@ -1,0 +1,148 @@
+"""The development request and the run key everything idempotent derives from."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TaskClass = Literal["sensitive", "complex_code", "tests", "docs", "default"]
+DeployMode = Literal["push", "gitops"]
+
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_BRANCH_RE = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<!/)(?<!\.lock)$")
+
+# The namespace for conversation ids derived from run keys (a fixed, arbitrary UUID).
+_RUN_NAMESPACE = uuid.UUID("6c1b2f0e-7f0a-4f57-9d0e-2f9b8d6a5c31")
+
+
+class DeployTarget(BaseModel):
+    """Where the change is rolled out and how its health is checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str = Field(default="demo", description="Kubernetes namespace of the application.")
+    deployment: str = Field(default="chat-backend", description="Deployment to roll out.")
+    container: str = Field(default="backend", description="Container in the Deployment whose image changes.")
+    health_url: str | None = Field(
+        default=None,
+        description="URL of the service's health endpoint (GET, 2xx = healthy). Empty: taken from settings.",
+    )
+
+    @field_validator("namespace", "deployment", "container")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _NAME_RE.match(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a valid Kubernetes name (lowercase letters, digits and '-')")
+        return value
+
+    @field_validator("health_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("health_url must start with http:// or https://")
+        return value
+
+
+class DevRequest(BaseModel):
+    """A development request: what to build, where, and how far the pipeline may take it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field(min_length=3, max_length=20_000, description="What the agent should build or change.")
+    repository: str = Field(
+        default="demo/chat-app", description="Repository as owner/name on the configured code host."
+    )
+    base_branch: str = Field(default="main", description="Branch the change starts from and merges into.")
+    requester: str = Field(default="promptship-ui", description="Who asked (GitHub login or UI user).")
+    labels: tuple[str, ...] = Field(default=(), description="Labels to put on the pull request.")
+    issue_number: int | None = Field(
+        default=None, ge=1, description="GitHub issue the request came from, if any (gets a comment)."
+    )
+    task_class: TaskClass | None = Field(
+        default=None, description="Task class hint for routing; empty lets the classifier decide."
+    )
+    sensitive: bool = Field(
+        default=False, description="Force local-only models even if the gate finds nothing sensitive."
+    )
+    budget_usd: float = Field(default=2.0, ge=0, le=1000, description="Most this run may spend on LLM calls.")
+    auto_merge: bool = Field(
+        default=False, description="Squash-merge when CI is green; otherwise wait for a human merge."
+    )
+    deploy: DeployTarget = Field(default_factory=DeployTarget, description="Where to roll out.")
+    deploy_mode: DeployMode = Field(
+        default="push", description="push: promptship applies to the cluster; gitops: commit and let the syncer."
+    )
+    delivery_id: str | None = Field(
+        default=None, max_length=100, description="GitHub webhook delivery id that started this run, if any."
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_name(cls, value: str) -> str:
+        if not _REPO_RE.match(value):
+            raise ValueError("repository must look like 'owner/name'")
+        return value
+
+    @field_validator("base_branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not _BRANCH_RE.match(value):
+            raise ValueError(f"base_branch {value!r} is not a valid git branch name")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _labels_clean(self) -> DevRequest:
+        for label in self.labels:
+            if not label.strip() or len(label) > 50:
+                raise ValueError(f"label {label!r} must be 1-50 characters")
+        return self
+
+    @property
+    def run_key(self) -> str:
+        return run_key_for(self)
+
+
+def run_key_for(request: DevRequest) -> str:
+    """A deterministic key for a request: same repository, base, prompt and origin → same key.
+
+    The branch name, the agent's conversation id, the PR lookup and the deployment annotation all derive
+    from it, so a retried or re-submitted request finds its earlier work instead of redoing it.
+    """
+    normalized_prompt = " ".join(request.prompt.split())
+    origin = f"issue:{request.issue_number}" if request.issue_number else ""
+    material = "\n".join([request.repository.lower(), request.base_branch, origin, normalized_prompt])
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def branch_for(run_key: str) -> str:
+    """The work branch of a run."""
+    return f"promptship/{run_key}"
+
+
+def conversation_id_for(run_key: str) -> str:
+    """The agent conversation id of a run (a UUID, as the OpenHands agent-server expects)."""
+    return str(uuid.uuid5(_RUN_NAMESPACE, run_key))
+
+
+RUN_KEY_ANNOTATION = "promptship.dev/run-key"
+PR_MARKER_PREFIX = "<!-- promptship-run-key: "
+
+
+def pr_marker(run_key: str) -> str:
+    """A hidden marker in the PR body, so the PR of a run can be found again by its key."""
+    return f"{PR_MARKER_PREFIX}{run_key} -->"

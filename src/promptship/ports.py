@@ -1,0 +1,171 @@
+"""One Protocol per outside service. Ports speak in promptship's own models, never in vendor types.
+
+Adapters (``promptship.adapters``) implement them against real services; the sandbox
+(``promptship.sandbox``) holds local stand-ins and in-process fakes that implement them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from promptship.domain.report import RunReport, StepRecord
+from promptship.domain.request import DeployTarget, TaskClass
+from promptship.domain.results import (
+    AgentHandle,
+    AgentResult,
+    AgentTask,
+    ApplyResult,
+    CIResult,
+    HealthResult,
+    LLMCall,
+    LLMReply,
+    MergeResult,
+    PullRequestInfo,
+    RollbackResult,
+    RolloutResult,
+    RouteDecision,
+)
+
+
+class AgentLLMAccess(BaseModel):
+    """How the code agent reaches models: the gateway's URL and a per-run key (never logged or persisted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    api_key: SecretStr
+    model: str
+
+
+@runtime_checkable
+class LLMGateway(Protocol):
+    """Every LLM call of the pipeline goes through here: routing policy, sensitive-data gate, cost ledger."""
+
+    def route(self, text: str, *, task_class: TaskClass | None = None, force_local: bool = False) -> RouteDecision:
+        """Decide class, model and local/cloud for ``text`` without calling a model."""
+        ...
+
+    def complete(self, call: LLMCall) -> LLMReply:
+        """Route, gate, budget-check and send one chat completion; record its cost against the run."""
+        ...
+
+    def agent_access(self, run_key: str, decision: RouteDecision, budget_usd: float) -> AgentLLMAccess:
+        """Credentials for the code agent's own LLM traffic, attributed to ``run_key`` and bound by budget."""
+        ...
+
+    def run_cost_usd(self, run_key: str) -> float:
+        """What the gateway's ledger has recorded for a run so far."""
+        ...
+
+
+@runtime_checkable
+class CodeAgent(Protocol):
+    """The code-writing agent (OpenHands)."""
+
+    def start(self, task: AgentTask, llm: AgentLLMAccess) -> AgentHandle:
+        """Create the conversation for ``task`` — or find it, when a resumed run already created it."""
+        ...
+
+    def send(self, handle: AgentHandle, instruction: str) -> None:
+        """Continue the conversation with a new instruction (a repair round)."""
+        ...
+
+    def result(self, handle: AgentHandle, *, timeout_s: float) -> AgentResult:
+        """Wait until the agent is finished, in error or stuck, or the timeout passes (then interrupt it)."""
+        ...
+
+    def cancel(self, handle: AgentHandle) -> None:
+        """Interrupt and remove the conversation."""
+        ...
+
+
+@runtime_checkable
+class CodeHost(Protocol):
+    """The code host (GitHub or the local forge): branches, pull requests, CI, merges, comments."""
+
+    def prepare_workspace(self, repository: str, base_branch: str, branch: str, path: str) -> str:
+        """A fresh checkout of ``repository`` at ``path`` on ``branch`` (created from ``base_branch``)."""
+        ...
+
+    def push_branch(self, repository: str, workspace: str, branch: str) -> str:
+        """Push the work branch; return its head SHA."""
+        ...
+
+    def find_or_create_pull_request(
+        self,
+        repository: str,
+        *,
+        run_key: str,
+        branch: str,
+        base_branch: str,
+        title: str,
+        body: str,
+        labels: tuple[str, ...] = (),
+    ) -> PullRequestInfo:
+        """The one PR of ``run_key``: found if it exists, else created."""
+        ...
+
+    def find_pull_request(self, repository: str, run_key: str) -> PullRequestInfo | None:
+        """The PR of ``run_key`` if there is one."""
+        ...
+
+    def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
+        """Combine checks and statuses of ``sha`` into one verdict, waiting until it is final or timed out."""
+        ...
+
+    def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
+        """Squash-merge (auto) or wait for a human merge; report conflicts."""
+        ...
+
+    def image_for(self, repository: str, sha: str) -> str:
+        """The image reference CI built for commit ``sha`` of the base branch."""
+        ...
+
+    def comment(self, repository: str, number: int, body: str) -> None:
+        """Comment on an issue or pull request."""
+        ...
+
+
+@runtime_checkable
+class Cluster(Protocol):
+    """The Kubernetes cluster (push mode) or the GitOps repository (gitops mode)."""
+
+    def apply_manifests(self, target: DeployTarget, manifests: list[dict[str, Any]]) -> ApplyResult:
+        """Dry-run all on the server, then apply all — or apply none and raise ClusterError."""
+        ...
+
+    def roll_out(self, target: DeployTarget, image: str, *, run_key: str, timeout_s: float) -> RolloutResult:
+        """Set the image and wait for the rollout's verdict (complete, stalled, failed)."""
+        ...
+
+    def rollback(self, target: DeployTarget, *, timeout_s: float) -> RollbackResult:
+        """Restore the previous revision and wait until it is complete again."""
+        ...
+
+    def current_image(self, target: DeployTarget) -> str | None:
+        """The image the Deployment's container runs now, or None if it does not exist."""
+        ...
+
+
+@runtime_checkable
+class HealthProbe(Protocol):
+    """HTTP health gate."""
+
+    def check(self, url: str) -> HealthResult:
+        """Probe ``url`` until enough consecutive successes or the retries run out."""
+        ...
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Where step records and run reports are kept (the one local store)."""
+
+    def record_step(self, record: StepRecord) -> None:
+        """Insert or replace the record of (run_key, step)."""
+        ...
+
+    def record_run(self, report: RunReport) -> None:
+        """Insert or replace the report of a run."""
+        ...

@@ -1,0 +1,72 @@
+"""Builds adapters from settings — the only module that does.
+
+Tasks ask ``services()`` for the ports they need. Tests and the demo ``install()`` their own set.
+Each port's boundary kind (``real``, ``protocol stand-in``, ``in-process fake``) travels with it, so the
+demo can say what was real.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from promptship.errors import ConfigError
+from promptship.ports import Cluster, CodeAgent, CodeHost, HealthProbe, LLMGateway, MetricsSink
+from promptship.settings import Settings
+
+Boundary = Literal["real", "protocol stand-in", "in-process fake"]
+
+
+@dataclass
+class Services:
+    """The ports one process uses, and what kind of boundary each is."""
+
+    settings: Settings
+    llm: LLMGateway
+    agent: CodeAgent
+    code_host: CodeHost
+    cluster: Cluster
+    health: HealthProbe
+    sink: MetricsSink
+    boundaries: dict[str, Boundary] = field(default_factory=dict)
+
+
+_lock = threading.Lock()
+_installed: Services | None = None
+
+
+def install(services: Services | None) -> None:
+    """Make ``services`` the set tasks use in this process (None: build from settings on next use)."""
+    global _installed
+    with _lock:
+        _installed = services
+
+
+@contextmanager
+def installed(services: Services) -> Iterator[Services]:
+    """Use ``services`` inside the block, then restore what was there."""
+    global _installed
+    with _lock:
+        previous, _installed = _installed, services
+    try:
+        yield services
+    finally:
+        with _lock:
+            _installed = previous
+
+
+def services() -> Services:
+    """The services of this process: installed ones, else built once from ``Settings()``."""
+    global _installed
+    with _lock:
+        if _installed is None:
+            _installed = build_services(Settings())
+        return _installed
+
+
+def build_services(settings: Settings) -> Services:
+    """Real adapters from settings. Raises ConfigError naming what is missing."""
+    raise ConfigError("no real adapters are wired yet: run `promptship demo` (sandbox) or install services explicitly")
