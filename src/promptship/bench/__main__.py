@@ -1,0 +1,33 @@
+"""Run every area's benchmark in turn: ``python -m promptship.bench [area ...]``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+AREAS = ("flow", "gateway", "github", "cluster", "agent")
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(AREAS)
+    failed = []
+    for area in chosen:
+        try:
+            module = importlib.import_module(f"promptship.bench.{area}")
+        except ModuleNotFoundError:
+            print(f"== bench {area}: not written yet")
+            continue
+        print(f"== bench {area}")
+        t0 = time.perf_counter()
+        try:
+            module.run()
+        except Exception as exc:  # a broken benchmark is reported, the others still run
+            failed.append(area)
+            print(f"   bench {area} FAILED: {type(exc).__name__}: {exc}")
+        print(f"   ({time.perf_counter() - t0:.1f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Sub-commands of ``promptship``, one module per area."""
