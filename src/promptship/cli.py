@@ -12,6 +12,15 @@ app = typer.Typer(help="promptship: from a request to a verified deployment.", n
 # One module per area; each defines ``register(app: typer.Typer) -> None``.
 AREAS = ("run", "gateway", "github", "cluster", "agent", "kpis")
 
+
+@app.command()
+def version() -> None:
+    """Print promptship's version."""
+    from promptship import __version__
+
+    typer.echo(__version__)
+
+
 for _area in AREAS:
     importlib.import_module(f"promptship.commands.{_area}").register(app)
 
