@@ -13,6 +13,11 @@ app = typer.Typer(help="promptship: from a request to a verified deployment.", n
 AREAS = ("run", "gateway", "github", "cluster", "agent", "kpis")
 
 
+@app.callback()
+def main() -> None:
+    """promptship: from a development request to a verified deployment with AI agents."""
+
+
 @app.command()
 def version() -> None:
     """Print promptship's version."""
