@@ -119,8 +119,9 @@ class CodeHost(Protocol):
         """Squash-merge (auto) or wait for a human merge; report conflicts."""
         ...
 
-    def image_for(self, repository: str, sha: str) -> str:
-        """The image reference CI built for commit ``sha`` of the base branch."""
+    def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
+        """The image CI built for commit ``sha`` of the base branch (``component`` = the build context
+        directory, e.g. ``backend``), after waiting for that build. Raises CodeHostError if it failed."""
         ...
 
     def comment(self, repository: str, number: int, body: str) -> None:

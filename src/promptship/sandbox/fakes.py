@@ -237,8 +237,8 @@ class FakeCodeHost:
             return MergeResult(verdict="merged", merge_sha=hashlib.sha1(f"m{pr_number}".encode()).hexdigest())
         return MergeResult(verdict=verdict, detail=f"scripted {verdict}")  # type: ignore[arg-type]
 
-    def image_for(self, repository: str, sha: str) -> str:
-        return f"forge.local/{repository}:{sha[:12]}"
+    def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
+        return f"forge.local/{repository}/{component}:{sha}"
 
     def comment(self, repository: str, number: int, body: str) -> None:
         self.comments.append((repository, number, body))
