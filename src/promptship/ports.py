@@ -18,6 +18,7 @@ from promptship.domain.results import (
     AgentTask,
     ApplyResult,
     CIResult,
+    CompileResult,
     HealthResult,
     LLMCall,
     LLMReply,
@@ -59,6 +60,10 @@ class LLMGateway(Protocol):
         """What the gateway's ledger has recorded for a run so far."""
         ...
 
+    def redact(self, text: str) -> str:
+        """``text`` with every secret and personal datum the gate finds replaced (for reports and stores)."""
+        ...
+
 
 @runtime_checkable
 class CodeAgent(Protocol):
@@ -78,6 +83,15 @@ class CodeAgent(Protocol):
 
     def cancel(self, handle: AgentHandle) -> None:
         """Interrupt and remove the conversation."""
+        ...
+
+
+@runtime_checkable
+class CompileChecker(Protocol):
+    """Checks that generated code builds (byte-compile + import for Python, or the repo's build command)."""
+
+    def check(self, workspace: str, changed_files: tuple[str, ...]) -> CompileResult:
+        """Build or byte-compile what changed in ``workspace``."""
         ...
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from promptship.errors import ConfigError
-from promptship.ports import Cluster, CodeAgent, CodeHost, HealthProbe, LLMGateway, MetricsSink
+from promptship.ports import Cluster, CodeAgent, CodeHost, CompileChecker, HealthProbe, LLMGateway, MetricsSink
 from promptship.settings import Settings
 
 Boundary = Literal["real", "protocol stand-in", "in-process fake"]
@@ -31,6 +31,7 @@ class Services:
     cluster: Cluster
     health: HealthProbe
     sink: MetricsSink
+    compiler: CompileChecker
     boundaries: dict[str, Boundary] = field(default_factory=dict)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from promptship.domain.redaction import redact
 from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import DeployTarget, TaskClass
 from promptship.domain.results import (
@@ -25,6 +26,7 @@ from promptship.domain.results import (
     CheckOutcome,
     CIResult,
     CIVerdict,
+    CompileResult,
     HealthResult,
     HealthVerdict,
     LLMCall,
@@ -102,6 +104,17 @@ class FakeLLMGateway:
 
     def run_cost_usd(self, run_key: str) -> float:
         return self.ledger.get(run_key, 0.0)
+
+    def redact(self, text: str) -> str:
+        return redact(text)
+
+
+class FakeCompileChecker:
+    """Compiled unless a changed file's name contains 'broken'."""
+
+    def check(self, workspace: str, changed_files: tuple[str, ...]) -> CompileResult:
+        broken = [f for f in changed_files if "broken" in f]
+        return CompileResult(compiled=not broken, command="fake compile", output=", ".join(broken))
 
 
 class FakeCodeAgent:
