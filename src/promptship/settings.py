@@ -88,6 +88,12 @@ class GitHubSettings(BaseModel):
         description="Author associations allowed to start runs via webhook.",
     )
     trigger_label: str = Field(default="promptship", description="Issue label that starts a run.")
+    webhook_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=25 * 1024 * 1024,
+        description="Largest webhook body the receiver reads (413 above; GitHub caps payloads at 25 MB).",
+    )
     ci_timeout_s: float = Field(default=1800.0, gt=0, description="Most a CI wait may take (default 30 min).")
     merge_timeout_s: float = Field(default=3600.0, gt=0, description="Most a wait for a human merge may take.")
     repair_rounds: int = Field(default=2, ge=0, le=10, description="Most CI repair rounds per run.")

@@ -1,0 +1,244 @@
+"""What a GitHub webhook delivery means for promptship — pure decisions, no I/O.
+
+The receiver (``promptship.services.webhook``) checks size and signature, then asks ``decide()`` what a
+verified delivery asks for:
+
+- ``trigger``  an allowed person asked for a run: an issue labelled with the trigger label, or a comment that
+               starts with ``/promptship <prompt>``;
+- ``refuse``   someone asked, but may not (author association) or asked for nothing usable: a polite comment;
+- ``ci``       a ``check_suite`` / ``check_run`` / ``status`` event: wake the CI waits of that commit;
+- ``forbidden`` the repository is not on the allowlist: nothing happens at all;
+- ``ignore``   anything else (other events and actions, bots, comments without the command).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from promptship.domain.request import DevRequest
+
+SIGNATURE_PREFIX = "sha256="
+COMMAND = "/promptship"
+CI_EVENTS = frozenset({"check_suite", "check_run", "status"})
+
+DecisionKind = Literal["trigger", "refuse", "ci", "forbidden", "ignore"]
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends for ``body``."""
+    return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(secret: bytes, body: bytes, header: str | None) -> bool:
+    """True when ``header`` is GitHub's HMAC-SHA256 of ``body`` under ``secret`` (constant-time compare)."""
+    if not secret or not header or not header.startswith(SIGNATURE_PREFIX):
+        return False
+    return hmac.compare_digest(sign(secret, body).encode("ascii"), header.strip().encode("ascii", "replace"))
+
+
+class WebhookPolicy(BaseModel):
+    """Who may start work through webhooks (from ``settings.github``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed_repositories: frozenset[str] = Field(description="owner/name, compared case-insensitively.")
+    allowed_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+    trigger_label: str = "promptship"
+
+    @classmethod
+    def of(cls, repositories: Collection[str], associations: Collection[str], trigger_label: str) -> WebhookPolicy:
+        return cls(
+            allowed_repositories=frozenset(r.strip().lower() for r in repositories if r.strip()),
+            allowed_associations=frozenset(a.strip().upper() for a in associations if a.strip()),
+            trigger_label=trigger_label,
+        )
+
+    def repository_allowed(self, repository: str) -> bool:
+        return repository.lower() in self.allowed_repositories
+
+
+class WebhookTrigger(BaseModel):
+    """A run asked for through GitHub: the payload of the ``promptship.request`` event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    repository: str
+    issue_number: int
+    requester: str
+    delivery_id: str
+
+    def to_request(self) -> DevRequest:
+        """The development request of this trigger (raises pydantic's ValidationError when unusable)."""
+        return DevRequest(
+            prompt=self.prompt,
+            repository=self.repository,
+            requester=self.requester,
+            issue_number=self.issue_number,
+            delivery_id=self.delivery_id,
+        )
+
+
+class CISignal(BaseModel):
+    """A CI event for one commit: something the CI waits of ``sha`` should look at again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repository: str
+    sha: str
+    event: str
+    action: str | None = None
+    delivery_id: str = ""
+
+
+class WebhookDecision(BaseModel):
+    """What to do with one verified delivery."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: DecisionKind
+    reason: str
+    repository: str | None = None
+    trigger: WebhookTrigger | None = None
+    ci: CISignal | None = None
+    comment_on: int | None = Field(default=None, description="Issue to comment on when refusing.")
+    comment: str | None = None
+
+
+def _get(payload: Mapping[str, Any], *path: str) -> Any:
+    value: Any = payload
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def command_prompt(body: str | None) -> str | None:
+    """The prompt of a ``/promptship <prompt>`` comment (the command must open the comment), else None."""
+    if not body:
+        return None
+    text = body.strip()
+    if not text.startswith(COMMAND):
+        return None
+    rest = text[len(COMMAND) :]
+    if rest and not rest[0].isspace():  # "/promptshipfoo" is not the command
+        return None
+    return rest.strip()
+
+
+def refusal_text(requester: str, association: str | None, allowed: Collection[str]) -> str:
+    who = f"@{requester}" if requester else "there"
+    return (
+        f"Hello {who}, thank you for the request. promptship starts work only for people with write access to "
+        f"this repository ({', '.join(sorted(allowed))}); your association here is "
+        f"{(association or 'NONE').upper()}. A maintainer can start it by labelling the issue or commenting "
+        f"`{COMMAND} <what to build>`."
+    )
+
+
+def invalid_prompt_text(requester: str, problem: str) -> str:
+    who = f"@{requester}" if requester else "there"
+    return (
+        f"Hello {who}, promptship could not start from this request: {problem}. "
+        f"Write what to build after the command, e.g. `{COMMAND} add a /health endpoint`."
+    )
+
+
+def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: WebhookPolicy) -> WebhookDecision:
+    """What a verified delivery of ``event`` asks promptship to do (see the module docstring)."""
+    repository = _get(payload, "repository", "full_name")
+    handled = event in CI_EVENTS or event in ("issues", "issue_comment")
+    if not handled:
+        return WebhookDecision(kind="ignore", reason=f"event {event!r} is not handled", repository=repository)
+    if not isinstance(repository, str) or not repository:
+        return WebhookDecision(kind="ignore", reason="payload names no repository")
+    if not policy.repository_allowed(repository):
+        return WebhookDecision(
+            kind="forbidden", reason=f"repository {repository} is not on the allowlist", repository=repository
+        )
+    action = _get(payload, "action")
+
+    if event in CI_EVENTS:
+        return _ci_decision(event, action, payload, repository, delivery_id)
+
+    sender_type = _get(payload, "sender", "type")
+    if sender_type == "Bot":
+        return WebhookDecision(kind="ignore", reason="deliveries caused by bots start nothing", repository=repository)
+    issue_number = _get(payload, "issue", "number")
+    if not isinstance(issue_number, int):
+        return WebhookDecision(kind="ignore", reason="payload names no issue", repository=repository)
+
+    if event == "issues":
+        if action != "labeled":
+            return WebhookDecision(kind="ignore", reason=f"issues.{action} starts nothing", repository=repository)
+        if _get(payload, "label", "name") != policy.trigger_label:
+            return WebhookDecision(kind="ignore", reason="another label was added", repository=repository)
+        # The prompt is the issue's text, so its author must be allowed; adding a label already needs triage
+        # rights on GitHub.
+        requester = _get(payload, "issue", "user", "login") or ""
+        association = _get(payload, "issue", "author_association")
+        title = _get(payload, "issue", "title") or ""
+        body = _get(payload, "issue", "body") or ""
+        prompt = f"{title.strip()}\n\n{body.strip()}".strip()
+    else:  # issue_comment
+        if action != "created":
+            return WebhookDecision(
+                kind="ignore", reason=f"issue_comment.{action} starts nothing", repository=repository
+            )
+        maybe_prompt = command_prompt(_get(payload, "comment", "body"))
+        if maybe_prompt is None:
+            return WebhookDecision(kind="ignore", reason="comment holds no /promptship command", repository=repository)
+        prompt = maybe_prompt
+        requester = _get(payload, "comment", "user", "login") or _get(payload, "sender", "login") or ""
+        association = _get(payload, "comment", "author_association")
+
+    if not isinstance(association, str) or association.upper() not in policy.allowed_associations:
+        return WebhookDecision(
+            kind="refuse",
+            reason=f"requester {requester} has association {association or 'NONE'}",
+            repository=repository,
+            comment_on=issue_number,
+            comment=refusal_text(requester, association, policy.allowed_associations),
+        )
+    trigger = WebhookTrigger(
+        prompt=prompt, repository=repository, issue_number=issue_number, requester=requester, delivery_id=delivery_id
+    )
+    try:
+        trigger.to_request()
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return WebhookDecision(
+            kind="refuse",
+            reason=f"unusable request: {problem}",
+            repository=repository,
+            comment_on=issue_number,
+            comment=invalid_prompt_text(requester, problem),
+        )
+    return WebhookDecision(
+        kind="trigger", reason=f"{event}.{action} by {requester}", repository=repository, trigger=trigger
+    )
+
+
+def _ci_decision(
+    event: str, action: Any, payload: Mapping[str, Any], repository: str, delivery_id: str
+) -> WebhookDecision:
+    if event == "status":
+        sha = _get(payload, "sha")
+    else:
+        sha = _get(payload, event, "head_sha")
+    if not isinstance(sha, str) or not sha:
+        return WebhookDecision(kind="ignore", reason=f"{event} without a commit sha", repository=repository)
+    signal = CISignal(
+        repository=repository,
+        sha=sha,
+        event=event,
+        action=action if isinstance(action, str) else None,
+        delivery_id=delivery_id,
+    )
+    return WebhookDecision(kind="ci", reason=f"{event} of {sha[:12]}", repository=repository, ci=signal)

@@ -1,0 +1,312 @@
+"""The GitHub webhook receiver: an ASGI app serving ``POST /github/webhook``.
+
+GitHub never talks to Prefect: this app verifies each delivery and only then starts work through a
+``Starter`` (a Prefect event or ``run_deployment``). Order of checks, cheapest and safest first — nothing is
+parsed before the size and the signature are known to be fine:
+
+    Content-Length > limit → 413 · body read past the limit → 413 · X-Hub-Signature-256 missing/wrong → 401
+    · Content-Type not JSON → 415 · no X-GitHub-Event / X-GitHub-Delivery → 400 · JSON malformed → 400
+    · ``ping`` → 200 · event/action promptship does not act on → 204 · repository off the allowlist → 403
+    · delivery id seen before → 200 ``duplicate`` · requester not allowed → 202 ``refused`` (polite comment)
+    · CI event → 202 ``ci`` (wakes CI waits) · trigger → 202 ``accepted`` (run started in the background)
+
+The answer goes out as soon as the decision is made (a pure function and one insert into the store); the
+starter, the comment and the wake-up run after the response. ``create_app(settings, starter, …)`` builds the
+app; more routes (``/metrics``) can be added to the returned Starlette app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from promptship.domain.ci_events import CIWakeups
+from promptship.domain.webhooks import WebhookDecision, WebhookPolicy, WebhookTrigger, decide, signature_valid
+from promptship.errors import ConfigError, ServiceError
+from promptship.settings import Settings
+from promptship.store.webhooks import WebhookDeliveries
+
+logger = logging.getLogger("promptship.webhook")
+
+WEBHOOK_PATH = "/github/webhook"
+EVENT_NAME = "promptship.request"
+DEFAULT_DEPLOYMENT = "dev-cycle/dev-cycle"
+# Event ids derive from delivery ids, so a re-sent delivery carries the same event id (a fixed namespace).
+_EVENT_NAMESPACE = uuid.UUID("0f3c54c2-8a4e-4a55-9a43-3b1d8e5f7a10")
+
+
+@runtime_checkable
+class Starter(Protocol):
+    """Starts the dev cycle for a trigger. Must be idempotent per ``trigger.delivery_id``."""
+
+    def start(self, trigger: WebhookTrigger) -> str:
+        """Start (or find the already started) run; return its id (flow run id or event id)."""
+        ...
+
+
+@runtime_checkable
+class IssueCommenter(Protocol):
+    """The part of the ``CodeHost`` port the receiver uses."""
+
+    def comment(self, repository: str, number: int, body: str) -> None:
+        """Comment on an issue or pull request."""
+        ...
+
+
+def event_resource_id(repository: str) -> str:
+    """Resource id of a ``promptship.request`` event: ``github.repo.<owner>/<repo>``."""
+    return f"github.repo.{repository}"
+
+
+def event_id_for(delivery_id: str) -> uuid.UUID:
+    return uuid.uuid5(_EVENT_NAMESPACE, delivery_id)
+
+
+class PrefectEventStarter:
+    """Emits the ``promptship.request`` event; the ``github-event`` deployment's trigger starts the run.
+
+    Needs ``PREFECT_API_URL`` (or a Prefect profile) pointing at the server the trigger lives on.
+    """
+
+    def start(self, trigger: WebhookTrigger) -> str:
+        from prefect.events import emit_event
+
+        try:
+            event = emit_event(
+                event=EVENT_NAME,
+                resource={
+                    "prefect.resource.id": event_resource_id(trigger.repository),
+                    "prefect.resource.name": trigger.repository,
+                },
+                payload=trigger.model_dump(mode="json"),
+                id=event_id_for(trigger.delivery_id),
+            )
+        except Exception as exc:  # Prefect raises its own types; translate once, here
+            raise ServiceError(f"prefect: emitting {EVENT_NAME} failed: {type(exc).__name__}", retryable=True) from exc
+        if event is None:
+            raise ServiceError(
+                f"prefect: {EVENT_NAME} was not sent — no events client (set PREFECT_API_URL to the Prefect server)"
+            )
+        return str(event.id)
+
+
+def default_parameters(trigger: WebhookTrigger) -> dict[str, Any]:
+    """``dev-cycle``'s parameters for a trigger: ``{"request": DevRequest}`` as JSON."""
+    return {"request": trigger.to_request().model_dump(mode="json")}
+
+
+class PrefectDeploymentStarter:
+    """Creates a flow run of a deployment with ``run_deployment(..., timeout=0, idempotency_key=delivery_id)``:
+    a redelivered delivery gets the same flow run back, never a second one."""
+
+    def __init__(
+        self,
+        deployment: str = DEFAULT_DEPLOYMENT,
+        parameters: Callable[[WebhookTrigger], dict[str, Any]] = default_parameters,
+    ):
+        self.deployment = deployment
+        self.parameters = parameters
+
+    def start(self, trigger: WebhookTrigger) -> str:
+        from prefect.deployments import run_deployment
+
+        try:
+            flow_run = run_deployment(
+                name=self.deployment,
+                parameters=self.parameters(trigger),
+                timeout=0,
+                idempotency_key=trigger.delivery_id,
+                tags=["github-webhook"],
+                as_subflow=False,
+            )
+        except Exception as exc:
+            raise ServiceError(
+                f"prefect: run_deployment({self.deployment!r}) failed: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        return str(flow_run.id)  # type: ignore[union-attr]
+
+
+class WebhookReceiver:
+    """The receiver's state and its work after the answer: start, comment, wake. ``create_app`` wraps it."""
+
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        policy: WebhookPolicy,
+        starter: Starter,
+        deliveries: WebhookDeliveries,
+        commenter: IssueCommenter | None = None,
+        wakeups: CIWakeups | None = None,
+        max_body_bytes: int = 1024 * 1024,
+    ):
+        if not secret:
+            raise ConfigError("the webhook secret is empty: set PROMPTSHIP_GITHUB__WEBHOOK_SECRET")
+        self._secret = secret
+        self.policy = policy
+        self.starter = starter
+        self.deliveries = deliveries
+        self.commenter = commenter
+        self.wakeups = wakeups
+        self.max_body_bytes = max_body_bytes
+        self._busy = threading.Condition()
+        self._inflight = 0
+
+    # ---- the answer -------------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return _problem(400, "Content-Length is not a number")
+            if size > self.max_body_bytes:
+                return _problem(413, f"body larger than {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                return _problem(413, f"body larger than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+
+        if not signature_valid(self._secret, body, request.headers.get("x-hub-signature-256")):
+            return _problem(401, "missing or invalid X-Hub-Signature-256")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _problem(415, "Content-Type must be application/json (set the webhook's content type to JSON)")
+        event = request.headers.get("x-github-event", "").strip()
+        delivery_id = request.headers.get("x-github-delivery", "").strip()
+        if not event or not delivery_id or len(delivery_id) > 100:
+            return _problem(400, "X-GitHub-Event and X-GitHub-Delivery (at most 100 characters) are required")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _problem(400, "body is not valid JSON")
+        if not isinstance(payload, dict):
+            return _problem(400, "body is not a JSON object")
+        if event == "ping":
+            return JSONResponse({"outcome": "pong"})
+
+        decision = decide(event, payload, delivery_id, self.policy)
+        log = {"delivery": delivery_id, "event": event, "repository": decision.repository}
+        if decision.kind == "ignore":
+            logger.debug("ignored %s: %s", log, decision.reason)
+            return Response(status_code=204)
+        if decision.kind == "forbidden":
+            logger.warning("forbidden %s: %s", log, decision.reason)
+            return _problem(403, decision.reason, outcome="forbidden")
+        if not await _in_thread(self.deliveries.claim, delivery_id, event, decision.repository):
+            logger.info("duplicate %s", log)
+            return JSONResponse({"outcome": "duplicate", "delivery": delivery_id})
+
+        outcome = {"trigger": "accepted", "refuse": "refused", "ci": "ci"}[decision.kind]
+        logger.info("%s %s: %s", outcome, log, decision.reason)
+        self._begin()
+        return JSONResponse(
+            {"outcome": outcome, "delivery": delivery_id},
+            status_code=202,
+            background=BackgroundTask(self._act, decision, delivery_id),
+        )
+
+    # ---- after the answer -------------------------------------------------------------------------------
+
+    def _act(self, decision: WebhookDecision, delivery_id: str) -> None:
+        try:
+            if decision.kind == "trigger" and decision.trigger is not None:
+                run_id = self.starter.start(decision.trigger)
+                self.deliveries.finish(delivery_id, "started", run_id)
+            elif decision.kind == "refuse" and decision.comment_on is not None:
+                if self.commenter is not None and decision.repository and decision.comment:
+                    self.commenter.comment(decision.repository, decision.comment_on, decision.comment)
+                self.deliveries.finish(delivery_id, "refused", decision.reason)
+            elif decision.kind == "ci" and decision.ci is not None:
+                if self.wakeups is not None:
+                    self.wakeups.notify(decision.ci)
+                self.deliveries.finish(delivery_id, "ci", decision.reason)
+        except Exception as exc:  # recorded, so a redelivery of this id is handled again
+            logger.exception("delivery %s failed", delivery_id)
+            try:
+                self.deliveries.finish(delivery_id, "failed", f"{type(exc).__name__}: {exc}")
+            except Exception:
+                logger.exception("recording the failure of delivery %s failed", delivery_id)
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        with self._busy:
+            self._inflight += 1
+
+    def _end(self) -> None:
+        with self._busy:
+            self._inflight -= 1
+            self._busy.notify_all()
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until no background work is left (tests and the benchmark); True if idle."""
+        with self._busy:
+            return self._busy.wait_for(lambda: self._inflight == 0, timeout_s)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+def _problem(status: int, detail: str, *, outcome: str = "rejected") -> JSONResponse:
+    return JSONResponse({"outcome": outcome, "detail": detail}, status_code=status)
+
+
+def create_app(
+    settings: Settings,
+    starter: Starter,
+    *,
+    deliveries: WebhookDeliveries,
+    commenter: IssueCommenter | None = None,
+    wakeups: CIWakeups | None = None,
+) -> Starlette:
+    """The receiver app. Raises ConfigError without a webhook secret or an allowlist."""
+    gh = settings.github
+    if gh.webhook_secret is None or not gh.webhook_secret.get_secret_value():
+        raise ConfigError(
+            "no webhook secret: set PROMPTSHIP_GITHUB_WEBHOOK_SECRET (the secret configured on the GitHub webhook)"
+        )
+    if not gh.allowed_repositories:
+        logger.warning(
+            "no repository is on the allowlist (PROMPTSHIP_GITHUB__ALLOWED_REPOSITORIES): nothing will start"
+        )
+    deliveries.create_schema()
+    receiver = WebhookReceiver(
+        secret=gh.webhook_secret.get_secret_value().encode(),
+        policy=WebhookPolicy.of(gh.allowed_repositories, gh.allowed_associations, gh.trigger_label),
+        starter=starter,
+        deliveries=deliveries,
+        commenter=commenter,
+        wakeups=wakeups,
+        max_body_bytes=gh.webhook_max_body_bytes,
+    )
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, receiver.handle, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+    app.state.receiver = receiver
+    return app
