@@ -1,0 +1,398 @@
+"""The sensitive-data gate: what would leave the machine, and the pure rule detectors run on it.
+
+Pure domain code (regular expressions and checksums; no I/O). The heavy detectors (detect-secrets,
+presidio-analyzer, the gitleaks rule catalogue) live in ``promptship.adapters.detectors`` and add their
+findings to these.
+
+- ``outbound_texts(messages, tools)`` lists EVERY text an OpenAI-format chat request would send out: system,
+  user and assistant content (strings or content parts), assistant tool-call names and arguments, tool
+  results, and the names/descriptions/parameter schemas of the tools offered.
+- ``scan_rules(text)`` finds secrets (token formats, private keys, credentials assigned in code/config or
+  embedded in URLs and headers, high-entropy values next to a credential word), structured personal data
+  (emails, phones, IBAN with its checksum, cards with Luhn, national IDs) and confidentiality markers.
+- A ``Finding`` holds the kind, subtype and span — never the matched text, so findings can be logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FindingKind = Literal["secret", "pii", "confidential"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One piece of sensitive data: what kind, where (character span in the scanned text), found by whom."""
+
+    kind: FindingKind
+    subtype: str
+    start: int
+    end: int
+    detector: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.subtype}"
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The gate's verdict on a text or a request. ``sensitive`` ⇔ at least one finding."""
+
+    sensitive: bool
+    findings: tuple[Finding, ...] = field(default=())
+
+    @classmethod
+    def of(cls, findings: Iterable[Finding]) -> GateResult:
+        found = tuple(sorted(set(findings), key=lambda f: (f.start, f.end, f.kind, f.subtype, f.detector)))
+        return cls(sensitive=bool(found), findings=found)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Distinct 'kind:subtype' labels, in order of appearance (safe to log: no data)."""
+        return tuple(dict.fromkeys(f.label for f in self.findings))
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(f.kind for f in self.findings)
+
+    def spans(self) -> list[tuple[int, int]]:
+        return [(f.start, f.end) for f in self.findings]
+
+
+# --- what leaves the machine ------------------------------------------------------------------------------
+
+
+def _content_texts(content: Any) -> list[str]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        out: list[str] = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict):
+                # {"type":"text","text":...}; anything else (image_url, input_audio, file...) as its JSON
+                if isinstance(part.get("text"), str):
+                    out.append(part["text"])
+                rest = {k: v for k, v in part.items() if k not in ("type", "text")}
+                if rest:
+                    out.append(json.dumps(rest, ensure_ascii=False, default=str))
+            else:
+                out.append(str(part))
+        return out
+    if isinstance(content, dict):
+        return _content_texts([content])
+    return [str(content)]
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def outbound_texts(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    """Every text of an OpenAI-format chat request that would leave the machine, in request order."""
+    out: list[str] = []
+    for message in messages:
+        out.extend(_content_texts(message.get("content")))
+        for key in ("name", "reasoning_content", "refusal"):
+            if isinstance(message.get(key), str):
+                out.append(message[key])
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            if function.get("name"):
+                out.append(str(function["name"]))
+            if function.get("arguments") is not None:
+                out.append(_as_text(function["arguments"]))
+        legacy = message.get("function_call")  # the pre-tools OpenAI format
+        if isinstance(legacy, dict):
+            out.extend(_as_text(legacy.get(k)) for k in ("name", "arguments") if legacy.get(k) is not None)
+    for tool in tools or []:
+        nested = tool.get("function")
+        function: dict[str, Any] = nested if isinstance(nested, dict) else tool
+        for key in ("name", "description"):
+            if isinstance(function.get(key), str):
+                out.append(function[key])
+        if function.get("parameters") is not None:
+            out.append(_as_text(function["parameters"]))
+    return [t for t in out if t]
+
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+_SECRET_WORDS = (
+    r"passw(?:or)?d|passwd|pwd|pass|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|"
+    r"private[_-]?key|client[_-]?secret|auth[_-]?token|credentials?|mot[_ ]de[_ ]passe|passphrase|"
+    r"bearer|session[_-]?key|signing[_-]?key|encryption[_-]?key|license[_-]?key|conn(?:ection)?[_-]?string|"
+    r"webhook[_-]?secret|db[_-]?pass"
+)
+
+# (subtype, pattern) — provider token formats with distinctive prefixes.
+_TOKEN_RULES: tuple[tuple[str, str], ...] = (
+    ("private_key", r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----"),
+    ("github_token", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}"),
+    ("github_token", r"\bgithub_pat_[A-Za-z0-9_]{40,}"),
+    ("gitlab_token", r"\bgl(?:pat|ptt|dt|rt|rtr|cbt|imt|agent|oas|ft|soat|ffct)-[A-Za-z0-9_.-]{20,}"),
+    ("gitlab_token", r"\bGR1348941[A-Za-z0-9_-]{20,}"),
+    ("aws_key", r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"),
+    ("slack_token", r"\bxox[abposrce]-(?:\d+-)?[A-Za-z0-9-]{10,}"),
+    ("slack_token", r"\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+"),
+    ("slack_webhook", r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,}"),
+    ("stripe_key", r"\b(?:sk|rk|pk)_(?:live|test|prod)_[A-Za-z0-9]{10,}"),
+    ("openai_key", r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"),
+    ("openai_key", r"\bsk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"),
+    ("anthropic_key", r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{40,}"),
+    ("openrouter_key", r"\bsk-or-v1-[A-Za-z0-9]{32,}"),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    ("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b"),
+    ("pypi_token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
+    ("huggingface_token", r"\b(?:hf_|api_org_)[A-Za-z]{34}\b"),
+    ("sendgrid_key", r"\bSG\.[A-Za-z0-9_-]{20,24}\.[A-Za-z0-9_-]{39,50}"),
+    ("twilio_key", r"\bSK[0-9a-fA-F]{32}\b"),
+    ("mailchimp_key", r"\b[0-9a-f]{32}-us[0-9]{1,2}\b"),
+    ("telegram_token", r"\b\d{8,10}:AA[A-Za-z0-9_-]{33}\b"),
+    ("shopify_token", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b"),
+    ("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}\b"),
+    ("databricks_token", r"\bdapi[a-f0-9]{32}(?:-\d)?\b"),
+    ("age_secret_key", r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b"),
+    ("pulumi_token", r"\bpul-[a-f0-9]{40}\b"),
+    ("postman_key", r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b"),
+    ("vault_token", r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}"),
+    ("prefect_key", r"\bpnu_[A-Za-z0-9]{36}\b"),
+    (
+        "grafana_token",
+        r"\b(?:glc_[A-Za-z0-9+/]{32,}={0,2}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|eyJrIjoi[A-Za-z0-9]{70,})",
+    ),
+    ("sentry_token", r"\bsntry[su]_[A-Za-z0-9+/=_-]{40,}"),
+    ("linear_key", r"\blin_api_[A-Za-z0-9]{40}\b"),
+    ("notion_token", r"\bntn_[0-9]{11}[A-Za-z0-9]{35}\b"),
+    ("planetscale_token", r"\bpscale_(?:tkn|oauth|pw)_[A-Za-z0-9=._-]{32,64}\b"),
+    ("atlassian_token", r"\bATATT3[A-Za-z0-9_=-]{150,}"),
+    ("flyio_token", r"\b(?:fo1_[\w-]{43}|fm1[ar]_[A-Za-z0-9+/]{100,}={0,3}|fm2_[A-Za-z0-9+/]{100,}={0,3})"),
+    ("doppler_token", r"\bdp\.pt\.[A-Za-z0-9]{43}\b"),
+    ("dynatrace_token", r"\bdt0c01\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{64}\b"),
+    ("easypost_key", r"\bEZ[AT]K[A-Za-z0-9]{54}\b"),
+    ("rubygems_token", r"\brubygems_[a-f0-9]{48}\b"),
+    ("shippo_token", r"\bshippo_(?:live|test)_[a-fA-F0-9]{40}\b"),
+    ("readme_key", r"\brdme_[a-z0-9]{70}\b"),
+    ("sourcegraph_token", r"\bsgp_(?:[a-fA-F0-9]{16}|local)_[a-fA-F0-9]{40}\b"),
+    ("onepassword_token", r"\bops_eyJ[A-Za-z0-9+/]{100,}"),
+    (
+        "onepassword_secret_key",
+        r"\bA3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}\b",
+    ),
+    ("azure_storage_key", r"AccountKey=[A-Za-z0-9+/=]{40,}"),
+    ("artifactory_token", r"\b(?:AKCp[A-Za-z0-9]{69}|cmVmdGtu[A-Za-z0-9]{56})\b"),
+    ("private_ai_token", r"\b(?:sk_[A-Za-z0-9]{32,}|pk_[A-Za-z0-9]{32,})\b"),
+    ("hashicorp_tf_token", r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9=_-]{60,70}\b"),
+    ("infracost_token", r"\bico-[A-Za-z0-9]{32}\b"),
+    ("octopus_key", r"\bAPI-[A-Z0-9]{26}\b"),
+    ("perplexity_key", r"\bpplx-[A-Za-z0-9]{48}\b"),
+    ("settlemint_token", r"\bsm_(?:aat|pat|sat)_[A-Za-z0-9]{16}\b"),
+    ("square_token", r"\b(?:EAAA|sq0atp-|sq0csp-)[A-Za-z0-9_-]{22,60}"),
+    ("facebook_token", r"\bEAA[MC][A-Za-z0-9]{100,}"),
+    ("discord_token", r"\b[MNO][A-Za-z\d_-]{23,25}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,38}\b"),
+    ("ibm_cloudant", r"https?://[\w.-]+:[\w.-]+@[\w-]+\.cloudant\.com"),
+    ("amazon_bedrock_key", r"\b(?:ABSK[A-Za-z0-9+/]{109,269}={0,2}|bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t)"),
+    ("teams_webhook", r"https://[a-z0-9]+\.webhook\.office\.com/webhookb2/[a-z0-9-]+@"),
+    ("sidekiq_secret", r"\bBUNDLE_(?:ENTERPRISE__CONTRIBSYS__COM|GEMS__CONTRIBSYS__COM)\b"),
+    ("sidekiq_url", r"https?://[a-f0-9]{8}:[a-f0-9]{8}@(?:gems\.contribsys\.com|enterprise\.contribsys\.com)"),
+)
+
+_PLACEHOLDER = re.compile(
+    r"(?i)^(?:x+|\*+|\.+|-+|<[^>]*>|\{\{[^}]*\}\}|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|%\([^)]*\)s|"
+    r"your[_-]?\w*|changeme|change[_-]?me|example\w*|placeholder|dummy|redacted|none|null|nil|true|false|"
+    r"undefined|string|str|int|password|secret|token|test|foo|bar|baz|\*\*\*+|\.\.\.|"
+    r"os\.environ.*|getenv.*|process\.env.*|env\(.*|settings\..*|config\..*|self\..*|request\..*)$"
+)
+
+# A credential word assigned a value: password = "hunter2", "api_key": "…", export TOKEN=…, --password=…
+_ASSIGNMENT = re.compile(
+    rf"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9_.-]*?)(?:{_SECRET_WORDS})(?:[A-Za-z0-9_.-]*)[\"']?\s*"
+    r"(?::=|=>|=|:|\s+is\s+|\s+est\s+)\s*(?:(?:b|r|u|f)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;}{)(<>\]\[]{6,300}))"
+)
+_URL_CREDENTIALS = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^/\s:@'\"]{1,100}):([^/\s@'\"]{3,200})@[\w.-]+")
+_AUTH_HEADER = re.compile(
+    r"(?i)\b(?:authorization|x-api-key|x-auth-token|api-key|private-token|x-access-token)\s*[:=]\s*[\"']?"
+    r"(?:(?:bearer|basic|token|bot|digest|apikey)\s+)?([A-Za-z0-9._~+/=:-]{8,})"
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)")
+_CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]*?\s(?:-u|--user)\s*[\"']?([^\s\"':]+:[^\s\"']{3,})")
+_HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{_SECRET_WORDS}|key|auth|credential|signature|hmac|salt)")
+
+# --- PII ---
+_EMAIL = re.compile(r"(?i)(?<![\w.+-])[a-z0-9._%+-]{1,64}@(?:[a-z0-9-]{1,63}\.)+(?:xn--[a-z0-9-]{2,59}|[a-z]{2,24})\b")
+_PHONE_PATTERNS = (
+    re.compile(r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\(?\d{1,4}\)?[\s.-]?){2,5}\d{2,4}(?![\w])"),  # international
+    re.compile(r"(?<![\w(])\(\d{3}\)\s?\d{3}[\s.-]\d{4}(?!\w)"),  # (415) 555-0132
+    re.compile(r"(?<![\w-])\d{3}[.-]\d{3}[.-]\d{4}(?![\w-])"),  # 415-555-0132
+    re.compile(r"(?<![\w-])0\d(?:[ .]\d{2}){4}(?![\w-])"),  # 01 42 68 53 00 (FR)
+    re.compile(r"(?<![\w-])0\d{1,4}-\d{3,4}-\d{4}(?![\w-])"),  # 090-1234-5678 (JP)
+)
+_PHONE_CONTEXT = re.compile(
+    r"(?i)\b(?:phone|tel|telephone|téléphone|mobile|cell|portable|call|fax|whatsapp|sms|number|numéro|contact)\b"
+    r"[^\n\d]{0,25}(\+?\(?\d[\d\s().-]{6,18}\d)"
+)
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_IBAN = re.compile(r"\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b")
+_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ]?)(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
+_SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|social security|sécurité sociale)\b")
+_NINO = re.compile(r"(?i)\b(?![DFIQUV])[A-CEGHJ-PR-TW-Z](?![DFIQUVO])[A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+_FR_NIR = re.compile(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?(\d{2})\b")
+_ID_CONTEXT = re.compile(
+    r"(?i)\b(?:passport|passeport|driver'?s? licen[cs]e|permis|national id|id card|carte d'identité|tax id|"
+    r"steuer-?id|idnr|nif|nie|dni|codice fiscale|aadhaar|sin|itin|nino|hetu|henkilötunnus|personnummer|"
+    r"bsn|pesel|cpf|curp)\b[^\n]{0,30}?\b([A-Z0-9][A-Z0-9 -]{5,16}[A-Z0-9])\b"
+)
+_CONFIDENTIAL = re.compile(
+    r"(?i)\b(?:confidential|strictly confidential|internal use only|internal only|for internal use|"
+    r"do not (?:share|distribute|forward)|not for (?:distribution|public release)|proprietary and confidential|"
+    r"under nda|trade secret|classified|top secret|confidentiel|diffusion restreinte|ne pas diffuser|"
+    r"usage interne(?: uniquement)?|strictement confidentiel|vertraulich|nur für den internen gebrauch)\b"
+)
+
+
+def _shannon(s: str) -> float:
+    counts = Counter(s)
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _looks_random(value: str) -> bool:
+    """A value that looks like a generated secret: long, mixed classes, high entropy, not a word or path."""
+    if len(value) < 16 or _PLACEHOLDER.match(value):
+        return False
+    if value.isalpha() and (value.islower() or value.isupper()):
+        return False
+    classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
+    threshold = 3.0 if re.fullmatch(r"[0-9a-f]+", value) else 3.5
+    return classes >= 2 and _shannon(value) >= threshold
+
+
+def _plausible_secret_value(value: str) -> bool:
+    value = value.strip()
+    if len(value) < 4 or _PLACEHOLDER.match(value):
+        return False
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
+        return False
+    if re.fullmatch(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+", value):  # attribute access: cfg.db.password
+        return False
+    if " " in value and len(value.split()) > 3:  # prose ("token is used to …")
+        return False
+    if re.fullmatch(r"[a-z]+", value) and len(value) < 8:
+        return False
+    return True
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(iban: str) -> bool:
+    s = iban.replace(" ", "").upper()
+    if not 15 <= len(s) <= 34:
+        return False
+    rearranged = s[4:] + s[:4]
+    try:
+        number = int("".join(str(int(c, 36)) for c in rearranged))
+    except ValueError:
+        return False
+    return number % 97 == 1
+
+
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|6(?:011|5|4[4-9]|2)|35|50|5[6-9]|1)")
+
+
+def _card_ok(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and bool(_CARD_PREFIX.match(digits)) and luhn_ok(digits) and len(set(digits)) > 1
+
+
+def scan_rules(text: str) -> list[Finding]:
+    """promptship's own rules (pure regex + checksums). Returns findings with spans into ``text``."""
+    found: list[Finding] = []
+
+    def add(kind: FindingKind, subtype: str, span: tuple[int, int], detector: str = "rules") -> None:
+        found.append(Finding(kind, subtype, span[0], span[1], detector))
+
+    for subtype, pattern in _COMPILED_TOKENS:
+        for m in pattern.finditer(text):
+            add("secret", subtype, m.span())
+    for m in _ASSIGNMENT.finditer(text):
+        group = 1 if m.group(1) is not None else 2
+        if _plausible_secret_value(m.group(group)):
+            add("secret", "assigned_credential", m.span(group))
+    for m in _URL_CREDENTIALS.finditer(text):
+        if not _PLACEHOLDER.match(m.group(2)):
+            add("secret", "url_credentials", m.span(2))
+    for pattern, subtype in ((_AUTH_HEADER, "auth_header"), (_BEARER, "bearer_token"), (_CURL_USER, "basic_auth")):
+        for m in pattern.finditer(text):
+            if not _PLACEHOLDER.match(m.group(1)):
+                add("secret", subtype, m.span(1))
+    if _ENTROPY_CONTEXT.search(text):
+        for m in _HIGH_ENTROPY.finditer(text):
+            if _looks_random(m.group(0)):
+                add("secret", "high_entropy", m.span())
+
+    for m in _EMAIL.finditer(text):
+        add("pii", "email", m.span())
+    for pattern in _PHONE_PATTERNS:
+        for m in pattern.finditer(text):
+            if 8 <= sum(c.isdigit() for c in m.group(0)) <= 15:
+                add("pii", "phone", m.span())
+    for m in _PHONE_CONTEXT.finditer(text):
+        digits = sum(c.isdigit() for c in m.group(1))
+        if 8 <= digits <= 15 and not re.fullmatch(r"\d+", m.group(1)):
+            add("pii", "phone", m.span(1))
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if _card_ok(digits):
+            add("pii", "credit_card", m.span())
+    for m in _IBAN.finditer(text):
+        candidate = m.group(1).rstrip()
+        # the match may have swallowed following words; shrink until the checksum holds
+        compact = candidate.replace(" ", "")
+        for length in range(len(compact), 14, -1):
+            if iban_ok(compact[:length]):
+                add("pii", "iban", m.span(1))
+                break
+    for m in _SSN.finditer(text):
+        if m.group(1) or _SSN_CONTEXT.search(text):
+            add("pii", "us_ssn", m.span())
+    for m in _NINO.finditer(text):
+        add("pii", "uk_nino", m.span())
+    for m in _FR_NIR.finditer(text):
+        compact = re.sub(r"\D", "", m.group(0).replace("2A", "19").replace("2B", "18"))
+        if len(compact) == 15 and 97 - int(compact[:13]) % 97 == int(compact[13:]):
+            add("pii", "fr_nir", m.span())
+    for m in _ID_CONTEXT.finditer(text):
+        if sum(c.isdigit() for c in m.group(1)) >= 5:
+            add("pii", "national_id", m.span(1))
+    for m in _CONFIDENTIAL.finditer(text):
+        add("confidential", "marker", m.span())
+    return found
+
+
+_COMPILED_TOKENS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((s, re.compile(p)) for s, p in _TOKEN_RULES)
+
+
+def gate_rules(text: str) -> GateResult:
+    """The gate with promptship's own rules only (the adapter adds detect-secrets, presidio, gitleaks)."""
+    return GateResult.of(scan_rules(text))

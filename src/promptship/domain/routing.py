@@ -1,0 +1,445 @@
+"""The routing policy: which model group takes an LLM call, local or cloud, and why.
+
+Pure domain code. The seed's mapping (``RoutingPolicy.default()``):
+
+    class          model group         provider model                           mode
+    sensitive      llama3              ollama_chat/llama3                       local
+    complex_code   gpt-4o              openrouter/openai/gpt-4o                 cloud
+    tests          mistral             ollama_chat/mistral                      local
+    docs           claude-3.5-sonnet   openrouter/anthropic/claude-3.5-sonnet   cloud
+    default        mistral             ollama_chat/mistral                      local
+
+It can be overridden by a YAML file (``RoutingPolicy.from_yaml``) and by the values of the seed's
+``llm-config`` ConfigMap (``RoutingPolicy.with_llm_config``). The one invariant no configuration can break:
+a call that carries sensitive data (or is forced local) only ever goes to a local model — otherwise it is
+refused with ``SensitiveDataBlocked``; a fallback never moves it to the cloud.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, cast, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from promptship.domain.gate import Finding, GateResult
+from promptship.domain.request import TaskClass
+from promptship.domain.results import LLMMode, RouteDecision
+from promptship.errors import ConfigError, SensitiveDataBlocked
+
+TASK_CLASSES: tuple[TaskClass, ...] = get_args(TaskClass)
+
+
+class ModelSpec(BaseModel):
+    """One model group: the name the policy speaks of, the LiteLLM model it maps to, local or cloud, prices."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Model group name used by the policy and the gateway (e.g. 'mistral').")
+    litellm_model: str = Field(description="LiteLLM model string, e.g. 'ollama_chat/mistral'.")
+    mode: LLMMode = Field(description="local (Ollama, on this machine/cluster) or cloud (OpenRouter).")
+    input_cost_per_token: float = Field(default=0.0, ge=0, description="USD per prompt token.")
+    output_cost_per_token: float = Field(default=0.0, ge=0, description="USD per completion token.")
+
+    @property
+    def local(self) -> bool:
+        return self.mode == "local"
+
+
+def _local(name: str) -> ModelSpec:
+    return ModelSpec(name=name, litellm_model=f"ollama_chat/{name}", mode="local")
+
+
+def normalize_model_name(name: str) -> str:
+    """'code llama' → 'codellama', 'Llama3' → 'llama3' (the seed's ConfigMap spells names loosely)."""
+    return re.sub(r"\s+", "", name.strip().lower())
+
+
+class RoutingPolicy(BaseModel):
+    """Model groups, the class → group mapping and the fallback chains."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: dict[str, ModelSpec]
+    classes: dict[TaskClass, str] = Field(description="Task class → model group name.")
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict, description="Group → groups to try next.")
+    max_retries: int = Field(default=3, ge=0, description="Retries per call (llm-config max_retries).")
+    timeout_s: float = Field(default=30.0, gt=0, description="Timeout per call (llm-config timeout_seconds).")
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> RoutingPolicy:
+        """The seed's routing table (see the module docstring)."""
+        models = {
+            "llama3": _local("llama3"),
+            "mistral": _local("mistral"),
+            "codellama": _local("codellama"),
+            "gpt-4o": ModelSpec(
+                name="gpt-4o",
+                litellm_model="openrouter/openai/gpt-4o",
+                mode="cloud",
+                input_cost_per_token=2.5e-6,
+                output_cost_per_token=10e-6,
+            ),
+            "claude-3.5-sonnet": ModelSpec(
+                name="claude-3.5-sonnet",
+                litellm_model="openrouter/anthropic/claude-3.5-sonnet",
+                mode="cloud",
+                input_cost_per_token=3e-6,
+                output_cost_per_token=15e-6,
+            ),
+        }
+        classes: dict[TaskClass, str] = {
+            "sensitive": "llama3",
+            "complex_code": "gpt-4o",
+            "tests": "mistral",
+            "docs": "claude-3.5-sonnet",
+            "default": "mistral",
+        }
+        fallbacks = {
+            "gpt-4o": ["claude-3.5-sonnet", "codellama", "mistral"],
+            "claude-3.5-sonnet": ["gpt-4o", "mistral"],
+            "llama3": ["mistral", "codellama"],
+            "mistral": ["llama3", "codellama"],
+            "codellama": ["mistral", "llama3"],
+        }
+        return cls(models=models, classes=classes, fallbacks=fallbacks).validated()
+
+    @classmethod
+    def from_yaml(cls, text: str, *, base: RoutingPolicy | None = None) -> RoutingPolicy:
+        """A policy from YAML; keys not given keep the values of ``base`` (default: the seed's policy).
+
+        ```yaml
+        models:
+          qwen: {litellm_model: ollama_chat/qwen2.5-coder, mode: local}
+        classes: {complex_code: qwen}
+        fallbacks: {qwen: [mistral]}
+        max_retries: 2
+        timeout_s: 60
+        ```
+        """
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"routing policy YAML does not parse: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("routing policy YAML must be a mapping with models/classes/fallbacks")
+        data = cast(dict[str, Any], data)
+        unknown = set(data) - {"models", "classes", "fallbacks", "max_retries", "timeout_s"}
+        if unknown:
+            raise ConfigError(f"routing policy YAML: unknown keys {sorted(unknown)}")
+        start = base or cls.default()
+        models = dict(start.models)
+        for name, spec in (data.get("models") or {}).items():
+            if not isinstance(spec, dict):
+                raise ConfigError(f"routing policy YAML: models.{name} must be a mapping")
+            try:
+                models[str(name)] = ModelSpec(name=str(name), **cast(dict[str, Any], spec))
+            except ValidationError as exc:
+                raise ConfigError(f"routing policy YAML: models.{name} is invalid: {_first_error(exc)}") from None
+        classes = dict(start.classes)
+        for klass, group in (data.get("classes") or {}).items():
+            if klass not in TASK_CLASSES:
+                raise ConfigError(f"routing policy YAML: classes.{klass} is not one of {list(TASK_CLASSES)}")
+            classes[cast(TaskClass, klass)] = str(group)
+        fallbacks = dict(start.fallbacks)
+        for group, chain in (data.get("fallbacks") or {}).items():
+            if not isinstance(chain, list):
+                raise ConfigError(f"routing policy YAML: fallbacks.{group} must be a list of model groups")
+            fallbacks[str(group)] = [str(g) for g in cast(list[Any], chain)]
+        try:
+            policy = cls(
+                models=models,
+                classes=classes,
+                fallbacks=fallbacks,
+                max_retries=data.get("max_retries", start.max_retries),
+                timeout_s=data.get("timeout_s", start.timeout_s),
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"routing policy YAML is invalid: {_first_error(exc)}") from None
+        return policy.validated()
+
+    def with_llm_config(self, values: Mapping[str, str]) -> RoutingPolicy:
+        """Apply the seed's ``llm-config`` ConfigMap data (all values are strings).
+
+        - ``default_model``: the group of the ``default`` class (a local model of ``ollama_models``).
+        - ``ollama_models``: comma-separated local models actually served ("llama3,mistral,code llama");
+          local groups not listed are removed and classes pointing at them move to the default model.
+        - ``max_retries``, ``timeout_seconds``: per-call retries and timeout.
+        Unknown keys are ignored (the ConfigMap may carry more than the router needs).
+        """
+        models = dict(self.models)
+        classes = dict(self.classes)
+        fallbacks = {k: list(v) for k, v in self.fallbacks.items()}
+        retries = self.max_retries
+        timeout = self.timeout_s
+        if (raw := values.get("ollama_models")) is not None:
+            served = [normalize_model_name(n) for n in raw.split(",") if n.strip()]
+            if not served:
+                raise ConfigError("llm-config ollama_models is empty: list at least one local model")
+            for name in list(models):
+                if models[name].local and name not in served:
+                    del models[name]
+            for name in served:
+                models.setdefault(name, _local(name))
+        default = normalize_model_name(values.get("default_model", "")) or classes["default"]
+        if default not in models:
+            if "ollama_models" in values:
+                raise ConfigError(
+                    f"llm-config default_model {default!r} is not among ollama_models or the policy's models"
+                )
+            models[default] = _local(default)
+        classes["default"] = default
+        for klass, group in list(classes.items()):
+            if group not in models:
+                classes[klass] = default
+        for group in list(fallbacks):
+            if group not in models:
+                del fallbacks[group]
+            else:
+                fallbacks[group] = [g for g in fallbacks[group] if g in models]
+        try:
+            if (r := values.get("max_retries")) is not None:
+                retries = int(r)
+            if (t := values.get("timeout_seconds")) is not None:
+                timeout = float(t)
+        except ValueError:
+            raise ConfigError("llm-config max_retries must be an integer and timeout_seconds a number") from None
+        try:
+            policy = type(self)(
+                models=models, classes=classes, fallbacks=fallbacks, max_retries=retries, timeout_s=timeout
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"llm-config values are invalid: {_first_error(exc)}") from None
+        return policy.validated()
+
+    def validated(self) -> RoutingPolicy:
+        """Check references; a sensitive class that maps to a cloud model is a configuration error."""
+        for name, spec in self.models.items():
+            if spec.name != name:
+                raise ConfigError(f"routing policy: model key {name!r} and its name {spec.name!r} differ")
+        for klass in TASK_CLASSES:
+            if klass not in self.classes:
+                raise ConfigError(f"routing policy: class {klass!r} has no model group")
+        for klass, group in self.classes.items():
+            if group not in self.models:
+                raise ConfigError(f"routing policy: class {klass!r} maps to unknown model group {group!r}")
+        for group, chain in self.fallbacks.items():
+            for target in [group, *chain]:
+                if target not in self.models:
+                    raise ConfigError(f"routing policy: fallbacks.{group} names unknown model group {target!r}")
+        if not self.models[self.classes["sensitive"]].local:
+            raise ConfigError(
+                f"routing policy: the sensitive class must map to a local model, not {self.classes['sensitive']!r}"
+            )
+        return self
+
+    # --- queries ------------------------------------------------------------------------------------------
+
+    def spec(self, group: str) -> ModelSpec:
+        try:
+            return self.models[group]
+        except KeyError:
+            raise ConfigError(f"routing policy has no model group {group!r}") from None
+
+    def is_local(self, group: str) -> bool:
+        return self.spec(group).local
+
+    def local_groups(self) -> list[str]:
+        """Local model groups, the sensitive class's first."""
+        first = self.classes["sensitive"]
+        return [first] + [n for n, s in self.models.items() if s.local and n != first]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+# --- the task classifier (rules first) --------------------------------------------------------------------
+
+# Category of /work/shared/eval/task_class.jsonl → our task class (docs/ROUTING.md explains why).
+EVAL_CATEGORY_TO_CLASS: dict[str, TaskClass] = {
+    "code_generation": "complex_code",  # HumanEval: implement a function from its signature and docstring
+    "coding": "complex_code",  # MT-bench coding: write/debug programs
+    "writing": "default",  # essays, emails, blog posts: prose, not project documentation
+    "roleplay": "default",
+    "reasoning": "default",
+    "math": "default",
+    "extraction": "default",
+    "stem": "default",
+    "humanities": "default",
+    # promptship's own hand-labelled sets (tests/data/task_class_tests_docs.jsonl)
+    "tests": "tests",
+    "docs": "docs",
+}
+
+_W = r"(?:^|(?<=[^A-Za-z0-9_]))"  # a word start that also works after punctuation
+
+_TESTS_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(
+            r"(?i)\b(?:write|add|create|generate|extend|improve|fix|update|cover|increase|need|implement|"
+            r"make|set up|setup)\b[^.\n]{0,80}?\b(?:unit|integration|regression|end-to-end|e2e|smoke|"
+            r"property[- ]based|snapshot|load|contract|acceptance|api|component|parametri[sz]ed|flaky|failing)?"
+            r"\s*tests?(?:s|\s+suites?|\s+cases?|\s+coverage)?\b"
+        ),
+        "asks to write or fix tests",
+    ),
+    (
+        re.compile(
+            r"(?i)\b(?:pytest|unittest|jest|vitest|mocha|junit|testng|rspec|go test|cypress|playwright test|"
+            r"hypothesis|tox|test coverage|code coverage|coverage report|test suite|test case|test cases|"
+            r"test fixture|fixtures?|mocks?|mocking|stubs?|assertions?|tdd|doctests?)\b"
+        ),
+        "names a test framework or testing concept",
+    ),
+    (re.compile(r"(?i)\btests?\s+(?:for|of|that|which|to)\b"), "asks for tests of something"),
+    (re.compile(r"(?i)\b(?:écri(?:re|s|vez)|ajoute[rz]?)\b[^.\n]{0,60}\btests?\b"), "asks for tests (fr)"),
+)
+
+_DOCS_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(
+            r"(?i)\b(?:readme|changelog|release notes|docstrings?|documentation|documenter|docs|"
+            r"user guide|user manual|how-?to guide|tutorial|api reference|reference guide|runbook|"
+            r"playbook|architecture decision record|adr|onboarding guide|contributing guide|"
+            r"contributing\.md|faq|man ?page|wiki page|jsdoc|javadoc|sphinx|mkdocs|openapi description|"
+            r"comments? (?:to|in|for) (?:the )?(?:code|function|module|class))\b"
+        ),
+        "asks for documentation",
+    ),
+    (
+        re.compile(
+            r"(?i)\b(?:document|annotate|explain in the docs|write up|describe in the readme)\b\s+"
+            r"(?:the|this|our|how|all|each|every|its|these|public|what)\b"
+        ),
+        "asks to document something",
+    ),
+)
+
+_CODE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"(?m)^\s*(?:def|class|async def|from \S+ import|import \S+|function|const|let|fn|func)\b"),
+        "contains code",
+    ),
+    (re.compile(r"```"), "contains a code block"),
+    (
+        re.compile(
+            r"(?i)\b(?:implement|refactor|debug|optimi[sz]e|rewrite|port|migrate|add (?:an? )?(?:endpoint|"
+            r"feature|route|api|cache|retry|handler)|fix (?:the |a |this )?(?:bug|crash|error|leak|race)|"
+            r"write (?:a |an |the )?(?:\w+ ){0,3}(?:program|function|script|class|method|module|service|"
+            r"api|endpoint|parser|algorithm|query|website|app|cli|component)|"
+            r"develop (?:a |an )?(?:\w+ ){0,2}(?:program|application|app|service|tool)|"
+            r"bug|stack ?trace|traceback|segfault|compile|concurrency|algorithm|data structure|"
+            r"binary tree|linked list|complexity|regex|sql|kubernetes manifest|dockerfile|endpoint|"
+            r"fastapi|react|typescript|javascript|python|golang|rust|c\+\+|java)\b"
+        ),
+        "asks for code",
+    ),
+)
+
+
+def classify_task(text: str) -> tuple[TaskClass, str]:
+    """The task class of a prompt and the rule that decided it (rules first, in this order):
+    tests, docs, complex_code, else default. Sensitivity is not decided here but by the gate's findings."""
+    head = text[:4000]
+    # HumanEval-style prompts: a signature with a docstring and doctest lines are code to write, not tests.
+    code_like = bool(_CODE_RULES[0][0].search(head))
+    for pattern, why in _TESTS_RULES:
+        if m := pattern.search(head):
+            if code_like and m.group(0).lower().startswith(("doctest", "assert")):
+                continue
+            return "tests", f"{why}: {m.group(0).strip()[:40]!r}"
+    for pattern, why in _DOCS_RULES:
+        if m := pattern.search(head):
+            if code_like and m.group(0).lower().startswith("docstring"):
+                continue
+            return "docs", f"{why}: {m.group(0).strip()[:40]!r}"
+    for pattern, why in _CODE_RULES:
+        if m := pattern.search(head):
+            return "complex_code", f"{why}: {m.group(0).strip()[:40]!r}"
+    return "default", "no rule matched"
+
+
+# --- the decision ---------------------------------------------------------------------------------------
+
+
+def _finding_labels(findings: Iterable[Finding]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for f in findings:
+        seen.setdefault(f"{f.kind}:{f.subtype}", None)
+    return tuple(seen)
+
+
+def _available(group: str, policy: RoutingPolicy, local_available: bool | Collection[str]) -> bool:
+    if not policy.is_local(group):
+        return True
+    if isinstance(local_available, bool):
+        return local_available
+    return group in local_available
+
+
+def decide_route(
+    text: str,
+    *,
+    policy: RoutingPolicy,
+    findings: GateResult | Iterable[Finding] = (),
+    task_class: TaskClass | None = None,
+    force_local: bool = False,
+    local_available: bool | Collection[str] = True,
+) -> RouteDecision:
+    """Decide the model group for one call.
+
+    - Sensitive findings or ``force_local`` ⇒ a local model only: the class's own model if it is local,
+      else the ``sensitive`` class's model, else any local fallback. ``local_available`` is a bool or the
+      names of the local groups currently up. No local model ⇒ ``SensitiveDataBlocked`` (never the cloud).
+    - Otherwise the class (stated by the caller, or ``classify_task``) picks its group.
+    """
+    found = list(findings.findings if isinstance(findings, GateResult) else findings)
+    labels = _finding_labels(found)
+    if task_class is not None:
+        klass, why = task_class, "class stated by the caller"
+    else:
+        klass, why = classify_task(text)
+    if not found and not force_local:
+        group = policy.classes[klass]
+        spec = policy.spec(group)
+        return RouteDecision(
+            task_class=klass, model=group, mode=spec.mode, reason=f"class {klass} ({why}) → {group} ({spec.mode})"
+        )
+
+    cause = f"sensitive data found ({', '.join(labels)})" if found else "local-only requested (force_local)"
+    if found:
+        klass = "sensitive"
+    own = policy.classes[klass]
+    candidates = [own] if policy.is_local(own) else []
+    candidates.append(policy.classes["sensitive"])
+    for start in list(candidates):
+        candidates.extend(allowed_fallbacks(policy, start, sensitive=True))
+    candidates.extend(policy.local_groups())
+    for group in dict.fromkeys(candidates):
+        if policy.is_local(group) and _available(group, policy, local_available):
+            return RouteDecision(
+                task_class=klass,
+                model=group,
+                mode="local",
+                reason=f"{cause} → local only → {group} (class {klass}: {why})",
+                sensitive=True,
+                findings=labels,
+            )
+    raise SensitiveDataBlocked(
+        f"{cause}, and no local model is available: the call is refused rather than sent to the cloud",
+        reasons=list(labels) or ["force_local"],
+    )
+
+
+def allowed_fallbacks(policy: RoutingPolicy, group: str, sensitive: bool) -> list[str]:
+    """The fallback chain of ``group``; for a sensitive call only its local members (never the cloud)."""
+    chain = [g for g in policy.fallbacks.get(group, []) if g in policy.models and g != group]
+    if sensitive:
+        chain = [g for g in chain if policy.is_local(g)]
+    return chain
