@@ -171,3 +171,12 @@ class RollbackResult(_Model):
     restored_image: str | None = None
     time_to_restore_s: float = 0.0
     detail: str = ""
+
+
+class GenerationResult(_Model):
+    """What a code-generation (or repair) step left behind: the agent's result and the pushed head."""
+
+    agent: AgentResult
+    compile: CompileResult | None = None
+    head_sha: str | None = None
+    workspace: str
