@@ -1,0 +1,1229 @@
+"""The local forge: GitHub's REST API under ``/api/v3``, smart-HTTP git, a CI runner and signed webhooks,
+all on one 127.0.0.1 port.
+
+State lives in memory (bare repositories on disk under ``<root>/git``); a restarted forge re-opens the
+repositories but forgets pull requests, issues and checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from promptship.sandbox.forge import git as g
+from promptship.sandbox.forge.hooks import Delivery, WebhookSender
+from promptship.sandbox.forge.render import (
+    CheckRun,
+    CheckSuite,
+    Comment,
+    Issue,
+    Label,
+    Pull,
+    Renderer,
+    Repo,
+    Status,
+    User,
+)
+
+CI_CHECK_NAME = "test"
+CI_STATUS_CONTEXT = "promptship-ci/test"
+IMAGE_HOST = "forge.local"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request the forge answered (for tests: which calls, which answers)."""
+
+    method: str
+    path: str
+    query: str
+    status: int
+    request_headers: dict[str, str]
+    response_headers: dict[str, str]
+    response_body: bytes
+    request_body: bytes = b""
+
+    @property
+    def is_api(self) -> bool:
+        return self.path.startswith("/api/v3/")
+
+
+@dataclass(frozen=True)
+class CIRun:
+    """One build of the forge's CI runner."""
+
+    repository: str
+    sha: str
+    branch: str | None
+    conclusion: str
+    images: tuple[str, ...] = ()
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, errors: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.errors = errors
+
+
+@dataclass
+class _Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json; charset=utf-8"
+
+
+Route = tuple[str, re.Pattern[str], Callable[..., _Response]]
+
+
+class Forge:
+    """A GitHub stand-in on 127.0.0.1. Use ``running_forge(root)``; see docs/CONTRACTS.md."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        owner_login: str = "demo",
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        run_ci: bool = True,
+        test_timeout_s: float = 900.0,
+        python: str | None = None,
+    ):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "git").mkdir(exist_ok=True)
+        (self.root / "registry").mkdir(exist_ok=True)
+        self.run_ci = run_ci
+        self.test_timeout_s = test_timeout_s
+        self.python = python or sys.executable
+        self.requests: list[LoggedRequest] = []
+        self.ci_runs: list[CIRun] = []
+        self._lock = threading.RLock()
+        self._ids = 1000
+        self._users: dict[str, User] = {}
+        self._tokens: dict[str, str] = {}
+        self._repos: dict[str, Repo] = {}
+        self._log_keys: dict[int, str] = {}
+        self._rate_limited = 0
+        self._retry_after_s = 1
+        self.owner = self._user(owner_login)
+        self.token = self.add_user(owner_login)
+        self.hooks = WebhookSender()
+        self.hooks.configure(webhook_url, webhook_secret)
+        self._ci_queue: queue.Queue[tuple[str, str, str | None, str | None] | None] = queue.Queue()
+        self._ci_pending = 0
+        self._ci_cv = threading.Condition()
+        self._ci_thread = threading.Thread(target=self._ci_loop, name="forge-ci", daemon=True)
+        self._ci_thread.start()
+        self._routes = self._build_routes()
+        forge = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.forge = forge
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.web_url = f"http://{host}:{self.port}"
+        self.api_url = f"{self.web_url}/api/v3"
+        self.render = Renderer(self.web_url)
+        self._reopen_repositories()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="forge-http", daemon=True)
+        self._thread.start()
+
+    # -- public helpers ---------------------------------------------------------------------------------
+    def git_url(self, owner: str, repo: str) -> str:
+        """The smart-HTTP clone URL (no credentials: git gets them with basic auth, password = a token)."""
+        return f"{self.web_url}/{owner}/{repo}.git"
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return self.hooks.deliveries
+
+    def configure_webhook(self, url: str | None, secret: str | None) -> None:
+        """Send signed webhooks for every repository to ``url`` (None: stop sending)."""
+        self.hooks.configure(url, secret)
+
+    def add_user(self, login: str) -> str:
+        """Create a user (if new) and return a fresh API token for it."""
+        with self._lock:
+            self._user(login)
+            token = "ghp_" + secrets.token_hex(18)
+            self._tokens[token] = login
+            return token
+
+    def add_collaborator(self, owner: str, repo: str, login: str) -> None:
+        with self._lock:
+            self._user(login)
+            self._repo(owner, repo).collaborators.add(login)
+
+    def seed_repository(self, owner: str, repo: str, source_dir: str | Path, *, default_branch: str = "main") -> str:
+        """Create ``owner/repo`` from a directory: one commit on ``default_branch``. Returns its SHA.
+
+        The commit is a push to the base branch, so CI runs on it (and publishes its images when green).
+        """
+        source = Path(source_dir).resolve()
+        if not source.is_dir():
+            raise FileNotFoundError(f"seed source {source} is not a directory")
+        with self._lock:
+            r = self._create_repo(owner, repo, default_branch)
+            sha = g.commit_directory(r.git_dir, source, default_branch, f"Initial import of {source.name}")
+        self._after_push(r, {f"refs/heads/{default_branch}": (None, sha)})
+        return sha
+
+    def commit_files(self, owner: str, repo: str, branch: str, files: dict[str, str | None], message: str) -> str:
+        """Commit directly to ``branch`` as another developer would (None deletes a file); CI runs on it."""
+        with self._lock:
+            r = self._repo(owner, repo)
+            old = g.rev_parse(r.git_dir, f"refs/heads/{branch}")
+            work = self.root / "tmp" / secrets.token_hex(6)
+            try:
+                if old:
+                    g.export_tree(r.git_dir, old, work)
+                work.mkdir(parents=True, exist_ok=True)
+                for name, content in files.items():
+                    path = work / name
+                    if content is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text(content)
+                sha = g.commit_directory(r.git_dir, work, branch, message)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        self._after_push(r, {f"refs/heads/{branch}": (old, sha)})
+        return sha
+
+    def merge_pull_as_human(self, owner: str, repo: str, number: int, login: str | None = None) -> str:
+        """A person presses 'Squash and merge'. Returns the merge commit SHA."""
+        with self._lock:
+            r = self._repo(owner, repo)
+            user = self._users[login] if login else self.owner
+        return self._merge(r, number, user, None, None, None)["sha"]
+
+    def secondary_rate_limit(self, requests: int = 1, retry_after_s: int = 1) -> None:
+        """The next ``requests`` API calls answer 403 'secondary rate limit' with ``Retry-After``."""
+        with self._lock:
+            self._rate_limited = requests
+            self._retry_after_s = retry_after_s
+
+    def wait_idle(self, timeout_s: float = 120.0) -> bool:
+        """Wait until CI has nothing queued or running and every webhook is delivered."""
+        deadline = time.monotonic() + timeout_s
+        with self._ci_cv:
+            if not self._ci_cv.wait_for(lambda: self._ci_pending == 0, timeout=timeout_s):
+                return False
+        return self.hooks.wait_idle(max(0.0, deadline - time.monotonic()))
+
+    def image_record(self, owner: str, repo: str, context: str, sha: str) -> Path:
+        return self.root / "registry" / owner / repo / context / f"{sha}.json"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._ci_queue.put(None)
+        self._ci_thread.join(timeout=5)
+        self.hooks.close()
+
+    # -- state helpers ----------------------------------------------------------------------------------
+    def _next_id(self) -> int:
+        with self._lock:
+            self._ids += 1
+            return self._ids
+
+    def _user(self, login: str) -> User:
+        with self._lock:
+            if login not in self._users:
+                self._users[login] = User(login=login, id=self._next_id())
+            return self._users[login]
+
+    def _repo(self, owner: str, name: str) -> Repo:
+        r = self._repos.get(f"{owner}/{name}".lower())
+        if r is None:
+            raise HTTPError(404, "Not Found")
+        return r
+
+    def _create_repo(self, owner: str, name: str, default_branch: str) -> Repo:
+        key = f"{owner}/{name}".lower()
+        if key in self._repos:
+            raise ValueError(f"repository {owner}/{name} exists already")
+        git_dir = self.root / "git" / owner / f"{name}.git"
+        if not git_dir.exists():
+            g.init_bare(git_dir, default_branch)
+        now = _now()
+        r = Repo(
+            id=self._next_id(),
+            owner=self._user(owner),
+            name=name,
+            default_branch=default_branch,
+            git_dir=git_dir,
+            created_at=now,
+            pushed_at=now,
+        )
+        self._repos[key] = r
+        return r
+
+    def _reopen_repositories(self) -> None:
+        for git_dir in sorted((self.root / "git").glob("*/*.git")):
+            head = (git_dir / "HEAD").read_text().strip()
+            branch = head.rsplit("/", 1)[-1] if head.startswith("ref:") else "main"
+            self._create_repo(git_dir.parent.name, git_dir.name[: -len(".git")], branch)
+
+    def _label(self, r: Repo, name: str) -> Label:
+        if name not in r.labels:
+            r.labels[name] = Label(id=self._next_id(), name=name)
+        return r.labels[name]
+
+    def _open_pulls_for(self, r: Repo, sha: str) -> list[Issue]:
+        return [i for i in r.issues.values() if i.pull and i.state == "open" and i.pull.head_sha == sha]
+
+    # -- git pushes and CI ------------------------------------------------------------------------------
+    def _after_push(self, r: Repo, changes: dict[str, tuple[str | None, str | None]]) -> None:
+        """React to ref updates: refresh PR heads (synchronize), queue CI for every new branch tip."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            r.pushed_at = _now()
+            for ref, (old, new) in changes.items():
+                if not ref.startswith("refs/heads/") or new is None:
+                    continue
+                branch = ref[len("refs/heads/") :]
+                for i in r.issues.values():
+                    if not i.pull or i.state != "open":
+                        continue
+                    if i.pull.head_ref == branch:
+                        i.pull.head_sha = new
+                        i.updated_at = _now()
+                        events.append(("pull_request", self._pr_payload(r, i, "synchronize", before=old)))
+                    if i.pull.base_ref == branch:
+                        i.pull.base_sha = new
+                if self.run_ci:
+                    with self._ci_cv:
+                        self._ci_pending += 1
+                    self._ci_queue.put((r.full_name, new, branch, old))
+        for event, payload in events:
+            self.hooks.send(event, payload)
+
+    def _ci_loop(self) -> None:
+        while True:
+            item = self._ci_queue.get()
+            if item is None:
+                return
+            try:
+                self._build(*item)
+            except Exception as exc:  # a forge bug must not kill the runner; record it as an errored build
+                print(f"forge CI runner: {type(exc).__name__}: {exc}", file=sys.stderr)
+            finally:
+                with self._ci_cv:
+                    self._ci_pending -= 1
+                    self._ci_cv.notify_all()
+
+    def _build(self, full_name: str, sha: str, branch: str | None, before: str | None) -> None:
+        with self._lock:
+            r = self._repos[full_name.lower()]
+            now = _now()
+            suite = CheckSuite(self._next_id(), sha, branch, before, "in_progress", None, now, now)
+            run = CheckRun(self._next_id(), suite.id, CI_CHECK_NAME, sha, "in_progress", None, now, None)
+            self._log_keys[run.id] = secrets.token_hex(8)
+            r.suites[suite.id] = suite
+            r.runs[run.id] = run
+            pending = self._add_status(r, sha, "pending", CI_STATUS_CONTEXT, "make test is running", run)
+            created = self._check_run_payload(r, run, "created")
+            status_payload = self._status_payload(r, pending)
+        self.hooks.send("check_run", created)
+        self.hooks.send("status", status_payload)
+
+        ok, log = self._run_tests(r, sha)
+        images: list[str] = []
+        if ok and branch == r.default_branch:
+            images = self._publish_images(r, sha)
+            if images:
+                log += "\n" + "\n".join(f"published image {ref}" for ref in images) + "\n"
+
+        with self._lock:
+            now = _now()
+            conclusion = "success" if ok else "failure"
+            run.status = suite.status = "completed"
+            run.conclusion = suite.conclusion = conclusion
+            run.completed_at = now
+            suite.updated_at = now
+            run.log = log
+            run.title = "make test passed" if ok else "make test failed"
+            run.summary = _tail(log, 60)
+            state = "success" if ok else "failure"
+            final = self._add_status(r, sha, state, CI_STATUS_CONTEXT, run.title, run)
+            payloads = [
+                ("check_run", self._check_run_payload(r, run, "completed")),
+                ("check_suite", self._check_suite_payload(r, suite, "completed")),
+                ("status", self._status_payload(r, final)),
+            ]
+            self.ci_runs.append(CIRun(r.full_name, sha, branch, conclusion, tuple(images)))
+        for event, payload in payloads:
+            self.hooks.send(event, payload)
+
+    def _run_tests(self, r: Repo, sha: str) -> tuple[bool, str]:
+        work = self.root / "ci" / f"{sha[:12]}-{secrets.token_hex(3)}"
+        try:
+            g.export_tree(r.git_dir, sha, work)
+            if not (work / "Makefile").exists():
+                return True, "no Makefile at the repository root: nothing to test\n"
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTSHIP_", "GITHUB_", "GH_"))}
+            env["PYTHON"] = self.python
+            env["PATH"] = f"{Path(self.python).parent}{os.pathsep}{env.get('PATH', '')}"
+            env["MAKEFLAGS"] = ""
+            try:
+                proc = subprocess.run(
+                    ["make", "test", f"PYTHON={self.python}"],
+                    cwd=work,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    timeout=self.test_timeout_s,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                out = (exc.stdout or b"").decode(errors="replace")
+                return False, f"$ make test\n{out}\nmake test timed out after {self.test_timeout_s:.0f} s\n"
+            out = proc.stdout.decode(errors="replace")
+            return proc.returncode == 0, f"$ make test\n{out}\nexit code {proc.returncode}\n"
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _publish_images(self, r: Repo, sha: str) -> list[str]:
+        refs = []
+        for context in g.top_level_dirs_with(r.git_dir, sha, "Dockerfile"):
+            image = f"{IMAGE_HOST}/{r.owner.login}/{r.name}/{context}:{sha}"
+            record = self.image_record(r.owner.login, r.name, context, sha)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            data = {"image": image, "repository": r.full_name, "sha": sha, "context": context}
+            data["git_dir"] = str(r.git_dir)
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2))
+            tmp.replace(record)
+            refs.append(image)
+        return refs
+
+    def _add_status(
+        self, r: Repo, sha: str, state: str, context: str, description: str | None, run: CheckRun | None
+    ) -> Status:
+        now = _now()
+        target = f"{self.web_url}/{r.full_name}/actions/runs/{run.id}/job/{run.id}" if run else None
+        s = Status(self._next_id(), sha, state, context, description, target, now, now, self.owner)
+        r.statuses.append(s)
+        return s
+
+    def _latest_statuses(self, r: Repo, sha: str) -> list[Status]:
+        latest: dict[str, Status] = {}
+        for s in r.statuses:
+            if s.sha == sha:
+                latest[s.context] = s
+        return list(latest.values())
+
+    # -- webhook payloads -------------------------------------------------------------------------------
+    def _base_payload(self, r: Repo, sender: User | None = None) -> dict[str, Any]:
+        return {"repository": self.render.repo(r), "sender": self.render.user(sender or self.owner)}
+
+    def _pr_payload(self, r: Repo, i: Issue, action: str, before: str | None = None) -> dict[str, Any]:
+        payload = {"action": action, "number": i.number, "pull_request": self._pull_json(r, i)}
+        if action == "synchronize" and i.pull:
+            payload.update({"before": before, "after": i.pull.head_sha})
+        return {**payload, **self._base_payload(r, i.user)}
+
+    def _check_run_payload(self, r: Repo, run: CheckRun, action: str) -> dict[str, Any]:
+        data = self.render.check_run(r, run, self._pulls_minimal(r, run.head_sha))
+        suite = r.suites[run.suite_id]
+        data["check_suite"] = self.render.check_suite(
+            r, suite, g.commit_info(r.git_dir, suite.head_sha), 1, self._pulls_minimal(r, suite.head_sha)
+        )
+        return {"action": action, "check_run": data, **self._base_payload(r)}
+
+    def _check_suite_payload(self, r: Repo, suite: CheckSuite, action: str) -> dict[str, Any]:
+        info = g.commit_info(r.git_dir, suite.head_sha)
+        data = self.render.check_suite(r, suite, info, 1, self._pulls_minimal(r, suite.head_sha))
+        return {"action": action, "check_suite": data, **self._base_payload(r)}
+
+    def _status_payload(self, r: Repo, s: Status) -> dict[str, Any]:
+        info = g.commit_info(r.git_dir, s.sha)
+        branches = [
+            {
+                "name": ref[len("refs/heads/") :],
+                "commit": {"sha": sha, "url": f"{self.api_url}/repos/{r.full_name}/commits/{sha}"},
+                "protected": False,
+            }
+            for ref, sha in g.refs(r.git_dir).items()
+            if sha == s.sha
+        ]
+        return {
+            "id": s.id,
+            "sha": s.sha,
+            "name": r.full_name,
+            "target_url": s.target_url,
+            "context": s.context,
+            "description": s.description,
+            "state": s.state,
+            "commit": self.render.commit(r, info),
+            "branches": branches,
+            "created_at": s.created_at,
+            "updated_at": s.updated_at,
+            **self._base_payload(r),
+        }
+
+    def _pulls_minimal(self, r: Repo, sha: str) -> list[dict[str, Any]]:
+        return [self.render.pull_minimal(r, i) for i in self._open_pulls_for(r, sha)]
+
+    # -- REST -------------------------------------------------------------------------------------------
+    def _build_routes(self) -> list[Route]:
+        R = r"/api/v3/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+        table: list[tuple[str, str, Callable[..., _Response]]] = [
+            ("GET", r"/api/v3/user", self._get_user),
+            ("GET", R, self._get_repo),
+            ("GET", R + r"/branches", self._list_branches),
+            ("GET", R + r"/branches/(?P<branch>.+)", self._get_branch),
+            ("GET", R + r"/git/ref/(?P<ref>.+)", self._get_ref),
+            ("GET", R + r"/git/refs/(?P<ref>.+)", self._get_ref),
+            ("POST", R + r"/git/refs", self._create_ref),
+            ("GET", R + r"/commits/(?P<ref>[^/]+)", self._get_commit),
+            ("GET", R + r"/commits/(?P<ref>[^/]+)/status", self._combined_status),
+            ("GET", R + r"/commits/(?P<ref>[^/]+)/statuses", self._list_statuses),
+            ("GET", R + r"/statuses/(?P<ref>[^/]+)", self._list_statuses),
+            ("POST", R + r"/statuses/(?P<sha>[0-9a-f]{40})", self._create_status),
+            ("GET", R + r"/commits/(?P<ref>[^/]+)/check-runs", self._list_check_runs),
+            ("GET", R + r"/commits/(?P<ref>[^/]+)/check-suites", self._list_check_suites),
+            ("GET", R + r"/check-runs/(?P<id>\d+)", self._get_check_run),
+            ("GET", R + r"/check-suites/(?P<id>\d+)", self._get_check_suite),
+            ("GET", R + r"/actions/jobs/(?P<id>\d+)/logs", self._job_logs),
+            ("GET", R + r"/pulls", self._list_pulls),
+            ("POST", R + r"/pulls", self._create_pull),
+            ("GET", R + r"/pulls/(?P<number>\d+)", self._get_pull),
+            ("PATCH", R + r"/pulls/(?P<number>\d+)", self._edit_pull),
+            ("GET", R + r"/pulls/(?P<number>\d+)/merge", self._is_merged),
+            ("PUT", R + r"/pulls/(?P<number>\d+)/merge", self._merge_pull),
+            ("GET", R + r"/issues", self._list_issues),
+            ("POST", R + r"/issues", self._create_issue),
+            ("GET", R + r"/issues/(?P<number>\d+)", self._get_issue),
+            ("PATCH", R + r"/issues/(?P<number>\d+)", self._edit_issue),
+            ("GET", R + r"/issues/(?P<number>\d+)/comments", self._list_comments),
+            ("POST", R + r"/issues/(?P<number>\d+)/comments", self._create_comment),
+            ("GET", R + r"/issues/(?P<number>\d+)/labels", self._list_issue_labels),
+            ("POST", R + r"/issues/(?P<number>\d+)/labels", self._add_labels),
+            ("GET", R + r"/labels", self._list_labels),
+            ("POST", R + r"/labels", self._create_label),
+            ("GET", R + r"/labels/(?P<name>[^/]+)", self._get_label),
+        ]
+        return [(m, re.compile(p + r"/?$"), f) for m, p, f in table]
+
+    def handle_api(self, method: str, path: str, query: dict[str, list[str]], body: bytes, login: str) -> _Response:
+        with self._lock:
+            if self._rate_limited > 0:
+                self._rate_limited -= 1
+                raise HTTPError(
+                    403,
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                    headers={"Retry-After": str(self._retry_after_s)},
+                )
+        data: Any = None
+        if body:
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                raise HTTPError(400, "Problems parsing JSON") from exc
+        path_matched = False
+        for m, pattern, func in self._routes:
+            match = pattern.match(path)
+            if not match:
+                continue
+            path_matched = True
+            if m != method:
+                continue
+            kwargs = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            with self._lock:
+                user = self._users[login]
+                return func(user=user, query=query, data=data, **kwargs)
+        raise HTTPError(404 if not path_matched or method == "GET" else 405, "Not Found")
+
+    def _get_user(self, user: User, **_: Any) -> _Response:
+        return _Response(200, self.render.user(user))
+
+    def _get_repo(self, owner: str, repo: str, **_: Any) -> _Response:
+        return _Response(200, self.render.repo(self._repo(owner, repo), full=True))
+
+    def _list_branches(self, owner: str, repo: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        items = [self.render.short_branch(r, ref[11:], sha) for ref, sha in sorted(g.refs(r.git_dir).items())]
+        return _Response(200, items)
+
+    def _get_branch(self, owner: str, repo: str, branch: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        sha = g.rev_parse(r.git_dir, f"refs/heads/{branch}")
+        if not sha:
+            raise HTTPError(404, "Branch not found")
+        return _Response(200, self.render.branch(r, branch, g.commit_info(r.git_dir, sha)))
+
+    def _get_ref(self, owner: str, repo: str, ref: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        full = ref if ref.startswith("refs/") else f"refs/{ref}"
+        sha = g.rev_parse(r.git_dir, full) if full.startswith("refs/heads/") else None
+        if not sha:
+            raise HTTPError(404, "Not Found")
+        return _Response(200, self.render.ref(r, full, sha))
+
+    def _create_ref(self, owner: str, repo: str, data: Any, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        ref, sha = (data or {}).get("ref"), (data or {}).get("sha")
+        if not isinstance(ref, str) or not ref.startswith("refs/heads/") or not isinstance(sha, str):
+            raise HTTPError(422, "Reference name and sha are required")
+        if g.rev_parse(r.git_dir, ref):
+            raise HTTPError(422, "Reference already exists")
+        if not g.rev_parse(r.git_dir, sha):
+            raise HTTPError(422, "Object does not exist")
+        g.git(r.git_dir, "update-ref", ref, sha)
+        self._after_push(r, {ref: (None, sha)})
+        return _Response(201, self.render.ref(r, ref, sha))
+
+    def _resolve(self, r: Repo, ref: str) -> str:
+        sha = g.rev_parse(r.git_dir, ref) if re.fullmatch(r"[0-9a-f]{40}", ref) else None
+        sha = sha or g.rev_parse(r.git_dir, f"refs/heads/{ref}")
+        if not sha:
+            raise HTTPError(422, f"No commit found for SHA: {ref}")
+        return sha
+
+    def _get_commit(self, owner: str, repo: str, ref: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, self.render.commit(r, g.commit_info(r.git_dir, self._resolve(r, ref))))
+
+    def _combined_status(self, owner: str, repo: str, ref: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        sha = self._resolve(r, ref)
+        latest = sorted(self._latest_statuses(r, sha), key=lambda s: s.id, reverse=True)
+        return _Response(200, self.render.combined_status(r, sha, latest))
+
+    def _list_statuses(self, owner: str, repo: str, ref: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        sha = self._resolve(r, ref)
+        items = [self.render.status(r, s) for s in reversed(r.statuses) if s.sha == sha]
+        return _Response(200, items)
+
+    def _create_status(self, owner: str, repo: str, sha: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        data = data or {}
+        if data.get("state") not in ("error", "failure", "pending", "success"):
+            raise HTTPError(
+                422, "Validation Failed", errors=[{"resource": "Status", "field": "state", "code": "invalid"}]
+            )
+        if not g.rev_parse(r.git_dir, sha):
+            raise HTTPError(422, f"No commit found for SHA: {sha}")
+        now = _now()
+        s = Status(
+            self._next_id(),
+            sha,
+            data["state"],
+            data.get("context") or "default",
+            data.get("description"),
+            data.get("target_url"),
+            now,
+            now,
+            user,
+        )
+        r.statuses.append(s)
+        self.hooks.send("status", self._status_payload(r, s))
+        return _Response(201, self.render.status(r, s))
+
+    def _list_check_runs(self, owner: str, repo: str, ref: str, query: dict[str, list[str]], **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        sha = self._resolve(r, ref)
+        runs = [c for c in r.runs.values() if c.head_sha == sha]
+        name = (query.get("check_name") or [None])[0]
+        if name:
+            runs = [c for c in runs if c.name == name]
+        if (query.get("filter") or ["latest"])[0] == "latest":
+            latest: dict[str, CheckRun] = {}
+            for c in runs:
+                latest[c.name] = c
+            runs = list(latest.values())
+        pulls = self._pulls_minimal(r, sha)
+        items = [self.render.check_run(r, c, pulls) for c in sorted(runs, key=lambda c: c.id, reverse=True)]
+        return _Response(200, {"total_count": len(items), "check_runs": items})
+
+    def _list_check_suites(self, owner: str, repo: str, ref: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        sha = self._resolve(r, ref)
+        suites = sorted((s for s in r.suites.values() if s.head_sha == sha), key=lambda s: s.id, reverse=True)
+        info = g.commit_info(r.git_dir, sha) if suites else None
+        pulls = self._pulls_minimal(r, sha)
+        items = [
+            self.render.check_suite(r, s, info, sum(1 for c in r.runs.values() if c.suite_id == s.id), pulls)
+            for s in suites
+        ]
+        return _Response(200, {"total_count": len(items), "check_suites": items})
+
+    def _get_check_run(self, owner: str, repo: str, id: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        c = r.runs.get(int(id))
+        if not c:
+            raise HTTPError(404, "Not Found")
+        return _Response(200, self.render.check_run(r, c, self._pulls_minimal(r, c.head_sha)))
+
+    def _get_check_suite(self, owner: str, repo: str, id: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        s = r.suites.get(int(id))
+        if not s:
+            raise HTTPError(404, "Not Found")
+        runs = sum(1 for c in r.runs.values() if c.suite_id == s.id)
+        info = g.commit_info(r.git_dir, s.head_sha)
+        return _Response(200, self.render.check_suite(r, s, info, runs, self._pulls_minimal(r, s.head_sha)))
+
+    def _job_logs(self, owner: str, repo: str, id: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        c = r.runs.get(int(id))
+        if not c:
+            raise HTTPError(404, "Not Found")
+        location = f"{self.web_url}/_forge/logs/{r.full_name}/{c.id}?key={self._log_keys[c.id]}"
+        return _Response(302, None, headers={"Location": location})
+
+    def job_log_text(self, owner: str, repo: str, run_id: int, key: str) -> str | None:
+        with self._lock:
+            r = self._repos.get(f"{owner}/{repo}".lower())
+            c = r.runs.get(run_id) if r else None
+            if not c or not secrets.compare_digest(self._log_keys.get(run_id, ""), key):
+                return None
+            return c.log
+
+    # pull requests
+    def _pull_issue(self, r: Repo, number: str | int) -> Issue:
+        i = r.issues.get(int(number))
+        if not i or not i.pull:
+            raise HTTPError(404, "Not Found")
+        return i
+
+    def _pull_json(self, r: Repo, i: Issue) -> dict[str, Any]:
+        assert i.pull is not None
+        p = i.pull
+        base_tip = g.rev_parse(r.git_dir, f"refs/heads/{p.base_ref}") or p.base_sha
+        commits, additions, deletions, files = g.diff_stats(r.git_dir, base_tip, p.head_sha)
+        if p.merged or i.state == "closed":
+            mergeable, state = None, "unknown"
+        else:
+            check = g.merge_check(r.git_dir, base_tip, p.head_sha)
+            mergeable = check.clean
+            state = "dirty" if not check.clean else self._mergeable_state(r, p.head_sha)
+        extra = {
+            "mergeable": mergeable,
+            "rebaseable": False,
+            "mergeable_state": state,
+            "commits": commits,
+            "additions": additions,
+            "deletions": deletions,
+            "changed_files": files,
+        }
+        return self.render.pull(r, i, extra=extra)
+
+    def _mergeable_state(self, r: Repo, sha: str) -> str:
+        states = {s.state for s in self._latest_statuses(r, sha)}
+        if states & {"failure", "error"}:
+            return "unstable"
+        if "pending" in states:
+            return "blocked"
+        return "clean"
+
+    def _list_pulls(self, owner: str, repo: str, query: dict[str, list[str]], **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        state = (query.get("state") or ["open"])[0]
+        head = (query.get("head") or [None])[0]
+        base = (query.get("base") or [None])[0]
+        items = []
+        for i in sorted(r.issues.values(), key=lambda i: i.number, reverse=True):
+            if not i.pull or (state != "all" and i.state != state):
+                continue
+            if head and f"{r.owner.login}:{i.pull.head_ref}" != head and i.pull.head_ref != head:
+                continue
+            if base and i.pull.base_ref != base:
+                continue
+            items.append(self.render.pull(r, i, simple=True))
+        return _Response(200, items)
+
+    def _create_pull(self, owner: str, repo: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        data = data or {}
+        head, base, title = data.get("head"), data.get("base"), data.get("title")
+        if not isinstance(head, str) or not isinstance(base, str) or not isinstance(title, str) or not title:
+            raise HTTPError(422, "Validation Failed", errors=[{"resource": "PullRequest", "code": "missing_field"}])
+        head_ref = head.split(":", 1)[1] if ":" in head else head
+        head_sha = g.rev_parse(r.git_dir, f"refs/heads/{head_ref}")
+        base_sha = g.rev_parse(r.git_dir, f"refs/heads/{base}")
+        if not head_sha or not base_sha:
+            field_name = "head" if not head_sha else "base"
+            raise HTTPError(
+                422, "Validation Failed", errors=[{"resource": "PullRequest", "field": field_name, "code": "invalid"}]
+            )
+        for i in r.issues.values():
+            if i.pull and i.state == "open" and i.pull.head_ref == head_ref and i.pull.base_ref == base:
+                raise HTTPError(
+                    422,
+                    "Validation Failed",
+                    errors=[
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": f"A pull request already exists for {r.owner.login}:{head_ref}.",
+                        }
+                    ],
+                )
+        if g.diff_stats(r.git_dir, base_sha, head_sha)[0] == 0:
+            raise HTTPError(
+                422,
+                "Validation Failed",
+                errors=[
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"No commits between {base} and {head_ref}",
+                    }
+                ],
+            )
+        now = _now()
+        number = max(r.issues, default=0) + 1
+        i = Issue(self._next_id(), number, title, data.get("body"), user, now, now)
+        i.pull = Pull(self._next_id(), number, head_ref, base, head_sha, base_sha)
+        r.issues[number] = i
+        self.hooks.send("pull_request", self._pr_payload(r, i, "opened"))
+        return _Response(201, self._pull_json(r, i))
+
+    def _get_pull(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, self._pull_json(r, self._pull_issue(r, number)))
+
+    def _edit_pull(self, owner: str, repo: str, number: str, data: Any, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        i = self._pull_issue(r, number)
+        data = data or {}
+        if "title" in data:
+            i.title = data["title"]
+        if "body" in data:
+            i.body = data["body"]
+        action = "edited"
+        if data.get("state") in ("open", "closed") and not (i.pull and i.pull.merged):
+            action = "closed" if data["state"] == "closed" else "reopened"
+            i.state = data["state"]
+            i.closed_at = _now() if i.state == "closed" else None
+        i.updated_at = _now()
+        self.hooks.send("pull_request", self._pr_payload(r, i, action))
+        return _Response(200, self._pull_json(r, i))
+
+    def _is_merged(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        i = self._pull_issue(r, number)
+        if i.pull and i.pull.merged:
+            return _Response(204)
+        raise HTTPError(404, "Not Found")
+
+    def _merge_pull(self, owner: str, repo: str, number: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        data = data or {}
+        result = self._merge(
+            r,
+            int(number),
+            user,
+            data.get("sha"),
+            data.get("commit_title"),
+            data.get("commit_message"),
+            method=data.get("merge_method", "merge"),
+        )
+        return _Response(200, result)
+
+    def _merge(
+        self,
+        r: Repo,
+        number: int,
+        user: User,
+        expected_sha: str | None,
+        title: str | None,
+        message: str | None,
+        method: str = "squash",
+    ) -> dict[str, Any]:
+        with self._lock:
+            i = self._pull_issue(r, number)
+            p = i.pull
+            assert p is not None
+            if method not in ("merge", "squash", "rebase"):
+                raise HTTPError(422, "Validation Failed")
+            if method == "rebase" or method == "merge":
+                method = "squash"  # the forge squashes whatever is asked: its repositories allow only that
+            if p.merged or i.state != "open":
+                raise HTTPError(405, "Pull Request is not mergeable")
+            if expected_sha and expected_sha != p.head_sha:
+                raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
+            base_ref = f"refs/heads/{p.base_ref}"
+            base_tip = g.rev_parse(r.git_dir, base_ref)
+            if not base_tip:
+                raise HTTPError(405, "Base branch does not exist")
+            check = g.merge_check(r.git_dir, base_tip, p.head_sha)
+            if not check.clean or not check.tree:
+                raise HTTPError(405, "Pull Request is not mergeable")
+            subject = title or f"{i.title} (#{i.number})"
+            body = message if message is not None else ""
+            sha = g.squash_commit(r.git_dir, check.tree, base_tip, f"{subject}\n\n{body}".rstrip() + "\n")
+            if not g.update_ref(r.git_dir, base_ref, sha, base_tip):
+                raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
+            now = _now()
+            p.merged, p.merged_at, p.merged_by, p.merge_commit_sha = True, now, user, sha
+            i.state, i.closed_at, i.updated_at = "closed", now, now
+            closed = self._pr_payload(r, i, "closed")
+        self.hooks.send("pull_request", closed)
+        self._after_push(r, {base_ref: (base_tip, sha)})
+        return {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
+
+    # issues, comments, labels
+    def _issue(self, r: Repo, number: str | int) -> Issue:
+        i = r.issues.get(int(number))
+        if not i:
+            raise HTTPError(404, "Not Found")
+        return i
+
+    def _list_issues(self, owner: str, repo: str, query: dict[str, list[str]], **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        state = (query.get("state") or ["open"])[0]
+        items = [
+            self.render.issue(r, i)
+            for i in sorted(r.issues.values(), key=lambda i: i.number, reverse=True)
+            if state == "all" or i.state == state
+        ]
+        return _Response(200, items)
+
+    def _create_issue(self, owner: str, repo: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        data = data or {}
+        title = data.get("title")
+        if not isinstance(title, str) or not title:
+            raise HTTPError(
+                422, "Validation Failed", errors=[{"resource": "Issue", "field": "title", "code": "missing_field"}]
+            )
+        now = _now()
+        number = max(r.issues, default=0) + 1
+        i = Issue(self._next_id(), number, title, data.get("body"), user, now, now)
+        for name in data.get("labels") or []:
+            i.labels.append(self._label(r, name if isinstance(name, str) else name["name"]).name)
+        r.issues[number] = i
+        payload = {"action": "opened", "issue": self.render.issue(r, i), **self._base_payload(r, user)}
+        self.hooks.send("issues", payload)
+        for name in i.labels:
+            label = self.render.label(r, r.labels[name])
+            self.hooks.send(
+                "issues",
+                {"action": "labeled", "issue": self.render.issue(r, i), "label": label, **self._base_payload(r, user)},
+            )
+        return _Response(201, self.render.issue(r, i))
+
+    def _get_issue(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, self.render.issue(r, self._issue(r, number)))
+
+    def _edit_issue(self, owner: str, repo: str, number: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        i = self._issue(r, number)
+        data = data or {}
+        for key in ("title", "body"):
+            if key in data:
+                setattr(i, key, data[key])
+        if data.get("state") in ("open", "closed"):
+            i.state = data["state"]
+            i.closed_at = _now() if i.state == "closed" else None
+        i.updated_at = _now()
+        return _Response(200, self.render.issue(r, i))
+
+    def _list_comments(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, [self.render.comment(r, c) for c in self._issue(r, number).comments])
+
+    def _create_comment(self, owner: str, repo: str, number: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        i = self._issue(r, number)
+        body = (data or {}).get("body")
+        if not isinstance(body, str) or not body:
+            raise HTTPError(
+                422,
+                "Validation Failed",
+                errors=[{"resource": "IssueComment", "field": "body", "code": "missing_field"}],
+            )
+        now = _now()
+        c = Comment(self._next_id(), i.number, body, user, now, now)
+        i.comments.append(c)
+        i.updated_at = now
+        payload = {
+            "action": "created",
+            "issue": self.render.issue(r, i),
+            "comment": self.render.comment(r, c),
+            **self._base_payload(r, user),
+        }
+        self.hooks.send("issue_comment", payload)
+        return _Response(201, self.render.comment(r, c))
+
+    def _list_issue_labels(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, [self.render.label(r, r.labels[n]) for n in self._issue(r, number).labels])
+
+    def _add_labels(self, owner: str, repo: str, number: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        i = self._issue(r, number)
+        names = data.get("labels", []) if isinstance(data, dict) else (data or [])
+        for name in names:
+            name = name if isinstance(name, str) else name.get("name", "")
+            if name and name not in i.labels:
+                i.labels.append(self._label(r, name).name)
+                if not i.pull:
+                    self.hooks.send(
+                        "issues",
+                        {
+                            "action": "labeled",
+                            "issue": self.render.issue(r, i),
+                            "label": self.render.label(r, r.labels[name]),
+                            **self._base_payload(r, user),
+                        },
+                    )
+        i.updated_at = _now()
+        return _Response(200, [self.render.label(r, r.labels[n]) for n in i.labels])
+
+    def _list_labels(self, owner: str, repo: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, [self.render.label(r, lbl) for lbl in r.labels.values()])
+
+    def _create_label(self, owner: str, repo: str, data: Any, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        data = data or {}
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise HTTPError(422, "Validation Failed")
+        if name in r.labels:
+            raise HTTPError(
+                422, "Validation Failed", errors=[{"resource": "Label", "code": "already_exists", "field": "name"}]
+            )
+        lbl = self._label(r, name)
+        lbl.color = data.get("color", lbl.color)
+        lbl.description = data.get("description")
+        return _Response(201, self.render.label(r, lbl))
+
+    def _get_label(self, owner: str, repo: str, name: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        if name not in r.labels:
+            raise HTTPError(404, "Not Found")
+        return _Response(200, self.render.label(r, r.labels[name]))
+
+    # -- git smart HTTP ---------------------------------------------------------------------------------
+    def handle_git(
+        self, method: str, repo_path: tuple[str, str, str], query: str, headers: dict[str, str], body: bytes, login: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        owner, name, rest = repo_path
+        with self._lock:
+            r = self._repo(owner, name)
+        pushing = rest == "/git-receive-pack" or "service=git-receive-pack" in query
+        if pushing and login not in (r.owner.login, *r.collaborators):
+            return 403, {"Content-Type": "text/plain"}, b"permission denied\n"
+        env = {
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
+            "GIT_PROJECT_ROOT": str(self.root / "git"),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": f"/{r.owner.login}/{r.name}.git{rest}",
+            "REQUEST_METHOD": method,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": headers.get("content-type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": login,
+            "REMOTE_ADDR": "127.0.0.1",
+            "GIT_HTTP_MAX_REQUEST_BUFFER": "100M",
+        }
+        if headers.get("content-encoding"):
+            env["HTTP_CONTENT_ENCODING"] = headers["content-encoding"]
+        if headers.get("git-protocol"):
+            env["GIT_PROTOCOL"] = headers["git-protocol"]
+        before = g.refs(r.git_dir) if rest == "/git-receive-pack" else None
+        proc = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+        out = proc.stdout
+        sep = out.find(b"\r\n\r\n")
+        sep_len = 4
+        if sep < 0:
+            sep, sep_len = out.find(b"\n\n"), 2
+        head, payload = (out[:sep], out[sep + sep_len :]) if sep >= 0 else (b"", out)
+        status, resp_headers = 200, {}
+        for line in head.decode(errors="replace").splitlines():
+            if ":" not in line:
+                continue
+            k, v = line.split(":", 1)
+            if k.strip().lower() == "status":
+                status = int(v.strip().split()[0])
+            else:
+                resp_headers[k.strip()] = v.strip()
+        if before is not None:
+            after = g.refs(r.git_dir)
+            changes = {
+                ref: (before.get(ref), after.get(ref))
+                for ref in set(before) | set(after)
+                if before.get(ref) != after.get(ref)
+            }
+            if changes:
+                self._after_push(r, changes)
+        return status, resp_headers, payload
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "promptship-forge"
+    forge: Forge
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the forge keeps its own request log
+        return
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _login(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        scheme, _, value = auth.partition(" ")
+        tokens = self.forge._tokens
+        if scheme.lower() in ("token", "bearer"):
+            return tokens.get(value.strip())
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return tokens.get(password) or tokens.get(user)
+        return None
+
+    def _dispatch(self, method: str) -> None:
+        parsed = urllib.parse.urlsplit(self.path)
+        path, query = parsed.path, parsed.query
+        body = self._read_body()
+        req_headers = {k.lower(): v for k, v in self.headers.items()}
+        status, headers, payload = self._answer(method, path, query, body, req_headers)
+        headers.setdefault("Content-Length", str(len(payload)))
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if method != "HEAD" and payload:
+            self.wfile.write(payload)
+        logged_headers = {k: v for k, v in req_headers.items() if k != "authorization"}
+        self.forge.requests.append(
+            LoggedRequest(
+                method, path, query, status, logged_headers, headers, payload, body if path.startswith("/api/") else b""
+            )
+        )
+
+    def _answer(
+        self, method: str, path: str, query: str, body: bytes, req_headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        forge = self.forge
+        login = self._login()
+        if path.startswith("/api/v3/") or path == "/api/v3":
+            if login is None:
+                return _json_error(401, "Requires authentication", {})
+            try:
+                resp = forge.handle_api(method, path, urllib.parse.parse_qs(query), body, login)
+            except HTTPError as exc:
+                return _json_error(exc.status, exc.message, exc.headers, exc.errors)
+            except g.GitFailed as exc:
+                return _json_error(500, f"forge git failure: {exc}", {})
+            headers = dict(resp.headers)
+            headers.setdefault("X-GitHub-Media-Type", "github.v3; format=json")
+            if resp.body is None:
+                return resp.status, headers, b""
+            payload = json.dumps(resp.body).encode()
+            headers["Content-Type"] = resp.content_type
+            if method == "GET" and resp.status == 200:
+                etag = 'W/"' + hashlib.sha256(payload).hexdigest()[:40] + '"'
+                headers["ETag"] = etag
+                headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
+                if req_headers.get("if-none-match") == etag:
+                    return 304, {"ETag": etag, "Cache-Control": headers["Cache-Control"]}, b""
+            return resp.status, headers, payload
+        m = re.fullmatch(r"/_forge/logs/([^/]+)/([^/]+)/(\d+)", path)
+        if m and method == "GET":
+            key = (urllib.parse.parse_qs(query).get("key") or [""])[0]
+            text = forge.job_log_text(m.group(1), m.group(2), int(m.group(3)), key)
+            if text is None:
+                return 404, {"Content-Type": "text/plain"}, b"not found\n"
+            return 200, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
+        m = re.fullmatch(r"/([^/]+)/([^/]+?)(?:\.git)?(/info/refs|/git-upload-pack|/git-receive-pack)", path)
+        if m:
+            if login is None:
+                return (
+                    401,
+                    {"WWW-Authenticate": 'Basic realm="promptship forge"', "Content-Type": "text/plain"},
+                    b"auth\n",
+                )
+            try:
+                return forge.handle_git(method, (m.group(1), m.group(2), m.group(3)), query, req_headers, body, login)
+            except HTTPError as exc:
+                return exc.status, {"Content-Type": "text/plain"}, exc.message.encode()
+        return 404, {"Content-Type": "text/plain"}, b"not found\n"
+
+
+def _json_error(
+    status: int, message: str, headers: dict[str, str], errors: Any = None
+) -> tuple[int, dict[str, str], bytes]:
+    body: dict[str, Any] = {
+        "message": message,
+        "documentation_url": "https://docs.github.com/rest",
+        "status": str(status),
+    }
+    if errors:
+        body["errors"] = errors
+    return status, {"Content-Type": "application/json; charset=utf-8", **headers}, json.dumps(body).encode()
