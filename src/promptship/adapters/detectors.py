@@ -1,0 +1,219 @@
+"""The sensitive-data scanner: promptship's own rules + detect-secrets + presidio-analyzer, run together.
+
+``SensitiveDataScanner`` is built once (it loads detect-secrets' plugins and presidio's recognizers, ~1 s)
+and then scans texts or whole OpenAI-format requests. Its findings are domain ``Finding`` values; no vendor
+object leaves this module.
+
+Layers (each can be switched off, the benchmark measures each):
+- ``rules``: ``promptship.domain.gate.scan_rules`` (token formats, assignments, URLs, PII with checksums,
+  confidentiality markers).
+- ``detect_secrets``: Yelp's detect-secrets 1.5 plugins through its line-based scan (the one that applies
+  its heuristic filters), inside one ``default_settings()`` kept open for the scanner's life.
+- ``presidio``: presidio-analyzer's pattern recognizers (all of them, country IDs included) on a blank
+  spaCy pipeline (no NER model can be installed offline, so names and addresses are not found).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from promptship.domain.gate import Finding, GateResult, outbound_texts, scan_rules
+from promptship.domain.redaction import redact
+
+Layer = str
+ALL_LAYERS: tuple[Layer, ...] = ("rules", "detect_secrets", "presidio")
+
+# presidio entities that are not personal data worth keeping local (or that a blank pipeline cannot judge).
+_PRESIDIO_IGNORED = frozenset(
+    {
+        "DATE_TIME",
+        "URL",
+        "NRP",
+        "LOCATION",
+        "PERSON",
+        "ORGANIZATION",
+        "UUID",
+        "IP_ADDRESS",
+        "MAC_ADDRESS",
+        "DE_PLZ",  # German postal codes: any 5-digit number
+        "CA_POSTAL_CODE",
+        "DE_KFZ",  # car plates
+        "IN_VEHICLE_REGISTRATION",
+        "NG_VEHICLE_REGISTRATION",
+        "DE_HANDELSREGISTER",
+        "AU_ABN",
+        "AU_ACN",
+        "IN_GSTIN",
+        "IT_VAT_CODE",
+        "DE_VAT_ID",
+        "KR_BRN",
+        "TR_LICENSE_PLATE",
+        "UK_VEHICLE_REGISTRATION",
+        "UK_POSTCODE",
+    }
+)
+# Minimum presidio score per entity (pattern scores without context words are low by design).
+_PRESIDIO_MIN_SCORE: dict[str, float] = {
+    "US_DRIVER_LICENSE": 0.5,  # its weak pattern (letter + digits) matches identifiers like x1, l2, c617
+}
+
+# detect-secrets plugins whose hits on prose are mostly noise (we have our own entropy rule).
+_DS_NOISY = frozenset({"Base64 High Entropy String", "Hex High Entropy String"})
+
+
+class SensitiveDataScanner:
+    """Finds secrets, personal data and confidentiality markers in everything that would leave the machine."""
+
+    def __init__(self, layers: Iterable[Layer] = ALL_LAYERS, *, presidio_min_score: float = 0.3):
+        self.layers = tuple(layers)
+        unknown = set(self.layers) - set(ALL_LAYERS)
+        if unknown:
+            raise ValueError(f"unknown scanner layers {sorted(unknown)}; choose among {list(ALL_LAYERS)}")
+        self._lock = threading.Lock()  # detect-secrets keeps global settings; presidio is not thread-safe
+        self._stack = contextlib.ExitStack()
+        # leave detect-secrets' settings context before interpreter shutdown, not during it
+        self._finalizer = weakref.finalize(self, self._stack.close)
+        self._presidio: Any = None
+        self._presidio_entities: list[str] = []
+        self._min_score = presidio_min_score
+        if "detect_secrets" in self.layers:
+            self._init_detect_secrets()
+        if "presidio" in self.layers:
+            self._init_presidio()
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    def _init_detect_secrets(self) -> None:
+        from detect_secrets.core import scan as ds_scan
+        from detect_secrets.settings import default_settings
+
+        self._stack.enter_context(default_settings())
+        self._ds_scan = ds_scan
+
+    def _init_presidio(self) -> None:
+        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # tldextract must not go online
+        import inspect
+        import logging
+
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer import predefined_recognizers as predefined
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+
+        class _BlankSpacyEngine(SpacyNlpEngine):
+            """presidio's spaCy engine on ``spacy.blank('en')``: tokens only, no model download."""
+
+            def __init__(self) -> None:
+                super().__init__(models=[{"lang_code": "en", "model_name": "blank"}])
+                self.nlp = {"en": spacy.blank("en")}
+
+            def load(self) -> None:  # nothing to load
+                return None
+
+        registry = RecognizerRegistry(supported_languages=["en"])
+        entities: set[str] = set()
+        for name in dir(predefined):
+            cls: Any = getattr(predefined, name)
+            if not (inspect.isclass(cls) and issubclass(cls, PatternRecognizer)) or cls is PatternRecognizer:
+                continue
+            try:
+                recognizer = cls(supported_language="en")
+            except Exception:  # a recognizer that needs more than a language (none today); skip it
+                continue
+            wanted = [e for e in recognizer.supported_entities if e not in _PRESIDIO_IGNORED]
+            if not wanted:
+                continue
+            registry.add_recognizer(recognizer)
+            entities.update(wanted)
+        self._presidio_entities = sorted(entities)
+        self._presidio = AnalyzerEngine(registry=registry, nlp_engine=_BlankSpacyEngine(), supported_languages=["en"])
+
+    def close(self) -> None:
+        """Leave detect-secrets' settings context."""
+        self._finalizer()
+
+    # --- layers -------------------------------------------------------------------------------------------
+
+    def _detect_secrets(self, text: str) -> list[Finding]:
+        lines = text.split("\n")
+        offsets: list[int] = []
+        pos = 0
+        for line in lines:
+            offsets.append(pos)
+            pos += len(line) + 1
+        numbered = list(enumerate(lines, start=1))
+        found: list[Finding] = []
+        for secret in self._ds_scan._process_line_based_plugins(numbered, filename="prompt.txt"):
+            if secret.type in _DS_NOISY:
+                continue
+            line_no = secret.line_number
+            line = lines[line_no - 1]
+            value = secret.secret_value or ""
+            at = line.find(value) if value else -1
+            start = offsets[line_no - 1] + (at if at >= 0 else 0)
+            end = start + (len(value) if at >= 0 else len(line))
+            subtype = re.sub(r"[^a-z0-9]+", "_", secret.type.lower()).strip("_")
+            found.append(Finding("secret", subtype, start, end, "detect-secrets"))
+        return found
+
+    def _presidio_scan(self, text: str) -> list[Finding]:
+        results = self._presidio.analyze(text=text, language="en", entities=self._presidio_entities)
+        found: list[Finding] = []
+        for r in results:
+            if r.score < _PRESIDIO_MIN_SCORE.get(r.entity_type, self._min_score):
+                continue
+            found.append(Finding("pii", r.entity_type.lower(), r.start, r.end, "presidio"))
+        return found
+
+    def scan_layer(self, layer: Layer, text: str) -> list[Finding]:
+        """Findings of one layer only (used by the benchmark to show what each layer costs and finds)."""
+        if layer == "rules":
+            return scan_rules(text)
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer!r} is not enabled in this scanner")
+        with self._lock:
+            if layer == "detect_secrets":
+                return self._detect_secrets(text)
+            return self._presidio_scan(text)
+
+    # --- public API ---------------------------------------------------------------------------------------
+
+    def scan(self, text: str) -> GateResult:
+        """All enabled layers on one text."""
+        findings: list[Finding] = []
+        for layer in self.layers:
+            findings.extend(self.scan_layer(layer, text))
+        return GateResult.of(findings)
+
+    def scan_messages(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> GateResult:
+        """Every text of an OpenAI-format request (messages, tool calls, tool results, tool schemas).
+
+        Spans of the findings refer to the texts of ``outbound_texts`` joined with blank lines."""
+        findings: list[Finding] = []
+        offset = 0
+        for text in outbound_texts(messages, tools):
+            for f in self.scan(text).findings:
+                findings.append(Finding(f.kind, f.subtype, f.start + offset, f.end + offset, f.detector))
+            offset += len(text) + 2
+        return GateResult.of(findings)
+
+    def __enter__(self) -> SensitiveDataScanner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def redact_with(scanner: SensitiveDataScanner, text: str) -> str:
+    """``text`` with everything the scanner finds (and the always-hidden token formats) replaced."""
+    return redact(text, scanner.scan(text).spans())
