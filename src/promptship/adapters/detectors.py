@@ -125,7 +125,8 @@ class SensitiveDataScanner:
             if not (inspect.isclass(cls) and issubclass(cls, PatternRecognizer)) or cls is PatternRecognizer:
                 continue
             try:
-                recognizer = cls(supported_language="en")
+                factory: Any = cls  # each subclass has its own defaults; only the language is given
+                recognizer = factory(supported_language="en")
             except Exception:  # a recognizer that needs more than a language (none today); skip it
                 continue
             wanted = [e for e in recognizer.supported_entities if e not in _PRESIDIO_IGNORED]
