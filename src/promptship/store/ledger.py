@@ -1,0 +1,437 @@
+"""The LLM cost ledger, in the one store (same ``Base`` as ``store.tables``).
+
+Tables:
+- ``llm_calls``: one row per LLM call — run, step, repository, ledger day, model, local/cloud, tokens, cost in
+  USD as the provider reported it (``cost_missing`` when a cloud provider did not say: the cost is then the
+  list-price estimate, never 0);
+- ``llm_reservations``: money set aside *before* a call. A reservation is taken under a lock (SQLite:
+  ``BEGIN IMMEDIATE``; Postgres: ``SELECT … FOR UPDATE`` on ``llm_budget_lock``), and open reservations count
+  as spent, so concurrent runs cannot all pass the same remaining budget. After the call it is settled (the
+  call's row replaces it) or released;
+- ``llm_runs``: each run's budget and repository; ``llm_access_keys``: the SHA-256 of each per-run API key
+  minted for the code agent (never the key itself).
+
+Everything lives in the database, so a restart keeps the day's spend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
+from promptship.domain.results import LLMMode, RouteDecision, Usage
+from promptship.store.tables import Base
+
+GroupBy = Literal["step", "run", "day", "repository", "model", "mode"]
+
+
+class LLMCallRow(Base):
+    """One LLM call and what it cost."""
+
+    __tablename__ = "llm_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_key: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    repository: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(16))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_missing: Mapped[bool] = mapped_column(Boolean, default=False)
+    fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
+    route_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class LLMReservationRow(Base):
+    """Money set aside for a call in flight: counted as spent until settled or released."""
+
+    __tablename__ = "llm_reservations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), index=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    amount_usd: Mapped[float] = mapped_column(Float)
+    created_epoch: Mapped[float] = mapped_column(Float, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)
+
+
+class LLMRunRow(Base):
+    """A run's LLM budget and repository."""
+
+    __tablename__ = "llm_runs"
+
+    run_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repository: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    budget_usd: Mapped[float] = mapped_column(Float)
+
+
+class LLMAccessKeyRow(Base):
+    """A per-run API key of the gateway service, by its SHA-256 (the key itself is never stored)."""
+
+    __tablename__ = "llm_access_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), index=True)
+    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    budget_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LLMBudgetLockRow(Base):
+    """One row locked with SELECT … FOR UPDATE around every reservation (databases other than SQLite)."""
+
+    __tablename__ = "llm_budget_lock"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+LEDGER_TABLES: list[Table] = [
+    LLMCallRow.__table__,  # type: ignore[list-item]
+    LLMReservationRow.__table__,  # type: ignore[list-item]
+    LLMRunRow.__table__,  # type: ignore[list-item]
+    LLMAccessKeyRow.__table__,  # type: ignore[list-item]
+    LLMBudgetLockRow.__table__,  # type: ignore[list-item]
+]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The outcome of ``CostLedger.reserve``: an id to settle or release when ``check.ok``."""
+
+    check: BudgetCheck
+    id: str | None = None
+    mode: LLMMode = "local"
+
+
+@dataclass(frozen=True)
+class RunAccess:
+    """What a per-run API key stands for."""
+
+    run_key: str
+    decision: RouteDecision
+    budget_usd: float
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class CostLedger:
+    """Costs per call, budgets enforced before each call, aggregates per step, run, day and repository."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        timezone: str = "UTC",
+        cloud_daily_usd: float | None = None,
+        run_default_usd: float | None = None,
+        display_currency: str = "USD",
+        usd_to_display_rate: float = 1.0,
+        reservation_ttl_s: float = 900.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        zone(timezone)  # fail early, naming the setting
+        self.engine = engine
+        self.timezone = timezone
+        self.cloud_daily_usd = cloud_daily_usd
+        self.run_default_usd = run_default_usd
+        self.display_currency = display_currency
+        self.usd_to_display_rate = usd_to_display_rate
+        self.reservation_ttl_s = reservation_ttl_s
+        self.clock = clock
+
+    def create_schema(self) -> None:
+        """Create the ledger's tables if missing (the Alembic migration does the same in production)."""
+        Base.metadata.create_all(self.engine, tables=LEDGER_TABLES)
+
+    def today(self) -> str:
+        return ledger_day(self.clock(), self.timezone)
+
+    # ---- runs and keys ----------------------------------------------------------------------------------
+    def open_run(self, run_key: str, *, budget_usd: float | None = None, repository: str | None = None) -> None:
+        """Remember a run's budget (and repository); later calls keep the values not given again."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(LLMRunRow).where(LLMRunRow.run_key == run_key)).first()
+            if row is None:
+                budget = budget_usd if budget_usd is not None else self.run_default_usd
+                try:
+                    conn.execute(
+                        insert(LLMRunRow).values(
+                            run_key=run_key, repository=repository, budget_usd=budget if budget is not None else -1.0
+                        )
+                    )
+                    return
+                except IntegrityError:
+                    pass
+            values: dict[str, Any] = {}
+            if budget_usd is not None:
+                values["budget_usd"] = budget_usd
+            if repository is not None:
+                values["repository"] = repository
+            if values:
+                conn.execute(update(LLMRunRow).where(LLMRunRow.run_key == run_key).values(**values))
+
+    def run_budget_usd(self, run_key: str) -> float | None:
+        """The run's cap (None: no cap)."""
+        with self.engine.connect() as conn:
+            budget = conn.execute(select(LLMRunRow.budget_usd).where(LLMRunRow.run_key == run_key)).scalar()
+        if budget is None:
+            return self.run_default_usd
+        return None if budget < 0 else budget
+
+    def add_access_key(self, key: str, run_key: str, decision: RouteDecision, budget_usd: float) -> None:
+        """Store the hash of a per-run key (the key itself is returned to the caller only)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(LLMAccessKeyRow).values(
+                    key_hash=hash_key(key),
+                    run_key=run_key,
+                    decision=decision.model_dump(mode="json"),
+                    budget_usd=budget_usd,
+                    created_at=self.clock(),
+                )
+            )
+
+    def access_for(self, key: str) -> RunAccess | None:
+        """The run a per-run key belongs to, or None for an unknown key."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(LLMAccessKeyRow).where(LLMAccessKeyRow.key_hash == hash_key(key))).first()
+        if row is None:
+            return None
+        return RunAccess(
+            run_key=row.run_key, decision=RouteDecision.model_validate(row.decision), budget_usd=row.budget_usd
+        )
+
+    # ---- reservations -----------------------------------------------------------------------------------
+    def reserve(self, run_key: str, mode: LLMMode, estimate_usd: float) -> Reservation:
+        """Set ``estimate_usd`` aside for a call of ``run_key`` if it fits the run's cap and (cloud) the day's.
+
+        Atomic: the sums and the insert happen under one database lock."""
+        day = self.today()
+        now = time.time()
+        with self.engine.connect() as conn:
+            self._lock(conn)
+            try:
+                run_cap = self._run_cap(conn, run_key)
+                run_spent = self._spent(conn, run_key=run_key, now=now)
+                day_spent = self._spent(conn, day=day, mode="cloud", now=now) if mode == "cloud" else 0.0
+                check = check_budget(
+                    mode=mode,
+                    estimate_usd=estimate_usd,
+                    run_spent_usd=run_spent,
+                    run_cap_usd=run_cap,
+                    day_cloud_spent_usd=day_spent,
+                    day_cloud_cap_usd=self.cloud_daily_usd,
+                )
+                if not check.ok:
+                    conn.rollback()
+                    return Reservation(check=check, mode=mode)
+                rid = str(uuid.uuid4())
+                conn.execute(
+                    insert(LLMReservationRow).values(
+                        id=rid,
+                        run_key=run_key,
+                        day=day,
+                        mode=mode,
+                        amount_usd=estimate_usd,
+                        created_epoch=now,
+                        state="open",
+                    )
+                )
+                conn.commit()
+                return Reservation(check=check, id=rid, mode=mode)
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back what a reservation set aside (the call failed or was not made)."""
+        if reservation.id is None:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(LLMReservationRow)
+                .where(LLMReservationRow.id == reservation.id, LLMReservationRow.state == "open")
+                .values(state="released")
+            )
+
+    def settle(
+        self,
+        reservation: Reservation | None,
+        *,
+        run_key: str,
+        step: str,
+        model: str,
+        mode: LLMMode,
+        usage: Usage,
+        fallback_used: bool = False,
+        route_reason: str | None = None,
+    ) -> None:
+        """Record a finished call and close its reservation, in one transaction."""
+        moment = self.clock()
+        with self.engine.begin() as conn:
+            repository = conn.execute(select(LLMRunRow.repository).where(LLMRunRow.run_key == run_key)).scalar()
+            conn.execute(
+                insert(LLMCallRow).values(
+                    run_key=run_key,
+                    step=step,
+                    repository=repository,
+                    day=ledger_day(moment, self.timezone),
+                    at=moment,
+                    model=model,
+                    mode=mode,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    cost_usd=usage.cost_usd,
+                    cost_missing=usage.cost_missing,
+                    fallback_used=fallback_used,
+                    route_reason=(route_reason or "")[:500] or None,
+                )
+            )
+            if reservation is not None and reservation.id is not None:
+                conn.execute(
+                    update(LLMReservationRow).where(LLMReservationRow.id == reservation.id).values(state="settled")
+                )
+
+    def _lock(self, conn: Connection) -> None:
+        if conn.dialect.name == "sqlite":
+            # A write lock from the first statement: no other connection can reserve until we commit.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        lock = select(LLMBudgetLockRow).where(LLMBudgetLockRow.name == "ledger").with_for_update()
+        if conn.execute(lock).first() is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(LLMBudgetLockRow).values(name="ledger"))
+            except IntegrityError:
+                pass
+            conn.execute(lock)
+
+    def _run_cap(self, conn: Connection, run_key: str) -> float | None:
+        budget = conn.execute(select(LLMRunRow.budget_usd).where(LLMRunRow.run_key == run_key)).scalar()
+        if budget is None:
+            return self.run_default_usd
+        return None if budget < 0 else budget
+
+    def _spent(
+        self,
+        conn: Connection,
+        *,
+        run_key: str | None = None,
+        day: str | None = None,
+        mode: str | None = None,
+        now: float,
+    ) -> float:
+        calls = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0))
+        held = select(func.coalesce(func.sum(LLMReservationRow.amount_usd), 0.0)).where(
+            LLMReservationRow.state == "open", LLMReservationRow.created_epoch > now - self.reservation_ttl_s
+        )
+        if run_key is not None:
+            calls = calls.where(LLMCallRow.run_key == run_key)
+            held = held.where(LLMReservationRow.run_key == run_key)
+        if day is not None:
+            calls = calls.where(LLMCallRow.day == day)
+            held = held.where(LLMReservationRow.day == day)
+        if mode is not None:
+            calls = calls.where(LLMCallRow.mode == mode)
+            held = held.where(LLMReservationRow.mode == mode)
+        return float(conn.execute(calls).scalar() or 0.0) + float(conn.execute(held).scalar() or 0.0)
+
+    # ---- reading ----------------------------------------------------------------------------------------
+    def run_cost_usd(self, run_key: str) -> float:
+        """What the run's finished calls cost (reservations in flight not included)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0)).where(LLMCallRow.run_key == run_key)
+            ).scalar()
+        return round(float(value or 0.0), 10)
+
+    def run_usage(self, run_key: str) -> Usage:
+        """Tokens and cost of a run's calls; ``cost_missing`` if any cloud call reported no cost."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    func.coalesce(func.sum(LLMCallRow.prompt_tokens), 0),
+                    func.coalesce(func.sum(LLMCallRow.completion_tokens), 0),
+                    func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0),
+                    func.coalesce(func.max(LLMCallRow.cost_missing), False),
+                ).where(LLMCallRow.run_key == run_key)
+            ).one()
+        return Usage(
+            prompt_tokens=int(row[0]),
+            completion_tokens=int(row[1]),
+            cost_usd=round(float(row[2]), 10),
+            cost_missing=bool(row[3]),
+        )
+
+    def day_spend_usd(self, day: str | None = None, *, mode: LLMMode | None = "cloud") -> float:
+        """Recorded spend of a ledger day (default: today), cloud only unless ``mode`` is None."""
+        with self.engine.connect() as conn:
+            query = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0)).where(
+                LLMCallRow.day == (day or self.today())
+            )
+            if mode is not None:
+                query = query.where(LLMCallRow.mode == mode)
+            value = conn.execute(query).scalar()
+        return round(float(value or 0.0), 10)
+
+    def totals(self, by: GroupBy, *, run_key: str | None = None, day: str | None = None) -> dict[str, float]:
+        """Recorded cost in USD grouped by step, run, day, repository, model or mode."""
+        column = {
+            "step": LLMCallRow.step,
+            "run": LLMCallRow.run_key,
+            "day": LLMCallRow.day,
+            "repository": LLMCallRow.repository,
+            "model": LLMCallRow.model,
+            "mode": LLMCallRow.mode,
+        }[by]
+        query = select(column, func.sum(LLMCallRow.cost_usd)).group_by(column)
+        if run_key is not None:
+            query = query.where(LLMCallRow.run_key == run_key)
+        if day is not None:
+            query = query.where(LLMCallRow.day == day)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {str(k) if k is not None else "(none)": round(float(v or 0.0), 10) for k, v in rows}
+
+    def missing_cost_calls(self, run_key: str | None = None) -> int:
+        """How many cloud calls reported no cost (their cost is a list-price estimate)."""
+        query = select(func.count()).select_from(LLMCallRow).where(LLMCallRow.cost_missing.is_(True))
+        if run_key is not None:
+            query = query.where(LLMCallRow.run_key == run_key)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def in_display(self, usd: float) -> str:
+        """``usd`` shown in the display currency, e.g. '9.20 EUR'."""
+        return f"{usd * self.usd_to_display_rate:.2f} {self.display_currency}"
