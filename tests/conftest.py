@@ -55,6 +55,7 @@ def prefect_harness() -> Iterator[None]:
 
 
 _outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+_BUILTIN_MARKERS = {"parametrize", "skip", "skipif", "xfail", "usefixtures", "filterwarnings", "asyncio", "timeout"}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -72,7 +73,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     known = set(item.config.getini("markers"))
-    names = {m.split(":")[0].split("(")[0].strip() for m in known}
+    names = {m.split(":")[0].split("(")[0].strip() for m in known} - _BUILTIN_MARKERS
     report._promptship_markers = tuple(sorted({m.name for m in item.iter_markers() if m.name in names}))
 
 
