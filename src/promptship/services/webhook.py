@@ -21,7 +21,8 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from starlette.applications import Starlette
@@ -310,3 +311,29 @@ def create_app(
     )
     app.state.receiver = receiver
     return app
+
+
+@contextmanager
+def running_asgi(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` with uvicorn on ``host`` and a free port in a thread; yield its base URL; stop it after."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"asgi-{port}", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise OSError(f"the ASGI server on {host}:{port} stopped before it started")
+            threading.Event().wait(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
