@@ -38,6 +38,10 @@ class AgentLLMAccess(BaseModel):
     base_url: str
     api_key: SecretStr
     model: str
+    # The gateway's prices for ``model``, handed to the agent so that the cost in its own stats is the cost
+    # the gateway's ledger records (None: the agent's LiteLLM uses its price map, 0 for unknown models).
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
 
 
 @runtime_checkable
