@@ -132,7 +132,7 @@ _SECRET_WORDS = (
     r"passw(?:or)?d|passwd|pwd|pass|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|"
     r"private[_-]?key|client[_-]?secret|auth[_-]?token|credentials?|mot[_ ]de[_ ]passe|passphrase|"
     r"bearer|session[_-]?key|signing[_-]?key|encryption[_-]?key|license[_-]?key|conn(?:ection)?[_-]?string|"
-    r"webhook[_-]?secret|db[_-]?pass"
+    r"webhook[_-]?secret|db[_-]?pass|creds|access[_.-]?id|sonar[_.-]?login"
 )
 
 # (subtype, pattern) — provider token formats with distinctive prefixes.
@@ -151,7 +151,14 @@ _TOKEN_RULES: tuple[tuple[str, str], ...] = (
     ("openai_key", r"\bsk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"),
     ("anthropic_key", r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{40,}"),
     ("openrouter_key", r"\bsk-or-v1-[A-Za-z0-9]{32,}"),
-    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
+    ("gcp_service_account", r"\"type\"\s*:\s*\"service_account\""),
+    ("azure_client_secret", r"(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])"),
+    ("facebook_app_secret", r"\b\d{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}(?![A-Za-z0-9_-])"),
+    ("intra42_secret", r"\bs-s4t2(?:ud|af)-[a-f0-9]{64}\b"),
+    ("openshift_token", r"\bsha256~[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"),
+    ("adobe_secret", r"\bp8e-[A-Za-z0-9]{32}\b"),
+    ("sonar_token", r"\bsq[pau]_[A-Za-z0-9]{40}\b"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
     ("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b"),
     ("pypi_token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
@@ -184,7 +191,7 @@ _TOKEN_RULES: tuple[tuple[str, str], ...] = (
     ("rubygems_token", r"\brubygems_[a-f0-9]{48}\b"),
     ("shippo_token", r"\bshippo_(?:live|test)_[a-fA-F0-9]{40}\b"),
     ("readme_key", r"\brdme_[a-z0-9]{70}\b"),
-    ("sourcegraph_token", r"\bsgp_(?:[a-fA-F0-9]{16}|local)_[a-fA-F0-9]{40}\b"),
+    ("sourcegraph_token", r"\bsgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40}\b"),
     ("onepassword_token", r"\bops_eyJ[A-Za-z0-9+/]{100,}"),
     (
         "onepassword_secret_key",
@@ -204,7 +211,7 @@ _TOKEN_RULES: tuple[tuple[str, str], ...] = (
     ("ibm_cloudant", r"https?://[\w.-]+:[\w.-]+@[\w-]+\.cloudant\.com"),
     ("amazon_bedrock_key", r"\b(?:ABSK[A-Za-z0-9+/]{109,269}={0,2}|bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t)"),
     ("teams_webhook", r"https://[a-z0-9]+\.webhook\.office\.com/webhookb2/[a-z0-9-]+@"),
-    ("sidekiq_secret", r"\bBUNDLE_(?:ENTERPRISE__CONTRIBSYS__COM|GEMS__CONTRIBSYS__COM)\b"),
+    ("sidekiq_secret", r"\bBUNDLE_(?:ENTERPRISE__CONTRIBSYS__COM|GEMS__CONTRIBSYS__COM)"),
     ("sidekiq_url", r"https?://[a-f0-9]{8}:[a-f0-9]{8}@(?:gems\.contribsys\.com|enterprise\.contribsys\.com)"),
 )
 
@@ -217,8 +224,10 @@ _PLACEHOLDER = re.compile(
 
 # A credential word assigned a value: password = "hunter2", "api_key": "…", export TOKEN=…, --password=…
 _ASSIGNMENT = re.compile(
-    rf"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9_.-]*?)(?:{_SECRET_WORDS})(?:[A-Za-z0-9_.-]*)[\"']?\s*"
-    r"(?::=|=>|=|:|\s+is\s+|\s+est\s+)\s*(?:(?:b|r|u|f)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;}{)(<>\]\[]{6,300}))"
+    rf"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9_.-]*?)(?:{_SECRET_WORDS})(?:[A-Za-z0-9_.-]*)(?:\[\d*\])?[\"']?"
+    r"(?:\s+(?:string|str|String|const|final))?\s*"
+    r"(?::{1,3}=|\?=|\.=|\+=|=>|==?|:|,|\s+is\s+|\s+est\s+)\s*"
+    r"(?:(?:b|r|u|f|@)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;]{4,300}))"
 )
 _URL_CREDENTIALS = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^/\s:@'\"]{1,100}):([^/\s@'\"]{3,200})@[\w.-]+")
 _AUTH_HEADER = re.compile(
@@ -226,7 +235,7 @@ _AUTH_HEADER = re.compile(
     r"(?:(?:bearer|basic|token|bot|digest|apikey)\s+)?([A-Za-z0-9._~+/=:-]{8,})"
 )
 _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)")
-_CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]*?\s(?:-u|--user)\s*[\"']?([^\s\"':]+:[^\s\"']{3,})")
+_CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?:-u|--user)[\s=]*(\S*:\S*)")
 _HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
 _ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{_SECRET_WORDS}|key|auth|credential|signature|hmac|salt)")
 
@@ -240,7 +249,8 @@ _PHONE_PATTERNS = (
     re.compile(r"(?<![\w-])0\d{1,4}-\d{3,4}-\d{4}(?![\w-])"),  # 090-1234-5678 (JP)
 )
 _PHONE_CONTEXT = re.compile(
-    r"(?i)\b(?:phone|tel|telephone|téléphone|mobile|cell|portable|call|fax|whatsapp|sms|number|numéro|contact)\b"
+    r"(?i)\b(?:phone|tel|telephone|téléphone|mobile|cell|portable|call|fax|whatsapp|sms|number|numéro|contact|"
+    r"reach(?: me)?|text me|dial|ring|messages? to|answering at|registered|landline|hotline)\b"
     r"[^\n\d]{0,25}(\+?\(?\d[\d\s().-]{6,18}\d)"
 )
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
@@ -277,6 +287,16 @@ def _looks_random(value: str) -> bool:
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
     threshold = 3.0 if re.fullmatch(r"[0-9a-f]+", value) else 3.5
     return classes >= 2 and _shannon(value) >= threshold
+
+
+def _looks_random_anywhere(value: str) -> bool:
+    """Stricter: a long generated-looking value with no credential word nearby (git SHAs and UUIDs excluded)."""
+    if len(value) < 32 or re.fullmatch(r"[0-9a-f-]+|[0-9A-F-]+|[a-z_-]+|[A-Z_-]+|\d+", value):
+        return False
+    if re.search(r"[_-]{2}|[a-z]{12}|[A-Z]{12}", value) or value.count("_") + value.count("-") > 4:
+        return False  # identifiers and slugs, not keys
+    classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
+    return (classes == 3 or (classes == 2 and len(value) >= 40)) and _shannon(value) >= 4.0
 
 
 def _plausible_secret_value(value: str) -> bool:
@@ -318,7 +338,8 @@ def iban_ok(iban: str) -> bool:
     return number % 97 == 1
 
 
-_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|6(?:011|5|4[4-9]|2)|35|50|5[6-9]|1)")
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|2131|1800|3[47]|3[068]|6(?:011|5|4[4-9]|2)|35|50|5[6-9]|1)")
+_CA_SIN = re.compile(r"(?<![\d-])[1-79]\d{2}([ -]?)\d{3}\1\d{3}(?![\d-])")
 
 
 def _card_ok(digits: str) -> bool:
@@ -342,14 +363,19 @@ def scan_rules(text: str) -> list[Finding]:
     for m in _URL_CREDENTIALS.finditer(text):
         if not _PLACEHOLDER.match(m.group(2)):
             add("secret", "url_credentials", m.span(2))
-    for pattern, subtype in ((_AUTH_HEADER, "auth_header"), (_BEARER, "bearer_token"), (_CURL_USER, "basic_auth")):
+    for pattern, subtype in ((_AUTH_HEADER, "auth_header"), (_BEARER, "bearer_token")):
         for m in pattern.finditer(text):
             if not _PLACEHOLDER.match(m.group(1)):
                 add("secret", subtype, m.span(1))
-    if _ENTROPY_CONTEXT.search(text):
-        for m in _HIGH_ENTROPY.finditer(text):
-            if _looks_random(m.group(0)):
-                add("secret", "high_entropy", m.span())
+    for m in _CURL_USER.finditer(text):
+        user, _, password = m.group(1).strip("\"'{}").partition(":")
+        value = max(user.strip("\"'{}"), password.strip("\"'{}"), key=len)
+        if len(value) >= 3 and not _PLACEHOLDER.match(value):
+            add("secret", "basic_auth", m.span(1))
+    random_check = _looks_random if _ENTROPY_CONTEXT.search(text) else _looks_random_anywhere
+    for m in _HIGH_ENTROPY.finditer(text):
+        if random_check(m.group(0)):
+            add("secret", "high_entropy", m.span())
 
     for m in _EMAIL.finditer(text):
         add("pii", "email", m.span())
@@ -373,6 +399,9 @@ def scan_rules(text: str) -> list[Finding]:
             if iban_ok(compact[:length]):
                 add("pii", "iban", m.span(1))
                 break
+    for m in _CA_SIN.finditer(text):
+        if luhn_ok(re.sub(r"\D", "", m.group(0))):
+            add("pii", "ca_sin", m.span())
     for m in _SSN.finditer(text):
         if m.group(1) or _SSN_CONTEXT.search(text):
             add("pii", "us_ssn", m.span())
