@@ -61,12 +61,24 @@ def _is_llm_failure(exc: BaseException) -> bool:
     return isinstance(exc, openai.OpenAIError | httpx.HTTPError)
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def _describe(exc: BaseException) -> str:
-    status = getattr(exc, "status_code", None)
-    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+    chain = _chain(exc)
+    names = " ".join(type(e).__name__ for e in chain)
+    # LiteLLM reports a refused connection as InternalServerError("... Connection error."), status 500.
+    if any(isinstance(e, TimeoutError) for e in chain) or "Timeout" in names:
         return "The language model did not answer in time."
-    if "Connection" in type(exc).__name__ or isinstance(exc, ConnectionError):
+    if any(isinstance(e, ConnectionError) for e in chain) or "Connect" in names or "Connection error" in str(exc):
         return "Could not reach the language model."
+    status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return f"The language model failed (HTTP {status})."
     return "The language model failed."
