@@ -71,3 +71,35 @@ def services() -> Services:
 def build_services(settings: Settings) -> Services:
     """Real adapters from settings. Raises ConfigError naming what is missing."""
     raise ConfigError("no real adapters are wired yet: run `promptship demo` (sandbox) or install services explicitly")
+
+
+def build_store(settings: Settings):  # -> Store (import kept local: the store pulls in SQLAlchemy)
+    """The one store, schema ensured."""
+    from promptship.store import Store, make_engine
+
+    store = Store(make_engine(settings.store_url()))
+    store.create_schema()
+    return store
+
+
+def build_routing_policy(settings: Settings):  # -> RoutingPolicy
+    """The routing policy: the seed's table, overridden by ``llm.policy_file`` (YAML) and the llm-config values."""
+    from promptship.domain.routing import RoutingPolicy
+
+    policy = RoutingPolicy.default()
+    if settings.llm.policy_file is not None:
+        try:
+            text = settings.llm.policy_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"PROMPTSHIP_LLM__POLICY_FILE={settings.llm.policy_file} cannot be read: {exc.strerror}"
+            ) from None
+        policy = RoutingPolicy.from_yaml(text, base=policy)
+    return policy.with_llm_config(
+        {
+            "default_model": settings.llm.default_model,
+            "ollama_models": ",".join(settings.llm.local_models),
+            "max_retries": str(settings.llm.max_retries),
+            "timeout_seconds": str(settings.llm.timeout_s),
+        }
+    )
