@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from promptship.domain.kpi import RunFacts, run_facts
 from promptship.domain.report import RunReport, StepRecord
 from promptship.store.tables import Base, RunRow, StepRow
 
@@ -26,6 +28,30 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _step(r: StepRow) -> StepRecord:
+    return StepRecord(
+        run_key=r.run_key,
+        step=r.step,
+        started_at=_utc(r.started_at),
+        ended_at=_utc(r.ended_at),
+        verdict=r.verdict,
+        model=r.model,
+        mode=r.mode,
+        route_reason=r.route_reason,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        cost_usd=r.cost_usd,
+        cost_missing=r.cost_missing,
+        error=r.error,
+        detail=r.detail or {},
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Store:
@@ -89,30 +115,22 @@ class Store:
     def steps(self, run_key: str) -> list[StepRecord]:
         with self.session() as s:
             rows = s.scalars(select(StepRow).where(StepRow.run_key == run_key)).all()
-        return [
-            StepRecord(
-                run_key=r.run_key,
-                step=r.step,
-                started_at=r.started_at,
-                ended_at=r.ended_at,
-                verdict=r.verdict,
-                model=r.model,
-                mode=r.mode,
-                route_reason=r.route_reason,
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                cost_usd=r.cost_usd,
-                cost_missing=r.cost_missing,
-                error=r.error,
-                detail=r.detail or {},
-            )
-            for r in rows
-        ]
+        return [_step(r) for r in rows]
 
     def run(self, run_key: str) -> RunReport | None:
         with self.session() as s:
             row = s.get(RunRow, run_key)
         return RunReport.model_validate(row.report) if row else None
+
+    def run_facts(self) -> list[RunFacts]:
+        """One ``RunFacts`` per recorded run, folded from its step rows (the input of the KPIs)."""
+        with self.session() as s:
+            runs = s.scalars(select(RunRow).order_by(RunRow.started_at)).all()
+            steps = s.scalars(select(StepRow)).all()
+        by_run: dict[str, list[StepRecord]] = {}
+        for r in steps:
+            by_run.setdefault(r.run_key, []).append(_step(r))
+        return [run_facts(RunReport.model_validate(r.report), by_run.get(r.run_key, [])) for r in runs]
 
     def runs(self) -> list[RunReport]:
         with self.session() as s:
