@@ -7,14 +7,17 @@ key + step so that a resumed or re-submitted run redoes nothing it already did.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect import Flow, State, flow, get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.states import Crashed
 
 from promptship.domain.report import RunOutcome, RunReport, StepRecord
 from promptship.domain.request import DevRequest, conversation_id_for
 from promptship.domain.results import AgentHandle, GenerationResult
-from promptship.errors import PromptshipError
+from promptship.errors import InvalidRequest, PromptshipError
 from promptship.wiring import services
 from tasks._support import now
 from tasks.report import publish_report
@@ -84,9 +87,11 @@ def dev_cycle(request: DevRequest) -> RunReport:
     image: str | None = None
     compiled: bool | None = None
 
-    def finish(outcome: RunOutcome) -> RunReport:
+    def finish(outcome: RunOutcome, error: str | None = None) -> RunReport:
         log.info("run %s ended: %s", request.run_key, outcome)
-        return publish_report(request, records, outcome, started, pr_url=pr_url, image=image, compiled=compiled)
+        return publish_report(
+            request, records, outcome, started, pr_url=pr_url, image=image, compiled=compiled, error=error
+        )
 
     try:
         decision, rec = route_request(request)
@@ -126,9 +131,10 @@ def dev_cycle(request: DevRequest) -> RunReport:
         if health.verdict != "healthy":
             return finish(_roll_back(request, records, why=f"health gate: {health.detail}"))
         return finish("deployed")
-    except PromptshipError as exc:
-        log.error("run %s failed: %s: %s", request.run_key, type(exc).__name__, exc)
-        finish("failed")
+    except Exception as exc:  # a service error that retries did not cure, or a bug: record it, then fail the run
+        after = records[-1].step if records else "start"
+        log.error("run %s failed after %s: %s: %s", request.run_key, after, type(exc).__name__, exc)
+        finish("failed", error=f"after {after}: {type(exc).__name__}: {exc}")
         raise
 
 
@@ -163,3 +169,34 @@ def _roll_back(request: DevRequest, records: list[StepRecord], why: str) -> RunO
     health, rec = check_health(request, label="check_health:after_rollback")
     records.append(rec)
     return "rolled_back" if health.verdict == "healthy" else "failed"
+
+
+def resume_dev_cycle(flow_run_id: str, *, force: bool = False) -> RunReport:
+    """Continue the dev cycle of an earlier flow run (crashed, failed, or killed with its process).
+
+    Reads the run's ``request`` parameter from the Prefect API and runs ``dev_cycle`` again as a new flow run.
+    Every step's result is persisted and cached by run key + step, so the new run takes the finished steps
+    from the cache (no second branch, conversation, PR or rollout) and continues after the last one.
+
+    A run still marked Running/Pending may still be alive; it is only taken over with ``force`` (its process
+    is known to be dead, e.g. SIGKILLed: Prefect never marks such a run Crashed by itself), and is then marked
+    Crashed so the UI does not show a zombie.
+    """
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError as exc:
+        raise InvalidRequest(f"flow run id {flow_run_id!r} is not a UUID") from exc
+    with get_client(sync_client=True) as client:
+        old = client.read_flow_run(run_id)
+        if "request" not in old.parameters:
+            raise InvalidRequest(f"flow run {flow_run_id} has no 'request' parameter: not a dev-cycle run")
+        request = DevRequest.model_validate(old.parameters["request"])
+        state = old.state
+        if state is not None and not state.is_final():
+            if not force:
+                raise InvalidRequest(
+                    f"flow run {flow_run_id} is {state.name}: it may still be running. If its process is dead, "
+                    "resume with --force."
+                )
+            client.set_flow_run_state(run_id, Crashed(message="process gone; resumed by promptship resume"), force=True)
+    return dev_cycle.with_options(flow_run_name=f"{old.name}-resumed")(request)

@@ -23,16 +23,18 @@ def publish_report(
     pr_url: str | None = None,
     image: str | None = None,
     compiled: bool | None = None,
+    error: str | None = None,
 ) -> RunReport:
     """Write the run's story (markdown) and its steps (table) as artifacts, and keep the report in the store.
 
     The prompt is shown with detected secrets and personal data redacted; no credential is ever part of it.
+    ``error`` (the exception that ended a failed run) is redacted the same way and kept on the report step.
     """
     s = services()
     t0 = now()
     flow_ctx = FlowRunContext.get()
     flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
-    final = step_record(request.run_key, "report", t0, outcome)
+    final = step_record(request.run_key, "report", t0, outcome, error=s.llm.redact(error) if error else None)
     s.sink.record_step(final)
     report = RunReport(
         run_key=request.run_key,
