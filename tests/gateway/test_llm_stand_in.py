@@ -11,15 +11,9 @@ import time
 import httpx
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn, ToolCall, running_llm_stand_in
+from promptship.sandbox.llm_server import LLMStandIn, ToolCall
 
 pytestmark = pytest.mark.gateway
-
-
-@pytest.fixture
-def llm():
-    with running_llm_stand_in() as stand_in:
-        yield stand_in
 
 
 def test_openai_client_non_streaming_reports_openrouter_style_cost(llm: LLMStandIn) -> None:

@@ -1,0 +1,49 @@
+"""Builders shared by the gateway tests: a LiteLLMGateway wired to the LLM stand-in and a fresh ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints, Scanner
+from promptship.domain.routing import RoutingPolicy
+from promptship.sandbox.llm_server import LLMStandIn
+from promptship.store import make_engine
+from promptship.store.ledger import CostLedger
+
+OPENROUTER_TEST_KEY = "sk-or-v1-" + "0" * 64  # the stand-in accepts any key; never a real one
+
+
+def make_ledger(tmp_path: Path, **kw: Any) -> CostLedger:
+    ledger = CostLedger(make_engine(f"sqlite:///{tmp_path / 'store.db'}"), **kw)
+    ledger.create_schema()
+    return ledger
+
+
+def make_gateway(
+    llm: LLMStandIn, scanner: Scanner, ledger: CostLedger, *, gateway_url: str = "http://127.0.0.1:9", **kw: Any
+) -> LiteLLMGateway:
+    return LiteLLMGateway(
+        policy=kw.pop("policy", None) or RoutingPolicy.default(),
+        scanner=scanner,
+        ledger=ledger,
+        endpoints=ProviderEndpoints(
+            ollama_base_url=llm.base_url,
+            openrouter_base_url=llm.base_url + "/v1",
+            openrouter_api_key=SecretStr(OPENROUTER_TEST_KEY),
+        ),
+        gateway_url=gateway_url,
+        sleep=lambda _s: None,
+        **kw,
+    )
+
+
+def cloud_requests(llm: LLMStandIn) -> list:
+    """What reached 'the cloud' (OpenRouter's OpenAI-compatible path of the stand-in)."""
+    return [r for r in llm.completions() if r.path.endswith("/chat/completions")]
+
+
+def local_requests(llm: LLMStandIn) -> list:
+    return [r for r in llm.completions() if r.path == "/api/chat"]

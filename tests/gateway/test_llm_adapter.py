@@ -1,0 +1,145 @@
+"""LiteLLMGateway through the real LiteLLM client against the LLM stand-in (both providers' wire protocols)."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptship.domain.results import LLMCall, LLMMessage
+from promptship.domain.routing import RoutingPolicy
+from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
+from promptship.sandbox.llm_server import LLMStandIn
+from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger
+
+pytestmark = pytest.mark.gateway
+
+SECRET = "ghp_" + "Zq8" * 12  # a GitHub token format the gate must catch
+
+
+def _call(text: str, **kw) -> LLMCall:
+    return LLMCall(
+        run_key=kw.pop("run_key", "run-1"),
+        step=kw.pop("step", "route"),
+        messages=(LLMMessage(role="user", content=text),),
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("task_class", "group", "provider_model", "path"),
+    [
+        ("sensitive", "llama3", "llama3", "/api/chat"),
+        ("complex_code", "gpt-4o", "openai/gpt-4o", "/v1/chat/completions"),
+        ("tests", "mistral", "mistral", "/api/chat"),
+        ("docs", "claude-3.5-sonnet", "anthropic/claude-3.5-sonnet", "/v1/chat/completions"),
+        ("default", "mistral", "mistral", "/api/chat"),
+    ],
+)
+def test_each_class_lands_on_its_model(llm: LLMStandIn, scanner, tmp_path, task_class, group, provider_model, path):
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path))
+    reply = gateway.complete(_call("Summarise the release plan.", task_class=task_class))
+
+    assert reply.decision.model == group
+    [request] = llm.completions()
+    assert (request.path, request.model) == (path, provider_model)
+    assert request.headers["x-llm-mode"] == reply.decision.mode
+    assert reply.content.startswith(f"[{provider_model}]")
+    assert gateway.run_cost_usd("run-1") == pytest.approx(reply.usage.cost_usd)
+    if reply.decision.mode == "cloud":
+        assert reply.usage.cost_usd > 0 and not reply.usage.cost_missing
+        assert request.headers["authorization"].startswith("Bearer sk-or-v1-")
+    else:
+        assert reply.usage.cost_usd == 0.0
+
+
+def test_classifier_routes_an_unlabelled_prompt(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path))
+    reply = gateway.complete(_call("Write pytest unit tests for the /chat endpoint"))
+    assert reply.decision.task_class == "tests"
+    assert local_requests(llm) and not cloud_requests(llm)
+
+
+def test_secret_in_a_complex_code_prompt_stays_local(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path))
+    reply = gateway.complete(_call(f"Refactor the deploy script; it uses token {SECRET}", task_class="complex_code"))
+    assert reply.decision.mode == "local" and reply.decision.sensitive
+    assert cloud_requests(llm) == []
+    assert local_requests(llm)[0].contains(SECRET)  # it did go to the local model, which is allowed
+
+
+def test_no_local_model_means_refused_not_cloud(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), local_available=False)
+    with pytest.raises(SensitiveDataBlocked):
+        gateway.complete(_call(f"deploy with {SECRET}", task_class="complex_code"))
+    assert llm.completions() == []
+
+
+def test_retries_then_succeeds(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), max_retries=3)
+    llm.fail_next(2, 503, model="openai/gpt-4o")
+    reply = gateway.complete(_call("Implement a cache", task_class="complex_code"))
+    assert reply.decision.model == "gpt-4o" and not reply.fallback_used
+    assert len(cloud_requests(llm)) == 3
+
+
+def test_cloud_failure_falls_back_and_sensitive_fallback_never_reaches_cloud(llm: LLMStandIn, scanner, tmp_path):
+    # A policy whose local group would (wrongly) fall back to the cloud: the gate's verdict must still win.
+    policy = RoutingPolicy.from_yaml("fallbacks: {llama3: [gpt-4o, mistral]}")
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), policy=policy, max_retries=1)
+    llm.fail_next(2, 500, model="llama3")
+    reply = gateway.complete(_call(f"rotate the key {SECRET}", task_class="sensitive"))
+    assert reply.fallback_used and reply.decision.model == "mistral"
+    assert cloud_requests(llm) == []
+    assert [r.model for r in local_requests(llm)] == ["llama3", "llama3", "mistral"]
+
+    llm.fail_next(2, 502, model="openai/gpt-4o")
+    reply = gateway.complete(_call("Implement retries in the client", task_class="complex_code"))
+    assert reply.fallback_used and reply.decision.model == "claude-3.5-sonnet"
+    assert "fallback" in reply.decision.reason
+
+
+def test_non_retryable_error_is_mapped(llm: LLMStandIn, scanner, tmp_path) -> None:
+    policy = RoutingPolicy.from_yaml("fallbacks: {gpt-4o: []}")
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), policy=policy, local_available=False)
+    llm.fail_next(1, 401, model="openai/gpt-4o")
+    with pytest.raises(LLMError) as info:
+        gateway.complete(_call("Implement a parser", task_class="complex_code"))
+    assert info.value.status == 401 and not info.value.retryable
+    assert len(cloud_requests(llm)) == 1
+
+
+def test_over_budget_reroutes_local_or_refuses(llm: LLMStandIn, scanner, tmp_path) -> None:
+    ledger = make_ledger(tmp_path, cloud_daily_usd=0.001)
+    gateway = make_gateway(llm, scanner, ledger, default_max_tokens=1000)  # estimate 0.01 USD > 0.001
+    reply = gateway.complete(_call("Implement a parser", task_class="complex_code"))
+    assert reply.decision.mode == "local" and "over budget" in reply.decision.reason
+    assert cloud_requests(llm) == []
+
+    refusing = make_gateway(llm, scanner, ledger, default_max_tokens=1000, over_budget="refuse")
+    with pytest.raises(BudgetExceeded) as info:
+        refusing.complete(_call("Implement a parser", task_class="complex_code"))
+    assert info.value.scope == "day"
+    assert cloud_requests(llm) == []
+
+
+def test_missing_cloud_cost_is_flagged_not_zero(llm: LLMStandIn, scanner, tmp_path) -> None:
+    ledger = make_ledger(tmp_path)
+    gateway = make_gateway(llm, scanner, ledger)
+    llm.omit_cost("openai/gpt-4o")
+    reply = gateway.complete(_call("Implement a parser", task_class="complex_code"))
+    assert reply.usage.cost_missing and reply.usage.cost_usd > 0
+    assert ledger.missing_cost_calls("run-1") == 1
+
+
+def test_agent_access_mints_a_key_stored_as_hash(llm: LLMStandIn, scanner, tmp_path) -> None:
+    ledger = make_ledger(tmp_path)
+    gateway = make_gateway(llm, scanner, ledger, gateway_url="http://127.0.0.1:4000")
+    decision = gateway.route("Implement a parser", task_class="complex_code")
+    access = gateway.agent_access("run-9", decision, 1.5)
+    key = access.api_key.get_secret_value()
+    assert access.base_url == "http://127.0.0.1:4000/v1" and access.model == "openai/gpt-4o"
+    assert key not in repr(access)
+    found = gateway.access_for(key)
+    assert found is not None and found.run_key == "run-9" and found.budget_usd == 1.5
+    assert gateway.access_for(key + "x") is None
+    for path in tmp_path.glob("store.db*"):  # the database and its WAL
+        assert key.encode() not in path.read_bytes()
