@@ -2,8 +2,126 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
+    _register_routing_commands(app)
+
+
+def _register_routing_commands(app: typer.Typer) -> None:
+    """B1's commands: ``promptship classify`` and ``promptship route`` (routing policy + sensitive-data gate)."""
+
+    @app.command()
+    def classify(
+        jsonl: Annotated[
+            Path, typer.Option("--jsonl", exists=True, dir_okay=False, help="JSON Lines with id and text.")
+        ],
+        rules_only: Annotated[
+            bool, typer.Option(help="Only promptship's own rules (fast; no detect-secrets/presidio).")
+        ] = False,
+    ) -> None:
+        """Route every prompt of a JSON Lines file: one JSON line per input on stdout
+        ({"id", "sensitive", "task_class", "mode", "model", "reasons"}). Never prints the sensitive data."""
+        import json
+
+        from promptship.adapters.detectors import SensitiveDataScanner
+        from promptship.domain.routing import decide_route
+        from promptship.errors import SensitiveDataBlocked
+        from promptship.settings import Settings
+        from promptship.wiring import build_routing_policy
+
+        policy = build_routing_policy(Settings())
+        scanner = SensitiveDataScanner(layers=("rules",) if rules_only else ("rules", "detect_secrets", "presidio"))
+        with jsonl.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    text = str(row["text"])
+                except (ValueError, KeyError, TypeError):
+                    typer.echo(f"{jsonl}:{number}: not a JSON object with a 'text' field", err=True)
+                    raise typer.Exit(2) from None
+                gate = scanner.scan(text)
+                try:
+                    d = decide_route(text, policy=policy, findings=gate)
+                    out = {
+                        "id": row.get("id", number),
+                        "sensitive": d.sensitive,
+                        "task_class": d.task_class,
+                        "mode": d.mode,
+                        "model": d.model,
+                        "reasons": [d.reason, *d.findings],
+                    }
+                except SensitiveDataBlocked as exc:
+                    out = {
+                        "id": row.get("id", number),
+                        "sensitive": True,
+                        "task_class": "sensitive",
+                        "mode": "local",
+                        "model": None,
+                        "reasons": [str(exc), *exc.reasons],
+                    }
+                typer.echo(json.dumps(out, ensure_ascii=False))
+        scanner.close()
+
+    @app.command()
+    def route(
+        prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
+        task_class: Annotated[
+            str | None, typer.Option(help="State the class: sensitive|complex_code|tests|docs|default.")
+        ] = None,
+        force_local: Annotated[
+            bool, typer.Option(help="Local models only, as for a request marked sensitive.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    ) -> None:
+        """Explain the routing decision for one prompt: class and rule, findings, model, local/cloud, fallbacks."""
+        import json
+        from typing import cast
+
+        from promptship.adapters.detectors import SensitiveDataScanner
+        from promptship.domain.redaction import redact
+        from promptship.domain.request import TaskClass
+        from promptship.domain.routing import TASK_CLASSES, allowed_fallbacks, decide_route
+        from promptship.errors import SensitiveDataBlocked
+        from promptship.settings import Settings
+        from promptship.wiring import build_routing_policy
+
+        if task_class is not None and task_class not in TASK_CLASSES:
+            typer.echo(f"--task-class must be one of {', '.join(TASK_CLASSES)}", err=True)
+            raise typer.Exit(2)
+        policy = build_routing_policy(Settings())
+        with SensitiveDataScanner() as scanner:
+            gate = scanner.scan(prompt)
+        try:
+            d = decide_route(
+                prompt,
+                policy=policy,
+                findings=gate,
+                task_class=cast(TaskClass | None, task_class),
+                force_local=force_local,
+            )
+        except SensitiveDataBlocked as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(3) from None
+        spec = policy.spec(d.model)
+        fallbacks = allowed_fallbacks(policy, d.model, sensitive=d.sensitive)
+        if as_json:
+            typer.echo(json.dumps({**d.model_dump(), "litellm_model": spec.litellm_model, "fallbacks": fallbacks}))
+            return
+        typer.echo(f"class:     {d.task_class}")
+        typer.echo(f"model:     {d.model} ({spec.litellm_model})")
+        typer.echo(f"mode:      {d.mode}")
+        typer.echo(f"sensitive: {d.sensitive}" + (f"  [{', '.join(d.findings)}]" if d.findings else ""))
+        for f in gate.findings:
+            typer.echo(f"  - {f.label} at {f.start}-{f.end} (by {f.detector})")
+        if gate.findings:
+            typer.echo(f"redacted:  {redact(prompt, gate.spans())[:300]}")
+        typer.echo(f"fallbacks: {', '.join(fallbacks) or '(none)'}")
+        typer.echo(f"reason:    {d.reason}")
