@@ -705,7 +705,7 @@ class Forge:
         c = r.runs.get(int(id))
         if not c:
             raise HTTPError(404, "Not Found")
-        location = f"{self.web_url}/_forge/logs/{r.full_name}/{c.id}?key={self._log_keys[c.id]}"
+        location = f"{self.web_url}/api/_forge/logs/{r.full_name}/{c.id}?key={self._log_keys[c.id]}"
         return _Response(302, None, headers={"Location": location})
 
     def job_log_text(self, owner: str, repo: str, run_id: int, key: str) -> str | None:
@@ -1194,7 +1194,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if req_headers.get("if-none-match") == etag:
                     return 304, {"ETag": etag, "Cache-Control": headers["Cache-Control"]}, b""
             return resp.status, headers, payload
-        m = re.fullmatch(r"/_forge/logs/([^/]+)/([^/]+)/(\d+)", path)
+        m = re.fullmatch(r"/api/_forge/logs/([^/]+)/([^/]+)/(\d+)", path)
         if m and method == "GET":
             key = (urllib.parse.parse_qs(query).get("key") or [""])[0]
             text = forge.job_log_text(m.group(1), m.group(2), int(m.group(3)), key)

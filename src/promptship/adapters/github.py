@@ -1,0 +1,522 @@
+"""``GitHubHost``: the ``CodeHost`` port on GitHub (github.com, GitHub Enterprise, or the local forge).
+
+PyGithub for the REST API, GitPython for clone and push over HTTPS. The token travels to git in an
+``http.extraHeader`` passed through the environment — never in a URL, an argument list, ``.git/config``, an
+exception or a log line. CI waits use conditional requests (ETag / If-None-Match: an unchanged answer is a
+304 that costs no rate limit), back off, honour ``Retry-After`` and secondary rate limits, and — when a
+webhook receiver announces CI events through ``CIWakeups`` — sleep until the event instead of polling.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import git
+import requests
+from github import Github, GithubException
+from github.PullRequest import PullRequest
+from github.Repository import Repository
+from pydantic import SecretStr
+
+from promptship.domain.ci import (
+    Backoff,
+    CheckRunView,
+    StatusView,
+    SuiteView,
+    ci_verdict,
+    is_rate_limited,
+    log_excerpt,
+    next_wait,
+    retry_after_s,
+)
+from promptship.domain.ci_events import CIWakeups
+from promptship.domain.redaction import REDACTED, redact
+from promptship.domain.request import branch_for, pr_marker
+from promptship.domain.results import CheckOutcome, CIResult, MergeResult, PullRequestInfo
+from promptship.errors import CodeHostError
+
+T = TypeVar("T")
+
+DEFAULT_IMAGE_TEMPLATE = "forge.local/{owner}/{repo}/{component}:{sha}"
+
+
+class Clock(Protocol):
+    """Time as the adapter sees it (tests inject a fake that records the waits)."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
+class _Transient(Exception):
+    """A rate limit, 5xx or network failure inside a poll loop: wait and look again."""
+
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def default_git_url_for(api_url: str) -> Callable[[str], str]:
+    """Clone URLs from the REST base URL: api.github.com → github.com; ``https://HOST/api/v3`` → HOST."""
+    parts = urlsplit(api_url)
+    host = parts.netloc
+    if host == "api.github.com":
+        web = "https://github.com"
+    else:
+        path = re.sub(r"/api/v3/?$", "", parts.path.rstrip("/"))
+        web = f"{parts.scheme}://{host}{path}"
+
+    def url_for(repository: str) -> str:
+        return f"{web}/{repository}.git"
+
+    return url_for
+
+
+class GitHubHost:
+    """The code host on GitHub or a GitHub-compatible server (GitHub Enterprise, the local forge)."""
+
+    def __init__(
+        self,
+        gh: Github,
+        *,
+        token: SecretStr,
+        git_url_for: Callable[[str], str] | None = None,
+        clock: Clock | None = None,
+        wakeups: CIWakeups | None = None,
+        backoff: Backoff | None = None,
+        webhook_fallback_s: float = 300.0,
+        max_rate_limit_waits: int = 5,
+        image_template: str = DEFAULT_IMAGE_TEMPLATE,
+        committer: tuple[str, str] = ("promptship", "promptship@users.noreply.github.com"),
+    ):
+        self._gh = gh
+        self._token = token
+        self._git_url_for = git_url_for or default_git_url_for(gh.requester.base_url)
+        self._clock: Clock = clock or SystemClock()
+        self._wakeups = wakeups
+        self._backoff = backoff or Backoff()
+        self._webhook_fallback_s = webhook_fallback_s
+        self._max_rate_limit_waits = max_rate_limit_waits
+        self._image_template = image_template
+        self._committer = committer
+        self._etags: dict[str, tuple[str, Any]] = {}
+        self.polls = 0  # REST requests made by CI and merge waits (for benchmarks)
+
+    # -- workspace and push ---------------------------------------------------------------------------
+    def prepare_workspace(self, repository: str, base_branch: str, branch: str, path: str) -> str:
+        """A checkout of ``repository`` at ``path`` on ``branch``: the remote branch if a previous attempt
+        pushed it, else a new branch from ``base_branch``. An existing checkout there is reused (its work kept)."""
+        target = Path(path)
+        env = self._git_env()
+        try:
+            if (target / ".git").is_dir():
+                repo = git.Repo(target)
+                repo.git.fetch("origin", "--prune", env=env)
+            else:
+                if target.exists():
+                    shutil.rmtree(target)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                repo = git.Repo.clone_from(self._git_url_for(repository), target, branch=base_branch, env=env)
+            with repo.config_writer() as config:
+                config.set_value("user", "name", self._committer[0])
+                config.set_value("user", "email", self._committer[1])
+            remote_refs = {ref.remote_head for ref in repo.remotes.origin.refs}
+            on_branch = not repo.head.is_detached and repo.active_branch.name == branch
+            if not on_branch:
+                if branch in [h.name for h in repo.heads]:
+                    repo.git.checkout(branch)
+                elif branch in remote_refs:
+                    repo.git.checkout("-b", branch, f"origin/{branch}")
+                else:
+                    repo.git.checkout("-b", branch, f"origin/{base_branch}")
+        except (git.GitCommandError, git.InvalidGitRepositoryError, OSError) as exc:
+            raise self._git_error("preparing the workspace", repository, exc) from None
+        return str(target)
+
+    def push_branch(self, repository: str, workspace: str, branch: str) -> str:
+        """Commit what the agent left uncommitted, force-push the work branch (it belongs to this run), and
+        return its head SHA."""
+        env = self._git_env()
+        try:
+            repo = git.Repo(workspace)
+            if repo.is_dirty(untracked_files=True):
+                repo.git.add("-A")
+                repo.git.commit("-m", "promptship: changes of the code agent", env=env)
+            repo.git.push("--force", "origin", f"HEAD:refs/heads/{branch}", env=env)
+            return repo.head.commit.hexsha
+        except (git.GitCommandError, git.InvalidGitRepositoryError, ValueError, OSError) as exc:
+            raise self._git_error(f"pushing {branch}", repository, exc) from None
+
+    # -- pull requests --------------------------------------------------------------------------------
+    def find_pull_request(self, repository: str, run_key: str) -> PullRequestInfo | None:
+        """The PR of ``run_key``: by its branch, else by the hidden marker in an open PR's body."""
+        repo = self._repo(repository)
+        pr = self._find(repo, run_key, branch_for(run_key))
+        return self._info(pr, created=False) if pr else None
+
+    def find_or_create_pull_request(
+        self,
+        repository: str,
+        *,
+        run_key: str,
+        branch: str,
+        base_branch: str,
+        title: str,
+        body: str,
+        labels: tuple[str, ...] = (),
+    ) -> PullRequestInfo:
+        """The one PR of ``run_key``. Looks first (a crash may have happened after the create), creates only
+        when nothing is found, and on a concurrent create takes the one that won."""
+        repo = self._repo(repository)
+        pr = self._find(repo, run_key, branch)
+        created = False
+        if pr is None:
+            marker = pr_marker(run_key)
+            full_body = body if marker in body else f"{body.rstrip()}\n\n{marker}\n"
+            try:
+                pr = self._call(lambda: repo.create_pull(title=title, body=full_body, head=branch, base=base_branch))
+                created = True
+            except CodeHostError as exc:
+                if exc.status != 422:
+                    raise
+                pr = self._find(repo, run_key, branch)  # created meanwhile, or nothing to propose
+                if pr is None:
+                    raise
+        elif pr.state == "closed" and not pr.merged:
+            self._call(lambda: pr.edit(state="open"))
+        if labels:
+            current = {label.name for label in pr.labels}
+            missing = [name for name in labels if name not in current]
+            if missing:
+                self._call(lambda: pr.add_to_labels(*missing))
+        return self._info(pr, created=created)
+
+    def _find(self, repo: Repository, run_key: str, branch: str) -> PullRequest | None:
+        marker = pr_marker(run_key)
+        owner = repo.full_name.split("/", 1)[0]
+        by_branch = self._call(lambda: list(repo.get_pulls(state="all", head=f"{owner}:{branch}")))
+        for pr in by_branch:
+            if marker in (pr.body or ""):
+                return pr
+        if by_branch:
+            return by_branch[0]
+        for pr in self._call(lambda: list(islice(repo.get_pulls(state="open"), 100))):
+            if marker in (pr.body or ""):
+                return pr
+        return None
+
+    @staticmethod
+    def _info(pr: PullRequest, *, created: bool) -> PullRequestInfo:
+        return PullRequestInfo(
+            number=pr.number, url=pr.html_url, head_sha=pr.head.sha, branch=pr.head.ref, created=created
+        )
+
+    # -- CI -------------------------------------------------------------------------------------------
+    def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
+        """Poll the check runs, check suites and combined status of ``sha`` (conditional requests, backoff)
+        until they give a final verdict or ``timeout_s`` passes. With ``CIWakeups``, sleep until a CI event
+        of ``sha`` arrives (polling only as a slow fallback)."""
+        start = self._clock.monotonic()
+        deadline = start + timeout_s
+        base = self._repo_url(repository)
+        delays = self._backoff.delays()
+        seen = self._wakeups.generation(repository, sha) if self._wakeups else 0
+        last_checks: tuple[CheckOutcome, ...] = ()
+        failures_in_row = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                assessment, runs = self._look_at_ci(base, sha)
+                failures_in_row = 0
+                last_checks = assessment.checks
+                if assessment.final:
+                    checks = assessment.checks
+                    if assessment.state == "failed":
+                        checks = self._with_logs(base, checks, runs)
+                    return CIResult(
+                        verdict="passed" if assessment.state == "passed" else "failed",
+                        sha=sha,
+                        checks=checks,
+                        waited_s=round(self._clock.monotonic() - start, 3),
+                    )
+            except _Transient as exc:
+                failures_in_row += 1
+                if exc.retry_after is None and failures_in_row > self._max_rate_limit_waits:
+                    raise CodeHostError(f"CI of {sha[:12]} unreadable: {exc}", retryable=True) from None
+                retry_after = exc.retry_after
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return CIResult(
+                    verdict="timed_out",
+                    sha=sha,
+                    checks=last_checks,
+                    waited_s=round(self._clock.monotonic() - start, 3),
+                )
+            planned = next(delays)
+            if self._wakeups is not None and retry_after is None:
+                seen = self._wakeups.wait(
+                    repository, sha, after=seen, timeout_s=min(remaining, self._webhook_fallback_s)
+                )
+            else:
+                self._clock.sleep(next_wait(planned, remaining, retry_after))
+
+    def _look_at_ci(self, base: str, sha: str) -> tuple[Any, dict[str, dict[str, Any]]]:
+        runs_doc = self._conditional_get(f"{base}/commits/{sha}/check-runs?per_page=100")
+        suites_doc = self._conditional_get(f"{base}/commits/{sha}/check-suites?per_page=100")
+        status_doc = self._conditional_get(f"{base}/commits/{sha}/status?per_page=100")
+        runs = {str(r["id"]): r for r in runs_doc.get("check_runs", [])}
+        run_views = [
+            CheckRunView(
+                name=r["name"],
+                status=r.get("status") or "queued",
+                conclusion=r.get("conclusion"),
+                id=r["id"],
+                url=r.get("details_url") or r.get("html_url") or "",
+            )
+            for r in runs.values()
+        ]
+        status_views = [
+            StatusView(
+                context=s["context"],
+                state=s["state"],
+                target_url=s.get("target_url") or "",
+                description=s.get("description") or "",
+            )
+            for s in status_doc.get("statuses", [])
+        ]
+        suite_views = [
+            SuiteView(
+                status=s.get("status") or "queued",
+                conclusion=s.get("conclusion"),
+                app=((s.get("app") or {}).get("slug") or ""),
+                runs=s.get("latest_check_runs_count") or 0,
+            )
+            for s in suites_doc.get("check_suites", [])
+            # a suite of an app that never creates check runs stays queued forever on GitHub: ignore those
+            if (s.get("latest_check_runs_count") or 0) > 0 or s.get("status") == "in_progress"
+        ]
+        return ci_verdict(run_views, status_views, suite_views), runs
+
+    def _with_logs(
+        self, base: str, checks: tuple[CheckOutcome, ...], runs: dict[str, dict[str, Any]]
+    ) -> tuple[CheckOutcome, ...]:
+        """Attach log excerpts to failing check runs: the Actions job log when there is one, else the run's
+        output text."""
+        by_name = {r["name"]: r for r in runs.values()}
+        out = []
+        for check in checks:
+            run = by_name.get(check.name)
+            if check.state in ("failure", "error", "cancelled") and run is not None:
+                text = self._job_log(base, run["id"])
+                if not text:
+                    output = run.get("output") or {}
+                    text = "\n".join(x for x in (output.get("summary"), output.get("text")) if x)
+                if text:
+                    check = check.model_copy(update={"log_excerpt": self._scrub(log_excerpt(text))})
+            out.append(check)
+        return tuple(out)
+
+    def _job_log(self, base: str, job_id: int) -> str:
+        try:
+            status, _, body = self._gh.requester.requestJson(
+                "GET", f"{base}/actions/jobs/{job_id}/logs", follow_302_redirect=True
+            )
+        except (requests.RequestException, GithubException, AssertionError):
+            # best effort: PyGithub refuses redirects to unexpected paths with an assertion
+            return ""
+        self.polls += 1
+        return body if status == 200 else ""
+
+    def _conditional_get(self, url: str) -> Any:
+        """GET with If-None-Match; a 304 answers with the cached document."""
+        cached = self._etags.get(url)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        try:
+            status, resp_headers, body = self._gh.requester.requestJson("GET", url, headers=headers)
+        except requests.RequestException as exc:
+            raise _Transient(f"network: {type(exc).__name__}", None) from None
+        self.polls += 1
+        lowered = {k.lower(): v for k, v in resp_headers.items()}
+        if status == 304 and cached:
+            return cached[1]
+        if status == 200:
+            data = json.loads(body) if body else {}
+            if lowered.get("etag"):
+                self._etags[url] = (lowered["etag"], data)
+            return data
+        message = _message(body)
+        if is_rate_limited(status, message, lowered):
+            raise _Transient(f"rate limited ({status})", retry_after_s(lowered, self._clock.time()) or 60.0)
+        if status >= 500:
+            raise _Transient(f"{status} from the code host", None)
+        raise CodeHostError(f"GET {_path(url)}: {status} {self._scrub(message)}", status=status)
+
+    # -- merge and image ------------------------------------------------------------------------------
+    def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
+        """Squash-merge when ``auto_merge`` (once GitHub knows the PR is mergeable), else wait for a person
+        to merge it. A conflict (``mergeable`` false, or 405 on merge) is the verdict ``conflict``."""
+        start = self._clock.monotonic()
+        deadline = start + timeout_s
+        repo = self._repo(repository)
+        delays = self._backoff.delays()
+        url = f"{self._repo_url(repository)}/pulls/{pr_number}"
+        while True:
+            retry_after: float | None = None
+            try:
+                doc = self._conditional_get(url)
+                if doc.get("merged"):
+                    return MergeResult(verdict="merged", merge_sha=doc.get("merge_commit_sha"))
+                if doc.get("state") == "closed":
+                    return MergeResult(verdict="waiting", detail="the pull request was closed without merging")
+                if doc.get("mergeable") is False:
+                    return MergeResult(verdict="conflict", detail=f"mergeable_state={doc.get('mergeable_state')}")
+                if auto_merge and doc.get("mergeable") is True:
+                    head_sha = doc["head"]["sha"]
+                    title = f"{doc.get('title', '')} (#{pr_number})"
+                    pr = self._call(lambda: repo.get_pull(pr_number))
+                    try:
+                        status = self._call(partial(pr.merge, merge_method="squash", sha=head_sha, commit_title=title))
+                        return MergeResult(verdict="merged", merge_sha=status.sha)
+                    except CodeHostError as exc:
+                        if exc.status == 405:
+                            return MergeResult(verdict="conflict", detail=str(exc))
+                        if exc.status != 409:  # 409: the head moved meanwhile — look again
+                            raise
+            except _Transient as exc:
+                retry_after = exc.retry_after
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                verdict = "timed_out" if auto_merge else "waiting"
+                return MergeResult(verdict=verdict, detail=f"not merged within {timeout_s:.0f} s")
+            self._clock.sleep(next_wait(next(delays), remaining, retry_after))
+
+    def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
+        """Wait for the base-branch build of ``sha``; its image for ``component`` (docs/CONTRACTS.md)."""
+        ci = self.wait_for_ci(repository, sha, timeout_s=timeout_s)
+        if ci.verdict != "passed":
+            names = ", ".join(c.name for c in ci.failing) or "no result in time"
+            raise CodeHostError(
+                f"no image for {repository}@{sha[:12]}: the base-branch build {ci.verdict} ({names})",
+                retryable=ci.verdict == "timed_out",
+            )
+        owner, repo = repository.split("/", 1)
+        return self._image_template.format(owner=owner, repo=repo, component=component, sha=sha)
+
+    def comment(self, repository: str, number: int, body: str) -> None:
+        """Comment on an issue or pull request."""
+        repo = self._repo(repository)
+        issue = self._call(lambda: repo.get_issue(number))
+        self._call(lambda: issue.create_comment(body))
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _repo(self, repository: str) -> Repository:
+        return self._call(lambda: self._gh.get_repo(repository, lazy=True))
+
+    def _repo_url(self, repository: str) -> str:
+        return f"{self._gh.requester.base_url.rstrip('/')}/repos/{repository}"
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one PyGithub call; wait out rate limits (Retry-After, on the injected clock) a few times;
+        translate everything else into CodeHostError once."""
+        for _attempt in self._attempts():
+            try:
+                return fn()
+            except GithubException as exc:
+                message = _message(exc.data)
+                headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+                if is_rate_limited(exc.status, message, headers):
+                    wait = retry_after_s(headers, self._clock.time()) or 60.0
+                    if _attempt < self._max_rate_limit_waits:
+                        self._clock.sleep(wait)
+                        continue
+                    raise CodeHostError(
+                        f"rate limited by the code host: {self._scrub(message)}",
+                        retryable=True,
+                        status=exc.status,
+                        retry_after_s=wait,
+                    ) from None
+                errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
+                detail = self._scrub(f"{message} {json.dumps(errors) if errors else ''}".strip())
+                raise CodeHostError(
+                    f"code host answered {exc.status}: {detail}",
+                    retryable=exc.status >= 500,
+                    status=exc.status,
+                ) from None
+            except requests.RequestException as exc:
+                raise CodeHostError(f"code host unreachable: {type(exc).__name__}", retryable=True) from None
+        raise AssertionError("unreachable")
+
+    def _attempts(self) -> Iterator[int]:
+        yield from range(self._max_rate_limit_waits + 1)
+
+    def _git_env(self) -> dict[str, str]:
+        """Credentials for git through the environment (never argv, URL or config file), like
+        actions/checkout's extraheader."""
+        basic = base64.b64encode(f"x-access-token:{self._token.get_secret_value()}".encode()).decode()
+        name, email = self._committer
+        return {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+        }
+
+    def _scrub(self, text: str) -> str:
+        secret = self._token.get_secret_value()
+        if secret:
+            text = text.replace(secret, REDACTED)
+            text = text.replace(base64.b64encode(f"x-access-token:{secret}".encode()).decode(), REDACTED)
+        return redact(text)
+
+    def _git_error(self, what: str, repository: str, exc: BaseException) -> CodeHostError:
+        stderr = getattr(exc, "stderr", "") or str(exc)
+        text = self._scrub(str(stderr).strip())[-1500:]
+        transient = any(
+            s in text for s in ("Could not resolve host", "Connection refused", "timed out", "returned error: 5")
+        )
+        return CodeHostError(f"git failed {what} for {repository}: {text}", retryable=transient)
+
+
+def _message(data: Any) -> str:
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return data[:300]
+    if isinstance(data, dict):
+        return str(data.get("message", ""))
+    return ""
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
