@@ -413,6 +413,7 @@ def decide_route(
         )
 
     cause = f"sensitive data found ({', '.join(labels)})" if found else "local-only requested (force_local)"
+    looked_like = klass
     if found:
         klass = "sensitive"
     own = policy.classes[klass]
@@ -427,7 +428,7 @@ def decide_route(
                 task_class=klass,
                 model=group,
                 mode="local",
-                reason=f"{cause} → local only → {group} (class {klass}: {why})",
+                reason=f"{cause} → local only → {group} (the task looked like {looked_like}: {why})",
                 sensitive=True,
                 findings=labels,
             )
