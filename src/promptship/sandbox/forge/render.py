@@ -313,8 +313,10 @@ class Renderer:
                 "comment_count": 0,
                 "tree": {"sha": info.tree, "url": f"{a}/git/trees/{info.tree}"},
             },
-            "author": None,
-            "committer": None,
+            # GitHub sends null for authors without an account; openapi-core rejects that null (anyOf +
+            # nullable), so the forge attributes every commit to the repository's owner.
+            "author": self.user(r.owner),
+            "committer": self.user(r.owner),
             "parents": [
                 {"sha": p, "url": f"{a}/commits/{p}", "html_url": f"{self.web}/{r.full_name}/commit/{p}"}
                 for p in info.parents
@@ -355,7 +357,7 @@ class Renderer:
             "node_id": node_id("L", lbl.id),
             "url": f"{self.api}/repos/{r.full_name}/labels/{lbl.name}",
             "name": lbl.name,
-            "description": lbl.description,
+            "description": lbl.description or "",
             "color": lbl.color,
             "default": False,
         }
@@ -373,7 +375,6 @@ class Renderer:
             "html_url": f"{self.web}/{r.full_name}/{'pull' if i.pull else 'issues'}/{i.number}",
             "number": i.number,
             "state": i.state,
-            "state_reason": "completed" if i.state == "closed" else None,
             "title": i.title,
             "body": i.body,
             "user": self.user(i.user),
@@ -390,6 +391,8 @@ class Renderer:
             "author_association": r.association(i.user.login),
             "timeline_url": f"{a}/issues/{i.number}/timeline",
         }
+        if i.state == "closed":
+            data["state_reason"] = "completed"
         if i.pull:
             data["pull_request"] = {
                 "url": f"{a}/pulls/{i.number}",

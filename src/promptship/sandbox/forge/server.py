@@ -1222,7 +1222,6 @@ def _json_error(
     body: dict[str, Any] = {
         "message": message,
         "documentation_url": "https://docs.github.com/rest",
-        "status": str(status),
     }
     if errors:
         body["errors"] = errors
