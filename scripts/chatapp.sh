@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The chat app's frontend: `deps` installs its npm dependencies (npm ci, with a cache directory) and builds
 # it with Vite into examples/chat-app/frontend/dist. Idempotent: npm ci runs only when package-lock.json
-# changed, the build only when a source file did.
+# changed, the build only when a source file did. `nginx` (also run by `deps`) unpacks Debian's nginx into
+# the cache without installing it (no service started, nothing bound): the tests run the frontend's real
+# nginx config with it, on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRONTEND=examples/chat-app/frontend
@@ -30,7 +32,28 @@ deps() {
   echo "scripts/chatapp.sh: frontend built in $FRONTEND/dist"
 }
 
+nginx_unpacked() {
+  local dest="$CACHE/nginx"
+  if [ -x "$dest/usr/sbin/nginx" ] && [ -f "$dest/etc/nginx/mime.types" ]; then
+    echo "scripts/chatapp.sh: nginx already unpacked in $dest"
+    return
+  fi
+  command -v apt-get >/dev/null 2>&1 || { echo "scripts/chatapp.sh: apt-get missing (Debian expected)" >&2; exit 1; }
+  local work; work="$(mktemp -d)"
+  if ! (cd "$work" && apt-get download -qq nginx nginx-common >/dev/null 2>&1); then
+    local sudo=""; [ "$(id -u)" = "0" ] || sudo="sudo"
+    $sudo apt-get update -qq
+    (cd "$work" && apt-get download -qq nginx nginx-common)
+  fi
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+  for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$dest.tmp"; done
+  rm -rf "$dest" && mv "$dest.tmp" "$dest" && rm -rf "$work"
+  [ -c /dev/null ] || { echo "scripts/chatapp.sh: /dev/null is not a character device any more" >&2; exit 1; }
+  "$dest/usr/sbin/nginx" -v
+}
+
 case "${1:-deps}" in
-  deps) deps ;;
-  *) echo "usage: scripts/chatapp.sh deps" >&2; exit 2 ;;
+  deps) deps; (nginx_unpacked) ;;
+  nginx) nginx_unpacked ;;
+  *) echo "usage: scripts/chatapp.sh deps|nginx" >&2; exit 2 ;;
 esac

@@ -94,13 +94,13 @@ def running_backend(llm_base_url: str, log_dir: Path, **extra_env: str) -> Itera
             process.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def llm() -> Iterator[LLMStandIn]:
     with running_llm_stand_in() as stand_in:
         yield stand_in
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def backend(llm: LLMStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     with running_backend(f"{llm.base_url}/v1", tmp_path_factory.mktemp("backend")) as b:
         yield b
