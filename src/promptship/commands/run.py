@@ -1,9 +1,125 @@
-"""`promptship` sub-commands of the run area."""
+"""`promptship run`, `promptship resume` and `promptship demo`: the dev cycle from the command line."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+# Outcomes that are verdicts; a run that ended "failed" or "cancelled" exits non-zero.
+_OK_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting")
+
+
+def _real_services() -> object:
+    """Services built from settings (PROMPTSHIP_* variables); a ConfigError ends the command with its message."""
+    from promptship.errors import ConfigError
+    from promptship.settings import Settings
+    from promptship.wiring import build_services, install
+
+    try:
+        services = build_services(Settings())
+    except ConfigError as exc:
+        typer.echo(f"configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    install(services)
+    return services
+
+
+def _print_report(report: object) -> None:
+    from promptship.domain.report import RunReport, render_markdown
+
+    assert isinstance(report, RunReport)
+    typer.echo(render_markdown(report))
+    if report.outcome not in _OK_OUTCOMES:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
+
+    @app.command()
+    def run(
+        prompt: Annotated[str, typer.Option(help="What the agent should build or change.")],
+        repository: Annotated[str, typer.Option(help="owner/name on the configured code host.")] = "demo/chat-app",
+        base_branch: Annotated[str, typer.Option(help="Branch to start from and merge into.")] = "main",
+        requester: Annotated[str, typer.Option(help="Who asked.")] = "promptship-cli",
+        auto_merge: Annotated[bool, typer.Option(help="Squash-merge when CI is green.")] = False,
+        budget_usd: Annotated[float, typer.Option(help="Most this run may spend on LLM calls.")] = 2.0,
+        sensitive: Annotated[bool, typer.Option(help="Use local models only.")] = False,
+        health_url: Annotated[str | None, typer.Option(help="Health URL of the deployed service.")] = None,
+        namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "demo",
+        deployment: Annotated[str, typer.Option(help="Deployment to roll out.")] = "chat-backend",
+        container: Annotated[str, typer.Option(help="Container (and build context) whose image changes.")] = "backend",
+    ) -> None:
+        """Run one dev cycle (route → code → PR → CI → merge → roll out → health → report) with real services.
+
+        Services come from PROMPTSHIP_* settings; the run is a Prefect flow run on PREFECT_API_URL (or an
+        ephemeral server). Running the same request again finds its earlier work instead of repeating it.
+        """
+        from pydantic import ValidationError
+
+        from promptship.domain.request import DeployTarget, DevRequest
+
+        try:
+            request = DevRequest(
+                prompt=prompt,
+                repository=repository,
+                base_branch=base_branch,
+                requester=requester,
+                auto_merge=auto_merge,
+                budget_usd=budget_usd,
+                sensitive=sensitive,
+                deploy=DeployTarget(
+                    namespace=namespace, deployment=deployment, container=container, health_url=health_url
+                ),
+            )
+        except ValidationError as exc:
+            for err in exc.errors():
+                typer.echo(f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", err=True)
+            raise typer.Exit(2) from exc
+        _real_services()
+        from flows.dev_cycle import dev_cycle
+
+        state = dev_cycle(request, return_state=True)
+        if not state.is_completed():
+            typer.echo(f"run {request.run_key} ended {state.name}: {state.message}", err=True)
+            raise typer.Exit(1)
+        _print_report(state.result())
+
+    @app.command()
+    def resume(
+        flow_run_id: Annotated[str, typer.Argument(help="Id of the dev-cycle flow run to continue.")],
+        force: Annotated[
+            bool, typer.Option(help="Take over a run still marked Running whose process is known to be dead.")
+        ] = False,
+    ) -> None:
+        """Continue a crashed, failed or killed dev-cycle run after its last completed step.
+
+        Reads the run's request from the Prefect API and runs the flow again: finished steps come from the
+        result cache (keyed by run key + step), so no branch, PR or rollout is repeated.
+        """
+        from promptship.errors import InvalidRequest
+
+        _real_services()
+        from flows.dev_cycle import resume_dev_cycle
+
+        try:
+            report = resume_dev_cycle(flow_run_id, force=force)
+        except InvalidRequest as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+        _print_report(report)
+
+    @app.command()
+    def demo(
+        serve: Annotated[
+            bool, typer.Option(help="Keep the Prefect server up afterwards and print its UI address.")
+        ] = False,
+    ) -> None:
+        """One whole dev cycle on 127.0.0.1 with the sandbox; prints the report and what each boundary was.
+
+        Exits 0 only when every step reached a verdict.
+        """
+        from promptship.demo import run_demo
+
+        raise typer.Exit(run_demo(serve=serve, echo=typer.echo))

@@ -1,0 +1,274 @@
+"""The embedded default: one whole dev cycle on 127.0.0.1, with nothing to configure.
+
+``promptship demo`` starts a Prefect server (SQLite, its own PREFECT_HOME), builds the sandbox's services,
+runs the ``dev-cycle`` flow once in this process on the demo repository, prints the report and the kind of
+every boundary (``real``, ``protocol stand-in``, ``in-process fake``), and stops what it started, by PID.
+
+Also here: ``running_prefect_server``, the one helper that starts a throw-away Prefect server (used by the
+benchmark and the deployment tests too).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from promptship.domain.report import RunReport
+from promptship.domain.request import DeployTarget, DevRequest
+from promptship.errors import ConfigError
+from promptship.settings import Settings
+from promptship.wiring import Services
+
+DEMO_PROMPT = "Add a GET /version endpoint that returns the deployed commit SHA"
+DEMO_REPOSITORY = "demo/chat-app"
+# Outcomes that are verdicts the pipeline reached on purpose; "failed" and "cancelled" are not.
+VERDICT_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting")
+
+Echo = Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PrefectServer:
+    """A ``prefect server start`` process this program started."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    home: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process that should use this server and its result storage."""
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM to the process group it leads (it was started in its own session)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def start_prefect_server(
+    home: Path, *, port: int | None = None, ui: bool = False, timeout_s: float = 90
+) -> PrefectServer:
+    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home``; return once /api/health answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log_path = home / "server.log"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    }
+    env.pop("PREFECT_API_URL", None)
+    prefect_bin = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    server = PrefectServer(process=process, port=port, home=home, log_path=log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigError(f"prefect server exited with {process.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise ConfigError(f"prefect server did not answer /api/health within {timeout_s:.0f} s; see {log_path}")
+
+
+@contextmanager
+def running_prefect_server(home: Path, *, ui: bool = False) -> Iterator[PrefectServer]:
+    server = start_prefect_server(home, ui=ui)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def using_prefect(server: PrefectServer) -> Iterator[None]:
+    """Point this process's Prefect client and result storage at ``server``."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    previous = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: server.home}):
+            yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def demo_request(health_url: str | None = None) -> DevRequest:
+    return DevRequest(
+        prompt=DEMO_PROMPT,
+        repository=DEMO_REPOSITORY,
+        requester="promptship-demo",
+        auto_merge=True,
+        labels=("promptship",),
+        deploy=DeployTarget(namespace="demo", deployment="chat-backend", container="backend", health_url=health_url),
+    )
+
+
+def build_demo_services(settings: Settings, stack: ExitStack, echo: Echo) -> tuple[Services, str]:
+    """The sandbox's services, the best available per port; returns them and the health URL to use.
+
+    Every port starts as an in-process fake and is said to be one; stand-ins replace them as they land.
+    """
+    from promptship.sandbox.fakes import (
+        FakeCluster,
+        FakeCodeAgent,
+        FakeCodeHost,
+        FakeCompileChecker,
+        FakeHealthProbe,
+        FakeLLMGateway,
+    )
+    from promptship.store import Store, make_engine
+
+    store = Store(make_engine(settings.store_url()))
+    store.create_schema()
+    services = Services(
+        settings=settings,
+        llm=FakeLLMGateway(),
+        agent=FakeCodeAgent(),
+        code_host=FakeCodeHost(),
+        cluster=FakeCluster(),
+        health=FakeHealthProbe(),
+        sink=store,
+        compiler=FakeCompileChecker(),
+        boundaries={
+            "llm": "in-process fake",
+            "agent": "in-process fake",
+            "code_host": "in-process fake",
+            "cluster": "in-process fake",
+            "health": "in-process fake",
+            "sink": "real",
+            "compiler": "in-process fake",
+        },
+    )
+    return services, "http://127.0.0.1:9/health"
+
+
+_BOUNDARY_WHAT = {
+    "llm": "LLM gateway (routing, gate, ledger)",
+    "agent": "code agent (OpenHands agent-server)",
+    "code_host": "code host (GitHub)",
+    "cluster": "cluster (Kubernetes)",
+    "health": "health probe (HTTP)",
+    "sink": "store (SQLAlchemy/SQLite)",
+    "compiler": "compile check",
+}
+
+
+def boundary_lines(services: Services) -> list[str]:
+    lines = ["Boundaries of this run:"]
+    for port in ("llm", "agent", "code_host", "cluster", "health", "compiler", "sink"):
+        kind = services.boundaries.get(port, "in-process fake")
+        lines.append(f"  {port:<10} {kind:<17} {_BOUNDARY_WHAT[port]}")
+    return lines
+
+
+def reached_verdicts(report: RunReport) -> bool:
+    """True when the run ended on a verdict and every step it took recorded one."""
+    return report.outcome in VERDICT_OUTCOMES and all(s.verdict for s in report.steps)
+
+
+def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None] | None = None) -> int:
+    """Run the demo; return the process exit code (0 only when every step reached a verdict)."""
+    base = Settings()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    home = (base.home / "demo" / stamp).resolve()
+    settings = base.model_copy(update={"home": home, "database_url": None})
+    echo(f"promptship demo: state under {home}")
+    with ExitStack() as stack:
+        t0 = time.monotonic()
+        server = stack.enter_context(running_prefect_server(home / "prefect", ui=serve))
+        took = time.monotonic() - t0
+        echo(f"Prefect server (SQLite) on {server.url}, healthy after {took:.1f} s, pid {server.process.pid}")
+        stack.enter_context(using_prefect(server))
+        services, health_url = build_demo_services(settings, stack, echo)
+        for line in boundary_lines(services):
+            echo(line)
+
+        from flows.dev_cycle import dev_cycle
+        from promptship.domain.report import render_markdown
+        from promptship.wiring import installed
+
+        request = demo_request(health_url)
+        echo(f"Request: {request.prompt!r} on {request.repository} (run key {request.run_key})")
+        with installed(services):
+            state = dev_cycle(request, return_state=True)
+        report = state.result() if state.is_completed() else _stored_report(services, request.run_key)
+        echo("")
+        if report is None:
+            echo(f"The run ended {state.name} without a report: {state.message}")
+            return 1
+        echo(render_markdown(report))
+        for line in boundary_lines(services):
+            echo(line)
+        ok = reached_verdicts(report)
+        echo(f"Outcome: {report.outcome} — {'every' if ok else 'NOT every'} step reached a verdict")
+        if serve:
+            echo(f"Prefect UI: {server.url}  (flow run {report.flow_run_id}); Ctrl-C stops the server.")
+            (wait or _wait_forever)()
+        return 0 if ok else 1
+
+
+def _stored_report(services: Services, run_key: str) -> RunReport | None:
+    from promptship.store import Store
+
+    return services.sink.run(run_key) if isinstance(services.sink, Store) else None
+
+
+def _wait_forever() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
