@@ -1,0 +1,117 @@
+"""The LLM gateway as a service: an OpenAI-compatible endpoint in front of ``LiteLLMGateway``.
+
+The code agent's ``base_url`` points here, so its traffic — the pipeline's biggest LLM user — gets the same
+policy, sensitive-data gate, budgets and ledger as every other call. Each request is attributed to its run
+by a per-run API key (``Authorization: Bearer psk-run-…``, minted by ``LiteLLMGateway.agent_access``; only
+its hash is stored). An optional ``x-promptship-step`` header names the step in the ledger (default ``agent``).
+
+- ``POST /v1/chat/completions`` — non-streaming and SSE (``stream: true``), tool calls passed through;
+- ``GET /v1/models`` — the policy's model groups;
+- ``GET /health``.
+
+Errors use OpenAI's error shape: 401 unknown key, 400 bad body, 403 sensitive data with no local model,
+402 over budget (not 429: clients would retry), 502/503/504 provider failures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from promptship.adapters.llm import STEP_HEADER, LiteLLMGateway
+from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
+from promptship.store.ledger import RunAccess
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": kind}}, status_code=status)
+
+
+def _error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, SensitiveDataBlocked):
+        return _error(403, "sensitive_data_blocked", str(exc))
+    if isinstance(exc, BudgetExceeded):
+        return _error(402, "budget_exceeded", str(exc))
+    if isinstance(exc, LLMError):
+        if exc.status == 408:
+            return _error(504, "upstream_timeout", str(exc))
+        return _error(503 if exc.retryable else 502, "upstream_error", str(exc))
+    if isinstance(exc, ValueError):
+        return _error(400, "invalid_request_error", str(exc))
+    raise exc
+
+
+def create_gateway_app(gateway: LiteLLMGateway) -> Starlette:
+    """The ASGI app of the gateway service around a ready ``LiteLLMGateway``."""
+
+    def authorize(request: Request) -> RunAccess | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        return gateway.access_for(key.strip())
+
+    async def chat_completions(request: Request) -> Response:
+        access = await run_in_threadpool(authorize, request)
+        if access is None:
+            return _error(401, "invalid_api_key", "unknown or missing per-run API key (Authorization: Bearer …)")
+        try:
+            body: Any = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "invalid_request_error", "the body must be JSON")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "the body must be a JSON object")
+        step = request.headers.get(STEP_HEADER, "agent")[:64]
+        try:
+            if not body.get("stream"):
+                result = await run_in_threadpool(gateway.chat, access, body, step=step)
+                return JSONResponse(result)
+            chunks = await run_in_threadpool(gateway.stream_chat, access, body, step=step)
+        except (SensitiveDataBlocked, BudgetExceeded, LLMError, ValueError) as exc:
+            return _error_response(exc)
+        return StreamingResponse(_sse(chunks), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+    async def models(request: Request) -> Response:
+        access = await run_in_threadpool(authorize, request)
+        if access is None:
+            return _error(401, "invalid_api_key", "unknown or missing per-run API key (Authorization: Bearer …)")
+        data = [
+            {"id": spec.name, "object": "model", "created": 0, "owned_by": f"promptship-{spec.mode}"}
+            for spec in gateway.model_groups()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
+    try:
+        for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+    except (LLMError, BudgetExceeded, SensitiveDataBlocked) as exc:
+        # Headers are gone already: report the failure in the stream, as OpenAI-compatible servers do.
+        kind = "upstream_error" if isinstance(exc, LLMError) else type(exc).__name__
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': kind}})}\n\n"
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # a client that went away: the relay records what the call cost
