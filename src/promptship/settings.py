@@ -97,6 +97,13 @@ class GitHubSettings(BaseModel):
     ci_timeout_s: float = Field(default=1800.0, gt=0, description="Most a CI wait may take (default 30 min).")
     merge_timeout_s: float = Field(default=3600.0, gt=0, description="Most a wait for a human merge may take.")
     repair_rounds: int = Field(default=2, ge=0, le=10, description="Most CI repair rounds per run.")
+    image_template: str = Field(
+        default="forge.local/{owner}/{repo}/{component}:{sha}",
+        description="Image reference CI publishes for a base-branch commit ({owner}, {repo}, {component}, {sha}); "
+        "e.g. ghcr.io/{owner}/{repo}/{component}:{sha} for GitHub Actions pushing to GHCR.",
+    )
+    ci_poll_initial_s: float = Field(default=5.0, gt=0, description="First pause between CI polls (backoff).")
+    ci_poll_max_s: float = Field(default=60.0, gt=0, description="Longest pause between CI polls.")
 
 
 class KubeSettings(BaseModel):

@@ -73,6 +73,33 @@ def build_services(settings: Settings) -> Services:
     raise ConfigError("no real adapters are wired yet: run `promptship demo` (sandbox) or install services explicitly")
 
 
+def build_code_host(settings: Settings, *, wakeups=None):  # -> GitHubHost (PyGithub imported lazily)
+    """``GitHubHost`` for ``github.api_url`` (github.com, GitHub Enterprise ``https://HOST/api/v3``, or the local
+    forge) with ``github.token``. PyGithub's own retry is off: the adapter honours Retry-After on its clock.
+    ``wakeups`` (``CIWakeups``) lets a webhook receiver end CI waits early."""
+    from github import Auth, Github
+
+    from promptship.adapters.github import GitHubHost
+    from promptship.domain.ci import Backoff
+
+    gh_settings = settings.github
+    if gh_settings.token is None:
+        raise ConfigError("PROMPTSHIP_GITHUB__TOKEN is not set: give a token with repo scope (or run the sandbox)")
+    gh = Github(
+        base_url=gh_settings.api_url.rstrip("/"),
+        auth=Auth.Token(gh_settings.token.get_secret_value()),
+        retry=None,
+        timeout=30,
+    )
+    return GitHubHost(
+        gh,
+        token=gh_settings.token,
+        wakeups=wakeups,
+        backoff=Backoff(initial_s=gh_settings.ci_poll_initial_s, max_s=gh_settings.ci_poll_max_s),
+        image_template=gh_settings.image_template,
+    )
+
+
 def build_store(settings: Settings):  # -> Store (import kept local: the store pulls in SQLAlchemy)
     """The one store, schema ensured."""
     from promptship.store import Store, make_engine
