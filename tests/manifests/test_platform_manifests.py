@@ -1,0 +1,219 @@
+"""The platform's manifests: they build, pass the house policy, validate against the CRDs, and the local
+control plane accepts them (server-side dry run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, SHARED, require
+
+pytestmark = pytest.mark.manifests
+
+OVERLAYS = ["local", "cluster"]
+KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+CRDS = SHARED / "specs" / "crds"
+
+
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    kubectl = str(KUBECTL) if KUBECTL.exists() else shutil.which("kubectl")
+    require("kubectl with kustomize", kubectl is not None, "install the dev dependencies (make install)")
+    assert kubectl is not None
+    out = subprocess.run(
+        [kubectl, "kustomize", str(REPO_ROOT / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return kustomize(request.param)
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["template"]["spec"]
+
+
+def _containers(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    spec = _pod_spec(obj)
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        yield spec, c
+
+
+def test_overlays_build_with_the_expected_components(objects):
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for expected in [
+        ("Deployment", "prefect-server"),
+        ("Deployment", "prefect-worker"),
+        ("Deployment", "webhook"),
+        ("Deployment", "llm-gateway"),
+        ("Deployment", "ollama"),
+        ("Job", "ollama-pull-models"),
+        ("ConfigMap", "llm-config"),
+        ("HTTPRoute", "llm-router"),
+        ("Ingress", "webhook"),
+        ("Role", "promptship-deployer"),
+        ("NetworkPolicy", "default-deny"),
+    ]:
+        assert expected in kinds, expected
+
+
+def test_no_container_runs_as_root_and_each_has_limits_and_probes(objects):
+    seen = 0
+    for obj in (o for o in objects if o["kind"] in WORKLOADS):
+        for pod, c in _containers(obj):
+            seen += 1
+            where = f"{obj['kind']}/{obj['metadata']['name']}:{c['name']}"
+            sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+            assert sc.get("runAsNonRoot") is True, f"{where} may run as root"
+            assert sc.get("runAsUser", 1) != 0, f"{where} runs as uid 0"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{where} allows privilege escalation"
+            limits = c.get("resources", {}).get("limits", {})
+            assert {"cpu", "memory"} <= set(limits), f"{where} lacks cpu/memory limits"
+            assert "livenessProbe" in c and "readinessProbe" in c, f"{where} lacks probes"
+    assert seen >= 6
+
+
+def test_no_secret_carries_a_value(objects):
+    secrets = [o for o in objects if o["kind"] == "Secret"]
+    assert secrets
+    for s in secrets:
+        assert not s.get("data") and not s.get("stringData"), f"Secret {s['metadata']['name']} carries a value"
+    for obj in objects:
+        text = json.dumps(obj)
+        assert "sk-or-v1-" not in text and "ghp_" not in text
+
+
+def test_the_deployer_role_grants_nothing_cluster_wide(objects):
+    assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "promptship-deployer")
+    assert role["metadata"]["namespace"] == "demo"
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert not {"roles", "rolebindings", "secrets"} & set(rule["resources"])
+
+
+def test_only_the_webhook_is_reachable_from_outside_and_only_the_gateway_reaches_the_cloud(objects):
+    pols = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    deny = next(p for p in pols if p["metadata"]["name"] == "default-deny")
+    assert deny["spec"]["podSelector"] == {} and set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    open_ingress = [
+        p["spec"]["podSelector"].get("matchLabels", {})
+        for p in pols
+        for rule in p["spec"].get("ingress", [])
+        if "from" not in rule
+    ]
+    assert open_ingress == [{"app.kubernetes.io/name": "webhook"}]
+    internet = [
+        p["spec"]["podSelector"].get("matchLabels", {})
+        for p in pols
+        for rule in p["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
+    ]
+    assert internet == [{"promptship.dev/egress": "llm-cloud"}]
+    gateway = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm-gateway")
+    assert gateway["spec"]["template"]["metadata"]["labels"]["promptship.dev/egress"] == "llm-cloud"
+    # the only holder of the OpenRouter key is the gateway
+    holders = {
+        o["metadata"]["name"] for o in objects if o["kind"] in WORKLOADS and "promptship-openrouter" in json.dumps(o)
+    }
+    assert holders == {"llm-gateway"}
+
+
+def test_llm_config_carries_the_seed_values(objects):
+    cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "llm-config")
+    assert cm["data"]["default_model"] == "mistral"
+    assert cm["data"]["max_retries"] == "3" and cm["data"]["timeout_seconds"] == "30"
+
+
+def _crd_schemas(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    out = {}
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
+        for v in doc["spec"]["versions"]:
+            out[(group, v["name"], kind)] = v["schema"]["openAPIV3Schema"]
+    return out
+
+
+def crd_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
+    require("shared CRD specs", CRDS.is_dir(), f"{CRDS} missing")
+    schemas: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for f in sorted(CRDS.glob("*.yaml")):
+        schemas.update(_crd_schemas(f))
+    return schemas
+
+
+def validate_against_crd(obj: dict[str, Any], schemas: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+    group, _, version = obj["apiVersion"].rpartition("/")
+    schema = schemas[(group, version, obj["kind"])]
+    jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator)
+
+
+def test_crd_objects_validate_against_their_schemas(objects):
+    schemas = crd_schemas()
+    crd_objects = [
+        o
+        for o in objects
+        if "." in o["apiVersion"].split("/")[0]
+        and not o["apiVersion"].startswith(("apps/", "batch/", "networking.k8s.io/", "rbac.authorization.k8s.io/"))
+    ]
+    assert {o["kind"] for o in crd_objects} == {"Gateway", "HTTPRoute"}
+    for obj in crd_objects:
+        validate_against_crd(obj, schemas)
+
+
+def test_a_broken_route_is_rejected_by_the_schema():
+    schemas = crd_schemas()
+    route = next(o for o in kustomize("local") if o["kind"] == "HTTPRoute")
+    route["spec"]["rules"][0]["matches"][0]["headers"][0]["type"] = "Fuzzy"  # not an allowed match type
+    with pytest.raises(jsonschema.ValidationError):
+        validate_against_crd(route, schemas)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_local_control_plane_accepts_every_manifest(overlay: str, platform_kubeconfig: Path, tmp_path: Path):
+    objs = kustomize(overlay)
+    kubectl = str(KUBECTL)
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl, "--kubeconfig", str(platform_kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+
+    # CRDs and namespaces exist for real (dry-run objects need their namespace and their kind to exist)
+    for crd in sorted(CRDS.glob("gateway-api-*.yaml")):
+        r = run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        assert r.returncode == 0, r.stderr
+    namespaces = [o for o in objs if o["kind"] == "Namespace"]
+    r = run("apply", "-f", "-", stdin=yaml.safe_dump_all(namespaces))
+    assert r.returncode == 0, r.stderr
+    for _ in range(30):  # CRDs become served a moment after they are created
+        if run("get", "httproutes.gateway.networking.k8s.io", "-A").returncode == 0:
+            break
+        import time
+
+        time.sleep(0.5)
+    rest = [o for o in objs if o["kind"] != "Namespace"]
+    r = run("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(rest))
+    assert r.returncode == 0, r.stderr
+    accepted = [line for line in r.stdout.splitlines() if "(server dry run)" in line]
+    assert len(accepted) == len(rest), r.stdout
