@@ -130,3 +130,43 @@ def build_routing_policy(settings: Settings):  # -> RoutingPolicy
             "timeout_seconds": str(settings.llm.timeout_s),
         }
     )
+
+
+def build_llm_gateway(settings: Settings, *, engine=None):  # -> LiteLLMGateway (LiteLLM imported lazily)
+    """``LiteLLMGateway`` from settings: the routing policy, the sensitive-data scanner, the cost ledger in the
+    store (``engine``: share one; default: a new engine on ``store_url()``), Ollama at ``llm.ollama_base_url``
+    and OpenRouter at ``llm.openrouter_base_url`` with ``llm.openrouter_api_key`` (no key: cloud calls fail
+    over to local models). Budgets from ``budget.*``; retries and timeout from the policy (llm-config)."""
+    from promptship.adapters.detectors import SensitiveDataScanner
+    from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints
+    from promptship.store import make_engine
+    from promptship.store.ledger import CostLedger
+
+    over_budget = settings.budget.over_budget
+    if over_budget not in ("reroute_local", "refuse"):
+        raise ConfigError(f"PROMPTSHIP_BUDGET__OVER_BUDGET={over_budget!r}: use 'reroute_local' or 'refuse'")
+    policy = build_routing_policy(settings)
+    ledger = CostLedger(
+        engine if engine is not None else make_engine(settings.store_url()),
+        timezone=settings.llm.timezone,
+        cloud_daily_usd=settings.budget.cloud_daily_usd,
+        run_default_usd=settings.budget.run_default_usd,
+        display_currency=settings.llm.display_currency,
+        usd_to_display_rate=settings.llm.usd_to_display_rate,
+    )
+    ledger.create_schema()
+    return LiteLLMGateway(
+        policy=policy,
+        scanner=SensitiveDataScanner(),
+        ledger=ledger,
+        endpoints=ProviderEndpoints(
+            ollama_base_url=settings.llm.ollama_base_url,
+            openrouter_base_url=settings.llm.openrouter_base_url,
+            openrouter_api_key=settings.llm.openrouter_api_key,
+        ),
+        gateway_url=settings.llm.gateway_url,
+        max_retries=policy.max_retries,
+        timeout_s=policy.timeout_s,
+        over_budget=over_budget,  # type: ignore[arg-type]  # checked above
+        local_cost_per_1k_tokens_usd=settings.llm.local_cost_per_1k_tokens_usd,
+    )

@@ -11,6 +11,31 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
     _register_routing_commands(app)
+    _register_service_commands(app)
+
+
+def _register_service_commands(app: typer.Typer) -> None:
+    """B2's commands: ``promptship gateway serve`` (the OpenAI-compatible gateway service)."""
+    gateway_app = typer.Typer(help="The LLM gateway service (policy, gate, budgets, ledger).", no_args_is_help=True)
+    app.add_typer(gateway_app, name="gateway")
+
+    @gateway_app.command("serve")
+    def serve(
+        host: Annotated[
+            str, typer.Option(help="Address to bind (keep 127.0.0.1 unless behind a proxy).")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 4000,
+    ) -> None:
+        """Serve /v1/chat/completions (SSE, tool calls) and /v1/models; every request needs a per-run key."""
+        import uvicorn
+
+        from promptship.services.gateway import create_gateway_app
+        from promptship.settings import Settings
+        from promptship.wiring import build_llm_gateway
+
+        gateway = build_llm_gateway(Settings())
+        typer.echo(f"LLM gateway listening on http://{host}:{port}/v1", err=True)
+        uvicorn.run(create_gateway_app(gateway), host=host, port=port, log_level="warning", access_log=False)
 
 
 def _register_routing_commands(app: typer.Typer) -> None:
