@@ -8,6 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
     _register_webhook(app)
+    _register_forge(app)
 
 
 def _register_webhook(app: typer.Typer) -> None:
@@ -78,3 +79,70 @@ def _register_webhook(app: typer.Typer) -> None:
             raise typer.Exit(2) from exc
         typer.echo(f"webhook receiver on http://{host}:{port}/github/webhook (starter: {starter})")
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def _register_forge(app: typer.Typer) -> None:
+    forge = typer.Typer(help="The local GitHub forge (sandbox).", no_args_is_help=True)
+    app.add_typer(forge, name="forge")
+
+    @forge.command("serve")
+    def forge_serve(
+        port: int = typer.Option(8089, help="Port on 127.0.0.1 (0: a free one)."),
+        root: str = typer.Option(".promptship/forge", help="Directory of the bare repositories and the registry."),
+        seed: list[str] | None = typer.Option(  # noqa: B008 - typer declares options in defaults
+            None,
+            help="owner/name=DIR: create a repository from a directory (repeatable), e.g. "
+            "demo/chat-app=examples/chat-app.",
+        ),
+        webhook_url: str = typer.Option(
+            "", help="Send signed webhooks here (secret: PROMPTSHIP_GITHUB_WEBHOOK_SECRET)."
+        ),
+        no_ci: bool = typer.Option(False, help="Do not run `make test` on pushes."),
+    ) -> None:
+        """Serve the GitHub REST API under /api/v3 and smart-HTTP git on 127.0.0.1. The owner's token is
+        PROMPTSHIP_GITHUB__TOKEN when set (so promptship can use it), else a new one written to ROOT/token."""
+        import os
+        import signal
+        import threading
+        from pathlib import Path
+
+        from promptship.sandbox.forge import Forge
+
+        secret = os.environ.get("PROMPTSHIP_GITHUB_WEBHOOK_SECRET") or None
+        if webhook_url and not secret:
+            typer.echo("--webhook-url needs PROMPTSHIP_GITHUB_WEBHOOK_SECRET (the receiver's secret)", err=True)
+            raise typer.Exit(2)
+        root_dir = Path(root).resolve()
+        f = Forge(
+            root_dir,
+            port=port,
+            webhook_url=webhook_url or None,
+            webhook_secret=secret,
+            run_ci=not no_ci,
+            token=os.environ.get("PROMPTSHIP_GITHUB__TOKEN") or None,
+        )
+        token_file = root_dir / "token"
+        token_file.write_text(f.token + "\n")
+        token_file.chmod(0o600)
+        for item in seed or []:
+            name, _, directory = item.partition("=")
+            owner, _, repo = name.partition("/")
+            if not (owner and repo and directory):
+                typer.echo(f"--seed {item!r}: expected owner/name=DIR", err=True)
+                raise typer.Exit(2)
+            if f.has_repository(owner, repo):
+                typer.echo(f"{owner}/{repo} exists already in {root_dir}: not seeded again")
+            else:
+                f.seed_repository(owner, repo, directory)
+                typer.echo(f"seeded {owner}/{repo} from {directory}")
+        typer.echo(f"forge API  {f.api_url}   (PROMPTSHIP_GITHUB__API_URL)")
+        typer.echo(f"git        {f.web_url}/OWNER/NAME.git")
+        typer.echo(f"token      in {token_file}")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            f.close()

@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from promptship.sandbox.forge.hooks import Delivery, signature_256
 from promptship.sandbox.forge.server import CI_CHECK_NAME, CI_STATUS_CONTEXT, CIRun, Forge, LoggedRequest
+
+if TYPE_CHECKING:
+    from promptship.adapters.github import Clock, GitHubHost
+    from promptship.domain.ci_events import CIWakeups
 
 __all__ = [
     "CI_CHECK_NAME",
@@ -23,6 +28,7 @@ __all__ = [
     "Delivery",
     "Forge",
     "LoggedRequest",
+    "demo_code_host",
     "running_forge",
     "signature_256",
 ]
@@ -51,3 +57,46 @@ def running_forge(
         yield forge
     finally:
         forge.close()
+
+
+def demo_code_host(
+    forge: Forge,
+    *,
+    source_dir: str | Path | None = None,
+    repository: str = "demo/chat-app",
+    clock: Clock | None = None,
+    wakeups: CIWakeups | None = None,
+    ci_timeout_s: float = 900.0,
+) -> GitHubHost:
+    """Seed ``repository`` from ``examples/chat-app`` (unless it exists), wait for its first CI build (which
+    publishes the initial images), and return a ``GitHubHost`` talking to the forge through PyGithub.
+
+    ``clock`` / ``wakeups``: passed to the adapter (tests: a recording clock; demo: ``InProcessCIWakeups``
+    fed by a webhook receiver the forge posts to).
+    """
+    from github import Auth, Github
+    from pydantic import SecretStr
+
+    from promptship.adapters.github import GitHubHost
+    from promptship.domain.ci import Backoff
+
+    owner, name = repository.split("/", 1)
+    source = Path(source_dir) if source_dir else Path(__file__).resolve().parents[4] / "examples" / "chat-app"
+    if not forge.has_repository(owner, name):
+        forge.seed_repository(owner, name, source)
+        if not forge.wait_idle(ci_timeout_s):
+            raise TimeoutError(f"the forge's first CI build of {repository} took longer than {ci_timeout_s:.0f} s")
+    gh = Github(
+        base_url=forge.api_url,
+        auth=Auth.Token(forge.token),
+        seconds_between_requests=0,
+        seconds_between_writes=0,
+        retry=None,
+    )
+    return GitHubHost(
+        gh,
+        token=SecretStr(forge.token),
+        clock=clock,
+        wakeups=wakeups,
+        backoff=Backoff(initial_s=0.5, factor=1.5, max_s=3.0),
+    )

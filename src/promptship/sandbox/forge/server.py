@@ -116,6 +116,7 @@ class Forge:
         run_ci: bool = True,
         test_timeout_s: float = 900.0,
         python: str | None = None,
+        token: str | None = None,
     ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -135,7 +136,7 @@ class Forge:
         self._rate_limited = 0
         self._retry_after_s = 1
         self.owner = self._user(owner_login)
-        self.token = self.add_user(owner_login)
+        self.token = self.add_user(owner_login, token=token)
         self.hooks = WebhookSender()
         self.hooks.configure(webhook_url, webhook_secret)
         self._ci_queue: queue.Queue[tuple[str, str, str | None, str | None] | None] = queue.Queue()
@@ -173,13 +174,17 @@ class Forge:
         """Send signed webhooks for every repository to ``url`` (None: stop sending)."""
         self.hooks.configure(url, secret)
 
-    def add_user(self, login: str) -> str:
-        """Create a user (if new) and return a fresh API token for it."""
+    def add_user(self, login: str, *, token: str | None = None) -> str:
+        """Create a user (if new) and return a fresh API token for it (or register ``token``)."""
         with self._lock:
             self._user(login)
-            token = "ghp_" + secrets.token_hex(18)
+            token = token or "ghp_" + secrets.token_hex(18)
             self._tokens[token] = login
             return token
+
+    def has_repository(self, owner: str, repo: str) -> bool:
+        with self._lock:
+            return f"{owner}/{repo}".lower() in self._repos
 
     def add_collaborator(self, owner: str, repo: str, login: str) -> None:
         with self._lock:
