@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-AREAS = ("flow", "gateway", "github", "cluster", "agent")
+AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook")
 
 
 def main(argv: list[str]) -> int:

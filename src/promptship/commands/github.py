@@ -34,10 +34,15 @@ def _register_webhook(app: typer.Typer) -> None:
         from pydantic import SecretStr
 
         from promptship.errors import ConfigError
-        from promptship.services.webhook import PrefectDeploymentStarter, PrefectEventStarter, Starter, create_app
+        from promptship.services.webhook import (
+            PrefectDeploymentStarter,
+            PrefectEventStarter,
+            Starter,
+            create_app,
+            listening_socket,
+        )
         from promptship.settings import Settings
-        from promptship.store import make_engine
-        from promptship.store.webhooks import StoreCIWakeups, WebhookDeliveries
+        from promptship.store.webhooks import StoreCIWakeups, WebhookDeliveries, webhook_engine
 
         settings = Settings()
         secret = os.environ.get("PROMPTSHIP_GITHUB_WEBHOOK_SECRET") or (
@@ -64,7 +69,7 @@ def _register_webhook(app: typer.Typer) -> None:
         except ConfigError as exc:
             typer.echo(f"note: no code host wired ({exc}); refused requesters get no comment", err=True)
 
-        engine = make_engine(settings.store_url())
+        engine = webhook_engine(settings.store_url())
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         try:
             app = create_app(
@@ -78,7 +83,8 @@ def _register_webhook(app: typer.Typer) -> None:
             typer.echo(f"promptship webhook serve: {exc}", err=True)
             raise typer.Exit(2) from exc
         typer.echo(f"webhook receiver on http://{host}:{port}/github/webhook (starter: {starter})")
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+        sock = listening_socket(host, port)  # TCP_NODELAY: answers in milliseconds, not after a delayed ACK
+        uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False)).run(sockets=[sock])
 
 
 def _register_forge(app: typer.Typer) -> None:

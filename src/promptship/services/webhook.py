@@ -7,21 +7,26 @@ parsed before the size and the signature are known to be fine:
     Content-Length > limit → 413 · body read past the limit → 413 · X-Hub-Signature-256 missing/wrong → 401
     · Content-Type not JSON → 415 · no X-GitHub-Event / X-GitHub-Delivery → 400 · JSON malformed → 400
     · ``ping`` → 200 · event/action promptship does not act on → 204 · repository off the allowlist → 403
+    · CI event → 202 ``ci`` (wakes CI waits; not de-duplicated: a repeated wake-up is harmless)
     · delivery id seen before → 200 ``duplicate`` · requester not allowed → 202 ``refused`` (polite comment)
-    · CI event → 202 ``ci`` (wakes CI waits) · trigger → 202 ``accepted`` (run started in the background)
+    · trigger → 202 ``accepted`` (run started in the background)
 
-The answer goes out as soon as the decision is made (a pure function and one insert into the store); the
-starter, the comment and the wake-up run after the response. ``create_app(settings, starter, …)`` builds the
-app; more routes (``/metrics``) can be added to the returned Starlette app.
+The answer goes out as soon as the decision is made (a pure function and one insert into the store, made by a
+single writer thread); the starter, the comment and the wake-up run after the response. Sockets get
+TCP_NODELAY (``listening_socket``), or each JSON answer would wait ~40 ms for the client's delayed ACK.
+``create_app(settings, starter, …)`` builds the app; more routes (``/metrics``) can be added to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from promptship.domain.ci_events import CIWakeups
-from promptship.domain.webhooks import WebhookDecision, WebhookPolicy, WebhookTrigger, decide, signature_valid
+from promptship.domain.webhooks import CISignal, WebhookDecision, WebhookPolicy, WebhookTrigger, decide, signature_valid
 from promptship.errors import ConfigError, ServiceError
 from promptship.settings import Settings
 from promptship.store.webhooks import WebhookDeliveries
@@ -162,6 +167,9 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self._busy = threading.Condition()
         self._inflight = 0
+        # One thread writes the delivery log: SQLite serialises writers anyway, and a writer that finds the
+        # database locked sleeps in its busy handler for milliseconds — the acknowledgement would wait.
+        self._store_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-store")
 
     # ---- the answer -------------------------------------------------------------------------------------
 
@@ -209,11 +217,21 @@ class WebhookReceiver:
         if decision.kind == "forbidden":
             logger.warning("forbidden %s: %s", log, decision.reason)
             return _problem(403, decision.reason, outcome="forbidden")
-        if not await _in_thread(self.deliveries.claim, delivery_id, event, decision.repository):
+        if decision.kind == "ci" and decision.ci is not None:
+            # A repeated wake-up only makes a CI wait look once more: no need to record the delivery.
+            logger.info("ci %s: %s", log, decision.reason)
+            self._begin()
+            return JSONResponse(
+                {"outcome": "ci", "delivery": delivery_id},
+                status_code=202,
+                background=BackgroundTask(self._wake, decision.ci),
+            )
+        claim = self._store_writer.submit(self.deliveries.claim, delivery_id, event, decision.repository)
+        if not await asyncio.wrap_future(claim):
             logger.info("duplicate %s", log)
             return JSONResponse({"outcome": "duplicate", "delivery": delivery_id})
 
-        outcome = {"trigger": "accepted", "refuse": "refused", "ci": "ci"}[decision.kind]
+        outcome = "accepted" if decision.kind == "trigger" else "refused"
         logger.info("%s %s: %s", outcome, log, decision.reason)
         self._begin()
         return JSONResponse(
@@ -228,23 +246,31 @@ class WebhookReceiver:
         try:
             if decision.kind == "trigger" and decision.trigger is not None:
                 run_id = self.starter.start(decision.trigger)
-                self.deliveries.finish(delivery_id, "started", run_id)
+                self._finish(delivery_id, "started", run_id)
             elif decision.kind == "refuse" and decision.comment_on is not None:
                 if self.commenter is not None and decision.repository and decision.comment:
                     self.commenter.comment(decision.repository, decision.comment_on, decision.comment)
-                self.deliveries.finish(delivery_id, "refused", decision.reason)
-            elif decision.kind == "ci" and decision.ci is not None:
-                if self.wakeups is not None:
-                    self.wakeups.notify(decision.ci)
-                self.deliveries.finish(delivery_id, "ci", decision.reason)
+                self._finish(delivery_id, "refused", decision.reason)
         except Exception as exc:  # recorded, so a redelivery of this id is handled again
             logger.exception("delivery %s failed", delivery_id)
             try:
-                self.deliveries.finish(delivery_id, "failed", f"{type(exc).__name__}: {exc}")
+                self._finish(delivery_id, "failed", f"{type(exc).__name__}: {exc}")
             except Exception:
                 logger.exception("recording the failure of delivery %s failed", delivery_id)
         finally:
             self._end()
+
+    def _wake(self, signal: CISignal) -> None:
+        try:
+            if self.wakeups is not None:
+                self.wakeups.notify(signal)
+        except Exception:
+            logger.exception("waking the CI waits of %s failed", signal.sha)
+        finally:
+            self._end()
+
+    def _finish(self, delivery_id: str, outcome: str, detail: str | None) -> None:
+        self._store_writer.submit(self.deliveries.finish, delivery_id, outcome, detail).result()
 
     def _begin(self) -> None:
         with self._busy:
@@ -259,12 +285,6 @@ class WebhookReceiver:
         """Wait until no background work is left (tests and the benchmark); True if idle."""
         with self._busy:
             return self._busy.wait_for(lambda: self._inflight == 0, timeout_s)
-
-
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
 
 
 def _problem(status: int, detail: str, *, outcome: str = "rejected") -> JSONResponse:
@@ -313,16 +333,22 @@ def create_app(
     return app
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn with TCP_NODELAY (inherited by accepted connections): without it, a
+    response written as headers + body waits ~40 ms for the client's delayed ACK (Nagle)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
 @contextmanager
 def running_asgi(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve ``app`` with uvicorn on ``host`` and a free port in a thread; yield its base URL; stop it after."""
-    import socket
-
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock = listening_socket(host, 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"asgi-{port}", daemon=True)

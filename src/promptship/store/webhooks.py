@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Engine, Integer, String, Text, insert, select, update
+from sqlalchemy import DateTime, Engine, Integer, String, Text, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from promptship.domain.webhooks import CISignal
+from promptship.store.db import make_engine
 from promptship.store.tables import Base
 
 # A delivery whose handling failed may be delivered again and handled then; any other outcome is final.
@@ -44,6 +45,23 @@ class CIEventRow(Base):
     sha: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def webhook_engine(url: str) -> Engine:
+    """The store's engine for the receiver. On SQLite, commits skip the fsync (``synchronous=NORMAL`` in WAL
+    mode: an application crash loses nothing, a power cut may lose the last deliveries — then a redelivery is
+    handled again, and ``run_deployment``'s idempotency key still prevents a second run). That turns a 20-50 ms
+    acknowledgement into about a millisecond."""
+    engine = make_engine(url)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _no_fsync_per_commit(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    return engine
 
 
 def _now() -> datetime:
