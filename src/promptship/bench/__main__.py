@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook")
+AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook", "chatapp")
 
 
 def main(argv: list[str]) -> int:
