@@ -94,6 +94,14 @@ running_pid() {
   return 1
 }
 
+# Runs openhands.agent_server's own __main__ with export_session_api_key() switched off (see `up`).
+LAUNCH='import runpy, sys
+import openhands.agent_server.api as api
+import openhands.agent_server.config as config
+config.export_session_api_key = api.export_session_api_key = lambda *_a, **_k: None
+sys.argv[0] = "openhands-agent-server"
+runpy.run_module("openhands.agent_server", run_name="__main__", alter_sys=True)'
+
 healthy() { curl -fsS -m 5 "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; }
 
 up() {
@@ -125,21 +133,34 @@ EOF
     "OH_ENABLE_VSCODE=false"
     "OH_ENABLE_VNC=false"
   )
-  if [ -n "${OPENHANDS_SESSION_API_KEY:-}" ]; then envs+=("SESSION_API_KEY=$OPENHANDS_SESSION_API_KEY"); fi
+  # The session key never goes into the environment: agent-server 1.57.0's terminal (tmux) inherits the
+  # server's environment despite its own filter, so SESSION_API_KEY / OH_SESSION_API_KEYS_0 would be readable
+  # by the agent. It goes into a 0600 config file that is removed once the server has read it, and the
+  # server's re-export of the key into its own environment is switched off (LAUNCH below).
+  local config="$STATE/work/workspace/openhands_agent_server_config.json"
+  mkdir -p "$(dirname "$config")"
+  rm -f "$config"
+  if [ -n "${OPENHANDS_SESSION_API_KEY:-}" ]; then
+    (umask 077 && printf '{"session_api_keys": ["%s"]}\n' "$OPENHANDS_SESSION_API_KEY" >"$config")
+  fi
   echo "$PORT" >"$STATE/port"
-  (cd "$STATE/work" && exec env -i "${envs[@]}" setsid "$VENV/bin/python" -m openhands.agent_server \
+  (cd "$STATE/work" && exec env -i "${envs[@]}" setsid "$VENV/bin/python" -c "$LAUNCH" \
       --host 127.0.0.1 --port "$PORT" </dev/null >"$LOG" 2>&1) &
   echo $! >"$PIDFILE"
   local i
   for i in $(seq 1 240); do
     if healthy; then
+      rm -f "$config"
       log "up (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT, log $LOG"
       echo "http://127.0.0.1:$PORT"
       return 0
     fi
-    if ! running_pid >/dev/null; then tail -n 30 "$LOG" >&2 || true; die "the agent-server exited during start"; fi
+    if ! running_pid >/dev/null; then
+      rm -f "$config"; tail -n 30 "$LOG" >&2 || true; die "the agent-server exited during start"
+    fi
     sleep 0.5
   done
+  rm -f "$config"
   tail -n 30 "$LOG" >&2 || true
   down
   die "the agent-server did not answer /health within 120 s"

@@ -265,7 +265,8 @@ class OpenHandsAgent:
         return result
 
     def _interrupt(self, cid: str) -> None:
-        self._request("POST", f"/api/conversations/{cid}/interrupt", ok=(200, 404), what="interrupt")
+        # 400/404: the conversation is gone already
+        self._request("POST", f"/api/conversations/{cid}/interrupt", ok=(200, 400, 404), what="interrupt")
 
     def _delete(self, cid: str) -> None:
         # 400: the server is already deleting it / it is gone
@@ -475,6 +476,6 @@ def _commits_since(commits: Iterable[Any], base_sha: str | None) -> tuple[str, .
 
 
 def _litellm_model(model: str) -> str:
-    """The agent's LiteLLM speaks OpenAI to the gateway and strips one ``openai/``: the gateway then receives
-    exactly ``model`` (a model group such as ``code-cloud``, or ``openrouter/vendor/name``)."""
-    return f"openai/{model}"
+    """The agent's LiteLLM speaks OpenAI to the gateway (``openai/<group>``; the gateway's ``agent_access``
+    already spells it so). A bare name gets the prefix, so the gateway receives the name as given."""
+    return model if model.startswith("openai/") else f"openai/{model}"

@@ -1,0 +1,166 @@
+"""A real OpenHands agent-server for the session, started exactly the way ``scripts/openhands.sh up`` does.
+
+- ``OPENHANDS_TEST_URL`` (+ ``OPENHANDS_TEST_SESSION_KEY``) reuses a running server instead of starting one.
+- Otherwise the installed venv (``make openhands-install``) is started on a free 127.0.0.1 port with a session
+  key, from a parent environment that holds fake project credentials — the tests prove none reach the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from promptship.adapters.openhands import OpenHandsAgent
+from promptship.domain.request import branch_for, conversation_id_for
+from promptship.domain.results import AgentTask
+from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in
+from tests.conftest import REPO_ROOT, require
+
+SCRIPT = REPO_ROOT / "scripts" / "openhands.sh"
+
+# What a developer's shell or a CI runner might hold; `up` must not hand any of it to the agent.
+PARENT_CREDENTIALS = {
+    "PROMPTSHIP_GITHUB__TOKEN": "ghp_parentTokenMustNotLeak0000000000000000",
+    "PROMPTSHIP_GITHUB__WEBHOOK_SECRET": "whsec-parent-must-not-leak",
+    "PROMPTSHIP_LLM__OPENROUTER_API_KEY": "sk-or-v1-parent-must-not-leak",
+    "OPENROUTER_API_KEY": "sk-or-v1-parent-must-not-leak-2",
+    "GITHUB_TOKEN": "ghp_parentGithubTokenMustNotLeak000000000",
+    "OPENAI_API_KEY": "sk-parent-openai-must-not-leak",
+}
+
+
+@dataclass
+class AgentServer:
+    url: str
+    session_key: str
+    state_dir: Path | None
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0, **kw)  # type: ignore[arg-type]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _installed() -> tuple[bool, str]:
+    """Is the venv of ``openhands.sh install`` there and importable? (same path rule as the script)"""
+    version = re.search(r"^VERSION=(\S+)", SCRIPT.read_text(), re.M)
+    assert version, "scripts/openhands.sh lost its VERSION= line"
+    cache = Path(os.environ.get("PROMPTSHIP_CACHE") or Path.home() / ".cache" / "promptship")
+    venv = cache / f"openhands-{version.group(1)}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return False, f"no venv at {venv}: run `make openhands-install`"
+    ok = subprocess.run([str(python), "-c", "import openhands.agent_server"], capture_output=True).returncode == 0
+    return ok, "" if ok else f"{venv} does not import openhands.agent_server: run `make openhands-install`"
+
+
+@pytest.fixture(scope="session")
+def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    reuse = os.environ.get("OPENHANDS_TEST_URL")
+    if reuse:
+        yield AgentServer(reuse.rstrip("/"), os.environ.get("OPENHANDS_TEST_SESSION_KEY", ""), None)
+        return
+    ok, why = _installed()
+    require("openhands agent-server", ok, why)
+    state = tmp_path_factory.mktemp("openhands-state")
+    key = "sess-" + secrets.token_hex(16)
+    env = {
+        **os.environ,
+        **PARENT_CREDENTIALS,
+        "OPENHANDS_PORT": str(_free_port()),
+        "OPENHANDS_STATE_DIR": str(state),
+        "OPENHANDS_SESSION_API_KEY": key,
+    }
+    up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        require("openhands agent-server", up.returncode == 0, f"`openhands.sh up` failed: {up.stderr[-2000:]}")
+        yield AgentServer(up.stdout.strip().splitlines()[-1], key, state)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def llm() -> Iterator[LLMStandIn]:
+    with running_llm_stand_in() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def agent(agent_server: AgentServer) -> Iterator[OpenHandsAgent]:
+    with agent_server.client() as http:
+        # No LLM retries inside the agent-server: its backoff starts at 8 s, a scripted failure is final here.
+        yield OpenHandsAgent(http, session_api_key=SecretStr(agent_server.session_key), llm_num_retries=0)
+
+
+SEED_FILES = {
+    ".gitignore": "__pycache__/\n*.pyc\n",
+    "Makefile": "test:\n\tpython3 -m unittest discover -s tests -t . -q\n",
+    "app/__init__.py": "",
+    "app/greet.py": "def greet(name: str) -> str:\n    return f'hello {name}'\n",
+    "tests/__init__.py": "",
+    "tests/test_greet.py": (
+        "import unittest\n\nfrom app.greet import greet\n\n\nclass T(unittest.TestCase):\n"
+        "    def test_greet(self):\n        self.assertEqual(greet('x'), 'hello x')\n"
+    ),
+    "k8s/deployment.yaml": (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: greet\nspec:\n  replicas: 1\n"
+        "  selector:\n    matchLabels: {app: greet}\n  template:\n    metadata:\n      labels: {app: greet}\n"
+        "    spec:\n      containers:\n        - name: greet\n          image: greet:latest\n"
+    ),
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "GIT_CONFIG_NOSYSTEM": "1"}
+    out = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@dataclass
+class Checkout:
+    path: Path
+    run_key: str
+    branch: str
+    base_sha: str
+
+    def task(self, instruction: str, **kw: object) -> AgentTask:
+        return AgentTask(
+            run_key=self.run_key,
+            conversation_id=conversation_id_for(self.run_key),
+            instruction=instruction,
+            workspace=str(self.path),
+            model="openai/gpt-4o",
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Checkout:
+    """A real git checkout of a small Python service on a fresh run's work branch (unique run key per test)."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for rel, text in SEED_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=seed", "-c", "user.email=seed@example.invalid", "commit", "-qm", "seed")
+    run_key = uuid.uuid4().hex[:16]
+    branch = branch_for(run_key)
+    git(root, "checkout", "-qb", branch)
+    return Checkout(root, run_key, branch, git(root, "rev-parse", "HEAD"))
