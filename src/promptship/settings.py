@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     sandbox: bool = Field(
         default=False, description="Use the local stand-ins (forge, LLM, cluster) instead of real services."
     )
+    services_factory: str | None = Field(
+        default=None,
+        description="'module:function' building the Services of a process that has none installed (sandbox "
+        "workers, tests), called with these settings. Empty: real adapters from these settings.",
+    )
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)

@@ -64,8 +64,22 @@ def services() -> Services:
     global _installed
     with _lock:
         if _installed is None:
-            _installed = build_services(Settings())
+            settings = Settings()
+            _installed = _from_factory(settings) if settings.services_factory else build_services(settings)
         return _installed
+
+
+def _from_factory(settings: Settings) -> Services:
+    """The Services ``settings.services_factory`` ('module:function') builds from ``settings``."""
+    import importlib
+
+    spec = settings.services_factory or ""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"PROMPTSHIP_SERVICES_FACTORY={spec!r} is not an importable 'module:function'") from exc
+    return factory(settings)
 
 
 def build_services(settings: Settings) -> Services:
