@@ -117,6 +117,16 @@ class KubeSettings(BaseModel):
     health_timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one probe.")
     health_interval_s: float = Field(default=0.5, ge=0, description="Pause between probes.")
     health_max_latency_ms: float | None = Field(default=None, description="Optional latency bound per probe.")
+    in_cluster: bool = Field(
+        default=False, description="Use the pod's ServiceAccount (in-cluster config) instead of a kubeconfig."
+    )
+    poll_interval_s: float = Field(default=1.0, gt=0, description="Pause between reads of a rollout's status.")
+    lease_duration_s: int = Field(
+        default=30, ge=5, description="Deploy lease (one rollout at a time per Deployment): seconds until it expires."
+    )
+    lease_wait_s: float = Field(
+        default=600.0, ge=0, description="Most a rollout waits for another run's deploy lease of the same Deployment."
+    )
 
 
 class Settings(BaseSettings):

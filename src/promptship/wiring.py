@@ -184,3 +184,51 @@ def build_llm_gateway(settings: Settings, *, engine=None):  # -> LiteLLMGateway 
         over_budget=over_budget,  # type: ignore[arg-type]  # checked above
         local_cost_per_1k_tokens_usd=settings.llm.local_cost_per_1k_tokens_usd,
     )
+
+
+def build_kube_api_client(settings: Settings):  # -> kubernetes.client.ApiClient (imported lazily)
+    """An API client for ``kube.kubeconfig`` (+ ``kube.context``), the pod's ServiceAccount when
+    ``kube.in_cluster``, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        if settings.kube.in_cluster:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        kubeconfig = str(settings.kube.kubeconfig) if settings.kube.kubeconfig else None
+        return config.new_client_from_config(config_file=kubeconfig, context=settings.kube.context)
+    except (ConfigException, OSError) as exc:
+        raise ConfigError(
+            f"no Kubernetes access: {exc}. Set PROMPTSHIP_KUBE__KUBECONFIG (the local control plane: "
+            "`make cluster-up` prints its path) or PROMPTSHIP_KUBE__IN_CLUSTER=true inside a pod"
+        ) from None
+
+
+def build_cluster(settings: Settings, *, api=None):  # -> KubeCluster
+    """``KubeCluster`` (push mode) on ``api`` or a client built from ``kube.*``."""
+    from promptship.adapters.kube import KubeCluster
+
+    return KubeCluster(
+        api if api is not None else build_kube_api_client(settings),
+        poll_interval_s=settings.kube.poll_interval_s,
+        lease_duration_s=settings.kube.lease_duration_s,
+        lease_wait_s=settings.kube.lease_wait_s,
+    )
+
+
+def build_health_probe(settings: Settings, *, http=None):  # -> HttpHealthProbe
+    """``HttpHealthProbe`` with the gate's bounds from ``kube.health_*``."""
+    import httpx
+
+    from promptship.adapters.health import HttpHealthProbe
+
+    return HttpHealthProbe(
+        http if http is not None else httpx.Client(),
+        consecutive=settings.kube.health_consecutive,
+        retries=settings.kube.health_retries,
+        timeout_s=settings.kube.health_timeout_s,
+        interval_s=settings.kube.health_interval_s,
+        max_latency_ms=settings.kube.health_max_latency_ms,
+    )

@@ -1,0 +1,264 @@
+"""KubeCluster + HttpHealthProbe on the real local control plane, through the kubernetes client.
+
+Pods run as real processes (sandbox kubelet); the health URL is the kubelet's service proxy on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from promptship.adapters.health import HttpHealthProbe
+from promptship.adapters.kube import KubeCluster
+from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
+from promptship.errors import ClusterError
+from promptship.sandbox.cluster import service_url
+from tests.cluster.conftest import AppRegistry, app_manifests
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT_S = 90.0
+
+
+def _version(url: str, want: str, wait_s: float = 15.0) -> str:
+    """What /version answers once the service proxy routes to ``want`` (or the last answer after wait_s):
+    endpoints follow a rollout with a short lag, as on a real cluster."""
+    deadline = time.monotonic() + wait_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{url}/version", timeout=2).text
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        if last == want:
+            return last
+        time.sleep(0.2)
+    return last
+
+
+@pytest.fixture
+def kube(api_client: Any) -> KubeCluster:
+    return KubeCluster(api_client, poll_interval_s=0.3)
+
+
+@pytest.fixture
+def probe() -> Any:
+    with httpx.Client() as http:
+        yield HttpHealthProbe(http, consecutive=3, retries=8, timeout_s=2, interval_s=0.2)
+
+
+def _deploy_first(kube: KubeCluster, target: DeployTarget, image: str, **kw: Any) -> None:
+    kube.apply_manifests(target, app_manifests(image, name=target.deployment, **kw))
+    result = kube.roll_out(target, image, run_key="first", timeout_s=TIMEOUT_S)
+    assert result.verdict == "complete", result
+
+
+def test_first_deploy_completes_and_the_process_answers_its_sha(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+) -> None:
+    v1 = app_registry.publish("ok")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    applied = kube.apply_manifests(target, app_manifests(v1.image))
+    assert applied.applied == ("Deployment/web", "Service/web")
+
+    result = kube.roll_out(target, v1.image, run_key="run-1", timeout_s=TIMEOUT_S)
+
+    assert result.verdict == "complete", result
+    assert result.revision == 1
+    assert kube.current_image(target) == v1.image
+    url = service_url(control_plane.kubeconfig, namespace, "web")
+    assert probe.check(f"{url}/health").verdict == "healthy"
+    assert _version(url, v1.sha) == v1.sha
+
+
+def test_image_update_completes_answers_the_new_sha_and_is_idempotent_per_run(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, api_client: Any
+) -> None:
+    v1, v2 = app_registry.publish("ok"), app_registry.publish("ok")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, v1.image)
+
+    result = kube.roll_out(target, v2.image, run_key="run-2", timeout_s=TIMEOUT_S)
+    again = kube.roll_out(target, v2.image, run_key="run-2", timeout_s=TIMEOUT_S)
+
+    assert result.verdict == "complete" and result.revision == 2, result
+    assert again.verdict == "complete" and again.revision == 2  # same run, same image: not rolled again
+    url = service_url(control_plane.kubeconfig, namespace, "web")
+    assert _version(url, v2.sha) == v2.sha
+    from kubernetes import client
+
+    dep = client.AppsV1Api(api_client).read_namespaced_deployment("web", namespace)
+    assert dep.metadata.annotations[RUN_KEY_ANNOTATION] == "run-2"
+
+
+def test_never_ready_image_stalls_and_rollback_restores_the_previous_image(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+) -> None:
+    good, bad = app_registry.publish("ok"), app_registry.publish("unready")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, good.image, progress_deadline_s=5)
+
+    result = kube.roll_out(target, bad.image, run_key="run-bad", timeout_s=TIMEOUT_S)
+
+    assert result.verdict == "stalled", result
+    assert "progress deadline" in result.reason
+    assert any("Readiness probe failed" in e or "NotReady" in e for e in result.events), result.events
+    restored = kube.rollback(target, timeout_s=TIMEOUT_S)
+    assert restored.verdict == "restored", restored
+    assert restored.restored_image == good.image
+    assert kube.current_image(target) == good.image
+    url = service_url(control_plane.kubeconfig, namespace, "web")
+    assert _version(url, good.sha) == good.sha
+    assert probe.check(f"{url}/health").verdict == "healthy"
+
+
+def test_crashing_image_is_reported_with_its_crash_loop(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry
+) -> None:
+    good, crash = app_registry.publish("ok"), app_registry.publish("crash")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, good.image, progress_deadline_s=5)
+
+    result = kube.roll_out(target, crash.image, run_key="run-crash", timeout_s=TIMEOUT_S)
+
+    assert result.verdict == "stalled", result
+    assert any("CrashLoopBackOff" in e or "BackOff" in e for e in result.events), result.events
+    assert kube.rollback(target, timeout_s=TIMEOUT_S).verdict == "restored"
+
+
+def test_failed_health_gate_after_a_complete_rollout_is_rolled_back(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+) -> None:
+    good, sick = app_registry.publish("ok"), app_registry.publish("sick")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, good.image)
+    url = service_url(control_plane.kubeconfig, namespace, "web")
+
+    rolled = kube.roll_out(target, sick.image, run_key="run-sick", timeout_s=TIMEOUT_S)
+    assert rolled.verdict == "complete", rolled
+    assert _version(url, sick.sha) == sick.sha
+    gate = probe.check(f"{url}/health")
+    assert gate.verdict == "unhealthy" and "HTTP 503" in gate.detail
+
+    restored = kube.rollback(target, timeout_s=TIMEOUT_S)
+
+    assert restored.verdict == "restored" and restored.restored_image == good.image
+    assert _version(url, good.sha) == good.sha
+    assert probe.check(f"{url}/health").verdict == "healthy"
+
+
+def test_one_flaky_probe_does_not_fail_the_gate(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+) -> None:
+    flaky = app_registry.publish("flaky")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, flaky.image)
+    url = service_url(control_plane.kubeconfig, namespace, "web")
+
+    gate = probe.check(f"{url}/health")
+
+    assert gate.verdict == "healthy", gate
+    assert gate.detail.startswith("1 of"), gate  # the flake happened and was absorbed
+
+
+def test_forbidden_kind_applies_nothing(kube: KubeCluster, namespace: str, api_client: Any) -> None:
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    manifests = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "x"}},
+    ]
+    with pytest.raises(ClusterError, match="guard rails"):
+        kube.apply_manifests(target, manifests)
+    from kubernetes import client
+
+    names = [cm.metadata.name for cm in client.CoreV1Api(api_client).list_namespaced_config_map(namespace).items]
+    assert "settings" not in names
+
+
+def test_failing_dry_run_applies_nothing(kube: KubeCluster, namespace: str, api_client: Any) -> None:
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    broken = app_manifests("nginx:1.25")[0]
+    broken["spec"]["selector"] = {"matchLabels": {"app": "other"}}  # does not match the template: invalid
+    manifests = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
+        broken,
+    ]
+    with pytest.raises(ClusterError, match="dry run failed") as info:
+        kube.apply_manifests(target, manifests)
+    assert "Deployment/web" in str(info.value) and not info.value.retryable
+    from kubernetes import client
+
+    names = [cm.metadata.name for cm in client.CoreV1Api(api_client).list_namespaced_config_map(namespace).items]
+    assert "settings" not in names
+    assert kube.current_image(target) is None
+
+
+def test_placeholder_images_of_platform_manifests_become_ready(kube: KubeCluster, namespace: str) -> None:
+    target = DeployTarget(namespace=namespace, deployment="proxy", container="app")
+    manifests = app_manifests("nginx:1.25", name="proxy")
+    kube.apply_manifests(target, manifests)
+    assert kube.roll_out(target, "nginx:1.25", run_key="p", timeout_s=TIMEOUT_S).verdict == "complete"
+
+
+def test_a_held_lease_keeps_another_run_out(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, api_client: Any
+) -> None:
+    v1, v2 = app_registry.publish("ok"), app_registry.publish("ok")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, v1.image)
+    impatient = KubeCluster(api_client, poll_interval_s=0.2, lease_wait_s=1.0)
+
+    with kube.deploy_lease(target, holder="run:other"):
+        with pytest.raises(ClusterError, match="being deployed by run:other") as info:
+            impatient.roll_out(target, v2.image, run_key="late", timeout_s=TIMEOUT_S)
+
+    assert info.value.retryable
+    assert kube.current_image(target) == v1.image  # nothing changed while the other run held the lease
+    assert kube.lease_holder(target) is None
+
+
+def test_two_concurrent_rollouts_of_one_deployment_are_serialized(
+    kube: KubeCluster, namespace: str, app_registry: AppRegistry, api_client: Any
+) -> None:
+    v1, a, b = app_registry.publish("ok"), app_registry.publish("ok"), app_registry.publish("ok")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, v1.image)
+    results: dict[str, Any] = {}
+    holders: set[str] = set()
+    stop = threading.Event()
+
+    def watch_lease() -> None:  # who held the lease, seen from outside
+        while not stop.is_set():
+            holder = kube.lease_holder(target)
+            if holder:
+                holders.add(holder)
+            time.sleep(0.05)
+
+    def run(name: str, image: str) -> None:
+        results[name] = KubeCluster(api_client, poll_interval_s=0.3).roll_out(
+            target, image, run_key=name, timeout_s=TIMEOUT_S
+        )
+
+    watcher = threading.Thread(target=watch_lease)
+    threads = [
+        threading.Thread(target=run, args=("run-a", a.image)),
+        threading.Thread(target=run, args=("run-b", b.image)),
+    ]
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+
+    # each rollout completed with its own image in place at its verdict: neither overtook the other
+    assert results["run-a"].verdict == "complete", results["run-a"]
+    assert results["run-b"].verdict == "complete", results["run-b"]
+    assert {results["run-a"].revision, results["run-b"].revision} == {2, 3}
+    assert holders <= {"run:run-a", "run:run-b"} and holders
+    assert kube.lease_holder(target) is None
