@@ -57,7 +57,7 @@ class RecordingCommenter:
 class Receiver:
     url: str
     starter: RecordingStarter
-    commenter: RecordingCommenter
+    commenter: Any  # RecordingCommenter, or a real CodeHost
     wakeups: InProcessCIWakeups
     deliveries: WebhookDeliveries
     receiver: WebhookReceiver
@@ -118,13 +118,18 @@ def start_receiver(store_url: str) -> Iterator[Callable[..., Receiver]]:
     """Start a receiver (several may share one store, like a restarted one); all are stopped afterwards."""
     stack: list[Any] = []
 
-    def start(settings: Settings | None = None, starter: RecordingStarter | None = None) -> Receiver:
+    def start(
+        settings: Settings | None = None,
+        starter: RecordingStarter | None = None,
+        commenter: Any = None,
+        wakeups: InProcessCIWakeups | None = None,
+    ) -> Receiver:
         deliveries = WebhookDeliveries(make_engine(store_url))
         rec = Receiver(
             url="",
             starter=starter or RecordingStarter(),
-            commenter=RecordingCommenter(),
-            wakeups=InProcessCIWakeups(),
+            commenter=commenter or RecordingCommenter(),
+            wakeups=wakeups or InProcessCIWakeups(),
             deliveries=deliveries,
             receiver=None,  # type: ignore[arg-type]
             http=httpx.Client(timeout=10),
