@@ -122,6 +122,7 @@ class Repo:
     git_dir: Any
     created_at: str
     pushed_at: str
+    admin: str = ""  # the forge's administrator: owner of every organisation on it
     collaborators: set[str] = field(default_factory=set)
     labels: dict[str, Label] = field(default_factory=dict)
     issues: dict[int, Issue] = field(default_factory=dict)
@@ -134,7 +135,7 @@ class Repo:
         return f"{self.owner.login}/{self.name}"
 
     def association(self, login: str) -> str:
-        if login == self.owner.login:
+        if login in (self.owner.login, self.admin):
             return "OWNER"
         if login in self.collaborators:
             return "COLLABORATOR"

@@ -289,6 +289,7 @@ class Forge:
             id=self._next_id(),
             owner=self._user(owner),
             name=name,
+            admin=self.owner.login,
             default_branch=default_branch,
             git_dir=git_dir,
             created_at=now,
@@ -1048,7 +1049,7 @@ class Forge:
         with self._lock:
             r = self._repo(owner, name)
         pushing = rest == "/git-receive-pack" or "service=git-receive-pack" in query
-        if pushing and login not in (r.owner.login, *r.collaborators):
+        if pushing and login not in (r.owner.login, self.owner.login, *r.collaborators):
             return 403, {"Content-Type": "text/plain"}, b"permission denied\n"
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
@@ -1103,6 +1104,7 @@ def _tail(text: str, lines: int) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "promptship-forge"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
     forge: Forge
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the forge keeps its own request log

@@ -1,0 +1,120 @@
+"""GitHub area: the local forge's PR round trip and the cost of one CI-wait poll.
+
+- PR round trip: push a work branch (GitPython over smart HTTP) and find-or-create its PR (PyGithub),
+  against a bare ``git push`` of the same size measured in the same run.
+- CI-wait poll: one look at a commit's checks (check runs + suites + combined status). Conditional requests
+  (If-None-Match → 304, no body, no rate limit on GitHub) against unconditional ones.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from promptship.bench.stats import percentile, summary
+
+ROUNDS = 15
+POLLS = 60
+
+
+def run() -> None:
+    from github import Auth, Github
+    from pydantic import SecretStr
+
+    from promptship.adapters.github import GitHubHost
+    from promptship.domain.request import branch_for
+    from promptship.sandbox.forge import running_forge
+
+    with tempfile.TemporaryDirectory(prefix="bench-github-") as tmp:
+        root = Path(tmp)
+        src = root / "src"
+        src.mkdir()
+        (src / "Makefile").write_text("test:\n\t@echo ok\n")
+        (src / "README.md").write_text("bench\n")
+        with running_forge(root / "forge") as forge:
+            forge.seed_repository("bench", "app", src)
+            forge.wait_idle(60)
+            gh = Github(
+                base_url=forge.api_url,
+                auth=Auth.Token(forge.token),
+                seconds_between_requests=0,
+                seconds_between_writes=0,
+                retry=None,
+            )
+            host = GitHubHost(gh, token=SecretStr(forge.token))
+
+            # baseline: a plain `git push` of a one-file commit
+            ws = Path(host.prepare_workspace("bench/app", "main", "baseline", str(root / "baseline")))
+            push_ms = []
+            for i in range(ROUNDS):
+                (ws / "f.txt").write_text(f"{i}\n")
+                subprocess.run(["git", "-C", str(ws), "commit", "-qam", f"c{i}"], check=False, capture_output=True)
+                if i == 0:
+                    subprocess.run(["git", "-C", str(ws), "add", "f.txt"], check=True)
+                    subprocess.run(["git", "-C", str(ws), "commit", "-qm", "c0"], check=True, capture_output=True)
+                env = host._git_env()  # the same credentials path the adapter uses
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    ["git", "-C", str(ws), "push", "-q", "origin", "HEAD:refs/heads/baseline"],
+                    env=env,
+                    check=False,
+                    capture_output=True,
+                )
+                if proc.returncode:
+                    raise RuntimeError(f"git push: {proc.stderr.decode(errors='replace')}")
+                push_ms.append((time.perf_counter() - t0) * 1000)
+
+            pr_ms, find_ms = [], []
+            for i in range(ROUNDS):
+                key = f"bench{i:011d}"
+                branch = branch_for(key)
+                ws_i = Path(host.prepare_workspace("bench/app", "main", branch, str(root / "ws" / key)))
+                (ws_i / "change.txt").write_text(f"change {i}\n")
+                t0 = time.perf_counter()
+                host.push_branch("bench/app", str(ws_i), branch)
+                pr = host.find_or_create_pull_request(
+                    "bench/app", run_key=key, branch=branch, base_branch="main", title=f"bench {i}", body="bench"
+                )
+                pr_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                again = host.find_or_create_pull_request(
+                    "bench/app", run_key=key, branch=branch, base_branch="main", title=f"bench {i}", body="bench"
+                )
+                find_ms.append((time.perf_counter() - t0) * 1000)
+                assert again.number == pr.number and not again.created
+            forge.wait_idle(120)
+
+            sha = gh.get_repo("bench/app").get_branch("main").commit.sha
+            base = f"{forge.api_url}/repos/bench/app"
+            conditional = GitHubHost(gh, token=SecretStr(forge.token))
+            conditional._look_at_ci(base, sha)  # prime the ETags
+            cond_ms, full_ms = [], []
+            start = len(forge.requests)
+            for _ in range(POLLS):
+                t0 = time.perf_counter()
+                conditional._look_at_ci(base, sha)
+                cond_ms.append((time.perf_counter() - t0) * 1000)
+            cond_bytes = sum(len(r.response_body) for r in forge.requests[start:])
+            cond_codes = {r.status for r in forge.requests[start:]}
+            start = len(forge.requests)
+            for _ in range(POLLS):
+                fresh = GitHubHost(gh, token=SecretStr(forge.token))  # no ETags: every answer is a 200
+                t0 = time.perf_counter()
+                fresh._look_at_ci(base, sha)
+                full_ms.append((time.perf_counter() - t0) * 1000)
+            full_bytes = sum(len(r.response_body) for r in forge.requests[start:])
+
+    print(f"   git push (baseline)          {summary(push_ms)}")
+    print(f"   push + create PR             {summary(pr_ms)}")
+    print(f"   find existing PR (re-run)    {summary(find_ms)}")
+    print(f"   ratio push+PR / push         {statistics.median(pr_ms) / statistics.median(push_ms):.2f}x (median)")
+    print(f"   CI poll, conditional ({'/'.join(map(str, sorted(cond_codes)))})  {summary(cond_ms)}")
+    print(f"   CI poll, unconditional (200)   {summary(full_ms)}")
+    print(
+        f"   ratio unconditional / conditional  {statistics.median(full_ms) / statistics.median(cond_ms):.2f}x "
+        f"(median), p99 {percentile(full_ms, 99) / percentile(cond_ms, 99):.2f}x; bytes per poll "
+        f"{full_bytes / POLLS:.0f} vs {cond_bytes / POLLS:.0f}"
+    )
