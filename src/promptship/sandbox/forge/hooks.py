@@ -88,6 +88,8 @@ class WebhookSender:
             "X-GitHub-Event": event,
             "X-GitHub-Delivery": delivery_id,
             "X-GitHub-Hook-ID": "1",
+            "X-GitHub-Hook-Installation-Target-ID": str((payload.get("repository") or {}).get("id", 0)),
+            "X-GitHub-Hook-Installation-Target-Type": "repository",
             "X-Hub-Signature-256": signature_256(self._secret, body),
             "X-Hub-Signature": "sha1=" + hmac.new(self._secret, body, hashlib.sha1).hexdigest(),
         }

@@ -1,0 +1,109 @@
+"""The forge's signed webhooks, received by promptship's own receiver (``promptship.services.webhook``),
+with the GitHubHost adapter on both ends: CI waits woken by check_suite, runs started from issues."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from promptship.domain.ci_events import InProcessCIWakeups
+from promptship.domain.webhooks import WebhookTrigger
+from promptship.sandbox.forge import Forge, running_forge
+from promptship.settings import GitHubSettings, Settings
+from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host, make_source
+
+pytestmark = pytest.mark.forge
+
+SECRET = "forge-webhook-test-secret"
+
+
+@dataclass
+class Starts:
+    triggers: list[WebhookTrigger] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, trigger: WebhookTrigger) -> str:
+        with self.lock:
+            self.triggers.append(trigger)
+            return f"run-{len(self.triggers)}"
+
+
+@dataclass
+class Wired:
+    forge: Forge
+    starts: Starts
+    wakeups: InProcessCIWakeups
+    receiver: object
+
+
+@pytest.fixture
+def wired(tmp_path: Path) -> Iterator[Wired]:
+    from promptship.services.webhook import create_app, running_asgi
+    from promptship.store import make_engine
+    from promptship.store.webhooks import WebhookDeliveries
+
+    starts, wakeups = Starts(), InProcessCIWakeups()
+    settings = Settings(github=GitHubSettings(webhook_secret=SecretStr(SECRET), allowed_repositories=[REPO]))
+    with running_forge(tmp_path / "forge", webhook_secret=SECRET) as forge:
+        forge.seed_repository(OWNER, NAME, make_source(tmp_path))
+        assert forge.wait_idle(120)
+        commenter = make_host(forge, RecordingClock())
+        app = create_app(
+            settings,
+            starts,
+            deliveries=WebhookDeliveries(make_engine(f"sqlite:///{tmp_path / 'store.db'}")),
+            commenter=commenter,
+            wakeups=wakeups,
+        )
+        serving = running_asgi(app)
+        url = serving.__enter__()
+        try:
+            forge.configure_webhook(f"{url}/github/webhook", SECRET)
+            yield Wired(forge, starts, wakeups, app.state.receiver)
+        finally:
+            forge.configure_webhook(None, None)
+            serving.__exit__(None, None, None)
+
+
+def _settle(w: Wired) -> None:
+    assert w.forge.wait_idle(120)
+    assert w.receiver.wait_idle(30)  # type: ignore[attr-defined]
+
+
+def test_ci_wait_ends_on_the_receivers_wake_up_without_polling(wired: Wired):
+    clock = RecordingClock()
+    host = make_host(wired.forge, clock, wakeups=wired.wakeups, webhook_fallback_s=120)
+    sha = wired.forge.commit_files(OWNER, NAME, "feature", {"greeting.txt": "hi\n"}, "greeting")
+    result = host.wait_for_ci(REPO, sha, timeout_s=600)
+    _settle(wired)
+    assert result.verdict == "passed"
+    assert clock.sleeps == []  # woken by webhook events, never by the poll schedule
+    assert {s.event for s in wired.wakeups.signals if s.sha == sha} >= {"check_suite", "check_run", "status"}
+    assert all(d.status < 300 for d in wired.forge.deliveries), [(d.event, d.status) for d in wired.forge.deliveries]
+
+
+def test_a_labelled_issue_by_the_owner_starts_one_run(wired: Wired):
+    issue = (
+        client(wired.forge)
+        .get_repo(REPO)
+        .create_issue(title="Add a /health endpoint", body="It should answer 200.", labels=["promptship"])
+    )
+    _settle(wired)
+    assert [(t.repository, t.issue_number) for t in wired.starts.triggers] == [(REPO, issue.number)]
+
+
+def test_a_command_by_someone_without_access_starts_nothing_and_gets_a_comment(wired: Wired):
+    stranger = wired.forge.add_user("stranger")
+    repo = client(wired.forge).get_repo(REPO)
+    issue = repo.create_issue(title="question", body="just asking")
+    _settle(wired)
+    client(wired.forge, stranger).get_repo(REPO).get_issue(issue.number).create_comment("/promptship delete all data")
+    _settle(wired)
+    assert wired.starts.triggers == []
+    comments = [c for c in repo.get_issue(issue.number).get_comments() if c.user.login == OWNER]
+    assert len(comments) == 1
