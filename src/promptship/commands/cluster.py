@@ -1,9 +1,66 @@
-"""`promptship` sub-commands of the cluster area."""
+"""`promptship` sub-commands of the cluster area: the local control plane and the sandbox kubelet."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+StateDir = Annotated[Path | None, typer.Option(help="State dir. Default: $PROMPTSHIP_HOME/cluster.")]
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
+    cluster = typer.Typer(help="The local Kubernetes control plane (sandbox).", no_args_is_help=True)
+    app.add_typer(cluster, name="cluster")
+
+    @cluster.command("up")
+    def up(
+        state_dir: StateDir = None,
+        registry: Annotated[
+            list[Path] | None, typer.Option(help="A forge's registry dir the kubelet resolves images from.")
+        ] = None,
+    ) -> None:
+        """Start (or find running) etcd, kube-apiserver, controller-manager, scheduler and the sandbox kubelet;
+        print the kubeconfig path."""
+        from promptship.errors import ConfigError
+        from promptship.sandbox import cluster as local
+
+        try:
+            cp = local.start(state_dir, registries=registry or [])
+        except ConfigError as exc:
+            typer.echo(f"cluster up: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(cp.kubeconfig)
+
+    @cluster.command("down")
+    def down(state_dir: StateDir = None) -> None:
+        """Stop every process ``cluster up`` started (by PID)."""
+        from promptship.sandbox import cluster as local
+
+        stopped = local.stop(state_dir)
+        typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+    @cluster.command("add-registry")
+    def add_registry(
+        path: Annotated[Path, typer.Argument(help="A forge's registry dir (<forge root>/registry).")],
+        state_dir: StateDir = None,
+    ) -> None:
+        """Let the running sandbox kubelet resolve images published under ``path``."""
+        from promptship.sandbox import cluster as local
+
+        local.add_registry((state_dir or local.default_state_dir()) / "kubelet", path)
+        typer.echo(f"registry added: {path.resolve()}")
+
+    @cluster.command("service-url")
+    def service_url(
+        namespace: Annotated[str, typer.Argument(help="Namespace of the Service.")],
+        service: Annotated[str, typer.Argument(help="Name of the Service.")],
+        state_dir: StateDir = None,
+    ) -> None:
+        """The 127.0.0.1 URL the sandbox kubelet's service proxy gives a Service (stable across rollouts)."""
+        from promptship.sandbox import cluster as local
+
+        kubeconfig = (state_dir or local.default_state_dir()) / "kubeconfig"
+        typer.echo(local.service_url(kubeconfig, namespace, service))
