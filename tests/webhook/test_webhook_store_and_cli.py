@@ -64,7 +64,7 @@ def test_store_wakeups_time_out_on_an_injected_clock(store_url: str) -> None:
         now[0] += s
 
     wakeups = StoreCIWakeups(make_engine(store_url), interval_s=1.0, clock=lambda: now[0], sleep=sleep)
-    WebhookDeliveries(wakeups.engine).create_schema()
+    wakeups.create_schema()
     assert wakeups.wait("a/b", SHA, after=0, timeout_s=2.5) == 0
     assert slept == [1.0, 1.0, 0.5]
 

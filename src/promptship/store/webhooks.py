@@ -144,6 +144,10 @@ class StoreCIWakeups:
         self._clock = clock
         self._sleep = sleep
 
+    def create_schema(self) -> None:
+        """Create the tables if missing (the receiver does it too; a worker may start first)."""
+        WebhookDeliveries(self.engine).create_schema()
+
     def notify(self, signal: CISignal) -> None:
         repo, sha = signal.repository.lower(), signal.sha.lower()
         for _ in range(3):
