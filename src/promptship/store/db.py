@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from promptship.domain.kpi import RunFacts, run_facts
 from promptship.domain.report import RunReport, StepRecord
-from promptship.store.tables import Base, RunRow, StepRow
+from promptship.store.tables import RunRow, StepRow
 
 
 def make_engine(url: str) -> Engine:
@@ -62,8 +62,10 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create missing tables."""
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (Alembic; creates the database when new)."""
+        from promptship.store.migrate import upgrade
+
+        upgrade(self.engine)
 
     def session(self) -> Session:
         return self._sessions()

@@ -1,0 +1,71 @@
+"""Schema migrations of the one store (Alembic). Every component's ``create_schema`` runs ``upgrade``.
+
+``python -m promptship.store.migrate [revision]`` upgrades the configured store (default: head).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def metadata():  # type: ignore[no-untyped-def]
+    """The metadata of every table of the store (importing each module that defines tables)."""
+    from promptship.store import ledger, tables, webhooks  # noqa: F401
+
+    return tables.Base.metadata
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+@contextmanager
+def _lock(engine: Engine) -> Iterator[None]:
+    """Serialize concurrent upgrades of one SQLite file (several processes start at once in the demo)."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database).with_suffix(".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the store's schema to ``revision``."""
+    with _lock(engine):
+        command.upgrade(alembic_config(engine), revision)
+
+
+def pending_differences(engine: Engine) -> list[object]:
+    """What differs between the migrated database and the models (empty when migrations are complete)."""
+    with engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn), metadata()))
+
+
+if __name__ == "__main__":
+    from promptship.settings import Settings
+    from promptship.store.db import make_engine
+
+    upgrade(make_engine(Settings().store_url()), sys.argv[1] if len(sys.argv) > 1 else "head")
