@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook", "chatapp")
+AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook", "gate", "chatapp")
 
 
 def main(argv: list[str]) -> int:
