@@ -107,3 +107,65 @@ def test_a_command_by_someone_without_access_starts_nothing_and_gets_a_comment(w
     assert wired.starts.triggers == []
     comments = [c for c in repo.get_issue(issue.number).get_comments() if c.user.login == OWNER]
     assert len(comments) == 1
+
+
+def _json_schema(node: object) -> object:
+    """OpenAPI 3.0 schema → JSON Schema: ``nullable: true`` becomes ``anyOf: [null, …]``."""
+    if isinstance(node, list):
+        return [_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _json_schema(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable") is True:
+        return {"anyOf": [{"type": "null"}, converted]}
+    return converted
+
+
+def test_every_delivery_matches_githubs_webhook_schemas(wired: Wired, tmp_path: Path):
+    import jsonschema
+
+    from promptship.sandbox import specs
+    from tests.conftest import require
+
+    require("@octokit/openapi-webhooks", specs.webhooks_openapi_path().is_file(), "run `make specs`")
+    document = _json_schema(specs.load_webhooks_openapi())
+    assert isinstance(document, dict)
+    schemas = document["components"]["schemas"]
+
+    host = make_host(wired.forge, RecordingClock())
+    ws = Path(host.prepare_workspace(REPO, "main", "promptship/k2", str(tmp_path / "ws")))
+    (ws / "greeting.txt").write_text("hi\n")
+    host.push_branch(REPO, str(ws), "promptship/k2")
+    pr = host.find_or_create_pull_request(
+        REPO, run_key="k2", branch="promptship/k2", base_branch="main", title="t", body="b"
+    )
+    (ws / "greeting.txt").write_text("hi again\n")
+    sha = host.push_branch(REPO, str(ws), "promptship/k2")
+    assert host.wait_for_ci(REPO, sha, timeout_s=600).verdict == "passed"
+    repo = client(wired.forge).get_repo(REPO)
+    issue = repo.create_issue(title="x", body="y", labels=["promptship"])
+    issue.create_comment("/promptship add a footer")
+    assert host.merge(REPO, pr.number, auto_merge=True, timeout_s=60).verdict == "merged"
+    _settle(wired)
+
+    problems, seen = [], set()
+    for d in wired.forge.deliveries:
+        name = f"webhook-{d.event.replace('_', '-')}" + (f"-{d.action.replace('_', '-')}" if d.action else "")
+        seen.add(name)
+        assert name in schemas, name
+        root = {"components": document["components"], "$ref": f"#/components/schemas/{name}"}
+        for error in jsonschema.Draft7Validator(root).iter_errors(d.payload):
+            problems.append(f"{name} {list(error.absolute_path)}: {error.message[:200]}")
+    assert not problems, "\n".join(sorted(set(problems))[:60])
+    assert {
+        "webhook-issues-opened",
+        "webhook-issues-labeled",
+        "webhook-issue-comment-created",
+        "webhook-pull-request-opened",
+        "webhook-pull-request-synchronize",
+        "webhook-pull-request-closed",
+        "webhook-check-run-created",
+        "webhook-check-run-completed",
+        "webhook-check-suite-completed",
+        "webhook-status",
+    } <= seen

@@ -145,6 +145,11 @@ class Repo:
 class Renderer:
     """Turns forge objects into GitHub JSON, with URLs under the forge's own address."""
 
+    @staticmethod
+    def reactions(url: str) -> dict[str, Any]:
+        counts = dict.fromkeys(("+1", "-1", "laugh", "confused", "heart", "hooray", "eyes", "rocket"), 0)
+        return {"url": f"{url}/reactions", "total_count": 0, **counts}
+
     def __init__(self, web_url: str):
         self.web = web_url.rstrip("/")
         self.api = f"{self.web}/api/v3"
@@ -313,6 +318,13 @@ class Renderer:
                 "message": info.message,
                 "comment_count": 0,
                 "tree": {"sha": info.tree, "url": f"{a}/git/trees/{info.tree}"},
+                "verification": {
+                    "verified": False,
+                    "reason": "unsigned",
+                    "signature": None,
+                    "payload": None,
+                    "verified_at": None,
+                },
             },
             # GitHub sends null for authors without an account; openapi-core rejects that null (anyOf +
             # nullable), so the forge attributes every commit to the repository's owner.
@@ -391,6 +403,7 @@ class Renderer:
             "updated_at": i.updated_at,
             "author_association": r.association(i.user.login),
             "timeline_url": f"{a}/issues/{i.number}/timeline",
+            "reactions": self.reactions(f"{a}/issues/{i.number}"),
         }
         if i.state == "closed":
             data["state_reason"] = "completed"
@@ -417,6 +430,8 @@ class Renderer:
             "updated_at": c.updated_at,
             "issue_url": f"{a}/issues/{c.issue_number}",
             "author_association": r.association(c.user.login),
+            "performed_via_github_app": None,
+            "reactions": self.reactions(f"{a}/issues/comments/{c.id}"),
         }
 
     # -- pull requests --------------------------------------------------------------------------------

@@ -1161,18 +1161,19 @@ class _Handler(BaseHTTPRequestHandler):
         req_headers = {k.lower(): v for k, v in self.headers.items()}
         status, headers, payload = self._answer(method, path, query, body, req_headers)
         headers.setdefault("Content-Length", str(len(payload)))
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if method != "HEAD" and payload:
-            self.wfile.write(payload)
+        # logged before answering: a client that got its answer always finds it in the log
         logged_headers = {k: v for k, v in req_headers.items() if k != "authorization"}
         self.forge.requests.append(
             LoggedRequest(
                 method, path, query, status, logged_headers, headers, payload, body if path.startswith("/api/") else b""
             )
         )
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if method != "HEAD" and payload:
+            self.wfile.write(payload)
 
     def _answer(
         self, method: str, path: str, query: str, body: bytes, req_headers: dict[str, str]
