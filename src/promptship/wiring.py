@@ -232,3 +232,24 @@ def build_health_probe(settings: Settings, *, http=None):  # -> HttpHealthProbe
         interval_s=settings.kube.health_interval_s,
         max_latency_ms=settings.kube.health_max_latency_ms,
     )
+
+
+def build_code_agent(settings: Settings, *, http=None):  # -> OpenHandsAgent (httpx client built here)
+    """``OpenHandsAgent`` on the agent-server at ``openhands.url`` (X-Session-API-Key from
+    ``openhands.session_api_key``). One HTTP call never waits long; the overall wait is ``result``'s timeout."""
+    import httpx
+
+    from promptship.adapters.openhands import OpenHandsAgent
+
+    oh = settings.openhands
+    if not oh.url.startswith(("http://", "https://")):
+        raise ConfigError(f"PROMPTSHIP_OPENHANDS__URL={oh.url!r} must be an http(s) URL of an OpenHands agent-server")
+    client = http if http is not None else httpx.Client(base_url=oh.url.rstrip("/"), timeout=httpx.Timeout(30.0))
+    return OpenHandsAgent(client, session_api_key=oh.session_api_key)
+
+
+def build_compile_checker(settings: Settings):  # -> WorkspaceCompileChecker
+    """The compile check (byte-compile + import, or the repository's ``make build``) in scrubbed subprocesses."""
+    from promptship.adapters.compile_check import WorkspaceCompileChecker
+
+    return WorkspaceCompileChecker()
