@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from promptship.domain.webhooks import WebhookTrigger
+from promptship.errors import ServiceError
 from promptship.services.webhook import (
     EVENT_NAME,
     PrefectDeploymentStarter,
@@ -76,18 +77,32 @@ def test_run_deployment_starter_makes_one_flow_run_per_delivery(prefect_harness:
 
 
 def test_event_starter_emits_promptship_request(prefect_harness: None) -> None:
-    from prefect.events.worker import EventsWorker
-
     delivery = str(uuid.uuid4())
     event_id = PrefectEventStarter().start(_trigger(delivery))
     assert event_id == str(event_id_for(delivery))
-    EventsWorker.drain_all()
 
     found = asyncio.run(_wait_for_event(event_id))
     assert found is not None, "the event never reached the Prefect server"
     assert found["event"] == EVENT_NAME
     assert found["resource"]["prefect.resource.id"] == event_resource_id("Codertocat/Hello-World")
     assert found["payload"] == _trigger(delivery).model_dump(mode="json")
+
+
+def test_event_starter_fails_loudly_when_prefect_is_down() -> None:
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{closed_port}/api"}):
+        with pytest.raises(ServiceError) as caught:
+            PrefectEventStarter().start(_trigger(str(uuid.uuid4())))
+    assert caught.value.retryable
+    with temporary_settings(updates={PREFECT_API_URL: ""}):
+        with pytest.raises(ServiceError, match="PREFECT_API_URL"):
+            PrefectEventStarter().start(_trigger(str(uuid.uuid4())))
 
 
 async def _wait_for_event(event_id: str, timeout_s: float = 30.0) -> dict[str, Any] | None:

@@ -79,31 +79,44 @@ def event_id_for(delivery_id: str) -> uuid.UUID:
 
 
 class PrefectEventStarter:
-    """Emits the ``promptship.request`` event; the ``github-event`` deployment's trigger starts the run.
+    """Sends the ``promptship.request`` event to the Prefect server; the ``github-event`` deployment's
+    trigger starts the run.
 
-    Needs ``PREFECT_API_URL`` (or a Prefect profile) pointing at the server the trigger lives on.
+    Sent synchronously on its own websocket and confirmed (a ping after the event), so a server that is down
+    makes the start fail — recorded, and handled again when GitHub redelivers — instead of an event lost in a
+    background queue. Needs ``PREFECT_API_URL``.
     """
 
     def start(self, trigger: WebhookTrigger) -> str:
-        from prefect.events import emit_event
+        from prefect.events import Event
+        from prefect.settings import PREFECT_API_URL
 
+        if not PREFECT_API_URL.value():
+            raise ServiceError(f"prefect: {EVENT_NAME} cannot be sent: set PREFECT_API_URL to the Prefect server")
+        event = Event(
+            event=EVENT_NAME,
+            resource={  # type: ignore[arg-type]
+                "prefect.resource.id": event_resource_id(trigger.repository),
+                "prefect.resource.name": trigger.repository,
+            },
+            payload=trigger.model_dump(mode="json"),
+            id=event_id_for(trigger.delivery_id),
+        )
         try:
-            event = emit_event(
-                event=EVENT_NAME,
-                resource={
-                    "prefect.resource.id": event_resource_id(trigger.repository),
-                    "prefect.resource.name": trigger.repository,
-                },
-                payload=trigger.model_dump(mode="json"),
-                id=event_id_for(trigger.delivery_id),
-            )
-        except Exception as exc:  # Prefect raises its own types; translate once, here
-            raise ServiceError(f"prefect: emitting {EVENT_NAME} failed: {type(exc).__name__}", retryable=True) from exc
-        if event is None:
+            asyncio.run(_send_confirmed(event))
+        except Exception as exc:  # Prefect and websockets raise their own types; translate once, here
             raise ServiceError(
-                f"prefect: {EVENT_NAME} was not sent — no events client (set PREFECT_API_URL to the Prefect server)"
-            )
+                f"prefect: sending {EVENT_NAME} failed: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
         return str(event.id)
+
+
+async def _send_confirmed(event: Any) -> None:
+    from prefect.events.clients import get_events_client
+
+    # checkpoint_every=1: after the event the client pings and waits for the pong, so the server has read it.
+    async with get_events_client(reconnection_attempts=2, checkpoint_every=1) as client:
+        await client.emit(event)
 
 
 def default_parameters(trigger: WebhookTrigger) -> dict[str, Any]:
