@@ -14,6 +14,10 @@ CACHE="${PROMPTSHIP_CACHE:-$HOME/.cache/promptship}"
 KUBE_CACHE="$CACHE/kube"
 PY="${PROMPTSHIP_PYTHON:-$ROOT/.venv/bin/python}"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
+# Kubernetes 1.20 vendors modern-go/reflect2 1.0.1, which crashes ("fatal error: fault" in mapiterinit)
+# when built with Go >= 1.18 as soon as the API server encodes a custom resource. The build swaps in
+# Debian's reflect2 1.0.2 (a fix release, same API); only builds carrying this marker are used.
+BUILD_MARKER=".reflect2-1.0.2"
 
 log() { echo "cluster.sh: $*" >&2; }
 
@@ -68,7 +72,8 @@ cached_bin_dir() {
   # the newest cached build, whatever its version (no network needed once built)
   local d
   for d in $(ls -1d "$KUBE_CACHE"/*/ 2>/dev/null | sort -V -r); do
-    if [ -x "$d/kube-apiserver" ] && [ -x "$d/kube-controller-manager" ] && [ -x "$d/kube-scheduler" ]; then
+    if [ -x "$d/kube-apiserver" ] && [ -x "$d/kube-controller-manager" ] && [ -x "$d/kube-scheduler" ] \
+       && [ -e "$d/$BUILD_MARKER" ]; then
       echo "${d%/}"
       return 0
     fi
@@ -90,7 +95,7 @@ cmd_build() {
     log "control-plane binaries cached in $dir"
     return 0
   fi
-  apt_install golang-go dpkg-dev ca-certificates rsync
+  apt_install golang-go dpkg-dev ca-certificates rsync golang-github-modern-go-reflect2-dev
   mkdir -p "$KUBE_CACHE"
   exec 9>"$KUBE_CACHE/.build.lock"
   log "waiting for the build lock (another build may run)"
@@ -109,6 +114,8 @@ cmd_build() {
     # shellcheck disable=SC2046
     apt-get $(apt_src_opts) -qq source --download-only "kubernetes=$version" >/dev/null
     dpkg-source --no-check -x ./*.dsc tree >/dev/null
+    rm -rf tree/vendor/github.com/modern-go/reflect2
+    cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 tree/vendor/github.com/modern-go/reflect2
     mkdir -p .go/src/k8s.io
     ln -s "$work/tree" .go/src/k8s.io/kubernetes
     cd .go/src/k8s.io/kubernetes
@@ -122,6 +129,7 @@ cmd_build() {
   for b in "${BINARIES[@]}"; do
     cp "$(find "$work/tree/_output" -type f -name "$b" -perm -u+x | head -n1)" "$out.tmp/$b"
   done
+  touch "$out.tmp/$BUILD_MARKER"
   rm -rf "$out" && mv "$out.tmp" "$out"
   rm -rf "$work"
   check_dev_null
