@@ -17,7 +17,8 @@ from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
 from promptship.errors import ClusterError
 from promptship.sandbox.cluster import service_url
-from tests.cluster.conftest import AppRegistry, app_manifests
+from promptship.sandbox.sample_app import SampleApps
+from promptship.sandbox.sample_app import sample_manifests as app_manifests
 
 pytestmark = pytest.mark.cluster
 
@@ -58,7 +59,7 @@ def _deploy_first(kube: KubeCluster, target: DeployTarget, image: str, **kw: Any
 
 
 def test_first_deploy_completes_and_the_process_answers_its_sha(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any, probe: HttpHealthProbe
 ) -> None:
     v1 = app_registry.publish("ok")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -76,7 +77,7 @@ def test_first_deploy_completes_and_the_process_answers_its_sha(
 
 
 def test_image_update_completes_answers_the_new_sha_and_is_idempotent_per_run(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, api_client: Any
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any, api_client: Any
 ) -> None:
     v1, v2 = app_registry.publish("ok"), app_registry.publish("ok")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -96,7 +97,7 @@ def test_image_update_completes_answers_the_new_sha_and_is_idempotent_per_run(
 
 
 def test_never_ready_image_stalls_and_rollback_restores_the_previous_image(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any, probe: HttpHealthProbe
 ) -> None:
     good, bad = app_registry.publish("ok"), app_registry.publish("unready")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -117,7 +118,7 @@ def test_never_ready_image_stalls_and_rollback_restores_the_previous_image(
 
 
 def test_crashing_image_is_reported_with_its_crash_loop(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry
+    kube: KubeCluster, namespace: str, app_registry: SampleApps
 ) -> None:
     good, crash = app_registry.publish("ok"), app_registry.publish("crash")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -131,7 +132,7 @@ def test_crashing_image_is_reported_with_its_crash_loop(
 
 
 def test_failed_health_gate_after_a_complete_rollout_is_rolled_back(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any, probe: HttpHealthProbe
 ) -> None:
     good, sick = app_registry.publish("ok"), app_registry.publish("sick")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -152,7 +153,7 @@ def test_failed_health_gate_after_a_complete_rollout_is_rolled_back(
 
 
 def test_one_flaky_probe_does_not_fail_the_gate(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, control_plane: Any, probe: HttpHealthProbe
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any, probe: HttpHealthProbe
 ) -> None:
     flaky = app_registry.publish("flaky")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -205,7 +206,7 @@ def test_placeholder_images_of_platform_manifests_become_ready(kube: KubeCluster
 
 
 def test_a_held_lease_keeps_another_run_out(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, api_client: Any
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, api_client: Any
 ) -> None:
     v1, v2 = app_registry.publish("ok"), app_registry.publish("ok")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
@@ -222,7 +223,7 @@ def test_a_held_lease_keeps_another_run_out(
 
 
 def test_two_concurrent_rollouts_of_one_deployment_are_serialized(
-    kube: KubeCluster, namespace: str, app_registry: AppRegistry, api_client: Any
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, api_client: Any
 ) -> None:
     v1, a, b = app_registry.publish("ok"), app_registry.publish("ok"), app_registry.publish("ok")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")

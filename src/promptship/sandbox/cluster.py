@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,9 @@ from promptship.errors import ConfigError
 
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NODE_NAME = "sandbox-node"
+# Only builds with Debian's reflect2 1.0.2 swapped in (scripts/cluster.sh): 1.0.1 crashes the API server
+# built with Go >= 1.18 on the first custom resource it encodes.
+BUILD_MARKER = ".reflect2-1.0.2"
 
 
 def cache_dir() -> Path:
@@ -49,7 +52,7 @@ def find_binaries(root: Path | None = None) -> Path | None:
         return None
     candidates = sorted((d for d in kube.iterdir() if d.is_dir()), key=lambda p: p.name, reverse=True)
     for d in candidates:
-        if all(os.access(d / b, os.X_OK) for b in BINARIES):
+        if all(os.access(d / b, os.X_OK) for b in BINARIES) and (d / BUILD_MARKER).exists():
             return d
     return None
 
@@ -159,7 +162,7 @@ def _alive(pid: int) -> bool:
 
 
 def _spawn(name: str, argv: list[str], logs: Path, env: dict[str, str] | None = None) -> int:
-    log = (logs / f"{name}.log").open("ab")
+    log = (logs / f"{name}.log").open("wb")
     proc = subprocess.Popen(
         argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
@@ -277,6 +280,20 @@ def start(
             "--allow-privileged=true", "--profiling=false", "--v=0",
         ], logs)  # fmt: skip
         save()
+        deadline = time.monotonic() + timeout_s
+
+        def wait_until(ready: Callable[[], bool], what: str) -> None:
+            while not ready():
+                dead = [name for name, pid in pids.items() if not _alive(pid)]
+                if dead:
+                    raise ConfigError(f"control plane: {', '.join(dead)} exited; see {logs}/<name>.log")
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"control plane: {what} not ready after {timeout_s:.0f} s; see {logs}")
+                time.sleep(0.2)
+
+        # the controller-manager gives up (exits) when the API server is slow to become healthy on a busy
+        # machine: start it only once the API server is ready
+        wait_until(lambda: _ready(api_url, pki / "ca.crt", token), "kube-apiserver")
         kubeconfig = str(state_dir / "kubeconfig")
         pids["kube-controller-manager"] = _spawn("kube-controller-manager", [
             str(bin_dir / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
@@ -295,14 +312,7 @@ def start(
             "--state-dir", str(state_dir / "kubelet"), "--node-name", NODE_NAME,
         ], logs)  # fmt: skip
         save()
-        deadline = time.monotonic() + timeout_s
-        while not (_ready(api_url, pki / "ca.crt", token) and _node_schedulable(api_url, pki / "ca.crt", token)):
-            dead = [name for name, pid in pids.items() if not _alive(pid)]
-            if dead:
-                raise ConfigError(f"control plane: {', '.join(dead)} exited; see {logs}/<name>.log")
-            if time.monotonic() > deadline:
-                raise ConfigError(f"control plane not ready after {timeout_s:.0f} s; see {logs}")
-            time.sleep(0.2)
+        wait_until(lambda: _node_schedulable(api_url, pki / "ca.crt", token), "the sandbox node")
     except BaseException:
         stop(state_dir)
         raise
