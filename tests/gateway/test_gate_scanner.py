@@ -1,0 +1,203 @@
+"""The real scanner (rules + detect-secrets + presidio) over the labelled eval set and whole chat requests,
+and the ``classify``/``route`` commands. Floors sit a little below what the benchmark measures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promptship.adapters.detectors import SensitiveDataScanner, redact_with
+from tests.conftest import SHARED, require
+
+EVAL = SHARED / "eval"
+GH = "ghp_" + "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8"
+
+
+@pytest.fixture(scope="module")
+def gate_rows() -> list[dict]:
+    require("shared eval data", (EVAL / "secrets.jsonl").exists(), str(EVAL))
+    from promptship.bench.gate import load_gate_eval
+
+    return load_gate_eval(EVAL)
+
+
+@pytest.fixture(scope="module")
+def flagged(scanner: SensitiveDataScanner, gate_rows: list[dict]) -> dict[str, list[bool]]:
+    out: dict[str, list[bool]] = {}
+    for row in gate_rows:
+        out.setdefault(row["group"], []).append(scanner.scan(row["text"]).sensitive)
+        if row["group"] == "pii" and row["subtype"] != "other-pii":
+            out.setdefault("structured", []).append(out["pii"][-1])
+    return out
+
+
+def _rate(values: list[bool]) -> float:
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize(("group", "floor"), [("secret", 0.98), ("structured", 0.95)])
+def test_recall_on_eval(flagged, group, floor):
+    assert _rate(flagged[group]) >= floor
+
+
+@pytest.mark.parametrize(("group", "ceiling"), [("benign", 0.02), ("pii-negative", 0.02)])
+def test_false_positives_on_eval(flagged, group, ceiling):
+    assert _rate(flagged[group]) <= ceiling
+
+
+def test_hand_written_developer_prompts_are_not_flagged(scanner):
+    rows = []
+    for name in ("task_class_tests_docs.jsonl", "task_class_holdout.jsonl", "task_class_holdout2.jsonl"):
+        path = Path(__file__).resolve().parent.parent / "data" / name
+        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    flagged = [r["text"] for r in rows if scanner.scan(r["text"]).sensitive]
+    assert len(flagged) <= 0.02 * len(rows), flagged
+
+
+@pytest.mark.parametrize(
+    ("where", "messages", "tools"),
+    [
+        (
+            "system prompt",
+            [{"role": "system", "content": f"Use {GH} for git."}, {"role": "user", "content": "hi"}],
+            None,
+        ),
+        (
+            "tool-call arguments",
+            [
+                {"role": "user", "content": "push it"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "1",
+                            "type": "function",
+                            "function": {
+                                "name": "terminal",
+                                "arguments": json.dumps({"command": f"git push https://x:{GH}@github.com/o/r"}),
+                            },
+                        }
+                    ],
+                },
+            ],
+            None,
+        ),
+        (
+            "tool result",
+            [
+                {"role": "user", "content": "show me the env"},
+                {"role": "tool", "tool_call_id": "1", "content": "HOME=/root\nDB_PASSWORD=Zq8!vL2@pR5#wT9\n"},
+            ],
+            None,
+        ),
+        (
+            "content parts",
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "mail jane.roe@example.com the card 4111 1111 1111 1111"}],
+                }
+            ],
+            None,
+        ),
+        (
+            "tool description",
+            [{"role": "user", "content": "hello"}],
+            [{"type": "function", "function": {"name": "lookup", "description": "Internal only - ne pas diffuser"}}],
+        ),
+    ],
+)
+def test_scan_messages_finds_sensitive_data_anywhere_in_a_request(scanner, where, messages, tools):
+    assert scanner.scan_messages(messages, tools).sensitive, where
+
+
+def test_scan_messages_passes_an_ordinary_request(scanner):
+    messages = [
+        {"role": "system", "content": "You are a careful Python engineer."},
+        {"role": "user", "content": "Add a /health endpoint to the FastAPI app and a test for it."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "1",
+                    "type": "function",
+                    "function": {"name": "file_editor", "arguments": '{"path": "app/main.py"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "1", "content": "from fastapi import FastAPI\napp = FastAPI()\n"},
+    ]
+    tools = [{"type": "function", "function": {"name": "file_editor", "description": "View and edit files"}}]
+    assert not scanner.scan_messages(messages, tools).sensitive
+
+
+def test_redact_with_hides_what_the_scanner_finds(scanner):
+    text = f"token {GH}, write to jane.roe@example.com, IdNr. 98765432106"
+    out = redact_with(scanner, text)
+    for secret in (GH, "jane.roe@example.com"):
+        assert secret not in out
+    assert out.startswith("token [REDACTED]")
+
+
+def test_presidio_engine_mode_agrees_on_national_ids():
+    scanner = SensitiveDataScanner(layers=("presidio",), presidio_mode="engine")
+    try:
+        assert scanner.scan("My finnish id code is 010594Y9032.").sensitive
+        assert not scanner.scan("Write a haiku about autumn.").sensitive
+    finally:
+        scanner.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "promptship.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_classify_command_writes_one_json_line_per_input(tmp_path):
+    src = tmp_path / "in.jsonl"
+    rows = [
+        {"id": "t", "text": "Write pytest tests for the chat endpoint"},
+        {"id": "d", "text": "Update the README with the setup steps"},
+        {"id": "s", "text": f"Deploy with {GH}"},
+        {"id": "c", "text": "Implement a retry decorator in Python"},
+    ]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    proc = _cli("classify", "--jsonl", str(src))
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o["id"] for o in out] == ["t", "d", "s", "c"]
+    assert all(set(o) == {"id", "sensitive", "task_class", "mode", "model", "reasons"} for o in out)
+    got = {o["id"]: (o["task_class"], o["mode"], o["model"], o["sensitive"]) for o in out}
+    assert got["t"] == ("tests", "local", "mistral", False)
+    assert got["d"] == ("docs", "cloud", "claude-3.5-sonnet", False)
+    assert got["s"] == ("sensitive", "local", "llama3", True)
+    assert got["c"] == ("complex_code", "cloud", "gpt-4o", False)
+    assert GH not in proc.stdout  # reasons name kinds, never the data
+
+
+def test_classify_rejects_a_line_without_text(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"id": 1, "prompt": "x"}\n', encoding="utf-8")
+    proc = _cli("classify", "--jsonl", str(src), "--rules-only")
+    assert proc.returncode == 2 and "text" in proc.stderr
+
+
+def test_route_command_explains_and_redacts():
+    proc = _cli("route", f"Refactor the deploy script; it uses {GH}")
+    assert proc.returncode == 0, proc.stderr
+    assert "mode:      local" in proc.stdout and "secret:github_token" in proc.stdout
+    assert GH not in proc.stdout
+    proc = _cli("route", "Update the README", "--json")
+    decision = json.loads(proc.stdout)
+    assert (decision["task_class"], decision["mode"], decision["litellm_model"]) == (
+        "docs",
+        "cloud",
+        "openrouter/anthropic/claude-3.5-sonnet",
+    )
