@@ -76,7 +76,7 @@ class WebhookDeliveries:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create this module's tables if missing (migration 0001 creates the same; ``Store.create_schema()`` runs it)."""
+        """Create this module's tables if missing (migration 0001 creates the same ones)."""
         Base.metadata.create_all(self.engine, tables=[WebhookDeliveryRow.__table__, CIEventRow.__table__])  # type: ignore[list-item]
 
     def claim(self, delivery_id: str, event: str, repository: str | None) -> bool:
