@@ -162,9 +162,9 @@ class Frontend:
 
 
 @contextmanager
-def serving_frontend(backend_url: str) -> Iterator[Frontend]:
+def serving_frontend(backend_url: str, root: Path = FRONTEND_DIST) -> Iterator[Frontend]:
     state = Frontend(url="", backend_url=backend_url)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _static_with_proxy(FRONTEND_DIST, lambda: state.backend_url))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _static_with_proxy(root, lambda: state.backend_url))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
