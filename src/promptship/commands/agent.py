@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 
@@ -13,7 +15,9 @@ def register(app: typer.Typer) -> None:
     @agent.command("compile-check")
     def compile_check(
         workspace: str = typer.Argument(..., help="A checkout to check."),
-        changed: list[str] | None = typer.Option(None, "--changed", help="Changed files to import; repeatable."),
+        changed: Annotated[
+            list[str] | None, typer.Option("--changed", help="Changed files to import; repeatable.")
+        ] = None,
         timeout_s: float = typer.Option(120.0, help="Most the check may take."),
     ) -> None:
         """Byte-compile + import (or the repository's `make build`); exit 1 when it does not compile."""
