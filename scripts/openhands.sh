@@ -73,13 +73,18 @@ install() {
   py="$(find_python)" || die "openhands-agent-server needs Python >= 3.12 and none was found (tried \
 \$OPENHANDS_PYTHON, python3.12/3.13 on PATH, ~/.pyenv/versions/3.12*, /usr/bin/python3.12). Install one \
 (e.g. 'pyenv install 3.12' or Debian trixie's python3.12) and set OPENHANDS_PYTHON=/path/to/python3.12."
-  command -v uv >/dev/null 2>&1 || die "uv is needed (run 'make install' first: it installs uv)"
-  log "installing openhands-agent-server $VERSION with $py into $VENV (~2-3 min)"
+  log "installing openhands-agent-server $VERSION with $py into $VENV (~1-3 min)"
   local t0=$SECONDS
   rm -rf "$VENV"
   mkdir -p "$CACHE"
-  uv venv -q --python "$py" "$VENV"
-  VIRTUAL_ENV="$VENV" uv pip sync -q --python "$VENV/bin/python" "$LOCK"
+  if command -v uv >/dev/null 2>&1; then
+    uv venv -q --python "$py" "$VENV"
+    VIRTUAL_ENV="$VENV" uv pip sync -q --python "$VENV/bin/python" "$LOCK"
+  else  # slower, same pins
+    log "uv not found: using pip"
+    "$py" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --no-deps --disable-pip-version-check -r "$LOCK"
+  fi
   # PYTHONDONTWRITEBYTECODE is set on these machines: compile once so the server starts fast.
   "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null 2>&1 || true
   "$VENV/bin/python" -c 'import openhands.agent_server' || die "installed, but openhands.agent_server does not import"
