@@ -229,6 +229,11 @@ def test_streaming_tool_calls_from_a_local_model(service: Service, llm: LLMStand
         tools=TOOLS,
         stream=True,
         stream_options={"include_usage": True},
+        # what an agent's LiteLLM typically adds; Ollama lacks some of them
+        tool_choice="auto",
+        parallel_tool_calls=False,
+        max_completion_tokens=512,
+        temperature=0.0,
     )
     calls: dict[int, dict[str, str]] = {}
     finish = None

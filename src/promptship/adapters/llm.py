@@ -378,6 +378,7 @@ class LiteLLMGateway:
             timeout=self.timeout_s,
             num_retries=0,
             max_retries=0,
+            drop_params=True,  # an agent's OpenAI parameters a provider lacks are dropped, not an error
             extra_headers={MODE_HEADER: spec.mode},
         )
         if tools:
