@@ -286,8 +286,9 @@ _ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth|credential|signa
 _EMAIL = re.compile(r"(?i)(?<![\w.+-])[a-z0-9._%+-]{1,64}@(?:[a-z0-9-]{1,63}\.)+(?:xn--[a-z0-9-]{2,59}|[a-z]{2,24})\b")
 _PHONE_PATTERNS = (
     re.compile(r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\(?\d{1,4}\)?[\s.-]?){2,5}\d{2,4}(?![\w])"),  # international
-    re.compile(r"(?<![\w(])\(\d{3}\)\s?\d{3}[\s.-]\d{4}(?!\w)"),  # (415) 555-0132
-    re.compile(r"(?<![\w-])\d{3}[.-]\d{3}[.-]\d{4}(?![\w-])"),  # 415-555-0132
+    re.compile(r"(?<![\w(])\(\d{2,4}\)\s?\d{3,4}[\s.-]?\d{4}(?!\w)"),  # (415) 555-0132, (03) 9123 4567
+    re.compile(r"(?<![\w-])(?:1[ .-])?\d{3}[.-]\d{3}[.-]\d{4}(?![\w-])"),  # 415-555-0132, 1-800-555-0199
+    re.compile(r"(?<![\w.+-])0\d{1,4}[ .-]\d{3,4}(?:[ .-]?\d{2,4}){0,2}(?![\w-])"),  # 020 7946 0958, 06-12345678
     re.compile(r"(?<![\w-])0\d(?:[ .]\d{2}){4}(?![\w-])"),  # 01 42 68 53 00 (FR)
     re.compile(r"(?<![\w-])0\d{1,4}-\d{3,4}-\d{4}(?![\w-])"),  # 090-1234-5678 (JP)
 )
@@ -444,7 +445,7 @@ def scan_rules(text: str) -> list[Finding]:
                 add("pii", "phone", m.span())
     for m in ci(_PHONE_CONTEXT).finditer(hay):
         digits = sum(c.isdigit() for c in m.group(1))
-        if 8 <= digits <= 15 and not re.fullmatch(r"\d+", m.group(1)):
+        if 8 <= digits <= 15 and (not m.group(1).isdigit() or 9 <= digits <= 12):
             add("pii", "phone", m.span(1))
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group(0))
