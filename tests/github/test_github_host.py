@@ -253,3 +253,15 @@ def test_github_enterprise_and_forge_clone_urls():
     assert default_git_url_for("https://api.github.com")("o/r") == "https://github.com/o/r.git"
     assert default_git_url_for("https://ghe.example.com/api/v3")("o/r") == "https://ghe.example.com/o/r.git"
     assert default_git_url_for("http://127.0.0.1:9000/api/v3/")("o/r") == "http://127.0.0.1:9000/o/r.git"
+
+
+def test_auto_merge_waits_for_a_required_check_instead_of_calling_it_a_conflict(
+    forge: Forge, host: GitHubHost, clock: RecordingClock, tmp_path: Path
+):
+    _, sha = _work(host, tmp_path, {"greeting.txt": "hello\n"})
+    pr = _open_pr(host)
+    forge.require_status_checks(OWNER, NAME, ["security/review"])
+    blocked = host.merge(REPO, pr.number, auto_merge=True, timeout_s=20)
+    assert blocked.verdict == "timed_out" and sum(clock.sleeps) >= 20
+    client(forge).get_repo(REPO).get_commit(sha).create_status("success", context="security/review")
+    assert host.merge(REPO, pr.number, auto_merge=True, timeout_s=20).verdict == "merged"

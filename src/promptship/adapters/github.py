@@ -402,9 +402,11 @@ class GitHubHost:
                         status = self._call(partial(pr.merge, merge_method="squash", sha=head_sha, commit_title=title))
                         return MergeResult(verdict="merged", merge_sha=status.sha)
                     except CodeHostError as exc:
-                        if exc.status == 405:
+                        if exc.status == 405 and not _blocked_by_policy(str(exc)):
                             return MergeResult(verdict="conflict", detail=str(exc))
-                        if exc.status != 409:  # 409: the head moved meanwhile — look again
+                        # 405 for a review or required check still missing: wait for it like a person would;
+                        # 409: the head moved meanwhile — look again
+                        if exc.status not in (405, 409):
                             raise
             except _Transient as exc:
                 retry_after = exc.retry_after
@@ -505,6 +507,12 @@ class GitHubHost:
             s in text for s in ("Could not resolve host", "Connection refused", "timed out", "returned error: 5")
         )
         return CodeHostError(f"git failed {what} for {repository}: {text}", retryable=transient)
+
+
+def _blocked_by_policy(message: str) -> bool:
+    """A 405 from branch protection (reviews, required checks), not a conflict."""
+    lowered = message.lower()
+    return any(word in lowered for word in ("review", "status check", "required", "protected branch"))
 
 
 def _message(data: Any) -> str:

@@ -124,6 +124,7 @@ class Repo:
     pushed_at: str
     admin: str = ""  # the forge's administrator: owner of every organisation on it
     collaborators: set[str] = field(default_factory=set)
+    required_contexts: list[str] = field(default_factory=list)
     labels: dict[str, Label] = field(default_factory=dict)
     issues: dict[int, Issue] = field(default_factory=dict)
     statuses: list[Status] = field(default_factory=list)

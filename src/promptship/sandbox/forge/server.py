@@ -182,6 +182,11 @@ class Forge:
             self._tokens[token] = login
             return token
 
+    def require_status_checks(self, owner: str, repo: str, contexts: list[str]) -> None:
+        """Branch protection on the default branch: merges need a success status for each of ``contexts``."""
+        with self._lock:
+            self._repo(owner, repo).required_contexts = list(contexts)
+
     def has_repository(self, owner: str, repo: str) -> bool:
         with self._lock:
             return f"{owner}/{repo}".lower() in self._repos
@@ -893,6 +898,10 @@ class Forge:
             check = g.merge_check(r.git_dir, base_tip, p.head_sha)
             if not check.clean or not check.tree:
                 raise HTTPError(405, "Pull Request is not mergeable")
+            passed = {s.context for s in self._latest_statuses(r, p.head_sha) if s.state == "success"}
+            for context in r.required_contexts if p.base_ref == r.default_branch else []:
+                if context not in passed:
+                    raise HTTPError(405, f'Required status check "{context}" is expected.')
             subject = title or f"{i.title} (#{i.number})"
             body = message if message is not None else ""
             sha = g.squash_commit(r.git_dir, check.tree, base_tip, f"{subject}\n\n{body}".rstrip() + "\n")
