@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import SecretStr
 
 from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints, Scanner
@@ -47,3 +49,20 @@ def cloud_requests(llm: LLMStandIn) -> list:
 
 def local_requests(llm: LLMStandIn) -> list:
     return [r for r in llm.completions() if r.path == "/api/chat"]
+
+
+def validate_openai_exchange(base_url: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> None:
+    """Validate a non-streaming answer and every SSE chunk with the openai SDK's own pydantic types (the SDK
+    itself only constructs its models, it does not validate them)."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        whole = http.post(path, json=body, headers=headers)
+        assert whole.status_code == 200, whole.text
+        ChatCompletion.model_validate(whole.json())
+        with http.stream("POST", path, json={**body, "stream": True}, headers=headers) as response:
+            assert response.status_code == 200
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        ChatCompletionChunk.model_validate(json.loads(line.removeprefix("data: ")))

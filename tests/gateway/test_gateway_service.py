@@ -14,7 +14,7 @@ from promptship.adapters.llm import LiteLLMGateway
 from promptship.domain.routing import RoutingPolicy
 from promptship.sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
 from promptship.services.gateway import create_gateway_app
-from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger
+from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger, validate_openai_exchange
 
 pytestmark = pytest.mark.gateway
 
@@ -247,3 +247,13 @@ def test_streaming_tool_calls_from_a_local_model(service: Service, llm: LLMStand
     assert finish == "tool_calls"
     assert [c["name"] for _, c in sorted(calls.items())] == ["file_editor", "finish"]
     assert json.loads(calls[0]["arguments"]) == args
+
+
+@pytest.mark.parametrize("task_class", ["complex_code", "tests"])
+def test_service_answers_validate_against_the_openai_types(service: Service, llm: LLMStandIn, task_class) -> None:
+    key = service.key_for(f"run-v-{task_class}", task_class=task_class)
+    llm.script("*", ["plain text", [ToolCall("terminal", {"command": "ls"})], [ToolCall("finish")], "streamed"])
+    body = {"model": "openai/any", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
+    headers = {"authorization": f"Bearer {key}"}
+    validate_openai_exchange(service.base_url, "/v1/chat/completions", headers, body)
+    validate_openai_exchange(service.base_url, "/v1/chat/completions", headers, body)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from promptship.sandbox.llm_server import LLMStandIn, ToolCall
+from tests.gateway.helpers import validate_openai_exchange
 
 pytestmark = pytest.mark.gateway
 
@@ -159,3 +160,11 @@ def test_command_serves_a_script_to_other_processes(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o", "mistral"])
+def test_answers_validate_against_the_openai_types(llm: LLMStandIn, model: str) -> None:
+    llm.script(model, ["plain text", [ToolCall("terminal", {"command": "ls"})], [ToolCall("finish")], "streamed text"])
+    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}}
+    validate_openai_exchange(llm.base_url, "/v1/chat/completions", {}, body)  # text, then streamed tool call
+    validate_openai_exchange(llm.base_url, "/v1/chat/completions", {}, body)  # tool call, then streamed text

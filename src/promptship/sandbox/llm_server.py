@@ -26,6 +26,7 @@ are then under ``/_stand_in/`` (``POST script``, ``POST fail_next``, ``GET reque
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import math
@@ -483,7 +484,7 @@ class LLMStandIn:
                         "model": f"{n}:latest",
                         "modified_at": "2026-01-01T00:00:00Z",
                         "size": 4_700_000_000,
-                        "digest": f"sha256:{abs(hash(n)) % 10**12:012d}",
+                        "digest": "sha256:" + hashlib.sha256(n.encode()).hexdigest(),
                         "details": {"format": "gguf", "family": "llama", "parameter_size": "8.0B"},
                     }
                     for n in names
