@@ -127,6 +127,16 @@ class KubeSettings(BaseModel):
     lease_wait_s: float = Field(
         default=600.0, ge=0, description="Most a rollout waits for another run's deploy lease of the same Deployment."
     )
+    gitops_repo_url: str | None = Field(
+        default=None, description="GitOps mode: the repository whose manifests the GitOps controller applies."
+    )
+    gitops_path: str = Field(default="k8s", description="GitOps mode: manifests directory inside that repository.")
+    gitops_branch: str = Field(default="main", description="GitOps mode: the branch the controller follows.")
+    gitops_token: SecretStr | None = Field(default=None, description="GitOps mode: token for pushing over HTTPS.")
+    gitops_application: str | None = Field(
+        default=None, description="GitOps mode: Argo CD Application to watch (empty: watch the Deployment)."
+    )
+    gitops_application_namespace: str = Field(default="argocd", description="Namespace of that Application.")
 
 
 class Settings(BaseSettings):

@@ -83,8 +83,39 @@ def _from_factory(settings: Settings) -> Services:
 
 
 def build_services(settings: Settings) -> Services:
-    """Real adapters from settings. Raises ConfigError naming what is missing."""
-    raise ConfigError("no real adapters are wired yet: run `promptship demo` (sandbox) or install services explicitly")
+    """Real adapters from settings (GitHub, OpenHands, Kubernetes, the LLM gateway, the store).
+
+    Raises ConfigError naming the first setting that is missing. When a webhook secret is configured, CI
+    waits wake on the receiver's events through the store (``StoreCIWakeups``) instead of polling only.
+    """
+    from promptship.adapters.compile_check import WorkspaceCompileChecker
+
+    store = build_store(settings)
+    wakeups = None
+    if settings.github.webhook_secret is not None:
+        from promptship.store.webhooks import StoreCIWakeups
+
+        wakeups = StoreCIWakeups(store.engine)
+        wakeups.create_schema()
+    return Services(
+        settings=settings,
+        llm=build_llm_gateway(settings, engine=store.engine),
+        agent=build_code_agent(settings),
+        code_host=build_code_host(settings, wakeups=wakeups),
+        cluster=build_cluster(settings),
+        health=build_health_probe(settings),
+        sink=store,
+        compiler=WorkspaceCompileChecker(),
+        boundaries={
+            "llm": "real",
+            "agent": "real",
+            "code_host": "real",
+            "cluster": "real",
+            "health": "real",
+            "sink": "real",
+            "compiler": "real",
+        },
+    )
 
 
 def build_code_host(settings: Settings, *, wakeups=None):  # -> GitHubHost (PyGithub imported lazily)
@@ -253,3 +284,23 @@ def build_compile_checker(settings: Settings):  # -> WorkspaceCompileChecker
     from promptship.adapters.compile_check import WorkspaceCompileChecker
 
     return WorkspaceCompileChecker()
+
+
+def build_gitops_cluster(settings: Settings, *, api=None):  # -> GitOpsCluster
+    """``GitOpsCluster`` (GitOps mode): commits to ``kube.gitops_repo_url`` and reads the cluster through a
+    ``KubeCluster`` on ``api`` or a client from ``kube.*`` (status and dry runs only)."""
+    from promptship.adapters.gitops import GitOpsCluster
+
+    if not settings.kube.gitops_repo_url:
+        raise ConfigError("PROMPTSHIP_KUBE__GITOPS_REPO_URL is not set: the GitOps repository to commit to")
+    return GitOpsCluster(
+        build_cluster(settings, api=api),
+        repo_url=settings.kube.gitops_repo_url,
+        workdir=(settings.home / "gitops" / "checkout").resolve(),
+        manifests_path=settings.kube.gitops_path,
+        branch=settings.kube.gitops_branch,
+        token=settings.kube.gitops_token,
+        application=settings.kube.gitops_application,
+        application_namespace=settings.kube.gitops_application_namespace,
+        poll_interval_s=settings.kube.poll_interval_s,
+    )

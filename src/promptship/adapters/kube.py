@@ -160,6 +160,16 @@ class KubeCluster:
     def apply_manifests(self, target: DeployTarget, manifests: list[dict[str, Any]]) -> ApplyResult:
         """Guard rails, then a server-side dry run of every manifest, then server-side apply of all — or none
         (ClusterError naming every manifest that failed)."""
+        prepared = self.validate_manifests(target, manifests)
+        applied = []
+        for m in prepared:
+            self._apply_one(m, target.namespace, dry_run=False)
+            applied.append(f"{m['kind']}/{m['metadata']['name']}")
+        return ApplyResult(applied=tuple(applied))
+
+    def validate_manifests(self, target: DeployTarget, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Guard rails and a server-side dry run of every manifest; applies nothing. Returns the manifests as
+        they would be applied; raises ClusterError naming every problem."""
         problems = manifest_violations(manifests, target.namespace)
         if problems:
             raise ClusterError("manifests refused by the guard rails, nothing applied: " + "; ".join(problems))
@@ -174,11 +184,20 @@ class KubeCluster:
                 failures.append(f"{m['kind']}/{m['metadata']['name']}: {exc}")
         if failures:
             raise ClusterError("server-side dry run failed, nothing applied: " + "; ".join(failures))
-        applied = []
-        for m in prepared:
-            self._apply_one(m, target.namespace, dry_run=False)
-            applied.append(f"{m['kind']}/{m['metadata']['name']}")
-        return ApplyResult(applied=tuple(applied))
+        return prepared
+
+    def read_object(self, path: str) -> dict[str, Any] | None:
+        """GET an API path (e.g. an Argo CD Application); None when it does not exist."""
+        try:
+            return self._request("GET", path, what=f"read {path.rsplit('/', 2)[-2]}")
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def explain(self, target: DeployTarget) -> tuple[str, ...]:
+        """Events and container states of the Deployment's newest pods (why a rollout is not available)."""
+        return self._explain(target, self._get_deployment(target))
 
     def _apply_one(self, manifest: dict[str, Any], namespace: str, *, dry_run: bool) -> dict[str, Any]:
         kind, name = manifest["kind"], manifest["metadata"]["name"]

@@ -1,0 +1,125 @@
+"""GitOps mode on the local control plane: GitOpsCluster commits, the sandbox syncer (Argo CD's part) applies
+and reports an Application status shaped by Argo CD's CRD; rollback is a revert commit."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+from promptship.adapters.gitops import GitOpsCluster
+from promptship.adapters.kube import KubeCluster
+from promptship.domain.request import DeployTarget
+from promptship.sandbox.cluster import service_url
+from promptship.sandbox.gitops import install_application_crd, running_gitops_syncer
+from promptship.sandbox.sample_app import SampleApps, sample_manifests
+from tests.conftest import SHARED, require
+
+pytestmark = pytest.mark.cluster
+
+CRD = SHARED / "specs" / "crds" / "argo-cd-v3.5.1-application-crd.yaml"
+TIMEOUT_S = 90.0
+
+
+def _version(url: str, want: str, wait_s: float = 15.0) -> str:
+    deadline = time.monotonic() + wait_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{url}/version", timeout=2).text
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        if last == want:
+            return last
+        time.sleep(0.2)
+    return last
+
+
+@pytest.fixture
+def gitops_repo(tmp_path: Path) -> str:
+    """An empty GitOps repository with one commit on main (a bare repo, cloned over git's file protocol)."""
+    bare = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    work = tmp_path / "seed"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README.md").write_text("environment: sandbox\n")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x.invalid", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    for cmd in (["add", "-A"], ["commit", "-q", "-m", "init"], ["push", "-q", str(bare), "HEAD:refs/heads/main"]):
+        subprocess.run(["git", *cmd], cwd=work, check=True, env=env)
+    return str(bare)
+
+
+def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
+    api_client: Any, control_plane: Any, app_registry: SampleApps, gitops_repo: str, tmp_path: Path
+) -> None:
+    require("Argo CD Application CRD", CRD.exists(), f"{CRD} missing")
+    from kubernetes import client
+
+    install_application_crd(api_client, CRD)
+    core = client.CoreV1Api(api_client)
+    app_ns, argocd = f"g-{uuid.uuid4().hex[:6]}", "argocd"
+    for ns in (app_ns, argocd):
+        if ns not in [n.metadata.name for n in core.list_namespace().items]:
+            core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
+    app_name = f"chat-{app_ns}"
+    kube = KubeCluster(api_client, poll_interval_s=0.3)
+    kube._request(  # the Application, as `oc apply -f argocd/application.yaml` would create it
+        "POST",
+        f"/apis/argoproj.io/v1alpha1/namespaces/{argocd}/applications",
+        body={
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": app_name, "namespace": argocd},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": gitops_repo, "path": "k8s", "targetRevision": "main"},
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": app_ns},
+                "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+            },
+        },
+    )
+    v1, v2, bad = app_registry.publish("ok"), app_registry.publish("ok"), app_registry.publish("unready")
+    target = DeployTarget(namespace=app_ns, deployment="web", container="app")
+    gitops = GitOpsCluster(
+        kube, repo_url=gitops_repo, workdir=tmp_path / "checkout", application=app_name, poll_interval_s=0.3
+    )
+
+    with running_gitops_syncer(api_client, tmp_path / "syncer-cache", namespace=argocd):
+        gitops.apply_manifests(target, sample_manifests(v1.image, progress_deadline_s=5))
+        first = gitops.roll_out(target, v1.image, run_key="g1", timeout_s=TIMEOUT_S)
+        assert first.verdict == "complete", first
+        second = gitops.roll_out(target, v2.image, run_key="g2", timeout_s=TIMEOUT_S)
+        assert second.verdict == "complete", second
+        url = service_url(control_plane.kubeconfig, app_ns, "web")
+        assert _version(url, v2.sha) == v2.sha
+        assert kube.current_image(target) == v2.image
+
+        broken = gitops.roll_out(target, bad.image, run_key="g3", timeout_s=TIMEOUT_S)
+        assert broken.verdict == "stalled", broken
+        restored = gitops.rollback(target, timeout_s=TIMEOUT_S)
+        assert restored.verdict == "restored", restored
+        assert restored.restored_image == v2.image
+        assert kube.current_image(target) == v2.image
+        assert _version(url, v2.sha) == v2.sha
+
+    log = subprocess.run(
+        ["git", f"--git-dir={gitops_repo}", "log", "--format=%s", "main"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert log[0].startswith("promptship: revert") and bad.image in log[1]
+    app = kube.read_object(f"/apis/argoproj.io/v1alpha1/namespaces/{argocd}/applications/{app_name}")
+    assert app is not None
+    head = subprocess.run(
+        ["git", f"--git-dir={gitops_repo}", "rev-parse", "main"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert app["status"]["sync"] == {**app["status"]["sync"], "status": "Synced", "revision": head}
+    assert app["status"]["health"]["status"] == "Healthy"
+    schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.validate(app["status"], schema["properties"]["status"])
