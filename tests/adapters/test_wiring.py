@@ -1,0 +1,54 @@
+"""wiring.build_services: real adapters from settings, or a ConfigError naming what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from promptship.errors import ConfigError
+from promptship.settings import Settings
+from promptship.wiring import build_services
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: not-a-real-token}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def _settings(tmp_path: Path, **github: object) -> Settings:
+    settings = Settings(home=tmp_path / "home")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    settings.kube.kubeconfig = kubeconfig
+    for key, value in github.items():
+        setattr(settings.github, key, value)
+    return settings
+
+
+def test_missing_token_is_a_config_error_naming_the_setting(tmp_path: Path):
+    with pytest.raises(ConfigError, match="PROMPTSHIP_GITHUB__TOKEN"):
+        build_services(_settings(tmp_path))
+
+
+def test_every_port_is_a_real_adapter(tmp_path: Path):
+    from promptship.adapters.github import GitHubHost
+    from promptship.adapters.kube import KubeCluster
+    from promptship.adapters.llm import LiteLLMGateway
+    from promptship.adapters.openhands import OpenHandsAgent
+    from promptship.store import Store
+
+    token = "ghp_" + "x" * 36
+    services = build_services(_settings(tmp_path, token=SecretStr(token), webhook_secret=SecretStr("s3cret")))
+    assert isinstance(services.llm, LiteLLMGateway)
+    assert isinstance(services.agent, OpenHandsAgent)
+    assert isinstance(services.code_host, GitHubHost)
+    assert isinstance(services.cluster, KubeCluster)
+    assert isinstance(services.sink, Store)
+    assert set(services.boundaries.values()) == {"real"}
+    assert token not in repr(services.settings)
