@@ -58,6 +58,39 @@ def test_hand_written_developer_prompts_are_not_flagged(scanner):
     assert len(flagged) <= 0.02 * len(rows), flagged
 
 
+# What the code agent's tool results look like: repository files and command output. None of it is secret;
+# flagging it would pin every agent run to local models.
+DEVELOPER_CONTENT = {
+    "package-lock": '"node_modules/vite": {"version": "7.0.1", "integrity": '
+    '"sha512-BfV0sVjbOBHx2vdGCbRbFyqiDvHcs2C+uQEpbe3BBfK1FbnRZAKQGqjUFzJBt5Fg0GmSOYTN5JzNZtE3M+qxJg=="}',
+    "requirements.lock": "httpx==0.28.1 \\\n"
+    "    --hash=sha256:d909fcccc110f8c7faf814ca82a9a4d816bc5a6dbfea25d6591d6985b8ba59ad",
+    "go.sum": "github.com/stretchr/testify v1.8.4 h1:CcVxjf3Q8PM0mHUKJCdn+eZZtm5yQwehR5yeSVQQcUk=",
+    "settings.py": "class Settings(BaseSettings):\n"
+    "    db_password: SecretStr = Field(description='Postgres password')\n"
+    "    api_token: str | None = None\n\ntoken = settings.api_token.get_secret_value()\n"
+    "password = os.environ['DB_PASSWORD']",
+    "k8s secretKeyRef": "env:\n  - name: OPENROUTER_API_KEY\n    valueFrom:\n      secretKeyRef:\n"
+    "        name: llm-secrets\n        key: openrouter-api-key",
+    "git log": "commit 9fceb02d0ae598e95dc970b74767f19372d61af8\nAuthor: Dev <dev@users.noreply.github.com>\n"
+    "Date:   Mon Nov 2 10:00:00 2026 +0000\n\n    fix: retry on 503",
+    "test with fake token": 'FAKE_TOKEN = "test-token"\nheaders = {"X-Session-API-Key": SESSION_KEY}',
+    "pytest": 'r = client.get("/chat", headers={"Authorization": "Bearer invalid"})\nassert r.status_code == 401',
+    "docs email": "Contact us at support@example.com for help.",
+    "log line": "2026-11-22T10:00:00Z INFO request_id=3fa85f64-5717-4562-b3fc-2c963f66afa6 status=200",
+    "digest": "Expected digest: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "secret manifest": "kind: Secret\nstringData:\n  DB_PASSWORD: ${DB_PASSWORD}",
+    "config": "llm:\n  default_model: mistral\n  timeout_s: 30\n  password_min_length: 12\n  token_ttl_seconds: 3600",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEVELOPER_CONTENT))
+def test_ordinary_repository_content_is_not_flagged(scanner, name):
+    text = DEVELOPER_CONTENT[name]
+    result = scanner.scan(text)
+    assert not result.sensitive, [(f.detector, f.subtype, text[f.start : f.end]) for f in result.findings]
+
+
 @pytest.mark.parametrize(
     ("where", "messages", "tools"),
     [
@@ -100,7 +133,7 @@ def test_hand_written_developer_prompts_are_not_flagged(scanner):
             [
                 {
                     "role": "user",
-                    "content": [{"type": "text", "text": "mail jane.roe@example.com the card 4111 1111 1111 1111"}],
+                    "content": [{"type": "text", "text": "mail jane.roe@proton.me the card 4111 1111 1111 1111"}],
                 }
             ],
             None,
@@ -138,9 +171,9 @@ def test_scan_messages_passes_an_ordinary_request(scanner):
 
 
 def test_redact_with_hides_what_the_scanner_finds(scanner):
-    text = f"token {GH}, write to jane.roe@example.com, IdNr. 98765432106"
+    text = f"token {GH}, write to jane.roe@proton.me, IdNr. 98765432106"
     out = redact_with(scanner, text)
-    for secret in (GH, "jane.roe@example.com"):
+    for secret in (GH, "jane.roe@proton.me"):
         assert secret not in out
     assert out.startswith("token [REDACTED]")
 

@@ -23,7 +23,14 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from promptship.domain.gate import SECRET_WORDS, Finding, GateResult, outbound_texts, scan_rules
+from promptship.domain.gate import (
+    SECRET_WORDS,
+    Finding,
+    GateResult,
+    is_placeholder_email,
+    outbound_texts,
+    scan_rules,
+)
 from promptship.domain.redaction import redact
 
 Layer = str
@@ -205,6 +212,7 @@ class SensitiveDataScanner:
             Finding("pii", entity.lower(), start, end, "presidio")
             for entity, start, end, score in scored
             if score >= _PRESIDIO_MIN_SCORE.get(entity, self._min_score)
+            and not (entity == "EMAIL_ADDRESS" and is_placeholder_email(text[start:end]))
         ]
 
     def _presidio_direct(self, text: str) -> list[tuple[str, int, int, float]]:

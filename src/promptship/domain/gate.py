@@ -256,6 +256,14 @@ _TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("twilio_key", ("AC", "SK"), r"\b(?:AC|SK)[a-z0-9]{32}\b"),
 )
 
+_CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
+_PLACEHOLDER_WORD = r"(?:test|testing|fake|dummy|example|sample|invalid|placeholder|changeme|my|your|some|the|secret|"
+_PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|dev|local|demo|default)"
+_PLACEHOLDER_WORDS = re.compile(rf"(?i){_PLACEHOLDER_WORD}(?:[-_ ]{_PLACEHOLDER_WORD})*")
+_CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
+_PLACEHOLDER_WORD = r"(?:test|testing|fake|dummy|example|sample|invalid|placeholder|changeme|my|your|some|the|secret|"
+_PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|dev|local|demo|default)"
+_PLACEHOLDER_WORDS = re.compile(rf"(?i){_PLACEHOLDER_WORD}(?:[-_ ]{_PLACEHOLDER_WORD})*")
 _PLACEHOLDER = re.compile(
     r"(?i)^(?:x+|\*+|\.+|-+|<[^>]*>|\{\{[^}]*\}\}|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|%\([^)]*\)s|"
     r"your[_-]?\w*|changeme|change[_-]?me|example\w*|placeholder|dummy|redacted|none|null|nil|true|false|"
@@ -266,8 +274,8 @@ _PLACEHOLDER = re.compile(
 # A credential word assigned a value: password = "hunter2", "api_key": "…", export TOKEN=…, --password=…
 _ASSIGNMENT = re.compile(
     rf"(?i)(?:{SECRET_WORDS})[A-Za-z0-9_.-]*(?:\[\d*\])?[\"']?"
-    r"(?:\s+(?:string|str|const|final))?\s*"
-    r"(?:!==?|===?|:{1,3}=|\?=|\.=|\+=|=>|=|:|,|\s+is\s+|\s+est\s+|(?=[\"']))\s*"
+    r"(?:[ \t]+(?:string|str|const|final))?[ \t]*"
+    r"(?:!==?|===?|:{1,3}=|\?=|\.=|\+=|=>|=|:|,|[ \t]+is[ \t]+|[ \t]+est[ \t]+|(?=[\"']))[ \t]*"
     r"(?:(?:b|r|u|f|@)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;]{4,300}))"
 )
 # "value" == password  (the literal first, as in `if ("…" === password)`)
@@ -280,7 +288,15 @@ _AUTH_HEADER = re.compile(
 _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)")
 _CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?:-u|--user)[\s=]*(\S*:\S*)")
 _HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
-_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth|credential|signature|hmac|salt)")
+_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|signature|hmac|salt)")
+# Digests are not secrets: package-lock integrity, go.sum, pip hashes, git commits.
+_DIGEST_PREFIX = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)[-:=]|h1:|md5[-:=])$")
+_DIGEST_WORDS = re.compile(r"(?i)\b(?:commit|sha|hash|digest|checksum|revision|rev|merge|parent|tree|blob|etag)\b")
+# RFC 2606/6761 documentation domains and no-reply senders are placeholders, not someone's address.
+_EMAIL_PLACEHOLDER = re.compile(
+    r"(?i)^(?:no-?reply|donotreply)@|@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$"
+    r"|@users\.noreply\.github\.com$"
+)
 
 # --- PII ---
 _EMAIL = re.compile(r"(?i)(?<![\w.+-])[a-z0-9._%+-]{1,64}@(?:[a-z0-9-]{1,63}\.)+(?:xn--[a-z0-9-]{2,59}|[a-z]{2,24})\b")
@@ -345,7 +361,7 @@ def _looks_random_anywhere(value: str) -> bool:
 
 def _plausible_secret_value(value: str) -> bool:
     value = value.strip()
-    if len(value) < 4 or _PLACEHOLDER.match(value):
+    if len(value) < 4 or _PLACEHOLDER.match(value) or _PLACEHOLDER_WORDS.fullmatch(value):
         return False
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
         return False
@@ -358,6 +374,11 @@ def _plausible_secret_value(value: str) -> bool:
     if re.fullmatch(r"[a-z]+", value) and len(value) < 8:
         return False
     return True
+
+
+def is_placeholder_email(address: str) -> bool:
+    """A documentation-domain (example.com, .test, .invalid…) or no-reply address: not personal data."""
+    return bool(_EMAIL_PLACEHOLDER.search(address))
 
 
 def luhn_ok(digits: str) -> bool:
@@ -415,7 +436,10 @@ def scan_rules(text: str) -> list[Finding]:
 
     for m in ci(_ASSIGNMENT).finditer(hay):
         group = 1 if m.group(1) is not None else 2
-        if _plausible_secret_value(text[m.start(group) : m.end(group)]):
+        value = text[m.start(group) : m.end(group)]
+        if group == 2 and _CODE_REFERENCE.fullmatch(value.rstrip(")}];")):
+            continue  # `password: SecretStr`, `key = SESSION_KEY`: a type or a name, not a value
+        if _plausible_secret_value(value):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_COMPARED).finditer(hay):
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
@@ -434,11 +458,19 @@ def scan_rules(text: str) -> list[Finding]:
             add("secret", "basic_auth", m.span(1))
     random_check = _looks_random if ci(_ENTROPY_CONTEXT).search(hay) else _looks_random_anywhere
     for m in _HIGH_ENTROPY.finditer(text):
-        if random_check(m.group(0)):
+        value = m.group(0)
+        if re.match(r"(?i)sha(?:1|224|256|384|512)-", value) or _DIGEST_PREFIX.search(text, 0, m.start()):
+            continue
+        if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", value) and _DIGEST_WORDS.search(
+            text, max(0, m.start() - 40), m.start()
+        ):
+            continue
+        if random_check(value):
             add("secret", "high_entropy", m.span())
 
     for m in _EMAIL.finditer(text):
-        add("pii", "email", m.span())
+        if not is_placeholder_email(m.group(0)):
+            add("pii", "email", m.span())
     for pattern in _PHONE_PATTERNS:
         for m in pattern.finditer(text):
             if 8 <= sum(c.isdigit() for c in m.group(0)) <= 15:
