@@ -107,6 +107,7 @@ def run() -> None:
                 full_ms.append((time.perf_counter() - t0) * 1000)
             full_bytes = sum(len(r.response_body) for r in forge.requests[start:])
 
+    polled, woken = _requests_per_ci_wait()
     print(f"   git push (baseline)          {summary(push_ms)}")
     print(f"   push + create PR             {summary(pr_ms)}")
     print(f"   find existing PR (re-run)    {summary(find_ms)}")
@@ -118,3 +119,89 @@ def run() -> None:
         f"(median), p99 {percentile(full_ms, 99) / percentile(cond_ms, 99):.2f}x; bytes per poll "
         f"{full_bytes / POLLS:.0f} vs {cond_bytes / POLLS:.0f}"
     )
+    print(
+        f"   REST requests per CI wait (3 s build): polling {statistics.median(polled):.0f} "
+        f"(backoff 0.5 s x1.5), webhook wake-ups {statistics.median(woken):.0f} (median of {len(polled)})"
+    )
+
+
+def _requests_per_ci_wait(rounds: int = 3) -> tuple[list[int], list[int]]:
+    """How many REST requests one CI wait makes on a 3-second build: polling with backoff, or sleeping until
+    the forge's signed check_suite webhook wakes it (the receiver side is a minimal HMAC-checking handler)."""
+    import hashlib
+    import hmac
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from github import Auth, Github
+    from pydantic import SecretStr
+
+    from promptship.adapters.github import GitHubHost
+    from promptship.domain.ci import Backoff
+    from promptship.domain.ci_events import InProcessCIWakeups
+    from promptship.domain.webhooks import CISignal
+    from promptship.sandbox.forge import running_forge
+
+    secret = "bench-secret"
+    wakeups = InProcessCIWakeups()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            if hmac.compare_digest(expected, self.headers.get("X-Hub-Signature-256", "")):
+                if self.headers["X-GitHub-Event"] == "check_suite":
+                    payload = json.loads(body)
+                    wakeups.notify(
+                        CISignal(
+                            repository=payload["repository"]["full_name"],
+                            sha=payload["check_suite"]["head_sha"],
+                            event="check_suite",
+                        )
+                    )
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    polled: list[int] = []
+    woken: list[int] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-github-wait-") as tmp:
+            src = Path(tmp) / "src"
+            src.mkdir()
+            (src / "Makefile").write_text("test:\n\t@sleep 3; echo ok\n")
+            url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+            with running_forge(Path(tmp) / "forge", webhook_url=url, webhook_secret=secret) as forge:
+                forge.seed_repository("bench", "wait", src)
+                forge.wait_idle(60)
+                gh = Github(
+                    base_url=forge.api_url,
+                    auth=Auth.Token(forge.token),
+                    seconds_between_requests=0,
+                    seconds_between_writes=0,
+                    retry=None,
+                )
+                backoff = Backoff(initial_s=0.5, factor=1.5, max_s=5.0)
+                for i in range(rounds):
+                    for mode, out in (("poll", polled), ("wake", woken)):
+                        host = GitHubHost(
+                            gh,
+                            token=SecretStr(forge.token),
+                            backoff=backoff,
+                            wakeups=wakeups if mode == "wake" else None,
+                            webhook_fallback_s=60,
+                        )
+                        sha = forge.commit_files("bench", "wait", f"{mode}{i}", {"n.txt": f"{i}"}, mode)
+                        host.wait_for_ci("bench/wait", sha, timeout_s=120)
+                        out.append(host.polls)
+                        forge.wait_idle(60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return polled, woken

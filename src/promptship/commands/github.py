@@ -126,6 +126,7 @@ def _register_forge(app: typer.Typer) -> None:
             webhook_secret=secret,
             run_ci=not no_ci,
             token=os.environ.get("PROMPTSHIP_GITHUB__TOKEN") or None,
+            request_log_limit=2000,
         )
         token_file = root_dir / "token"
         token_file.write_text(f.token + "\n")

@@ -52,13 +52,16 @@ def init_bare(git_dir: Path, default_branch: str) -> None:
     git(git_dir, "config", "uploadpack.allowAnySHA1InWant", "true")
 
 
-def commit_directory(git_dir: Path, source_dir: Path, branch: str, message: str) -> str:
-    """Commit the contents of ``source_dir`` (honouring its .gitignore) as the tip of ``branch``."""
+def commit_directory(
+    git_dir: Path, source_dir: Path, branch: str, message: str, *, start_from: str | None = None
+) -> str:
+    """Commit the contents of ``source_dir`` (honouring its .gitignore) as the tip of ``branch`` — on top of
+    its current tip, or of ``start_from`` when the branch does not exist yet."""
     with tempfile.TemporaryDirectory(prefix="forge-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(source_dir)}
         git(git_dir, "add", "-A", ".", env=env)
         tree = git(git_dir, "write-tree", env=env).strip()
-    parent = rev_parse(git_dir, f"refs/heads/{branch}")
+    parent = rev_parse(git_dir, f"refs/heads/{branch}") or start_from
     args = ["commit-tree", tree, "-m", message] + (["-p", parent] if parent else [])
     sha = git(git_dir, *args).strip()
     git(git_dir, "update-ref", f"refs/heads/{branch}", sha)

@@ -117,6 +117,7 @@ class Forge:
         test_timeout_s: float = 900.0,
         python: str | None = None,
         token: str | None = None,
+        request_log_limit: int | None = None,
     ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -126,6 +127,7 @@ class Forge:
         self.test_timeout_s = test_timeout_s
         self.python = python or sys.executable
         self.requests: list[LoggedRequest] = []
+        self.request_log_limit = request_log_limit  # None: keep every request (tests); a number: the latest
         self.ci_runs: list[CIRun] = []
         self._lock = threading.RLock()
         self._ids = 1000
@@ -211,14 +213,16 @@ class Forge:
         return sha
 
     def commit_files(self, owner: str, repo: str, branch: str, files: dict[str, str | None], message: str) -> str:
-        """Commit directly to ``branch`` as another developer would (None deletes a file); CI runs on it."""
+        """Commit directly to ``branch`` as another developer would (None deletes a file); CI runs on it.
+        A new branch starts from the default branch."""
         with self._lock:
             r = self._repo(owner, repo)
             old = g.rev_parse(r.git_dir, f"refs/heads/{branch}")
+            start = old or g.rev_parse(r.git_dir, f"refs/heads/{r.default_branch}")
             work = self.root / "tmp" / secrets.token_hex(6)
             try:
-                if old:
-                    g.export_tree(r.git_dir, old, work)
+                if start:
+                    g.export_tree(r.git_dir, start, work)
                 work.mkdir(parents=True, exist_ok=True)
                 for name, content in files.items():
                     path = work / name
@@ -227,7 +231,7 @@ class Forge:
                     else:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(content)
-                sha = g.commit_directory(r.git_dir, work, branch, message)
+                sha = g.commit_directory(r.git_dir, work, branch, message, start_from=start)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         self._after_push(r, {f"refs/heads/{branch}": (old, sha)})
@@ -1177,6 +1181,10 @@ class _Handler(BaseHTTPRequestHandler):
                 method, path, query, status, logged_headers, headers, payload, body if path.startswith("/api/") else b""
             )
         )
+        limit = self.forge.request_log_limit
+        if limit is not None and len(self.forge.requests) > limit + limit // 10:
+            del self.forge.requests[: len(self.forge.requests) - limit]
+            del self.forge.hooks.deliveries[: max(0, len(self.forge.hooks.deliveries) - limit)]
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
