@@ -114,3 +114,57 @@ def test_a_backend_that_is_down_shows_an_error(page, frontend: Frontend) -> None
     page.get_by_label("Message").fill("again")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     screenshot(page, "chat-backend-down")
+
+
+class HeldBackend:
+    """A backend stand-in that holds each /chat until released, so the loading state can be observed."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.release = threading.Event()
+        release = self.release
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                release.wait(60)
+                body = b'{"response": "Sorry for the wait."}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_loading_indicator_while_waiting_for_the_answer(page, frontend: Frontend) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    held = HeldBackend()
+    try:
+        frontend.backend_url = held.url
+        page.goto(frontend.url)
+        send(page, "Take your time")
+        expect(page.get_by_test_id("loading")).to_be_visible()
+        expect(page.get_by_role("button", name="Sending…")).to_be_disabled()
+        screenshot(page, "chat-loading")
+        held.release.set()
+        expect(page.locator('li.message[data-role="assistant"]')).to_contain_text("Sorry for the wait.")
+        expect(page.get_by_test_id("loading")).to_have_count(0)
+    finally:
+        held.close()
