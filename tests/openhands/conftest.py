@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import os
-import re
-import secrets
-import socket
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from pydantic import SecretStr
 from promptship.adapters.openhands import OpenHandsAgent
 from promptship.domain.request import branch_for, conversation_id_for
 from promptship.domain.results import AgentTask
+from promptship.sandbox.agent_server import agent_server_installed, running_agent_server
 from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in
-from tests.conftest import REPO_ROOT, require
-
-SCRIPT = REPO_ROOT / "scripts" / "openhands.sh"
+from tests.conftest import require
 
 # What a developer's shell or a CI runner might hold; `up` must not hand any of it to the agent.
 PARENT_CREDENTIALS = {
@@ -50,48 +48,24 @@ class AgentServer:
         return httpx.Client(base_url=self.url, timeout=30.0, **kw)  # type: ignore[arg-type]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _installed() -> tuple[bool, str]:
-    """Is the venv of ``openhands.sh install`` there and importable? (same path rule as the script)"""
-    version = re.search(r"^VERSION=(\S+)", SCRIPT.read_text(), re.M)
-    assert version, "scripts/openhands.sh lost its VERSION= line"
-    cache = Path(os.environ.get("PROMPTSHIP_CACHE") or Path.home() / ".cache" / "promptship")
-    venv = cache / f"openhands-{version.group(1)}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        return False, f"no venv at {venv}: run `make openhands-install`"
-    ok = subprocess.run([str(python), "-c", "import openhands.agent_server"], capture_output=True).returncode == 0
-    return ok, "" if ok else f"{venv} does not import openhands.agent_server: run `make openhands-install`"
-
-
 @pytest.fixture(scope="session")
 def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
     reuse = os.environ.get("OPENHANDS_TEST_URL")
     if reuse:
         yield AgentServer(reuse.rstrip("/"), os.environ.get("OPENHANDS_TEST_SESSION_KEY", ""), None)
         return
-    ok, why = _installed()
+    ok, why = agent_server_installed()
     require("openhands agent-server", ok, why)
-    state = tmp_path_factory.mktemp("openhands-state")
-    key = "sess-" + secrets.token_hex(16)
-    env = {
-        **os.environ,
-        **PARENT_CREDENTIALS,
-        "OPENHANDS_PORT": str(_free_port()),
-        "OPENHANDS_STATE_DIR": str(state),
-        "OPENHANDS_SESSION_API_KEY": key,
-    }
-    up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=300)
-    try:
-        require("openhands agent-server", up.returncode == 0, f"`openhands.sh up` failed: {up.stderr[-2000:]}")
-        yield AgentServer(up.stdout.strip().splitlines()[-1], key, state)
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=60)
+    parent_env = {**os.environ, **PARENT_CREDENTIALS}
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(
+                running_agent_server(tmp_path_factory.mktemp("openhands-state"), parent_env=parent_env)
+            )
+        except RuntimeError as exc:
+            require("openhands agent-server", False, str(exc))
+            raise
+        yield AgentServer(server.url, server.session_key, server.state_dir)
 
 
 @pytest.fixture
@@ -149,12 +123,12 @@ class Checkout:
         )
 
 
-@pytest.fixture
-def checkout(tmp_path: Path) -> Checkout:
-    """A real git checkout of a small Python service on a fresh run's work branch (unique run key per test)."""
-    root = tmp_path / "checkout"
-    root.mkdir()
-    for rel, text in SEED_FILES.items():
+def make_checkout(root: Path, files: dict[str, str] | None = None, source: Path | None = None) -> Checkout:
+    """A real git checkout (from ``files`` or a copy of ``source``) on a fresh run's work branch."""
+    root.mkdir(parents=True)
+    if source is not None:
+        shutil.copytree(source, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    for rel, text in (files or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     git(root, "init", "-q", "-b", "main")
@@ -164,3 +138,12 @@ def checkout(tmp_path: Path) -> Checkout:
     branch = branch_for(run_key)
     git(root, "checkout", "-qb", branch)
     return Checkout(root, run_key, branch, git(root, "rev-parse", "HEAD"))
+
+
+_NOT_COPIED = ("node_modules", "dist", "__pycache__", ".pytest_cache", ".venv")
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Checkout:
+    """A small Python service with a Makefile test target and k8s manifests (unique run key per test)."""
+    return make_checkout(tmp_path / "checkout", SEED_FILES)
