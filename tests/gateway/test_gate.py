@@ -96,6 +96,10 @@ def test_outbound_texts_accepts_arguments_given_as_objects():
         ("IBAN FR14 2004 1010 0505 0001 3M02 606", "iban"),
         ("ssn 123-45-6789", "us_ssn"),
         ("CONFIDENTIAL - internal only roadmap", "marker"),
+        ("redis://:p4ssw0rdRedis@10.0.0.5:6379/0", "url_credentials"),
+        ("Mot de passe du compte admin : Azerty123!", "password_in_prose"),
+        ("mysql -u root -p'Sup3rS3cret!' app", "cli_password"),
+        ("docker login -u ci --password-stdin <<< dckr_pat_2b3e36beeb386dfdaacb9b46004c", "docker_pat"),
         ("Document interne, ne pas diffuser.", "marker"),
     ],
 )
@@ -119,6 +123,8 @@ def test_rules_find(text, subtype):
         "The restaurant is at 17151 2450 Crown St",
         "IBAN FR00 0000 0000 0000 0000 0000 000 is a bad checksum",
         "call get_password() and cache the result",
+        "The password field is required and must be 12+ characters.",
+        "Enter your password: ********",
     ],
 )
 def test_rules_do_not_flag_ordinary_developer_prompts(text):

@@ -245,6 +245,7 @@ _TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         r"\b(?:ABSK[A-Za-z0-9+/]{109,269}={0,2}|bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t)",
     ),
     ("teams_webhook", (".webhook.office.com",), r"https://[a-z0-9]+\.webhook\.office\.com/webhookb2/[a-z0-9-]+@"),
+    ("docker_pat", ("dckr_pat_",), r"\bdckr_pat_[A-Za-z0-9_-]{20,}"),
     ("sidekiq_secret", ("CONTRIBSYS",), r"\bBUNDLE_(?:ENTERPRISE__CONTRIBSYS__COM|GEMS__CONTRIBSYS__COM)"),
     (
         "sidekiq_url",
@@ -280,7 +281,15 @@ _ASSIGNMENT = re.compile(
 )
 # "value" == password  (the literal first, as in `if ("…" === password)`)
 _COMPARED = re.compile(rf"(?i)[\"'`]([^\"'`\n]{{4,300}})[\"'`]\s*(?:!==?|===?)\s*[\w.]*(?:{SECRET_WORDS})")
-_URL_CREDENTIALS = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^/\s:@'\"]{1,100}):([^/\s@'\"]{3,200})@[\w.-]+")
+_URL_CREDENTIALS = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^/\s:@'\"]{0,100}):([^/\s@'\"]{3,200})@[\w.-]+")
+# "the password is Xy7!kP2#", "mot de passe du compte admin : Azerty123!" — prose, value must look like one
+_PROSE_PASSWORD = re.compile(
+    r"(?i)\b(?:password|passwd|passphrase|mot de passe|passwort|kennwort|contraseña|senha|pin code)\b"
+    r"[^\n:=]{0,40}?(?:\bis\b|\best\b|:|=)\s*[\"'`]?([^\s\"'`]{6,64})"
+)
+_CLI_PASSWORD = re.compile(
+    r"(?i)\b(?:docker|podman|helm|mysql|mysqladmin|sshpass|htpasswd|smbclient)\b[^\n]{0,120}?\s-p\s*[\"']?([^\s\"']{6,})"
+)
 _AUTH_HEADER = re.compile(
     r"(?i)\b(?:authorization|x-api-key|x-auth-token|api-key|private-token|x-access-token)\s*[:=]\s*[\"']?"
     r"(?:(?:bearer|basic|token|bot|digest|apikey)\s+)?([A-Za-z0-9._~+/=:-]{8,})"
@@ -444,6 +453,16 @@ def scan_rules(text: str) -> list[Finding]:
     for m in ci(_COMPARED).finditer(hay):
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
             add("secret", "compared_credential", m.span(1))
+    for pattern, subtype in ((_PROSE_PASSWORD, "password_in_prose"), (_CLI_PASSWORD, "cli_password")):
+        for m in pattern.finditer(text):
+            value = m.group(1).rstrip(".,;)")
+            if (
+                re.search(r"[A-Za-z]", value)
+                and re.search(r"[\d\W_]", value)
+                and _plausible_secret_value(value)
+                and not _CODE_REFERENCE.fullmatch(value)
+            ):
+                add("secret", subtype, (m.start(1), m.start(1) + len(value)))
     for m in _URL_CREDENTIALS.finditer(text):
         if not _PLACEHOLDER.match(m.group(2)):
             add("secret", "url_credentials", m.span(2))
