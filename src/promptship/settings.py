@@ -48,6 +48,11 @@ class LLMSettings(BaseModel):
     display_currency: str = Field(default="EUR", description="Currency the seed's budget targets are shown in.")
     usd_to_display_rate: float = Field(default=0.92, gt=0, description="1 USD in the display currency.")
     timezone: str = Field(default="UTC", description="Timezone that delimits a ledger day.")
+    gate_allowlist: list[str] = Field(
+        default_factory=lambda: ["openhands@all-hands.dev"],
+        description="Exact values the sensitive-data gate may let leave the machine because they are public "
+        "(default: the commit e-mail in the OpenHands agent-server's own system prompt).",
+    )
 
 
 class BudgetSettings(BaseModel):

@@ -214,6 +214,7 @@ def build_llm_gateway(settings: Settings, *, engine=None):  # -> LiteLLMGateway 
         timeout_s=policy.timeout_s,
         over_budget=over_budget,  # type: ignore[arg-type]  # checked above
         local_cost_per_1k_tokens_usd=settings.llm.local_cost_per_1k_tokens_usd,
+        allow_values=settings.llm.gate_allowlist,
     )
 
 

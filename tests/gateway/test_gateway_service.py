@@ -257,3 +257,22 @@ def test_service_answers_validate_against_the_openai_types(service: Service, llm
     headers = {"authorization": f"Bearer {key}"}
     validate_openai_exchange(service.base_url, "/v1/chat/completions", headers, body)
     validate_openai_exchange(service.base_url, "/v1/chat/completions", headers, body)
+
+
+def test_agent_boilerplate_allowlisted_but_real_secrets_still_local(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), allow_values=["openhands@all-hands.dev"])
+    system = 'Use "openhands" as the user.name and "openhands@all-hands.dev" as the user.email when committing.'
+    for service in _serve(gateway):
+        key = service.key_for("run-o")
+        headers = {"authorization": f"Bearer {key}"}
+        body = {"model": "x", "messages": [{"role": "system", "content": system}, {"role": "user", "content": "go"}]}
+        with httpx.Client(base_url=service.base_url, timeout=30) as http:
+            public = http.post("/v1/chat/completions", json=body, headers=headers)
+            body["messages"][1]["content"] = "also mail the report to jane.doe@acme-corp.com"
+            private = http.post("/v1/chat/completions", json=body, headers=headers)
+        assert public.status_code == private.status_code == 200
+        assert public.json()["model"] == "gpt-4o" and private.json()["model"] == "llama3"
+        assert [r.model for r in llm.completions()] == ["openai/gpt-4o", "llama3"]
+        assert not cloud_requests(llm)[0].contains("jane.doe")
+        cost = float(public.headers["x-litellm-response-cost"])
+        assert cost > 0 and gateway.run_cost_usd("run-o") == pytest.approx(cost)

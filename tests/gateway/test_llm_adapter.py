@@ -137,6 +137,7 @@ def test_agent_access_mints_a_key_stored_as_hash(llm: LLMStandIn, scanner, tmp_p
     access = gateway.agent_access("run-9", decision, 1.5)
     key = access.api_key.get_secret_value()
     assert access.base_url == "http://127.0.0.1:4000/v1" and access.model == "openai/gpt-4o"
+    assert (access.input_cost_per_token, access.output_cost_per_token) == (2.5e-6, 10e-6)  # the ledger's prices
     assert key not in repr(access)
     found = gateway.access_for(key)
     assert found is not None and found.run_key == "run-9" and found.budget_usd == 1.5

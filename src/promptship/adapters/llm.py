@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
-from promptship.domain.gate import GateResult
+from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
 from promptship.domain.request import TaskClass
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, Usage
@@ -121,6 +121,7 @@ class LiteLLMGateway:
         local_cost_per_1k_tokens_usd: float = 0.0,
         local_available: bool | Collection[str] = True,
         default_max_tokens: int = 2048,
+        allow_values: Collection[str] = (),
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.policy = policy
@@ -134,6 +135,7 @@ class LiteLLMGateway:
         self.local_cost_per_1k_tokens_usd = local_cost_per_1k_tokens_usd
         self.local_available = local_available
         self.default_max_tokens = default_max_tokens
+        self.allow_values = frozenset(v for v in allow_values if v)
         self.sleep = sleep
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -145,7 +147,7 @@ class LiteLLMGateway:
         return decide_route(
             text,
             policy=self.policy,
-            findings=self.scanner.scan(text),
+            findings=self._allowed(self.scanner.scan(text), text),
             task_class=task_class,
             force_local=force_local,
             local_available=self.local_available,
@@ -176,8 +178,13 @@ class LiteLLMGateway:
         key = "psk-run-" + secrets.token_urlsafe(32)
         self.ledger.open_run(run_key, budget_usd=budget_usd)
         self.ledger.add_access_key(key, run_key, decision, budget_usd)
+        spec = self.policy.spec(decision.model)
         return AgentLLMAccess(
-            base_url=f"{self.gateway_url}/v1", api_key=SecretStr(key), model=f"openai/{decision.model}"
+            base_url=f"{self.gateway_url}/v1",
+            api_key=SecretStr(key),
+            model=f"openai/{decision.model}",
+            input_cost_per_token=spec.input_cost_per_token,
+            output_cost_per_token=spec.output_cost_per_token,
         )
 
     def run_cost_usd(self, run_key: str) -> float:
@@ -233,7 +240,7 @@ class LiteLLMGateway:
         task_class: TaskClass | None,
         force_local: bool,
     ) -> RouteDecision:
-        gate = self.scanner.scan_messages(messages, tools)
+        gate = self._gate(messages, tools)
         return decide_route(
             _classification_text(messages),
             policy=self.policy,
@@ -248,7 +255,7 @@ class LiteLLMGateway:
     ) -> RouteDecision:
         """The agent's calls keep the run's decision unless the gate finds sensitive data now (⇒ local)."""
         pinned = access.decision
-        gate = self.scanner.scan_messages(messages, tools)
+        gate = self._gate(messages, tools)
         if not gate.sensitive and not pinned.sensitive and pinned.model in self.policy.models:
             return pinned
         return decide_route(
@@ -259,6 +266,19 @@ class LiteLLMGateway:
             force_local=pinned.sensitive,
             local_available=self.local_available,
         )
+
+    def _gate(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None) -> GateResult:
+        """The scanner's verdict on everything that would leave the machine, less allow-listed public values."""
+        gate = self.scanner.scan_messages(messages, tools)
+        if not gate.findings or not self.allow_values:
+            return gate
+        return self._allowed(gate, "\n\n".join(outbound_texts(messages, tools)))
+
+    def _allowed(self, gate: GateResult, text: str) -> GateResult:
+        """``gate`` without the findings whose matched text is exactly an allow-listed value."""
+        if not gate.findings or not self.allow_values:
+            return gate
+        return GateResult.of(f for f in gate.findings if text[f.start : f.end] not in self.allow_values)
 
     def _local_ok(self, group: str) -> bool:
         if isinstance(self.local_available, bool):

@@ -29,6 +29,8 @@ from promptship.adapters.llm import STEP_HEADER, LiteLLMGateway
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from promptship.store.ledger import RunAccess
 
+COST_HEADER = "x-litellm-response-cost"
+
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": kind}}, status_code=status)
@@ -72,7 +74,9 @@ def create_gateway_app(gateway: LiteLLMGateway) -> Starlette:
         try:
             if not body.get("stream"):
                 result = await run_in_threadpool(gateway.chat, access, body, step=step)
-                return JSONResponse(result)
+                # LiteLLM proxy's convention: LiteLLM-based clients (the OpenHands SDK) take the cost from here.
+                cost = str(result.get("usage", {}).get("cost", 0.0))
+                return JSONResponse(result, headers={COST_HEADER: cost})
             chunks = await run_in_threadpool(gateway.stream_chat, access, body, step=step)
         except (SensitiveDataBlocked, BudgetExceeded, LLMError, ValueError) as exc:
             return _error_response(exc)
