@@ -16,7 +16,7 @@ from promptship.adapters.health import HttpHealthProbe
 from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
 from promptship.errors import ClusterError
-from promptship.sandbox.cluster import service_url
+from promptship.sandbox.cluster import free_port, service_url
 from promptship.sandbox.sample_app import SampleApps
 from promptship.sandbox.sample_app import sample_manifests as app_manifests
 
@@ -63,7 +63,10 @@ def test_first_deploy_completes_and_the_process_answers_its_sha(
 ) -> None:
     v1 = app_registry.publish("ok")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
-    applied = kube.apply_manifests(target, app_manifests(v1.image))
+    manifests = app_manifests(v1.image)
+    fixed_port = free_port()  # the Service asks the kubelet's proxy for a fixed local port
+    manifests[1]["metadata"]["annotations"] = {"promptship.dev/local-port": str(fixed_port)}
+    applied = kube.apply_manifests(target, manifests)
     assert applied.applied == ("Deployment/web", "Service/web")
 
     result = kube.roll_out(target, v1.image, run_key="run-1", timeout_s=TIMEOUT_S)
@@ -72,6 +75,7 @@ def test_first_deploy_completes_and_the_process_answers_its_sha(
     assert result.revision == 1
     assert kube.current_image(target) == v1.image
     url = service_url(control_plane.kubeconfig, namespace, "web")
+    assert url == f"http://127.0.0.1:{fixed_port}"
     assert probe.check(f"{url}/health").verdict == "healthy"
     assert _version(url, v1.sha) == v1.sha
 
@@ -263,3 +267,61 @@ def test_two_concurrent_rollouts_of_one_deployment_are_serialized(
     assert {results["run-a"].revision, results["run-b"].revision} == {2, 3}
     assert holders <= {"run:run-a", "run:run-b"} and holders
     assert kube.lease_holder(target) is None
+
+
+def test_the_least_privilege_deployer_role_is_enough_and_no_more(
+    api_client: Any, namespace: str, app_registry: SampleApps, control_plane: Any
+) -> None:
+    """k8s/base/deployer-rbac.yaml's Role, bound to a ServiceAccount in the test namespace: a full apply,
+    rollout and rollback work with its token; a ClusterRoleBinding is refused (and the guard rails refuse it
+    before the API server is even asked)."""
+    import yaml
+    from kubernetes import client
+
+    from tests.conftest import REPO_ROOT
+
+    rbac = REPO_ROOT / "k8s" / "base" / "deployer-rbac.yaml"
+    assert rbac.exists(), f"{rbac}: the deployer's RBAC"
+    role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d and d["kind"] == "Role")
+    role["metadata"]["namespace"] = namespace
+    client.RbacAuthorizationV1Api(api_client).create_namespaced_role(namespace, role)
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "deployer"}})  # type: ignore[arg-type]
+    client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(
+        namespace,
+        {  # type: ignore[arg-type]
+            "metadata": {"name": "deployer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "deployer",
+        namespace,
+        {"spec": {"audiences": [], "expirationSeconds": 600}},  # type: ignore[arg-type]
+    ).status.token
+    cfg = client.Configuration()
+    cfg.host = control_plane.api_url
+    cfg.ssl_ca_cert = str(control_plane.state_dir / "pki" / "ca.crt")
+    cfg.api_key = {"BearerToken": token}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    deployer = KubeCluster(client.ApiClient(cfg), poll_interval_s=0.3)
+    v1, v2 = app_registry.publish("ok"), app_registry.publish("unready")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+
+    deployer.apply_manifests(target, app_manifests(v1.image, progress_deadline_s=5))
+    assert deployer.roll_out(target, v1.image, run_key="sa-1", timeout_s=TIMEOUT_S).verdict == "complete"
+    stalled = deployer.roll_out(target, v2.image, run_key="sa-2", timeout_s=TIMEOUT_S)
+    assert stalled.verdict == "stalled" and stalled.events  # it may read the events that explain it
+    assert deployer.rollback(target, timeout_s=TIMEOUT_S).verdict == "restored"
+
+    crb = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"escalate-{namespace}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
+    }
+    with pytest.raises(ClusterError) as refused:
+        deployer._request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=crb)
+    assert refused.value.status == 403

@@ -18,7 +18,8 @@ What it does, like a kubelet, through the API server only:
   (``nginx:1.25``…) is a *placeholder*: Ready with no process;
 - a *service proxy*: every Service with a selector gets a listener on ``127.0.0.1:<port>`` (annotation
   ``promptship.dev/local-url``) forwarding TCP to a ready pod's host port, so a health URL stays stable across
-  rollouts and rollbacks. Pod and cluster IPs are fake and never contacted.
+  rollouts and rollbacks. The port is fixed when the Service asks (annotation ``promptship.dev/local-port``, or
+  ``nodePort`` of a NodePort Service). Pod and cluster IPs are fake and never contacted.
 
 Test hooks: ``<state>/faults.json`` = ``{"<image>": "crash" | "unready"}`` or the pod annotation
 ``promptship.dev/sandbox-fault``; ``<state>/registries.txt`` adds registry directories while running.
@@ -57,6 +58,7 @@ HOST_PORT_ANNOTATION = "promptship.dev/host-port"
 FAULT_ANNOTATION = "promptship.dev/sandbox-fault"
 LOCAL_URL_ANNOTATION = "promptship.dev/local-url"
 LOCAL_PORTS_ANNOTATION = "promptship.dev/local-ports"
+LOCAL_PORT_ANNOTATION = "promptship.dev/local-port"
 PLACEHOLDER_HOSTS_NEEDING_RECORD = ("forge.local",)
 _IMAGE_RE = re.compile(
     r"^(?P<host>[^/]+)/(?P<owner>[^/]+)/(?P<repo>[^/]+)/(?P<context>[^:@]+):(?P<sha>[0-9a-f]{7,64})$"
@@ -847,7 +849,12 @@ class SandboxKubelet:
                 wanted.add(key)
                 proxy = self.proxies.get(key)
                 if proxy is None:
-                    proxy = self._listen(known.get(str(sp["port"])))
+                    # a fixed port when asked for (annotation promptship.dev/local-port on the Service, or the
+                    # nodePort of a NodePort Service, as kube-proxy would open it), else the one given before
+                    wanted_port = known.get(str(sp["port"])) or sp.get("nodePort")
+                    if annotations.get(LOCAL_PORT_ANNOTATION) and sp is (spec.get("ports") or [None])[0]:
+                        wanted_port = int(annotations[LOCAL_PORT_ANNOTATION])
+                    proxy = self._listen(wanted_port)
                     self.proxies[key] = proxy
                 local_ports[str(sp["port"])] = proxy.server_address[1]
                 proxy.set_backends(self._backends(meta["namespace"], selector, sp.get("targetPort", sp["port"])))
