@@ -4,8 +4,8 @@ The flow only orders the steps and branches on their verdicts; every side effect
 key + step so that a resumed or re-submitted run redoes nothing it already did.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: a worker loads this file from its entrypoint and Prefect builds
+# the parameter model from the annotations, which must be real types (DevRequest), not strings.
 from typing import Any
 from uuid import UUID
 

@@ -1,0 +1,210 @@
+"""Fakes whose state lives in a JSON file, so several processes (a flow run that is killed, the run that resumes
+it, a Runner executing cancellation hooks) see one code host, one agent and one cluster.
+
+``services_from_env`` is a ``PROMPTSHIP_SERVICES_FACTORY``: a subprocess sets
+``PROMPTSHIP_SERVICES_FACTORY=tests.flows.durable_fakes:services_from_env`` and ``PROMPTSHIP_TEST_FAKES_DIR``.
+Holding points: while ``<dir>/hold-<point>`` exists, the fake writes ``<dir>/at-<point>`` and waits there
+(``agent`` inside the agent's run, ``merge`` inside the merge), which is where tests kill or cancel the process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from promptship.domain.request import DeployTarget
+from promptship.domain.results import (
+    AgentHandle,
+    AgentResult,
+    AgentTask,
+    ApplyResult,
+    CheckOutcome,
+    CIResult,
+    MergeResult,
+    PullRequestInfo,
+    RollbackResult,
+    RolloutResult,
+    Usage,
+)
+from promptship.ports import AgentLLMAccess
+from promptship.settings import Settings
+from promptship.wiring import Services
+
+
+class JsonState:
+    """One JSON document shared by processes, edited under an exclusive file lock."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "state.json"
+
+    @contextmanager
+    def edit(self) -> Iterator[dict[str, Any]]:
+        with (self.dir / "state.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(self.path.read_text()) if self.path.exists() else {}
+            yield data
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.path)
+
+    def read(self) -> dict[str, Any]:
+        with self.edit() as data:
+            return json.loads(json.dumps(data))
+
+    def hold(self, point: str) -> None:
+        """Wait here while ``hold-<point>`` exists (announcing it with ``at-<point>``)."""
+        if not (self.dir / f"hold-{point}").exists():
+            return
+        (self.dir / f"at-{point}").write_text(str(os.getpid()))
+        while (self.dir / f"hold-{point}").exists():
+            time.sleep(0.05)
+
+
+class DurableCodeAgent:
+    def __init__(self, state: JsonState):
+        self.state = state
+
+    def start(self, task: AgentTask, llm: AgentLLMAccess) -> AgentHandle:
+        with self.state.edit() as d:
+            convs = d.setdefault("conversations", {})
+            if task.conversation_id in convs:
+                return AgentHandle(conversation_id=task.conversation_id, created=False)
+            convs[task.conversation_id] = {"workspace": task.workspace, "instructions": [task.instruction], "runs": 0}
+        return AgentHandle(conversation_id=task.conversation_id, created=True)
+
+    def send(self, handle: AgentHandle, instruction: str) -> None:
+        with self.state.edit() as d:
+            d["conversations"][handle.conversation_id]["instructions"].append(instruction)
+
+    def result(self, handle: AgentHandle, *, timeout_s: float) -> AgentResult:
+        with self.state.edit() as d:
+            conv = d["conversations"][handle.conversation_id]
+            conv["runs"] += 1
+            workspace, n = conv["workspace"], len(conv["instructions"])
+        self.state.hold("agent")
+        path = Path(workspace) / f"change_{n}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"VALUE = {n}\n")
+        return AgentResult(
+            verdict="finished",
+            conversation_id=handle.conversation_id,
+            final_message="done",
+            changed_files=(path.name,),
+            usage=Usage(prompt_tokens=1000, completion_tokens=200, cost_usd=0.0),
+        )
+
+    def cancel(self, handle: AgentHandle) -> None:
+        with self.state.edit() as d:
+            d.setdefault("cancelled", []).append(handle.conversation_id)
+
+
+class DurableCodeHost:
+    def __init__(self, state: JsonState):
+        self.state = state
+
+    def prepare_workspace(self, repository: str, base_branch: str, branch: str, path: str) -> str:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return path
+
+    def push_branch(self, repository: str, workspace: str, branch: str) -> str:
+        digest = hashlib.sha1()
+        for f in sorted(Path(workspace).rglob("*")):
+            if f.is_file():
+                digest.update(f.name.encode() + f.read_bytes())
+        with self.state.edit() as d:
+            d.setdefault("branches", {})[branch] = digest.hexdigest()
+        return digest.hexdigest()
+
+    def find_pull_request(self, repository: str, run_key: str) -> PullRequestInfo | None:
+        pr = self.state.read().get("prs", {}).get(run_key)
+        return PullRequestInfo.model_validate({**pr, "created": False}) if pr else None
+
+    def find_or_create_pull_request(self, repository: str, *, run_key: str, branch: str, **_: Any) -> PullRequestInfo:
+        with self.state.edit() as d:
+            prs = d.setdefault("prs", {})
+            if run_key in prs:
+                return PullRequestInfo.model_validate({**prs[run_key], "created": False})
+            d["pr_creations"] = d.get("pr_creations", 0) + 1
+            number = len(prs) + 1
+            pr = PullRequestInfo(
+                number=number,
+                url=f"https://forge.invalid/{repository}/pull/{number}",
+                head_sha=d.get("branches", {}).get(branch, "0" * 40),
+                branch=branch,
+                created=True,
+            )
+            prs[run_key] = pr.model_dump(mode="json")
+        return pr
+
+    def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
+        return CIResult(verdict="passed", sha=sha, checks=(CheckOutcome(name="test", state="success"),))
+
+    def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
+        self.state.hold("merge")
+        with self.state.edit() as d:
+            d["merges"] = d.get("merges", 0) + 1
+        return MergeResult(verdict="merged", merge_sha=hashlib.sha1(f"m{pr_number}".encode()).hexdigest())
+
+    def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
+        return f"forge.local/{repository}/{component}:{sha}"
+
+    def comment(self, repository: str, number: int, body: str) -> None:
+        with self.state.edit() as d:
+            d.setdefault("comments", []).append([repository, number, body])
+
+
+class DurableCluster:
+    def __init__(self, state: JsonState):
+        self.state = state
+
+    def apply_manifests(self, target: DeployTarget, manifests: list[dict[str, Any]]) -> ApplyResult:
+        return ApplyResult(applied=())
+
+    def roll_out(self, target: DeployTarget, image: str, *, run_key: str, timeout_s: float) -> RolloutResult:
+        with self.state.edit() as d:
+            d.setdefault("images", []).append(image)
+            revision = len(d["images"])
+        return RolloutResult(verdict="complete", image=image, revision=revision)
+
+    def rollback(self, target: DeployTarget, *, timeout_s: float) -> RollbackResult:
+        return RollbackResult(verdict="failed", detail="not scripted")
+
+    def current_image(self, target: DeployTarget) -> str | None:
+        images = self.state.read().get("images", [])
+        return images[-1] if images else None
+
+
+def durable_services(directory: Path, settings: Settings | None = None) -> Services:
+    from promptship.sandbox.fakes import FakeCompileChecker, FakeHealthProbe, FakeLLMGateway
+    from promptship.store import Store, make_engine
+
+    state = JsonState(directory)
+    settings = settings or Settings()
+    settings = settings.model_copy(update={"home": directory / "home", "database_url": None})
+    settings.kube.health_url = "http://127.0.0.1:9/health"
+    store = Store(make_engine(settings.store_url()))
+    store.create_schema()
+    return Services(
+        settings=settings,
+        llm=FakeLLMGateway(),
+        agent=DurableCodeAgent(state),
+        code_host=DurableCodeHost(state),
+        cluster=DurableCluster(state),
+        health=FakeHealthProbe(),
+        sink=store,
+        compiler=FakeCompileChecker(),
+    )
+
+
+def services_from_env(settings: Settings) -> Services:
+    """The ``PROMPTSHIP_SERVICES_FACTORY`` entry point for subprocesses."""
+    return durable_services(Path(os.environ["PROMPTSHIP_TEST_FAKES_DIR"]), settings)
