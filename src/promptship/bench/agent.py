@@ -13,12 +13,12 @@ Needs ``make openhands-install``; starts its own agent-server (scripts/openhands
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -27,13 +27,6 @@ from pydantic import SecretStr
 from promptship.bench.stats import percentile, summary
 
 RUNS = int(os.environ.get("PROMPTSHIP_BENCH_AGENT_RUNS", "6"))
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "openhands.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _git(cwd: Path, *args: str) -> None:
@@ -55,22 +48,16 @@ def run() -> None:
     from promptship.adapters.openhands import OpenHandsAgent
     from promptship.domain.results import AgentTask
     from promptship.ports import AgentLLMAccess
+    from promptship.sandbox.agent_server import running_agent_server
     from promptship.sandbox.llm_server import ToolCall, running_llm_stand_in
 
     with tempfile.TemporaryDirectory(prefix="promptship-bench-agent-") as tmp:
         tmpdir = Path(tmp)
-        env = {
-            **os.environ,
-            "OPENHANDS_PORT": str(_free_port()),
-            "OPENHANDS_STATE_DIR": str(tmpdir / "state"),
-            "OPENHANDS_SESSION_API_KEY": "bench-" + uuid.uuid4().hex,
-        }
         t0 = time.perf_counter()
-        up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True)
-        if up.returncode != 0:
-            raise RuntimeError(f"scripts/openhands.sh up failed: {up.stderr[-500:]}")
+        stack = ExitStack()
+        server = stack.enter_context(running_agent_server(tmpdir / "state"))
         print(f"   agent-server start (scripts/openhands.sh up): {time.perf_counter() - t0:.1f} s")
-        url = up.stdout.strip().splitlines()[-1]
+        url = server.url
         requests = 0
 
         def count(_request: httpx.Request) -> None:
@@ -82,7 +69,7 @@ def run() -> None:
                 running_llm_stand_in() as llm,
                 httpx.Client(base_url=url, timeout=30, event_hooks={"request": [count]}) as http,
             ):
-                key = SecretStr(env["OPENHANDS_SESSION_API_KEY"])
+                key = SecretStr(server.session_key)
                 agent = OpenHandsAgent(http, session_api_key=key, llm_num_retries=0)
                 access = AgentLLMAccess(
                     base_url=llm.base_url + "/v1", api_key=SecretStr("psk-bench"), model="openai/bench"
@@ -140,14 +127,14 @@ def run() -> None:
                     reqs.append(n)
                     tight.append(one(True)[0] * 1000)
         finally:
-            subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, text=True)
+            stack.close()
 
     print(f"   GET /health round trip: {summary(health)}")
     print(f"   conversation round trip, OpenHandsAgent (backoff 0.25 s x1.5): {summary(adapter)}")
     print(f"   conversation round trip, baseline 20 ms poll:               {summary(tight)}")
     ratio = statistics.median(adapter) / statistics.median(tight)
     print(
-        f"   polling overhead: median +{statistics.median(adapter) - statistics.median(tight):.0f} ms "
+        f"   polling overhead: median {statistics.median(adapter) - statistics.median(tight):+.0f} ms "
         f"(ratio {ratio:.2f}x the baseline), p99 adapter {percentile(adapter, 99):.0f} ms"
     )
     print(f"   HTTP requests by the adapter per run (start..collect..cancel): median {statistics.median(reqs):.0f}")
