@@ -171,8 +171,10 @@ class CostLedger:
         self.clock = clock
 
     def create_schema(self) -> None:
-        """Create the ledger's tables if missing (the Alembic migration does the same in production)."""
-        Base.metadata.create_all(self.engine, tables=LEDGER_TABLES)
+        """Bring the store to the newest migration (the ledger's tables are in migration 0001)."""
+        from promptship.store.migrate import upgrade
+
+        upgrade(self.engine)
 
     def today(self) -> str:
         return ledger_day(self.clock(), self.timezone)
