@@ -1,0 +1,56 @@
+"""The sandbox's LLM boundary in one call: the LLM stand-in, a real ``LiteLLMGateway`` wired to it (both
+providers point at the stand-in), and the gateway service on 127.0.0.1 for the code agent.
+
+    with running_sandbox_gateway(settings) as sandbox:
+        sandbox.gateway          # LiteLLMGateway (the LLMGateway port): real policy, gate, ledger, LiteLLM
+        sandbox.llm              # LLMStandIn: script(), fail_next(), requests
+        sandbox.url              # the gateway service, e.g. http://127.0.0.1:PORT (agents get <url>/v1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+
+from promptship.adapters.llm import LiteLLMGateway
+from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
+from promptship.settings import Settings
+
+SANDBOX_OPENROUTER_KEY = "sandbox-openrouter-key"  # the stand-in accepts any key
+
+
+@dataclass
+class SandboxGateway:
+    gateway: LiteLLMGateway
+    llm: LLMStandIn
+    url: str
+
+
+@contextmanager
+def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterator[SandboxGateway]:
+    """Start the stand-in and the gateway service; stop both when the block ends. ``engine``: the store's
+    engine to keep the ledger in (default: one on ``settings.store_url()``)."""
+    from promptship.services.gateway import create_gateway_app
+    from promptship.wiring import build_llm_gateway
+
+    with running_llm_stand_in() as llm:
+        llm_settings = settings.llm.model_copy(
+            update={
+                "ollama_base_url": llm.base_url,
+                "openrouter_base_url": llm.base_url + "/v1",
+                "openrouter_api_key": SecretStr(SANDBOX_OPENROUTER_KEY),
+            }
+        )
+        gateway = build_llm_gateway(settings.model_copy(update={"llm": llm_settings}), engine=engine)
+        try:
+            with serve_asgi(create_gateway_app(gateway)) as url:
+                gateway.gateway_url = url
+                yield SandboxGateway(gateway=gateway, llm=llm, url=url)
+        finally:
+            close = getattr(gateway.scanner, "close", None)
+            if close is not None:
+                close()
