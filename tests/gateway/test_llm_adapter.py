@@ -144,3 +144,12 @@ def test_agent_access_mints_a_key_stored_as_hash(llm: LLMStandIn, scanner, tmp_p
     assert gateway.access_for(key + "x") is None
     for path in tmp_path.glob("store.db*"):  # the database and its WAL
         assert key.encode() not in path.read_bytes()
+
+
+def test_a_timeout_is_retryable_and_falls_back(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), timeout_s=0.5, max_retries=1)
+    llm.slow_next(2, 3.0, model="openai/gpt-4o")
+    reply = gateway.complete(_call("Implement a cache", task_class="complex_code"))
+    assert reply.fallback_used and reply.decision.model == "claude-3.5-sonnet"
+    assert [r.model for r in cloud_requests(llm)] == ["openai/gpt-4o", "openai/gpt-4o", "anthropic/claude-3.5-sonnet"]
+    assert gateway.ledger.totals("model") == {"claude-3.5-sonnet": pytest.approx(reply.usage.cost_usd)}

@@ -26,6 +26,7 @@ are then under ``/_stand_in/`` (``POST script``, ``POST fail_next``, ``GET reque
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import itertools
 import json
@@ -162,6 +163,7 @@ class LLMStandIn:
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[Reply]] = {}
         self._failures: deque[tuple[int, str | None]] = deque()
+        self._delays: deque[tuple[float, str | None]] = deque()
         self._requests: list[LoggedRequest] = []
         self._prices: dict[str, tuple[float, float]] = {}
         self._no_cost: set[str] = set()
@@ -213,6 +215,11 @@ class LLMStandIn:
         with self._lock:
             self._failures.extend([(status, model)] * n)
 
+    def slow_next(self, n: int = 1, seconds: float = 5.0, *, model: str | None = None) -> None:
+        """The next ``n`` completions (of ``model`` only, if given) answer only after ``seconds``."""
+        with self._lock:
+            self._delays.extend([(seconds, model)] * n)
+
     def set_price(self, model: str, input_per_token: float, output_per_token: float) -> None:
         """USD per token that a cloud-style model reports as ``usage.cost``."""
         with self._lock:
@@ -228,6 +235,7 @@ class LLMStandIn:
         with self._lock:
             self._scripts.clear()
             self._failures.clear()
+            self._delays.clear()
             self._requests.clear()
 
     # ---- internals ------------------------------------------------------------------------------------------
@@ -248,6 +256,17 @@ class LLMStandIn:
         with self._lock:
             self._requests.append(entry)
         return body, raw
+
+    async def _maybe_delay(self, model: str) -> None:
+        delay = None
+        with self._lock:
+            for i, (seconds, only) in enumerate(self._delays):
+                if only is None or only == model:
+                    del self._delays[i]
+                    delay = seconds
+                    break
+        if delay:
+            await asyncio.sleep(delay)
 
     def _take_failure(self, model: str) -> int | None:
         with self._lock:
@@ -318,6 +337,7 @@ class LLMStandIn:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
             return self._openai_error(400, "body must be JSON with 'model' and a 'messages' list")
         model = str(body["model"])
+        await self._maybe_delay(model)
         failure = self._take_failure(model)
         if failure is not None:
             return self._openai_error(failure, f"stand-in: scripted failure {failure} for {model}")
@@ -411,6 +431,7 @@ class LLMStandIn:
         model = str(body["model"])
         if not self._local_known(model):
             return JSONResponse({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        await self._maybe_delay(model)
         failure = self._take_failure(model)
         if failure is not None:
             return JSONResponse({"error": f"stand-in: scripted failure {failure} for {model}"}, failure)
