@@ -251,6 +251,8 @@ class GitHubHost:
             retry_after: float | None = None
             try:
                 assessment, runs = self._look_at_ci(base, sha)
+                if assessment.state == "failed" and any(c.state == "pending" for c in assessment.checks):
+                    assessment, runs = self._look_at_ci(base, sha)  # once more, for the other checks' logs
                 failures_in_row = 0
                 last_checks = assessment.checks
                 if assessment.final:
@@ -285,9 +287,11 @@ class GitHubHost:
                 self._clock.sleep(next_wait(planned, remaining, retry_after))
 
     def _look_at_ci(self, base: str, sha: str) -> tuple[Any, dict[str, dict[str, Any]]]:
-        runs_doc = self._conditional_get(f"{base}/commits/{sha}/check-runs?per_page=100")
-        suites_doc = self._conditional_get(f"{base}/commits/{sha}/check-suites?per_page=100")
+        # statuses first, check runs last: a CI that completes its check run before it posts its final status
+        # (the forge; apps reporting both ways) is then never seen half-way, red status but running check
         status_doc = self._conditional_get(f"{base}/commits/{sha}/status?per_page=100")
+        suites_doc = self._conditional_get(f"{base}/commits/{sha}/check-suites?per_page=100")
+        runs_doc = self._conditional_get(f"{base}/commits/{sha}/check-runs?per_page=100")
         runs = {str(r["id"]): r for r in runs_doc.get("check_runs", [])}
         run_views = [
             CheckRunView(
