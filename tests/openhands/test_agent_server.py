@@ -7,6 +7,8 @@ request log of the stand-in, the conversation's existence on the server.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -241,3 +243,16 @@ def test_start_against_a_server_that_is_not_there_is_retryable() -> None:
         with pytest.raises(AgentError) as caught:
             agent.cancel(AgentHandle(conversation_id="0e995d1e-b74a-460d-aaae-d163e36f51aa", created=False))
     assert caught.value.retryable
+
+
+def test_a_workspace_that_is_not_a_git_checkout_still_runs(
+    agent: OpenHandsAgent, llm: LLMStandIn, checkout: Checkout, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    llm.script("gpt-4o", [create(f"{plain}/notes.txt", "hi\n"), finish("wrote notes")])
+    task = checkout.task("Write notes", max_iterations=5).model_copy(update={"workspace": str(plain)})
+    result = agent.result(agent.start(task, access(llm)), timeout_s=60)
+    assert result.verdict == "finished"
+    assert (plain / "notes.txt").read_text() == "hi\n"
+    assert result.commits == ()

@@ -252,17 +252,18 @@ class OpenHandsAgent:
     def _time_out(self, cid: str, info: dict[str, Any], status: str, timeout_s: float) -> AgentResult:
         self._interrupt(cid)
         try:
-            last = self._conversation(cid)
-        except AgentError:
-            last = info
-        result = self._collect(
-            cid,
-            last or info,
-            "timed_out",
-            error=f"no verdict within {timeout_s:g} s (last status {status}); interrupted and removed",
-        )
-        self._delete(cid)
-        return result
+            try:
+                last = self._conversation(cid)
+            except AgentError:
+                last = info
+            return self._collect(
+                cid,
+                last or info,
+                "timed_out",
+                error=f"no verdict within {timeout_s:g} s (last status {status}); interrupted and removed",
+            )
+        finally:
+            self._delete(cid)  # even when collecting failed: a timed-out conversation must not linger
 
     def _interrupt(self, cid: str) -> None:
         # 400/404: the conversation is gone already
@@ -334,7 +335,9 @@ class OpenHandsAgent:
                 "GET", "/api/git/commits", ok=(200,), params={"path": workspace, "limit": 1}, what="read HEAD"
             )
         except AgentError as exc:
-            if exc.status == 401 or exc.retryable:
+            # No HEAD to record (not a git checkout, or the server's git failed): changes are then read against
+            # the default branch. Refused credentials and a lost server are not that: they stop the start.
+            if exc.status in (401, 403) or exc.status is None:
                 raise
             return None
         commits = self._json(resp, "commits page").get("commits") or []
