@@ -45,3 +45,17 @@ def test_images_resolve_through_registry_records(tmp_path: Path) -> None:
     assert found is not None and (found.sha, found.context, found.git_dir) == (SHA, "backend", "/x.git")
     assert lookup_image(f"forge.local/demo/chat-app/frontend:{SHA}", [tmp_path]) is None
     assert needs_record(image) and not needs_record("nginx:1.25") and not needs_record("ghcr.io/a/b/c:1")
+
+
+def test_dockerfile_env_of_the_last_stage(tmp_path: Path) -> None:
+    from promptship.sandbox.kubelet import dockerfile_env
+
+    (tmp_path / "Dockerfile").write_text(
+        "FROM a AS build\nENV BUILD_ONLY=1\nFROM python\n"
+        "ENV PATH=/opt/venv/bin:$PATH \\\n    PYTHONUNBUFFERED=1 \\\n    HOST=0.0.0.0\nENV GREETING hello world\n"
+    )
+    assert dockerfile_env(tmp_path / "Dockerfile") == {
+        "PYTHONUNBUFFERED": "1",
+        "HOST": "0.0.0.0",
+        "GREETING": "hello world",
+    }

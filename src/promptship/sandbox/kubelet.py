@@ -145,6 +145,33 @@ def dockerfile_command(dockerfile: Path) -> tuple[list[str], list[str]]:
     return entry, cmd
 
 
+def dockerfile_env(dockerfile: Path) -> dict[str, str]:
+    """``ENV`` of a Dockerfile's last stage (``K=V …`` and ``K V`` forms; ``$VAR`` references are dropped
+    with their variable, and PATH/HOME are left to the host)."""
+    env: dict[str, str] = {}
+    if not dockerfile.is_file():
+        return env
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) != 2:
+            continue
+        word, rest = parts[0].upper(), parts[1].strip()
+        if word == "FROM":
+            env = {}
+        if word != "ENV":
+            continue
+        try:
+            tokens = shlex.split(rest)
+        except ValueError:
+            continue
+        pairs = [t.split("=", 1) for t in tokens] if "=" in tokens[0] else [[tokens[0], " ".join(tokens[1:])]]
+        for pair in pairs:
+            if len(pair) == 2 and "$" not in pair[1] and pair[0] not in ("PATH", "HOME"):
+                env[pair[0]] = pair[1]
+    return env
+
+
 def resolve_argv(argv: list[str], python: str) -> list[str]:
     """``python`` → this interpreter; a tool installed next to it (uvicorn…) → that executable."""
     if not argv:
@@ -500,8 +527,11 @@ class SandboxKubelet:
             c.spec["_fault"] = self.fault_for(c.image, annotations)
         return run
 
-    def _env(self, pod: PodRun, c: ContainerRun, record: ImageRecord | None) -> dict[str, str]:
+    def _env(
+        self, pod: PodRun, c: ContainerRun, record: ImageRecord | None, image_env: dict[str, str] | None = None
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in _PASS_ENV}
+        env.update(image_env or {})
         for src in c.spec.get("envFrom") or []:
             env.update(self._env_from(pod.namespace, src))
         for item in c.spec.get("env") or []:
@@ -594,7 +624,7 @@ class SandboxKubelet:
             c.proc = subprocess.Popen(
                 argv,
                 cwd=workdir if workdir.is_dir() else tree,
-                env=self._env(pod, c, record),
+                env=self._env(pod, c, record, dockerfile_env(tree / record.context / "Dockerfile")),
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
