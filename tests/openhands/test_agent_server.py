@@ -256,3 +256,11 @@ def test_a_workspace_that_is_not_a_git_checkout_still_runs(
     assert result.verdict == "finished"
     assert (plain / "notes.txt").read_text() == "hi\n"
     assert result.commits == ()
+
+
+def test_an_agent_repeating_itself_ends_as_stuck(agent: OpenHandsAgent, llm: LLMStandIn, checkout: Checkout) -> None:
+    llm.script("gpt-4o", [terminal("ls /nonexistent-dir") for _ in range(30)])
+    result = agent.result(agent.start(checkout.task("Loop", max_iterations=40), access(llm)), timeout_s=120)
+    assert result.verdict == "stuck"
+    assert result.error is not None and "stuck" in result.error
+    assert len(llm.completions()) < 30  # the server's stuck detection stopped it, not the end of the script
