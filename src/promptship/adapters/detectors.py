@@ -236,16 +236,17 @@ class SensitiveDataScanner:
         token-window context on top (``presidio_mode="engine"``; the benchmark compares the two)."""
         low = text.lower()
         out: list[tuple[str, int, int, float]] = []
-        for begin, end in _digit_windows(text):
-            piece = text[begin:end]
-            for recognizer, entities, context in self._recognizers:
-                for r in recognizer.analyze(piece, entities, None):
-                    start, stop, score = r.start + begin, r.end + begin, r.score
-                    if context and score < 1.0:
-                        before = low[max(0, start - 60) : start]
-                        if any(word in before for word in context):
-                            score = max(min(1.0, score + 0.35), 0.4)
-                    out.append((r.entity_type, start, stop, score))
+        masked = _id_candidates_only(text)
+        if masked is None:
+            return out
+        for recognizer, entities, context in self._recognizers:
+            for r in recognizer.analyze(masked, entities, None):
+                start, stop, score = r.start, r.end, r.score
+                if context and score < 1.0:
+                    before = low[max(0, start - 60) : start]
+                    if any(word in before for word in context):
+                        score = max(min(1.0, score + 0.35), 0.4)
+                out.append((r.entity_type, start, stop, score))
         return out
 
     def scan_layer(self, layer: Layer, text: str) -> list[Finding]:
@@ -289,22 +290,38 @@ class SensitiveDataScanner:
         self.close()
 
 
-_DIGITS = re.compile(r"\d+")
-_WINDOW_MARGIN = 48  # longer than any identifier presidio recognizes around its digits
+# An identifier-like run: letters/digits with single separators (". / : | -" or a space), e.g. "AA 12 34 56 B",
+# "078-05-1120", "FR76 3000 6000 0112", "010594Y9032". presidio is only asked about runs with >= 4 digits.
+_ID_CANDIDATE = re.compile(r"[A-Za-z0-9](?:[ ./:|-]?[A-Za-z0-9]){3,60}")
+_WINDOW_MARGIN = 8  # the longest prefix/suffix an ID pattern needs around its digit run
+# Blanked text is NUL, not spaces: some of presidio's US healthcare patterns backtrack badly on long space runs.
+_BLANK = "\x00"
 
 
-def _digit_windows(text: str) -> list[tuple[int, int]]:
-    """The parts of ``text`` around digits, merged. Every pattern presidio is asked for here (IDs, cards,
-    IBANs, tax and licence numbers) contains digits; e-mail addresses are the rules layer's job. On prose
-    this skips most of the text; on digit-dense text the windows merge into the whole text."""
-    windows: list[tuple[int, int]] = []
-    for m in _DIGITS.finditer(text):
-        start, end = max(0, m.start() - _WINDOW_MARGIN), min(len(text), m.end() + _WINDOW_MARGIN)
-        if windows and start <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], end)
-        else:
-            windows.append((start, end))
-    return windows
+def _id_candidates_only(text: str) -> str | None:
+    """``text`` with everything but identifier-like runs holding >= 4 digits blanked out (NUL) (same length, so
+    offsets hold), or None when there is none. Every entity presidio is asked for here (IDs, cards, IBANs,
+    tax, licence and passport numbers) has at least 4 digits; e-mail addresses are the rules layer's job.
+    Blanked prose costs the recognizers' regexes almost nothing; their context words are read from the
+    original text."""
+    keep: list[tuple[int, int]] = []
+    for m in _ID_CANDIDATE.finditer(text):
+        if sum(c.isdigit() for c in m.group(0)) >= 4:
+            start, end = max(0, m.start() - _WINDOW_MARGIN), min(len(text), m.end() + _WINDOW_MARGIN)
+            if keep and start <= keep[-1][1]:
+                keep[-1] = (keep[-1][0], end)
+            else:
+                keep.append((start, end))
+    if not keep:
+        return None
+    parts: list[str] = []
+    last = 0
+    for start, end in keep:
+        parts.append(_BLANK * (start - last))
+        parts.append(text[start:end])
+        last = end
+    parts.append(_BLANK * (len(text) - last))
+    return "".join(parts)
 
 
 def redact_with(scanner: SensitiveDataScanner, text: str) -> str:
