@@ -264,3 +264,11 @@ def test_an_agent_repeating_itself_ends_as_stuck(agent: OpenHandsAgent, llm: LLM
     assert result.verdict == "stuck"
     assert result.error is not None and "stuck" in result.error
     assert len(llm.completions()) < 30  # the server's stuck detection stopped it, not the end of the script
+
+
+def test_the_iteration_bound_ends_the_run_as_error(agent: OpenHandsAgent, llm: LLMStandIn, checkout: Checkout) -> None:
+    llm.script("gpt-4o", [terminal(f"echo step {i}") for i in range(10)])
+    result = agent.result(agent.start(checkout.task("Many steps", max_iterations=3), access(llm)), timeout_s=120)
+    assert result.verdict == "error"
+    assert result.error is not None and result.error.startswith("MaxIterationsReached")
+    assert len(llm.completions()) == 3
