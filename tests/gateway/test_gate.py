@@ -125,6 +125,7 @@ def test_rules_find(text, subtype):
         "call get_password() and cache the result",
         "The password field is required and must be 12+ characters.",
         "Enter your password: ********",
+        "docker run -P nginx:latest",
     ],
 )
 def test_rules_do_not_flag_ordinary_developer_prompts(text):

@@ -454,8 +454,12 @@ def scan_rules(text: str) -> list[Finding]:
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
             add("secret", "compared_credential", m.span(1))
     for pattern, subtype in ((_PROSE_PASSWORD, "password_in_prose"), (_CLI_PASSWORD, "cli_password")):
-        for m in pattern.finditer(text):
-            value = m.group(1).rstrip(".,;)")
+        for m in ci(pattern).finditer(hay):
+            if pattern is _CLI_PASSWORD:
+                flag = hay.rfind("-p", m.start(), m.start(1))
+                if text[flag : flag + 2] != "-p":  # `docker run -P` publishes ports; only -p is a password
+                    continue
+            value = text[m.start(1) : m.end(1)].rstrip(".,;)")
             if (
                 re.search(r"[A-Za-z]", value)
                 and re.search(r"[\d\W_]", value)
@@ -537,7 +541,17 @@ def _lowered(pattern: re.Pattern[str]) -> re.Pattern[str]:
 
 _LOWERED: dict[re.Pattern[str], re.Pattern[str]] = {
     p: _lowered(p)
-    for p in (_ASSIGNMENT, _COMPARED, _ENTROPY_CONTEXT, _PHONE_CONTEXT, _SSN_CONTEXT, _ID_CONTEXT, _CONFIDENTIAL)
+    for p in (
+        _ASSIGNMENT,
+        _COMPARED,
+        _ENTROPY_CONTEXT,
+        _PHONE_CONTEXT,
+        _SSN_CONTEXT,
+        _ID_CONTEXT,
+        _CONFIDENTIAL,
+        _PROSE_PASSWORD,
+        _CLI_PASSWORD,
+    )
 }
 
 _COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
