@@ -34,6 +34,8 @@ def _register_service_commands(app: typer.Typer) -> None:
         from promptship.wiring import build_llm_gateway
 
         gateway = build_llm_gateway(Settings())
+        import litellm  # noqa: F401  # now (3-6 s), not during the first request
+
         typer.echo(f"LLM gateway listening on http://{host}:{port}/v1", err=True)
         uvicorn.run(create_gateway_app(gateway), host=host, port=port, log_level="warning", access_log=False)
 
