@@ -46,6 +46,8 @@ def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterat
             }
         )
         gateway = build_llm_gateway(settings.model_copy(update={"llm": llm_settings}), engine=engine)
+        import litellm  # noqa: F401  # now (3-6 s), not during the agent's first request
+
         try:
             with serve_asgi(create_gateway_app(gateway)) as url:
                 gateway.gateway_url = url
