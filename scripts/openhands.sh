@@ -92,11 +92,15 @@ install() {
   log "installed in $((SECONDS - t0)) s"
 }
 
-running_pid() {
+running_pid() {  # the recorded PID, if it is still our live agent-server (not a zombie, not a reused PID)
   local pid
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; return 0; fi
-  return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  if [ -r "/proc/$pid/stat" ]; then
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "openhands.agent_server" || return 1
+  fi
+  echo "$pid"
 }
 
 # Runs openhands.agent_server's own __main__ with export_session_api_key() switched off (see `up`).

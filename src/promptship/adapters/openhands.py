@@ -237,7 +237,9 @@ class OpenHandsAgent:
         base_sha = (info.get("tags") or {}).get("basesha") if isinstance(info.get("tags"), dict) else None
         if verdict in ("error", "stuck") and error is None:
             error = self._last_error(cid) or (
-                "the agent-server detected a stuck agent (repeating actions)" if verdict == "stuck" else "unknown"
+                "the agent-server detected a stuck agent (repeating actions)"
+                if verdict == "stuck"
+                else "the agent-server reports an error without a reason (e.g. it restarted during the run)"
             )
         return AgentResult(
             verdict=verdict,
