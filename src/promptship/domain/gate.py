@@ -301,10 +301,12 @@ _ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential
 # Digests are not secrets: package-lock integrity, go.sum, pip hashes, git commits.
 _DIGEST_PREFIX = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)[-:=]|h1:|md5[-:=])$")
 _DIGEST_WORDS = re.compile(r"(?i)\b(?:commit|sha|hash|digest|checksum|revision|rev|merge|parent|tree|blob|etag)\b")
-# RFC 2606/6761 documentation domains and no-reply senders are placeholders, not someone's address.
+# RFC 2606/6761 documentation domains, no-reply senders and agents' bot identities are not someone's address.
 _EMAIL_PLACEHOLDER = re.compile(
     r"(?i)^(?:no-?reply|donotreply)@|@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$"
     r"|@users\.noreply\.github\.com$"
+    # bot identities written into coding agents' own system prompts (commit co-author lines)
+    r"|^openhands@all-hands\.dev$"
 )
 
 # --- PII ---
@@ -313,7 +315,7 @@ _PHONE_PATTERNS = (
     re.compile(r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\(?\d{1,4}\)?[\s.-]?){2,5}\d{2,4}(?![\w])"),  # international
     re.compile(r"(?<![\w(])\(\d{2,4}\)\s?\d{3,4}[\s.-]?\d{4}(?!\w)"),  # (415) 555-0132, (03) 9123 4567
     re.compile(r"(?<![\w-])(?:1[ .-])?\d{3}[.-]\d{3}[.-]\d{4}(?![\w-])"),  # 415-555-0132, 1-800-555-0199
-    re.compile(r"(?<![\w.+-])0\d{1,4}[ .-]\d{3,4}(?:[ .-]?\d{2,4}){0,2}(?![\w-])"),  # 020 7946 0958, 06-12345678
+    re.compile(r"(?<![\w.+:-])0\d{1,4}[ .-]\d{3,4}(?:[ .-]?\d{2,4}){0,2}(?![\w:-])"),  # 020 7946 0958, 06-12345678
     re.compile(r"(?<![\w-])0\d(?:[ .]\d{2}){4}(?![\w-])"),  # 01 42 68 53 00 (FR)
     re.compile(r"(?<![\w-])0\d{1,4}-\d{3,4}-\d{4}(?![\w-])"),  # 090-1234-5678 (JP)
 )
@@ -347,12 +349,21 @@ def _shannon(s: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_KEY_NAME_BEFORE = re.compile(r"(?i)(?:key|token|secret|api|auth|pass\w*|credential)[\"'`]?\s*(?::=|=>|=|:)\s*[\"'`]?$")
+# Words: lowercase, Capitalized, ACRONYM; CamelCase runs of at least 3-letter words, joined by separators.
+_WORD = r"(?:[A-Z]{2,}(?![a-z])|[A-Z]?[a-z]{2,})"
+_WORDS_JOINED = re.compile(rf"{_WORD}+(?:[/_+=.-]+{_WORD}+)*[/_=-]*")
+
+
 def _looks_random(value: str) -> bool:
     """A value that looks like a generated secret: long, mixed classes, high entropy, not a word or path."""
     if len(value) < 16 or _PLACEHOLDER.match(value):
         return False
     if value.isalpha() and (value.islower() or value.isupper()):
         return False
+    if not any(c.isdigit() for c in value) and _WORDS_JOINED.fullmatch(value):
+        return False  # "message/comment/issue/PR", "Content-Type", "snake_case_name": words, not a key
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
     threshold = 3.0 if re.fullmatch(r"[0-9a-f]+", value) else 3.5
     return classes >= 2 and _shannon(value) >= threshold
@@ -487,6 +498,11 @@ def scan_rules(text: str) -> list[Finding]:
         if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", value) and _DIGEST_WORDS.search(
             text, max(0, m.start() - 40), m.start()
         ):
+            continue
+        if _UUID.fullmatch(value):
+            # ids are everywhere in logs and JSON; a UUID is a secret only as the value of a key-ish name
+            if _KEY_NAME_BEFORE.search(text, max(0, m.start() - 48), m.start()):
+                add("secret", "uuid_credential", m.span())
             continue
         if random_check(value):
             add("secret", "high_entropy", m.span())
