@@ -265,3 +265,12 @@ def test_auto_merge_waits_for_a_required_check_instead_of_calling_it_a_conflict(
     assert blocked.verdict == "timed_out" and sum(clock.sleeps) >= 20
     client(forge).get_repo(REPO).get_commit(sha).create_status("success", context="security/review")
     assert host.merge(REPO, pr.number, auto_merge=True, timeout_s=20).verdict == "merged"
+
+
+def test_a_credential_in_a_custom_clone_url_is_scrubbed_from_errors(forge: Forge, clock: RecordingClock, tmp_path):
+    secret = "s3cr3t-password-in-url"
+    leaky = make_host(forge, clock, git_url_for=lambda repo: f"http://user:{secret}@127.0.0.1:9/{repo}.git")
+    with pytest.raises(CodeHostError) as info:
+        leaky.prepare_workspace(REPO, "main", "b", str(tmp_path / "leaky"))
+    assert secret not in str(info.value) and forge.token not in str(info.value)
+    assert info.value.retryable  # connection refused: worth another try

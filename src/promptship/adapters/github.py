@@ -508,7 +508,16 @@ class GitHubHost:
         stderr = getattr(exc, "stderr", "") or str(exc)
         text = self._scrub(str(stderr).strip())[-1500:]
         transient = any(
-            s in text for s in ("Could not resolve host", "Connection refused", "timed out", "returned error: 5")
+            s in text
+            for s in (
+                "Could not resolve host",
+                "Connection refused",
+                "Failed to connect",
+                "Couldn't connect",
+                "timed out",
+                "returned error: 5",
+                "returned error: 429",
+            )
         )
         return CodeHostError(f"git failed {what} for {repository}: {text}", retryable=transient)
 
