@@ -80,6 +80,8 @@ DEVELOPER_CONTENT = {
     "log line": "2026-11-22T10:00:00Z INFO request_id=3fa85f64-5717-4562-b3fc-2c963f66afa6 status=200",
     "digest": "Expected digest: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "secret manifest": "kind: Secret\nstringData:\n  DB_PASSWORD: ${DB_PASSWORD}",
+    "agent tool call": '{"command": "create", "path": "/tmp/pytest-of-root/pytest-179/test_probe0/checkout/app/v.py"}'
+    "\nFile created successfully at: /tmp/pytest-of-root/pytest-179/test_probe0/checkout/app/v.py (api key rotation)",
     "config": "llm:\n  default_model: mistral\n  timeout_s: 30\n  password_min_length: 12\n  token_ttl_seconds: 3600",
 }
 

@@ -362,6 +362,8 @@ def _looks_random(value: str) -> bool:
         return False
     if value.isalpha() and (value.islower() or value.isupper()):
         return False
+    if _is_path(value):
+        return False
     if not any(c.isdigit() for c in value) and _WORDS_JOINED.fullmatch(value):
         return False  # "message/comment/issue/PR", "Content-Type", "snake_case_name": words, not a key
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
@@ -369,8 +371,16 @@ def _looks_random(value: str) -> bool:
     return classes >= 2 and _shannon(value) >= threshold
 
 
+def _is_path(value: str) -> bool:
+    """/tmp/pytest-of-root/x/app/v.py, src/promptship/domain: segments that are not random on their own."""
+    segments = [seg for seg in value.split("/") if seg]
+    return len(segments) >= 2 and not any(_looks_random(seg) for seg in segments if len(seg) >= 16)
+
+
 def _looks_random_anywhere(value: str) -> bool:
     """Stricter: a long generated-looking value with no credential word nearby (git SHAs and UUIDs excluded)."""
+    if _is_path(value):
+        return False
     if len(value) < 32 or re.fullmatch(r"[0-9a-f-]+|[0-9A-F-]+|[a-z_-]+|[A-Z_-]+|\d+", value):
         return False
     if re.search(r"[_-]{2}|[a-z]{12}|[A-Z]{12}", value) or value.count("_") + value.count("-") > 4:
