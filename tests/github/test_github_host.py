@@ -135,9 +135,10 @@ def test_an_unchanged_poll_gets_only_304_answers(tmp_path: Path, clock: Recordin
         sha = forge.seed_repository(OWNER, NAME, make_source(tmp_path))
         client(forge).get_repo(REPO).get_commit(sha).create_status("pending", context="external/ci")
         host = make_host(forge, clock)
-        before = len(forge.requests)
+        before, used_before = len(forge.requests), forge.rate_limit_used()
         result = host.wait_for_ci(REPO, sha, timeout_s=20)
         polls = [r for r in forge.requests[before:] if r.is_api]
+        counted = forge.rate_limit_used() - used_before
     assert result.verdict == "timed_out"
     assert len(clock.sleeps) >= 3 and sum(clock.sleeps) >= 20
     by_path: dict[str, list[int]] = {}
@@ -151,6 +152,8 @@ def test_an_unchanged_poll_gets_only_304_answers(tmp_path: Path, clock: Recordin
     for statuses in by_path.values():
         assert statuses[0] == 200 and len(statuses) >= 3
         assert set(statuses[1:]) == {304}, statuses
+    assert counted == 3  # only the first look counted against the rate limit: 304s are free, as on GitHub
+    assert polls[-1].response_headers["X-RateLimit-Used"] == str(forge.rate_limit_used())
 
 
 def test_secondary_rate_limit_retry_after_is_honoured(forge: Forge, host: GitHubHost, clock: RecordingClock):

@@ -136,6 +136,9 @@ class Forge:
         self._repos: dict[str, Repo] = {}
         self._log_keys: dict[int, str] = {}
         self._rate_limited = 0
+        self._rate_used: dict[str, int] = {}  # REST requests per user in the current hour (304s are free)
+        self._rate_window = 0
+        self.rate_limit_per_hour = 5000
         self._retry_after_s = 1
         self.owner = self._user(owner_login)
         self.token = self.add_user(owner_login, token=token)
@@ -723,6 +726,28 @@ class Forge:
         location = f"{self.web_url}/api/_forge/logs/{r.full_name}/{c.id}?key={self._log_keys[c.id]}"
         return _Response(302, None, headers={"Location": location})
 
+    def rate_headers(self, login: str, *, counted: bool) -> dict[str, str]:
+        """GitHub's X-RateLimit-* headers; ``counted`` requests use up the hour's allowance."""
+        with self._lock:
+            window = int(time.time()) // 3600
+            if window != self._rate_window:
+                self._rate_window, self._rate_used = window, {}
+            if counted:
+                self._rate_used[login] = self._rate_used.get(login, 0) + 1
+            used = self._rate_used.get(login, 0)
+            return {
+                "X-RateLimit-Limit": str(self.rate_limit_per_hour),
+                "X-RateLimit-Remaining": str(max(0, self.rate_limit_per_hour - used)),
+                "X-RateLimit-Used": str(used),
+                "X-RateLimit-Reset": str((window + 1) * 3600),
+                "X-RateLimit-Resource": "core",
+            }
+
+    def rate_limit_used(self, login: str | None = None) -> int:
+        """REST requests that counted against ``login``'s rate limit this hour (default: the owner)."""
+        with self._lock:
+            return self._rate_used.get(login or self.owner.login, 0)
+
     def job_log_text(self, owner: str, repo: str, run_id: int, key: str) -> str | None:
         with self._lock:
             r = self._repos.get(f"{owner}/{repo}".lower())
@@ -1209,7 +1234,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = dict(resp.headers)
             headers.setdefault("X-GitHub-Media-Type", "github.v3; format=json")
             if resp.body is None:
-                return resp.status, headers, b""
+                return resp.status, {**headers, **forge.rate_headers(login, counted=True)}, b""
             payload = json.dumps(resp.body).encode()
             headers["Content-Type"] = resp.content_type
             if method == "GET" and resp.status == 200:
@@ -1217,8 +1242,10 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["ETag"] = etag
                 headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
                 if req_headers.get("if-none-match") == etag:
-                    return 304, {"ETag": etag, "Cache-Control": headers["Cache-Control"]}, b""
-            return resp.status, headers, payload
+                    # like GitHub: a 304 does not count against the rate limit
+                    unchanged = {"ETag": etag, "Cache-Control": headers["Cache-Control"]}
+                    return 304, {**unchanged, **forge.rate_headers(login, counted=False)}, b""
+            return resp.status, {**headers, **forge.rate_headers(login, counted=True)}, payload
         m = re.fullmatch(r"/api/_forge/logs/([^/]+)/([^/]+)/(\d+)", path)
         if m and method == "GET":
             key = (urllib.parse.parse_qs(query).get("key") or [""])[0]
