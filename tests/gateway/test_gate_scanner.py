@@ -204,6 +204,17 @@ def test_redact_with_hides_what_the_scanner_finds(scanner):
     assert out.startswith("token [REDACTED]")
 
 
+def test_scanners_closed_out_of_order_keep_detect_secrets_working():
+    line = 'password = "Zq8!vL2@pR5#wT9x"'
+    first = SensitiveDataScanner(layers=("rules", "detect_secrets"))
+    second = SensitiveDataScanner(layers=("rules", "detect_secrets"))
+    first.close()  # detect-secrets' settings are process-global: this must not strip the second's plugins
+    try:
+        assert second.scan_layer("detect_secrets", line)
+    finally:
+        second.close()
+
+
 def test_presidio_engine_mode_agrees_on_national_ids():
     scanner = SensitiveDataScanner(layers=("presidio",), presidio_mode="engine")
     try:

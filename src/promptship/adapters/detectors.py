@@ -8,7 +8,7 @@ Layers (each can be switched off, the benchmark measures each):
 - ``rules``: ``promptship.domain.gate.scan_rules`` (token formats, assignments, URLs, PII with checksums,
   confidentiality markers).
 - ``detect_secrets``: Yelp's detect-secrets 1.5 plugins through its line-based scan (the one that applies
-  its heuristic filters), inside one ``default_settings()`` kept open for the scanner's life.
+  its heuristic filters), inside one ``default_settings()`` kept open while any scanner lives.
 - ``presidio``: presidio-analyzer's pattern recognizers (all of them, country IDs included) on a blank
   spaCy pipeline (no NER model can be installed offline, so names and addresses are not found).
 """
@@ -95,6 +95,41 @@ def _ds_hint(line: str) -> bool:
     return False
 
 
+class _DetectSecretsSettings:
+    """detect-secrets keeps its settings in process-global state, and ``default_settings()`` restores the
+    previous ones on exit: two scanners closed out of order would leave the survivor with no plugins. So the
+    context is entered once for all scanners of the process and left when the last one closes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._stack: contextlib.ExitStack | None = None
+
+    def acquire(self, default_settings: Any) -> None:
+        with self._lock:
+            if self._users == 0:
+                stack = contextlib.ExitStack()
+                settings = stack.enter_context(default_settings())
+                # promptship's own entropy rule replaces these two (on prose they flag ordinary long words)
+                settings.disable_plugins("Base64HighEntropyString", "HexHighEntropyString")
+                self._stack = stack
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._stack is not None:
+                self._stack.close()
+                self._stack = None
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+
+_DETECT_SECRETS = _DetectSecretsSettings()
+
+
 class SensitiveDataScanner:
     """Finds secrets, personal data and confidentiality markers in everything that would leave the machine."""
 
@@ -109,7 +144,7 @@ class SensitiveDataScanner:
         unknown = set(self.layers) - set(ALL_LAYERS)
         if unknown:
             raise ValueError(f"unknown scanner layers {sorted(unknown)}; choose among {list(ALL_LAYERS)}")
-        self._lock = threading.Lock()  # detect-secrets keeps global settings; presidio is not thread-safe
+        self._lock = threading.Lock()  # presidio's recognizers are not documented as thread-safe
         self._stack = contextlib.ExitStack()
         # leave detect-secrets' settings context before interpreter shutdown, not during it
         self._finalizer = weakref.finalize(self, self._stack.close)
@@ -129,9 +164,8 @@ class SensitiveDataScanner:
         from detect_secrets.core import scan as ds_scan
         from detect_secrets.settings import default_settings
 
-        settings = self._stack.enter_context(default_settings())
-        # promptship's own entropy rule replaces these two (on prose they flag ordinary long words)
-        settings.disable_plugins("Base64HighEntropyString", "HexHighEntropyString")
+        _DETECT_SECRETS.acquire(default_settings)
+        self._stack.callback(_DETECT_SECRETS.release)
         self._ds_scan = ds_scan
 
     def _init_presidio(self) -> None:
@@ -255,9 +289,10 @@ class SensitiveDataScanner:
             return scan_rules(text)
         if layer not in self.layers:
             raise ValueError(f"layer {layer!r} is not enabled in this scanner")
-        with self._lock:
-            if layer == "detect_secrets":
+        if layer == "detect_secrets":
+            with _DETECT_SECRETS.lock:  # its plugins and settings are shared by every scanner
                 return self._detect_secrets(text)
+        with self._lock:
             return self._presidio_scan(text)
 
     # --- public API ---------------------------------------------------------------------------------------
