@@ -239,3 +239,16 @@ def test_an_unknown_status_and_malformed_stats_are_errors() -> None:
     }
     usage = usage_from_stats(both)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cost_usd) == (12, 1, pytest.approx(0.3))
+
+
+@pytest.mark.parametrize("stalled", ["idle", "paused"])
+def test_a_conversation_that_is_not_running_is_started_once(server: tuple[Server, str], stalled: str) -> None:
+    state, url = server
+    state.on("GET", "/api/conversations/{id}", *([conversation(stalled)] * 40), conversation("finished"))
+    state.on("POST", "/api/conversations/{id}/run", JSONResponse({"success": True}))
+    agent, http = make_agent(url)
+    with http:
+        result = agent.result(HANDLE, timeout_s=600)
+    assert result.verdict == "finished"
+    assert state.log.count(("POST", "/api/conversations/{id}/run")) == 1
+    assert state.log.count(("POST", "/api/conversations/{id}/events")) == 0

@@ -98,6 +98,7 @@ class OpenHandsAgent:
         poll_max_s: float = 5.0,
         poll_factor: float = 1.5,
         transient_errors_tolerated: int = 5,
+        idle_kick_s: float = 5.0,
         tools: tuple[str, ...] = ("terminal", "file_editor"),
         llm_num_retries: int = 2,
         llm_timeout_s: int = 300,
@@ -110,6 +111,7 @@ class OpenHandsAgent:
         self._poll_max_s = poll_max_s
         self._poll_factor = poll_factor
         self._transient_tolerated = transient_errors_tolerated
+        self._idle_kick_s = idle_kick_s
         self._tools = tools
         self._llm_num_retries = llm_num_retries
         self._llm_timeout_s = llm_timeout_s
@@ -156,6 +158,7 @@ class OpenHandsAgent:
         interval = self._poll_initial_s
         transient = 0
         kicked = False
+        idle_since: float | None = None
         info: dict[str, Any] = {}
         status = "unknown"
         while True:
@@ -186,9 +189,13 @@ class OpenHandsAgent:
                         error=f"MaxBudgetReached: the agent spent ${usage.cost_usd:.4f} of a ${budget:.4f} budget; "
                         "interrupted",
                     )
-                if status == "paused" and not kicked:  # a resumed run finds an interrupted conversation
-                    kicked = True
-                    self._request("POST", f"/api/conversations/{cid}/run", ok=(200, 409, 429), what="run")
+                # Not running although nothing is final: a resumed run finds an interrupted (paused) conversation,
+                # or its run was refused at capacity (idle). Start it once; never resend the instruction.
+                idle_since = (idle_since if idle_since is not None else self._clock()) if status == "idle" else None
+                idle_long = idle_since is not None and self._clock() - idle_since >= self._idle_kick_s
+                if (status == "paused" or idle_long) and not kicked:
+                    answer = self._request("POST", f"/api/conversations/{cid}/run", ok=(200, 409, 429), what="run")
+                    kicked = answer.status_code != 429
             now = self._clock()
             if now >= deadline:
                 return self._time_out(cid, info, status, timeout_s)
