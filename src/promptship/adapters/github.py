@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
@@ -48,6 +49,7 @@ from promptship.errors import CodeHostError
 
 T = TypeVar("T")
 
+_ETAG_CACHE_SIZE = 512
 DEFAULT_IMAGE_TEMPLATE = "forge.local/{owner}/{repo}/{component}:{sha}"
 
 
@@ -123,7 +125,7 @@ class GitHubHost:
         self._max_rate_limit_waits = max_rate_limit_waits
         self._image_template = image_template
         self._committer = committer
-        self._etags: dict[str, tuple[str, Any]] = {}
+        self._etags: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # URL → (ETag, document), LRU-bounded
         self.polls = 0  # REST requests made by CI and merge waits (for benchmarks)
 
     # -- workspace and push ---------------------------------------------------------------------------
@@ -371,6 +373,9 @@ class GitHubHost:
             data = json.loads(body) if body else {}
             if lowered.get("etag"):
                 self._etags[url] = (lowered["etag"], data)
+                self._etags.move_to_end(url)
+                while len(self._etags) > _ETAG_CACHE_SIZE:
+                    self._etags.popitem(last=False)
             return data
         message = _message(body)
         if is_rate_limited(status, message, lowered):
