@@ -81,7 +81,9 @@ def _scenario(forge: Forge, tmp_path: Path) -> None:
     repo = gh.get_repo(REPO)
     repo.get_branch("main")
     list(repo.get_branches())
-    repo.get_git_ref("heads/main")
+    main_ref = repo.get_git_ref("heads/main")
+    repo.create_git_ref("refs/heads/copy-of-main", main_ref.object.sha)
+    assert gh.get_user().login == OWNER
     ws = Path(host.prepare_workspace(REPO, "main", branch_for("k1"), str(tmp_path / "ws")))
     (ws / "BROKEN").write_text("red on purpose\n")
     sha = host.push_branch(REPO, str(ws), branch_for("k1"))

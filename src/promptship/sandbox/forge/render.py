@@ -180,6 +180,32 @@ class Renderer:
             "site_admin": False,
         }
 
+    def private_user(self, u: User, created_at: str, repos: int) -> dict[str, Any]:
+        """``GET /user``: the authenticated user's own profile."""
+        return {
+            **self.user(u),
+            "user_view_type": "private",
+            "name": u.login,
+            "company": None,
+            "blog": "",
+            "location": None,
+            "email": None,
+            "hireable": None,
+            "bio": None,
+            "public_repos": 0,
+            "public_gists": 0,
+            "followers": 0,
+            "following": 0,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "private_gists": 0,
+            "total_private_repos": repos,
+            "owned_private_repos": repos,
+            "disk_usage": 0,
+            "collaborators": 0,
+            "two_factor_authentication": False,
+        }
+
     def app(self, owner: User, created_at: str) -> dict[str, Any]:
         return {
             "id": APP_ID,

@@ -126,6 +126,7 @@ class Forge:
         self.run_ci = run_ci
         self.test_timeout_s = test_timeout_s
         self.python = python or sys.executable
+        self._started_at = _now()
         self.requests: list[LoggedRequest] = []
         self.request_log_limit = request_log_limit  # None: keep every request (tests); a number: the latest
         self.ci_runs: list[CIRun] = []
@@ -588,7 +589,8 @@ class Forge:
         raise HTTPError(404 if not path_matched or method == "GET" else 405, "Not Found")
 
     def _get_user(self, user: User, **_: Any) -> _Response:
-        return _Response(200, self.render.user(user))
+        owned = sum(1 for r in self._repos.values() if r.owner.login == user.login)
+        return _Response(200, self.render.private_user(user, self._started_at, owned))
 
     def _get_repo(self, owner: str, repo: str, **_: Any) -> _Response:
         return _Response(200, self.render.repo(self._repo(owner, repo), full=True))
