@@ -262,8 +262,13 @@ class Forge:
                 return False
         return self.hooks.wait_idle(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def registry_dir(self) -> Path:
+        """Where CI publishes image records (docs/CONTRACTS.md "Images"); hand it to the sandbox kubelet."""
+        return self.root / "registry"
+
     def image_record(self, owner: str, repo: str, context: str, sha: str) -> Path:
-        return self.root / "registry" / owner / repo / context / f"{sha}.json"
+        return self.registry_dir / owner / repo / context / f"{sha}.json"
 
     def close(self) -> None:
         self._server.shutdown()
