@@ -111,6 +111,15 @@ config.export_session_api_key = api.export_session_api_key = lambda *_a, **_k: N
 sys.argv[0] = "openhands-agent-server"
 runpy.run_module("openhands.agent_server", run_name="__main__", alter_sys=True)'
 
+cleanup_terminals() {  # the agent's terminals are tmux servers under this directory; they outlive a killed server
+  local tdir="${TMPDIR:-/tmp}/openhands-agent-server-$1" sock
+  [ -n "$1" ] && [ -d "$tdir" ] || return 0
+  for sock in "$tdir"/tmux-*/*; do
+    if [ -S "$sock" ]; then tmux -S "$sock" kill-server 2>/dev/null || true; fi
+  done
+  rm -rf "$tdir"
+}
+
 healthy() { curl -fsS -m 5 "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; }
 
 up() {
@@ -120,6 +129,7 @@ up() {
     echo "http://127.0.0.1:$(cat "$STATE/port")"
     return 0
   fi
+  cleanup_terminals "$(cat "$PIDFILE" 2>/dev/null || true)"  # left by a server that died without `down`
   if healthy; then die "port $PORT already answers /health but not from our pid file; pick OPENHANDS_PORT"; fi
   mkdir -p "$STATE/home" "$STATE/work"
   # A private HOME: no ~/.git-credentials, ~/.config/gh or ~/.kube of ours for the agent to read.
@@ -181,6 +191,7 @@ down() {
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    cleanup_terminals "$pid"
     log "stopped (pid $pid)"
   else
     log "not running"
