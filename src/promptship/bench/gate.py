@@ -61,14 +61,23 @@ def load_task_eval(eval_dir: Path = EVAL_DIR) -> list[dict[str, Any]]:
     return rows
 
 
-def _timed(fn: Callable[[str], object], texts: list[str], repeat: int) -> list[float]:
-    out: list[float] = []
+def _timed(fn: Callable[[str], object], texts: list[str], repeat: int) -> dict[str, float]:
+    """Wall-clock and CPU time (ms) per call. On a shared machine the wall-clock p99 mostly measures the
+    scheduler; the CPU time is what a call costs this process."""
+    wall: list[float] = []
+    cpu: list[float] = []
     for i in range(repeat):
         text = texts[i % len(texts)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         fn(text)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.thread_time() - c0) * 1000)
+    return {
+        "median": statistics.median(wall),
+        "p99": percentile(wall, 99),
+        "cpu_median": statistics.median(cpu),
+        "cpu_p99": percentile(cpu, 99),
+    }
 
 
 def _prompts(rows: list[dict[str, Any]], size: int, count: int) -> list[str]:
@@ -91,13 +100,13 @@ def latency(scanner: Any, rows: list[dict[str, Any]], engine: Any = None) -> dic
         texts = _prompts(rows, size, 40)
         for layer in scanner.layers:
             scanner.scan_layer(layer, texts[0])  # warm up
-            samples = _timed(lambda t, layer=layer: scanner.scan_layer(layer, t), texts, repeat)
-            results[f"{label} {layer}"] = {"median": statistics.median(samples), "p99": percentile(samples, 99)}
-        samples = _timed(scanner.scan, texts, repeat)
-        results[f"{label} all"] = {"median": statistics.median(samples), "p99": percentile(samples, 99)}
+            results[f"{label} {layer}"] = _timed(lambda t, layer=layer: scanner.scan_layer(layer, t), texts, repeat)
+        results[f"{label} all"] = _timed(scanner.scan, texts, repeat)
         if engine is not None:
-            samples = _timed(lambda t: engine.scan_layer("presidio", t), texts, max(20, repeat // 4))
-            results[f"{label} presidio-engine"] = {"median": statistics.median(samples), "p99": percentile(samples, 99)}
+            engine.scan_layer("presidio", texts[0])
+            results[f"{label} presidio-engine"] = _timed(
+                lambda t: engine.scan_layer("presidio", t), texts, max(20, repeat // 4)
+            )
     return results
 
 
@@ -144,23 +153,26 @@ def run() -> None:
     print(f"   scanner built in {(time.perf_counter() - t0) * 1000:.0f} ms (layers: {', '.join(scanner.layers)})")
     rows = load_gate_eval()
 
-    print("   -- gate latency per call (ms); ratio = median / median of promptship's rules on the same prompts")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"   -- gate latency per call (ms): wall clock and CPU time (load average {load:.1f} on "
+        f"{os.cpu_count()} CPUs); ratio = CPU median / CPU median of promptship's rules on the same prompts"
+    )
     engine = SensitiveDataScanner(layers=("presidio",), presidio_mode="engine")
     lat = latency(scanner, rows, engine)
     for size in ("200B", "5KB"):
-        base = lat[f"{size} rules"]["median"] or 1e-9
-        for layer in (*scanner.layers, "all"):
-            m = lat[f"{size} {layer}"]
-            ratio = m["median"] / base
-            print(f"   {size:>4} {layer:<15} median {m['median']:7.2f}  p99 {m['p99']:7.2f}  ratio x{ratio:6.1f}")
-        if f"{size} presidio-engine" in lat:
-            m = lat[f"{size} presidio-engine"]
-            direct = lat[f"{size} presidio"]["median"] or 1e-9
+        base = lat[f"{size} rules"]["cpu_median"] or 1e-9
+        for layer in (*scanner.layers, "all", "presidio-engine"):
+            m = lat.get(f"{size} {layer}")
+            if m is None:
+                continue
             print(
-                f"   {size:>4} {'presidio-engine':<15} median {m['median']:7.2f}  p99 {m['p99']:7.2f}  "
-                f"(presidio's AnalyzerEngine on blank spaCy: x{m['median'] / direct:.1f} the direct recognizers)"
+                f"   {size:>4} {layer:<15} wall median {m['median']:7.2f} p99 {m['p99']:7.2f} | "
+                f"cpu median {m['cpu_median']:7.2f} p99 {m['cpu_p99']:7.2f} | ratio x{m['cpu_median'] / base:6.1f}"
             )
+    print("   (presidio-engine: presidio's AnalyzerEngine on spacy.blank, the baseline the direct recognizers replace)")
     p99_5kb = lat["5KB all"]["p99"]
+    cpu_p99_5kb = lat["5KB all"]["cpu_p99"]
 
     print(f"   -- gate quality on {EVAL_DIR} ({len(rows)} rows)")
     q = quality(scanner, rows)
@@ -207,13 +219,14 @@ def run() -> None:
         ("secrets recall", rate("secret"), ">=", TARGETS["secret_recall"]),
         ("structured-PII recall", rate(STRUCTURED_PII), ">=", TARGETS["pii_recall"]),
         ("FP on benign", rate("benign"), "<=", TARGETS["benign_fp"]),
-        ("p99 at 5 KB (ms)", p99_5kb, "<=", TARGETS["p99_5kb_ms"]),
+        ("p99 at 5 KB, wall (ms)", p99_5kb, "<=", TARGETS["p99_5kb_ms"]),
+        ("p99 at 5 KB, CPU (ms)", cpu_p99_5kb, "<=", TARGETS["p99_5kb_ms"]),
         ("classifier accuracy", accuracy, ">=", 0.9),
     ]
     for name, value, op, target in checks:
         met = value >= target if op == ">=" else value <= target
         print(f"   {name:<24} {value:8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}")
-    if p99_5kb > TARGETS["p99_5kb_ms"]:
-        worst = max(scanner.layers, key=lambda layer: lat[f"5KB {layer}"]["p99"])
-        print(f"   the 5 KB p99 is dominated by the {worst} layer ({lat[f'5KB {worst}']['p99']:.1f} ms)")
+    if cpu_p99_5kb > TARGETS["p99_5kb_ms"] or p99_5kb > TARGETS["p99_5kb_ms"]:
+        costs = ", ".join(f"{layer} {lat[f'5KB {layer}']['cpu_p99']:.1f}" for layer in scanner.layers)
+        print(f"   5 KB CPU p99 by layer (ms): {costs}")
     scanner.close()
