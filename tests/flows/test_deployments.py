@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -49,10 +50,18 @@ def _prefect(args: list[str], api_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def _emit(event: object) -> None:
+    from prefect.events.clients import get_events_client
+
+    async with get_events_client() as client:
+        await client.emit(event)  # type: ignore[arg-type]
+
+
 def test_deploy_all_creates_the_three_deployments_and_the_event_trigger_starts_a_run(server) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.events import emit_event
+    from prefect.events import Event
+    from prefect.events.schemas.events import Resource
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api = server.api_url  # type: ignore[attr-defined]
@@ -93,10 +102,15 @@ def test_deploy_all_creates_the_three_deployments_and_the_event_trigger_starts_a
             "requester": "octocat",
             "delivery_id": delivery,
         }
-        emit_event(
-            event="promptship.request",
-            resource={"prefect.resource.id": "github.repo.octo/chat-app"},
-            payload=payload,
+        # an events client of its own, closed here: the process-wide events worker would outlive this server
+        asyncio.run(
+            _emit(
+                Event(
+                    event="promptship.request",
+                    resource=Resource({"prefect.resource.id": "github.repo.octo/chat-app"}),
+                    payload=payload,
+                )
+            )
         )
         deadline = time.monotonic() + 120
         runs = []
