@@ -211,3 +211,27 @@ def test_llm_config_with_fewer_local_models_moves_classes_to_the_default(policy)
 def test_bad_llm_config_is_a_config_error(policy, values):
     with pytest.raises(ConfigError, match="llm-config"):
         policy.with_llm_config(values)
+
+
+def test_build_routing_policy_reads_the_policy_file_and_the_llm_config_settings(tmp_path):
+    from promptship.settings import LLMSettings, Settings
+    from promptship.wiring import build_routing_policy
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(
+        "models:\n  qwen: {litellm_model: ollama_chat/qwen2.5-coder, mode: local}\nclasses: {tests: qwen}\n",
+        encoding="utf-8",
+    )
+    settings = Settings(
+        llm=LLMSettings(
+            policy_file=policy_file, local_models=["qwen", "mistral"], default_model="mistral", timeout_s=12
+        )
+    )
+    policy = build_routing_policy(settings)
+    assert decide_route("x", policy=policy, task_class="tests").model == "qwen"
+    assert policy.classes["sensitive"] == "mistral"  # llama3 is not served: sensitive moves to the default model
+    assert policy.timeout_s == 12
+
+    missing = Settings(llm=LLMSettings(policy_file=tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="POLICY_FILE"):
+        build_routing_policy(missing)
