@@ -152,18 +152,22 @@ class GitOpsSyncer:
         )
         if status != app.get("status"):
             app["status"] = status
-            with contextlib.suppress(ClusterError):  # a conflicting write is retried on the next tick
+            try:  # a conflicting write is retried on the next tick
                 self.kube._request(  # noqa: SLF001 — same package family; a PUT with the resourceVersion
                     "PUT", f"{APPS.format(ns=self.namespace)}/{name}", body=app, what=f"update application {name}"
                 )
+            except ClusterError as exc:
+                log.warning("status of %s not written: %s", name, exc)
 
     def _health(self, namespace: str, manifests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str, str]:
         resources = []
         worst, message = "Healthy", ""
         for m in manifests:
             group, _, version = m.get("apiVersion", "v1").rpartition("/")
-            res: dict[str, Any] = {"group": group, "version": version, "kind": m["kind"], "namespace": namespace,
+            res: dict[str, Any] = {"version": version, "kind": m["kind"], "namespace": namespace,
                                    "name": m.get("metadata", {}).get("name", ""), "status": "Synced"}  # fmt: skip
+            if group:  # the core group is left out (an empty string is serialised as null by the client)
+                res["group"] = group
             if m["kind"] == "Deployment":
                 live = self.kube.read_object(f"/apis/apps/v1/namespaces/{namespace}/deployments/{res['name']}")
                 state = rollout_status(deployment_view(live)).state if live else "progressing"
