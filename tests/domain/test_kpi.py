@@ -189,3 +189,32 @@ def test_no_runs_gives_no_data_not_zero(empty):
     k = compute_kpis(empty, since=T0, until=T0 + timedelta(days=1), today=date(2026, 11, 20))
     assert k.runs == 0 and k.compile_rate is None
     assert {t.verdict for t in k.go_no_go.values()} == {"no data"}
+
+
+def test_agent_vs_human_split_from_the_code_hosts_merged_prs():
+    from promptship.domain.kpi import MergedPR
+
+    prs = [
+        MergedPR(
+            repository="demo/chat-app", number=1, created_at=T0, merged_at=T0 + timedelta(hours=1), by_promptship=True
+        ),
+        MergedPR(
+            repository="demo/chat-app", number=2, created_at=T0, merged_at=T0 + timedelta(hours=3), by_promptship=True
+        ),
+        MergedPR(
+            repository="demo/chat-app", number=3, created_at=T0, merged_at=T0 + timedelta(hours=30), by_promptship=False
+        ),
+        # merged before the period: not counted
+        MergedPR(
+            repository="demo/chat-app",
+            number=4,
+            created_at=T0 - timedelta(days=9),
+            merged_at=T0 - timedelta(days=8),
+            by_promptship=False,
+        ),
+    ]
+    k = _kpis(recorded_runs(), merged_prs=prs)
+    assert k.agent_vs_human == {
+        "agent": {"merged_prs": 2, "open_to_merge_median_h": 2.0},
+        "human": {"merged_prs": 1, "open_to_merge_median_h": 30.0},
+    }

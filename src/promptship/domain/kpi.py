@@ -96,6 +96,19 @@ def run_facts(report: RunReport, steps: Iterable[StepRecord]) -> RunFacts:
     )
 
 
+class MergedPR(BaseModel):
+    """A pull request merged in a repository promptship works on (read from the code host)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repository: str
+    number: int
+    created_at: datetime
+    merged_at: datetime
+    by_promptship: bool
+    lines_changed: int | None = None
+
+
 class HumanBaseline(BaseModel):
     """Hours a human takes for a change of each size (lines changed), for the time-saved estimate."""
 
@@ -161,6 +174,10 @@ class KPIReport(BaseModel):
     lead_time_median_s: float | None
     dora: dict[str, float | None]
     time_saved_estimate: float | None = Field(description="Estimate: 1 - agent time / human baseline, median.")
+    agent_vs_human: dict[str, dict[str, float | int | None]] = Field(
+        default_factory=dict,
+        description="Merged PRs per author kind: count and median hours from PR opened to merged.",
+    )
     per_repository: dict[str, dict[str, float | int | None]]
     display_currency: str
     usd_to_display_rate: float
@@ -179,8 +196,10 @@ def compute_kpis(
     display_currency: str = "USD",
     daily_budget_display: float = 10.0,
     monthly_budget_display: float = 200.0,
+    merged_prs: Sequence[MergedPR] = (),
 ) -> KPIReport:
-    """The KPIs of the runs that started in [since, until)."""
+    """The KPIs of the runs that started in [since, until). ``merged_prs``: the code host's merged PRs of the
+    same repositories, for the agent-vs-human split (human = not opened by promptship)."""
     baseline = baseline or HumanBaseline()
     runs = [f for f in facts if since <= f.started_at < until]
     compiled = [f for f in runs if f.compiled is not None]
@@ -266,6 +285,11 @@ def compute_kpis(
             display_currency,
         ),
     }
+    split: dict[str, dict[str, float | int | None]] = {}
+    for kind, by_promptship in (("agent", True), ("human", False)):
+        prs = [p for p in merged_prs if p.by_promptship is by_promptship and since <= p.merged_at < until]
+        hours = [(p.merged_at - p.created_at).total_seconds() / 3600 for p in prs]
+        split[kind] = {"merged_prs": len(prs), "open_to_merge_median_h": _median(hours)}
     return KPIReport(
         since=since,
         until=until,
@@ -292,6 +316,7 @@ def compute_kpis(
             "time_to_restore_median_s": _median(ttr),
         },
         time_saved_estimate=time_saved,
+        agent_vs_human=split,
         per_repository=per_repo,
         display_currency=display_currency,
         usd_to_display_rate=usd_to_display_rate,
