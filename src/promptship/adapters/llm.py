@@ -34,7 +34,7 @@ from pydantic import SecretStr
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
 from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
-from promptship.domain.request import TaskClass
+from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, Usage
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
@@ -253,9 +253,11 @@ class LiteLLMGateway:
     def _decide_for_run(
         self, access: RunAccess, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
     ) -> RouteDecision:
-        """The agent's calls keep the run's decision unless the gate finds sensitive data now (⇒ local)."""
+        """The agent's calls keep the run's decision unless the gate finds sensitive data now (⇒ local).
+        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets."""
         pinned = access.decision
-        gate = self._gate(messages, tools)
+        key = access.run_key
+        gate = self._gate(messages, tools, (key, branch_for(key), conversation_id_for(key)))
         if not gate.sensitive and not pinned.sensitive and pinned.model in self.policy.models:
             return pinned
         return decide_route(
@@ -267,18 +269,24 @@ class LiteLLMGateway:
             local_available=self.local_available,
         )
 
-    def _gate(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None) -> GateResult:
+    def _gate(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None,
+        extra_allowed: Collection[str] = (),
+    ) -> GateResult:
         """The scanner's verdict on everything that would leave the machine, less allow-listed public values."""
         gate = self.scanner.scan_messages(messages, tools)
-        if not gate.findings or not self.allow_values:
+        if not gate.findings or not (self.allow_values or extra_allowed):
             return gate
-        return self._allowed(gate, "\n\n".join(outbound_texts(messages, tools)))
+        return self._allowed(gate, "\n\n".join(outbound_texts(messages, tools)), extra_allowed)
 
-    def _allowed(self, gate: GateResult, text: str) -> GateResult:
+    def _allowed(self, gate: GateResult, text: str, extra_allowed: Collection[str] = ()) -> GateResult:
         """``gate`` without the findings whose matched text is exactly an allow-listed value."""
-        if not gate.findings or not self.allow_values:
+        allowed = self.allow_values.union(extra_allowed)
+        if not gate.findings or not allowed:
             return gate
-        return GateResult.of(f for f in gate.findings if text[f.start : f.end] not in self.allow_values)
+        return GateResult.of(f for f in gate.findings if text[f.start : f.end] not in allowed)
 
     def _local_ok(self, group: str) -> bool:
         if isinstance(self.local_available, bool):
