@@ -99,6 +99,12 @@ def test_outbound_texts_accepts_arguments_given_as_objects():
         ("redis://:p4ssw0rdRedis@10.0.0.5:6379/0", "url_credentials"),
         ("Mot de passe du compte admin : Azerty123!", "password_in_prose"),
         ("mysql -u root -p'Sup3rS3cret!' app", "cli_password"),
+        ("<algoliaToken>     5b2ab79a3f19b3188f2f73a340fb39a7 </algoliaToken>", "xml_credential"),
+        (
+            'harness_TOKEN ::= "sat.yqm6hsi81e5d8wwy2029vv.h34gzke2cxbr7k00e5rdpc1u.h0ij81a34vmrv8g610cj"',
+            "assigned_credential",
+        ),
+        ("token: s.ZC9Ecf4M5g9o34Q6RkzGsj0z", "assigned_credential"),
         ("docker login -u ci --password-stdin <<< dckr_pat_2b3e36beeb386dfdaacb9b46004c", "docker_pat"),
         ("Document interne, ne pas diffuser.", "marker"),
     ],
@@ -126,6 +132,8 @@ def test_rules_find(text, subtype):
         "The password field is required and must be 12+ characters.",
         "Enter your password: ********",
         "docker run -P nginx:latest",
+        "api_key = settings.openrouter_api_key",
+        "<tokenizer>bert-base</tokenizer>",
     ],
 )
 def test_rules_do_not_flag_ordinary_developer_prompts(text):

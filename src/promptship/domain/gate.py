@@ -280,6 +280,8 @@ _ASSIGNMENT = re.compile(
     r"(?:(?:b|r|u|f|@)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;]{4,300}))"
 )
 # "value" == password  (the literal first, as in `if ("…" === password)`)
+# <apiToken> value </apiToken>
+_XML_CREDENTIAL = re.compile(rf"(?i)<([\w.-]*(?:{SECRET_WORDS})[\w.-]*)>\s*([^<\s][^<]{{5,300}}?)\s*</\1>")
 _COMPARED = re.compile(rf"(?i)[\"'`]([^\"'`\n]{{4,300}})[\"'`]\s*(?:!==?|===?)\s*[\w.]*(?:{SECRET_WORDS})")
 _URL_CREDENTIALS = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^/\s:@'\"]{0,100}):([^/\s@'\"]{3,200})@[\w.-]+")
 # "the password is Xy7!kP2#", "mot de passe du compte admin : Azerty123!" — prose, value must look like one
@@ -389,14 +391,22 @@ def _looks_random_anywhere(value: str) -> bool:
     return (classes == 3 or (classes == 2 and len(value) >= 40)) and _shannon(value) >= 4.0
 
 
+def _tokenish(value: str) -> bool:
+    """Some dot/colon-separated part looks generated: 8+ characters mixing letters and digits."""
+    return any(
+        len(part) >= 8 and any(c.isdigit() for c in part) and any(c.isalpha() for c in part)
+        for part in re.split(r"[.:]", value)
+    )
+
+
 def _plausible_secret_value(value: str) -> bool:
     value = value.strip()
     if len(value) < 4 or _PLACEHOLDER.match(value) or _PLACEHOLDER_WORDS.fullmatch(value):
         return False
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
         return False
-    if re.fullmatch(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+", value):  # attribute access: cfg.db.password
-        return False
+    if re.fullmatch(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+", value) and not _tokenish(value):
+        return False  # attribute access (cfg.db.password), not a dotted token (sat.yqm6hsi81e5d8wwy2029vv.h34gz…)
     if " " in value and len(value.split()) > 6:  # prose ("token is used to sign the requests we send …")
         return False
     if value.isdigit() and len(value) < 6:  # counts and ports: "passes = 1000"
@@ -467,10 +477,13 @@ def scan_rules(text: str) -> list[Finding]:
     for m in ci(_ASSIGNMENT).finditer(hay):
         group = 1 if m.group(1) is not None else 2
         value = text[m.start(group) : m.end(group)]
-        if group == 2 and _CODE_REFERENCE.fullmatch(value.rstrip(")}];")):
+        if group == 2 and _CODE_REFERENCE.fullmatch(value.rstrip(")}];")) and not _tokenish(value):
             continue  # `password: SecretStr`, `key = SESSION_KEY`: a type or a name, not a value
         if _plausible_secret_value(value):
             add("secret", "assigned_credential", m.span(group))
+    for m in ci(_XML_CREDENTIAL).finditer(hay):
+        if _plausible_secret_value(text[m.start(2) : m.end(2)]):
+            add("secret", "xml_credential", m.span(2))
     for m in ci(_COMPARED).finditer(hay):
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
             add("secret", "compared_credential", m.span(1))
@@ -577,6 +590,7 @@ _LOWERED: dict[re.Pattern[str], re.Pattern[str]] = {
         _CONFIDENTIAL,
         _PROSE_PASSWORD,
         _CLI_PASSWORD,
+        _XML_CREDENTIAL,
     )
 }
 
