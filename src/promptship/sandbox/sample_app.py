@@ -105,6 +105,41 @@ class SampleApps:
         return Published(image=image, sha=sha)
 
 
+def publish_directory(source: Path, root: Path, owner: str, repo: str) -> dict[str, Published]:
+    """Commit a copy of ``source`` (e.g. ``examples/chat-app``) to a bare repository under ``root`` and publish
+    one image per top-level directory holding a Dockerfile, as the forge's CI does for a green base branch.
+    Returns ``{context: Published}``; the registry is ``root / "registry"``."""
+    import shutil
+
+    work = root / "work" / owner / repo
+    git_dir = root / "git" / owner / f"{repo}.git"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
+
+    def git(*args: str, cwd: Path) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+    ignore = shutil.ignore_patterns("node_modules", ".venv", "__pycache__", "dist", ".pytest_cache")
+    shutil.copytree(source, work, ignore=ignore)
+    git_dir.parent.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "--bare", str(git_dir), cwd=root)
+    git("init", "-q", "-b", "main", str(work), cwd=root)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", f"{repo} from {source.name}", cwd=work)
+    git("push", "-q", str(git_dir), "HEAD:refs/heads/main", cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work).strip()
+    published: dict[str, Published] = {}
+    for dockerfile in sorted(work.glob("*/Dockerfile")):
+        context = dockerfile.parent.name
+        image = f"forge.local/{owner}/{repo}/{context}:{sha}"
+        record = root / "registry" / owner / repo / context / f"{sha}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"image": image, "repository": f"{owner}/{repo}", "sha": sha,
+                                      "context": context, "git_dir": str(git_dir)}))  # fmt: skip
+        published[context] = Published(image=image, sha=sha)
+    return published
+
+
 def sample_manifests(
     image: str, *, name: str = "web", progress_deadline_s: int = 6, replicas: int = 1
 ) -> list[dict[str, Any]]:
