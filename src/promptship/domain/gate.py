@@ -281,7 +281,7 @@ _ASSIGNMENT = re.compile(
 )
 # "value" == password  (the literal first, as in `if ("…" === password)`)
 # <apiToken> value </apiToken>
-_XML_CREDENTIAL = re.compile(rf"(?i)<([\w.-]*(?:{SECRET_WORDS})[\w.-]*)>\s*([^<\s][^<]{{5,300}}?)\s*</\1>")
+_XML_CREDENTIAL = re.compile(rf"(?i)<([\w.-]*(?:{SECRET_WORDS}|key))>\s*([^<\s][^<]{{5,300}}?)\s*</\1>")
 _COMPARED = re.compile(rf"(?i)[\"'`]([^\"'`\n]{{4,300}})[\"'`]\s*(?:!==?|===?)\s*[\w.]*(?:{SECRET_WORDS})")
 _URL_CREDENTIALS = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^/\s:@'\"]{0,100}):([^/\s@'\"]{3,200})@[\w.-]+")
 # "the password is Xy7!kP2#", "mot de passe du compte admin : Azerty123!" — prose, value must look like one
