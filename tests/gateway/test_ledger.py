@@ -94,3 +94,27 @@ def test_missing_cloud_cost_is_flagged(tmp_path) -> None:
     assert ledger.missing_cost_calls("r") == 1
     assert ledger.run_usage("r").cost_missing
     assert ledger.run_cost_usd("r") > 0
+
+
+def test_repository_totals_fall_back_to_the_runs_report(tmp_path) -> None:
+    from promptship.domain.report import RunReport
+    from promptship.store import Store
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = _ledger(url)
+    ledger.settle(None, run_key="r-agent", step="agent", model="gpt-4o", mode="cloud", usage=Usage(cost_usd=0.25))
+    ledger.settle(None, run_key="r-orphan", step="agent", model="gpt-4o", mode="cloud", usage=Usage(cost_usd=0.5))
+    moment = datetime(2026, 11, 22, tzinfo=UTC)
+    Store(ledger.engine).record_run(
+        RunReport(
+            run_key="r-agent",
+            repository="demo/chat-app",
+            prompt_redacted="add GET /version",
+            requester="me",
+            outcome="deployed",
+            started_at=moment,
+            ended_at=moment,
+            steps=(),
+        )
+    )
+    assert ledger.totals("repository") == {"demo/chat-app": 0.25, "(none)": 0.5}

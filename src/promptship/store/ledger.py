@@ -44,7 +44,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
 from promptship.domain.results import LLMMode, RouteDecision, Usage
-from promptship.store.tables import Base
+from promptship.store.tables import Base, RunRow
 
 GroupBy = Literal["step", "run", "day", "repository", "model", "mode"]
 
@@ -408,16 +408,20 @@ class CostLedger:
         return round(float(value or 0.0), 10)
 
     def totals(self, by: GroupBy, *, run_key: str | None = None, day: str | None = None) -> dict[str, float]:
-        """Recorded cost in USD grouped by step, run, day, repository, model or mode."""
-        column = {
+        """Recorded cost in USD grouped by step, run, day, repository, model or mode. A call's repository is
+        the one given to ``open_run``, else the one of the run's report in the store (``runs``)."""
+        column: Any = {
             "step": LLMCallRow.step,
             "run": LLMCallRow.run_key,
             "day": LLMCallRow.day,
-            "repository": LLMCallRow.repository,
+            "repository": func.coalesce(LLMCallRow.repository, RunRow.repository),
             "model": LLMCallRow.model,
             "mode": LLMCallRow.mode,
         }[by]
-        query = select(column, func.sum(LLMCallRow.cost_usd)).group_by(column)
+        query = select(column, func.sum(LLMCallRow.cost_usd))
+        if by == "repository":
+            query = query.select_from(LLMCallRow).outerjoin(RunRow, RunRow.run_key == LLMCallRow.run_key)
+        query = query.group_by(column)
         if run_key is not None:
             query = query.where(LLMCallRow.run_key == run_key)
         if day is not None:
