@@ -64,3 +64,41 @@ def register(app: typer.Typer) -> None:
 
         kubeconfig = (state_dir or local.default_state_dir()) / "kubeconfig"
         typer.echo(local.service_url(kubeconfig, namespace, service))
+
+    @cluster.command("status")
+    def status(state_dir: StateDir = None) -> None:
+        """Whether the local control plane runs, where, and its kubeconfig."""
+        from promptship.sandbox import cluster as local
+
+        cp = local.status((state_dir or local.default_state_dir()).resolve())
+        if cp is None:
+            typer.echo("not running")
+            raise typer.Exit(1)
+        typer.echo(f"running at {cp.api_url}; kubeconfig {cp.kubeconfig}")
+
+    @cluster.command("gitops-sync")
+    def gitops_sync(
+        state_dir: StateDir = None,
+        namespace: Annotated[str, typer.Option(help="Namespace of the Argo CD Applications.")] = "argocd",
+        interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 1.0,
+    ) -> None:
+        """Run the sandbox GitOps syncer (Argo CD's part) against the local control plane until interrupted.
+        A token for HTTPS repositories comes from PROMPTSHIP_GITOPS_TOKEN."""
+        from promptship.sandbox import cluster as local
+        from promptship.sandbox import gitops
+
+        root = (state_dir or local.default_state_dir()).resolve()
+        raise typer.Exit(
+            gitops.main(
+                [
+                    "--kubeconfig",
+                    str(root / "kubeconfig"),
+                    "--cache-dir",
+                    str(root / "gitops-cache"),
+                    "--namespace",
+                    namespace,
+                    "--interval",
+                    str(interval),
+                ]  # fmt: skip
+            )
+        )
