@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from promptship.adapters.compile_check import inspect_repository
 from promptship.domain.instructions import agent_instruction, repair_instruction
 from promptship.domain.report import StepRecord
 from promptship.domain.request import DevRequest, branch_for, conversation_id_for, pr_marker
@@ -54,17 +55,6 @@ def route_request(request: DevRequest) -> tuple[RouteDecision, StepRecord]:
     return decision, record
 
 
-def _test_command(workspace: str) -> str | None:
-    makefile = Path(workspace) / "Makefile"
-    if makefile.exists() and any(line.startswith("test:") for line in makefile.read_text().splitlines()):
-        return "make test"
-    if (Path(workspace) / "pyproject.toml").exists():
-        return "python -m pytest"
-    if (Path(workspace) / "package.json").exists():
-        return "npm test"
-    return None
-
-
 @durable_task("generate_code", keyed("generate_code"))
 def generate_code(request: DevRequest, decision: RouteDecision) -> tuple[GenerationResult, StepRecord]:
     """Check out the repository on the run's branch, let the code agent work, and push what it committed."""
@@ -79,7 +69,7 @@ def generate_code(request: DevRequest, decision: RouteDecision) -> tuple[Generat
     agent_task = AgentTask(
         run_key=key,
         conversation_id=conversation_id_for(key),
-        instruction=agent_instruction(request, _test_command(workspace)),
+        instruction=agent_instruction(request, branch=branch, conventions=inspect_repository(workspace)),
         workspace=workspace,
         model=access.model,
         base_url=access.base_url,
@@ -102,7 +92,7 @@ def generate_code(request: DevRequest, decision: RouteDecision) -> tuple[Generat
         mode=decision.mode,
         reason=decision.reason,
         usage=result.usage,
-        error=result.error,
+        error=s.llm.redact(result.error) if result.error else None,
         conversation_id=result.conversation_id,
         changed_files=len(result.changed_files),
         resumed=not handle.created,
@@ -238,7 +228,13 @@ def repair(
         head_sha = s.code_host.push_branch(request.repository, generation.workspace, branch_for(key))
     repaired = GenerationResult(agent=result, head_sha=head_sha, workspace=generation.workspace)
     record = step_record(
-        key, f"repair#{round_number}", t0, result.verdict, usage=result.usage, error=result.error, sha=head_sha
+        key,
+        f"repair#{round_number}",
+        t0,
+        result.verdict,
+        usage=result.usage,
+        error=s.llm.redact(result.error) if result.error else None,
+        sha=head_sha,
     )
     s.sink.record_step(record)
     return repaired, record
