@@ -22,7 +22,10 @@ def test_migrations_create_every_table_the_models_declare(tmp_path: Path):
 
 def test_upgrading_twice_and_concurrently_is_harmless(tmp_path: Path):
     db = tmp_path / "b.db"
-    code = "import sys; from promptship.store import Store, make_engine; Store(make_engine(sys.argv[1])).create_schema()"
+    code = (
+        "import sys; from promptship.store import Store, make_engine; "
+        "Store(make_engine(sys.argv[1])).create_schema()"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     store = Store(make_engine(f"sqlite:///{db}"))
