@@ -106,6 +106,13 @@ def test_force_local_keeps_a_local_class_model_and_moves_cloud_classes_local(pol
     assert (d.model, d.mode, d.sensitive) == ("llama3", "local", True)
 
 
+def test_stating_the_sensitive_class_is_local_only_like_force_local(policy):
+    decision = decide_route("x", policy=policy, task_class="sensitive")
+    assert (decision.model, decision.mode, decision.sensitive) == ("llama3", "local", True)
+    with pytest.raises(SensitiveDataBlocked):
+        decide_route("x", policy=policy, task_class="sensitive", local_available=False)
+
+
 def test_gate_result_from_rules_drives_the_route(policy):
     text = "Fix the deploy; the token is ghp_" + "a1B2c3D4e5" * 4
     decision = decide_route(text, policy=policy, findings=gate_rules(text))

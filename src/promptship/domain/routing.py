@@ -427,6 +427,8 @@ def decide_route(
         klass, why = task_class, "class stated by the caller"
     else:
         klass, why = classify_task(text)
+    if klass == "sensitive" and not force_local:
+        force_local, why = True, f"{why}: the sensitive class is local-only"
     if not found and not force_local:
         group = policy.classes[klass]
         spec = policy.spec(group)
@@ -434,7 +436,7 @@ def decide_route(
             task_class=klass, model=group, mode=spec.mode, reason=f"class {klass} ({why}) → {group} ({spec.mode})"
         )
 
-    cause = f"sensitive data found ({', '.join(labels)})" if found else "local-only requested (force_local)"
+    cause = f"sensitive data found ({', '.join(labels)})" if found else "local-only requested"
     looked_like = klass
     if found:
         klass = "sensitive"
