@@ -276,3 +276,18 @@ def test_agent_boilerplate_allowlisted_but_real_secrets_still_local(llm: LLMStan
         assert not cloud_requests(llm)[0].contains("jane.doe")
         cost = float(public.headers["x-litellm-response-cost"])
         assert cost > 0 and gateway.run_cost_usd("run-o") == pytest.approx(cost)
+
+
+def test_a_stream_without_usage_is_recorded_at_its_estimate_and_flagged(service: Service, llm: LLMStandIn) -> None:
+    key = service.key_for("run-u")
+    llm.omit_stream_usage("openai/gpt-4o")
+    body = {"model": "openai/gpt-4o", "stream": True, "messages": [{"role": "user", "content": "Implement it"}]}
+    with httpx.Client(base_url=service.base_url, timeout=30) as http:
+        with http.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        ) as response:
+            events = _sse_events(response)
+    usage = events[-2]["usage"]
+    assert usage["cost_missing"] is True and usage["cost"] > 0
+    assert service.gateway.ledger.missing_cost_calls("run-u") == 1
+    assert service.gateway.run_cost_usd("run-u") == pytest.approx(usage["cost"])

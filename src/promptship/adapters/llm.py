@@ -479,7 +479,11 @@ class LiteLLMGateway:
                     data.pop("usage")
                 if data.get("choices"):
                     yield data
-            usage = self._usage(sent.spec, last_usage)
+            if last_usage is None and not sent.spec.local:
+                # The provider streamed no usage at all: keep the reservation's estimate, flagged, never 0.
+                usage = Usage(cost_usd=sent.reservation.check.estimate_usd, cost_missing=True)
+            else:
+                usage = self._usage(sent.spec, last_usage)
             self._settle(run_key, step, sent, usage)
             settled = True
             yield {

@@ -167,6 +167,7 @@ class LLMStandIn:
         self._requests: list[LoggedRequest] = []
         self._prices: dict[str, tuple[float, float]] = {}
         self._no_cost: set[str] = set()
+        self._no_stream_usage: set[str] = set()
         self._seq = itertools.count(1)
         self.local_models: list[str] = list(local_models)
         self.base_url = ""
@@ -229,6 +230,11 @@ class LLMStandIn:
         """Make a cloud-style model report no ``usage.cost`` (a provider that does not say what it charged)."""
         with self._lock:
             self._no_cost.add(model)
+
+    def omit_stream_usage(self, model: str) -> None:
+        """Make ``model``'s SSE streams end without a usage chunk, whatever the client asked for."""
+        with self._lock:
+            self._no_stream_usage.add(model)
 
     def reset(self) -> None:
         """Forget scripts, failures and the request log."""
@@ -361,6 +367,8 @@ class LLMStandIn:
             )
         options = body.get("stream_options") or {}
         send_usage = bool(options.get("include_usage")) or is_cloud_model(model) or bool(body.get("usage"))
+        with self._lock:
+            send_usage = send_usage and model not in self._no_stream_usage
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
             payload = {
