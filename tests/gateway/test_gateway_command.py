@@ -68,3 +68,25 @@ def test_gateway_serve_command(llm: LLMStandIn, tmp_path: Path, monkeypatch: pyt
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_gateway_costs_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from promptship.cli import app
+    from promptship.domain.results import Usage
+    from promptship.store import make_engine
+    from promptship.store.ledger import CostLedger
+
+    monkeypatch.setenv("PROMPTSHIP_HOME", str(tmp_path / "home"))
+    ledger = CostLedger(make_engine(Settings().store_url()))
+    ledger.create_schema()
+    ledger.open_run("run-c", repository="demo/chat-app")
+    ledger.settle(None, run_key="run-c", step="generate_code", model="gpt-4o", mode="cloud", usage=Usage(cost_usd=1.5))
+
+    result = CliRunner().invoke(app, ["gateway", "costs", "--by", "repository"])
+
+    assert result.exit_code == 0, result.output
+    assert "demo/chat-app" in result.output and "1.500000 USD" in result.output and "1.38 EUR" in result.output
+    assert "cloud 1.5000 USD of 10.87 USD" in result.output
+    assert CliRunner().invoke(app, ["gateway", "costs", "--by", "colour"]).exit_code == 2

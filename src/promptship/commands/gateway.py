@@ -39,6 +39,42 @@ def _register_service_commands(app: typer.Typer) -> None:
         typer.echo(f"LLM gateway listening on http://{host}:{port}/v1", err=True)
         uvicorn.run(create_gateway_app(gateway), host=host, port=port, log_level="warning", access_log=False)
 
+    @gateway_app.command("costs")
+    def costs(
+        by: Annotated[str, typer.Option(help="Group by step|run|day|repository|model|mode.")] = "day",
+        run: Annotated[str | None, typer.Option(help="Only this run key.")] = None,
+        day: Annotated[str | None, typer.Option(help="Only this ledger day (YYYY-MM-DD).")] = None,
+    ) -> None:
+        """What the ledger recorded, in USD and the display currency, and today's cloud spend against its cap."""
+        from typing import cast
+
+        from promptship.settings import Settings
+        from promptship.store import make_engine
+        from promptship.store.ledger import CostLedger, GroupBy
+
+        if by not in ("step", "run", "day", "repository", "model", "mode"):
+            typer.echo("--by must be one of step, run, day, repository, model, mode", err=True)
+            raise typer.Exit(2)
+        settings = Settings()
+        ledger = CostLedger(
+            make_engine(settings.store_url()),
+            timezone=settings.llm.timezone,
+            cloud_daily_usd=settings.budget.cloud_daily_usd,
+            display_currency=settings.llm.display_currency,
+            usd_to_display_rate=settings.llm.usd_to_display_rate,
+        )
+        ledger.create_schema()
+        for key, usd in sorted(ledger.totals(cast(GroupBy, by), run_key=run, day=day).items()):
+            typer.echo(f"{key:<40} {usd:>12.6f} USD  {ledger.in_display(usd):>12}")
+        missing = ledger.missing_cost_calls(run)
+        if missing:
+            typer.echo(f"{missing} cloud call(s) reported no cost: counted at list price")
+        spent = ledger.day_spend_usd()
+        typer.echo(
+            f"today ({ledger.today()}, {settings.llm.timezone}): cloud {spent:.4f} USD of "
+            f"{settings.budget.cloud_daily_usd:.2f} USD ({ledger.in_display(spent)})"
+        )
+
 
 def _register_routing_commands(app: typer.Typer) -> None:
     """B1's commands: ``promptship classify`` and ``promptship route`` (routing policy + sensitive-data gate)."""
