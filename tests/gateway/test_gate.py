@@ -92,6 +92,7 @@ def test_outbound_texts_accepts_arguments_given_as_objects():
         ("the signing secret is 8f3Kq9Zt2Lm7Xw4Rb6Yc1Vn5Hd0Jp3Ge", "high_entropy"),
         ("write to marie.dupont@example.fr please", "email"),
         ("call me on +33 6 12 34 56 78", "phone"),
+        ("Kudryashov (34) 646-869-Office", "phone"),
         ("my card 4111 1111 1111 1111 expires soon", "credit_card"),
         ("IBAN FR14 2004 1010 0505 0001 3M02 606", "iban"),
         ("ssn 123-45-6789", "us_ssn"),
@@ -134,6 +135,7 @@ def test_rules_find(text, subtype):
         "docker run -P nginx:latest",
         "api_key = settings.openrouter_api_key",
         "<tokenizer>bert-base</tokenizer>",
+        "Sales in the range (1999) 2000-2010 grew.",
     ],
 )
 def test_rules_do_not_flag_ordinary_developer_prompts(text):
