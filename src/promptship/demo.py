@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -152,14 +153,17 @@ def demo_request(health_url: str | None = None) -> DevRequest:
         requester="promptship-demo",
         auto_merge=True,
         labels=("promptship",),
-        deploy=DeployTarget(namespace="demo", deployment="chat-backend", container="backend", health_url=health_url),
+        deploy=DeployTarget(namespace="demo", deployment="backend", container="backend", health_url=health_url),
     )
 
 
-def build_demo_services(settings: Settings, stack: ExitStack, echo: Echo) -> tuple[Services, str]:
+def build_demo_services(
+    settings: Settings, stack: ExitStack, echo: Echo, request: DevRequest
+) -> tuple[Services, str | None]:
     """The sandbox's services, the best available per port; returns them and the health URL to use.
 
-    Every port starts as an in-process fake and is said to be one; stand-ins replace them as they land.
+    Each port gets its real adapter against a local stand-in that speaks the real protocol when that stand-in
+    can start here; otherwise the in-process fake, and the boundary list says so.
     """
     from promptship.sandbox.fakes import (
         FakeCluster,
@@ -192,7 +196,145 @@ def build_demo_services(settings: Settings, stack: ExitStack, echo: Echo) -> tup
             "compiler": "in-process fake",
         },
     )
-    return services, "http://127.0.0.1:9/health"
+    health_url: str | None = "http://127.0.0.1:9/health"  # only the fake probe ever sees this one
+    notes = _BOUNDARY_NOTES[id(services)] = {}
+    home = settings.home
+
+    def attempt(port: str, what: str, fn: Callable[[], None]) -> bool:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as exc:  # a stand-in that cannot start here leaves the fake in place, said aloud
+            echo(f"  {port}: {what} unavailable ({type(exc).__name__}: {str(exc)[:200]}) -> in-process fake")
+            return False
+        echo(f"  {port}: {what} ready in {time.monotonic() - t0:.1f} s")
+        return True
+
+    sandbox: Any = None
+
+    def llm() -> None:
+        nonlocal sandbox
+        from promptship.sandbox.llm_gateway import running_sandbox_gateway
+
+        sandbox = stack.enter_context(running_sandbox_gateway(settings, engine=store.engine))
+        services.llm = sandbox.gateway
+        services.boundaries["llm"] = "protocol stand-in"
+        notes["llm"] = "real LiteLLMGateway + gateway service -> LLM stand-in (OpenAI/Ollama protocols)"
+
+    forge: Any = None
+
+    def code_host() -> None:
+        nonlocal forge
+        from promptship.sandbox.forge import demo_code_host, running_forge
+
+        forge = stack.enter_context(running_forge(home / "forge"))
+        services.code_host = demo_code_host(forge, repository=request.repository)
+        services.boundaries["code_host"] = "protocol stand-in"
+        notes["code_host"] = "GitHubHost (PyGithub, git) -> local forge (GitHub REST + smart-HTTP git + CI)"
+
+    def compiler() -> None:
+        from promptship.wiring import build_compile_checker
+
+        services.compiler = build_compile_checker(settings)
+        services.boundaries["compiler"] = "real"
+
+    def agent() -> None:
+        import httpx
+        from pydantic import SecretStr
+
+        from promptship.adapters.openhands import OpenHandsAgent
+        from promptship.sandbox.agent_server import agent_server_installed, demo_developer_replies, running_agent_server
+
+        ok, why = agent_server_installed()
+        if not ok:
+            raise ConfigError(why)
+        if sandbox is None or forge is None:
+            raise ConfigError("the agent needs the LLM stand-in and the forge's checkout")
+        server = stack.enter_context(running_agent_server(home / "openhands"))
+        http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+        services.agent = OpenHandsAgent(http, session_api_key=SecretStr(server.session_key))
+        sandbox.llm.script("*", demo_developer_replies(str(settings.workspace_root() / request.run_key)))
+        services.boundaries["agent"] = "real"  # the agent-server itself; its LLM is the scripted stand-in
+        notes["agent"] = "OpenHands agent-server 1.57 (its LLM: scripted stand-in via the gateway)"
+
+    def cluster() -> None:
+        nonlocal health_url
+        from promptship.sandbox import cluster as control_plane
+
+        if forge is None:
+            raise ConfigError("the sandbox kubelet runs the images the local forge's CI publishes")
+        if control_plane.find_binaries() is None:
+            raise ConfigError("no control-plane binaries: run `make cluster-build`")
+        state = home / "cluster"
+        registry = Path(forge.root) / "registry"
+        cp = control_plane.start(state, registries=[registry], reuse=False)
+        stack.callback(control_plane.stop, state)
+        kube_settings = settings.kube.model_copy(update={"kubeconfig": cp.kubeconfig, "context": None})
+        live = settings.model_copy(update={"kube": kube_settings})
+        from promptship.wiring import build_cluster, build_health_probe
+
+        kube = build_cluster(live)
+        target = _deploy_seed_app(kube, cp.kubeconfig, registry, request, sandbox_llm_url=_llm_url(sandbox))
+        health_url = control_plane.service_url(cp.kubeconfig, target.namespace, "backend-service", path="/health")
+        services.settings = live
+        services.cluster = kube
+        services.health = build_health_probe(live)
+        services.boundaries["cluster"] = "real"
+        services.boundaries["health"] = "real"
+        notes["cluster"] = "KubeCluster -> kube-apiserver/controller-manager/scheduler v1.20 (sandbox kubelet)"
+        notes["health"] = f"HttpHealthProbe -> {health_url} (the backend process via the Service proxy)"
+
+    echo("Starting the sandbox:")
+    attempt("llm", "LLM stand-in + LiteLLMGateway + gateway service", llm)
+    attempt("code_host", "local forge (REST + git + CI) + GitHubHost (PyGithub)", code_host)
+    attempt("compiler", "WorkspaceCompileChecker", compiler)
+    attempt("agent", "OpenHands agent-server + OpenHandsAgent", agent)
+    attempt("cluster", "Kubernetes control plane (v1.20) + sandbox kubelet + KubeCluster/HttpHealthProbe", cluster)
+    return services, health_url
+
+
+def _llm_url(sandbox: Any) -> str:
+    return (sandbox.llm.base_url + "/v1") if sandbox is not None else "http://127.0.0.1:9/v1"
+
+
+def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRequest, *, sandbox_llm_url: str) -> Any:
+    """The chat app's backend as it is before the run: its Deployment and Service from examples/chat-app/k8s,
+    running the image the forge's CI built from the seed commit."""
+    import json
+
+    import yaml
+    from kubernetes import client, config
+
+    target = request.deploy
+    owner, repo = request.repository.split("/", 1)
+    builds = sorted((registry / owner / repo / target.container).glob("*.json"))
+    if not builds:
+        raise ConfigError(f"the forge published no {target.container} image of {request.repository}")
+    seed_image = json.loads(builds[0].read_text())["image"]
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core = client.CoreV1Api(api)
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target.namespace}})  # type: ignore[arg-type]
+    core.create_namespaced_secret(
+        target.namespace,
+        {  # type: ignore[arg-type]
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "litellm-secrets"},
+            "stringData": {"LLM_API_BASE": sandbox_llm_url, "LLM_API_KEY": "sandbox-key"},
+        },
+    )
+    k8s = Path(__file__).resolve().parents[2] / "examples" / "chat-app" / "k8s"
+    manifests = [
+        doc
+        for name in ("backend-deployment.yaml", "backend-service.yaml")
+        for doc in yaml.safe_load_all((k8s / name).read_text())
+        if isinstance(doc, dict)
+    ]
+    kube.apply_manifests(target, manifests)
+    result = kube.roll_out(target, seed_image, run_key="seed", timeout_s=180)
+    if result.verdict != "complete":
+        raise ConfigError(f"the seed version of the chat app did not roll out: {result.verdict} {result.reason}")
+    return target
 
 
 _BOUNDARY_WHAT = {
@@ -206,11 +348,15 @@ _BOUNDARY_WHAT = {
 }
 
 
+_BOUNDARY_NOTES: dict[int, dict[str, str]] = {}
+
+
 def boundary_lines(services: Services) -> list[str]:
     lines = ["Boundaries of this run:"]
+    notes = _BOUNDARY_NOTES.get(id(services), {})
     for port in ("llm", "agent", "code_host", "cluster", "health", "compiler", "sink"):
         kind = services.boundaries.get(port, "in-process fake")
-        lines.append(f"  {port:<10} {kind:<17} {_BOUNDARY_WHAT[port]}")
+        lines.append(f"  {port:<10} {kind:<17} {notes.get(port, _BOUNDARY_WHAT[port])}")
     return lines
 
 
@@ -232,7 +378,9 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
         took = time.monotonic() - t0
         echo(f"Prefect server (SQLite) on {server.url}, healthy after {took:.1f} s, pid {server.process.pid}")
         stack.enter_context(using_prefect(server))
-        services, health_url = build_demo_services(settings, stack, echo)
+        request = demo_request()
+        services, health_url = build_demo_services(settings, stack, echo, request)
+        request = request.model_copy(update={"deploy": request.deploy.model_copy(update={"health_url": health_url})})
         for line in boundary_lines(services):
             echo(line)
 
@@ -240,7 +388,6 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
         from promptship.domain.report import render_markdown
         from promptship.wiring import installed
 
-        request = demo_request(health_url)
         echo(f"Request: {request.prompt!r} on {request.repository} (run key {request.run_key})")
         with installed(services):
             state = dev_cycle(request, return_state=True)
@@ -250,6 +397,13 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
             echo(f"The run ended {state.name} without a report: {state.message}")
             return 1
         echo(render_markdown(report))
+        if services.boundaries.get("health") == "real" and health_url and report.outcome == "deployed":
+            version_url = health_url.rsplit("/health", 1)[0] + "/version"
+            try:
+                answer = httpx.get(version_url, timeout=5)
+                echo(f"GET {version_url} -> {answer.status_code} {answer.text.strip()[:300]}")
+            except httpx.HTTPError as exc:
+                echo(f"GET {version_url} failed: {type(exc).__name__}")
         for line in boundary_lines(services):
             echo(line)
         ok = reached_verdicts(report)
