@@ -6,18 +6,29 @@ import base64
 import io
 from datetime import UTC, datetime, timedelta
 
-from promptship.domain.kpi import KPIReport, RunFacts, compute_kpis
+from promptship.domain.kpi import KPIReport, MergedPR, RunFacts, compute_kpis
+from promptship.ports import CodeHost
 from promptship.settings import Settings
 from promptship.store import Store
 
 
 def kpis_from_store(
-    store: Store, settings: Settings, *, since: datetime | None = None, now: datetime | None = None
+    store: Store,
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    now: datetime | None = None,
+    code_host: CodeHost | None = None,
 ) -> tuple[KPIReport, list[RunFacts]]:
-    """The KPIs of the runs since ``since`` (default: 30 days) until now."""
+    """The KPIs of the runs since ``since`` (default: 30 days) until now. With ``code_host``, the merged PRs
+    of the same repositories are read from it for the agent-vs-human split."""
     now = now or datetime.now(UTC)
     since = since or now - timedelta(days=30)
     facts = store.run_facts()
+    merged: list[MergedPR] = []
+    if code_host is not None:
+        for repository in sorted({f.repository for f in facts}):
+            merged += code_host.merged_pull_requests(repository, since)
     rate = settings.llm.usd_to_display_rate
     report = compute_kpis(
         facts,
@@ -27,6 +38,7 @@ def kpis_from_store(
         usd_to_display_rate=rate,
         display_currency=settings.llm.display_currency,
         daily_budget_display=round(settings.budget.cloud_daily_usd * rate, 2),
+        merged_prs=merged,
     )
     return report, facts
 
@@ -174,6 +186,11 @@ def markdown(report: KPIReport, pngs: dict[str, bytes]) -> str:
         f"| deployment frequency | {report.dora['deployment_frequency_per_day']} / day |",
         f"| change failure rate | {_pct(report.dora['change_failure_rate'])} |",
         f"| time saved (estimate vs human baseline) | {_pct(report.time_saved_estimate)} |",
+        *(
+            f"| merged PRs by {kind} (open → merge median) "
+            f"| {v['merged_prs']} ({v['open_to_merge_median_h'] or '—'} h) |"
+            for kind, v in report.agent_vs_human.items()
+        ),
         "",
         "## Go / no-go (seed thresholds)",
         "",

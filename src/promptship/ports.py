@@ -6,10 +6,12 @@ Adapters (``promptship.adapters``) implement them against real services; the san
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from promptship.domain.kpi import MergedPR
 from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import DeployTarget, TaskClass
 from promptship.domain.results import (
@@ -144,6 +146,10 @@ class CodeHost(Protocol):
 
     def comment(self, repository: str, number: int, body: str) -> None:
         """Comment on an issue or pull request."""
+        ...
+
+    def merged_pull_requests(self, repository: str, since: datetime) -> list[MergedPR]:
+        """PRs merged since ``since``, each marked as opened by promptship or not (the KPIs' human baseline)."""
         ...
 
 

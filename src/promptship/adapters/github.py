@@ -17,6 +17,7 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -42,8 +43,9 @@ from promptship.domain.ci import (
     retry_after_s,
 )
 from promptship.domain.ci_events import CIWakeups
+from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import REDACTED, redact
-from promptship.domain.request import branch_for, pr_marker
+from promptship.domain.request import PR_MARKER_PREFIX, branch_for, pr_marker
 from promptship.domain.results import CheckOutcome, CIResult, MergeResult, PullRequestInfo
 from promptship.errors import CodeHostError
 
@@ -96,6 +98,10 @@ def default_git_url_for(api_url: str) -> Callable[[str], str]:
         return f"{web}/{repository}.git"
 
     return url_for
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class GitHubHost:
@@ -444,6 +450,31 @@ class GitHubHost:
         self._call(lambda: issue.create_comment(body))
 
     # -- plumbing -------------------------------------------------------------------------------------
+    def merged_pull_requests(self, repository: str, since: datetime) -> list[MergedPR]:
+        """PRs merged since ``since`` (closed PRs, newest update first, read until older than ``since``);
+        ``by_promptship`` when the body carries a run-key marker."""
+        repo = self._repo(repository)
+
+        def read() -> list[MergedPR]:
+            out: list[MergedPR] = []
+            for pr in repo.get_pulls(state="closed", sort="updated", direction="desc"):
+                if pr.updated_at is not None and _aware(pr.updated_at) < since:
+                    break
+                if pr.merged_at is None or _aware(pr.merged_at) < since:
+                    continue
+                out.append(
+                    MergedPR(
+                        repository=repository,
+                        number=pr.number,
+                        created_at=_aware(pr.created_at),
+                        merged_at=_aware(pr.merged_at),
+                        by_promptship=PR_MARKER_PREFIX in (pr.body or ""),
+                    )
+                )
+            return out
+
+        return self._call(read)
+
     def _repo(self, repository: str) -> Repository:
         return self._call(lambda: self._gh.get_repo(repository, lazy=True))
 

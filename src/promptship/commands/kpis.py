@@ -15,6 +15,9 @@ def register(app: typer.Typer) -> None:
     def kpis(
         since: str = typer.Option("", help="Start of the period (YYYY-MM-DD, UTC); default: 30 days ago."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        from_code_host: bool = typer.Option(
+            False, "--from-code-host", help="Also read merged PRs from GitHub for the agent-vs-human split."
+        ),
     ) -> None:
         """KPIs and the seed's go/no-go from the runs in the store."""
         from promptship.kpis import kpis_from_store, markdown
@@ -28,7 +31,12 @@ def register(app: typer.Typer) -> None:
                 start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
             except ValueError:
                 raise typer.BadParameter("--since must be a date like 2026-11-01") from None
-        report, _facts = kpis_from_store(build_store(settings), settings, since=start)
+        code_host = None
+        if from_code_host:
+            from promptship.wiring import build_code_host
+
+            code_host = build_code_host(settings)
+        report, _facts = kpis_from_store(build_store(settings), settings, since=start, code_host=code_host)
         if as_json:
             typer.echo(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
         else:

@@ -10,11 +10,13 @@ import hashlib
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import redact
 from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import DeployTarget, TaskClass
@@ -181,6 +183,7 @@ class FakeCodeHost:
         self.branches: dict[tuple[str, str], str] = {}
         self.comments: list[tuple[str, int, str]] = []
         self.pr_creations = 0
+        self.merged: list[MergedPR] = []
         self._lock = threading.Lock()
 
     def prepare_workspace(self, repository: str, base_branch: str, branch: str, path: str) -> str:
@@ -255,6 +258,9 @@ class FakeCodeHost:
 
     def comment(self, repository: str, number: int, body: str) -> None:
         self.comments.append((repository, number, body))
+
+    def merged_pull_requests(self, repository: str, since: datetime) -> list[MergedPR]:
+        return [p for p in self.merged if p.repository == repository and p.merged_at >= since]
 
 
 class FakeCluster:
