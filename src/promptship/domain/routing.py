@@ -286,7 +286,33 @@ _CODE_FIRST = re.compile(r"(?m)^\s*(?:def|class|async def|from \S+ import|import
 
 # Ordered: the first rule that matches decides. Strong "write tests" asks beat documentation words, which beat
 # a mere mention of a testing concept, which beats code words.
+_NOT_CODE = (
+    r"(?:tests?|testing|specs?|checks?|coverage|docs?|documentation|docstrings?|readme|comments?|guide|javadoc|"
+    r"jsdoc|changelog|release notes|reference)\b"
+)
+_ARTIFACT = (
+    r"(?:endpoints?|routes?|apis?|services?|functions?|class(?:es)?|modules?|handlers?|components?|cli|commands?|"
+    r"scripts?|programs?|apps?|features?|middleware|decorators?|parsers?|migrations?)"
+)
 _CLASS_RULES: tuple[_Rule, ...] = (
+    # Code first when the request builds something, even if it also asks for that thing's tests:
+    # "Add a /version endpoint with a test", "Implement rate limiting and add unit tests".
+    (
+        "complex_code",
+        re.compile(
+            rf"(?i)^\s*(?:please\s+)?(?:implement|build|develop|refactor|port|migrate|optimi[sz]e|debug|fix)\b"
+            rf"(?!\s+(?:\w+\s+){{0,3}}{_NOT_CODE})"
+        ),
+        "asks to build or change code",
+    ),
+    (
+        "complex_code",
+        re.compile(
+            rf"(?i)\b(?:add|create|write|make(?!\s+sure))\s+(?:(?!{_NOT_CODE})[\w/.-]+\s+){{0,4}}?{_ARTIFACT}\b"
+            rf"(?![\w-]*\s+{_NOT_CODE})"
+        ),
+        "asks for a piece of code",
+    ),
     (
         "tests",
         re.compile(
