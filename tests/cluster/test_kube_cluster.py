@@ -325,3 +325,19 @@ def test_the_least_privilege_deployer_role_is_enough_and_no_more(
     with pytest.raises(ClusterError) as refused:
         deployer._request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=crb)
     assert refused.value.status == 403
+
+
+def test_the_kubelet_can_be_told_to_keep_an_image_unready(
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any
+) -> None:
+    good, held_back = app_registry.publish("ok"), app_registry.publish("ok")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, good.image, progress_deadline_s=4)
+    control_plane.set_image_fault(held_back.image, "unready")
+    try:
+        result = kube.roll_out(target, held_back.image, run_key="held", timeout_s=TIMEOUT_S)
+    finally:
+        control_plane.set_image_fault(held_back.image, None)
+
+    assert result.verdict == "stalled", result
+    assert any("sandbox fault 'unready'" in e for e in result.events), result.events
