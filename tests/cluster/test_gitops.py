@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 import jsonschema
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from promptship.adapters.gitops import GitOpsCluster
 from promptship.adapters.kube import KubeCluster
@@ -42,24 +44,34 @@ def _version(url: str, want: str, wait_s: float = 15.0) -> str:
     return last
 
 
-@pytest.fixture
-def gitops_repo(tmp_path: Path) -> str:
-    """An empty GitOps repository with one commit on main (a bare repo, cloned over git's file protocol)."""
+@pytest.fixture(params=["file", pytest.param("forge", marks=pytest.mark.forge)])
+def gitops_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """The GitOps repository (URL, token): a bare repo over git's file protocol, or one on the local forge
+    over smart HTTP with the forge's token."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "README.md").write_text("environment: sandbox\n")
+    if request.param == "forge":
+        from promptship.sandbox.forge import running_forge
+
+        with running_forge(tmp_path / "forge", run_ci=False) as forge:
+            forge.seed_repository("demo", "gitops", seed)
+            yield forge.git_url("demo", "gitops"), forge.token
+        return
     bare = tmp_path / "gitops.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    work = tmp_path / "seed"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    (work / "README.md").write_text("environment: sandbox\n")
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@x.invalid", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    subprocess.run(["git", "init", "-q", "-b", "main", str(seed)], check=True)
     for cmd in (["add", "-A"], ["commit", "-q", "-m", "init"], ["push", "-q", str(bare), "HEAD:refs/heads/main"]):
-        subprocess.run(["git", *cmd], cwd=work, check=True, env=env)
-    return str(bare)
+        subprocess.run(["git", *cmd], cwd=seed, check=True, env=env)
+    yield str(bare), None
 
 
 def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
-    api_client: Any, control_plane: Any, app_registry: SampleApps, gitops_repo: str, tmp_path: Path
+    api_client: Any, control_plane: Any, app_registry: SampleApps, gitops_repo: tuple[str, str | None], tmp_path: Path
 ) -> None:
+    repo_url, token = gitops_repo
     require("Argo CD Application CRD", CRD.exists(), f"{CRD} missing")
     from kubernetes import client
 
@@ -80,7 +92,7 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
             "metadata": {"name": app_name, "namespace": argocd},
             "spec": {
                 "project": "default",
-                "source": {"repoURL": gitops_repo, "path": "k8s", "targetRevision": "main"},
+                "source": {"repoURL": repo_url, "path": "k8s", "targetRevision": "main"},
                 "destination": {"server": "https://kubernetes.default.svc", "namespace": app_ns},
                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
             },
@@ -89,10 +101,15 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
     v1, v2, bad = app_registry.publish("ok"), app_registry.publish("ok"), app_registry.publish("unready")
     target = DeployTarget(namespace=app_ns, deployment="web", container="app")
     gitops = GitOpsCluster(
-        kube, repo_url=gitops_repo, workdir=tmp_path / "checkout", application=app_name, poll_interval_s=0.3
+        kube,
+        repo_url=repo_url,
+        token=SecretStr(token) if token else None,
+        workdir=tmp_path / "checkout",
+        application=app_name,
+        poll_interval_s=0.3,
     )
 
-    with running_gitops_syncer(api_client, tmp_path / "syncer-cache", namespace=argocd):
+    with running_gitops_syncer(api_client, tmp_path / "syncer-cache", namespace=argocd, token=token):
         gitops.apply_manifests(target, sample_manifests(v1.image, progress_deadline_s=5))
         first = gitops.roll_out(target, v1.image, run_key="g1", timeout_s=TIMEOUT_S)
         assert first.verdict == "complete", first
@@ -110,19 +127,33 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
         assert kube.current_image(target) == v2.image
         assert _version(url, v2.sha) == v2.sha
 
+    checkout = tmp_path / "checkout"  # the adapter's clone, refreshed: what the repository holds now
+    subprocess.run(["git", "-C", str(checkout), "fetch", "-q", "origin"], check=True, env=_git_env(token))
     log = subprocess.run(
-        ["git", f"--git-dir={gitops_repo}", "log", "--format=%s", "main"], capture_output=True, text=True, check=True
+        ["git", "-C", str(checkout), "log", "--format=%s", "origin/main"], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert log[0].startswith("promptship: revert") and bad.image in log[1]
     app = kube.read_object(f"/apis/argoproj.io/v1alpha1/namespaces/{argocd}/applications/{app_name}")
     assert app is not None
     head = subprocess.run(
-        ["git", f"--git-dir={gitops_repo}", "rev-parse", "main"], capture_output=True, text=True, check=True
+        ["git", "-C", str(checkout), "rev-parse", "origin/main"], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert app["status"]["sync"] == {**app["status"]["sync"], "status": "Synced", "revision": head}
     assert app["status"]["health"]["status"] == "Healthy"
     schema = _without_nulls(yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     jsonschema.validate(app["status"], schema["properties"]["status"])  # the status is shaped by Argo's CRD
+
+
+def _git_env(token: str | None) -> dict[str, str]:
+    import base64
+    import os
+
+    env = dict(os.environ)
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
+                   GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")  # fmt: skip
+    return env
 
 
 def _without_nulls(node: Any) -> Any:

@@ -198,10 +198,10 @@ class GitOpsSyncer:
 
 @contextlib.contextmanager
 def running_gitops_syncer(
-    api: Any, cache_dir: Path, *, namespace: str = "argocd", interval_s: float = 0.5
+    api: Any, cache_dir: Path, *, namespace: str = "argocd", interval_s: float = 0.5, token: str | None = None
 ) -> Iterator[GitOpsSyncer]:
     """The syncer in a background thread for the block."""
-    syncer = GitOpsSyncer(api, cache_dir=cache_dir, namespace=namespace)
+    syncer = GitOpsSyncer(api, cache_dir=cache_dir, namespace=namespace, token=token)
     stop = threading.Event()
     thread = threading.Thread(target=syncer.run, args=(stop, interval_s), daemon=True, name="gitops-syncer")
     thread.start()
