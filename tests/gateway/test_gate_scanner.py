@@ -204,6 +204,13 @@ def test_redact_with_hides_what_the_scanner_finds(scanner):
     assert out.startswith("token [REDACTED]")
 
 
+def test_repeated_texts_are_answered_from_the_digest_cache(scanner):
+    secret_text = f"deploy with {GH}"
+    first = scanner.scan(secret_text)
+    assert scanner.scan(secret_text) is first and first.sensitive
+    assert not scanner.scan(secret_text.replace(GH, "the token from the vault")).sensitive
+
+
 def test_scanners_closed_out_of_order_keep_detect_secrets_working():
     line = 'password = "Zq8!vL2@pR5#wT9x"'
     first = SensitiveDataScanner(layers=("rules", "detect_secrets"))

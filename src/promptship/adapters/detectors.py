@@ -16,10 +16,12 @@ Layers (each can be switched off, the benchmark measures each):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -139,6 +141,7 @@ class SensitiveDataScanner:
         *,
         presidio_min_score: float = 0.3,
         presidio_mode: PresidioMode = "direct",
+        cache_size: int = 4096,
     ):
         self.layers = tuple(layers)
         unknown = set(self.layers) - set(ALL_LAYERS)
@@ -153,6 +156,9 @@ class SensitiveDataScanner:
         self._min_score = presidio_min_score
         self.presidio_mode: PresidioMode = presidio_mode
         self._recognizers: list[tuple[Any, list[str], tuple[str, ...]]] = []
+        self._cache: OrderedDict[bytes, GateResult] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
         if "detect_secrets" in self.layers:
             self._init_detect_secrets()
         if "presidio" in self.layers:
@@ -298,7 +304,24 @@ class SensitiveDataScanner:
     # --- public API ---------------------------------------------------------------------------------------
 
     def scan(self, text: str) -> GateResult:
-        """All enabled layers on one text."""
+        """All enabled layers on one text. Results are remembered by the text's digest: an agent re-sends its
+        whole conversation with every call, so only the new messages cost a scan."""
+        if self._cache_size <= 0:
+            return self._scan_uncached(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        result = self._scan_uncached(text)
+        with self._cache_lock:
+            self._cache[key] = result
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def _scan_uncached(self, text: str) -> GateResult:
         findings: list[Finding] = []
         for layer in self.layers:
             findings.extend(self.scan_layer(layer, text))
