@@ -83,7 +83,7 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
             core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
     app_name = f"chat-{app_ns}"
     kube = KubeCluster(api_client, poll_interval_s=0.3)
-    kube._request(  # the Application, as `oc apply -f argocd/application.yaml` would create it
+    kube.api_request(  # the Application, as `oc apply -f argocd/application.yaml` would create it
         "POST",
         f"/apis/argoproj.io/v1alpha1/namespaces/{argocd}/applications",
         body={

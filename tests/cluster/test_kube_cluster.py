@@ -323,7 +323,7 @@ def test_the_least_privilege_deployer_role_is_enough_and_no_more(
         "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
     }
     with pytest.raises(ClusterError) as refused:
-        deployer._request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=crb)
+        deployer.api_request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=crb)
     assert refused.value.status == 403
 
 

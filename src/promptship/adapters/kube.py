@@ -144,6 +144,13 @@ class KubeCluster:
             ) from None
         return json.loads(resp.data) if resp.data else {}
 
+    def api_request(
+        self, method: str, path: str, *, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """One JSON request to an API path (for sandbox tools and tests: Applications, CRDs, RBAC checks);
+        errors become ClusterError like every other call."""
+        return self._request(method, path, body=body, content_type=content_type)
+
     def _deployment_path(self, target: DeployTarget) -> str:
         return f"/apis/apps/v1/namespaces/{target.namespace}/deployments/{target.deployment}"
 

@@ -153,9 +153,8 @@ class GitOpsSyncer:
         if status != app.get("status"):
             app["status"] = status
             try:  # a conflicting write is retried on the next tick
-                self.kube._request(  # noqa: SLF001 — same package family; a PUT with the resourceVersion
-                    "PUT", f"{APPS.format(ns=self.namespace)}/{name}", body=app, what=f"update application {name}"
-                )
+                # a PUT carrying the resourceVersion read: a concurrent edit makes it fail with 409
+                self.kube.api_request("PUT", f"{APPS.format(ns=self.namespace)}/{name}", body=app)
             except ClusterError as exc:
                 log.warning("status of %s not written: %s", name, exc)
 
@@ -180,7 +179,7 @@ class GitOpsSyncer:
         return resources, worst, message
 
     def sync_once(self) -> None:
-        listing = self.kube._request("GET", APPS.format(ns=self.namespace), what="list applications")  # noqa: SLF001
+        listing = self.kube.api_request("GET", APPS.format(ns=self.namespace))
         for app in listing.get("items", []):
             try:
                 self.sync_application(app)
@@ -219,7 +218,7 @@ def install_application_crd(api: Any, crd_file: Path, *, timeout_s: float = 30.0
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     name = crd["metadata"]["name"]
     if kube.read_object(f"{path}/{name}") is None:
-        kube._request("POST", path, body=crd, what="create the Application CRD")  # noqa: SLF001
+        kube.api_request("POST", path, body=crd)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got = kube.read_object(f"{path}/{name}") or {}
