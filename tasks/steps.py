@@ -39,6 +39,7 @@ def route_request(request: DevRequest) -> tuple[RouteDecision, StepRecord]:
     """Classify the request and choose the model (local or cloud) the code agent will use, and why."""
     s = services()
     t0 = now()
+    s.llm.open_run(request.run_key, budget_usd=request.budget_usd, repository=request.repository)
     decision = s.llm.route(request.prompt, task_class=request.task_class, force_local=request.sensitive)
     record = step_record(
         request.run_key,
@@ -77,12 +78,16 @@ def generate_code(request: DevRequest, decision: RouteDecision) -> tuple[Generat
         max_iterations=s.settings.openhands.max_iterations,
         timeout_s=s.settings.openhands.timeout_s,
     )
+    spent_before = s.llm.run_cost_usd(key)
     handle = s.agent.start(agent_task, access)
     result = s.agent.result(handle, timeout_s=s.settings.openhands.timeout_s)
+    gateway_cost = round(s.llm.run_cost_usd(key) - spent_before, 8)
     head_sha = None
     if result.verdict == "finished":
         head_sha = s.code_host.push_branch(request.repository, workspace, branch)
-    generation = GenerationResult(agent=result, head_sha=head_sha, workspace=workspace)
+    generation = GenerationResult(
+        agent=result, head_sha=head_sha, workspace=workspace, model=decision.model, mode=decision.mode
+    )
     record = step_record(
         key,
         "generate_code",
@@ -97,6 +102,7 @@ def generate_code(request: DevRequest, decision: RouteDecision) -> tuple[Generat
         changed_files=len(result.changed_files),
         resumed=not handle.created,
         head_sha=head_sha,
+        gateway_cost_usd=gateway_cost,
     )
     s.sink.record_step(record)
     return generation, record
@@ -223,18 +229,22 @@ def repair(
     handle = AgentHandle(conversation_id=generation.agent.conversation_id, created=False)
     s.agent.send(handle, repair_instruction(ci, round_number))
     result = s.agent.result(handle, timeout_s=s.settings.openhands.timeout_s)
+    gateway_cost = round(s.llm.run_cost_usd(key) - spent, 8)
     head_sha = generation.head_sha
     if result.verdict == "finished":
         head_sha = s.code_host.push_branch(request.repository, generation.workspace, branch_for(key))
-    repaired = GenerationResult(agent=result, head_sha=head_sha, workspace=generation.workspace)
+    repaired = generation.model_copy(update={"agent": result, "head_sha": head_sha, "compile": None})
     record = step_record(
         key,
         f"repair#{round_number}",
         t0,
         result.verdict,
+        model=generation.model,
+        mode=generation.mode,
         usage=result.usage,
         error=s.llm.redact(result.error) if result.error else None,
         sha=head_sha,
+        gateway_cost_usd=gateway_cost,
     )
     s.sink.record_step(record)
     return repaired, record

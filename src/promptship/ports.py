@@ -54,6 +54,10 @@ class LLMGateway(Protocol):
         """Decide class, model and local/cloud for ``text`` without calling a model."""
         ...
 
+    def open_run(self, run_key: str, *, budget_usd: float | None = None, repository: str | None = None) -> None:
+        """Register a run's budget cap and repository with the ledger before its first call."""
+        ...
+
     def complete(self, call: LLMCall) -> LLMReply:
         """Route, gate, budget-check and send one chat completion; record its cost against the run."""
         ...

@@ -180,3 +180,5 @@ class GenerationResult(_Model):
     compile: CompileResult | None = None
     head_sha: str | None = None
     workspace: str
+    model: str | None = Field(default=None, description="The model the agent works with (repairs use it too).")
+    mode: LLMMode | None = None

@@ -83,6 +83,9 @@ class FakeLLMGateway:
             sensitive=force_local,
         )
 
+    def open_run(self, run_key: str, *, budget_usd: float | None = None, repository: str | None = None) -> None:
+        self.ledger.setdefault(run_key, 0.0)
+
     def complete(self, call: LLMCall) -> LLMReply:
         self.faults.maybe_raise("complete")
         decision = self.route(
