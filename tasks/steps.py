@@ -30,6 +30,7 @@ from promptship.domain.results import (
     RouteDecision,
 )
 from promptship.errors import ConfigError
+from promptship.ports import Cluster
 from promptship.wiring import services
 from tasks._support import durable_task, keyed, now, step_record
 
@@ -278,6 +279,19 @@ def build_image(request: DevRequest, merge_sha: str) -> tuple[str, StepRecord]:
     return image, record
 
 
+def _deployer(request: DevRequest) -> Cluster:
+    """The one deployer of the request's environment: the cluster (push) or the GitOps repository."""
+    s = services()
+    if request.deploy_mode == "push":
+        return s.cluster
+    if s.gitops is None:
+        raise ConfigError(
+            "deploy_mode 'gitops' needs a GitOps repository: set PROMPTSHIP_KUBE__GITOPS_REPO_URL "
+            "(and PROMPTSHIP_KUBE__GITOPS_APPLICATION when Argo CD runs)"
+        )
+    return s.gitops
+
+
 def _changed_manifests(generation: GenerationResult) -> list[dict]:
     manifests: list[dict] = []
     for name in generation.agent.changed_files:
@@ -292,11 +306,10 @@ def roll_out(request: DevRequest, generation: GenerationResult, image: str) -> t
     """Apply the change's manifests (dry run first, all or none), set the image, wait for the verdict."""
     s = services()
     t0 = now()
-    if request.deploy_mode != "push":
-        raise ConfigError("deploy_mode 'gitops' needs the GitOps cluster adapter; this one deploys in push mode")
+    cluster = _deployer(request)
     manifests = _changed_manifests(generation)
-    applied = s.cluster.apply_manifests(request.deploy, manifests) if manifests else None
-    result = s.cluster.roll_out(
+    applied = cluster.apply_manifests(request.deploy, manifests) if manifests else None
+    result = cluster.roll_out(
         request.deploy, image, run_key=request.run_key, timeout_s=s.settings.kube.rollout_timeout_s
     )
     record = step_record(
@@ -341,7 +354,7 @@ def rollback(request: DevRequest, why: str) -> tuple[RollbackResult, StepRecord]
     """Put the previous revision back and wait until it is complete again."""
     s = services()
     t0 = now()
-    result = s.cluster.rollback(request.deploy, timeout_s=s.settings.kube.rollout_timeout_s)
+    result = _deployer(request).rollback(request.deploy, timeout_s=s.settings.kube.rollout_timeout_s)
     record = step_record(
         request.run_key,
         "rollback",

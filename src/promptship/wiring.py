@@ -32,6 +32,7 @@ class Services:
     health: HealthProbe
     sink: MetricsSink
     compiler: CompileChecker
+    gitops: Cluster | None = None  # the GitOps deployer, for requests with deploy_mode "gitops"
     boundaries: dict[str, Boundary] = field(default_factory=dict)
 
 
@@ -106,6 +107,7 @@ def build_services(settings: Settings) -> Services:
         health=build_health_probe(settings),
         sink=store,
         compiler=WorkspaceCompileChecker(),
+        gitops=build_gitops_cluster(settings) if settings.kube.gitops_repo_url else None,
         boundaries={
             "llm": "real",
             "agent": "real",

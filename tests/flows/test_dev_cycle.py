@@ -87,3 +87,26 @@ def test_health_503_rolls_back(make_services):
     assert (first.outcome, second.outcome) == ("deployed", "rolled_back")
     assert services.cluster.current_image(_request().deploy) == first.image
     assert [s.verdict for s in second.steps if s.step.startswith("check_health")] == ["unhealthy", "healthy"]
+
+
+def test_gitops_request_is_deployed_by_the_gitops_deployer_only(make_services):
+    push_cluster, gitops = FakeCluster(), FakeCluster(rollouts=["complete", "stalled"])
+    services = make_services(cluster=push_cluster, gitops=gitops)
+    first = dev_cycle(_request(auto_merge=True, deploy_mode="gitops"))
+    second = dev_cycle(_request(auto_merge=True, deploy_mode="gitops"))
+    assert (first.outcome, second.outcome) == ("deployed", "rolled_back")
+    assert gitops.current_image(_request().deploy) == first.image  # the revert restored the first image
+    assert push_cluster.rollout_count == 0  # exactly one deployer per environment
+    assert services.gitops is gitops
+
+
+def test_gitops_request_without_a_gitops_repository_fails_clearly(make_services):
+    from promptship.errors import ConfigError
+
+    cluster = FakeCluster()
+    services = make_services(cluster=cluster)
+    request = _request(auto_merge=True, deploy_mode="gitops")
+    with pytest.raises(ConfigError, match="PROMPTSHIP_KUBE__GITOPS_REPO_URL"):
+        dev_cycle(request)
+    assert cluster.rollout_count == 0
+    assert services.sink.run(request.run_key).outcome == "failed"
