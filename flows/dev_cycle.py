@@ -55,9 +55,12 @@ def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> N
     except PromptshipError:
         pass
     t = now()
-    s.sink.record_step(
-        StepRecord(run_key=key, step="report", started_at=t, ended_at=t, verdict="cancelled", error="cancelled")
-    )
+    final = StepRecord(run_key=key, step="report", started_at=t, ended_at=t, verdict="cancelled", error="cancelled")
+    s.sink.record_step(final)
+    read_steps = getattr(s.sink, "steps", None)  # the store can say which steps finished before the cancel
+    found: list[StepRecord] = list(read_steps(key)) if callable(read_steps) else []  # type: ignore[call-overload]
+    done = [r for r in found if r.step != "report"]
+    done.sort(key=lambda r: r.started_at)
     s.sink.record_run(
         RunReport(
             run_key=key,
@@ -65,9 +68,9 @@ def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> N
             prompt_redacted=s.llm.redact(request.prompt),
             requester=request.requester,
             outcome="cancelled",
-            started_at=t,
+            started_at=done[0].started_at if done else t,
             ended_at=t,
-            steps=(),
+            steps=(*done, final),
             flow_run_id=str(flow_run.id),
         )
     )

@@ -159,8 +159,9 @@ def demo_request(health_url: str | None = None) -> DevRequest:
 
 def build_demo_services(
     settings: Settings, stack: ExitStack, echo: Echo, request: DevRequest
-) -> tuple[Services, str | None]:
-    """The sandbox's services, the best available per port; returns them and the health URL to use.
+) -> tuple[Services, str | None, dict[str, str]]:
+    """The sandbox's services, the best available per port; returns them, the health URL to use, and a note
+    per port saying what is behind it.
 
     Each port gets its real adapter against a local stand-in that speaks the real protocol when that stand-in
     can start here; otherwise the in-process fake, and the boundary list says so.
@@ -197,7 +198,7 @@ def build_demo_services(
         },
     )
     health_url: str | None = "http://127.0.0.1:9/health"  # only the fake probe ever sees this one
-    notes = _BOUNDARY_NOTES[id(services)] = {}
+    notes: dict[str, str] = {}
     home = settings.home
 
     def attempt(port: str, what: str, fn: Callable[[], None]) -> bool:
@@ -290,7 +291,7 @@ def build_demo_services(
     attempt("compiler", "WorkspaceCompileChecker", compiler)
     attempt("agent", "OpenHands agent-server + OpenHandsAgent", agent)
     attempt("cluster", "Kubernetes control plane (v1.20) + sandbox kubelet + KubeCluster/HttpHealthProbe", cluster)
-    return services, health_url
+    return services, health_url, notes
 
 
 def _llm_url(sandbox: Any) -> str:
@@ -348,12 +349,9 @@ _BOUNDARY_WHAT = {
 }
 
 
-_BOUNDARY_NOTES: dict[int, dict[str, str]] = {}
-
-
-def boundary_lines(services: Services) -> list[str]:
+def boundary_lines(services: Services, notes: dict[str, str] | None = None) -> list[str]:
     lines = ["Boundaries of this run:"]
-    notes = _BOUNDARY_NOTES.get(id(services), {})
+    notes = notes or {}
     for port in ("llm", "agent", "code_host", "cluster", "health", "compiler", "sink"):
         kind = services.boundaries.get(port, "in-process fake")
         lines.append(f"  {port:<10} {kind:<17} {notes.get(port, _BOUNDARY_WHAT[port])}")
@@ -379,9 +377,9 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
         echo(f"Prefect server (SQLite) on {server.url}, healthy after {took:.1f} s, pid {server.process.pid}")
         stack.enter_context(using_prefect(server))
         request = demo_request()
-        services, health_url = build_demo_services(settings, stack, echo, request)
+        services, health_url, notes = build_demo_services(settings, stack, echo, request)
         request = request.model_copy(update={"deploy": request.deploy.model_copy(update={"health_url": health_url})})
-        for line in boundary_lines(services):
+        for line in boundary_lines(services, notes):
             echo(line)
 
         from flows.dev_cycle import dev_cycle
@@ -404,7 +402,7 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
                 echo(f"GET {version_url} -> {answer.status_code} {answer.text.strip()[:300]}")
             except httpx.HTTPError as exc:
                 echo(f"GET {version_url} failed: {type(exc).__name__}")
-        for line in boundary_lines(services):
+        for line in boundary_lines(services, notes):
             echo(line)
         ok = reached_verdicts(report)
         echo(f"Outcome: {report.outcome} — {'every' if ok else 'NOT every'} step reached a verdict")

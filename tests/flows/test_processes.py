@@ -189,3 +189,4 @@ def test_cancelling_a_served_run_interrupts_the_agent_comments_on_the_pr_and_rec
     stored = store.run(key)
     assert stored is not None and stored.outcome == "cancelled"
     assert stored.flow_run_id == str(flow_run.id)
+    assert [r.step for r in stored.steps][-2:] == ["wait_for_ci#1", "report"]  # what finished before the cancel
