@@ -110,7 +110,7 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
     )
 
     with running_gitops_syncer(api_client, tmp_path / "syncer-cache", namespace=argocd, token=token):
-        gitops.apply_manifests(target, sample_manifests(v1.image, progress_deadline_s=5))
+        gitops.apply_manifests(target, sample_manifests(v1.image, progress_deadline_s=10))
         first = gitops.roll_out(target, v1.image, run_key="g1", timeout_s=TIMEOUT_S)
         assert first.verdict == "complete", first
         second = gitops.roll_out(target, v2.image, run_key="g2", timeout_s=TIMEOUT_S)

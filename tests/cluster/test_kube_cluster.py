@@ -105,7 +105,7 @@ def test_never_ready_image_stalls_and_rollback_restores_the_previous_image(
 ) -> None:
     good, bad = app_registry.publish("ok"), app_registry.publish("unready")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
-    _deploy_first(kube, target, good.image, progress_deadline_s=5)
+    _deploy_first(kube, target, good.image, progress_deadline_s=10)
 
     result = kube.roll_out(target, bad.image, run_key="run-bad", timeout_s=TIMEOUT_S)
 
@@ -126,7 +126,7 @@ def test_crashing_image_is_reported_with_its_crash_loop(
 ) -> None:
     good, crash = app_registry.publish("ok"), app_registry.publish("crash")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
-    _deploy_first(kube, target, good.image, progress_deadline_s=5)
+    _deploy_first(kube, target, good.image, progress_deadline_s=10)
 
     result = kube.roll_out(target, crash.image, run_key="run-crash", timeout_s=TIMEOUT_S)
 
@@ -309,7 +309,7 @@ def test_the_least_privilege_deployer_role_is_enough_and_no_more(
     v1, v2 = app_registry.publish("ok"), app_registry.publish("unready")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
 
-    deployer.apply_manifests(target, app_manifests(v1.image, progress_deadline_s=5))
+    deployer.apply_manifests(target, app_manifests(v1.image, progress_deadline_s=10))
     assert deployer.roll_out(target, v1.image, run_key="sa-1", timeout_s=TIMEOUT_S).verdict == "complete"
     stalled = deployer.roll_out(target, v2.image, run_key="sa-2", timeout_s=TIMEOUT_S)
     assert stalled.verdict == "stalled" and stalled.events  # it may read the events that explain it
@@ -332,7 +332,7 @@ def test_the_kubelet_can_be_told_to_keep_an_image_unready(
 ) -> None:
     good, held_back = app_registry.publish("ok"), app_registry.publish("ok")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
-    _deploy_first(kube, target, good.image, progress_deadline_s=4)
+    _deploy_first(kube, target, good.image, progress_deadline_s=10)
     control_plane.set_image_fault(held_back.image, "unready")
     try:
         result = kube.roll_out(target, held_back.image, run_key="held", timeout_s=TIMEOUT_S)
