@@ -40,7 +40,7 @@ typecheck: install  ## pyright on src/ flows/ tasks/
 prereqs: install cluster-build openhands-install chromium chatapp-deps specs  ## everything the integration tests need
 
 test: prereqs  ## the whole test suite (every marker); CI=true turns a missing prerequisite into a failure
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: install  ## tests that need no external prerequisite
 	$(BIN)/pytest -m "not cluster and not openhands and not browser" $(PYTEST_ARGS)
