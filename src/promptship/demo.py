@@ -419,8 +419,15 @@ def _stored_report(services: Services, run_key: str) -> RunReport | None:
 
 
 def _wait_forever() -> None:
+    """Until SIGINT or SIGTERM. Handlers are set explicitly: a shell's background job inherits SIGINT ignored,
+    and Python's default SIGTERM would exit without stopping what the demo started."""
+    import threading
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
