@@ -169,3 +169,16 @@ def test_findings_carry_spans_and_labels_but_not_the_data():
 
 def test_empty_result_is_not_sensitive():
     assert GateResult.of([]) == GateResult(sensitive=False, findings=())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "working_dir: /work/main/.promptship/demo/20261122T225647/workspaces/0cd6e1ca8afb3fb0",
+        "cd /tmp/promptship/workspaces/0cd6e1ca8afb3fb0 && git status",
+    ],
+)
+def test_a_workspace_path_named_by_a_run_key_is_not_a_secret(text):
+    from promptship.domain.gate import scan_rules
+
+    assert not [f for f in scan_rules(text) if f.subtype == "high_entropy"]

@@ -382,7 +382,14 @@ def _looks_random(value: str) -> bool:
 def _is_path(value: str) -> bool:
     """/tmp/pytest-of-root/x/app/v.py, src/promptship/domain: segments that are not random on their own."""
     segments = [seg for seg in value.split("/") if seg]
-    return len(segments) >= 2 and not any(_looks_random(seg) for seg in segments if len(seg) >= 16)
+    return len(segments) >= 2 and not any(
+        _looks_random(seg) for seg in segments if len(seg) >= 16 and not _SHORT_HEX_ID.fullmatch(seg)
+    )
+
+
+# A lowercase hex id shorter than a 128-bit key (run keys, short commit SHAs) as one segment of a path:
+# /work/.promptship/workspaces/0cd6e1ca8afb3fb0 is a directory, not a credential.
+_SHORT_HEX_ID = re.compile(r"[0-9a-f]{16,31}")
 
 
 def _looks_random_anywhere(value: str) -> bool:
