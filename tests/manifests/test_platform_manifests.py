@@ -232,3 +232,21 @@ def test_the_local_control_plane_accepts_every_manifest(overlay: str, platform_k
     assert r.returncode == 0, r.stderr
     accepted = [line for line in r.stdout.splitlines() if "(server dry run)" in line]
     assert len(accepted) == len(rest), r.stdout
+
+
+def test_the_kubernetes_work_pool_job_template_finds_everything_it_names(objects):
+    template = json.loads((REPO_ROOT / "deployments" / "kubernetes-base-job-template.json").read_text())
+    defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("ServiceAccount", defaults["service_account_name"]) in names
+    assert ("ConfigMap", defaults["settings_config_map"]) in names
+    assert ("Secret", defaults["credentials_secret"]) in names
+    assert ("PersistentVolumeClaim", defaults["results_claim"]) in names
+    pod_labels = template["job_configuration"]["job_manifest"]["spec"]["template"]["metadata"]["labels"]
+    egress = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "worker-egress")
+    selector = egress["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()  # flow-run pods get the worker's egress (Prefect, gateway)
+    binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "promptship-deployer")
+    assert {"name": defaults["service_account_name"], "kind": "ServiceAccount", "namespace": "promptship"} in [
+        dict(s) for s in binding["subjects"]
+    ]
