@@ -368,8 +368,10 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
     base = Settings()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     home = (base.home / "demo" / stamp).resolve()
-    settings = base.model_copy(update={"home": home, "database_url": None})
-    echo(f"promptship demo: state under {home}")
+    # servers, checkouts and the cluster live under a fresh directory per demo; the store is the project's one
+    # store (``$PROMPTSHIP_HOME/promptship.db``), so `promptship kpis` sees every demo run afterwards
+    settings = base.model_copy(update={"home": home, "database_url": base.store_url()})
+    echo(f"promptship demo: state under {home}, store {base.store_url()}")
     with ExitStack() as stack:
         t0 = time.monotonic()
         server = stack.enter_context(running_prefect_server(home / "prefect", ui=serve))
@@ -404,12 +406,26 @@ def run_demo(*, serve: bool = False, echo: Echo = print, wait: Callable[[], None
                 echo(f"GET {version_url} failed: {type(exc).__name__}")
         for line in boundary_lines(services, notes):
             echo(line)
+        _publish_kpis(echo)
         ok = reached_verdicts(report)
         echo(f"Outcome: {report.outcome} — {'every' if ok else 'NOT every'} step reached a verdict")
         if serve:
             echo(f"Prefect UI: {server.url}  (flow run {report.flow_run_id}); Ctrl-C stops the server.")
             (wait or _wait_forever)()
         return 0 if ok else 1
+
+
+def _publish_kpis(echo: Echo) -> None:
+    """Run the ``kpi-report`` flow on the demo's server: the KPI artifact with its charts, and a summary."""
+    from flows.kpi_report import kpi_report
+
+    kpis = kpi_report(days=30)
+    go = ", ".join(f"{name} {t['verdict']}" for name, t in kpis["go_no_go"].items())
+    echo(
+        f"KPIs (artifact 'promptship-kpis', 2 charts): runs {kpis['runs']}, compile rate {kpis['compile_rate']}, "
+        f"deploy success {kpis['deploy_success_rate']}, cloud cost today ${kpis['cloud_cost_today']:.4f}; "
+        f"go/no-go: {go}. `promptship kpis --json` prints them all."
+    )
 
 
 def _stored_report(services: Services, run_key: str) -> RunReport | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -43,6 +44,20 @@ def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path
         image = re.search(r"\*\*Image deployed\*\*: \S+:([0-9a-f]{40})", out)
         version = re.search(r'GET \S+/version -> 200 \{"sha":"([0-9a-f]{40})"', out)
         assert image and version and image.group(1) == version.group(1)  # the service runs the merged commit
+    # the run is in the project's store: `promptship kpis --json` reports it; the KPI artifact was published
+    assert "KPIs (artifact 'promptship-kpis', 2 charts): runs 1" in out
+    kpis = subprocess.run(
+        [str(Path(sys.executable).with_name("promptship")), "kpis", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    data = json.loads(kpis.stdout)
+    assert data["runs"] == 1 and data["compile_rate"] == 1.0
+    if not fakes:
+        assert data["deploy_success_rate"] == 1.0 and data["lead_time_median_s"] > 0
     # it stopped what it started: the Prefect server (and the service proxy, when real) no longer answer
     started = re.findall(r"Prefect server \(SQLite\) on (http://127\.0\.0\.1:\d+)", out)
     started += re.findall(r"HttpHealthProbe -> (http://127\.0\.0\.1:\d+)/health", out)[:1]
