@@ -166,37 +166,12 @@ def build_demo_services(
     Each port gets its real adapter against a local stand-in that speaks the real protocol when that stand-in
     can start here; otherwise the in-process fake, and the boundary list says so.
     """
-    from promptship.sandbox.fakes import (
-        FakeCluster,
-        FakeCodeAgent,
-        FakeCodeHost,
-        FakeCompileChecker,
-        FakeHealthProbe,
-        FakeLLMGateway,
-    )
-    from promptship.store import Store, make_engine
+    from promptship.sandbox.fakes import fake_services
+    from promptship.store import Store
 
-    store = Store(make_engine(settings.store_url()))
-    store.create_schema()
-    services = Services(
-        settings=settings,
-        llm=FakeLLMGateway(),
-        agent=FakeCodeAgent(),
-        code_host=FakeCodeHost(),
-        cluster=FakeCluster(),
-        health=FakeHealthProbe(),
-        sink=store,
-        compiler=FakeCompileChecker(),
-        boundaries={
-            "llm": "in-process fake",
-            "agent": "in-process fake",
-            "code_host": "in-process fake",
-            "cluster": "in-process fake",
-            "health": "in-process fake",
-            "sink": "real",
-            "compiler": "in-process fake",
-        },
-    )
+    services = fake_services(settings)
+    store = services.sink
+    assert isinstance(store, Store)
     health_url: str | None = "http://127.0.0.1:9/health"  # only the fake probe ever sees this one
     notes: dict[str, str] = {}
     home = settings.home

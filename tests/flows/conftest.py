@@ -8,40 +8,20 @@ from pathlib import Path
 import pytest
 
 from promptship.settings import Settings
-from promptship.store import Store, make_engine
 from promptship.wiring import Services, installed
 
 
 @pytest.fixture
 def make_services(tmp_path: Path, prefect_harness: None) -> Iterator[Callable[..., Services]]:
     """Build and install a Services of fakes (overridable per port) with a real SQLite store."""
-    from promptship.sandbox.fakes import (
-        FakeCluster,
-        FakeCodeAgent,
-        FakeCodeHost,
-        FakeCompileChecker,
-        FakeHealthProbe,
-        FakeLLMGateway,
-    )
+    from promptship.sandbox.fakes import fake_services
 
     stack: list = []
 
     def build(**overrides: object) -> Services:
         settings = Settings(home=tmp_path / "home")
         settings.kube.health_url = "http://127.0.0.1:9/health"
-        store = Store(make_engine(settings.store_url()))
-        store.create_schema()
-        ports = {
-            "llm": FakeLLMGateway(),
-            "agent": FakeCodeAgent(),
-            "code_host": FakeCodeHost(),
-            "cluster": FakeCluster(),
-            "health": FakeHealthProbe(),
-            "sink": store,
-            "compiler": FakeCompileChecker(),
-        }
-        ports.update(overrides)
-        services = Services(settings=settings, **ports)  # type: ignore[arg-type]
+        services = fake_services(settings, **overrides)
         cm = installed(services)
         cm.__enter__()
         stack.append(cm)

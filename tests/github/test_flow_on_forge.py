@@ -27,14 +27,7 @@ test:
 
 @pytest.fixture
 def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forge, Services]]:
-    from promptship.sandbox.fakes import (
-        FakeCluster,
-        FakeCodeAgent,
-        FakeCompileChecker,
-        FakeHealthProbe,
-        FakeLLMGateway,
-    )
-    from promptship.store import Store, make_engine
+    from promptship.sandbox.fakes import fake_services
 
     src = tmp_path / "src"
     (src / "backend").mkdir(parents=True)
@@ -45,17 +38,8 @@ def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forg
         assert forge.wait_idle(120)
         settings = Settings(home=tmp_path / "home")
         settings.kube.health_url = "http://127.0.0.1:9/health"
-        store = Store(make_engine(settings.store_url()))
-        store.create_schema()
-        services = Services(
-            settings=settings,
-            llm=FakeLLMGateway(),
-            agent=FakeCodeAgent(),
-            code_host=make_host(forge, RecordingClock()),
-            cluster=FakeCluster(),
-            health=FakeHealthProbe(),
-            sink=store,
-            compiler=FakeCompileChecker(),
+        services = fake_services(
+            settings, code_host=make_host(forge, RecordingClock()), boundaries={"code_host": "protocol stand-in"}
         )
         with installed(services):
             yield forge, services

@@ -55,32 +55,13 @@ def _measure(tmp: Path) -> None:
 
     from flows.dev_cycle import dev_cycle
     from promptship.domain.request import DevRequest
-    from promptship.sandbox.fakes import (
-        FakeCluster,
-        FakeCodeAgent,
-        FakeCodeHost,
-        FakeCompileChecker,
-        FakeHealthProbe,
-        FakeLLMGateway,
-    )
+    from promptship.sandbox.fakes import fake_services
     from promptship.settings import Settings
-    from promptship.store import Store, make_engine
-    from promptship.wiring import Services, installed
+    from promptship.wiring import installed
 
     settings = Settings(home=tmp / "home")
     settings.kube.health_url = "http://127.0.0.1:9/health"
-    store = Store(make_engine(settings.store_url()))
-    store.create_schema()
-    services = Services(
-        settings=settings,
-        llm=FakeLLMGateway(),
-        agent=FakeCodeAgent(),
-        code_host=FakeCodeHost(),
-        cluster=FakeCluster(),
-        health=FakeHealthProbe(),
-        sink=store,
-        compiler=FakeCompileChecker(),
-    )
+    services = fake_services(settings)
 
     @task
     def noop(i: int) -> int:

@@ -43,6 +43,8 @@ from promptship.domain.results import (
 )
 from promptship.errors import ServiceError
 from promptship.ports import AgentLLMAccess
+from promptship.settings import Settings
+from promptship.wiring import Boundary, Services
 
 
 @dataclass
@@ -342,3 +344,29 @@ class MemorySink:
 def transient(service_error: type[ServiceError], message: str = "503 Service Unavailable") -> ServiceError:
     """A retryable service error, as adapters raise for 5xx/timeouts."""
     return service_error(message, retryable=True, status=503)
+
+
+def fake_services(settings: Settings, **overrides: Any) -> Services:
+    """A Services whose ports are these fakes (each overridable) around a real store from ``settings``.
+
+    Every boundary is marked ``in-process fake`` except the store (``real``) and the overridden ports, whose
+    kind the caller states in ``overrides["boundaries"]`` if it matters.
+    """
+    from promptship.store import Store, make_engine
+
+    store = Store(make_engine(settings.store_url()))
+    store.create_schema()
+    ports: dict[str, Any] = {
+        "llm": FakeLLMGateway(),
+        "agent": FakeCodeAgent(),
+        "code_host": FakeCodeHost(),
+        "cluster": FakeCluster(),
+        "health": FakeHealthProbe(),
+        "sink": store,
+        "compiler": FakeCompileChecker(),
+    }
+    boundaries: dict[str, Boundary] = {name: "in-process fake" for name in ports}
+    boundaries["sink"] = "real"
+    boundaries.update(overrides.pop("boundaries", {}))
+    ports.update(overrides)
+    return Services(settings=settings, boundaries=boundaries, **ports)
