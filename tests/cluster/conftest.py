@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from promptship.sandbox.sample_app import SampleApps
@@ -54,3 +56,19 @@ def namespace(api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})  # type: ignore[arg-type]
     yield name
     core.delete_namespace(name)
+
+
+def wait_for_version(url: str, want: str, wait_s: float = 15.0) -> str:
+    """What /version answers once the service proxy routes to ``want`` (or the last answer after wait_s):
+    endpoints follow a rollout with a short lag, as on a real cluster."""
+    deadline = time.monotonic() + wait_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{url}/version", timeout=2).text
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        if last == want:
+            return last
+        time.sleep(0.2)
+    return last

@@ -4,13 +4,11 @@ and reports an Application status shaped by Argo CD's CRD; rollback is a revert 
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 import yaml
@@ -22,26 +20,13 @@ from promptship.domain.request import DeployTarget
 from promptship.sandbox.cluster import service_url
 from promptship.sandbox.gitops import install_application_crd, running_gitops_syncer
 from promptship.sandbox.sample_app import SampleApps, sample_manifests
+from tests.cluster.conftest import wait_for_version
 from tests.conftest import SHARED, require
 
 pytestmark = pytest.mark.cluster
 
 CRD = SHARED / "specs" / "crds" / "argo-cd-v3.5.1-application-crd.yaml"
 TIMEOUT_S = 90.0
-
-
-def _version(url: str, want: str, wait_s: float = 15.0) -> str:
-    deadline = time.monotonic() + wait_s
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            last = httpx.get(f"{url}/version", timeout=2).text
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        if last == want:
-            return last
-        time.sleep(0.2)
-    return last
 
 
 @pytest.fixture(params=["file", pytest.param("forge", marks=pytest.mark.forge)])
@@ -116,7 +101,7 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
         second = gitops.roll_out(target, v2.image, run_key="g2", timeout_s=TIMEOUT_S)
         assert second.verdict == "complete", second
         url = service_url(control_plane.kubeconfig, app_ns, "web")
-        assert _version(url, v2.sha) == v2.sha
+        assert wait_for_version(url, v2.sha) == v2.sha
         assert kube.current_image(target) == v2.image
 
         broken = gitops.roll_out(target, bad.image, run_key="g3", timeout_s=TIMEOUT_S)
@@ -125,7 +110,7 @@ def test_gitops_deploys_through_the_syncer_and_reverts_a_bad_image(
         assert restored.verdict == "restored", restored
         assert restored.restored_image == v2.image
         assert kube.current_image(target) == v2.image
-        assert _version(url, v2.sha) == v2.sha
+        assert wait_for_version(url, v2.sha) == v2.sha
 
     checkout = tmp_path / "checkout"  # the adapter's clone, refreshed: what the repository holds now
     subprocess.run(["git", "-C", str(checkout), "fetch", "-q", "origin"], check=True, env=_git_env(token))

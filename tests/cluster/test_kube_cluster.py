@@ -19,26 +19,11 @@ from promptship.errors import ClusterError
 from promptship.sandbox.cluster import free_port, service_url
 from promptship.sandbox.sample_app import SampleApps
 from promptship.sandbox.sample_app import sample_manifests as app_manifests
+from tests.cluster.conftest import wait_for_version
 
 pytestmark = pytest.mark.cluster
 
 TIMEOUT_S = 90.0
-
-
-def _version(url: str, want: str, wait_s: float = 15.0) -> str:
-    """What /version answers once the service proxy routes to ``want`` (or the last answer after wait_s):
-    endpoints follow a rollout with a short lag, as on a real cluster."""
-    deadline = time.monotonic() + wait_s
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            last = httpx.get(f"{url}/version", timeout=2).text
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        if last == want:
-            return last
-        time.sleep(0.2)
-    return last
 
 
 @pytest.fixture
@@ -77,7 +62,7 @@ def test_first_deploy_completes_and_the_process_answers_its_sha(
     url = service_url(control_plane.kubeconfig, namespace, "web")
     assert url == f"http://127.0.0.1:{fixed_port}"
     assert probe.check(f"{url}/health").verdict == "healthy"
-    assert _version(url, v1.sha) == v1.sha
+    assert wait_for_version(url, v1.sha) == v1.sha
 
 
 def test_image_update_completes_answers_the_new_sha_and_is_idempotent_per_run(
@@ -93,7 +78,7 @@ def test_image_update_completes_answers_the_new_sha_and_is_idempotent_per_run(
     assert result.verdict == "complete" and result.revision == 2, result
     assert again.verdict == "complete" and again.revision == 2  # same run, same image: not rolled again
     url = service_url(control_plane.kubeconfig, namespace, "web")
-    assert _version(url, v2.sha) == v2.sha
+    assert wait_for_version(url, v2.sha) == v2.sha
     from kubernetes import client
 
     dep = client.AppsV1Api(api_client).read_namespaced_deployment("web", namespace)
@@ -117,7 +102,7 @@ def test_never_ready_image_stalls_and_rollback_restores_the_previous_image(
     assert restored.restored_image == good.image
     assert kube.current_image(target) == good.image
     url = service_url(control_plane.kubeconfig, namespace, "web")
-    assert _version(url, good.sha) == good.sha
+    assert wait_for_version(url, good.sha) == good.sha
     assert probe.check(f"{url}/health").verdict == "healthy"
 
 
@@ -145,14 +130,14 @@ def test_failed_health_gate_after_a_complete_rollout_is_rolled_back(
 
     rolled = kube.roll_out(target, sick.image, run_key="run-sick", timeout_s=TIMEOUT_S)
     assert rolled.verdict == "complete", rolled
-    assert _version(url, sick.sha) == sick.sha
+    assert wait_for_version(url, sick.sha) == sick.sha
     gate = probe.check(f"{url}/health")
     assert gate.verdict == "unhealthy" and "HTTP 503" in gate.detail
 
     restored = kube.rollback(target, timeout_s=TIMEOUT_S)
 
     assert restored.verdict == "restored" and restored.restored_image == good.image
-    assert _version(url, good.sha) == good.sha
+    assert wait_for_version(url, good.sha) == good.sha
     assert probe.check(f"{url}/health").verdict == "healthy"
 
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from github import Auth, Github
+from github import Github
 from pydantic import SecretStr
 
 from promptship.adapters.github import GitHubHost
 from promptship.domain.ci import Backoff
-from promptship.sandbox.forge import Forge, running_forge
+from promptship.sandbox.forge import Forge, forge_github, running_forge
 
 OWNER, NAME = "demo", "app"
 REPO = f"{OWNER}/{NAME}"
@@ -59,13 +59,7 @@ def make_source(root: Path) -> Path:
 
 
 def client(forge: Forge, token: str | None = None) -> Github:
-    return Github(
-        base_url=forge.api_url,
-        auth=Auth.Token(token or forge.token),
-        seconds_between_requests=0,
-        seconds_between_writes=0,
-        retry=None,
-    )
+    return forge_github(forge, token)
 
 
 def make_host(forge: Forge, clock: RecordingClock, **kwargs: object) -> GitHubHost:

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger
 from promptship.sandbox.forge import Forge, running_forge
+from promptship.sandbox.specs import json_schema_of
 from promptship.settings import GitHubSettings, Settings
 from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host, make_source
 
@@ -109,18 +110,6 @@ def test_a_command_by_someone_without_access_starts_nothing_and_gets_a_comment(w
     assert len(comments) == 1
 
 
-def _json_schema(node: object) -> object:
-    """OpenAPI 3.0 schema → JSON Schema: ``nullable: true`` becomes ``anyOf: [null, …]``."""
-    if isinstance(node, list):
-        return [_json_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {k: _json_schema(v) for k, v in node.items() if k != "nullable"}
-    if node.get("nullable") is True:
-        return {"anyOf": [{"type": "null"}, converted]}
-    return converted
-
-
 def test_every_delivery_matches_githubs_webhook_schemas(wired: Wired, tmp_path: Path):
     import jsonschema
 
@@ -128,7 +117,7 @@ def test_every_delivery_matches_githubs_webhook_schemas(wired: Wired, tmp_path: 
     from tests.conftest import require
 
     require("@octokit/openapi-webhooks", specs.webhooks_openapi_path().is_file(), "run `make specs`")
-    document = _json_schema(specs.load_webhooks_openapi())
+    document = json_schema_of(specs.load_webhooks_openapi())
     assert isinstance(document, dict)
     schemas = document["components"]["schemas"]
 

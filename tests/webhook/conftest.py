@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
 from promptship.sandbox import specs
+from promptship.sandbox.specs import json_schema_of
 from promptship.services.webhook import WebhookReceiver, create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
 from promptship.store import make_engine
@@ -192,21 +193,9 @@ def command_comment(examples: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     return payload
 
 
-def _json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema → JSON Schema: ``nullable: true`` becomes ``anyOf: [null, …]``."""
-    if isinstance(node, list):
-        return [_json_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {k: _json_schema(v) for k, v in node.items() if k != "nullable"}
-    if node.get("nullable") is True:
-        return {"anyOf": [{"type": "null"}, converted]}
-    return converted
-
-
 @functools.lru_cache(maxsize=1)
 def _openapi_as_json_schema() -> dict[str, Any]:
-    return _json_schema(specs.load_webhooks_openapi())
+    return json_schema_of(specs.load_webhooks_openapi())
 
 
 @pytest.fixture

@@ -34,15 +34,9 @@ def _source(tmp_path: Path) -> Path:
 
 
 def _github(forge: Any, token: str) -> Any:
-    from github import Auth, Github
+    from promptship.sandbox.forge import forge_github
 
-    return Github(
-        base_url=forge.api_url,
-        auth=Auth.Token(token),
-        seconds_between_requests=0,
-        seconds_between_writes=0,
-        retry=None,
-    )
+    return forge_github(forge, token)
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ POLLS = 60
 
 
 def run() -> None:
-    from github import Auth, Github
+
     from pydantic import SecretStr
 
     from promptship.adapters.github import GitHubHost
     from promptship.domain.request import branch_for
-    from promptship.sandbox.forge import running_forge
+    from promptship.sandbox.forge import forge_github, running_forge
 
     with tempfile.TemporaryDirectory(prefix="bench-github-") as tmp:
         root = Path(tmp)
@@ -37,13 +37,7 @@ def run() -> None:
         with running_forge(root / "forge") as forge:
             forge.seed_repository("bench", "app", src)
             forge.wait_idle(60)
-            gh = Github(
-                base_url=forge.api_url,
-                auth=Auth.Token(forge.token),
-                seconds_between_requests=0,
-                seconds_between_writes=0,
-                retry=None,
-            )
+            gh = forge_github(forge)
             host = GitHubHost(gh, token=SecretStr(forge.token))
 
             # baseline: a plain `git push` of a one-file commit
@@ -138,14 +132,13 @@ def _requests_per_ci_wait(rounds: int = 3) -> tuple[list[int], list[int], list[i
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from github import Auth, Github
     from pydantic import SecretStr
 
     from promptship.adapters.github import GitHubHost
     from promptship.domain.ci import Backoff
     from promptship.domain.ci_events import InProcessCIWakeups
     from promptship.domain.webhooks import CISignal
-    from promptship.sandbox.forge import running_forge
+    from promptship.sandbox.forge import forge_github, running_forge
 
     secret = "bench-secret"
     wakeups = InProcessCIWakeups()
@@ -186,13 +179,7 @@ def _requests_per_ci_wait(rounds: int = 3) -> tuple[list[int], list[int], list[i
             with running_forge(Path(tmp) / "forge", webhook_url=url, webhook_secret=secret) as forge:
                 forge.seed_repository("bench", "wait", src)
                 forge.wait_idle(60)
-                gh = Github(
-                    base_url=forge.api_url,
-                    auth=Auth.Token(forge.token),
-                    seconds_between_requests=0,
-                    seconds_between_writes=0,
-                    retry=None,
-                )
+                gh = forge_github(forge)
                 backoff = Backoff(initial_s=0.5, factor=1.5, max_s=5.0)
                 for i in range(rounds):
                     for mode, out in (("poll", polled), ("wake", woken)):

@@ -72,3 +72,15 @@ def webhook_examples(event: str, action: str | None = None) -> list[dict[str, An
 def load_webhooks_openapi(variant: str = "api.github.com") -> dict[str, Any]:
     """The parsed webhook description (about 5 MB). Cached."""
     return json.loads(webhooks_openapi_path(variant).read_text(encoding="utf-8"))
+
+
+def json_schema_of(node: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema (for jsonschema): ``nullable: true`` becomes ``anyOf: [null, …]``."""
+    if isinstance(node, list):
+        return [json_schema_of(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {k: json_schema_of(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable") is True:
+        return {"anyOf": [{"type": "null"}, converted]}
+    return converted

@@ -3,7 +3,7 @@
 ```python
 with running_forge(tmp_path) as forge:
     forge.seed_repository("demo", "chat-app", "examples/chat-app")
-    gh = Github(base_url=forge.api_url, auth=Auth.Token(forge.token))
+    gh = forge_github(forge)
 ```
 """
 
@@ -18,6 +18,8 @@ from promptship.sandbox.forge.hooks import Delivery, signature_256
 from promptship.sandbox.forge.server import CI_CHECK_NAME, CI_STATUS_CONTEXT, CIRun, Forge, LoggedRequest
 
 if TYPE_CHECKING:
+    from github import Github
+
     from promptship.adapters.github import Clock, GitHubHost
     from promptship.domain.ci_events import CIWakeups
 
@@ -29,6 +31,7 @@ __all__ = [
     "Forge",
     "LoggedRequest",
     "demo_code_host",
+    "forge_github",
     "running_forge",
     "signature_256",
 ]
@@ -59,6 +62,20 @@ def running_forge(
         forge.close()
 
 
+def forge_github(forge: Forge, token: str | None = None) -> Github:
+    """PyGithub pointed at the forge (as ``token``, default the forge's admin token), with no client-side
+    throttling or retries: the forge answers at once and the adapters honour Retry-After themselves."""
+    from github import Auth, Github
+
+    return Github(
+        base_url=forge.api_url,
+        auth=Auth.Token(token or forge.token),
+        seconds_between_requests=0,
+        seconds_between_writes=0,
+        retry=None,
+    )
+
+
 def demo_code_host(
     forge: Forge,
     *,
@@ -74,7 +91,6 @@ def demo_code_host(
     ``clock`` / ``wakeups``: passed to the adapter (tests: a recording clock; demo: ``InProcessCIWakeups``
     fed by a webhook receiver the forge posts to).
     """
-    from github import Auth, Github
     from pydantic import SecretStr
 
     from promptship.adapters.github import GitHubHost
@@ -86,15 +102,8 @@ def demo_code_host(
         forge.seed_repository(owner, name, source)
         if not forge.wait_idle(ci_timeout_s):
             raise TimeoutError(f"the forge's first CI build of {repository} took longer than {ci_timeout_s:.0f} s")
-    gh = Github(
-        base_url=forge.api_url,
-        auth=Auth.Token(forge.token),
-        seconds_between_requests=0,
-        seconds_between_writes=0,
-        retry=None,
-    )
     return GitHubHost(
-        gh,
+        forge_github(forge),
         token=SecretStr(forge.token),
         clock=clock,
         wakeups=wakeups,
