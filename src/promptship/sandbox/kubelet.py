@@ -46,7 +46,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,18 +118,22 @@ def needs_record(image: str) -> bool:
     return image.split("/", 1)[0] in PLACEHOLDER_HOSTS_NEEDING_RECORD
 
 
+def _dockerfile_instructions(dockerfile: Path) -> Iterator[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each line of a Dockerfile, continuation lines joined; none if it is absent."""
+    if not dockerfile.is_file():
+        return
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            yield parts[0].upper(), parts[1].strip()
+
+
 def dockerfile_command(dockerfile: Path) -> tuple[list[str], list[str]]:
     """(ENTRYPOINT, CMD) of a Dockerfile's last stage (exec form or shell form)."""
     entry: list[str] = []
     cmd: list[str] = []
-    if not dockerfile.is_file():
-        return entry, cmd
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    for line in text.splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) != 2:
-            continue
-        word, rest = parts[0].upper(), parts[1].strip()
+    for word, rest in _dockerfile_instructions(dockerfile):
         if word == "FROM":
             entry, cmd = [], []
         if word not in ("ENTRYPOINT", "CMD"):
@@ -149,14 +153,7 @@ def dockerfile_env(dockerfile: Path) -> dict[str, str]:
     """``ENV`` of a Dockerfile's last stage (``K=V …`` and ``K V`` forms; ``$VAR`` references are dropped
     with their variable, and PATH/HOME are left to the host)."""
     env: dict[str, str] = {}
-    if not dockerfile.is_file():
-        return env
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    for line in text.splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) != 2:
-            continue
-        word, rest = parts[0].upper(), parts[1].strip()
+    for word, rest in _dockerfile_instructions(dockerfile):
         if word == "FROM":
             env = {}
         if word != "ENV":
