@@ -1,7 +1,9 @@
 """The dev cycle: route → generate code → open PR → wait for CI (repair) → merge → roll out → health → report.
 
-The flow only orders the steps and branches on their verdicts; every side effect is in a task, cached by run
-key + step so that a resumed or re-submitted run redoes nothing it already did.
+The flow only orders the steps and branches on their verdicts. It resolves the run context once (the ports,
+the request key, the attempt under the request's lease: ``tasks/context.py``) and hands it to every step;
+each step is cached per attempt, so a resumed attempt redoes nothing it already did, and finds its side
+effects by request key, so a new attempt repeats none.
 """
 
 # No `from __future__ import annotations` here: a worker loads this file from its entrypoint and Prefect builds
@@ -14,15 +16,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Crashed
 
-from promptship.domain.report import RunOutcome, RunReport, StepRecord
+from promptship.domain.report import RunOutcome, RunReport
 from promptship.domain.request import DevRequest, conversation_id_for
 from promptship.domain.results import AgentHandle, GenerationResult
-from promptship.errors import InvalidRequest, PromptshipError
-from promptship.wiring import services
-from tasks._support import now
-from tasks.report import publish_report
+from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
+from promptship.wiring import process_ports
+from tasks.context import RunContext, open_run, resuming
+from tasks.report import build_report, publish_report
 from tasks.steps import (
-    build_image,
     check_health,
     compile_check,
     generate_code,
@@ -33,47 +34,33 @@ from tasks.steps import (
     rollback,
     route_request,
     wait_for_ci,
+    wait_for_image,
 )
 
 
 def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:  # noqa: ARG001
-    """A cancelled run interrupts its agent, tells its PR, and records the state."""
+    """A cancelled run interrupts its agent, tells its PR, and records the state of its attempt."""
     try:
         request = DevRequest.model_validate(flow_run.parameters["request"])
     except Exception:  # parameters unreadable: nothing of ours to clean up
         return
-    s = services()
-    key = request.run_key
+    ports = process_ports()
+    attempt = ports.sink.attempt_of_flow_run(str(flow_run.id))
+    if attempt is None:  # cancelled before its first step: nothing was started
+        return
+    key = attempt.request_key
     try:
-        s.agent.cancel(AgentHandle(conversation_id=conversation_id_for(key), created=False))
+        ports.agent.cancel(AgentHandle(conversation_id=conversation_id_for(key), created=False))
     except PromptshipError:
         pass
     try:
-        pr = s.code_host.find_pull_request(request.repository, key)
+        pr = ports.code_host.find_pull_request(request.repository, key)
         if pr is not None:
-            s.code_host.comment(request.repository, pr.number, f"promptship run `{key}` was cancelled.")
+            ports.code_host.comment(request.repository, pr.number, f"promptship run `{key}` was cancelled.")
     except PromptshipError:
         pass
-    t = now()
-    final = StepRecord(run_key=key, step="report", started_at=t, ended_at=t, verdict="cancelled", error="cancelled")
-    s.sink.record_step(final)
-    read_steps = getattr(s.sink, "steps", None)  # the store can say which steps finished before the cancel
-    found: list[StepRecord] = list(read_steps(key)) if callable(read_steps) else []  # type: ignore[call-overload]
-    done = [r for r in found if r.step != "report"]
-    done.sort(key=lambda r: r.started_at)
-    s.sink.record_run(
-        RunReport(
-            run_key=key,
-            repository=request.repository,
-            prompt_redacted=s.llm.redact(request.prompt),
-            requester=request.requester,
-            outcome="cancelled",
-            started_at=done[0].started_at if done else t,
-            ended_at=t,
-            steps=(*done, final),
-            flow_run_id=str(flow_run.id),
-        )
-    )
+    build_report(ports, request, attempt, "cancelled", error="cancelled", flow_run_id=str(flow_run.id))
+    ports.sink.end_attempt(attempt.id, "cancelled", holder=str(flow_run.id))
 
 
 @flow(name="dev-cycle", on_cancellation=[_on_cancellation], log_prints=False)
@@ -81,109 +68,122 @@ def dev_cycle(request: DevRequest) -> RunReport:
     """Take one development request from prompt to a verified deployment, recording every step.
 
     Ends in one of: deployed, rolled_back (health gate or rollout failed, previous version restored), stopped
-    (agent error, CI red after the repair rounds, merge conflict), waiting (no human merge in time), failed.
+    (agent error, CI red after the repair rounds, merge conflict), waiting (no human merge in time),
+    already_done (a later attempt that found everything done), failed.
     """
     log = get_run_logger()
-    started = now()
-    records: list[StepRecord] = []
-    pr_url: str | None = None
-    image: str | None = None
-    compiled: bool | None = None
+    ports = process_ports()
+    try:
+        ctx = open_run(ports, request)
+    except AttemptInProgress as exc:
+        log.warning("%s", exc)
+        _tell_requester(ports, request, str(exc))
+        raise
+    log.info("request %s: attempt %s", ctx.request_key, ctx.attempt.id)
 
     def finish(outcome: RunOutcome, error: str | None = None) -> RunReport:
-        log.info("run %s ended: %s", request.run_key, outcome)
-        return publish_report(
-            request, records, outcome, started, pr_url=pr_url, image=image, compiled=compiled, error=error
-        )
+        report = publish_report(ctx, outcome, error)
+        log.info("request %s attempt %s ended: %s", ctx.request_key, ctx.attempt.id, report.outcome)
+        return report
 
+    last = "start"
     try:
-        decision, rec = route_request(request)
-        records.append(rec)
-
-        generation, rec = generate_code(request, decision)
-        records.append(rec)
+        last = "route"
+        decision = route_request(ctx, request)
+        last = "generate_code"
+        generation = generate_code(ctx, request, decision)
         if generation.agent.verdict != "finished" or not generation.head_sha:
             return finish("stopped")
-        generation, rec = compile_check(request, generation)
-        records.append(rec)
-        compiled = generation.compile.compiled if generation.compile else None
+        last = "compile_check"
+        generation = compile_check(ctx, generation)
 
-        pr, rec = open_pull_request(request, generation)
-        records.append(rec)
-        pr_url = pr.url
+        last = "open_pull_request"
+        pr = open_pull_request(ctx, request, generation)
 
-        generation, green = _ci_with_repairs(request, generation, records)
+        generation, green, last = _ci_with_repairs(ctx, request, generation)
         if not green:
             return finish("stopped")
 
-        merged, rec = merge(request, pr)
-        records.append(rec)
+        last = "merge"
+        merged = merge(ctx, request, pr)
         if merged.verdict != "merged" or not merged.merge_sha:
             return finish("waiting" if merged.verdict in ("waiting", "timed_out") else "stopped")
 
-        image, rec = build_image(request, merged.merge_sha)
-        records.append(rec)
+        last = "wait_for_image"
+        image = wait_for_image(ctx, request, merged.merge_sha)
 
-        rollout, rec = roll_out(request, generation, image)
-        records.append(rec)
+        last = "roll_out"
+        rollout = roll_out(ctx, request, generation, image)
         if rollout.verdict != "complete":
-            return finish(_roll_back(request, records, why=f"rollout {rollout.verdict}: {rollout.reason}"))
+            return finish(_roll_back(ctx, request, why=f"rollout {rollout.verdict}: {rollout.reason}"))
 
-        health, rec = check_health(request)
-        records.append(rec)
+        last = "check_health"
+        health = check_health(ctx, request)
         if health.verdict != "healthy":
-            return finish(_roll_back(request, records, why=f"health gate: {health.detail}"))
+            return finish(_roll_back(ctx, request, why=f"health gate: {health.detail}"))
         return finish("deployed")
     except Exception as exc:  # a service error that retries did not cure, or a bug: record it, then fail the run
-        after = records[-1].step if records else "start"
-        log.error("run %s failed after %s: %s: %s", request.run_key, after, type(exc).__name__, exc)
+        done = [s.step for s in ports.sink.attempt_steps(ctx.attempt.id) if s.name != "report"]
+        after = done[-1] if done else "start"
+        log.error("run %s failed after %s (in %s): %s: %s", ctx.request_key, after, last, type(exc).__name__, exc)
         finish("failed", error=f"after {after}: {type(exc).__name__}: {exc}")
         raise
 
 
 def _ci_with_repairs(
-    request: DevRequest, generation: GenerationResult, records: list[StepRecord]
-) -> tuple[GenerationResult, bool]:
+    ctx: RunContext, request: DevRequest, generation: GenerationResult
+) -> tuple[GenerationResult, bool, str]:
     """Wait for CI; on red, send the failure back to the agent and wait again, at most N rounds."""
-    rounds = services().settings.github.repair_rounds
+    rounds = ctx.limits.repair_rounds
+    last = "wait_for_ci"
     for round_number in range(1, rounds + 2):
         assert generation.head_sha is not None
-        ci, rec = wait_for_ci(request, generation.head_sha, round_number)
-        records.append(rec)
+        last = "wait_for_ci"
+        ci = wait_for_ci(ctx, request, generation.head_sha, round_number)
         if ci.verdict == "passed":
-            return generation, True
+            return generation, True, last
         if ci.verdict == "timed_out" or round_number > rounds:
-            return generation, False
-        generation, rec = repair(request, generation, ci, round_number)
-        records.append(rec)
-        if rec.verdict != "finished" or not generation.head_sha:
-            return generation, False
-        generation, rec = compile_check(request, generation, label=f"compile_check#{round_number + 1}")
-        records.append(rec)
-    return generation, False
+            return generation, False, last
+        last = "repair"
+        repaired = repair(ctx, request, generation, ci, round_number)
+        if repaired.skipped or repaired.agent.verdict != "finished" or not repaired.head_sha:
+            return repaired, False, last
+        generation = repaired
+        last = "compile_check"
+        generation = compile_check(ctx, generation, round_number=round_number + 1)
+    return generation, False, last
 
 
-def _roll_back(request: DevRequest, records: list[StepRecord], why: str) -> RunOutcome:
+def _roll_back(ctx: RunContext, request: DevRequest, why: str) -> RunOutcome:
     """Restore the previous revision and check it is healthy again."""
-    restored, rec = rollback(request, why)
-    records.append(rec)
+    restored = rollback(ctx, request, why)
     if restored.verdict != "restored":
         return "failed"
-    health, rec = check_health(request, label="check_health:after_rollback")
-    records.append(rec)
+    health = check_health(ctx, request, after_rollback=True)
     return "rolled_back" if health.verdict == "healthy" else "failed"
 
 
-def resume_dev_cycle(flow_run_id: str, *, force: bool = False) -> RunReport:
-    """Continue the dev cycle of an earlier flow run (crashed, failed, or killed with its process).
+def _tell_requester(ports: Any, request: DevRequest, message: str) -> None:
+    """A request refused because another run works on it gets a comment where it came from (GitHub issue)."""
+    if request.issue_number is None:
+        return
+    try:
+        ports.code_host.comment(request.repository, request.issue_number, f"promptship: {message}")
+    except PromptshipError:
+        pass
 
-    Reads the run's ``request`` parameter from the Prefect API and runs ``dev_cycle`` again as a new flow run.
-    Every step's result is persisted and cached by run key + step, so the new run takes the finished steps
-    from the cache (no second branch, conversation, PR or rollout) and continues after the last one.
+
+def resume_dev_cycle(flow_run_id: str, *, force: bool = False) -> RunReport:
+    """Continue the attempt of an earlier flow run (crashed, failed, or killed with its process).
+
+    Reads the run's ``request`` parameter from the Prefect API and runs ``dev_cycle`` again as a new flow run
+    bound to the same attempt: every step's result is persisted and cached per attempt, so the new run takes
+    the finished steps from the cache (no second branch, conversation, PR or rollout) and continues after the
+    last one.
 
     A run still marked Running/Pending may still be alive; it is only taken over with ``force`` (its process
     is known to be dead, e.g. SIGKILLed: Prefect never marks such a run Crashed by itself), and is then marked
-    Crashed so the UI does not show a zombie.
+    Crashed so the UI does not show a zombie and its hold on the request ends.
     """
     try:
         run_id = UUID(flow_run_id)
@@ -202,4 +202,6 @@ def resume_dev_cycle(flow_run_id: str, *, force: bool = False) -> RunReport:
                     "resume with --force."
                 )
             client.set_flow_run_state(run_id, Crashed(message="process gone; resumed by promptship resume"), force=True)
-    return dev_cycle.with_options(flow_run_name=f"{old.name}-resumed")(request)
+    attempt = process_ports().sink.attempt_of_flow_run(flow_run_id)
+    with resuming(attempt.id if attempt else None):
+        return dev_cycle.with_options(flow_run_name=f"{old.name}-resumed")(request)

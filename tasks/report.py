@@ -1,64 +1,100 @@
-"""The last step: the run's report, as Prefect artifacts and a row in the store."""
+"""The last step: the attempt's report — built in one place from the store — as Prefect artifacts and a row."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import FlowRunContext
+from prefect.cache_policies import NO_CACHE
 
+from promptship.domain.attempt import Attempt
 from promptship.domain.report import RunOutcome, RunReport, StepRecord, render_markdown, table_rows
 from promptship.domain.request import DevRequest
-from promptship.wiring import services
-from tasks._support import now, step_record
+from promptship.wiring import Ports
+from tasks.context import RunContext
+
+# the steps whose side effect a later attempt finds instead of repeating
+_EFFECT_STEPS = ("generate_code", "open_pull_request", "merge", "roll_out")
 
 
-@task(name="report")
-def publish_report(
+def final_outcome(attempt: Attempt, steps: list[StepRecord], outcome: RunOutcome) -> RunOutcome:
+    """``already_done`` for a later attempt that deployed only by finding what an earlier one had done."""
+    effects = [s for s in steps if s.name in _EFFECT_STEPS]
+    if outcome == "deployed" and attempt.number > 1 and effects and all(s.facts.found for s in effects):
+        return "already_done"
+    return outcome
+
+
+def build_report(
+    ports: Ports,
     request: DevRequest,
-    records: list[StepRecord],
+    attempt: Attempt,
     outcome: RunOutcome,
-    started_at: datetime,
-    pr_url: str | None = None,
-    image: str | None = None,
-    compiled: bool | None = None,
+    *,
     error: str | None = None,
+    flow_run_id: str | None = None,
 ) -> RunReport:
-    """Write the run's story (markdown) and its steps (table) as artifacts, and keep the report in the store.
+    """Record the ``report`` step and the attempt's report, from the attempt's step records in the store.
 
-    The prompt is shown with detected secrets and personal data redacted; no credential is ever part of it.
-    ``error`` (the exception that ended a failed run) is redacted the same way and kept on the report step.
+    The prompt is shown with detected secrets and personal data redacted; ``error`` (what ended a failed run)
+    is redacted the same way and kept on the report step.
     """
-    s = services()
-    t0 = now()
-    flow_ctx = FlowRunContext.get()
-    flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
-    final = step_record(request.run_key, "report", t0, outcome, error=s.llm.redact(error) if error else None)
-    s.sink.record_step(final)
+    sink = ports.sink
+    done = [s for s in sink.attempt_steps(attempt.id) if s.name != "report"]
+    outcome = final_outcome(attempt, done, outcome)
+    t = datetime.now(UTC)
+    final = StepRecord(
+        run_key=attempt.request_key,
+        attempt_id=attempt.id,
+        step="report",
+        name="report",
+        started_at=t,
+        ended_at=t,
+        verdict=outcome,
+        error=ports.llm.redact(error) if error else None,
+    )
+    sink.record_step(final)
+
+    def fact(name: str, attr: str) -> object:
+        values = [getattr(s.facts, attr) for s in done if s.name == name and getattr(s.facts, attr) is not None]
+        return values[-1] if values else None
+
+    compiles = [s for s in done if s.name == "compile_check"]
     report = RunReport(
-        run_key=request.run_key,
+        run_key=attempt.request_key,
+        attempt_id=attempt.id,
+        attempt_number=attempt.number,
         repository=request.repository,
-        prompt_redacted=s.llm.redact(request.prompt),
+        prompt_redacted=ports.llm.redact(request.prompt),
         requester=request.requester,
         outcome=outcome,
-        started_at=started_at,
-        ended_at=now(),
-        steps=(*records, final),
-        pr_url=pr_url,
-        image=image,
-        compiled=compiled,
+        started_at=min([attempt.started_at, *(s.started_at for s in done)]),
+        ended_at=datetime.now(UTC),
+        steps=(*done, final),
+        pr_url=fact("open_pull_request", "pr_url"),  # type: ignore[arg-type]
+        image=fact("wait_for_image", "image"),  # type: ignore[arg-type]
+        compiled=compiles[-1].facts.compiled if compiles else None,
         flow_run_id=flow_run_id,
     )
-    s.sink.record_run(report)
+    sink.record_run(report)
+    return report
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def publish_report(ctx: RunContext, outcome: RunOutcome, error: str | None = None) -> RunReport:
+    """Write the attempt's story (markdown) and its steps (table) as artifacts, keep the report in the store,
+    end the attempt and release the request."""
+    report = build_report(ctx.ports, ctx.request, ctx.attempt, outcome, error=error, flow_run_id=ctx.holder)
+    ctx.close(report.outcome)
     create_markdown_artifact(
         markdown=render_markdown(report),
-        key=f"run-{request.run_key}",
-        description=f"promptship run {request.run_key}: {outcome}",
+        key=f"run-{ctx.request_key}",
+        description=f"promptship run {ctx.request_key} (attempt {ctx.attempt.number}): {report.outcome}",
     )
     create_table_artifact(
         table=table_rows(report),  # type: ignore[arg-type]
-        key=f"steps-{request.run_key}",
-        description=f"Steps of promptship run {request.run_key}",
+        key=f"steps-{ctx.request_key}",
+        description=f"Steps of promptship run {ctx.request_key} (attempt {ctx.attempt.number})",
     )
     return report

@@ -29,7 +29,7 @@ from promptship.domain.report import RunReport
 from promptship.domain.request import DeployTarget, DevRequest
 from promptship.errors import ConfigError
 from promptship.settings import Settings
-from promptship.wiring import Services
+from promptship.wiring import Ports
 
 DEMO_PROMPT = "Add a GET /version endpoint that returns the deployed commit SHA"
 DEMO_REPOSITORY = "demo/chat-app"
@@ -159,7 +159,7 @@ def demo_request(health_url: str | None = None) -> DevRequest:
 
 def build_demo_services(
     settings: Settings, stack: ExitStack, echo: Echo, request: DevRequest
-) -> tuple[Services, str | None, dict[str, str]]:
+) -> tuple[Ports, str | None, dict[str, str]]:
     """The sandbox's services, the best available per port; returns them, the health URL to use, and a note
     per port saying what is behind it.
 
@@ -324,7 +324,7 @@ _BOUNDARY_WHAT = {
 }
 
 
-def boundary_lines(services: Services, notes: dict[str, str] | None = None) -> list[str]:
+def boundary_lines(services: Ports, notes: dict[str, str] | None = None) -> list[str]:
     lines = ["Boundaries of this run:"]
     notes = notes or {}
     for port in ("llm", "agent", "code_host", "cluster", "health", "compiler", "sink"):
@@ -403,7 +403,7 @@ def _publish_kpis(echo: Echo) -> None:
     )
 
 
-def _stored_report(services: Services, run_key: str) -> RunReport | None:
+def _stored_report(services: Ports, run_key: str) -> RunReport | None:
     from promptship.store import Store
 
     return services.sink.run(run_key) if isinstance(services.sink, Store) else None

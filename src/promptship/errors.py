@@ -3,6 +3,7 @@
     PromptshipError
     ├── ConfigError                 a setting or input is missing or wrong; the message names it and the fix
     ├── InvalidRequest              a DevRequest (or webhook payload) that cannot be acted on
+    │   └── AttemptInProgress       another flow run is working on the same request right now
     ├── BudgetExceeded              a call would spend more than the run's or the day's budget
     ├── SensitiveDataBlocked        sensitive data would have left the machine and no local model can take it
     └── ServiceError(service, retryable)
@@ -29,6 +30,22 @@ class ConfigError(PromptshipError):
 
 class InvalidRequest(PromptshipError):
     """A request that cannot be acted on; nothing was changed."""
+
+
+class AttemptInProgress(InvalidRequest):
+    """The request already has an attempt running in another flow run; nothing was started."""
+
+    def __init__(self, message: str, *, attempt_id: str, holder: str | None):
+        super().__init__(message)
+        self.attempt_id = attempt_id
+        self.holder = holder
+
+    def __reduce__(self):  # picklable with its keyword arguments (Prefect persists exceptions)
+        return (_rebuild_in_progress, (str(self), self.attempt_id, self.holder))
+
+
+def _rebuild_in_progress(message: str, attempt_id: str, holder: str | None) -> AttemptInProgress:
+    return AttemptInProgress(message, attempt_id=attempt_id, holder=holder)
 
 
 class BudgetExceeded(PromptshipError):

@@ -6,11 +6,13 @@ Adapters (``promptship.adapters``) implement them against real services; the san
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from promptship.domain.attempt import Attempt
 from promptship.domain.kpi import MergedPR
 from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import DeployTarget, TaskClass
@@ -19,6 +21,7 @@ from promptship.domain.results import (
     AgentResult,
     AgentTask,
     ApplyResult,
+    ChangeSize,
     CIResult,
     CompileResult,
     HealthResult,
@@ -117,6 +120,10 @@ class CodeHost(Protocol):
         """Push the work branch; return its head SHA."""
         ...
 
+    def change_size(self, workspace: str, base_branch: str) -> ChangeSize:
+        """Files and lines the work branch in ``workspace`` changes against ``base_branch``."""
+        ...
+
     def find_or_create_pull_request(
         self,
         repository: str,
@@ -189,12 +196,42 @@ class HealthProbe(Protocol):
 
 @runtime_checkable
 class MetricsSink(Protocol):
-    """Where step records and run reports are kept (the one local store)."""
+    """Where attempts, step records and run reports are kept (the one store), and the per-request lease."""
 
     def record_step(self, record: StepRecord) -> None:
-        """Insert or replace the record of (run_key, step)."""
+        """Insert or replace the record of (attempt, step)."""
         ...
 
     def record_run(self, report: RunReport) -> None:
-        """Insert or replace the report of a run."""
+        """Insert or replace the report of an attempt."""
+        ...
+
+    def attempt_steps(self, attempt_id: str) -> list[StepRecord]:
+        """The step records of one attempt, in the order they started."""
+        ...
+
+    def begin_attempt(
+        self,
+        run_key: str,
+        *,
+        flow_run_id: str,
+        occurrence: str | None = None,
+        attempt_id: str | None = None,
+        lease_ttl_s: float = 120.0,
+        holder_alive: Callable[[str], bool] = ...,
+    ) -> Attempt:
+        """Take the request's lease for ``flow_run_id`` and bind it to its attempt (continued or new); raise
+        AttemptInProgress when another live flow run holds the request."""
+        ...
+
+    def renew_lease(self, run_key: str, holder: str, ttl_s: float) -> bool:
+        """Extend ``holder``'s lease on the request."""
+        ...
+
+    def end_attempt(self, attempt_id: str, outcome: str, *, holder: str | None) -> None:
+        """Record how the attempt ended and release the request's lease held by ``holder``."""
+        ...
+
+    def attempt_of_flow_run(self, flow_run_id: str) -> Attempt | None:
+        """The attempt a flow run worked on."""
         ...

@@ -1,6 +1,8 @@
 """Builds adapters from settings — the only module that does.
 
-Tasks ask ``services()`` for the ports they need. Tests and the demo ``install()`` their own set.
+A process holds one ``Ports``: each port is built the first time it is used (a webhook receiver that only
+comments builds its code host and nothing else). Flows resolve it once per run at the edge
+(``process_ports``) and pass it down in the run context; tests and the demo ``install()`` their own.
 Each port's boundary kind (``real``, ``protocol stand-in``, ``in-process fake``) travels with it, so the
 demo can say what was real.
 """
@@ -8,70 +10,142 @@ demo can say what was real.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar, cast
 
+from promptship.domain.limits import RunLimits
 from promptship.errors import ConfigError
 from promptship.ports import Cluster, CodeAgent, CodeHost, CompileChecker, HealthProbe, LLMGateway, MetricsSink
 from promptship.settings import Settings
 
 Boundary = Literal["real", "protocol stand-in", "in-process fake"]
+PortName = Literal["llm", "agent", "code_host", "cluster", "health", "sink", "compiler", "gitops"]
+PORT_NAMES: tuple[PortName, ...] = ("llm", "agent", "code_host", "cluster", "health", "sink", "compiler", "gitops")
+
+T = TypeVar("T")
 
 
-@dataclass
-class Services:
-    """The ports one process uses, and what kind of boundary each is."""
+class _Port(Generic[T]):
+    """A port attribute of ``Ports``: built by its factory on first read, then kept."""
 
-    settings: Settings
-    llm: LLMGateway
-    agent: CodeAgent
-    code_host: CodeHost
-    cluster: Cluster
-    health: HealthProbe
-    sink: MetricsSink
-    compiler: CompileChecker
-    gitops: Cluster | None = None  # the GitOps deployer, for requests with deploy_mode "gitops"
-    boundaries: dict[str, Boundary] = field(default_factory=dict)
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Ports | None, objtype: type | None = None) -> T:
+        assert obj is not None, "a port is read from a Ports instance"
+        return cast(T, obj.resolve(self.name))  # type: ignore[arg-type]
+
+    def __set__(self, obj: Ports, value: T) -> None:
+        obj.provide(self.name, value)  # type: ignore[arg-type]
+
+
+class Ports:
+    """The ports one process uses, each built lazily and at most once, and what kind of boundary each is."""
+
+    llm = _Port[LLMGateway]()
+    agent = _Port[CodeAgent]()
+    code_host = _Port[CodeHost]()
+    cluster = _Port[Cluster]()
+    health = _Port[HealthProbe]()
+    sink = _Port[MetricsSink]()
+    compiler = _Port[CompileChecker]()
+    gitops = _Port["Cluster | None"]()  # the GitOps deployer, for requests with deploy_mode "gitops"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        factories: dict[str, Callable[[Ports], Any]] | None = None,
+        boundaries: dict[str, Boundary] | None = None,
+        **instances: Any,
+    ):
+        unknown = set(instances) - set(PORT_NAMES)
+        if unknown:
+            raise TypeError(f"not ports: {sorted(unknown)}")
+        self.settings = settings
+        self.boundaries: dict[str, Boundary] = dict(boundaries or {})
+        self._factories = dict(factories or {})
+        self._built: dict[str, Any] = dict(instances)
+        self._lock = threading.RLock()
+        if "gitops" not in self._built and "gitops" not in self._factories:
+            self._built["gitops"] = None
+
+    def resolve(self, name: PortName) -> Any:
+        """The port ``name``, built now if it was not yet."""
+        with self._lock:
+            if name not in self._built:
+                factory = self._factories.get(name)
+                if factory is None:
+                    raise ConfigError(f"this process has no {name} port configured")
+                self._built[name] = factory(self)
+            return self._built[name]
+
+    def provide(self, name: PortName, value: Any) -> None:
+        with self._lock:
+            self._built[name] = value
+
+    def built(self) -> tuple[str, ...]:
+        """The ports built so far (the rest were never needed)."""
+        with self._lock:
+            return tuple(n for n in PORT_NAMES if n in self._built)
+
+    def limits(self) -> RunLimits:
+        """The bounds of a run in this process (from settings)."""
+        return run_limits(self.settings)
+
+
+def run_limits(settings: Settings) -> RunLimits:
+    """The steps' bounds from ``settings``."""
+    return RunLimits(
+        repair_rounds=settings.github.repair_rounds,
+        ci_timeout_s=settings.github.ci_timeout_s,
+        merge_timeout_s=settings.github.merge_timeout_s,
+        rollout_timeout_s=settings.kube.rollout_timeout_s,
+        agent_timeout_s=settings.openhands.timeout_s,
+        agent_max_iterations=settings.openhands.max_iterations,
+        workspace_root=str(settings.workspace_root()),
+        default_health_url=settings.kube.health_url,
+    )
 
 
 _lock = threading.Lock()
-_installed: Services | None = None
+_installed: Ports | None = None
 
 
-def install(services: Services | None) -> None:
-    """Make ``services`` the set tasks use in this process (None: build from settings on next use)."""
+def install(ports: Ports | None) -> None:
+    """Make ``ports`` the set this process's flow runs use (None: build from settings on next use)."""
     global _installed
     with _lock:
-        _installed = services
+        _installed = ports
 
 
 @contextmanager
-def installed(services: Services) -> Iterator[Services]:
-    """Use ``services`` inside the block, then restore what was there."""
+def installed(ports: Ports) -> Iterator[Ports]:
+    """Use ``ports`` inside the block, then restore what was there."""
     global _installed
     with _lock:
-        previous, _installed = _installed, services
+        previous, _installed = _installed, ports
     try:
-        yield services
+        yield ports
     finally:
         with _lock:
             _installed = previous
 
 
-def services() -> Services:
-    """The services of this process: installed ones, else built once from ``Settings()``."""
+def process_ports() -> Ports:
+    """The edge used by the Prefect entry points (flows, hooks): the installed ports, else built from
+    ``Settings()`` once — lazily, so nothing is built until a step uses it."""
     global _installed
     with _lock:
         if _installed is None:
             settings = Settings()
-            _installed = _from_factory(settings) if settings.services_factory else build_services(settings)
+            _installed = _from_factory(settings) if settings.services_factory else build_ports(settings)
         return _installed
 
 
-def _from_factory(settings: Settings) -> Services:
-    """The Services ``settings.services_factory`` ('module:function') builds from ``settings``."""
+def _from_factory(settings: Settings) -> Ports:
+    """The Ports ``settings.services_factory`` ('module:function') builds from ``settings``."""
     import importlib
 
     spec = settings.services_factory or ""
@@ -83,41 +157,42 @@ def _from_factory(settings: Settings) -> Services:
     return factory(settings)
 
 
-def build_services(settings: Settings) -> Services:
-    """Real adapters from settings (GitHub, OpenHands, Kubernetes, the LLM gateway, the store).
+def build_ports(settings: Settings) -> Ports:
+    """Real adapters from settings (GitHub, OpenHands, Kubernetes, the LLM gateway, the store), each built on
+    first use; a missing setting raises ConfigError naming it when the port that needs it is first used.
 
-    Raises ConfigError naming the first setting that is missing. When a webhook secret is configured, CI
-    waits wake on the receiver's events through the store (``StoreCIWakeups``) instead of polling only.
+    When a webhook secret is configured, CI waits wake on the receiver's events through the store
+    (``StoreCIWakeups``) instead of polling only.
     """
-    from promptship.adapters.compile_check import WorkspaceCompileChecker
 
-    store = build_store(settings)
-    wakeups = None
-    if settings.github.webhook_secret is not None:
-        from promptship.store.webhooks import StoreCIWakeups
+    def code_host(ports: Ports) -> Any:
+        wakeups = None
+        if settings.github.webhook_secret is not None:
+            from promptship.store.webhooks import StoreCIWakeups
 
-        wakeups = StoreCIWakeups(store.engine)
-        wakeups.create_schema()
-    return Services(
-        settings=settings,
-        llm=build_llm_gateway(settings, engine=store.engine),
-        agent=build_code_agent(settings),
-        code_host=build_code_host(settings, wakeups=wakeups),
-        cluster=build_cluster(settings),
-        health=build_health_probe(settings),
-        sink=store,
-        compiler=WorkspaceCompileChecker(),
-        gitops=build_gitops_cluster(settings) if settings.kube.gitops_repo_url else None,
-        boundaries={
-            "llm": "real",
-            "agent": "real",
-            "code_host": "real",
-            "cluster": "real",
-            "health": "real",
-            "sink": "real",
-            "compiler": "real",
-        },
-    )
+            wakeups = StoreCIWakeups(ports.sink.engine)  # type: ignore[attr-defined]
+            wakeups.create_schema()
+        return build_code_host(settings, wakeups=wakeups)
+
+    factories: dict[str, Callable[[Ports], Any]] = {
+        "sink": lambda _p: build_store(settings),
+        "llm": lambda p: build_llm_gateway(settings, engine=p.sink.engine),  # type: ignore[attr-defined]
+        "agent": lambda _p: build_code_agent(settings),
+        "code_host": code_host,
+        "cluster": lambda _p: build_cluster(settings),
+        "health": lambda _p: build_health_probe(settings),
+        "compiler": lambda _p: build_compile_checker(settings),
+        "gitops": lambda _p: build_gitops_cluster(settings) if settings.kube.gitops_repo_url else None,
+    }
+    return Ports(settings, factories=factories, boundaries={name: "real" for name in PORT_NAMES if name != "gitops"})
+
+
+def build_services(settings: Settings) -> Ports:
+    """Every real port built now (for commands that check the whole configuration up front)."""
+    ports = build_ports(settings)
+    for name in PORT_NAMES:
+        ports.resolve(name)
+    return ports
 
 
 def build_code_host(settings: Settings, *, wakeups=None):  # -> GitHubHost (PyGithub imported lazily)

@@ -7,26 +7,34 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from promptship.domain.kpi import HumanBaseline, compute_kpis, run_facts
-from promptship.domain.report import RunReport, StepRecord
+from promptship.domain.report import RunReport, StepFacts, StepRecord
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
 def _steps(key: str, start: datetime, spec: list[tuple[str, str, dict]]) -> list[StepRecord]:
+    """Records as the steps write them: the label's round and "after rollback" become typed fields, the
+    numeric extras typed facts."""
     out = []
     t = start
     for step, verdict, extra in spec:
         seconds = extra.pop("seconds", 60)
+        name, _, round_text = step.partition("#")
+        after_rollback = name.endswith(":after_rollback")
+        name = name.removesuffix(":after_rollback")
         out.append(
             StepRecord(
                 run_key=key,
+                attempt_id=f"{key}-a1",
                 step=step,
+                name=name,  # type: ignore[arg-type]
+                round=int(round_text) if round_text else None,
                 started_at=t,
                 ended_at=t + timedelta(seconds=seconds),
                 verdict=verdict,
                 mode=extra.pop("mode", None),
                 cost_usd=extra.pop("cost", 0.0),
-                detail=extra,
+                facts=StepFacts(after_rollback=after_rollback or None, **extra),
             )
         )
         t += timedelta(seconds=seconds)
@@ -60,7 +68,7 @@ def recorded_runs():
             ("open_pull_request", "opened", {"mode": "cloud", "cost": 0.10}),
             ("wait_for_ci#1", "passed", {"seconds": 240}),
             ("merge", "merged", {}),
-            ("build_image", "built", {}),
+            ("wait_for_image", "built", {}),
             ("roll_out", "complete", {}),
             ("check_health", "healthy", {}),
         ],
@@ -81,7 +89,7 @@ def recorded_runs():
             ("compile_check#2", "compiled", {}),
             ("wait_for_ci#2", "passed", {}),
             ("merge", "merged", {}),
-            ("build_image", "built", {}),
+            ("wait_for_image", "built", {}),
             ("roll_out", "complete", {}),
             ("check_health", "healthy", {}),
         ],
@@ -99,7 +107,7 @@ def recorded_runs():
             ("open_pull_request", "opened", {}),
             ("wait_for_ci#1", "passed", {}),
             ("merge", "merged", {}),
-            ("build_image", "built", {}),
+            ("wait_for_image", "built", {}),
             ("roll_out", "complete", {}),
             ("check_health", "unhealthy", {}),
             ("rollback", "restored", {"time_to_restore_s": 30.0}),

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 
 from promptship.settings import Settings
-from promptship.wiring import Services, installed
+from promptship.wiring import Ports, installed
 
 
 @pytest.fixture
-def make_services(tmp_path: Path, prefect_harness: None) -> Iterator[Callable[..., Services]]:
-    """Build and install a Services of fakes (overridable per port) with a real SQLite store."""
+def make_services(tmp_path: Path, prefect_harness: None) -> Iterator[Callable[..., Ports]]:
+    """Build and install a Ports of fakes (overridable per port) with a real SQLite store."""
     from promptship.sandbox.fakes import fake_services
 
     stack: list = []
 
-    def build(**overrides: object) -> Services:
+    def build(**overrides: object) -> Ports:
         settings = Settings(home=tmp_path / "home")
         settings.kube.health_url = "http://127.0.0.1:9/health"
         services = fake_services(settings, **overrides)

@@ -25,6 +25,7 @@ from promptship.domain.results import (
     AgentResult,
     AgentTask,
     ApplyResult,
+    ChangeSize,
     CheckOutcome,
     CIResult,
     MergeResult,
@@ -35,7 +36,7 @@ from promptship.domain.results import (
 )
 from promptship.ports import AgentLLMAccess
 from promptship.settings import Settings
-from promptship.wiring import Services
+from promptship.wiring import Ports
 
 
 class JsonState:
@@ -124,6 +125,10 @@ class DurableCodeHost:
             d.setdefault("branches", {})[branch] = digest.hexdigest()
         return digest.hexdigest()
 
+    def change_size(self, workspace: str, base_branch: str) -> ChangeSize:
+        files = [f for f in Path(workspace).rglob("*") if f.is_file()]
+        return ChangeSize(files_changed=len(files), lines_changed=sum(len(f.read_text().splitlines()) for f in files))
+
     def find_pull_request(self, repository: str, run_key: str) -> PullRequestInfo | None:
         pr = self.state.read().get("prs", {}).get(run_key)
         return PullRequestInfo.model_validate({**pr, "created": False}) if pr else None
@@ -183,7 +188,7 @@ class DurableCluster:
         return images[-1] if images else None
 
 
-def durable_services(directory: Path, settings: Settings | None = None) -> Services:
+def durable_services(directory: Path, settings: Settings | None = None) -> Ports:
     from promptship.sandbox.fakes import FakeCompileChecker, FakeHealthProbe, FakeLLMGateway
     from promptship.store import Store, make_engine
 
@@ -193,7 +198,7 @@ def durable_services(directory: Path, settings: Settings | None = None) -> Servi
     settings.kube.health_url = "http://127.0.0.1:9/health"
     store = Store(make_engine(settings.store_url()))
     store.create_schema()
-    return Services(
+    return Ports(
         settings=settings,
         llm=FakeLLMGateway(),
         agent=DurableCodeAgent(state),
@@ -205,6 +210,6 @@ def durable_services(directory: Path, settings: Settings | None = None) -> Servi
     )
 
 
-def services_from_env(settings: Settings) -> Services:
+def services_from_env(settings: Settings) -> Ports:
     """The ``PROMPTSHIP_SERVICES_FACTORY`` entry point for subprocesses."""
     return durable_services(Path(os.environ["PROMPTSHIP_TEST_FAKES_DIR"]), settings)

@@ -30,7 +30,7 @@ def test_happy_path_deploys_and_records_every_step(make_services):
         "open_pull_request",
         "wait_for_ci#1",
         "merge",
-        "build_image",
+        "wait_for_image",
         "roll_out",
         "check_health",
         "report",
@@ -43,11 +43,15 @@ def test_happy_path_deploys_and_records_every_step(make_services):
 
 
 def test_second_run_of_same_request_opens_no_second_pr_and_deploys_once(make_services):
+    """Re-submitting a request whose attempt finished starts attempt 2, which finds the PR, the merge and the
+    rollout of attempt 1 and so ends ``already_done`` (the issue's semantics; it ended "deployed" before)."""
     services = make_services()
     request = _request(auto_merge=True)
     first = dev_cycle(request)
     second = dev_cycle(request)
-    assert first.outcome == second.outcome == "deployed"
+    assert (first.outcome, second.outcome) == ("deployed", "already_done")
+    assert (first.attempt_number, second.attempt_number) == (1, 2)
+    assert first.attempt_id != second.attempt_id and first.run_key == second.run_key
     assert services.code_host.pr_creations == 1
     assert services.cluster.rollout_count == 1
     assert len(services.agent.conversations) == 1

@@ -12,7 +12,7 @@ import pytest
 from promptship.domain.request import DevRequest
 from promptship.sandbox.forge import Forge, running_forge
 from promptship.settings import Settings
-from promptship.wiring import Services, installed
+from promptship.wiring import Ports, installed
 from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host
 
 pytestmark = [pytest.mark.forge, pytest.mark.flow]
@@ -26,7 +26,7 @@ test:
 
 
 @pytest.fixture
-def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forge, Services]]:
+def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forge, Ports]]:
     from promptship.sandbox.fakes import fake_services
 
     src = tmp_path / "src"
@@ -45,7 +45,7 @@ def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forg
             yield forge, services
 
 
-def test_dev_cycle_repairs_red_ci_merges_and_deploys_the_forges_image(forge_services: tuple[Forge, Services]):
+def test_dev_cycle_repairs_red_ci_merges_and_deploys_the_forges_image(forge_services: tuple[Forge, Ports]):
     from flows.dev_cycle import dev_cycle
 
     forge, services = forge_services

@@ -46,7 +46,7 @@ from promptship.domain.ci_events import CIWakeups
 from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import REDACTED, redact
 from promptship.domain.request import PR_MARKER_PREFIX, branch_for, pr_marker
-from promptship.domain.results import CheckOutcome, CIResult, MergeResult, PullRequestInfo
+from promptship.domain.results import ChangeSize, CheckOutcome, CIResult, MergeResult, PullRequestInfo
 from promptship.errors import CodeHostError
 
 T = TypeVar("T")
@@ -178,6 +178,19 @@ class GitHubHost:
             return repo.head.commit.hexsha
         except (git.GitCommandError, git.InvalidGitRepositoryError, ValueError, OSError) as exc:
             raise self._git_error(f"pushing {branch}", repository, exc) from None
+
+    def change_size(self, workspace: str, base_branch: str) -> ChangeSize:
+        """Files and lines (added + deleted) the checked-out branch changes against ``origin/base_branch``."""
+        try:
+            numstat = git.Repo(workspace).git.diff("--numstat", f"origin/{base_branch}...HEAD")
+        except (git.GitCommandError, git.InvalidGitRepositoryError, ValueError, OSError) as exc:
+            raise self._git_error("measuring the change", workspace, exc) from None
+        files = lines = 0
+        for row in numstat.splitlines():
+            added, deleted, _path = (row.split("\t", 2) + ["", "", ""])[:3]
+            files += 1
+            lines += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
+        return ChangeSize(files_changed=files, lines_changed=lines)
 
     # -- pull requests --------------------------------------------------------------------------------
     def find_pull_request(self, repository: str, run_key: str) -> PullRequestInfo | None:
@@ -399,12 +412,15 @@ class GitHubHost:
         repo = self._repo(repository)
         delays = self._backoff.delays()
         url = f"{self._repo_url(repository)}/pulls/{pr_number}"
+        first_look = True
         while True:
             retry_after: float | None = None
             try:
                 doc = self._conditional_get(url)
                 if doc.get("merged"):
-                    return MergeResult(verdict="merged", merge_sha=doc.get("merge_commit_sha"))
+                    # merged before this step looked: an earlier attempt (or a person) merged it
+                    return MergeResult(verdict="merged", merge_sha=doc.get("merge_commit_sha"), found=first_look)
+                first_look = False
                 if doc.get("state") == "closed":
                     return MergeResult(verdict="waiting", detail="the pull request was closed without merging")
                 if doc.get("mergeable") is False:

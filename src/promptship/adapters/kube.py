@@ -246,7 +246,8 @@ class KubeCluster:
                     "set DeployTarget.container"
                 )
             annotations = dep.get("metadata", {}).get("annotations") or {}
-            if not (current == image and annotations.get(RUN_KEY_ANNOTATION) == run_key):
+            found = current == image and annotations.get(RUN_KEY_ANNOTATION) == run_key
+            if not found:
                 patch = {
                     "metadata": {
                         "annotations": {RUN_KEY_ANNOTATION: run_key, CHANGE_CAUSE: f"promptship run {run_key}: {image}"}
@@ -275,6 +276,7 @@ class KubeCluster:
             reason=reason,
             events=events,
             waited_s=round(self.clock() - t0, 3),
+            found=found,
         )
 
     def _wait(

@@ -63,9 +63,9 @@ def _register_webhook(app: typer.Typer) -> None:
 
         commenter = None
         try:
-            from promptship.wiring import services
+            from promptship.wiring import process_ports
 
-            commenter = services().code_host
+            commenter = process_ports().code_host
         except ConfigError as exc:
             typer.echo(f"note: no code host wired ({exc}); refused requesters get no comment", err=True)
 

@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,79 +20,123 @@ Size = Literal["S", "M", "L"]
 Verdict = Literal["go", "no-go", "no data"]
 
 
+def _reads(*inputs: str) -> Any:
+    """Field metadata naming the step facts a ``RunFacts`` field is computed from (``step.fact``)."""
+    return {"reads": list(inputs)}
+
+
 class RunFacts(BaseModel):
-    """What KPIs need to know about one run."""
+    """What KPIs need to know about one attempt of a request.
+
+    Each field derived from step records names, in its metadata, the typed step facts it reads
+    (``<step name>.<StepRecord or StepFacts field>``); ``kpi_inputs()`` lists them all, and a test runs the
+    real flow to check that some step writes each of them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    run_key: str
+    run_key: str = Field(description="The request key.")
+    attempt_id: str = ""
     repository: str
     started_at: datetime
     outcome: str
     prompt: str = ""
-    compiled: bool | None = None
-    first_ci: str | None = None
-    repaired: bool = False
-    ci_passed: bool = False
-    merged: bool = False
-    deploy_attempted: bool = False
-    deployed_at: datetime | None = None
-    rolled_back: bool = False
-    time_to_restore_s: float | None = None
-    first_commit_at: datetime | None = None
-    cost_usd: float = 0.0
-    cloud_cost_usd: float = 0.0
+    compiled: bool | None = Field(
+        default=None, json_schema_extra=_reads("compile_check.verdict", "compile_check.round")
+    )
+    first_ci: str | None = Field(default=None, json_schema_extra=_reads("wait_for_ci.verdict", "wait_for_ci.round"))
+    repaired: bool = Field(default=False, json_schema_extra=_reads("repair.round"))
+    ci_passed: bool = Field(default=False, json_schema_extra=_reads("wait_for_ci.verdict"))
+    merged: bool = Field(default=False, json_schema_extra=_reads("merge.verdict"))
+    deploy_attempted: bool = Field(default=False, json_schema_extra=_reads("roll_out.verdict", "roll_out.found"))
+    deployed_at: datetime | None = Field(
+        default=None, json_schema_extra=_reads("check_health.verdict", "check_health.after_rollback")
+    )
+    rolled_back: bool = Field(default=False, json_schema_extra=_reads("rollback.verdict"))
+    time_to_restore_s: float | None = Field(default=None, json_schema_extra=_reads("rollback.time_to_restore_s"))
+    first_commit_at: datetime | None = Field(
+        default=None, json_schema_extra=_reads("generate_code.verdict", "generate_code.head_sha")
+    )
+    cost_usd: float = Field(
+        default=0.0, json_schema_extra=_reads("generate_code.ledger_cost_usd", "open_pull_request.ledger_cost_usd")
+    )
+    agent_reported_cost_usd: float = Field(default=0.0, json_schema_extra=_reads("generate_code.cost_usd"))
+    cloud_cost_usd: float = Field(default=0.0, json_schema_extra=_reads("route.mode"))
     local_cost_usd: float = 0.0
     cost_missing: bool = False
-    lines_changed: int | None = None
-    changed_files: int | None = None
+    lines_changed: int | None = Field(default=None, json_schema_extra=_reads("generate_code.lines_changed"))
+    changed_files: int | None = Field(default=None, json_schema_extra=_reads("generate_code.files_changed"))
 
     @property
     def deployed(self) -> bool:
         return self.deployed_at is not None
 
 
+def kpi_inputs() -> list[tuple[str, str]]:
+    """Every (step name, fact) the KPIs read, from ``RunFacts``' field metadata."""
+    out: list[tuple[str, str]] = []
+    for field in RunFacts.model_fields.values():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict):
+            for item in extra.get("reads") or []:  # type: ignore[union-attr]
+                step, _, fact = str(item).partition(".")
+                out.append((step, fact))
+    return out
+
+
+def _cost(s: StepRecord) -> float:
+    """A step's cost: the gateway ledger's figure when the step recorded one, else the reported usage."""
+    return s.facts.ledger_cost_usd if s.facts.ledger_cost_usd is not None else s.cost_usd
+
+
 def run_facts(report: RunReport, steps: Iterable[StepRecord]) -> RunFacts:
-    """Fold one run's step records into facts. Steps are keyed by name, so a retried step counts once."""
-    by_name: dict[str, StepRecord] = {}
+    """Fold one attempt's step records into facts, from their typed fields only (name, round, facts)."""
+    by_label: dict[str, StepRecord] = {}
     for s in steps:
-        by_name[s.step] = s
-    ordered = sorted(by_name.values(), key=lambda s: s.started_at)
-    ci_rounds = sorted(
-        (s for s in ordered if s.step.startswith("wait_for_ci#")), key=lambda s: int(s.step.split("#")[1])
-    )
-    compiles = [s for s in ordered if s.step.startswith("compile_check")]
-    gen = by_name.get("generate_code")
-    health = by_name.get("check_health")
-    rollback = by_name.get("rollback")
-    merge = by_name.get("merge")
-    cloud = sum(s.cost_usd for s in ordered if s.mode == "cloud")
-    local = sum(s.cost_usd for s in ordered if s.mode != "cloud")
-    lines = gen.detail.get("lines_changed") if gen else None
-    files = gen.detail.get("changed_files") if gen else None
-    ttr = rollback.detail.get("time_to_restore_s") if rollback else None
+        by_label[s.step] = s
+    ordered = sorted(by_label.values(), key=lambda s: s.started_at)
+
+    def named(name: str) -> list[StepRecord]:
+        return sorted((s for s in ordered if s.name == name), key=lambda s: (s.round or 0, s.started_at))
+
+    ci_rounds = named("wait_for_ci")
+    compiles = named("compile_check")
+    gen = next(iter(named("generate_code")), None)
+    health = next((s for s in named("check_health") if not s.facts.after_rollback), None)
+    rollback = next(iter(named("rollback")), None)
+    merge = next(iter(named("merge")), None)
+    roll_out = next(iter(named("roll_out")), None)
+    # a rollout an earlier attempt made (found by its annotation) is not this attempt's deploy
+    deploy_attempted = roll_out is not None and roll_out.facts.found is not True
+    cloud = sum(_cost(s) for s in ordered if s.mode == "cloud")
+    local = sum(_cost(s) for s in ordered if s.mode != "cloud")
+    ttr = rollback.facts.time_to_restore_s if rollback else None
     return RunFacts(
         run_key=report.run_key,
+        attempt_id=report.attempt_id,
         repository=report.repository,
         started_at=report.started_at,
         outcome=report.outcome,
         prompt=report.prompt_redacted,
         compiled=compiles[0].verdict == "compiled" if compiles else report.compiled,
         first_ci=ci_rounds[0].verdict if ci_rounds else None,
-        repaired=any(s.step.startswith("repair#") for s in ordered),
+        repaired=any(s.round for s in named("repair")),
         ci_passed=bool(ci_rounds) and ci_rounds[-1].verdict == "passed",
-        merged=merge is not None and merge.verdict == "merged",
-        deploy_attempted="roll_out" in by_name,
-        deployed_at=health.ended_at if health is not None and health.verdict == "healthy" else None,
+        merged=merge is not None and merge.verdict == "merged",  # counted once per request by compute_kpis
+        deploy_attempted=deploy_attempted,
+        deployed_at=health.ended_at
+        if deploy_attempted and health is not None and health.verdict == "healthy"
+        else None,
         rolled_back=rollback is not None and rollback.verdict == "restored",
-        time_to_restore_s=float(ttr) if isinstance(ttr, int | float) else None,
+        time_to_restore_s=float(ttr) if ttr is not None else None,
         first_commit_at=gen.ended_at if gen and gen.verdict == "finished" else None,
         cost_usd=round(cloud + local, 6),
+        agent_reported_cost_usd=round(sum(s.cost_usd for s in named("generate_code") + named("repair")), 6),
         cloud_cost_usd=round(cloud, 6),
         local_cost_usd=round(local, 6),
         cost_missing=any(s.cost_missing for s in ordered),
-        lines_changed=int(lines) if isinstance(lines, int | float) else None,
-        changed_files=int(files) if isinstance(files, int | float) else None,
+        lines_changed=gen.facts.lines_changed if gen else None,
+        changed_files=gen.facts.files_changed if gen else None,
     )
 
 
@@ -141,6 +185,14 @@ def _threshold(name: str, value: float | None, target: float, comparison: Litera
     else:
         verdict = "go" if value < target else "no-go"
     return Threshold(name=name, value=value, target=target, comparison=comparison, unit=unit, verdict=verdict)
+
+
+def _once_per_request(facts: Iterable[RunFacts]) -> list[RunFacts]:
+    """The first attempt of each request among ``facts``."""
+    seen: dict[str, RunFacts] = {}
+    for f in sorted(facts, key=lambda f: f.started_at):
+        seen.setdefault(f.run_key, f)
+    return list(seen.values())
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -206,8 +258,10 @@ def compute_kpis(
     first_ci = [f for f in runs if f.first_ci is not None]
     repaired = [f for f in runs if f.repaired]
     attempted = [f for f in runs if f.deploy_attempted]
-    deployed = [f for f in runs if f.deployed]
-    merged = [f for f in runs if f.merged]
+    # changes count once per request, however many attempts it took (a later attempt that only found the
+    # merge or the rollout made neither, see run_facts)
+    deployed = _once_per_request(f for f in runs if f.deployed)
+    merged = _once_per_request(f for f in runs if f.merged)
 
     per_day: dict[str, dict[str, float]] = defaultdict(lambda: {"cloud": 0.0, "local": 0.0})
     for f in runs:

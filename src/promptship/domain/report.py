@@ -15,12 +15,47 @@ StepName = Literal[
     "wait_for_ci",
     "repair",
     "merge",
+    "wait_for_image",
     "roll_out",
     "check_health",
     "rollback",
     "report",
 ]
-RunOutcome = Literal["deployed", "rolled_back", "stopped", "failed", "cancelled", "waiting"]
+RunOutcome = Literal["deployed", "rolled_back", "stopped", "failed", "cancelled", "waiting", "already_done"]
+
+
+class StepFacts(BaseModel):
+    """The typed facts a step writes: what KPIs and reports read (``domain/kpi.py`` names which ones it uses).
+
+    ``found``: the step found its side effect already done by an earlier attempt (the PR by its marker, the
+    conversation by its id, the rollout by its annotation) and made none of its own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    found: bool | None = None
+    task_class: str | None = None
+    sensitive: bool | None = None
+    conversation_id: str | None = None
+    head_sha: str | None = None
+    files_changed: int | None = None
+    lines_changed: int | None = None
+    compiled: bool | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    ci_verdict: str | None = None
+    failing_checks: str | None = None
+    merge_sha: str | None = None
+    image: str | None = None
+    revision: int | None = None
+    health_url: str | None = None
+    probes: int | None = None
+    restored_image: str | None = None
+    after_rollback: bool | None = Field(default=None, description="A health check of the restored version.")
+    time_to_restore_s: float | None = None
+    ledger_cost_usd: float | None = Field(
+        default=None, description="What the gateway's ledger recorded for this step's LLM calls (USD)."
+    )
 
 
 class StepRecord(BaseModel):
@@ -28,8 +63,14 @@ class StepRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    run_key: str
-    step: str = Field(description="Step name; repeated steps carry a round suffix, e.g. 'wait_for_ci#2'.")
+    run_key: str = Field(description="The request key (the same for every attempt of a request).")
+    attempt_id: str = Field(default="", description="The attempt this record belongs to.")
+    step: str = Field(
+        description="Step label, unique in an attempt; repeated steps carry their round, e.g. "
+        "'wait_for_ci#2'. KPIs read ``name`` and ``round``, never the label."
+    )
+    name: StepName | None = None
+    round: int | None = Field(default=None, description="CI round, repair round or compile round (1-based).")
     started_at: datetime
     ended_at: datetime
     verdict: str
@@ -41,7 +82,10 @@ class StepRecord(BaseModel):
     cost_usd: float = 0.0
     cost_missing: bool = False
     error: str | None = None
-    detail: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    facts: StepFacts = Field(default_factory=StepFacts)
+    detail: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="Display-only extras (command, why); nothing computes with them."
+    )
 
     @property
     def seconds(self) -> float:
@@ -53,7 +97,9 @@ class RunReport(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    run_key: str
+    run_key: str = Field(description="The request key.")
+    attempt_id: str = ""
+    attempt_number: int = 1
     repository: str
     prompt_redacted: str
     requester: str
@@ -81,8 +127,9 @@ def _cell(value: object) -> str:
 
 def render_markdown(report: RunReport) -> str:
     """The run's story as markdown (Prefect artifact and CLI output)."""
+    attempt = f" (attempt {report.attempt_number})" if report.attempt_number > 1 else ""
     lines = [
-        f"# promptship run `{report.run_key}` — {report.outcome}",
+        f"# promptship run `{report.run_key}`{attempt} — {report.outcome}",
         "",
         f"- **Repository**: `{report.repository}`  ",
         f"- **Requested by**: {_cell(report.requester)}  ",

@@ -1,4 +1,4 @@
-"""The development request and the run key everything idempotent derives from."""
+"""The development request and the request key everything idempotent derives from (see ``domain/attempt.py``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class DeployTarget(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     namespace: str = Field(default="demo", description="Kubernetes namespace of the application.")
-    deployment: str = Field(default="chat-backend", description="Deployment to roll out.")
+    deployment: str = Field(default="backend", description="Deployment to roll out (the seed app's is `backend`).")
     container: str = Field(default="backend", description="Container in the Deployment whose image changes.")
     health_url: str | None = Field(
         default=None,
@@ -83,6 +83,11 @@ class DevRequest(BaseModel):
     delivery_id: str | None = Field(
         default=None, max_length=100, description="GitHub webhook delivery id that started this run, if any."
     )
+    recurring: bool = Field(
+        default=False,
+        description="Each scheduled occurrence is a new request (its date in the request key: a new branch and "
+        "PR each day, e.g. a daily canary). Off: every occurrence is a new attempt of the same request.",
+    )
 
     @field_validator("repository")
     @classmethod
@@ -114,19 +119,27 @@ class DevRequest(BaseModel):
 
     @property
     def run_key(self) -> str:
+        """The request key of a request that is not recurring (a recurring one's key also names its occurrence:
+        ``request_key_for``)."""
         return run_key_for(self)
 
 
-def run_key_for(request: DevRequest) -> str:
-    """A deterministic key for a request: same repository, base, prompt and origin → same key.
+def run_key_for(request: DevRequest, occurrence: str | None = None) -> str:
+    """The request key: same repository, base, prompt and origin → same key (and, for a ``recurring``
+    request, the same occurrence).
 
     The branch name, the agent's conversation id, the PR lookup and the deployment annotation all derive
     from it, so a retried or re-submitted request finds its earlier work instead of redoing it.
     """
     normalized_prompt = " ".join(request.prompt.split())
     origin = f"issue:{request.issue_number}" if request.issue_number else ""
-    material = "\n".join([request.repository.lower(), request.base_branch, origin, normalized_prompt])
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
+    parts = [request.repository.lower(), request.base_branch, origin, normalized_prompt]
+    if request.recurring and occurrence:
+        parts.append(f"occurrence:{occurrence}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+request_key_for = run_key_for
 
 
 def branch_for(run_key: str) -> str:

@@ -141,6 +141,14 @@ class MergeResult(_Model):
     verdict: MergeVerdict
     merge_sha: str | None = None
     detail: str = ""
+    found: bool = Field(default=False, description="The PR was already merged when the step first looked.")
+
+
+class ChangeSize(_Model):
+    """How big the change on a work branch is, against its base branch."""
+
+    files_changed: int
+    lines_changed: int = Field(description="Lines added plus lines deleted.")
 
 
 class ApplyResult(_Model):
@@ -155,6 +163,9 @@ class RolloutResult(_Model):
     reason: str = ""
     events: tuple[str, ...] = ()
     waited_s: float = 0.0
+    found: bool = Field(
+        default=False, description="The Deployment already ran this image for this request: nothing was changed."
+    )
 
 
 class HealthResult(_Model):
@@ -182,3 +193,4 @@ class GenerationResult(_Model):
     workspace: str
     model: str | None = Field(default=None, description="The model the agent works with (repairs use it too).")
     mode: LLMMode | None = None
+    skipped: str | None = Field(default=None, description="Why the last repair round did not run (e.g. budget).")

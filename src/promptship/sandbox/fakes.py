@@ -18,13 +18,13 @@ from pydantic import SecretStr
 
 from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import redact
-from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import DeployTarget, TaskClass
 from promptship.domain.results import (
     AgentHandle,
     AgentResult,
     AgentTask,
     ApplyResult,
+    ChangeSize,
     CheckOutcome,
     CIResult,
     CIVerdict,
@@ -44,7 +44,7 @@ from promptship.domain.results import (
 from promptship.errors import ServiceError
 from promptship.ports import AgentLLMAccess
 from promptship.settings import Settings
-from promptship.wiring import Boundary, Services
+from promptship.wiring import Boundary, Ports
 
 
 @dataclass
@@ -149,6 +149,8 @@ class FakeCodeAgent:
     def result(self, handle: AgentHandle, *, timeout_s: float) -> AgentResult:
         self.faults.maybe_raise("result")
         conv = self.conversations[handle.conversation_id]
+        if conv.get("answered") == len(conv["instructions"]) and "last" in conv:
+            return conv["last"]  # like the agent-server: a finished conversation is read, not run again
         conv["runs"] += 1
         verdict = self.verdicts.popleft() if self.verdicts else "finished"
         task: AgentTask = conv["task"]
@@ -158,7 +160,7 @@ class FakeCodeAgent:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"# {conv['instructions'][-1][:60]!r}\nVALUE = {len(conv['instructions'])}\n")
             changed = (path.name,)
-        return AgentResult(
+        conv["last"] = AgentResult(
             verdict=verdict,  # type: ignore[arg-type]
             conversation_id=handle.conversation_id,
             final_message="done" if verdict == "finished" else f"agent ended {verdict}",
@@ -166,6 +168,8 @@ class FakeCodeAgent:
             usage=Usage(prompt_tokens=1000, completion_tokens=200, cost_usd=0.0),
             error=None if verdict == "finished" else f"scripted {verdict}",
         )
+        conv["answered"] = len(conv["instructions"])
+        return conv["last"]
 
     def cancel(self, handle: AgentHandle) -> None:
         self.cancelled.add(handle.conversation_id)
@@ -189,6 +193,7 @@ class FakeCodeHost:
         self.comments: list[tuple[str, int, str]] = []
         self.pr_creations = 0
         self.merged: list[MergedPR] = []
+        self.merged_numbers: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
 
     def prepare_workspace(self, repository: str, base_branch: str, branch: str, path: str) -> str:
@@ -205,6 +210,10 @@ class FakeCodeHost:
         sha = digest.hexdigest()
         self.branches[(repository, branch)] = sha
         return sha
+
+    def change_size(self, workspace: str, base_branch: str) -> ChangeSize:
+        files = [f for f in Path(workspace).rglob("*") if f.is_file()]
+        return ChangeSize(files_changed=len(files), lines_changed=sum(len(f.read_text().splitlines()) for f in files))
 
     def find_pull_request(self, repository: str, run_key: str) -> PullRequestInfo | None:
         pr = self.prs.get(run_key)
@@ -253,9 +262,13 @@ class FakeCodeHost:
 
     def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
         self.faults.maybe_raise("merge")
+        if (repository, pr_number) in self.merged_numbers:
+            sha = self.merged_numbers[(repository, pr_number)]
+            return MergeResult(verdict="merged", merge_sha=sha, found=True)
         verdict = self.merges.popleft() if self.merges else ("merged" if auto_merge else "waiting")
         if verdict == "merged":
-            return MergeResult(verdict="merged", merge_sha=hashlib.sha1(f"m{pr_number}".encode()).hexdigest())
+            sha = self.merged_numbers[(repository, pr_number)] = hashlib.sha1(f"m{pr_number}".encode()).hexdigest()
+            return MergeResult(verdict="merged", merge_sha=sha)
         return MergeResult(verdict=verdict, detail=f"scripted {verdict}")  # type: ignore[arg-type]
 
     def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
@@ -275,6 +288,7 @@ class FakeCluster:
         self.rollouts: deque[RolloutVerdict] = deque(rollouts or [])
         self.faults = faults or Faults()
         self.history: dict[str, list[str]] = {}
+        self.rolled_out_by: dict[str, str] = {}
         self.rollout_count = 0
 
     def _key(self, target: DeployTarget) -> str:
@@ -286,6 +300,11 @@ class FakeCluster:
 
     def roll_out(self, target: DeployTarget, image: str, *, run_key: str, timeout_s: float) -> RolloutResult:
         self.faults.maybe_raise("roll_out")
+        hist = self.history.get(self._key(target), [])
+        if hist and hist[-1] == image and self.rolled_out_by.get(self._key(target)) == run_key:
+            # like the adapter: this request's image already runs (found by the run-key annotation)
+            return RolloutResult(verdict="complete", image=image, revision=len(hist), found=True)
+        self.rolled_out_by[self._key(target)] = run_key
         self.rollout_count += 1
         verdict: RolloutVerdict = self.rollouts.popleft() if self.rollouts else "complete"
         hist = self.history.setdefault(self._key(target), [])
@@ -327,27 +346,13 @@ class FakeHealthProbe:
         )
 
 
-class MemorySink:
-    """MetricsSink in memory."""
-
-    def __init__(self) -> None:
-        self.steps: dict[tuple[str, str], StepRecord] = {}
-        self.runs: dict[str, RunReport] = {}
-
-    def record_step(self, record: StepRecord) -> None:
-        self.steps[(record.run_key, record.step)] = record
-
-    def record_run(self, report: RunReport) -> None:
-        self.runs[report.run_key] = report
-
-
 def transient(service_error: type[ServiceError], message: str = "503 Service Unavailable") -> ServiceError:
     """A retryable service error, as adapters raise for 5xx/timeouts."""
     return service_error(message, retryable=True, status=503)
 
 
-def fake_services(settings: Settings, **overrides: Any) -> Services:
-    """A Services whose ports are these fakes (each overridable) around a real store from ``settings``.
+def fake_services(settings: Settings, **overrides: Any) -> Ports:
+    """A Ports whose ports are these fakes (each overridable) around a real store from ``settings``.
 
     Every boundary is marked ``in-process fake`` except the store (``real``) and the overridden ports, whose
     kind the caller states in ``overrides["boundaries"]`` if it matters.
@@ -369,4 +374,4 @@ def fake_services(settings: Settings, **overrides: Any) -> Services:
     boundaries["sink"] = "real"
     boundaries.update(overrides.pop("boundaries", {}))
     ports.update(overrides)
-    return Services(settings=settings, boundaries=boundaries, **ports)
+    return Ports(settings=settings, boundaries=boundaries, **ports)

@@ -1,16 +1,20 @@
-"""The store: idempotent writes keyed by run key (+ step)."""
+"""The store: idempotent writes keyed by attempt (+ step); attempts and the one-at-a-time lease per request."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from promptship.domain.attempt import Attempt, choose_attempt
 from promptship.domain.kpi import RunFacts, run_facts
-from promptship.domain.report import RunReport, StepRecord
-from promptship.store.tables import RunRow, StepRow
+from promptship.domain.report import RunReport, StepFacts, StepRecord
+from promptship.errors import AttemptInProgress
+from promptship.store.tables import AttemptRow, RequestLeaseRow, RunRow, StepRow
 
 
 def make_engine(url: str) -> Engine:
@@ -36,7 +40,10 @@ def make_engine(url: str) -> Engine:
 def _step(r: StepRow) -> StepRecord:
     return StepRecord(
         run_key=r.run_key,
+        attempt_id=r.attempt_id,
         step=r.step,
+        name=r.name,  # type: ignore[arg-type]  # written from the StepName literal
+        round=r.round,
         started_at=_utc(r.started_at),
         ended_at=_utc(r.ended_at),
         verdict=r.verdict,
@@ -48,7 +55,21 @@ def _step(r: StepRow) -> StepRecord:
         cost_usd=r.cost_usd,
         cost_missing=r.cost_missing,
         error=r.error,
+        facts=StepFacts.model_validate(r.facts or {}),
         detail=r.detail or {},
+    )
+
+
+def _attempt(r: AttemptRow) -> Attempt:
+    return Attempt(
+        id=r.attempt_id,
+        request_key=r.run_key,
+        number=r.number,
+        occurrence=r.occurrence,
+        status=r.status,  # type: ignore[arg-type]
+        outcome=r.outcome,
+        started_at=_utc(r.started_at),
+        ended_at=_utc(r.ended_at) if r.ended_at else None,
     )
 
 
@@ -75,12 +96,15 @@ class Store:
 
     # MetricsSink
     def record_step(self, record: StepRecord) -> None:
-        """Insert or replace the record of (run_key, step)."""
+        """Insert or replace the record of (attempt, step)."""
         with self._sessions.begin() as s:
             s.merge(
                 StepRow(
+                    attempt_id=record.attempt_id or f"{record.run_key}-a1",
                     run_key=record.run_key,
                     step=record.step,
+                    name=record.name,
+                    round=record.round,
                     started_at=record.started_at,
                     ended_at=record.ended_at,
                     verdict=record.verdict,
@@ -92,16 +116,19 @@ class Store:
                     cost_usd=record.cost_usd,
                     cost_missing=record.cost_missing,
                     error=record.error,
+                    facts=record.facts.model_dump(mode="json", exclude_none=True),
                     detail=dict(record.detail),
                 )
             )
 
     def record_run(self, report: RunReport) -> None:
-        """Insert or replace the report of a run."""
+        """Insert or replace the report of an attempt."""
         with self._sessions.begin() as s:
             s.merge(
                 RunRow(
+                    attempt_id=report.attempt_id or f"{report.run_key}-a1",
                     run_key=report.run_key,
+                    attempt_number=report.attempt_number,
                     repository=report.repository,
                     requester=report.requester,
                     prompt_redacted=report.prompt_redacted,
@@ -117,27 +144,200 @@ class Store:
                 )
             )
 
-    def steps(self, run_key: str) -> list[StepRecord]:
+    def attempt_steps(self, attempt_id: str) -> list[StepRecord]:
+        """The step records of one attempt, in the order they started."""
         with self.session() as s:
-            rows = s.scalars(select(StepRow).where(StepRow.run_key == run_key)).all()
-        return [_step(r) for r in rows]
+            rows = s.scalars(select(StepRow).where(StepRow.attempt_id == attempt_id)).all()
+        return sorted((_step(r) for r in rows), key=lambda r: r.started_at)
 
-    def run(self, run_key: str) -> RunReport | None:
+    def steps(self, run_key: str) -> list[StepRecord]:
+        """The step records of the newest attempt of a request."""
+        latest = self.latest_attempt(run_key)
+        return self.attempt_steps(latest.id if latest else f"{run_key}-a1")
+
+    def attempt_report(self, attempt_id: str) -> RunReport | None:
         with self.session() as s:
-            row = s.get(RunRow, run_key)
+            row = s.get(RunRow, attempt_id)
         return RunReport.model_validate(row.report) if row else None
 
+    def run(self, run_key: str) -> RunReport | None:
+        """The report of the newest attempt of a request that has one."""
+        with self.session() as s:
+            rows = s.scalars(select(RunRow).where(RunRow.run_key == run_key)).all()
+        if not rows:
+            return None
+        newest = max(rows, key=lambda r: (r.attempt_number, _utc(r.started_at)))
+        return RunReport.model_validate(newest.report)
+
     def run_facts(self) -> list[RunFacts]:
-        """One ``RunFacts`` per recorded run, folded from its step rows (the input of the KPIs)."""
+        """One ``RunFacts`` per recorded attempt, folded from its step rows (the input of the KPIs)."""
         with self.session() as s:
             runs = s.scalars(select(RunRow).order_by(RunRow.started_at)).all()
             steps = s.scalars(select(StepRow)).all()
-        by_run: dict[str, list[StepRecord]] = {}
+        by_attempt: dict[str, list[StepRecord]] = {}
         for r in steps:
-            by_run.setdefault(r.run_key, []).append(_step(r))
-        return [run_facts(RunReport.model_validate(r.report), by_run.get(r.run_key, [])) for r in runs]
+            by_attempt.setdefault(r.attempt_id, []).append(_step(r))
+        return [run_facts(RunReport.model_validate(r.report), by_attempt.get(r.attempt_id, [])) for r in runs]
 
     def runs(self) -> list[RunReport]:
         with self.session() as s:
             rows = s.scalars(select(RunRow).order_by(RunRow.started_at)).all()
         return [RunReport.model_validate(r.report) for r in rows]
+
+    # Attempts (domain/attempt.py)
+    def attempts(self, run_key: str) -> list[Attempt]:
+        """Every attempt of a request, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(select(AttemptRow).where(AttemptRow.run_key == run_key)).all()
+        return sorted((_attempt(r) for r in rows), key=lambda a: a.number)
+
+    def latest_attempt(self, run_key: str) -> Attempt | None:
+        found = self.attempts(run_key)
+        return found[-1] if found else None
+
+    def attempt(self, attempt_id: str) -> Attempt | None:
+        with self.session() as s:
+            row = s.get(AttemptRow, attempt_id)
+        return _attempt(row) if row else None
+
+    def attempt_of_flow_run(self, flow_run_id: str) -> Attempt | None:
+        """The attempt a flow run worked on (its id is kept on the attempt)."""
+        with self.session() as s:
+            rows = s.scalars(select(AttemptRow)).all()
+        for row in rows:
+            if flow_run_id in (row.flow_run_ids or []):
+                return _attempt(row)
+        return None
+
+    def begin_attempt(
+        self,
+        run_key: str,
+        *,
+        flow_run_id: str,
+        occurrence: str | None = None,
+        attempt_id: str | None = None,
+        lease_ttl_s: float = 120.0,
+        holder_alive: Callable[[str], bool] = lambda _holder: True,
+        now: datetime | None = None,
+    ) -> Attempt:
+        """Take the request's lease for ``flow_run_id`` and bind it to its attempt (continued or new).
+
+        Raises AttemptInProgress when another flow run holds an unexpired lease and ``holder_alive`` says it
+        still runs. ``attempt_id`` (resume) continues that attempt of this request.
+        """
+        now = now or datetime.now(UTC)
+        self._acquire_lease(run_key, flow_run_id, lease_ttl_s, holder_alive, now)
+        with self._sessions.begin() as s:
+            rows = s.scalars(select(AttemptRow).where(AttemptRow.run_key == run_key)).all()
+            known = {r.attempt_id: r for r in rows}
+            if attempt_id is not None and attempt_id not in known:
+                raise AttemptInProgress(
+                    f"attempt {attempt_id} is not an attempt of request {run_key}", attempt_id=attempt_id, holder=None
+                )
+            bound = (
+                known.get(attempt_id)
+                if attempt_id
+                else next((r for r in rows if flow_run_id in (r.flow_run_ids or [])), None)
+            )
+            latest = max(rows, key=lambda r: r.number) if rows else None
+            occ = next((r for r in rows if occurrence and r.occurrence == occurrence), None)
+            choice, chosen = choose_attempt(
+                request_key=run_key,
+                bound=_attempt(bound) if bound else None,
+                latest=_attempt(latest) if latest else None,
+                occurrence=occurrence,
+                existing_occurrence=_attempt(occ) if occ else None,
+            )
+            if choice == "new":
+                row = AttemptRow(
+                    attempt_id=chosen,
+                    run_key=run_key,
+                    number=(latest.number + 1) if latest else 1,
+                    occurrence=occurrence,
+                    status="running",
+                    outcome=None,
+                    started_at=now,
+                    ended_at=None,
+                    flow_run_ids=[flow_run_id],
+                )
+                s.add(row)
+            else:
+                row = known[chosen]
+                row.status = "running"
+                row.ended_at = None
+                if flow_run_id not in (row.flow_run_ids or []):
+                    row.flow_run_ids = [*(row.flow_run_ids or []), flow_run_id]
+            s.execute(update(RequestLeaseRow).where(RequestLeaseRow.run_key == run_key).values(attempt_id=chosen))
+            s.flush()
+            return _attempt(row)
+
+    def _acquire_lease(
+        self, run_key: str, holder: str, ttl_s: float, holder_alive: Callable[[str], bool], now: datetime
+    ) -> None:
+        expires = now + timedelta(seconds=ttl_s)
+        for _ in range(10):
+            with self.session() as s:
+                lease = s.get(RequestLeaseRow, run_key)
+                current = (lease.holder, lease.expires_at, lease.attempt_id) if lease else None
+            if current is None:
+                try:
+                    with self._sessions.begin() as s:
+                        s.execute(
+                            insert(RequestLeaseRow).values(
+                                run_key=run_key, attempt_id="", holder=holder, expires_at=expires
+                            )
+                        )
+                    return
+                except IntegrityError:
+                    continue  # another flow run inserted it first: look again
+            old_holder, old_expires, old_attempt = current
+            free = (
+                old_holder is None
+                or old_holder == holder
+                or old_expires is None
+                or _utc(old_expires) <= now
+                or not holder_alive(old_holder)
+            )
+            if not free:
+                raise AttemptInProgress(
+                    f"request {run_key} is already being worked on: attempt {old_attempt} in flow run {old_holder} "
+                    f"(lease until {_utc(old_expires):%H:%M:%S} UTC). Wait for it to end, or resume that run.",
+                    attempt_id=old_attempt,
+                    holder=old_holder,
+                )
+            with self._sessions.begin() as s:
+                condition = (
+                    RequestLeaseRow.holder.is_(None) if old_holder is None else RequestLeaseRow.holder == old_holder
+                )
+                result = s.execute(
+                    update(RequestLeaseRow)
+                    .where(RequestLeaseRow.run_key == run_key, condition)
+                    .values(holder=holder, expires_at=expires)
+                )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return
+        raise AttemptInProgress(f"request {run_key}: could not take its lease (contended)", attempt_id="", holder=None)
+
+    def renew_lease(self, run_key: str, holder: str, ttl_s: float) -> bool:
+        """Extend ``holder``'s lease; False when it no longer holds it."""
+        with self._sessions.begin() as s:
+            result = s.execute(
+                update(RequestLeaseRow)
+                .where(RequestLeaseRow.run_key == run_key, RequestLeaseRow.holder == holder)
+                .values(expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s))
+            )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def end_attempt(self, attempt_id: str, outcome: str, *, holder: str | None) -> None:
+        """Record how the attempt ended and release the request's lease held by ``holder``."""
+        with self._sessions.begin() as s:
+            row = s.get(AttemptRow, attempt_id)
+            if row is None:
+                return
+            row.status, row.outcome, row.ended_at = "ended", outcome, datetime.now(UTC)
+            if holder is not None:
+                s.execute(
+                    update(RequestLeaseRow)
+                    .where(RequestLeaseRow.run_key == row.run_key, RequestLeaseRow.holder == holder)
+                    .values(holder=None, expires_at=None)
+                )

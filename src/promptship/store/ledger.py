@@ -420,7 +420,7 @@ class CostLedger:
         }[by]
         query = select(column, func.sum(LLMCallRow.cost_usd))
         if by == "repository":
-            query = query.select_from(LLMCallRow).outerjoin(RunRow, RunRow.run_key == LLMCallRow.run_key)
+            query = query.select_from(LLMCallRow).outerjoin(RunRow, RunRow.attempt_id == LLMCallRow.run_key)
         query = query.group_by(column)
         if run_key is not None:
             query = query.where(LLMCallRow.run_key == run_key)

@@ -13,12 +13,15 @@ class Base(DeclarativeBase):
 
 
 class StepRow(Base):
-    """One step of one run; (run_key, step) is unique, so a retried step replaces its row."""
+    """One step of one attempt; (attempt_id, step) is unique, so a retried step replaces its row."""
 
     __tablename__ = "steps"
 
-    run_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempt_id: Mapped[str] = mapped_column(String(80), primary_key=True)
     step: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    round: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     verdict: Mapped[str] = mapped_column(String(32))
@@ -30,15 +33,18 @@ class StepRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     cost_missing: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    facts: Mapped[dict] = mapped_column(JSON, default=dict)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class RunRow(Base):
-    """The report of one run (its latest state)."""
+    """The report of one attempt (its latest state)."""
 
     __tablename__ = "runs"
 
-    run_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempt_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), index=True)
+    attempt_number: Mapped[int] = mapped_column(Integer, default=1)
     repository: Mapped[str] = mapped_column(String(200), index=True)
     requester: Mapped[str] = mapped_column(String(200))
     prompt_redacted: Mapped[str] = mapped_column(Text)
@@ -51,3 +57,30 @@ class RunRow(Base):
     total_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     report: Mapped[dict] = mapped_column(JSON)
+
+
+class AttemptRow(Base):
+    """One execution of a request (``domain/attempt.py``), with the lease that lets only one run at a time."""
+
+    __tablename__ = "attempts"
+
+    attempt_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    occurrence: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    flow_run_ids: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class RequestLeaseRow(Base):
+    """Who runs a request now: at most one flow run per request key holds an unexpired lease."""
+
+    __tablename__ = "request_leases"
+
+    run_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempt_id: Mapped[str] = mapped_column(String(80))
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
