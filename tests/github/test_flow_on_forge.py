@@ -66,6 +66,6 @@ def test_dev_cycle_repairs_red_ci_merges_and_deploys_the_forges_image(forge_serv
     assert report.image == f"forge.local/{OWNER}/{NAME}/backend:{merge_sha}"
     assert forge.image_record(OWNER, NAME, "backend", merge_sha).is_file()
 
-    again = dev_cycle(request)  # the same request again: finds its PR, opens none
-    assert again.outcome == "deployed"
+    again = dev_cycle(request)  # the same request again: attempt 2 finds its PR, merge and rollout, opens none
+    assert again.outcome == "already_done" and again.attempt_number == 2
     assert len(list(client(forge).get_repo(REPO).get_pulls(state="all"))) == 1
