@@ -145,7 +145,7 @@ def _ci_with_repairs(
     request: DevRequest, generation: GenerationResult, records: list[StepRecord]
 ) -> tuple[GenerationResult, bool]:
     """Wait for CI; on red, send the failure back to the agent and wait again, at most N rounds."""
-    rounds = services().settings.github.repair_rounds
+    rounds = services().settings.pipeline.repair_rounds
     for round_number in range(1, rounds + 2):
         assert generation.head_sha is not None
         ci, rec = wait_for_ci(request, generation.head_sha, round_number)

@@ -76,12 +76,12 @@ def generate_code(request: DevRequest, decision: RouteDecision) -> tuple[Generat
         model=access.model,
         base_url=access.base_url,
         budget_usd=max(0.0, request.budget_usd - s.llm.run_cost_usd(key)),
-        max_iterations=s.settings.openhands.max_iterations,
-        timeout_s=s.settings.openhands.timeout_s,
+        max_iterations=s.settings.pipeline.agent_max_iterations,
+        timeout_s=s.settings.pipeline.agent_timeout_s,
     )
     spent_before = s.llm.run_cost_usd(key)
     handle = s.agent.start(agent_task, access)
-    result = s.agent.result(handle, timeout_s=s.settings.openhands.timeout_s)
+    result = s.agent.result(handle, timeout_s=s.settings.pipeline.agent_timeout_s)
     gateway_cost = round(s.llm.run_cost_usd(key) - spent_before, 8)
     head_sha = None
     if result.verdict == "finished":
@@ -199,7 +199,7 @@ def wait_for_ci(request: DevRequest, sha: str, round_number: int) -> tuple[CIRes
     """Wait for the combined CI verdict of ``sha`` (checks and statuses)."""
     s = services()
     t0 = now()
-    ci = s.code_host.wait_for_ci(request.repository, sha, timeout_s=s.settings.github.ci_timeout_s)
+    ci = s.code_host.wait_for_ci(request.repository, sha, timeout_s=s.settings.pipeline.ci_timeout_s)
     record = step_record(
         request.run_key,
         f"wait_for_ci#{round_number}",
@@ -229,7 +229,7 @@ def repair(
         return generation, record
     handle = AgentHandle(conversation_id=generation.agent.conversation_id, created=False)
     s.agent.send(handle, repair_instruction(ci, round_number))
-    result = s.agent.result(handle, timeout_s=s.settings.openhands.timeout_s)
+    result = s.agent.result(handle, timeout_s=s.settings.pipeline.agent_timeout_s)
     gateway_cost = round(s.llm.run_cost_usd(key) - spent, 8)
     head_sha = generation.head_sha
     if result.verdict == "finished":
@@ -257,7 +257,7 @@ def merge(request: DevRequest, pr: PullRequestInfo) -> tuple[MergeResult, StepRe
     s = services()
     t0 = now()
     result = s.code_host.merge(
-        request.repository, pr.number, auto_merge=request.auto_merge, timeout_s=s.settings.github.merge_timeout_s
+        request.repository, pr.number, auto_merge=request.auto_merge, timeout_s=s.settings.pipeline.merge_timeout_s
     )
     record = step_record(
         request.run_key, "merge", t0, result.verdict, error=result.detail or None, merge_sha=result.merge_sha
@@ -272,7 +272,7 @@ def build_image(request: DevRequest, merge_sha: str) -> tuple[str, StepRecord]:
     s = services()
     t0 = now()
     image = s.code_host.image_for(
-        request.repository, merge_sha, request.deploy.container, timeout_s=s.settings.github.ci_timeout_s
+        request.repository, merge_sha, request.deploy.container, timeout_s=s.settings.pipeline.ci_timeout_s
     )
     record = step_record(request.run_key, "build_image", t0, "built", image=image, sha=merge_sha)
     s.sink.record_step(record)
@@ -310,7 +310,7 @@ def roll_out(request: DevRequest, generation: GenerationResult, image: str) -> t
     manifests = _changed_manifests(generation)
     applied = cluster.apply_manifests(request.deploy, manifests) if manifests else None
     result = cluster.roll_out(
-        request.deploy, image, run_key=request.run_key, timeout_s=s.settings.kube.rollout_timeout_s
+        request.deploy, image, run_key=request.run_key, timeout_s=s.settings.pipeline.rollout_timeout_s
     )
     record = step_record(
         request.run_key,
@@ -327,10 +327,10 @@ def roll_out(request: DevRequest, generation: GenerationResult, image: str) -> t
 
 
 def _health_url(request: DevRequest) -> str:
-    url = request.deploy.health_url or services().settings.kube.health_url
+    url = request.deploy.health_url or services().settings.health.url
     if not url:
         raise ConfigError(
-            "no health URL: set deploy.health_url in the request or PROMPTSHIP_KUBE__HEALTH_URL in the environment"
+            "no health URL: set deploy.health_url in the request or PROMPTSHIP_HEALTH__URL in the environment"
         )
     return url
 
@@ -354,7 +354,7 @@ def rollback(request: DevRequest, why: str) -> tuple[RollbackResult, StepRecord]
     """Put the previous revision back and wait until it is complete again."""
     s = services()
     t0 = now()
-    result = _deployer(request).rollback(request.deploy, timeout_s=s.settings.kube.rollout_timeout_s)
+    result = _deployer(request).rollback(request.deploy, timeout_s=s.settings.pipeline.rollout_timeout_s)
     record = step_record(
         request.run_key,
         "rollback",
