@@ -1,12 +1,17 @@
-"""Settings: old environment names still set the moved settings; the new name wins."""
+"""Settings: old environment names still set the moved settings, and docs/SETTINGS.md is what the model says."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
 
-from promptship.settings import MOVED, Settings
+from promptship.cli import app
+from promptship.settings import MOVED, Settings, env_name, reference_markdown
+
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "SETTINGS.md"
 
 
 def _value(settings: Settings, dotted: str) -> object:
@@ -67,3 +72,52 @@ def test_an_old_name_alongside_other_new_names_of_its_group_keeps_both(monkeypat
 def test_workspace_root_reads_the_pipeline_setting(tmp_path: Path) -> None:
     assert Settings(home=tmp_path).workspace_root() == (tmp_path / "workspaces").resolve()
     assert Settings(pipeline={"workspace_root": tmp_path / "ws"}).workspace_root() == (tmp_path / "ws").resolve()
+
+
+def test_docs_settings_md_is_up_to_date() -> None:
+    assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/SETTINGS.md is stale: regenerate it with `promptship settings-reference`"
+    )
+
+
+def test_the_reference_names_every_setting_its_environment_variable_and_old_names() -> None:
+    text = reference_markdown()
+    for name, info in Settings.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            for field in info.annotation.model_fields:
+                assert f"| `{name}.{field}` | `{env_name(name, field)}` |" in text
+        else:
+            assert f"| `{name}` | `{env_name(None, name)}` |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `health.url` |"))
+    assert "`PROMPTSHIP_KUBE__HEALTH_URL`" in row
+
+
+def test_every_setting_has_a_description() -> None:
+    for name, info in Settings.model_fields.items():
+        assert info.description, name
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            for field, sub in info.annotation.model_fields.items():
+                assert sub.description, f"{name}.{field}"
+
+
+def test_a_credential_is_rendered_as_secret_never_as_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "ghp_" + "s" * 36
+    monkeypatch.setenv("PROMPTSHIP_GITHUB__TOKEN", token)
+    text = reference_markdown()
+    assert token not in text  # the reference reads no environment
+    secret_rows = [line for line in text.splitlines() if line.startswith("| ") and "`SecretStr" in line]
+    assert {row.split(" | ")[0] for row in secret_rows} == {
+        "| `llm.openrouter_api_key`", "| `github.token`", "| `github.webhook_secret`", "| `kube.gitops_token`",
+        "| `openhands.session_api_key`",
+    }  # fmt: skip
+    assert all(row.split(" | ")[4] == "(secret)" for row in secret_rows)
+
+
+def test_the_command_writes_and_checks_the_reference(tmp_path: Path) -> None:
+    target = tmp_path / "docs" / "SETTINGS.md"
+    stale = CliRunner().invoke(app, ["settings-reference", "--check", "--path", str(target)])
+    assert stale.exit_code == 1 and "stale" in stale.output
+    written = CliRunner().invoke(app, ["settings-reference", "--path", str(target)])
+    assert written.exit_code == 0 and target.read_text(encoding="utf-8") == reference_markdown()
+    fresh = CliRunner().invoke(app, ["settings-reference", "--check", "--path", str(target)])
+    assert fresh.exit_code == 0, fresh.output
