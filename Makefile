@@ -78,5 +78,9 @@ chatapp-deps:  ## the chat app's frontend dependencies and build
 specs:  ## GitHub's OpenAPI and webhook descriptions from npm
 	bash scripts/specs.sh
 
+.PHONY: settings-reference
+settings-reference: install  ## regenerate docs/SETTINGS.md from src/promptship/settings.py (a test fails when stale)
+	$(BIN)/promptship settings-reference
+
 clean:
 	rm -rf $(VENV) .promptship .pytest_cache

@@ -1,23 +1,53 @@
 """All configuration, from environment variables prefixed ``PROMPTSHIP_`` (nested: ``PROMPTSHIP_LLM__TIMEOUT_S``).
 
+Settings are grouped by concern: ``pipeline`` (bounds of a run's steps), ``health`` (the health gate), ``llm``,
+``budget``, ``github``, ``kube``, ``openhands`` (how to reach each outside service). A setting that moved keeps
+its old name as an alias: ``MOVED`` is the one table of them, applied before validation, and the new name wins
+when both are set. ``reference_markdown()`` renders every setting into ``docs/SETTINGS.md``
+(``promptship settings-reference``).
+
 Every credential is a ``SecretStr``: it is never logged, never put in an artifact or a flow parameter.
 Build one with ``Settings()``; nothing here is a module-level instance.
 """
 
 from __future__ import annotations
 
+import json
+import types
 from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class PrefectSettings(BaseModel):
-    api_url: str | None = Field(
-        default=None,
-        description="Prefect API URL (e.g. http://127.0.0.1:4200/api). Empty: Prefect's own setting or the "
-        "embedded server.",
+class PipelineSettings(BaseModel):
+    """Bounds of a run's steps: how long each wait may take, how many repair rounds, where checkouts live."""
+
+    repair_rounds: int = Field(default=2, ge=0, le=10, description="Most CI repair rounds per run.")
+    ci_timeout_s: float = Field(default=1800.0, gt=0, description="Most a CI wait may take (default 30 min).")
+    merge_timeout_s: float = Field(default=3600.0, gt=0, description="Most a wait for a human merge may take.")
+    rollout_timeout_s: float = Field(default=300.0, gt=0, description="Most a rollout may take.")
+    agent_timeout_s: float = Field(default=1800.0, gt=0, description="Most an agent run may take.")
+    agent_max_iterations: int = Field(default=50, ge=1, description="Most agent steps per run.")
+    workspace_root: Path | None = Field(
+        default=None, description="Where per-run checkouts live. Empty: $PROMPTSHIP_HOME/workspaces."
     )
+    step_cache_days: float = Field(
+        default=7.0, gt=0, description="How long a step's persisted result may be reused by the same attempt (days)."
+    )
+
+
+class HealthSettings(BaseModel):
+    """The health gate after a rollout: N consecutive good probes within the retries."""
+
+    url: str | None = Field(default=None, description="Health URL when the request gives none.")
+    consecutive: int = Field(default=3, ge=1, description="Consecutive successes for healthy.")
+    retries: int = Field(default=10, ge=1, description="Most probes before unhealthy.")
+    timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one probe.")
+    interval_s: float = Field(default=0.5, ge=0, description="Pause between probes.")
+    max_latency_ms: float | None = Field(default=None, description="Optional latency bound per probe.")
 
 
 class LLMSettings(BaseModel):
@@ -56,6 +86,8 @@ class LLMSettings(BaseModel):
 
 
 class BudgetSettings(BaseModel):
+    """What the cloud may cost."""
+
     cloud_daily_usd: float = Field(
         default=10.87, ge=0, description="Most the cloud may cost per day (the seed's €10 at the default rate)."
     )
@@ -67,18 +99,17 @@ class BudgetSettings(BaseModel):
 
 
 class OpenHandsSettings(BaseModel):
+    """How to reach the OpenHands agent-server."""
+
     url: str = Field(default="http://127.0.0.1:3000", description="OpenHands agent-server base URL.")
     session_api_key: SecretStr | None = Field(
         default=None, description="X-Session-API-Key of the agent-server, when it has one."
     )
-    timeout_s: float = Field(default=1800.0, gt=0, description="Most an agent run may take.")
-    max_iterations: int = Field(default=50, ge=1, description="Most agent steps per run.")
-    workspace_root: Path | None = Field(
-        default=None, description="Where per-run checkouts live. Empty: $PROMPTSHIP_HOME/workspaces."
-    )
 
 
 class GitHubSettings(BaseModel):
+    """How to reach GitHub, who may start runs through its webhook, and where CI publishes images."""
+
     api_url: str = Field(
         default="https://api.github.com",
         description="REST base URL (GitHub Enterprise: https://HOST/api/v3; local forge: http://127.0.0.1:P/api/v3).",
@@ -99,9 +130,6 @@ class GitHubSettings(BaseModel):
         le=25 * 1024 * 1024,
         description="Largest webhook body the receiver reads (413 above; GitHub caps payloads at 25 MB).",
     )
-    ci_timeout_s: float = Field(default=1800.0, gt=0, description="Most a CI wait may take (default 30 min).")
-    merge_timeout_s: float = Field(default=3600.0, gt=0, description="Most a wait for a human merge may take.")
-    repair_rounds: int = Field(default=2, ge=0, le=10, description="Most CI repair rounds per run.")
     image_template: str = Field(
         default="forge.local/{owner}/{repo}/{component}:{sha}",
         description="Image reference CI publishes for a base-branch commit ({owner}, {repo}, {component}, {sha}); "
@@ -112,16 +140,10 @@ class GitHubSettings(BaseModel):
 
 
 class KubeSettings(BaseModel):
+    """How to reach the cluster, the deploy lease, and the GitOps mode."""
+
     kubeconfig: Path | None = Field(default=None, description="kubeconfig path. Empty: in-cluster or ~/.kube.")
     context: str | None = Field(default=None, description="kubeconfig context.")
-    namespace: str = Field(default="demo", description="Default target namespace.")
-    rollout_timeout_s: float = Field(default=300.0, gt=0, description="Most a rollout may take.")
-    health_url: str | None = Field(default=None, description="Health URL when the request gives none.")
-    health_consecutive: int = Field(default=3, ge=1, description="Consecutive successes for healthy.")
-    health_retries: int = Field(default=10, ge=1, description="Most probes before unhealthy.")
-    health_timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one probe.")
-    health_interval_s: float = Field(default=0.5, ge=0, description="Pause between probes.")
-    health_max_latency_ms: float | None = Field(default=None, description="Optional latency bound per probe.")
     in_cluster: bool = Field(
         default=False, description="Use the pod's ServiceAccount (in-cluster config) instead of a kubeconfig."
     )
@@ -144,6 +166,26 @@ class KubeSettings(BaseModel):
     gitops_application_namespace: str = Field(default="argocd", description="Namespace of that Application.")
 
 
+# Every setting that moved, old (group, field) -> new (group, field); the environment names follow
+# (PROMPTSHIP_GITHUB__REPAIR_ROUNDS -> PROMPTSHIP_PIPELINE__REPAIR_ROUNDS). One table rather than AliasChoices:
+# with nested environment parsing an old name lands in its old group's dict, which a field alias cannot reach.
+MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    ("github", "repair_rounds"): ("pipeline", "repair_rounds"),
+    ("github", "ci_timeout_s"): ("pipeline", "ci_timeout_s"),
+    ("github", "merge_timeout_s"): ("pipeline", "merge_timeout_s"),
+    ("kube", "rollout_timeout_s"): ("pipeline", "rollout_timeout_s"),
+    ("openhands", "timeout_s"): ("pipeline", "agent_timeout_s"),
+    ("openhands", "max_iterations"): ("pipeline", "agent_max_iterations"),
+    ("openhands", "workspace_root"): ("pipeline", "workspace_root"),
+    ("kube", "health_url"): ("health", "url"),
+    ("kube", "health_consecutive"): ("health", "consecutive"),
+    ("kube", "health_retries"): ("health", "retries"),
+    ("kube", "health_timeout_s"): ("health", "timeout_s"),
+    ("kube", "health_interval_s"): ("health", "interval_s"),
+    ("kube", "health_max_latency_ms"): ("health", "max_latency_ms"),
+}
+
+
 class Settings(BaseSettings):
     """promptship's settings. Environment: ``PROMPTSHIP_<FIELD>`` and ``PROMPTSHIP_<GROUP>__<FIELD>``."""
 
@@ -155,20 +197,36 @@ class Settings(BaseSettings):
         default=Path(".promptship"), description="Local state: store, Prefect home, workspaces, sandbox data."
     )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL of the store. Empty: SQLite under home.")
-    sandbox: bool = Field(
-        default=False, description="Use the local stand-ins (forge, LLM, cluster) instead of real services."
-    )
     services_factory: str | None = Field(
         default=None,
         description="'module:function' building the Services of a process that has none installed (sandbox "
         "workers, tests), called with these settings. Empty: real adapters from these settings.",
     )
-    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    budget: BudgetSettings = Field(default_factory=BudgetSettings)
-    openhands: OpenHandsSettings = Field(default_factory=OpenHandsSettings)
-    github: GitHubSettings = Field(default_factory=GitHubSettings)
-    kube: KubeSettings = Field(default_factory=KubeSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings, description="Bounds of a run's steps.")
+    health: HealthSettings = Field(default_factory=HealthSettings, description="The health gate after a rollout.")
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="LLM routing and the llm-config values.")
+    budget: BudgetSettings = Field(default_factory=BudgetSettings, description="What the cloud may cost.")
+    github: GitHubSettings = Field(default_factory=GitHubSettings, description="GitHub and its webhook.")
+    kube: KubeSettings = Field(default_factory=KubeSettings, description="The cluster, deploy lease and GitOps.")
+    openhands: OpenHandsSettings = Field(default_factory=OpenHandsSettings, description="The agent-server.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_old_names(cls, data: Any) -> Any:
+        """Apply ``MOVED``: a value under an old name goes to its new one, unless the new one is set."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for (old_group, old_field), (new_group, new_field) in MOVED.items():
+            old = data.get(old_group)
+            if not isinstance(old, dict) or old_field not in old:
+                continue
+            old = data[old_group] = dict(old)
+            value = old.pop(old_field)
+            new = data.get(new_group, {})
+            if isinstance(new, dict):  # a group given as a model instance was set whole: it wins
+                data[new_group] = {new_field: value, **new}
+        return data
 
     def store_url(self) -> str:
         """The store's SQLAlchemy URL."""
@@ -177,4 +235,94 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home / 'promptship.db').resolve()}"
 
     def workspace_root(self) -> Path:
-        return (self.openhands.workspace_root or self.home / "workspaces").resolve()
+        """Where per-run checkouts live: ``pipeline.workspace_root``, else ``home/workspaces``."""
+        return (self.pipeline.workspace_root or self.home / "workspaces").resolve()
+
+
+# --- the settings reference (docs/SETTINGS.md) ---
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))  # annotated_types' Gt, Ge, Lt, Le (or Interval)
+
+
+def env_name(group: str | None, field: str) -> str:
+    """The environment variable of a setting: ``PROMPTSHIP_<FIELD>`` or ``PROMPTSHIP_<GROUP>__<FIELD>``."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    delimiter = Settings.model_config.get("env_nested_delimiter") or "__"
+    return f"{prefix}{group.upper()}{delimiter}{field.upper()}" if group else f"{prefix}{field.upper()}"
+
+
+def reference_markdown() -> str:
+    """The settings reference: one markdown table per group, from the model and its ``Field`` descriptions.
+
+    Pure: reads no environment, so it is the same on every machine. A secret's default is never shown."""
+    old_names: dict[tuple[str, str], list[str]] = {}
+    for (old_group, old_field), new in MOVED.items():
+        old_names.setdefault(new, []).append(env_name(old_group, old_field))
+    lines = [
+        "# Settings reference",
+        "",
+        "<!-- Generated by `promptship settings-reference` from src/promptship/settings.py: do not edit. -->",
+        "",
+        'Every setting is read from the environment (`Settings()`); lists are JSON (`["a", "b"]`). An old name',
+        "still works; the new name wins when both are set. Credentials are `SecretStr`: never logged, never shown.",
+        "",
+    ]
+    top = {name: info for name, info in Settings.model_fields.items() if _group_model(info) is None}
+    sections: list[tuple[str | None, str, dict[str, FieldInfo]]] = [(None, "Top level", top)]
+    for name, info in Settings.model_fields.items():
+        if (model := _group_model(info)) is not None:
+            sections.append((name, f"`{name}`: {info.description}", model.model_fields))
+    for group, title, fields in sections:
+        lines += [f"## {title}", "", "| Setting | Environment variable | Old names | Type | Default | Description |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for name, info in fields.items():
+            dotted = f"{group}.{name}" if group else name
+            old = ", ".join(f"`{n}`" for n in old_names.get((group or "", name), []))
+            cells = [f"`{dotted}`", f"`{env_name(group, name)}`", old, f"`{_type_text(info)}`", _default_text(info),
+                     info.description or ""]  # fmt: skip
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _group_model(info: FieldInfo) -> type[BaseModel] | None:
+    model = info.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_is_secret(a) for a in get_args(annotation))
+
+
+def _type_text(info: FieldInfo) -> str:
+    bounds: list[str] = []
+    for m in info.metadata:
+        bounds += [f"{sign} {getattr(m, attr)}" for attr, sign in _BOUNDS if getattr(m, attr, None) is not None]
+    text = _annotation_text(info.annotation)
+    return f"{text} ({', '.join(bounds)})" if bounds else text
+
+
+def _annotation_text(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_annotation_text(a) for a in args)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_annotation_text(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default_text(info: FieldInfo) -> str:
+    if _is_secret(info.annotation):
+        return "(secret)"
+    value = info.get_default(call_default_factory=True)
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list | dict):
+        return f"`{json.dumps(value)}`"
+    return f"`{value}`"

@@ -328,18 +328,18 @@ def build_cluster(settings: Settings, *, api=None):  # -> KubeCluster
 
 
 def build_health_probe(settings: Settings, *, http=None):  # -> HttpHealthProbe
-    """``HttpHealthProbe`` with the gate's bounds from ``kube.health_*``."""
+    """``HttpHealthProbe`` with the gate's bounds from ``health.*``."""
     import httpx
 
     from promptship.adapters.health import HttpHealthProbe
 
     return HttpHealthProbe(
         http if http is not None else httpx.Client(),
-        consecutive=settings.kube.health_consecutive,
-        retries=settings.kube.health_retries,
-        timeout_s=settings.kube.health_timeout_s,
-        interval_s=settings.kube.health_interval_s,
-        max_latency_ms=settings.kube.health_max_latency_ms,
+        consecutive=settings.health.consecutive,
+        retries=settings.health.retries,
+        timeout_s=settings.health.timeout_s,
+        interval_s=settings.health.interval_s,
+        max_latency_ms=settings.health.max_latency_ms,
     )
 
 

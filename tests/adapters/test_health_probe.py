@@ -108,7 +108,7 @@ def test_latency_bound_counts_slow_answers_as_failures(serve) -> None:
 
 
 def test_builders_take_their_bounds_from_settings(tmp_path: Path) -> None:
-    settings = Settings(kube={"health_consecutive": 5, "health_retries": 7, "kubeconfig": tmp_path / "missing"})
+    settings = Settings(health={"consecutive": 5, "retries": 7}, kube={"kubeconfig": tmp_path / "missing"})
     with httpx.Client() as http:
         probe = build_health_probe(settings, http=http)
         assert (probe.gate.consecutive, probe.gate.retries) == (5, 7)

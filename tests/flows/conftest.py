@@ -20,7 +20,7 @@ def make_services(tmp_path: Path, prefect_harness: None) -> Iterator[Callable[..
 
     def build(**overrides: object) -> Ports:
         settings = Settings(home=tmp_path / "home")
-        settings.kube.health_url = "http://127.0.0.1:9/health"
+        settings.health.url = "http://127.0.0.1:9/health"
         services = fake_services(settings, **overrides)
         cm = installed(services)
         cm.__enter__()

@@ -195,7 +195,7 @@ def durable_services(directory: Path, settings: Settings | None = None) -> Ports
     state = JsonState(directory)
     settings = settings or Settings()
     settings = settings.model_copy(update={"home": directory / "home", "database_url": None})
-    settings.kube.health_url = "http://127.0.0.1:9/health"
+    settings.health.url = "http://127.0.0.1:9/health"
     store = Store(make_engine(settings.store_url()))
     store.create_schema()
     return Ports(

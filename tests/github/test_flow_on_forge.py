@@ -37,7 +37,7 @@ def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forg
         forge.seed_repository(OWNER, NAME, src)
         assert forge.wait_idle(120)
         settings = Settings(home=tmp_path / "home")
-        settings.kube.health_url = "http://127.0.0.1:9/health"
+        settings.health.url = "http://127.0.0.1:9/health"
         services = fake_services(
             settings, code_host=make_host(forge, RecordingClock()), boundaries={"code_host": "protocol stand-in"}
         )

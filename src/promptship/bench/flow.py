@@ -60,7 +60,7 @@ def _measure(tmp: Path) -> None:
     from promptship.wiring import installed
 
     settings = Settings(home=tmp / "home")
-    settings.kube.health_url = "http://127.0.0.1:9/health"
+    settings.health.url = "http://127.0.0.1:9/health"
     services = fake_services(settings)
 
     @task
