@@ -66,7 +66,7 @@ class RunContext:
         url = self.request.deploy.health_url or self.limits.default_health_url
         if not url:
             raise ConfigError(
-                "no health URL: set deploy.health_url in the request or PROMPTSHIP_KUBE__HEALTH_URL in the environment"
+                "no health URL: set deploy.health_url in the request or PROMPTSHIP_HEALTH__URL in the environment"
             )
         return url
 

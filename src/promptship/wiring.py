@@ -97,15 +97,17 @@ class Ports:
 
 def run_limits(settings: Settings) -> RunLimits:
     """The steps' bounds from ``settings``."""
+    p = settings.pipeline
     return RunLimits(
-        repair_rounds=settings.github.repair_rounds,
-        ci_timeout_s=settings.github.ci_timeout_s,
-        merge_timeout_s=settings.github.merge_timeout_s,
-        rollout_timeout_s=settings.kube.rollout_timeout_s,
-        agent_timeout_s=settings.openhands.timeout_s,
-        agent_max_iterations=settings.openhands.max_iterations,
+        repair_rounds=p.repair_rounds,
+        ci_timeout_s=p.ci_timeout_s,
+        merge_timeout_s=p.merge_timeout_s,
+        rollout_timeout_s=p.rollout_timeout_s,
+        agent_timeout_s=p.agent_timeout_s,
+        agent_max_iterations=p.agent_max_iterations,
         workspace_root=str(settings.workspace_root()),
-        default_health_url=settings.kube.health_url,
+        default_health_url=settings.health.url,
+        step_cache_days=p.step_cache_days,
     )
 
 

@@ -299,6 +299,7 @@ class Store:
                 or not holder_alive(old_holder)
             )
             if not free:
+                assert old_expires is not None
                 raise AttemptInProgress(
                     f"request {run_key} is already being worked on: attempt {old_attempt} in flow run {old_holder} "
                     f"(lease until {_utc(old_expires):%H:%M:%S} UTC). Wait for it to end, or resume that run.",
