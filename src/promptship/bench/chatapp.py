@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from promptship.bench.stats import summary
-from promptship.sandbox.llm_server import running_llm_stand_in
+from promptship_sandbox.llm_server import running_llm_stand_in
 
 BACKEND_DIR = Path(__file__).resolve().parents[3] / "examples" / "chat-app" / "backend"
 MODEL = "bench-model"

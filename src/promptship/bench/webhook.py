@@ -57,7 +57,7 @@ async def _bare_app(scope: dict[str, Any], receive: Callable[..., Any], send: Ca
 
 def _payloads() -> tuple[dict[str, Any], dict[str, Any]]:
     """issues.labeled and check_suite.completed: GitHub's examples when installed, else minimal shapes."""
-    from promptship.sandbox import specs
+    from promptship_sandbox import specs
 
     if specs.specs_available():
         labeled = specs.webhook_examples("issues", "labeled")[0]

@@ -112,7 +112,7 @@ def _register_forge(app: typer.Typer) -> None:
         import threading
         from pathlib import Path
 
-        from promptship.sandbox.forge import Forge
+        from promptship_sandbox.forge import Forge
 
         secret = os.environ.get("PROMPTSHIP_GITHUB_WEBHOOK_SECRET") or None
         if webhook_url and not secret:

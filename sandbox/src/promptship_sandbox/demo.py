@@ -166,8 +166,8 @@ def build_demo_services(
     Each port gets its real adapter against a local stand-in that speaks the real protocol when that stand-in
     can start here; otherwise the in-process fake, and the boundary list says so.
     """
-    from promptship.sandbox.fakes import fake_services
     from promptship.store import Store
+    from promptship_sandbox.fakes import fake_services
 
     services = fake_services(settings)
     store = services.sink
@@ -190,7 +190,7 @@ def build_demo_services(
 
     def llm() -> None:
         nonlocal sandbox
-        from promptship.sandbox.llm_gateway import running_sandbox_gateway
+        from promptship_sandbox.llm_gateway import running_sandbox_gateway
 
         sandbox = stack.enter_context(running_sandbox_gateway(settings, engine=store.engine))
         services.llm = sandbox.gateway
@@ -201,7 +201,7 @@ def build_demo_services(
 
     def code_host() -> None:
         nonlocal forge
-        from promptship.sandbox.forge import demo_code_host, running_forge
+        from promptship_sandbox.forge import demo_code_host, running_forge
 
         forge = stack.enter_context(running_forge(home / "forge"))
         services.code_host = demo_code_host(forge, repository=request.repository)
@@ -219,7 +219,7 @@ def build_demo_services(
         from pydantic import SecretStr
 
         from promptship.adapters.openhands import OpenHandsAgent
-        from promptship.sandbox.agent_server import agent_server_installed, demo_developer_replies, running_agent_server
+        from promptship_sandbox.agent_server import agent_server_installed, demo_developer_replies, running_agent_server
 
         ok, why = agent_server_installed()
         if not ok:
@@ -235,7 +235,7 @@ def build_demo_services(
 
     def cluster() -> None:
         nonlocal health_url
-        from promptship.sandbox import cluster as control_plane
+        from promptship_sandbox import cluster as control_plane
 
         if forge is None:
             raise ConfigError("the sandbox kubelet runs the images the local forge's CI publishes")
@@ -299,7 +299,7 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
             "stringData": {"LLM_API_BASE": sandbox_llm_url, "LLM_API_KEY": "sandbox-key"},
         },
     )
-    k8s = Path(__file__).resolve().parents[2] / "examples" / "chat-app" / "k8s"
+    k8s = Path(__file__).resolve().parents[3] / "examples" / "chat-app" / "k8s"
     manifests = [
         doc
         for name in ("backend-deployment.yaml", "backend-service.yaml")

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from promptship.adapters.llm import LiteLLMGateway
-from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
 from promptship.settings import Settings
+from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
 
 SANDBOX_OPENROUTER_KEY = "sandbox-openrouter-key"  # the stand-in accepts any key
 
