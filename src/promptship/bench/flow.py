@@ -40,7 +40,7 @@ def _fmt(values: list[float]) -> str:
 def run() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # 40+ runs: their INFO lines drown the figures
-    from promptship_sandbox.demo import running_prefect_server, using_prefect
+    from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
 
     with tempfile.TemporaryDirectory(prefix="promptship-bench-flow-") as tmp:
         t0 = time.perf_counter()
