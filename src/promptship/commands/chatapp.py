@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
         import tempfile
         import time
 
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship chatapp serve")
         from promptship_sandbox.chatapp import FRONTEND_DIST, running_backend, serving_frontend
 
         if not (FRONTEND_DIST / "index.html").exists():

@@ -24,7 +24,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start (or find running) etcd, kube-apiserver, controller-manager, scheduler and the sandbox kubelet;
         print the kubeconfig path."""
+        from promptship.commands._sandbox import sandbox_or_exit
         from promptship.errors import ConfigError
+
+        sandbox_or_exit("promptship cluster up")
         from promptship_sandbox import cluster as local
 
         try:
@@ -37,6 +40,9 @@ def register(app: typer.Typer) -> None:
     @cluster.command("down")
     def down(state_dir: StateDir = None) -> None:
         """Stop every process ``cluster up`` started (by PID)."""
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster down")
         from promptship_sandbox import cluster as local
 
         stopped = local.stop(state_dir)
@@ -48,6 +54,9 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDir = None,
     ) -> None:
         """Let the running sandbox kubelet resolve images published under ``path``."""
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster add-registry")
         from promptship_sandbox import cluster as local
 
         local.add_registry((state_dir or local.default_state_dir()) / "kubelet", path)
@@ -60,6 +69,9 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDir = None,
     ) -> None:
         """The 127.0.0.1 URL the sandbox kubelet's service proxy gives a Service (stable across rollouts)."""
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster service-url")
         from promptship_sandbox import cluster as local
 
         kubeconfig = (state_dir or local.default_state_dir()) / "kubeconfig"
@@ -68,6 +80,9 @@ def register(app: typer.Typer) -> None:
     @cluster.command("status")
     def status(state_dir: StateDir = None) -> None:
         """Whether the local control plane runs, where, and its kubeconfig."""
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster status")
         from promptship_sandbox import cluster as local
 
         cp = local.status((state_dir or local.default_state_dir()).resolve())
@@ -84,6 +99,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the sandbox GitOps syncer (Argo CD's part) against the local control plane until interrupted.
         A token for HTTPS repositories comes from PROMPTSHIP_GITOPS_TOKEN."""
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster gitops-sync")
         from promptship_sandbox import cluster as local
         from promptship_sandbox import gitops
 

@@ -112,6 +112,9 @@ def _register_forge(app: typer.Typer) -> None:
         import threading
         from pathlib import Path
 
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship forge serve")
         from promptship_sandbox.forge import Forge
 
         secret = os.environ.get("PROMPTSHIP_GITHUB_WEBHOOK_SECRET") or None
