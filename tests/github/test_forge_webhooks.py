@@ -1,4 +1,4 @@
-"""The forge's signed webhooks, received by promptship's own receiver (``promptship.services.webhook``),
+"""The forge's signed webhooks, received by promptship's own receiver (``promptship.servers.webhook``),
 with the GitHubHost adapter on both ends: CI waits woken by check_suite, runs started from issues."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Wired:
 
 @pytest.fixture
 def wired(tmp_path: Path) -> Iterator[Wired]:
-    from promptship.services.webhook import create_app, running_asgi
+    from promptship.servers.webhook import create_app, running_asgi
     from promptship.store import make_engine
     from promptship.store.webhooks import WebhookDeliveries
 

@@ -52,8 +52,8 @@ def test_the_benchmarks_without_the_sandbox_name_the_extra() -> None:
 
 
 def test_the_rest_of_promptship_runs_without_the_sandbox() -> None:
-    modules = ["flows.dev_cycle", "flows.kpi_report", "promptship.wiring", "promptship.services.gateway"]
-    modules += ["promptship.services.webhook", "promptship.services.metrics", "promptship.bench.__main__"]
+    modules = ["flows.dev_cycle", "flows.kpi_report", "promptship.wiring", "promptship.servers.gateway"]
+    modules += ["promptship.servers.webhook", "promptship.servers.metrics", "promptship.bench.__main__"]
     modules += [f"promptship.bench.{area}" for area in BENCH_AREAS]
     code = BLOCK + f"import importlib; [importlib.import_module(m) for m in {modules!r}]; " + CLI.removeprefix(BLOCK)
     done = _python(code, "version")

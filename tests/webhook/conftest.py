@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
-from promptship.services.webhook import WebhookReceiver, create_app, running_asgi
+from promptship.servers.webhook import WebhookReceiver, create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
 from promptship.store import make_engine
 from promptship.store.webhooks import WebhookDeliveries

@@ -37,7 +37,7 @@ def run() -> None:
     from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints
     from promptship.domain.results import LLMCall, LLMMessage
     from promptship.domain.routing import RoutingPolicy
-    from promptship.services.gateway import create_gateway_app
+    from promptship.servers.gateway import create_gateway_app
     from promptship.store import make_engine
     from promptship.store.ledger import CostLedger
     from promptship_sandbox.llm_server import running_llm_stand_in, serve_asgi

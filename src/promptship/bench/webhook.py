@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from promptship.bench.stats import percentile, summary
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
-from promptship.services.webhook import create_app, running_asgi
+from promptship.servers.webhook import create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
 from promptship.store.webhooks import WebhookDeliveries, webhook_engine
 

@@ -34,7 +34,7 @@ def _register_webhook(app: typer.Typer) -> None:
         from pydantic import SecretStr
 
         from promptship.errors import ConfigError
-        from promptship.services.webhook import (
+        from promptship.servers.webhook import (
             PrefectDeploymentStarter,
             PrefectEventStarter,
             Starter,
