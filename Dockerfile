@@ -1,6 +1,7 @@
 # The promptship image: worker, webhook receiver and LLM gateway (one image, three commands).
 # Multi-stage: dependencies resolved from requirements.lock with uv in a builder, copied into a slim runtime
 # that runs as a non-root user. (No Docker engine runs on the development machines: CI builds it.)
+# The product only: the sandbox (sandbox/, distribution promptship-sandbox) is neither copied nor installed.
 FROM python:3.11-slim AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy VIRTUAL_ENV=/opt/venv
 RUN pip install --no-cache-dir uv==0.13.8 && uv venv /opt/venv

@@ -14,17 +14,20 @@ export PROMPTSHIP_CACHE ?= $(HOME)/.cache/promptship
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-$(BIN)/.installed: pyproject.toml requirements.lock overrides.txt
+$(BIN)/.installed: pyproject.toml sandbox/pyproject.toml requirements.lock overrides.txt
 	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install -q "uv==$(UV_VERSION)"
 	@test -x $(BIN)/python || uv venv -q --python $(PY) $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip sync -q requirements.lock
 	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps -e .
+	@# the sandbox is its own distribution (sandbox/, not on PyPI); its dependencies are promptship's, locked above
+	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps -e ./sandbox
 	@# PYTHONDONTWRITEBYTECODE is set on these machines: compile once here (import litellm 6 s -> 3 s)
 	@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
 	@touch $@
 
-install: $(BIN)/.installed  ## create .venv with pinned dependencies and the promptship command
+install: $(BIN)/.installed  ## create .venv with pinned dependencies, the promptship command and the sandbox
 
+# The extra `sandbox` is not resolved: promptship-sandbox is not on PyPI and adds no dependency of its own.
 lock:  ## re-resolve requirements.lock from pyproject.toml (certifi override: see RESEARCH.md)
 	uv pip compile pyproject.toml --extra dev --override overrides.txt --python-version 3.11 -o requirements.lock
 

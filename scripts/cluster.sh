@@ -139,11 +139,11 @@ cmd_build() {
 cmd_up() {
   local dir
   dir=$(cached_bin_dir) || { log "ERROR: no control-plane binaries; run: make cluster-build"; exit 1; }
-  exec "$PY" -m promptship.sandbox.cluster up --bin-dir "$dir"
+  exec "$PY" -m promptship_sandbox.cluster up --bin-dir "$dir"
 }
 
-cmd_down() { exec "$PY" -m promptship.sandbox.cluster down; }
-cmd_status() { exec "$PY" -m promptship.sandbox.cluster status; }
+cmd_down() { exec "$PY" -m promptship_sandbox.cluster down; }
+cmd_status() { exec "$PY" -m promptship_sandbox.cluster status; }
 
 case "${1:-}" in
   build) cmd_build ;;

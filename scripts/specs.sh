@@ -4,7 +4,7 @@
 #   @octokit/openapi-webhooks  generated/api.github.com.json  (webhook payloads and headers)
 #   @octokit/webhooks-examples api.github.com/index.json      (real payloads of 58 events, unsigned)
 # Installed once into ${PROMPTSHIP_CACHE:-$HOME/.cache/promptship}/npm; skipped when the pinned versions are
-# already there. Python finds the files with promptship.sandbox.specs.
+# already there. Python finds the files with promptship_sandbox.specs.
 set -euo pipefail
 
 CACHE="${PROMPTSHIP_CACHE:-$HOME/.cache/promptship}"

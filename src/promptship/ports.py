@@ -1,7 +1,7 @@
 """One Protocol per outside service. Ports speak in promptship's own models, never in vendor types.
 
 Adapters (``promptship.adapters``) implement them against real services; the sandbox
-(``promptship.sandbox``) holds local stand-ins and in-process fakes that implement them too.
+(``promptship_sandbox``) holds local stand-ins and in-process fakes that implement them too.
 """
 
 from __future__ import annotations

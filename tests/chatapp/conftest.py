@@ -1,5 +1,5 @@
 """Fixtures for the chat app's tests: its backend as a real process, the LLM stand-in, the built frontend
-served with a /chat proxy (promptship.sandbox.chatapp), and Debian's chromium driven by Playwright."""
+served with a /chat proxy (promptship_sandbox.chatapp), and Debian's chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from promptship.sandbox import chatapp
-from promptship.sandbox.chatapp import APP_ROOT, FRONTEND_DIST, Backend, Frontend, free_port, serving_frontend
-from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in
+from promptship_sandbox import chatapp
+from promptship_sandbox.chatapp import APP_ROOT, FRONTEND_DIST, Backend, Frontend, free_port, serving_frontend
+from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in
 from tests.conftest import REPO_ROOT
 
 __all__ = ["APP_ROOT", "FRONTEND_DIST", "Backend", "Frontend", "free_port", "serving_frontend"]

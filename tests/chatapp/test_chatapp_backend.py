@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.chatapp.conftest import API_KEY, APP_ROOT, MODEL, Backend, free_port, running_backend
 
 pytestmark = pytest.mark.chatapp

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.chatapp.conftest import (
     ARTIFACTS,
     CHROMIUM,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.chatapp.conftest import API_KEY, APP_ROOT, MODEL
 from tests.conftest import require
 
@@ -63,7 +63,7 @@ def publish_chat_app(root: Path) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def chat_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    from promptship.sandbox import cluster
+    from promptship_sandbox import cluster
 
     bin_dir = cluster.find_binaries()
     require("control plane", bin_dir is not None, "no kube binaries or etcd: run `make cluster-build`")
@@ -83,7 +83,7 @@ def load(name: str) -> dict[str, Any]:
 def test_backend_manifests_roll_out_and_answer_chat(chat_cluster, llm: LLMStandIn) -> None:  # type: ignore[no-untyped-def]
     from kubernetes import client, config
 
-    from promptship.sandbox.cluster import service_url
+    from promptship_sandbox.cluster import service_url
 
     cp, image = chat_cluster
     api = config.new_client_from_config(config_file=str(cp.kubeconfig))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.chatapp.conftest import APP_ROOT, CHROMIUM, CHROMIUM_FLAGS, MODEL, running_backend, serving_frontend
 from tests.conftest import require
 

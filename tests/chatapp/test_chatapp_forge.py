@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from promptship.sandbox.forge import running_forge
+from promptship_sandbox.forge import running_forge
 from tests.chatapp.conftest import APP_ROOT
 
 pytestmark = [pytest.mark.chatapp, pytest.mark.forge]

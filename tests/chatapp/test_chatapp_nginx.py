@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.chatapp.conftest import APP_ROOT, CHROMIUM, CHROMIUM_FLAGS, FRONTEND_DIST, MODEL, Backend, free_port
 from tests.conftest import require
 

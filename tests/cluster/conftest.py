@@ -1,5 +1,5 @@
 """The local control plane for the cluster tests (one per session) and the sample app published into a registry
-(``promptship.sandbox.sample_app``)."""
+(``promptship_sandbox.sample_app``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from promptship.sandbox.sample_app import SampleApps
+from promptship_sandbox.sample_app import SampleApps
 from tests.conftest import require
 
 
@@ -23,7 +23,7 @@ def app_registry(tmp_path_factory: pytest.TempPathFactory) -> SampleApps:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory, app_registry: SampleApps) -> Iterator[Any]:
     """One local control plane (etcd, apiserver, controller-manager, scheduler, sandbox kubelet) per session."""
-    from promptship.sandbox import cluster
+    from promptship_sandbox import cluster
 
     bin_dir = cluster.find_binaries()
     require("control plane", bin_dir is not None, "no kube binaries or etcd: run `make cluster-build`")

@@ -13,8 +13,8 @@ import yaml
 from promptship.adapters.health import HttpHealthProbe
 from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import DeployTarget
-from promptship.sandbox.cluster import service_url
-from promptship.sandbox.sample_app import publish_directory
+from promptship_sandbox.cluster import service_url
+from promptship_sandbox.sample_app import publish_directory
 from tests.conftest import REPO_ROOT, require
 
 pytestmark = pytest.mark.cluster

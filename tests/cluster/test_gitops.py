@@ -17,9 +17,9 @@ from pydantic import SecretStr
 from promptship.adapters.gitops import GitOpsCluster
 from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import DeployTarget
-from promptship.sandbox.cluster import service_url
-from promptship.sandbox.gitops import install_application_crd, running_gitops_syncer
-from promptship.sandbox.sample_app import SampleApps, sample_manifests
+from promptship_sandbox.cluster import service_url
+from promptship_sandbox.gitops import install_application_crd, running_gitops_syncer
+from promptship_sandbox.sample_app import SampleApps, sample_manifests
 from tests.cluster.conftest import wait_for_version
 from tests.conftest import SHARED, require
 
@@ -37,7 +37,7 @@ def gitops_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
     seed.mkdir()
     (seed / "README.md").write_text("environment: sandbox\n")
     if request.param == "forge":
-        from promptship.sandbox.forge import running_forge
+        from promptship_sandbox.forge import running_forge
 
         with running_forge(tmp_path / "forge", run_ci=False) as forge:
             forge.seed_repository("demo", "gitops", seed)

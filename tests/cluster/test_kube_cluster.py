@@ -16,9 +16,9 @@ from promptship.adapters.health import HttpHealthProbe
 from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
 from promptship.errors import ClusterError
-from promptship.sandbox.cluster import free_port, service_url
-from promptship.sandbox.sample_app import SampleApps
-from promptship.sandbox.sample_app import sample_manifests as app_manifests
+from promptship_sandbox.cluster import free_port, service_url
+from promptship_sandbox.sample_app import SampleApps
+from promptship_sandbox.sample_app import sample_manifests as app_manifests
 from tests.cluster.conftest import wait_for_version
 
 pytestmark = pytest.mark.cluster

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promptship.sandbox.kubelet import dockerfile_command, lookup_image, needs_record, resolve_argv
+from promptship_sandbox.kubelet import dockerfile_command, lookup_image, needs_record, resolve_argv
 
 SHA = "a" * 40
 
@@ -48,7 +48,7 @@ def test_images_resolve_through_registry_records(tmp_path: Path) -> None:
 
 
 def test_dockerfile_env_of_the_last_stage(tmp_path: Path) -> None:
-    from promptship.sandbox.kubelet import dockerfile_env
+    from promptship_sandbox.kubelet import dockerfile_env
 
     (tmp_path / "Dockerfile").write_text(
         "FROM a AS build\nENV BUILD_ONLY=1\nFROM python\n"

@@ -14,7 +14,7 @@ from promptship.wiring import Ports, installed
 @pytest.fixture
 def make_services(tmp_path: Path, prefect_harness: None) -> Iterator[Callable[..., Ports]]:
     """Build and install a Ports of fakes (overridable per port) with a real SQLite store."""
-    from promptship.sandbox.fakes import fake_services
+    from promptship_sandbox.fakes import fake_services
 
     stack: list = []
 

@@ -189,8 +189,8 @@ class DurableCluster:
 
 
 def durable_services(directory: Path, settings: Settings | None = None) -> Ports:
-    from promptship.sandbox.fakes import FakeCompileChecker, FakeHealthProbe, FakeLLMGateway
     from promptship.store import Store, make_engine
+    from promptship_sandbox.fakes import FakeCompileChecker, FakeHealthProbe, FakeLLMGateway
 
     state = JsonState(directory)
     settings = settings or Settings()

@@ -37,7 +37,7 @@ def test_kubernetes_job_template_declares_every_variable_it_uses() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A `prefect server start` of our own (the harness runs no trigger services)."""
-    from promptship.demo import running_prefect_server
+    from promptship_sandbox.prefect_server import running_prefect_server
 
     with running_prefect_server(tmp_path_factory.mktemp("prefect-deploy")) as srv:
         yield srv

@@ -8,7 +8,7 @@ import pytest
 
 from flows.dev_cycle import dev_cycle
 from promptship.domain.request import DevRequest
-from promptship.sandbox.fakes import FakeCluster, FakeCodeHost, FakeHealthProbe
+from promptship_sandbox.fakes import FakeCluster, FakeCodeHost, FakeHealthProbe
 
 pytestmark = pytest.mark.flow
 

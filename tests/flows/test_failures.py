@@ -15,7 +15,7 @@ from prefect.states import Running
 from flows.dev_cycle import dev_cycle, resume_dev_cycle
 from promptship.domain.request import DevRequest
 from promptship.errors import CodeHostError, InvalidRequest
-from promptship.sandbox.fakes import FakeCodeHost, Faults, transient
+from promptship_sandbox.fakes import FakeCodeHost, Faults, transient
 
 pytestmark = pytest.mark.flow
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in
+from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in
 
 
 @pytest.fixture(scope="session")

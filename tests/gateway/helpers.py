@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints, Scanner
 from promptship.domain.routing import RoutingPolicy
-from promptship.sandbox.llm_server import LLMStandIn
 from promptship.store import make_engine
 from promptship.store.ledger import CostLedger
+from promptship_sandbox.llm_server import LLMStandIn
 
 OPENROUTER_TEST_KEY = "sk-or-v1-" + "0" * 64  # the stand-in accepts any key; never a real one
 

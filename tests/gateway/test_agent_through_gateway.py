@@ -10,9 +10,9 @@ import pytest
 from promptship.adapters.openhands import OpenHandsAgent
 from promptship.domain.instructions import agent_instruction
 from promptship.domain.request import DevRequest
-from promptship.sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
-from promptship.services.gateway import create_gateway_app
+from promptship.servers.gateway import create_gateway_app
 from promptship.settings import LLMSettings
+from promptship_sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
 from tests.gateway.helpers import OPENROUTER_TEST_KEY, cloud_requests, local_requests, make_gateway, make_ledger
 from tests.openhands.conftest import Checkout, agent, agent_server, checkout, git  # noqa: F401  (fixtures)
 from tests.openhands.test_agent_server import script_feature

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn
 from promptship.settings import Settings
 from promptship.wiring import build_llm_gateway
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.gateway.helpers import OPENROUTER_TEST_KEY, cloud_requests
 
 pytestmark = pytest.mark.gateway

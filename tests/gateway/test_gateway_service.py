@@ -12,8 +12,8 @@ import pytest
 
 from promptship.adapters.llm import LiteLLMGateway
 from promptship.domain.routing import RoutingPolicy
-from promptship.sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
-from promptship.services.gateway import create_gateway_app
+from promptship.servers.gateway import create_gateway_app
+from promptship_sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
 from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger, validate_openai_exchange
 
 pytestmark = pytest.mark.gateway

@@ -7,7 +7,7 @@ import pytest
 from promptship.domain.results import LLMCall, LLMMessage
 from promptship.domain.routing import RoutingPolicy
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger
 
 pytestmark = pytest.mark.gateway

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from promptship.sandbox.llm_server import LLMStandIn, ToolCall
+from promptship_sandbox.llm_server import LLMStandIn, ToolCall
 from tests.gateway.helpers import validate_openai_exchange
 
 pytestmark = pytest.mark.gateway
@@ -134,7 +134,7 @@ def test_command_serves_a_script_to_other_processes(tmp_path) -> None:
     replies = ["from the file", {"tool_calls": [{"name": "finish", "arguments": {}}]}]
     script.write_text(json.dumps({"scripted": replies}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "promptship.sandbox.llm_server", "--port", "0", "--script", str(script)],
+        [sys.executable, "-m", "promptship_sandbox.llm_server", "--port", "0", "--script", str(script)],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ},

@@ -7,8 +7,8 @@ import pytest
 
 from promptship.domain.results import LLMCall, LLMMessage
 from promptship.ports import LLMGateway
-from promptship.sandbox.llm_gateway import running_sandbox_gateway
 from promptship.settings import Settings
+from promptship_sandbox.llm_gateway import running_sandbox_gateway
 
 pytestmark = pytest.mark.gateway
 

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from promptship.adapters.github import GitHubHost
 from promptship.domain.ci import Backoff
-from promptship.sandbox.forge import Forge, forge_github, running_forge
+from promptship_sandbox.forge import Forge, forge_github, running_forge
 
 OWNER, NAME = "demo", "app"
 REPO = f"{OWNER}/{NAME}"

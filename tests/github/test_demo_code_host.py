@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from promptship.domain.request import branch_for
-from promptship.sandbox.forge import demo_code_host, running_forge
+from promptship_sandbox.forge import demo_code_host, running_forge
 from tests.conftest import REPO_ROOT, require
 
 pytestmark = pytest.mark.forge

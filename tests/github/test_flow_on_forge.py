@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from promptship.domain.request import DevRequest
-from promptship.sandbox.forge import Forge, running_forge
 from promptship.settings import Settings
 from promptship.wiring import Ports, installed
+from promptship_sandbox.forge import Forge, running_forge
 from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host
 
 pytestmark = [pytest.mark.forge, pytest.mark.flow]
@@ -27,7 +27,7 @@ test:
 
 @pytest.fixture
 def forge_services(tmp_path: Path, prefect_harness: None) -> Iterator[tuple[Forge, Ports]]:
-    from promptship.sandbox.fakes import fake_services
+    from promptship_sandbox.fakes import fake_services
 
     src = tmp_path / "src"
     (src / "backend").mkdir(parents=True)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from promptship.domain.request import branch_for
-from promptship.sandbox import specs
-from promptship.sandbox.forge import Forge, LoggedRequest
+from promptship_sandbox import specs
+from promptship_sandbox.forge import Forge, LoggedRequest
 from tests.conftest import require
 from tests.github.conftest import NAME, OWNER, REPO, client, make_host
 

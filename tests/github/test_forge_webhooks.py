@@ -1,4 +1,4 @@
-"""The forge's signed webhooks, received by promptship's own receiver (``promptship.services.webhook``),
+"""The forge's signed webhooks, received by promptship's own receiver (``promptship.servers.webhook``),
 with the GitHubHost adapter on both ends: CI waits woken by check_suite, runs started from issues."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger
-from promptship.sandbox.forge import Forge, running_forge
-from promptship.sandbox.specs import json_schema_of
 from promptship.settings import GitHubSettings, Settings
+from promptship_sandbox.forge import Forge, running_forge
+from promptship_sandbox.specs import json_schema_of
 from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host, make_source
 
 pytestmark = pytest.mark.forge
@@ -44,7 +44,7 @@ class Wired:
 
 @pytest.fixture
 def wired(tmp_path: Path) -> Iterator[Wired]:
-    from promptship.services.webhook import create_app, running_asgi
+    from promptship.servers.webhook import create_app, running_asgi
     from promptship.store import make_engine
     from promptship.store.webhooks import WebhookDeliveries
 
@@ -113,7 +113,7 @@ def test_a_command_by_someone_without_access_starts_nothing_and_gets_a_comment(w
 def test_every_delivery_matches_githubs_webhook_schemas(wired: Wired, tmp_path: Path):
     import jsonschema
 
-    from promptship.sandbox import specs
+    from promptship_sandbox import specs
     from tests.conftest import require
 
     require("@octokit/openapi-webhooks", specs.webhooks_openapi_path().is_file(), "run `make specs`")

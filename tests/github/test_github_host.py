@@ -11,7 +11,7 @@ import pytest
 from promptship.adapters.github import GitHubHost
 from promptship.domain.request import branch_for, pr_marker
 from promptship.errors import CodeHostError
-from promptship.sandbox.forge import CI_CHECK_NAME, Forge
+from promptship_sandbox.forge import CI_CHECK_NAME, Forge
 from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host
 
 pytestmark = pytest.mark.forge
@@ -128,7 +128,7 @@ def test_human_merge_is_waited_for_and_times_out_as_waiting(forge: Forge, host: 
 
 
 def test_an_unchanged_poll_gets_only_304_answers(tmp_path: Path, clock: RecordingClock):
-    from promptship.sandbox.forge import running_forge
+    from promptship_sandbox.forge import running_forge
     from tests.github.conftest import make_source
 
     with running_forge(tmp_path / "forge", run_ci=False) as forge:
@@ -196,7 +196,7 @@ def test_ci_wait_ends_on_the_check_suite_webhook_without_polling(tmp_path: Path,
 
     from promptship.domain.ci_events import InProcessCIWakeups
     from promptship.domain.webhooks import CISignal
-    from promptship.sandbox.forge import running_forge
+    from promptship_sandbox.forge import running_forge
     from tests.github.conftest import make_source
 
     secret = "forge-test-secret"

@@ -9,7 +9,7 @@ import pytest
 
 from promptship.adapters.github import GitHubHost
 from promptship.domain.request import branch_for
-from promptship.sandbox.forge import Forge
+from promptship_sandbox.forge import Forge
 from tests.github.conftest import REPO, client
 
 pytestmark = pytest.mark.forge

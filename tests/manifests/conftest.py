@@ -12,7 +12,7 @@ from tests.conftest import require
 
 @pytest.fixture(scope="session")
 def platform_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from promptship.sandbox import cluster
+    from promptship_sandbox import cluster
 
     bin_dir = cluster.find_binaries()
     require("control plane", bin_dir is not None, "no kube binaries or etcd: run `make cluster-build`")

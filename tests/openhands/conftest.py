@@ -23,8 +23,8 @@ from pydantic import SecretStr
 from promptship.adapters.openhands import OpenHandsAgent
 from promptship.domain.request import branch_for, conversation_id_for
 from promptship.domain.results import AgentTask
-from promptship.sandbox.agent_server import agent_server_installed, running_agent_server
-from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in
+from promptship_sandbox.agent_server import agent_server_installed, running_agent_server
+from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in
 from tests.conftest import require
 
 # What a developer's shell or a CI runner might hold; `up` must not hand any of it to the agent.

@@ -22,7 +22,7 @@ from promptship.adapters.openhands import OpenHandsAgent, conversation_verdict, 
 from promptship.domain.results import AgentHandle, AgentTask
 from promptship.errors import AgentError
 from promptship.ports import AgentLLMAccess
-from promptship.sandbox.llm_server import serve_asgi
+from promptship_sandbox.llm_server import serve_asgi
 
 CID = "0e995d1e-b74a-460d-aaae-d163e36f51aa"
 LLM_KEY = "psk-run-secret-must-not-show-0000"

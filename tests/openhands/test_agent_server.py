@@ -19,7 +19,7 @@ from promptship.domain.instructions import agent_instruction
 from promptship.domain.request import DevRequest
 from promptship.errors import AgentError
 from promptship.ports import AgentLLMAccess, CodeAgent
-from promptship.sandbox.llm_server import LLMStandIn, ToolCall
+from promptship_sandbox.llm_server import LLMStandIn, ToolCall
 from tests.openhands.conftest import PARENT_CREDENTIALS, AgentServer, Checkout, git
 
 pytestmark = pytest.mark.openhands

@@ -14,8 +14,8 @@ from promptship.adapters.compile_check import WorkspaceCompileChecker, inspect_r
 from promptship.adapters.openhands import OpenHandsAgent
 from promptship.domain.instructions import agent_instruction
 from promptship.domain.request import DevRequest
-from promptship.sandbox.agent_server import demo_developer_replies
-from promptship.sandbox.llm_server import LLMStandIn
+from promptship_sandbox.agent_server import demo_developer_replies
+from promptship_sandbox.llm_server import LLMStandIn
 from tests.conftest import REPO_ROOT
 from tests.openhands.conftest import git, make_checkout
 from tests.openhands.test_agent_server import access

@@ -15,9 +15,9 @@ import pytest
 from promptship.adapters.openhands import OpenHandsAgent
 from promptship.domain.gate import GateResult
 from promptship.domain.results import AgentResult, RouteDecision
-from promptship.sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
-from promptship.services.gateway import create_gateway_app
+from promptship.servers.gateway import create_gateway_app
 from promptship.store.ledger import CostLedger
+from promptship_sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
 from tests.gateway.helpers import OPENROUTER_TEST_KEY, make_gateway, make_ledger
 from tests.openhands.conftest import Checkout, git
 

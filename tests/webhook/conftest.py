@@ -17,12 +17,12 @@ from pydantic import SecretStr
 
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
-from promptship.sandbox import specs
-from promptship.sandbox.specs import json_schema_of
-from promptship.services.webhook import WebhookReceiver, create_app, running_asgi
+from promptship.servers.webhook import WebhookReceiver, create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
 from promptship.store import make_engine
 from promptship.store.webhooks import WebhookDeliveries
+from promptship_sandbox import specs
+from promptship_sandbox.specs import json_schema_of
 from tests.conftest import require
 
 SECRET = "test-webhook-secret-not-a-real-one"

@@ -11,7 +11,7 @@ import pytest
 
 from promptship.domain.webhooks import WebhookTrigger
 from promptship.errors import ServiceError
-from promptship.services.webhook import (
+from promptship.servers.webhook import (
     EVENT_NAME,
     PrefectDeploymentStarter,
     PrefectEventStarter,

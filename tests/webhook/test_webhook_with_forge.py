@@ -34,7 +34,7 @@ def _source(tmp_path: Path) -> Path:
 
 
 def _github(forge: Any, token: str) -> Any:
-    from promptship.sandbox.forge import forge_github
+    from promptship_sandbox.forge import forge_github
 
     return forge_github(forge, token)
 
@@ -42,7 +42,7 @@ def _github(forge: Any, token: str) -> Any:
 @pytest.fixture
 def world(tmp_path: Path, start_receiver: Callable[..., Receiver]) -> Iterator[dict[str, Any]]:
     from promptship.adapters.github import GitHubHost
-    from promptship.sandbox.forge import running_forge
+    from promptship_sandbox.forge import running_forge
 
     wakeups = InProcessCIWakeups()
     with running_forge(tmp_path / "forge", owner_login=OWNER) as forge:

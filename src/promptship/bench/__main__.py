@@ -1,4 +1,5 @@
-"""Run every area's benchmark in turn: ``python -m promptship.bench [area ...]``."""
+"""Run every area's benchmark in turn: ``python -m promptship.bench [area ...]``. The benchmarks run on the
+sandbox's stand-ins (``promptship_sandbox``), which each area imports when it runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook", "gate", "ch
 
 
 def main(argv: list[str]) -> int:
+    from promptship.commands._sandbox import require_sandbox
+    from promptship.errors import ConfigError
+
+    try:
+        require_sandbox("python -m promptship.bench")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     chosen = argv or list(AREAS)
     failed = []
     for area in chosen:

@@ -48,8 +48,8 @@ def run() -> None:
     from promptship.adapters.openhands import OpenHandsAgent
     from promptship.domain.results import AgentTask
     from promptship.ports import AgentLLMAccess
-    from promptship.sandbox.agent_server import running_agent_server
-    from promptship.sandbox.llm_server import ToolCall, running_llm_stand_in
+    from promptship_sandbox.agent_server import running_agent_server
+    from promptship_sandbox.llm_server import ToolCall, running_llm_stand_in
 
     with tempfile.TemporaryDirectory(prefix="promptship-bench-agent-") as tmp:
         tmpdir = Path(tmp)

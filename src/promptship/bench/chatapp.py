@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 
 from promptship.bench.stats import summary
-from promptship.sandbox.llm_server import running_llm_stand_in
 
 BACKEND_DIR = Path(__file__).resolve().parents[3] / "examples" / "chat-app" / "backend"
 MODEL = "bench-model"
@@ -82,6 +81,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(starts: int = 3, chats: int = 30) -> None:
+    from promptship_sandbox.llm_server import running_llm_stand_in
+
     eager: list[float] = []
     for _ in range(starts):
         t0 = time.perf_counter()

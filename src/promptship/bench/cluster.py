@@ -26,8 +26,8 @@ def run(rounds: int = 5) -> None:
     from promptship.adapters.health import HttpHealthProbe
     from promptship.adapters.kube import KubeCluster
     from promptship.domain.request import DeployTarget
-    from promptship.sandbox import cluster
-    from promptship.sandbox.sample_app import SampleApps, sample_manifests
+    from promptship_sandbox import cluster
+    from promptship_sandbox.sample_app import SampleApps, sample_manifests
 
     if cluster.find_binaries() is None:
         print("   no control-plane binaries: run `make cluster-build` first")

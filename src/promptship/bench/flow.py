@@ -40,7 +40,7 @@ def _fmt(values: list[float]) -> str:
 def run() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # 40+ runs: their INFO lines drown the figures
-    from promptship.demo import running_prefect_server, using_prefect
+    from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
 
     with tempfile.TemporaryDirectory(prefix="promptship-bench-flow-") as tmp:
         t0 = time.perf_counter()
@@ -55,9 +55,9 @@ def _measure(tmp: Path) -> None:
 
     from flows.dev_cycle import dev_cycle
     from promptship.domain.request import DevRequest
-    from promptship.sandbox.fakes import fake_services
     from promptship.settings import Settings
     from promptship.wiring import installed
+    from promptship_sandbox.fakes import fake_services
 
     settings = Settings(home=tmp / "home")
     settings.health.url = "http://127.0.0.1:9/health"

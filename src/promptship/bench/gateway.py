@@ -37,10 +37,10 @@ def run() -> None:
     from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints
     from promptship.domain.results import LLMCall, LLMMessage
     from promptship.domain.routing import RoutingPolicy
-    from promptship.sandbox.llm_server import running_llm_stand_in, serve_asgi
-    from promptship.services.gateway import create_gateway_app
+    from promptship.servers.gateway import create_gateway_app
     from promptship.store import make_engine
     from promptship.store.ledger import CostLedger
+    from promptship_sandbox.llm_server import running_llm_stand_in, serve_asgi
 
     prompt = "Implement a retry helper with exponential backoff for the chat backend's LiteLLM client. " * 3
     messages = [{"role": "system", "content": "You are a coding agent."}, {"role": "user", "content": prompt}]

@@ -26,7 +26,7 @@ def run() -> None:
 
     from promptship.adapters.github import GitHubHost
     from promptship.domain.request import branch_for
-    from promptship.sandbox.forge import forge_github, running_forge
+    from promptship_sandbox.forge import forge_github, running_forge
 
     with tempfile.TemporaryDirectory(prefix="bench-github-") as tmp:
         root = Path(tmp)
@@ -138,7 +138,7 @@ def _requests_per_ci_wait(rounds: int = 3) -> tuple[list[int], list[int], list[i
     from promptship.domain.ci import Backoff
     from promptship.domain.ci_events import InProcessCIWakeups
     from promptship.domain.webhooks import CISignal
-    from promptship.sandbox.forge import forge_github, running_forge
+    from promptship_sandbox.forge import forge_github, running_forge
 
     secret = "bench-secret"
     wakeups = InProcessCIWakeups()

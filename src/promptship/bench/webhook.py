@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from promptship.bench.stats import percentile, summary
 from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
-from promptship.services.webhook import create_app, running_asgi
+from promptship.servers.webhook import create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
 from promptship.store.webhooks import WebhookDeliveries, webhook_engine
 
@@ -57,7 +57,7 @@ async def _bare_app(scope: dict[str, Any], receive: Callable[..., Any], send: Ca
 
 def _payloads() -> tuple[dict[str, Any], dict[str, Any]]:
     """issues.labeled and check_suite.completed: GitHub's examples when installed, else minimal shapes."""
-    from promptship.sandbox import specs
+    from promptship_sandbox import specs
 
     if specs.specs_available():
         labeled = specs.webhook_examples("issues", "labeled")[0]

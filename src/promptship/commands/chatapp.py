@@ -32,7 +32,10 @@ def register(app: typer.Typer) -> None:
         import tempfile
         import time
 
-        from promptship.sandbox.chatapp import FRONTEND_DIST, running_backend, serving_frontend
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship chatapp serve")
+        from promptship_sandbox.chatapp import FRONTEND_DIST, running_backend, serving_frontend
 
         if not (FRONTEND_DIST / "index.html").exists():
             typer.echo(f"chatapp serve: no UI build in {FRONTEND_DIST}; run `make chatapp-deps` first", err=True)
@@ -40,7 +43,7 @@ def register(app: typer.Typer) -> None:
         with contextlib.ExitStack() as stack:
             base = llm_base_url
             if not base:
-                from promptship.sandbox.llm_server import running_llm_stand_in
+                from promptship_sandbox.llm_server import running_llm_stand_in
 
                 base = f"{stack.enter_context(running_llm_stand_in()).base_url}/v1"
                 typer.echo(f"LLM stand-in (echoes each message): {base}")

@@ -24,8 +24,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start (or find running) etcd, kube-apiserver, controller-manager, scheduler and the sandbox kubelet;
         print the kubeconfig path."""
+        from promptship.commands._sandbox import sandbox_or_exit
         from promptship.errors import ConfigError
-        from promptship.sandbox import cluster as local
+
+        sandbox_or_exit("promptship cluster up")
+        from promptship_sandbox import cluster as local
 
         try:
             cp = local.start(state_dir, registries=registry or [])
@@ -37,7 +40,10 @@ def register(app: typer.Typer) -> None:
     @cluster.command("down")
     def down(state_dir: StateDir = None) -> None:
         """Stop every process ``cluster up`` started (by PID)."""
-        from promptship.sandbox import cluster as local
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster down")
+        from promptship_sandbox import cluster as local
 
         stopped = local.stop(state_dir)
         typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -48,7 +54,10 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDir = None,
     ) -> None:
         """Let the running sandbox kubelet resolve images published under ``path``."""
-        from promptship.sandbox import cluster as local
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster add-registry")
+        from promptship_sandbox import cluster as local
 
         local.add_registry((state_dir or local.default_state_dir()) / "kubelet", path)
         typer.echo(f"registry added: {path.resolve()}")
@@ -60,7 +69,10 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDir = None,
     ) -> None:
         """The 127.0.0.1 URL the sandbox kubelet's service proxy gives a Service (stable across rollouts)."""
-        from promptship.sandbox import cluster as local
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster service-url")
+        from promptship_sandbox import cluster as local
 
         kubeconfig = (state_dir or local.default_state_dir()) / "kubeconfig"
         typer.echo(local.service_url(kubeconfig, namespace, service))
@@ -68,7 +80,10 @@ def register(app: typer.Typer) -> None:
     @cluster.command("status")
     def status(state_dir: StateDir = None) -> None:
         """Whether the local control plane runs, where, and its kubeconfig."""
-        from promptship.sandbox import cluster as local
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster status")
+        from promptship_sandbox import cluster as local
 
         cp = local.status((state_dir or local.default_state_dir()).resolve())
         if cp is None:
@@ -84,8 +99,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the sandbox GitOps syncer (Argo CD's part) against the local control plane until interrupted.
         A token for HTTPS repositories comes from PROMPTSHIP_GITOPS_TOKEN."""
-        from promptship.sandbox import cluster as local
-        from promptship.sandbox import gitops
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship cluster gitops-sync")
+        from promptship_sandbox import cluster as local
+        from promptship_sandbox import gitops
 
         root = (state_dir or local.default_state_dir()).resolve()
         raise typer.Exit(

@@ -29,14 +29,14 @@ def _register_service_commands(app: typer.Typer) -> None:
         """Serve /v1/chat/completions (SSE, tool calls) and /v1/models; every request needs a per-run key."""
         import uvicorn
 
-        from promptship.services.gateway import create_gateway_app
+        from promptship.servers.gateway import create_gateway_app
         from promptship.settings import Settings
         from promptship.wiring import build_llm_gateway
 
         gateway = build_llm_gateway(Settings())
         import litellm  # noqa: F401  # now (3-6 s), not during the first request
 
-        from promptship.services.webhook import listening_socket
+        from promptship.servers.webhook import listening_socket
 
         sock = listening_socket(host, port)  # TCP_NODELAY: no ~40 ms delayed-ACK wait per response
         typer.echo(f"LLM gateway listening on http://{host}:{port}/v1", err=True)

@@ -34,7 +34,7 @@ def _register_webhook(app: typer.Typer) -> None:
         from pydantic import SecretStr
 
         from promptship.errors import ConfigError
-        from promptship.services.webhook import (
+        from promptship.servers.webhook import (
             PrefectDeploymentStarter,
             PrefectEventStarter,
             Starter,
@@ -112,7 +112,10 @@ def _register_forge(app: typer.Typer) -> None:
         import threading
         from pathlib import Path
 
-        from promptship.sandbox.forge import Forge
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship forge serve")
+        from promptship_sandbox.forge import Forge
 
         secret = os.environ.get("PROMPTSHIP_GITHUB_WEBHOOK_SECRET") or None
         if webhook_url and not secret:

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         """Serve the KPIs at /metrics in Prometheus' format (for Grafana)."""
         import uvicorn
 
-        from promptship.services.metrics import create_metrics_app
+        from promptship.servers.metrics import create_metrics_app
         from promptship.settings import Settings
 
         uvicorn.run(create_metrics_app(Settings()), host=host, port=port, log_level="warning")

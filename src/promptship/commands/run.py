@@ -120,6 +120,9 @@ def register(app: typer.Typer) -> None:
 
         Exits 0 only when every step reached a verdict.
         """
-        from promptship.demo import run_demo
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship demo")
+        from promptship_sandbox.demo import run_demo
 
         raise typer.Exit(run_demo(serve=serve, echo=typer.echo))

@@ -1,6 +1,6 @@
 """What a GitHub webhook delivery means for promptship — pure decisions, no I/O.
 
-The receiver (``promptship.services.webhook``) checks size and signature, then asks ``decide()`` what a
+The receiver (``promptship.servers.webhook``) checks size and signature, then asks ``decide()`` what a
 verified delivery asks for:
 
 - ``trigger``  an allowed person asked for a run: an issue labelled with the trigger label, or a comment that

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from promptship.adapters.llm import LiteLLMGateway
-from promptship.sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
 from promptship.settings import Settings
+from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
 
 SANDBOX_OPENROUTER_KEY = "sandbox-openrouter-key"  # the stand-in accepts any key
 
@@ -34,7 +34,7 @@ class SandboxGateway:
 def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterator[SandboxGateway]:
     """Start the stand-in and the gateway service; stop both when the block ends. ``engine``: the store's
     engine to keep the ledger in (default: one on ``settings.store_url()``)."""
-    from promptship.services.gateway import create_gateway_app
+    from promptship.servers.gateway import create_gateway_app
     from promptship.wiring import build_llm_gateway
 
     with running_llm_stand_in() as llm:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptship.sandbox.forge.hooks import Delivery, signature_256
-from promptship.sandbox.forge.server import CI_CHECK_NAME, CI_STATUS_CONTEXT, CIRun, Forge, LoggedRequest
+from promptship_sandbox.forge.hooks import Delivery, signature_256
+from promptship_sandbox.forge.server import CI_CHECK_NAME, CI_STATUS_CONTEXT, CIRun, Forge, LoggedRequest
 
 if TYPE_CHECKING:
     from github import Github

@@ -1,9 +1,9 @@
 """The local Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager + kube-scheduler (built
 from Debian's source package by ``scripts/cluster.sh build``) + the sandbox kubelet, all on 127.0.0.1.
 
-    python -m promptship.sandbox.cluster up [--state-dir D] [--registry DIR ...]   # prints the kubeconfig path
-    python -m promptship.sandbox.cluster down [--state-dir D]
-    python -m promptship.sandbox.cluster status [--state-dir D]
+    python -m promptship_sandbox.cluster up [--state-dir D] [--registry DIR ...]   # prints the kubeconfig path
+    python -m promptship_sandbox.cluster down [--state-dir D]
+    python -m promptship_sandbox.cluster status [--state-dir D]
 
 In Python: ``with running_control_plane(state_dir) as cp: cp.kubeconfig``. Every process is started by PID
 and stopped by PID (``pids.json`` in the state dir). Certificates and the admin token are made at start-up.
@@ -308,7 +308,7 @@ def start(
         ], logs)  # fmt: skip
         save()
         pids["kubelet"] = _spawn("kubelet", [
-            sys.executable, "-m", "promptship.sandbox.kubelet", "--kubeconfig", kubeconfig,
+            sys.executable, "-m", "promptship_sandbox.kubelet", "--kubeconfig", kubeconfig,
             "--state-dir", str(state_dir / "kubelet"), "--node-name", NODE_NAME,
         ], logs)  # fmt: skip
         save()
@@ -389,7 +389,7 @@ def service_url(kubeconfig: Path, namespace: str, service: str, *, timeout_s: fl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m promptship.sandbox.cluster")
+    parser = argparse.ArgumentParser(prog="python -m promptship_sandbox.cluster")
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--bin-dir", type=Path, default=None)

@@ -1,6 +1,6 @@
 """The sandbox kubelet: a node of the local control plane that runs pods as real local processes.
 
-    python -m promptship.sandbox.kubelet --kubeconfig K --state-dir D [--node-name N] [--registry DIR ...]
+    python -m promptship_sandbox.kubelet --kubeconfig K --state-dir D [--node-name N] [--registry DIR ...]
 
 What it does, like a kubelet, through the API server only:
 - registers a Ready node and keeps it alive (node status heartbeat + a Lease in ``kube-node-lease``);
@@ -953,7 +953,7 @@ class SandboxKubelet:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m promptship.sandbox.kubelet")
+    parser = argparse.ArgumentParser(prog="python -m promptship_sandbox.kubelet")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--node-name", default="sandbox-node")

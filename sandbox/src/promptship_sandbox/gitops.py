@@ -7,7 +7,7 @@ rails and an all-or-nothing dry run first), and writes the Application's ``statu
 ``sync`` (Synced/OutOfSync + revision), ``health`` (Healthy/Progressing/Degraded from the Deployments' rollout
 status), ``operationState``, ``history``, ``resources``, ``reconciledAt``.
 
-    python -m promptship.sandbox.gitops --kubeconfig K --cache-dir D [--namespace argocd] [--interval 1]
+    python -m promptship_sandbox.gitops --kubeconfig K --cache-dir D [--namespace argocd] [--interval 1]
 
 Limits: no pruning or self-heal of drift (only new commits are applied), one source per Application, plain
 YAML directories (no Helm or Kustomize), token auth only through ``PROMPTSHIP_GITOPS_TOKEN``.
@@ -230,7 +230,7 @@ def install_application_crd(api: Any, crd_file: Path, *, timeout_s: float = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m promptship.sandbox.gitops")
+    parser = argparse.ArgumentParser(prog="python -m promptship_sandbox.gitops")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--namespace", default="argocd")

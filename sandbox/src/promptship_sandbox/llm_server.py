@@ -19,7 +19,7 @@ In Python::
         llm.base_url            # http://127.0.0.1:PORT (OpenAI-compatible under /v1, Ollama under /api)
         llm.script("openai/gpt-4o", ["hello", [ToolCall("finish", {"message": "done"})]])
 
-From another process: ``python -m promptship.sandbox.llm_server --port P [--script FILE]``; the same controls
+From another process: ``python -m promptship_sandbox.llm_server --port P [--script FILE]``; the same controls
 are then under ``/_stand_in/`` (``POST script``, ``POST fail_next``, ``GET requests``, ``POST reset``).
 """
 
@@ -615,7 +615,7 @@ def running_llm_stand_in(local_models: Sequence[str] = DEFAULT_LOCAL_MODELS, *, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m promptship.sandbox.llm_server", description="The LLM stand-in (OpenAI-compatible + Ollama)."
+        prog="python -m promptship_sandbox.llm_server", description="The LLM stand-in (OpenAI-compatible + Ollama)."
     )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one, printed)")
     parser.add_argument("--script", type=Path, default=None, help="JSON/YAML file {model: [reply, ...]}")

@@ -27,9 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from promptship.sandbox.forge import git as g
-from promptship.sandbox.forge.hooks import Delivery, WebhookSender
-from promptship.sandbox.forge.render import (
+from promptship_sandbox.forge import git as g
+from promptship_sandbox.forge.hooks import Delivery, WebhookSender
+from promptship_sandbox.forge.render import (
     CheckRun,
     CheckSuite,
     Comment,

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptship.sandbox.llm_server import Reply, ToolCall
+from promptship_sandbox.llm_server import Reply, ToolCall
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "openhands.sh"
 

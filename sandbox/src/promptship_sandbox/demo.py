@@ -3,22 +3,15 @@
 ``promptship demo`` starts a Prefect server (SQLite, its own PREFECT_HOME), builds the sandbox's services,
 runs the ``dev-cycle`` flow once in this process on the demo repository, prints the report and the kind of
 every boundary (``real``, ``protocol stand-in``, ``in-process fake``), and stops what it started, by PID.
-
-Also here: ``running_prefect_server``, the one helper that starts a throw-away Prefect server (used by the
-benchmark and the deployment tests too).
+The Prefect server comes from ``promptship_sandbox.prefect_server``.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +23,7 @@ from promptship.domain.request import DeployTarget, DevRequest
 from promptship.errors import ConfigError
 from promptship.settings import Settings
 from promptship.wiring import Ports
+from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
 
 DEMO_PROMPT = "Add a GET /version endpoint that returns the deployed commit SHA"
 DEMO_REPOSITORY = "demo/chat-app"
@@ -37,113 +31,6 @@ DEMO_REPOSITORY = "demo/chat-app"
 VERDICT_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting")
 
 Echo = Callable[[str], None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class PrefectServer:
-    """A ``prefect server start`` process this program started."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    home: Path
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def api_url(self) -> str:
-        return f"{self.url}/api"
-
-    def env(self) -> dict[str, str]:
-        """Environment for a process that should use this server and its result storage."""
-        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
-
-    def stop(self) -> None:
-        """Stop the server: SIGTERM to the process group it leads (it was started in its own session)."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-def start_prefect_server(
-    home: Path, *, port: int | None = None, ui: bool = False, timeout_s: float = 90
-) -> PrefectServer:
-    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home``; return once /api/health answers."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    log_path = home / "server.log"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-    }
-    env.pop("PREFECT_API_URL", None)
-    prefect_bin = Path(sys.executable).with_name("prefect")
-    cmd = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port)]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    server = PrefectServer(process=process, port=port, home=home, log_path=log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ConfigError(f"prefect server exited with {process.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.stop()
-    raise ConfigError(f"prefect server did not answer /api/health within {timeout_s:.0f} s; see {log_path}")
-
-
-@contextmanager
-def running_prefect_server(home: Path, *, ui: bool = False) -> Iterator[PrefectServer]:
-    server = start_prefect_server(home, ui=ui)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@contextmanager
-def using_prefect(server: PrefectServer) -> Iterator[None]:
-    """Point this process's Prefect client and result storage at ``server``."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    previous = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: server.home}):
-            yield
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def demo_request(health_url: str | None = None) -> DevRequest:
@@ -166,8 +53,8 @@ def build_demo_services(
     Each port gets its real adapter against a local stand-in that speaks the real protocol when that stand-in
     can start here; otherwise the in-process fake, and the boundary list says so.
     """
-    from promptship.sandbox.fakes import fake_services
     from promptship.store import Store
+    from promptship_sandbox.fakes import fake_services
 
     services = fake_services(settings)
     store = services.sink
@@ -190,7 +77,7 @@ def build_demo_services(
 
     def llm() -> None:
         nonlocal sandbox
-        from promptship.sandbox.llm_gateway import running_sandbox_gateway
+        from promptship_sandbox.llm_gateway import running_sandbox_gateway
 
         sandbox = stack.enter_context(running_sandbox_gateway(settings, engine=store.engine))
         services.llm = sandbox.gateway
@@ -201,7 +88,7 @@ def build_demo_services(
 
     def code_host() -> None:
         nonlocal forge
-        from promptship.sandbox.forge import demo_code_host, running_forge
+        from promptship_sandbox.forge import demo_code_host, running_forge
 
         forge = stack.enter_context(running_forge(home / "forge"))
         services.code_host = demo_code_host(forge, repository=request.repository)
@@ -219,7 +106,7 @@ def build_demo_services(
         from pydantic import SecretStr
 
         from promptship.adapters.openhands import OpenHandsAgent
-        from promptship.sandbox.agent_server import agent_server_installed, demo_developer_replies, running_agent_server
+        from promptship_sandbox.agent_server import agent_server_installed, demo_developer_replies, running_agent_server
 
         ok, why = agent_server_installed()
         if not ok:
@@ -235,7 +122,7 @@ def build_demo_services(
 
     def cluster() -> None:
         nonlocal health_url
-        from promptship.sandbox import cluster as control_plane
+        from promptship_sandbox import cluster as control_plane
 
         if forge is None:
             raise ConfigError("the sandbox kubelet runs the images the local forge's CI publishes")
@@ -299,7 +186,7 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
             "stringData": {"LLM_API_BASE": sandbox_llm_url, "LLM_API_KEY": "sandbox-key"},
         },
     )
-    k8s = Path(__file__).resolve().parents[2] / "examples" / "chat-app" / "k8s"
+    k8s = Path(__file__).resolve().parents[3] / "examples" / "chat-app" / "k8s"
     manifests = [
         doc
         for name in ("backend-deployment.yaml", "backend-service.yaml")

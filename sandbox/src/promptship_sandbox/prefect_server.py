@@ -1,0 +1,127 @@
+"""A throw-away Prefect server: ``prefect server start`` on 127.0.0.1 with SQLite under its own PREFECT_HOME,
+stopped by the PID this program started (used by the demo, the flow benchmark and the deployment tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from promptship.errors import ConfigError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PrefectServer:
+    """A ``prefect server start`` process this program started."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    home: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process that should use this server and its result storage."""
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM to the process group it leads (it was started in its own session)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def start_prefect_server(
+    home: Path, *, port: int | None = None, ui: bool = False, timeout_s: float = 90
+) -> PrefectServer:
+    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home``; return once /api/health answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log_path = home / "server.log"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    }
+    env.pop("PREFECT_API_URL", None)
+    prefect_bin = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    server = PrefectServer(process=process, port=port, home=home, log_path=log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigError(f"prefect server exited with {process.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise ConfigError(f"prefect server did not answer /api/health within {timeout_s:.0f} s; see {log_path}")
+
+
+@contextmanager
+def running_prefect_server(home: Path, *, ui: bool = False) -> Iterator[PrefectServer]:
+    server = start_prefect_server(home, ui=ui)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def using_prefect(server: PrefectServer) -> Iterator[None]:
+    """Point this process's Prefect client and result storage at ``server``."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    previous = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: server.home}):
+            yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
