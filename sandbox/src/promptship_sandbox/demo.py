@@ -28,7 +28,7 @@ from promptship_sandbox.prefect_server import running_prefect_server, using_pref
 DEMO_PROMPT = "Add a GET /version endpoint that returns the deployed commit SHA"
 DEMO_REPOSITORY = "demo/chat-app"
 # Outcomes that are verdicts the pipeline reached on purpose; "failed" and "cancelled" are not.
-VERDICT_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting")
+VERDICT_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting", "already_done")
 
 Echo = Callable[[str], None]
 

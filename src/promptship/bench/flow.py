@@ -26,7 +26,7 @@ RUNS = int(os.environ.get("PROMPTSHIP_BENCH_FLOW_RUNS", "20"))
 WARMUP = 2
 CONCURRENCY = (5, 10)
 # tasks of a happy run: route, generate_code, compile_check, open_pull_request, wait_for_ci, merge,
-# build_image, roll_out, check_health, report
+# wait_for_image, roll_out, check_health, report
 CHAIN = 10
 
 

@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 # Outcomes that are verdicts; a run that ended "failed" or "cancelled" exits non-zero.
-_OK_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting")
+_OK_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting", "already_done")
 
 
 def _real_services() -> object:
-    """Services built from settings (PROMPTSHIP_* variables); a ConfigError ends the command with its message."""
+    """Every port built from settings (PROMPTSHIP_* variables); a ConfigError ends the command with its message."""
     from promptship.errors import ConfigError
     from promptship.settings import Settings
     from promptship.wiring import build_services, install
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run one dev cycle (route → code → PR → CI → merge → roll out → health → report) with real services.
 
-        Services come from PROMPTSHIP_* settings; the run is a Prefect flow run on PREFECT_API_URL (or an
+        Ports come from PROMPTSHIP_* settings; the run is a Prefect flow run on PREFECT_API_URL (or an
         ephemeral server). Running the same request again finds its earlier work instead of repeating it.
         """
         from pydantic import ValidationError
