@@ -52,3 +52,26 @@ def test_every_port_is_a_real_adapter(tmp_path: Path):
     assert isinstance(services.sink, Store)
     assert set(services.boundaries.values()) == {"real"}
     assert token not in repr(services.settings)
+
+
+def test_ports_are_built_lazily_one_at_a_time(tmp_path: Path):
+    """A process builds only what it uses: the webhook receiver's commenter needs no cluster, no agent."""
+    from promptship.adapters.github import GitHubHost
+    from promptship.wiring import build_ports
+
+    settings = Settings(home=tmp_path / "home")  # no kubeconfig, no OpenRouter key: fine until used
+    settings.github.token = SecretStr("ghp_" + "y" * 36)
+    ports = build_ports(settings)
+    assert ports.built() == ()
+    assert isinstance(ports.code_host, GitHubHost)
+    assert ports.code_host is ports.code_host  # built once
+    assert ports.built() == ("code_host",)  # no store, cluster, agent or LLM gateway was built
+
+
+def test_a_port_whose_setting_is_missing_fails_only_when_used(tmp_path: Path):
+    from promptship.wiring import build_ports
+
+    ports = build_ports(Settings(home=tmp_path / "home"))
+    with pytest.raises(ConfigError, match="PROMPTSHIP_GITHUB__TOKEN"):
+        _ = ports.code_host
+    assert ports.sink is not None and "code_host" not in ports.built()
