@@ -31,3 +31,53 @@ def test_upgrading_twice_and_concurrently_is_harmless(tmp_path: Path):
     store = Store(make_engine(f"sqlite:///{db}"))
     store.create_schema()
     assert pending_differences(store.engine) == []
+
+
+def test_rows_of_a_store_made_before_attempts_read_as_attempt_1(tmp_path: Path):
+    """0002: step and run rows keyed by run key become attempt 1; the ledger's runs follow."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0001")
+    t = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    key = "0123456789abcdef"
+    with engine.begin() as conn:
+        for step, verdict, detail in [
+            ("generate_code", "finished", '{"changed_files": 2}'),
+            ("wait_for_ci#2", "passed", "{}"),
+            ("rollback", "restored", '{"time_to_restore_s": 4.5}'),
+            ("check_health:after_rollback", "healthy", "{}"),
+        ]:
+            conn.execute(
+                text(
+                    "INSERT INTO steps VALUES (:k, :s, :t, :t, :v, NULL, NULL, NULL, 0, 0, 0.5, 0, NULL, :d)"
+                ),
+                {"k": key, "s": step, "t": t, "v": verdict, "d": detail},
+            )
+        report = '{"run_key": "%s", "repository": "demo/chat-app", "prompt_redacted": "p", "requester": "r", ' \
+            '"outcome": "rolled_back", "started_at": "2026-11-20T09:00:00Z", "ended_at": "2026-11-20T09:00:00Z", ' \
+            '"steps": []}' % key
+        conn.execute(
+            text("INSERT INTO runs VALUES (:k, 'demo/chat-app', 'r', 'p', 'rolled_back', :t, :t, NULL, NULL, NULL, "
+                 "2.0, NULL, :rep)"),
+            {"k": key, "t": t, "rep": report},
+        )
+        conn.execute(text("INSERT INTO llm_runs VALUES (:k, 'demo/chat-app', 2.0)"), {"k": key})
+
+    store = Store(engine)
+    store.create_schema()
+    assert pending_differences(engine) == []
+    steps = {s.step: s for s in store.steps(key)}
+    assert {s.attempt_id for s in steps.values()} == {f"{key}-a1"}
+    assert (steps["wait_for_ci#2"].name, steps["wait_for_ci#2"].round) == ("wait_for_ci", 2)
+    assert steps["generate_code"].facts.files_changed == 2
+    assert steps["rollback"].facts.time_to_restore_s == 4.5
+    assert steps["check_health:after_rollback"].facts.after_rollback is True
+    (attempt,) = store.attempts(key)
+    assert (attempt.id, attempt.number, attempt.outcome, attempt.finished) == (f"{key}-a1", 1, "rolled_back", True)
+    (facts,) = store.run_facts()
+    assert facts.rolled_back and facts.time_to_restore_s == 4.5
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT run_key FROM llm_runs")).scalar() == f"{key}-a1"

@@ -165,7 +165,7 @@ def upgrade() -> None:
                     "run_key": r["run_key"],
                     "number": 1,
                     "occurrence": None,
-                    "status": "finished" if r["outcome"] in _FINISHED else "running",
+                    "status": "ended",
                     "outcome": r["outcome"],
                     "started_at": r["started_at"],
                     "ended_at": r["ended_at"],
