@@ -65,7 +65,8 @@ def _dev_cycle_deployments() -> list[tuple[str, dict[str, Any]]]:
 def test_each_dev_cycle_deployment_makes_a_request_whose_target_the_seed_app_has(name: str, params: dict) -> None:
     request = DevRequest.model_validate(params["request"])
     containers = _seed_containers()
-    assert request.deploy.deployment in containers, f"{name}: no Deployment {request.deploy.deployment!r} in the seed app"
+    target = request.deploy.deployment
+    assert target in containers, f"{name}: no Deployment {target!r} in the seed app"
     assert request.deploy.container in containers[request.deploy.deployment]
 
 

@@ -23,8 +23,7 @@ def test_migrations_create_every_table_the_models_declare(tmp_path: Path):
 def test_upgrading_twice_and_concurrently_is_harmless(tmp_path: Path):
     db = tmp_path / "b.db"
     code = (
-        "import sys; from promptship.store import Store, make_engine; "
-        "Store(make_engine(sys.argv[1])).create_schema()"
+        "import sys; from promptship.store import Store, make_engine; Store(make_engine(sys.argv[1])).create_schema()"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
@@ -35,6 +34,7 @@ def test_upgrading_twice_and_concurrently_is_harmless(tmp_path: Path):
 
 def test_rows_of_a_store_made_before_attempts_read_as_attempt_1(tmp_path: Path):
     """0002: step and run rows keyed by run key become attempt 1; the ledger's runs follow."""
+    import json
     from datetime import UTC, datetime
 
     from sqlalchemy import text
@@ -51,17 +51,26 @@ def test_rows_of_a_store_made_before_attempts_read_as_attempt_1(tmp_path: Path):
             ("check_health:after_rollback", "healthy", "{}"),
         ]:
             conn.execute(
-                text(
-                    "INSERT INTO steps VALUES (:k, :s, :t, :t, :v, NULL, NULL, NULL, 0, 0, 0.5, 0, NULL, :d)"
-                ),
+                text("INSERT INTO steps VALUES (:k, :s, :t, :t, :v, NULL, NULL, NULL, 0, 0, 0.5, 0, NULL, :d)"),
                 {"k": key, "s": step, "t": t, "v": verdict, "d": detail},
             )
-        report = '{"run_key": "%s", "repository": "demo/chat-app", "prompt_redacted": "p", "requester": "r", ' \
-            '"outcome": "rolled_back", "started_at": "2026-11-20T09:00:00Z", "ended_at": "2026-11-20T09:00:00Z", ' \
-            '"steps": []}' % key
+        report = json.dumps(
+            {
+                "run_key": key,
+                "repository": "demo/chat-app",
+                "prompt_redacted": "p",
+                "requester": "r",
+                "outcome": "rolled_back",
+                "started_at": "2026-11-20T09:00:00Z",
+                "ended_at": "2026-11-20T09:00:00Z",
+                "steps": [],
+            }
+        )
         conn.execute(
-            text("INSERT INTO runs VALUES (:k, 'demo/chat-app', 'r', 'p', 'rolled_back', :t, :t, NULL, NULL, NULL, "
-                 "2.0, NULL, :rep)"),
+            text(
+                "INSERT INTO runs VALUES (:k, 'demo/chat-app', 'r', 'p', 'rolled_back', :t, :t, NULL, NULL, NULL, "
+                "2.0, NULL, :rep)"
+            ),
             {"k": key, "t": t, "rep": report},
         )
         conn.execute(text("INSERT INTO llm_runs VALUES (:k, 'demo/chat-app', 2.0)"), {"k": key})
