@@ -102,12 +102,14 @@ def test_repository_totals_fall_back_to_the_runs_report(tmp_path) -> None:
 
     url = f"sqlite:///{tmp_path / 'l.db'}"
     ledger = _ledger(url)
-    ledger.settle(None, run_key="r-agent", step="agent", model="gpt-4o", mode="cloud", usage=Usage(cost_usd=0.25))
+    # the ledger's runs are attempts: the agent's calls are charged to attempt 1 of request "r-agent"
+    ledger.settle(None, run_key="r-agent-a1", step="agent", model="gpt-4o", mode="cloud", usage=Usage(cost_usd=0.25))
     ledger.settle(None, run_key="r-orphan", step="agent", model="gpt-4o", mode="cloud", usage=Usage(cost_usd=0.5))
     moment = datetime(2026, 11, 22, tzinfo=UTC)
     Store(ledger.engine).record_run(
         RunReport(
             run_key="r-agent",
+            attempt_id="r-agent-a1",
             repository="demo/chat-app",
             prompt_redacted="add GET /version",
             requester="me",
