@@ -50,32 +50,59 @@ class AgentLLMAccess(BaseModel):
 
 
 @runtime_checkable
-class LLMGateway(Protocol):
-    """Every LLM call of the pipeline goes through here: routing policy, sensitive-data gate, cost ledger."""
+class Router(Protocol):
+    """The routing policy behind the gateway: where a call would go, without calling a model."""
 
     def route(self, text: str, *, task_class: TaskClass | None = None, force_local: bool = False) -> RouteDecision:
         """Decide class, model and local/cloud for ``text`` without calling a model."""
         ...
 
-    def open_run(self, run_key: str, *, budget_usd: float | None = None, repository: str | None = None) -> None:
-        """Register a run's budget cap and repository with the ledger before its first call."""
-        ...
+
+@runtime_checkable
+class Completer(Protocol):
+    """One chat completion with the gateway's policy, sensitive-data gate and cost ledger."""
 
     def complete(self, call: LLMCall) -> LLMReply:
         """Route, gate, budget-check and send one chat completion; record its cost against the run."""
         ...
 
-    def agent_access(self, run_key: str, decision: RouteDecision, budget_usd: float) -> AgentLLMAccess:
-        """Credentials for the code agent's own LLM traffic, attributed to ``run_key`` and bound by budget."""
+
+@runtime_checkable
+class RunBudgets(Protocol):
+    """A run's budget cap and what the ledger has recorded against it."""
+
+    def open_run(self, run_key: str, *, budget_usd: float | None = None, repository: str | None = None) -> None:
+        """Register a run's budget cap and repository with the ledger before its first call."""
         ...
 
     def run_cost_usd(self, run_key: str) -> float:
         """What the gateway's ledger has recorded for a run so far."""
         ...
 
+
+@runtime_checkable
+class Redactor(Protocol):
+    """The sensitive-data gate's redaction, for text that goes into reports and stores."""
+
     def redact(self, text: str) -> str:
         """``text`` with every secret and personal datum the gate finds replaced (for reports and stores)."""
         ...
+
+
+@runtime_checkable
+class AgentAccessIssuer(Protocol):
+    """Mints the code agent's access to models through the gateway."""
+
+    def agent_access(self, run_key: str, decision: RouteDecision, budget_usd: float) -> AgentLLMAccess:
+        """Credentials for the code agent's own LLM traffic, attributed to ``run_key`` and bound by budget."""
+        ...
+
+
+@runtime_checkable
+class LLMGateway(Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, Protocol):
+    """Every LLM call of the pipeline goes through here: routing policy, sensitive-data gate, cost ledger.
+
+    The composite of the small ports above; a caller that needs one of them should ask for that one."""
 
 
 @runtime_checkable
