@@ -6,13 +6,14 @@ Adapters (``promptship.adapters``) implement them against real services; the san
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promptship.domain.attempt import Attempt
+from promptship.domain.gate import GateResult
 from promptship.domain.kpi import MergedPR
 from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import DeployTarget, TaskClass
@@ -33,6 +34,7 @@ from promptship.domain.results import (
     RolloutResult,
     RouteDecision,
 )
+from promptship.domain.webhooks import CISignal, WebhookTrigger
 
 
 class AgentLLMAccess(BaseModel):
@@ -103,6 +105,21 @@ class LLMGateway(Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, Pro
     """Every LLM call of the pipeline goes through here: routing policy, sensitive-data gate, cost ledger.
 
     The composite of the small ports above; a caller that needs one of them should ask for that one."""
+
+
+@runtime_checkable
+class Scanner(Protocol):
+    """The sensitive-data scanner the gateway's gate runs (``promptship.adapters.detectors.SensitiveDataScanner``)."""
+
+    def scan(self, text: str) -> GateResult:
+        """Findings in one text."""
+        ...
+
+    def scan_messages(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> GateResult:
+        """Findings in everything a chat call would send out (messages, tool calls and results, tool schemas)."""
+        ...
 
 
 @runtime_checkable
@@ -192,6 +209,46 @@ class CodeHost(Protocol):
 
 
 @runtime_checkable
+class IssueCommenter(Protocol):
+    """The part of the ``CodeHost`` port the webhook receiver uses."""
+
+    def comment(self, repository: str, number: int, body: str) -> None:
+        """Comment on an issue or pull request."""
+        ...
+
+
+@runtime_checkable
+class CIWakeups(Protocol):
+    """Where CI events of a commit are announced (by the webhook receiver) and waited for (by CI waits).
+
+    A CI wait (the ``GitHubHost`` adapter) uses it like this, so an event between two looks is never missed::
+
+        seen = wakeups.generation(repository, sha)
+        while True:
+            result = look_at_checks()                  # one (conditional) request to the code host
+            if final(result): return result
+            seen = wakeups.wait(repository, sha, after=seen, timeout_s=min(remaining, fallback_poll_s))
+
+    ``promptship.store.webhooks`` has both implementations: ``InProcessCIWakeups`` for one process (tests, the
+    demo, a receiver started inside the worker) and ``StoreCIWakeups`` for a receiver and workers in different
+    processes that share the store. Repository names compare case-insensitively.
+    """
+
+    def notify(self, signal: CISignal) -> None:
+        """Announce a CI event of ``signal.sha`` (check_suite, check_run or status)."""
+        ...
+
+    def generation(self, repository: str, sha: str) -> int:
+        """How many CI events of ``sha`` have been announced so far."""
+        ...
+
+    def wait(self, repository: str, sha: str, *, after: int, timeout_s: float) -> int:
+        """Block until more than ``after`` events of ``sha`` were announced or ``timeout_s`` passed; return
+        the generation then (equal to ``after`` on timeout)."""
+        ...
+
+
+@runtime_checkable
 class Cluster(Protocol):
     """The Kubernetes cluster (push mode) or the GitOps repository (gitops mode)."""
 
@@ -261,4 +318,30 @@ class MetricsSink(Protocol):
 
     def attempt_of_flow_run(self, flow_run_id: str) -> Attempt | None:
         """The attempt a flow run worked on."""
+        ...
+
+
+@runtime_checkable
+class Starter(Protocol):
+    """Starts the dev cycle for a webhook trigger (a Prefect event or ``run_deployment``). Must be idempotent
+    per ``trigger.delivery_id``."""
+
+    def start(self, trigger: WebhookTrigger) -> str:
+        """Start (or find the already started) run; return its id (flow run id or event id)."""
+        ...
+
+
+class Clock(Protocol):
+    """Time as an adapter sees it (tests inject a fake that records the waits)."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that only moves forward (deadlines)."""
+        ...
+
+    def time(self) -> float:
+        """Seconds since the epoch (to read Retry-After dates and rate-limit resets)."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
         ...

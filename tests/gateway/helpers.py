@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints, Scanner
+from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints
 from promptship.domain.routing import RoutingPolicy
+from promptship.ports import Scanner
 from promptship.store import make_engine
 from promptship.store.ledger import CostLedger
 from promptship_sandbox.llm_server import LLMStandIn

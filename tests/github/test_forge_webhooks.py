@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger
 from promptship.settings import GitHubSettings, Settings
+from promptship.store.webhooks import InProcessCIWakeups
 from promptship_sandbox.forge import Forge, running_forge
 from promptship_sandbox.specs import json_schema_of
 from tests.github.conftest import NAME, OWNER, REPO, RecordingClock, client, make_host, make_source

@@ -194,8 +194,8 @@ def test_ci_wait_ends_on_the_check_suite_webhook_without_polling(tmp_path: Path,
     import hmac
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from promptship.domain.ci_events import InProcessCIWakeups
     from promptship.domain.webhooks import CISignal
+    from promptship.store.webhooks import InProcessCIWakeups
     from promptship_sandbox.forge import running_forge
     from tests.github.conftest import make_source
 

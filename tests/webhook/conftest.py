@@ -15,12 +15,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
 from promptship.servers.webhook import WebhookReceiver, create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
 from promptship.store import make_engine
-from promptship.store.webhooks import WebhookDeliveries
+from promptship.store.webhooks import InProcessCIWakeups, WebhookDeliveries
 from promptship_sandbox import specs
 from promptship_sandbox.specs import json_schema_of
 from tests.conftest import require

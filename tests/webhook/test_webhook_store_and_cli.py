@@ -15,10 +15,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import CISignal, sign
 from promptship.store import make_engine
-from promptship.store.webhooks import StoreCIWakeups, WebhookDeliveries
+from promptship.store.webhooks import InProcessCIWakeups, StoreCIWakeups, WebhookDeliveries
 
 pytestmark = pytest.mark.webhook
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from promptship.domain.ci_events import InProcessCIWakeups
+from promptship.store.webhooks import InProcessCIWakeups
 from tests.webhook.conftest import SECRET, Receiver, make_settings
 
 pytestmark = [pytest.mark.forge, pytest.mark.webhook]

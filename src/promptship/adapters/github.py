@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import git
@@ -42,27 +42,17 @@ from promptship.domain.ci import (
     next_wait,
     retry_after_s,
 )
-from promptship.domain.ci_events import CIWakeups
 from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import REDACTED, redact
 from promptship.domain.request import PR_MARKER_PREFIX, branch_for, pr_marker
 from promptship.domain.results import ChangeSize, CheckOutcome, CIResult, MergeResult, PullRequestInfo
 from promptship.errors import CodeHostError
+from promptship.ports import CIWakeups, Clock
 
 T = TypeVar("T")
 
 _ETAG_CACHE_SIZE = 512
 DEFAULT_IMAGE_TEMPLATE = "forge.local/{owner}/{repo}/{component}:{sha}"
-
-
-class Clock(Protocol):
-    """Time as the adapter sees it (tests inject a fake that records the waits)."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -38,21 +38,11 @@ from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, Usage
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
-from promptship.ports import AgentLLMAccess
+from promptship.ports import AgentLLMAccess, Scanner
 from promptship.store.ledger import CostLedger, Reservation, RunAccess
 
 MODE_HEADER = "x-llm-mode"
 STEP_HEADER = "x-promptship-step"
-
-
-class Scanner(Protocol):
-    """The sensitive-data scanner (``promptship.adapters.detectors.SensitiveDataScanner``)."""
-
-    def scan(self, text: str) -> GateResult: ...
-
-    def scan_messages(
-        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
-    ) -> GateResult: ...
 
 
 @dataclass(frozen=True)

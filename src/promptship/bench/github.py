@@ -136,8 +136,8 @@ def _requests_per_ci_wait(rounds: int = 3) -> tuple[list[int], list[int], list[i
 
     from promptship.adapters.github import GitHubHost
     from promptship.domain.ci import Backoff
-    from promptship.domain.ci_events import InProcessCIWakeups
     from promptship.domain.webhooks import CISignal
+    from promptship.store.webhooks import InProcessCIWakeups
     from promptship_sandbox.forge import forge_github, running_forge
 
     secret = "bench-secret"

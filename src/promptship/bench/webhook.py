@@ -22,11 +22,10 @@ import httpx
 from pydantic import SecretStr
 
 from promptship.bench.stats import percentile, summary
-from promptship.domain.ci_events import InProcessCIWakeups
 from promptship.domain.webhooks import WebhookTrigger, sign
 from promptship.servers.webhook import create_app, running_asgi
 from promptship.settings import GitHubSettings, Settings
-from promptship.store.webhooks import WebhookDeliveries, webhook_engine
+from promptship.store.webhooks import InProcessCIWakeups, WebhookDeliveries, webhook_engine
 
 SECRET = b"bench-secret"
 REPO = "Codertocat/Hello-World"

@@ -34,10 +34,10 @@ def _register_webhook(app: typer.Typer) -> None:
         from pydantic import SecretStr
 
         from promptship.errors import ConfigError
+        from promptship.ports import Starter
         from promptship.servers.webhook import (
             PrefectDeploymentStarter,
             PrefectEventStarter,
-            Starter,
             create_app,
             listening_socket,
         )

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -36,9 +36,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from promptship.domain.ci_events import CIWakeups
 from promptship.domain.webhooks import CISignal, WebhookDecision, WebhookPolicy, WebhookTrigger, decide, signature_valid
 from promptship.errors import ConfigError, ServiceError
+from promptship.ports import CIWakeups, IssueCommenter, Starter
 from promptship.settings import Settings
 from promptship.store.webhooks import WebhookDeliveries
 
@@ -49,24 +49,6 @@ EVENT_NAME = "promptship.request"
 DEFAULT_DEPLOYMENT = "dev-cycle/dev-cycle"
 # Event ids derive from delivery ids, so a re-sent delivery carries the same event id (a fixed namespace).
 _EVENT_NAMESPACE = uuid.UUID("0f3c54c2-8a4e-4a55-9a43-3b1d8e5f7a10")
-
-
-@runtime_checkable
-class Starter(Protocol):
-    """Starts the dev cycle for a trigger. Must be idempotent per ``trigger.delivery_id``."""
-
-    def start(self, trigger: WebhookTrigger) -> str:
-        """Start (or find the already started) run; return its id (flow run id or event id)."""
-        ...
-
-
-@runtime_checkable
-class IssueCommenter(Protocol):
-    """The part of the ``CodeHost`` port the receiver uses."""
-
-    def comment(self, repository: str, number: int, body: str) -> None:
-        """Comment on an issue or pull request."""
-        ...
 
 
 def event_resource_id(repository: str) -> str:

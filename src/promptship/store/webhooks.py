@@ -3,10 +3,14 @@
 - ``webhook_deliveries``: every ``X-GitHub-Delivery`` seen, so a redelivery (GitHub's "Redeliver" button,
   a retry after a timeout, a replay) starts nothing twice — also across receiver restarts;
 - ``ci_events``: a counter per (repository, sha) behind ``StoreCIWakeups``, for CI waits in other processes.
+
+``InProcessCIWakeups`` is the same ``CIWakeups`` port (``promptship.ports``) in memory, for a receiver and CI
+waits in one process (tests, the demo, a receiver started inside the worker).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -122,6 +126,42 @@ class WebhookDeliveries:
         """Every delivery id seen, with its outcome."""
         with self._sessions() as s:
             return dict(s.execute(select(WebhookDeliveryRow.delivery_id, WebhookDeliveryRow.outcome)).tuples().all())
+
+
+def _key(repository: str, sha: str) -> tuple[str, str]:
+    return repository.lower(), sha.lower()
+
+
+class InProcessCIWakeups:
+    """``CIWakeups`` inside one process (a condition variable per process)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._counts: dict[tuple[str, str], int] = {}
+        self.signals: list[CISignal] = []
+
+    def notify(self, signal: CISignal) -> None:
+        with self._cond:
+            key = _key(signal.repository, signal.sha)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self.signals.append(signal)
+            self._cond.notify_all()
+
+    def generation(self, repository: str, sha: str) -> int:
+        with self._cond:
+            return self._counts.get(_key(repository, sha), 0)
+
+    def wait(self, repository: str, sha: str, *, after: int, timeout_s: float) -> int:
+        key = _key(repository, sha)
+        deadline = self._clock() + max(0.0, timeout_s)
+        with self._cond:
+            while self._counts.get(key, 0) <= after:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self._counts.get(key, 0)
 
 
 class StoreCIWakeups:

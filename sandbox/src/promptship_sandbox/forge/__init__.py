@@ -20,8 +20,8 @@ from promptship_sandbox.forge.server import CI_CHECK_NAME, CI_STATUS_CONTEXT, CI
 if TYPE_CHECKING:
     from github import Github
 
-    from promptship.adapters.github import Clock, GitHubHost
-    from promptship.domain.ci_events import CIWakeups
+    from promptship.adapters.github import GitHubHost
+    from promptship.ports import CIWakeups, Clock
 
 __all__ = [
     "CI_CHECK_NAME",
