@@ -6,7 +6,7 @@ Adapters (``promptship.adapters``) implement them against real services; the san
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,7 +33,9 @@ from promptship.domain.results import (
     RollbackResult,
     RolloutResult,
     RouteDecision,
+    RunAccess,
 )
+from promptship.domain.routing import ModelSpec
 from promptship.domain.webhooks import CISignal, WebhookTrigger
 
 
@@ -105,6 +107,36 @@ class LLMGateway(Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, Pro
     """Every LLM call of the pipeline goes through here: routing policy, sensitive-data gate, cost ledger.
 
     The composite of the small ports above; a caller that needs one of them should ask for that one."""
+
+
+@runtime_checkable
+class RunKeys(Protocol):
+    """The per-run API keys of the gateway service (the cost ledger keeps their hashes)."""
+
+    def access_for(self, api_key: str, /) -> RunAccess | None:
+        """The run ``api_key`` was minted for, or None for an unknown key."""
+        ...
+
+
+@runtime_checkable
+class ChatRelay(Protocol):
+    """The OpenAI-format chat the gateway service relays for the code agent: same policy, gate and ledger
+    as ``Completer``, in the agent's wire format."""
+
+    def model_groups(self) -> list[ModelSpec]:
+        """The model groups a client may name (``GET /v1/models``)."""
+        ...
+
+    def chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> dict[str, Any]:
+        """One non-streaming OpenAI-format chat completion for the run of ``access``."""
+        ...
+
+    def stream_chat(
+        self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
+    ) -> Iterator[dict[str, Any]]:
+        """One streaming completion: routing, gate, budget and the provider connection happen now (errors
+        raise here); the iterator yields OpenAI-format chunks and records the cost when it ends."""
+        ...
 
 
 @runtime_checkable

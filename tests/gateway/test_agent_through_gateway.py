@@ -33,7 +33,7 @@ def _reasons(gateway) -> list[str | None]:
 @pytest.fixture
 def gateway(llm: LLMStandIn, scanner, tmp_path) -> Iterator:
     gw = make_gateway(llm, scanner, make_ledger(tmp_path), allow_values=LLMSettings().gate_allowlist)
-    with serve_asgi(create_gateway_app(gw)) as url:
+    with serve_asgi(create_gateway_app(gw, gw.ledger)) as url:
         gw.gateway_url = url
         yield gw
 

@@ -42,7 +42,7 @@ class Service:
 
 
 def _serve(gateway: LiteLLMGateway) -> Iterator[Service]:
-    with serve_asgi(create_gateway_app(gateway)) as base_url:
+    with serve_asgi(create_gateway_app(gateway, gateway.ledger)) as base_url:
         gateway.gateway_url = base_url
         yield Service(gateway, base_url)
 

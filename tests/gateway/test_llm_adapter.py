@@ -7,6 +7,7 @@ import pytest
 from promptship.domain.results import LLMCall, LLMMessage
 from promptship.domain.routing import RoutingPolicy
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
+from promptship.ports import AgentAccessIssuer, ChatRelay, Completer, LLMGateway, Redactor, Router, RunBudgets, RunKeys
 from promptship_sandbox.llm_server import LLMStandIn
 from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger
 
@@ -153,3 +154,10 @@ def test_a_timeout_is_retryable_and_falls_back(llm: LLMStandIn, scanner, tmp_pat
     assert reply.fallback_used and reply.decision.model == "claude-3.5-sonnet"
     assert [r.model for r in cloud_requests(llm)] == ["openai/gpt-4o", "openai/gpt-4o", "anthropic/claude-3.5-sonnet"]
     assert gateway.ledger.totals("model") == {"claude-3.5-sonnet": pytest.approx(reply.usage.cost_usd)}
+
+
+def test_the_adapter_implements_the_small_ports_and_its_ledger_the_run_keys(llm: LLMStandIn, scanner, tmp_path):
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path))
+    for port in (Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, LLMGateway, ChatRelay):
+        assert isinstance(gateway, port), port.__name__
+    assert isinstance(gateway.ledger, RunKeys)

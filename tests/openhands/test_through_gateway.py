@@ -64,7 +64,7 @@ def run_through_gateway(
             [ToolCall("finish", {"message": "done"})],
         ],
     )
-    with serve_asgi(create_gateway_app(gateway), port):
+    with serve_asgi(create_gateway_app(gateway, gateway.ledger), port):
         access = gateway.agent_access(checkout.run_key, decision, 1.0)
         spec = gateway.policy.models[decision.model]
         if access.input_cost_per_token is None:  # until agent_access hands over the group's prices itself

@@ -49,7 +49,7 @@ def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterat
         import litellm  # noqa: F401  # now (3-6 s), not during the agent's first request
 
         try:
-            with serve_asgi(create_gateway_app(gateway)) as url:
+            with serve_asgi(create_gateway_app(gateway, gateway.ledger)) as url:
                 gateway.gateway_url = url
                 yield SandboxGateway(gateway=gateway, llm=llm, url=url)
         finally:

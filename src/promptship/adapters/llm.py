@@ -35,14 +35,13 @@ from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_toke
 from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
-from promptship.domain.results import LLMCall, LLMReply, RouteDecision, Usage
+from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from promptship.ports import AgentLLMAccess, Scanner
-from promptship.store.ledger import CostLedger, Reservation, RunAccess
+from promptship.store.ledger import CostLedger, Reservation
 
 MODE_HEADER = "x-llm-mode"
-STEP_HEADER = "x-promptship-step"
 
 
 @dataclass(frozen=True)

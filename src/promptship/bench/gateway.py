@@ -54,7 +54,7 @@ def run() -> None:
             endpoints=ProviderEndpoints(llm.base_url, llm.base_url + "/v1", SecretStr("sk-or-v1-bench")),
             gateway_url="http://127.0.0.1:9",
         )
-        with serve_asgi(create_gateway_app(gateway)) as gateway_url:
+        with serve_asgi(create_gateway_app(gateway, gateway.ledger)) as gateway_url:
             decision = gateway.route(prompt, task_class="complex_code")
             key = gateway.agent_access("bench", decision, 1e9).api_key.get_secret_value()
             body = {"model": "openai/gpt-4o", "messages": messages}

@@ -40,7 +40,7 @@ def _register_service_commands(app: typer.Typer) -> None:
 
         sock = listening_socket(host, port)  # TCP_NODELAY: no ~40 ms delayed-ACK wait per response
         typer.echo(f"LLM gateway listening on http://{host}:{port}/v1", err=True)
-        config = uvicorn.Config(create_gateway_app(gateway), log_level="warning", access_log=False)
+        config = uvicorn.Config(create_gateway_app(gateway, gateway.ledger), log_level="warning", access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
 
     @gateway_app.command("costs")

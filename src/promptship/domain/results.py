@@ -35,6 +35,14 @@ class RouteDecision(_Model):
     findings: tuple[str, ...] = Field(default=(), description="Kinds of sensitive data found (never the data).")
 
 
+class RunAccess(_Model):
+    """What a per-run API key of the gateway stands for: the run, its pinned route and its budget."""
+
+    run_key: str
+    decision: RouteDecision
+    budget_usd: float
+
+
 class Usage(_Model):
     """Tokens and cost of one or more LLM calls."""
 

@@ -1,9 +1,10 @@
-"""The LLM gateway as a service: an OpenAI-compatible endpoint in front of ``LiteLLMGateway``.
+"""The LLM gateway as a service: an OpenAI-compatible endpoint in front of the gateway's ``ChatRelay`` port.
 
 The code agent's ``base_url`` points here, so its traffic — the pipeline's biggest LLM user — gets the same
 policy, sensitive-data gate, budgets and ledger as every other call. Each request is attributed to its run
-by a per-run API key (``Authorization: Bearer psk-run-…``, minted by ``LiteLLMGateway.agent_access``; only
-its hash is stored). An optional ``x-promptship-step`` header names the step in the ledger (default ``agent``).
+by a per-run API key (``Authorization: Bearer psk-run-…``, minted by ``AgentAccessIssuer.agent_access``;
+only its hash is stored, and ``RunKeys`` — the cost ledger — resolves it). An optional ``x-promptship-step``
+header names the step in the ledger (default ``agent``).
 
 - ``POST /v1/chat/completions`` — non-streaming and SSE (``stream: true``), tool calls passed through;
 - ``GET /v1/models`` — the policy's model groups;
@@ -25,11 +26,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from promptship.adapters.llm import STEP_HEADER, LiteLLMGateway
+from promptship.domain.results import RunAccess
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
-from promptship.store.ledger import RunAccess
+from promptship.ports import ChatRelay, RunKeys
 
 COST_HEADER = "x-litellm-response-cost"
+STEP_HEADER = "x-promptship-step"
 
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
@@ -50,15 +52,16 @@ def _error_response(exc: Exception) -> JSONResponse:
     raise exc
 
 
-def create_gateway_app(gateway: LiteLLMGateway) -> Starlette:
-    """The ASGI app of the gateway service around a ready ``LiteLLMGateway``."""
+def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
+    """The ASGI app of the gateway service: ``gateway`` answers the chats (``LiteLLMGateway``), ``keys``
+    resolves the per-run API keys (its ``CostLedger``)."""
 
     def authorize(request: Request) -> RunAccess | None:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return None
-        return gateway.access_for(key.strip())
+        return keys.access_for(key.strip())
 
     async def chat_completions(request: Request) -> Response:
         access = await run_in_threadpool(authorize, request)

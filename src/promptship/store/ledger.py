@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
-from promptship.domain.results import LLMMode, RouteDecision, Usage
+from promptship.domain.results import LLMMode, RouteDecision, RunAccess, Usage
 from promptship.store.tables import Base, RunRow
 
 GroupBy = Literal["step", "run", "day", "repository", "model", "mode"]
@@ -130,15 +130,6 @@ class Reservation:
     check: BudgetCheck
     id: str | None = None
     mode: LLMMode = "local"
-
-
-@dataclass(frozen=True)
-class RunAccess:
-    """What a per-run API key stands for."""
-
-    run_key: str
-    decision: RouteDecision
-    budget_usd: float
 
 
 def hash_key(key: str) -> str:
