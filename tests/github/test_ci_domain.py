@@ -1,4 +1,6 @@
-"""The pure CI logic: verdict tables, backoff, Retry-After parsing, log excerpts. No doubles."""
+"""The pure CI logic: verdict tables, backoff, rate-limit detection, log excerpts. No doubles.
+
+(Retry-After parsing is shared by every adapter: tests/domain/test_retrying.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from promptship.domain.ci import (
     latest_statuses,
     log_excerpt,
     next_wait,
-    retry_after_s,
 )
 
 OK = CheckRunView("test", "completed", "success")
@@ -80,21 +81,6 @@ def test_backoff_grows_to_its_cap():
 )
 def test_next_wait(planned, remaining, retry_after, expected):
     assert next_wait(planned, remaining, retry_after) == expected
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({"Retry-After": "7"}, 7.0),
-        ({"retry-after": "0"}, 0.0),
-        ({"Retry-After": "Thu, 01 Jan 1970 00:01:40 GMT"}, 40.0),  # an HTTP date, 100 s after the epoch
-        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "90"}, 30.0),
-        ({"X-RateLimit-Remaining": "12", "X-RateLimit-Reset": "90"}, None),
-        ({}, None),
-    ],
-)
-def test_retry_after(headers, expected):
-    assert retry_after_s(headers, now_epoch=60.0) == expected
 
 
 @pytest.mark.parametrize(

@@ -169,12 +169,17 @@ def test_secondary_rate_limit_retry_after_is_honoured(forge: Forge, host: GitHub
     assert len(limited) == 3 and all(r.response_headers.get("Retry-After") for r in limited)
 
 
-def test_rate_limit_that_does_not_end_is_a_retryable_error(forge: Forge, clock: RecordingClock):
+def test_rate_limit_that_does_not_end_is_final_after_the_adapters_own_waits(forge: Forge, clock: RecordingClock):
+    # One retry policy per layer (docs/CONTRACTS.md): the adapter waited the limit out twice itself, so the
+    # step layer must not multiply those attempts — the error is final, and says how many attempts it took.
     host = make_host(forge, clock, max_rate_limit_waits=2)
     forge.secondary_rate_limit(requests=10, retry_after_s=3)
     with pytest.raises(CodeHostError) as info:
         host.find_pull_request(REPO, RUN_KEY)
-    assert info.value.retryable and info.value.retry_after_s == 3 and info.value.status == 403
+    assert not info.value.retryable and info.value.retry_after_s == 3 and info.value.status == 403
+    assert "after 3 attempts" in str(info.value)
+    assert clock.sleeps == [3, 3]
+    assert len([r for r in forge.requests if r.status == 403]) == 3
 
 
 def test_credentials_stay_out_of_errors_and_checkouts(forge: Forge, host: GitHubHost, tmp_path: Path):

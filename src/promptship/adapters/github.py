@@ -40,12 +40,12 @@ from promptship.domain.ci import (
     is_rate_limited,
     log_excerpt,
     next_wait,
-    retry_after_s,
 )
 from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import REDACTED, redact
 from promptship.domain.request import PR_MARKER_PREFIX, branch_for, pr_marker
 from promptship.domain.results import ChangeSize, CheckOutcome, CIResult, MergeResult, PullRequestInfo
+from promptship.domain.retrying import after_attempts, retry_after_s
 from promptship.errors import CodeHostError
 from promptship.ports import CIWakeups, Clock
 
@@ -388,7 +388,7 @@ class GitHubHost:
             return data
         message = _message(body)
         if is_rate_limited(status, message, lowered):
-            raise _Transient(f"rate limited ({status})", retry_after_s(lowered, self._clock.time()) or 60.0)
+            raise _Transient(f"rate limited ({status})", self._rate_limit_wait(lowered))
         if status >= 500:
             raise _Transient(f"{status} from the code host", None)
         raise CodeHostError(f"GET {_path(url)}: {status} {self._scrub(message)}", status=status)
@@ -488,8 +488,9 @@ class GitHubHost:
         return f"{self._gh.requester.base_url.rstrip('/')}/repos/{repository}"
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run one PyGithub call; wait out rate limits (Retry-After, on the injected clock) a few times;
-        translate everything else into CodeHostError once."""
+        """Run one PyGithub call; wait out rate limits (Retry-After, on the injected clock) a few times, then
+        give up for good (not retryable: the waits were the retries); translate everything else into
+        CodeHostError once (5xx and network errors retryable: not retried here)."""
         for _attempt in self._attempts():
             try:
                 return fn()
@@ -497,16 +498,17 @@ class GitHubHost:
                 message = _message(exc.data)
                 headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
                 if is_rate_limited(exc.status, message, headers):
-                    wait = retry_after_s(headers, self._clock.time()) or 60.0
+                    wait = self._rate_limit_wait(headers)
                     if _attempt < self._max_rate_limit_waits:
                         self._clock.sleep(wait)
                         continue
-                    raise CodeHostError(
+                    limited = CodeHostError(
                         f"rate limited by the code host: {self._scrub(message)}",
                         retryable=True,
                         status=exc.status,
                         retry_after_s=wait,
-                    ) from None
+                    )
+                    raise after_attempts(limited, _attempt + 1) from None
                 errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
                 detail = self._scrub(f"{message} {json.dumps(errors) if errors else ''}".strip())
                 raise CodeHostError(
@@ -517,6 +519,11 @@ class GitHubHost:
             except requests.RequestException as exc:
                 raise CodeHostError(f"code host unreachable: {type(exc).__name__}", retryable=True) from None
         raise AssertionError("unreachable")
+
+    def _rate_limit_wait(self, headers: dict[str, str]) -> float:
+        """What a rate-limited answer asks for; a minute when it does not say (GitHub's advice)."""
+        wait = retry_after_s(headers, self._clock.time())
+        return 60.0 if wait is None else wait
 
     def _attempts(self) -> Iterator[int]:
         yield from range(self._max_rate_limit_waits + 1)

@@ -1,7 +1,8 @@
 """CI verdicts and polling schedules — pure functions, no I/O.
 
 ``ci_verdict`` combines the three ways CI reports on a commit (check runs, check suites, commit statuses)
-into one state; the GitHub adapter only fetches them and loops with an injected clock.
+into one state; the GitHub adapter only fetches them and loops with an injected clock. How long a
+rate-limited answer asks us to wait is read by ``promptship.domain.retrying.retry_after_s``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from promptship.domain.results import CheckOutcome
@@ -169,23 +169,6 @@ def next_wait(planned_s: float, remaining_s: float, retry_after_s: float | None 
     """How long to wait before the next poll: the plan, stretched to honour Retry-After, capped by the deadline."""
     wait = max(planned_s, retry_after_s or 0.0)
     return max(0.0, min(wait, remaining_s))
-
-
-def retry_after_s(headers: Mapping[str, str], now_epoch: float, *, default_s: float = 60.0) -> float | None:
-    """Seconds a rate-limited answer asks us to wait (Retry-After, else x-ratelimit-reset when exhausted)."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    value = lowered.get("retry-after")
-    if value is not None:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - now_epoch)
-        except (TypeError, ValueError):
-            return default_s
-    if lowered.get("x-ratelimit-remaining") == "0" and lowered.get("x-ratelimit-reset", "").isdigit():
-        return max(0.0, float(lowered["x-ratelimit-reset"]) - now_epoch)
-    return None
 
 
 def is_rate_limited(status: int, message: str, headers: Mapping[str, str]) -> bool:
