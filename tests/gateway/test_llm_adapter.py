@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
+from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints, to_llm_error
 from promptship.domain.results import LLMCall, LLMMessage
 from promptship.domain.routing import RoutingPolicy
-from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
+from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked, is_retryable
 from promptship.ports import AgentAccessIssuer, ChatRelay, Completer, LLMGateway, Redactor, Router, RunBudgets, RunKeys
-from promptship_sandbox.llm_server import LLMStandIn
-from tests.gateway.helpers import cloud_requests, local_requests, make_gateway, make_ledger
+from promptship_sandbox.llm_server import LLMStandIn, serve_asgi
+from tests.gateway.helpers import OPENROUTER_TEST_KEY, cloud_requests, local_requests, make_gateway, make_ledger
 
 pytestmark = pytest.mark.gateway
 
@@ -161,3 +163,105 @@ def test_the_adapter_implements_the_small_ports_and_its_ledger_the_run_keys(llm:
     for port in (Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, LLMGateway, ChatRelay):
         assert isinstance(gateway, port), port.__name__
     assert isinstance(gateway.ledger, RunKeys)
+
+
+# ---- one retry policy per layer (docs/CONTRACTS.md, "Retries") -------------------------------------------------
+STEP_ATTEMPTS = 1 + 3  # what the step layer makes at most, and only for retryable errors
+
+
+def _as_the_step_layer(call):
+    """The step layer's side of the contract: try again only what is ``retryable``, at most 1 + 3 times."""
+    for attempt in range(1, STEP_ATTEMPTS + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if not is_retryable(exc) or attempt == STEP_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def test_a_call_that_keeps_failing_reaches_the_provider_max_retries_plus_one_times(llm: LLMStandIn, scanner, tmp_path):
+    policy = RoutingPolicy.from_yaml("fallbacks: {gpt-4o: []}")
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), policy=policy, local_available=False, max_retries=3)
+    llm.fail_next(100, 503)
+    with pytest.raises(LLMError) as info:
+        _as_the_step_layer(lambda: gateway.complete(_call("Implement a cache", task_class="complex_code")))
+    assert len(llm.completions()) == 4  # 1 + max_retries, once — not × the step layer's 4 attempts
+    assert not info.value.retryable and info.value.status == 503
+    assert "after 4 attempts" in str(info.value)
+
+
+def test_a_failing_call_tries_each_group_of_its_fallback_chain_max_retries_plus_one_times(
+    llm: LLMStandIn, scanner, tmp_path
+):
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), max_retries=3)
+    llm.fail_next(1000, 500)
+    with pytest.raises(LLMError) as info:
+        _as_the_step_layer(lambda: gateway.complete(_call("Implement a cache", task_class="complex_code")))
+    per_model: dict[str, int] = {}
+    for request in llm.completions():
+        per_model[request.model or ""] = per_model.get(request.model or "", 0) + 1
+    # the default policy's chain for gpt-4o: two cloud groups, then the three local ones
+    chain = ("openai/gpt-4o", "anthropic/claude-3.5-sonnet", "codellama", "mistral", "llama3")
+    assert per_model == dict.fromkeys(chain, 4)
+    assert not info.value.retryable and "after 20 attempts" in str(info.value)
+
+
+def test_an_adapter_that_did_not_retry_leaves_the_retry_to_the_step_layer(llm: LLMStandIn, scanner, tmp_path):
+    policy = RoutingPolicy.from_yaml("fallbacks: {gpt-4o: []}")
+    gateway = make_gateway(llm, scanner, make_ledger(tmp_path), policy=policy, local_available=False, max_retries=0)
+    llm.fail_next(100, 503)
+    with pytest.raises(LLMError) as info:
+        _as_the_step_layer(lambda: gateway.complete(_call("Implement a cache", task_class="complex_code")))
+    assert info.value.retryable and info.value.status == 503 and "attempts" not in str(info.value)
+    assert len(llm.completions()) == STEP_ATTEMPTS  # 1 adapter attempt × 4 step attempts
+
+
+def test_a_retry_after_longer_than_the_adapter_sleeps_is_left_to_the_step_layer(scanner, tmp_path) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    hits: list[str] = []
+
+    async def limited(request: Request) -> JSONResponse:
+        hits.append(request.url.path)
+        error = {"error": {"message": "slow down", "type": "rate_limit_error", "code": 429}}
+        return JSONResponse(error, 429, headers={"retry-after": "120"})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", limited, methods=["POST"])])
+    with serve_asgi(app) as url:
+        gateway = LiteLLMGateway(
+            policy=RoutingPolicy.from_yaml("fallbacks: {gpt-4o: []}"),
+            scanner=scanner,
+            ledger=make_ledger(tmp_path),
+            endpoints=ProviderEndpoints(url, url + "/v1", SecretStr(OPENROUTER_TEST_KEY)),
+            gateway_url="http://127.0.0.1:9",
+            local_available=False,
+            max_retries=3,
+            sleep=lambda s: pytest.fail(f"the adapter slept {s} s instead of leaving a 120 s wait to the step layer"),
+        )
+        with pytest.raises(LLMError) as info:
+            gateway.complete(_call("Implement a cache", task_class="complex_code"))
+    assert hits == ["/v1/chat/completions"]
+    assert (info.value.retryable, info.value.status, info.value.retry_after_s) == (True, 429, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"Retry-After": "Thu, 01 Jan 1970 00:01:40 GMT"}, 0.0),  # an HTTP-date (long past)
+        ({"retry-after": "later"}, None),
+        ({"retry-after-ms": "1500", "retry-after": "2"}, 1.5),  # OpenAI's precise form wins
+        ({}, None),
+    ],
+)
+def test_provider_retry_after_is_read_by_the_shared_helper(headers: dict[str, str], expected: float | None) -> None:
+    import httpx
+    import openai
+
+    response = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://127.0.0.1:9/v1/chat"))
+    error = to_llm_error(openai.RateLimitError("rate limited", response=response, body=None), "gpt-4o")
+    assert (error.retryable, error.status, error.retry_after_s) == (True, 429, expected)

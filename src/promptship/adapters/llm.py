@@ -9,9 +9,13 @@ For every call, in this order:
 3. the ledger reserves the call's most possible cost before it is sent (run cap; daily cap for cloud).
    Over budget, a cloud call is rerouted to a local model or refused (``budget.over_budget``);
 4. LiteLLM sends it — ``ollama_chat/…`` to Ollama, ``openrouter/…`` to OpenRouter — with the header
-   ``x-llm-mode: local|cloud``, the timeout, and our own retries (5xx, 408/429, timeouts, connection errors);
+   ``x-llm-mode: local|cloud``, the timeout, and our own retries (5xx, 408/429, timeouts, connection errors;
+   ``1 + max_retries`` attempts per model group, backoff and Retry-After from ``domain.retrying``; LiteLLM's
+   and the OpenAI SDK's own retries are off);
 5. on failure the policy's fallback chain is tried: cloud → cloud or local, never local → cloud for a
-   sensitive call (every target is checked against the gate's verdict again);
+   sensitive call (every target is checked against the gate's verdict again). When every group failed
+   after more than one attempt in all, the error is final (``retryable=False``, "after N attempts"): the
+   step layer does not multiply these attempts (docs/CONTRACTS.md, "Retries");
 6. the cost is recorded: OpenRouter's ``usage.cost``; local calls priced by settings; a cloud call without a
    reported cost is recorded at list price and flagged ``cost_missing``.
 
@@ -36,6 +40,7 @@ from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
+from promptship.domain.retrying import after_attempts, backoff_delay, retry_after_s
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from promptship.ports import AgentLLMAccess, Scanner
@@ -51,6 +56,21 @@ class ProviderEndpoints:
     ollama_base_url: str
     openrouter_base_url: str
     openrouter_api_key: SecretStr | None = None
+
+
+# Backoff between attempts on one model group; a Retry-After above the cap ends the group's attempts instead
+# (the next group in the fallback chain is tried rather than calling the limited one too soon).
+RETRY_BASE_S = 0.5
+RETRY_CAP_S = 10.0
+
+
+class _GroupFailed(Exception):
+    """One model group's last error and how many requests were sent to it (internal)."""
+
+    def __init__(self, error: LLMError, attempts: int):
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
 
 
 @dataclass
@@ -72,13 +92,13 @@ def to_llm_error(exc: BaseException, model: str) -> LLMError:
 
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
-    retry_after: float | None = None
-    response = getattr(exc, "response", None)
-    if isinstance(response, httpx.Response):
-        try:
-            retry_after = float(response.headers.get("retry-after", ""))
-        except ValueError:
-            retry_after = None
+    # LiteLLM keeps the provider's headers in ``litellm_response_headers``; the ``response`` on its exceptions
+    # is one it made up, without them. Plain OpenAI/httpx errors carry the real response.
+    headers = getattr(exc, "litellm_response_headers", None)
+    if not isinstance(headers, Mapping) or not headers:
+        response = getattr(exc, "response", None)
+        headers = response.headers if isinstance(response, httpx.Response) else {}
+    retry_after = retry_after_s(headers, time.time(), default_s=None)
     timeout = isinstance(exc, openai.APITimeoutError | httpx.TimeoutException)
     connection = isinstance(exc, openai.APIConnectionError | httpx.TransportError) and not timeout
     if timeout:
@@ -331,6 +351,7 @@ class LiteLLMGateway:
         notes: list[str] = []
         budget_refusal: Reservation | None = None
         last_error: LLMError | None = None
+        attempts = 0  # requests sent to providers for this call, over the whole chain
         for index, group in enumerate(chain):
             spec = self.policy.spec(group)
             if not spec.local and budget_refusal is not None:
@@ -350,10 +371,10 @@ class LiteLLMGateway:
                 continue
             try:
                 response = self._send(spec, messages, tools, params, stream=stream)
-            except LLMError as exc:
+            except _GroupFailed as failed:
                 self.ledger.release(reservation)
-                last_error = exc
-                notes.append(f"{group} failed ({exc.status or type(exc).__name__}) → fallback")
+                last_error, attempts = failed.error, attempts + failed.attempts
+                notes.append(f"{group} failed ({last_error.status or type(last_error).__name__}) → fallback")
                 continue
             final = decision
             if index > 0 or notes:
@@ -367,7 +388,7 @@ class LiteLLMGateway:
                 )
             return _Sent(final, spec, reservation, fallback_used=index > 0, response=response)
         if last_error is not None:
-            raise last_error
+            raise after_attempts(last_error, attempts)
         assert budget_refusal is not None
         check = budget_refusal.check
         raise BudgetExceeded(
@@ -404,26 +425,28 @@ class LiteLLMGateway:
             kwargs["api_base"] = self.endpoints.ollama_base_url
         else:
             if self.endpoints.openrouter_api_key is None:
-                raise LLMError(
+                no_key = LLMError(
                     f"{spec.name}: no OpenRouter key (set PROMPTSHIP_LLM__OPENROUTER_API_KEY)", retryable=False
                 )
+                raise _GroupFailed(no_key, attempts=0)
             kwargs["api_base"] = self.endpoints.openrouter_base_url
             kwargs["api_key"] = self.endpoints.openrouter_api_key.get_secret_value()
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return litellm.completion(**kwargs)
             except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
                 if not _is_vendor_error(exc):
                     raise
                 error = to_llm_error(exc, spec.name)
-                if not error.retryable or attempt == self.max_retries:
-                    raise error from None
-                delay = error.retry_after_s if error.retry_after_s is not None else 0.5 * 2**attempt
-                self.sleep(min(delay, 10.0))
-        raise AssertionError("unreachable")
+                asked = error.retry_after_s or 0.0
+                if not error.retryable or attempt > self.max_retries or asked > RETRY_CAP_S:
+                    raise _GroupFailed(error, attempt) from None
+                self.sleep(backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked))
 
     def _usage(self, spec: ModelSpec, usage: Any) -> Usage:
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
