@@ -136,6 +136,42 @@ def test_start_errors_are_translated_once(
     assert LLM_KEY not in str(err) and "sess-k" not in str(err)
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        ("7", 7.0),
+        ("Thu, 01 Jan 1970 00:01:40 GMT", 0.0),  # an HTTP-date (long past): read by domain.retrying
+        ("in a while", None),  # neither seconds nor a date: the server did not say how long
+    ],
+)
+def test_retry_after_is_read_by_the_shared_helper(
+    server: tuple[Server, str], retry_after: str, expected: float | None
+) -> None:
+    state, url = server
+    state.on("POST", "/api/conversations", JSONResponse({"detail": "busy"}, 429, headers={"Retry-After": retry_after}))
+    agent, http = make_agent(url)
+    with http, pytest.raises(AgentError) as caught:
+        agent.start(TASK, ACCESS)
+    assert (caught.value.retryable, caught.value.status, caught.value.retry_after_s) == (True, 429, expected)
+
+
+def test_a_poll_refused_with_retry_after_waits_that_long(server: tuple[Server, str]) -> None:
+    state, url = server
+    state.on(
+        "GET",
+        "/api/conversations/{id}",
+        JSONResponse({"detail": "x"}, 503, headers={"Retry-After": "4"}),
+        conversation("finished", cost=0.25),
+    )
+    state.on("GET", "/api/conversations/{id}/agent_final_response", JSONResponse({"response": "ok"}))
+    clock = FakeClock()
+    agent, http = make_agent(url, clock)
+    with http:
+        result = agent.result(HANDLE, timeout_s=60)
+    assert result.verdict == "finished"
+    assert clock.now == pytest.approx(4.0)  # not the first poll interval (0.25 s): the server asked for 4 s
+
+
 def test_a_malformed_body_is_an_agent_error(server: tuple[Server, str]) -> None:
     state, url = server
     state.on("GET", "/api/conversations/{id}", PlainTextResponse("<html>proxy error</html>"))

@@ -28,6 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from promptship.domain.results import AgentHandle, AgentResult, AgentTask, AgentVerdict, Usage
+from promptship.domain.retrying import retry_after_s
 from promptship.errors import AgentError
 from promptship.ports import AgentLLMAccess
 
@@ -162,6 +163,7 @@ class OpenHandsAgent:
         info: dict[str, Any] = {}
         status = "unknown"
         while True:
+            asked_s: float | None = None  # a poll the server refused with Retry-After: not sooner than that
             try:
                 info = self._conversation(cid)
                 transient = 0
@@ -169,8 +171,9 @@ class OpenHandsAgent:
                 transient += 1
                 if not exc.retryable or transient > self._transient_tolerated or self._clock() >= deadline:
                     raise
-                log.warning("agent-server poll of %s failed (%s); retrying", cid, exc)
+                log.warning("agent-server poll of %s failed (%s); looking again", cid, exc)
                 info = {}
+                asked_s = exc.retry_after_s
             if info:
                 status = info.get("execution_status")
                 if not isinstance(status, str):
@@ -199,7 +202,7 @@ class OpenHandsAgent:
             now = self._clock()
             if now >= deadline:
                 return self._time_out(cid, info, status, timeout_s)
-            self._sleep(min(interval, max(0.0, deadline - now)))
+            self._sleep(min(max(interval, asked_s or 0.0), max(0.0, deadline - now)))
             interval = next_interval(interval, factor=self._poll_factor, maximum=self._poll_max_s)
 
     def cancel(self, handle: AgentHandle) -> None:
@@ -409,14 +412,14 @@ class OpenHandsAgent:
                 f"the agent-server is at capacity ({where}){detail}",
                 retryable=True,
                 status=429,
-                retry_after_s=_retry_after(resp),
+                retry_after_s=retry_after_s(resp.headers, time.time(), default_s=None),
             )
         if code >= 500:
             return AgentError(
                 f"the agent-server failed ({where}, HTTP {code}){detail}",
                 retryable=True,
                 status=code,
-                retry_after_s=_retry_after(resp),
+                retry_after_s=retry_after_s(resp.headers, time.time(), default_s=None),
             )
         return AgentError(f"unexpected HTTP {code} from the agent-server ({where}){detail}", status=code)
 
@@ -460,14 +463,6 @@ def _detail(resp: httpx.Response) -> str:
         extra = body.get("exception") if isinstance(body, dict) else None
         return f": {detail}" + (f" ({extra})" if isinstance(extra, str) else "")
     return ""
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("retry-after")
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
 
 
 def _working_dir(info: dict[str, Any]) -> str | None:
