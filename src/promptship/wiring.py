@@ -303,13 +303,16 @@ def build_kube_api_client(settings: Settings):  # -> kubernetes.client.ApiClient
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
+    configuration = client.Configuration()
+    configuration.retries = 0  # one connection attempt per request: retries are the step layer's (CONTRACTS.md)
     try:
         if settings.kube.in_cluster:
-            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
             return client.ApiClient(configuration)
         kubeconfig = str(settings.kube.kubeconfig) if settings.kube.kubeconfig else None
-        return config.new_client_from_config(config_file=kubeconfig, context=settings.kube.context)
+        return config.new_client_from_config(
+            config_file=kubeconfig, context=settings.kube.context, client_configuration=configuration
+        )
     except (ConfigException, OSError) as exc:
         raise ConfigError(
             f"no Kubernetes access: {exc}. Set PROMPTSHIP_KUBE__KUBECONFIG (the local control plane: "

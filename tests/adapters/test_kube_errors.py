@@ -76,6 +76,9 @@ def api() -> Iterator[Any]:
         (503, {}, True, None),
         (500, {}, True, None),
         (429, {"Retry-After": "7"}, True, 7.0),
+        # Retry-After goes through domain.retrying: an HTTP-date (here long past) and a value that is neither
+        (429, {"Retry-After": "Thu, 01 Jan 1970 00:01:40 GMT"}, True, 0.0),
+        (503, {"Retry-After": "soon"}, True, None),
         (403, {}, False, None),
         (401, {}, False, None),
     ],
@@ -100,3 +103,47 @@ def test_an_unreachable_api_server_is_retryable() -> None:
     with pytest.raises(ClusterError) as info:
         _kube(port).current_image(TARGET)
     assert info.value.retryable and "unreachable" in str(info.value)
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: not-a-real-token}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+"""
+
+
+def test_the_wired_client_makes_one_connection_per_request(tmp_path) -> None:
+    """urllib3 retries a dropped connection 3 times by default; the step layer retries, so wiring turns that
+    off: a server that hangs up on every request sees exactly one connection per request."""
+    from promptship.settings import Settings
+    from promptship.wiring import build_cluster
+
+    accepted: list[int] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG.format(port=listener.getsockname()[1]))
+    settings = Settings(home=tmp_path / "home")
+    settings.kube.kubeconfig = kubeconfig
+    try:
+        with pytest.raises(ClusterError) as info:
+            build_cluster(settings).current_image(TARGET)
+    finally:
+        listener.close()
+    assert info.value.retryable and "unreachable" in str(info.value)
+    assert len(accepted) == 1

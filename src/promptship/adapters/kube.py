@@ -11,7 +11,8 @@
   Deployment; then waits until complete and measures the time to restore.
 
 Every ``kubernetes``/``urllib3`` exception becomes a ``ClusterError`` here, once (retryable for 5xx, 429 and
-transport errors). Vendor objects never leave this module.
+transport errors; Retry-After read by ``domain.retrying``). No request is retried here — that is the step
+layer's (``wiring`` turns urllib3's own connection retries off). Vendor objects never leave this module.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from urllib.parse import quote
 
 from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
 from promptship.domain.results import ApplyResult, RollbackResult, RolloutResult
+from promptship.domain.retrying import retry_after_s
 from promptship.domain.rollout import (
     REVISION_ANNOTATION,
     RevisionTemplate,
@@ -530,13 +532,8 @@ def _translate(exc: Any, what: str) -> ClusterError:
             message = json.loads(body).get("message") or message
         except (ValueError, AttributeError):
             message = str(body)[:300]
-    retry_after = None
     headers = getattr(exc, "headers", None) or {}
-    if headers and headers.get("Retry-After"):
-        try:
-            retry_after = float(headers["Retry-After"])
-        except ValueError:
-            retry_after = None
+    retry_after = retry_after_s(headers, time.time(), default_s=None)
     retryable = status is not None and (status >= 500 or status == 429)
     return ClusterError(
         f"{what}: HTTP {status} {message}".strip(), retryable=retryable, status=status, retry_after_s=retry_after
