@@ -122,7 +122,8 @@ class GitOpsCluster:
             except ClusterError:
                 continue
             return self._git("rev-parse", "HEAD").strip()
-        raise ClusterError(f"could not push to {self.branch} of the GitOps repository after 3 attempts", retryable=True)
+        # The three pushes were the retries: final for the step layer, which would multiply them (CONTRACTS.md).
+        raise ClusterError(f"could not push to {self.branch} of the GitOps repository after 3 attempts")
 
     # --------------------------------------------------------------------------------------- manifests
 
