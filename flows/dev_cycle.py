@@ -18,11 +18,12 @@ from prefect.states import Crashed
 
 from promptship.domain.report import RunOutcome, RunReport
 from promptship.domain.request import DevRequest, conversation_id_for
-from promptship.domain.results import AgentHandle, GenerationResult
+from promptship.domain.results import AgentHandle, GenerationResult, PullRequestInfo
 from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
 from promptship.wiring import process_ports
 from tasks.context import RunContext, open_run, resuming
 from tasks.report import build_report, publish_report
+from tasks.status import publish_status
 from tasks.steps import (
     check_health,
     compile_check,
@@ -35,6 +36,7 @@ from tasks.steps import (
     route_request,
     wait_for_ci,
     wait_for_image,
+    write_back,
 )
 
 
@@ -83,6 +85,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
 
     def finish(outcome: RunOutcome, error: str | None = None) -> RunReport:
         report = publish_report(ctx, outcome, error)
+        publish_status(ctx)
         log.info("request %s attempt %s ended: %s", ctx.request_key, ctx.attempt.id, report.outcome)
         return report
 
@@ -90,6 +93,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
     try:
         last = "route"
         decision = route_request(ctx, request)
+        publish_status(ctx)
         last = "generate_code"
         generation = generate_code(ctx, request, decision)
         if generation.agent.verdict != "finished" or not generation.head_sha:
@@ -99,6 +103,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
 
         last = "open_pull_request"
         pr = open_pull_request(ctx, request, generation)
+        publish_status(ctx)
 
         generation, green, last = _ci_with_repairs(ctx, request, generation)
         if not green:
@@ -108,6 +113,8 @@ def dev_cycle(request: DevRequest) -> RunReport:
         merged = merge(ctx, request, pr)
         if merged.verdict != "merged" or not merged.merge_sha:
             return finish("waiting" if merged.verdict in ("waiting", "timed_out") else "stopped")
+        publish_status(ctx)
+        merge_sha = merged.merge_sha
 
         last = "wait_for_image"
         image = wait_for_image(ctx, request, merged.merge_sha)
@@ -115,12 +122,14 @@ def dev_cycle(request: DevRequest) -> RunReport:
         last = "roll_out"
         rollout = roll_out(ctx, request, generation, image)
         if rollout.verdict != "complete":
-            return finish(_roll_back(ctx, request, why=f"rollout {rollout.verdict}: {rollout.reason}"))
+            events = "; ".join(rollout.events[:5])
+            why = f"rollout {rollout.verdict}: {rollout.reason}" + (f" (events: {events})" if events else "")
+            return finish(_roll_back(ctx, request, pr, merge_sha, why=why))
 
         last = "check_health"
         health = check_health(ctx, request)
         if health.verdict != "healthy":
-            return finish(_roll_back(ctx, request, why=f"health gate: {health.detail}"))
+            return finish(_roll_back(ctx, request, pr, merge_sha, why=f"health gate: {health.detail}"))
         return finish("deployed")
     except Exception as exc:  # a service error that retries did not cure, or a bug: record it, then fail the run
         done = [s.step for s in ports.sink.attempt_steps(ctx.attempt.id) if s.name != "report"]
@@ -142,6 +151,7 @@ def _ci_with_repairs(
         ci = wait_for_ci(ctx, request, generation.head_sha, round_number)
         if ci.verdict == "passed":
             return generation, True, last
+        publish_status(ctx)
         if ci.verdict == "timed_out" or round_number > rounds:
             return generation, False, last
         last = "repair"
@@ -154,13 +164,16 @@ def _ci_with_repairs(
     return generation, False, last
 
 
-def _roll_back(ctx: RunContext, request: DevRequest, why: str) -> RunOutcome:
-    """Restore the previous revision and check it is healthy again."""
+def _roll_back(ctx: RunContext, request: DevRequest, pr: PullRequestInfo, merge_sha: str, why: str) -> RunOutcome:
+    """Restore the previous revision, check it is healthy again, and revert the merge on the base branch."""
     restored = rollback(ctx, request, why)
     if restored.verdict != "restored":
         return "failed"
     health = check_health(ctx, request, after_rollback=True)
-    return "rolled_back" if health.verdict == "healthy" else "failed"
+    if health.verdict != "healthy":
+        return "failed"
+    write_back(ctx, request, pr, merge_sha, restored, why)
+    return "rolled_back"
 
 
 def _tell_requester(ports: Any, request: DevRequest, message: str) -> None:

@@ -47,6 +47,7 @@ class RunContext:
         self.ports = ports
         self.limits = limits
         self.holder = holder  # the flow run id holding the request's lease
+        self.run_url: str | None = None  # the flow run's page in the Prefect UI, when it has one
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -122,6 +123,13 @@ def holder_alive(flow_run_id: str) -> bool:
     return state is not None and not state.is_final()
 
 
+def _run_url(flow_run: Any) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run.id}" if ui and flow_run is not None else None
+
+
 def open_run(ports: Ports, request: DevRequest) -> RunContext:
     """Bind this flow run to its attempt of ``request`` (see the module docstring) and start its heartbeat.
 
@@ -141,5 +149,6 @@ def open_run(ports: Ports, request: DevRequest) -> RunContext:
         holder_alive=holder_alive,
     )
     ctx = RunContext(request=request, request_key=key, attempt=attempt, ports=ports, limits=limits, holder=holder)
+    ctx.run_url = _run_url(flow_run)
     ctx.start_heartbeat()
     return ctx

@@ -76,6 +76,8 @@ def build_report(
         image=fact("wait_for_image", "image"),  # type: ignore[arg-type]
         compiled=compiles[-1].facts.compiled if compiles else None,
         flow_run_id=flow_run_id,
+        revert_pr_url=fact("write_back", "pr_url"),  # type: ignore[arg-type]
+        revert_state=next((s.verdict for s in reversed(done) if s.name == "write_back"), None),
     )
     sink.record_run(report)
     return report

@@ -29,6 +29,15 @@ from promptship.domain.results import (
     RollbackResult,
     RolloutResult,
     RouteDecision,
+    WriteBackResult,
+)
+from promptship.domain.writeback import (
+    RevertEvidence,
+    issue_reference,
+    revert_body,
+    revert_comment,
+    revert_marker,
+    revert_title,
 )
 from tasks._step import Done, by_round, plain, step
 from tasks.context import RunContext
@@ -145,8 +154,10 @@ def open_pull_request(ctx: RunContext, request: DevRequest, generation: Generati
     reply = p.llm.complete(_pr_text_call(ctx, request, generation))
     title_line, _, rest = reply.content.strip().partition("\n")
     title = p.llm.redact(title_line.strip("# ").strip() or request.prompt)[:120]
+    reference = issue_reference(request.issue_number, closes=request.closes_issue)
     body = (
-        f"{rest.strip()}\n\n---\nOpened by promptship for request `{key}` (requested by {request.requester}).\n"
+        f"{rest.strip()}\n\n" + (f"{reference}\n\n" if reference else "") + "---\n"
+        f"Opened by promptship for request `{key}` (requested by {request.requester}).\n"
         f"{pr_marker(key)}\n"
     )
     pr = p.code_host.find_or_create_pull_request(
@@ -294,7 +305,62 @@ def rollback(ctx: RunContext, request: DevRequest, why: str) -> Done[RollbackRes
     )
 
 
+@step("write_back", uses=("code_host", "llm"))
+def write_back(
+    ctx: RunContext, request: DevRequest, pr: PullRequestInfo, merge_sha: str, restored: RollbackResult, why: str
+) -> Done[WriteBackResult]:
+    """After a rollback, revert the merge on the base branch too: one revert PR per reverted merge commit (its
+    body carries the evidence), merged when the request allows auto-merge and its CI is green — a red CI is
+    reported, never forced — and linked from the original PR and the issue."""
+    host = ctx.ports.code_host
+    evidence = RevertEvidence(
+        merge_sha=merge_sha,
+        original_pr_url=pr.url,
+        why=ctx.ports.llm.redact(why),
+        restored_image=restored.restored_image,
+        time_to_restore_s=restored.time_to_restore_s,
+        run_url=ctx.run_url,
+        request_key=ctx.request_key,
+    )
+    revert = host.open_revert(
+        request.repository,
+        merge_sha=merge_sha,
+        base_branch=request.base_branch,
+        title=revert_title(f"promptship request {ctx.request_key}", pr.number),
+        body=revert_body(evidence),
+        workspace=str(Path(ctx.limits.workspace_root) / f"revert-{merge_sha[:12]}"),
+    )
+    state, ci_verdict, revert_merge = "open", None, None
+    if request.auto_merge:
+        ci = host.wait_for_ci(request.repository, revert.head_sha, timeout_s=ctx.limits.ci_timeout_s)
+        ci_verdict = ci.verdict
+        if ci.verdict == "passed":
+            merged = host.merge(
+                request.repository, revert.number, auto_merge=True, timeout_s=ctx.limits.merge_timeout_s
+            )
+            state, revert_merge = ("merged", merged.merge_sha) if merged.verdict == "merged" else (merged.verdict, None)
+        else:
+            state = f"ci_{ci.verdict}"
+    note = revert_comment(revert.url, state) + f"\n\n{revert_marker(merge_sha)}"
+    host.upsert_comment(request.repository, pr.number, revert_marker(merge_sha), note)
+    if request.issue_number is not None:
+        host.upsert_comment(request.repository, request.issue_number, revert_marker(merge_sha), note)
+    result = WriteBackResult(revert=revert, state=state, merge_sha=revert_merge)
+    return Done(
+        result,
+        state,
+        facts=StepFacts(
+            found=not revert.created,
+            pr_number=revert.number,
+            pr_url=revert.url,
+            ci_verdict=ci_verdict,
+            merge_sha=revert_merge,
+        ),
+    )
+
+
 __all__ = [
+    "write_back",
     "check_health",
     "compile_check",
     "generate_code",

@@ -235,6 +235,22 @@ class CodeHost(Protocol):
         """Comment on an issue or pull request."""
         ...
 
+    def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
+        """Edit the comment of ours on issue/PR ``number`` whose body carries ``marker``, else create it
+        (``body`` must contain ``marker``): one comment however often it is updated."""
+        ...
+
+    def open_revert(
+        self, repository: str, *, merge_sha: str, base_branch: str, title: str, body: str, workspace: str
+    ) -> PullRequestInfo:
+        """The one revert PR of ``merge_sha`` (found by its branch and marker, else a checkout of
+        ``base_branch`` at ``workspace``, ``git revert``, push, PR). ``body`` carries the revert marker."""
+        ...
+
+    def delete_branch(self, repository: str, branch: str) -> bool:
+        """Delete a work branch; False when it was already gone."""
+        ...
+
     def merged_pull_requests(self, repository: str, since: datetime) -> list[MergedPR]:
         """PRs merged since ``since``, each marked as opened by promptship or not (the KPIs' human baseline)."""
         ...
@@ -246,6 +262,22 @@ class IssueCommenter(Protocol):
 
     def comment(self, repository: str, number: int, body: str) -> None:
         """Comment on an issue or pull request."""
+        ...
+
+    def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
+        """Edit the comment of ours on issue/PR ``number`` whose body carries ``marker``, else create it
+        (``body`` must contain ``marker``): one comment however often it is updated."""
+        ...
+
+    def open_revert(
+        self, repository: str, *, merge_sha: str, base_branch: str, title: str, body: str, workspace: str
+    ) -> PullRequestInfo:
+        """The one revert PR of ``merge_sha`` (found by its branch and marker, else a checkout of
+        ``base_branch`` at ``workspace``, ``git revert``, push, PR). ``body`` carries the revert marker."""
+        ...
+
+    def delete_branch(self, repository: str, branch: str) -> bool:
+        """Delete a work branch; False when it was already gone."""
         ...
 
 
@@ -350,6 +382,10 @@ class MetricsSink(Protocol):
 
     def attempt_of_flow_run(self, flow_run_id: str) -> Attempt | None:
         """The attempt a flow run worked on."""
+        ...
+
+    def attempts(self, run_key: str) -> list[Attempt]:
+        """Every attempt of a request, oldest first."""
         ...
 
 

@@ -166,6 +166,22 @@ class DurableCodeHost:
         with self.state.edit() as d:
             d.setdefault("comments", []).append([repository, number, body])
 
+    def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
+        with self.state.edit() as d:
+            comments = d.setdefault("comments", [])
+            for c in comments:
+                if c[:2] == [repository, number] and marker in c[2]:
+                    c[2] = body
+                    return
+            comments.append([repository, number, body])
+
+    def open_revert(self, repository: str, *, merge_sha: str, **_: Any) -> PullRequestInfo:
+        raise NotImplementedError("durable fakes script no rollback")
+
+    def delete_branch(self, repository: str, branch: str) -> bool:
+        with self.state.edit() as d:
+            return d.setdefault("branches", {}).pop(branch, None) is not None
+
 
 class DurableCluster:
     def __init__(self, state: JsonState):

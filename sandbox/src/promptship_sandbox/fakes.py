@@ -194,6 +194,7 @@ class FakeCodeHost:
         self.pr_creations = 0
         self.merged: list[MergedPR] = []
         self.merged_numbers: dict[tuple[str, int], str] = {}
+        self.reverts: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def prepare_workspace(self, repository: str, base_branch: str, branch: str, path: str) -> str:
@@ -276,6 +277,37 @@ class FakeCodeHost:
 
     def comment(self, repository: str, number: int, body: str) -> None:
         self.comments.append((repository, number, body))
+
+    def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
+        for i, (repo, n, old) in enumerate(self.comments):
+            if (repo, n) == (repository, number) and marker in old:
+                self.comments[i] = (repo, n, body)
+                return
+        self.comments.append((repository, number, body))
+
+    def open_revert(
+        self, repository: str, *, merge_sha: str, base_branch: str, title: str, body: str, workspace: str
+    ) -> PullRequestInfo:
+        self.faults.maybe_raise("open_revert")
+        key = f"revert-{merge_sha}"
+        with self._lock:
+            if key in self.prs:
+                return self.prs[key].model_copy(update={"created": False})
+            self.pr_creations += 1
+            number = len(self.prs) + 1
+            pr = PullRequestInfo(
+                number=number,
+                url=f"https://forge.invalid/{repository}/pull/{number}",
+                head_sha=hashlib.sha1(key.encode()).hexdigest(),
+                branch=f"promptship/revert-{merge_sha[:12]}",
+                created=True,
+            )
+            self.prs[key] = pr
+            self.reverts[key] = (title, body)
+            return pr
+
+    def delete_branch(self, repository: str, branch: str) -> bool:
+        return self.branches.pop((repository, branch), None) is not None
 
     def merged_pull_requests(self, repository: str, since: datetime) -> list[MergedPR]:
         return [p for p in self.merged if p.repository == repository and p.merged_at >= since]

@@ -46,6 +46,7 @@ from promptship.domain.redaction import REDACTED, redact
 from promptship.domain.request import PR_MARKER_PREFIX, branch_for, pr_marker
 from promptship.domain.results import ChangeSize, CheckOutcome, CIResult, MergeResult, PullRequestInfo
 from promptship.domain.retrying import after_attempts, retry_after_s
+from promptship.domain.writeback import REVERT_MARKER_PREFIX, revert_branch_for, revert_marker
 from promptship.errors import CodeHostError
 from promptship.ports import CIWakeups, Clock
 
@@ -455,6 +456,61 @@ class GitHubHost:
         issue = self._call(lambda: repo.get_issue(number))
         self._call(lambda: issue.create_comment(body))
 
+    def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
+        """Edit our comment carrying ``marker`` on issue/PR ``number``, else create it (one comment per marker)."""
+        if marker not in body:
+            raise ValueError("the comment's body must carry its marker")
+        repo = self._repo(repository)
+        issue = self._call(lambda: repo.get_issue(number))
+        for existing in self._call(lambda: list(issue.get_comments())):
+            if marker in (existing.body or ""):
+                if existing.body != body:
+                    self._call(partial(existing.edit, body))
+                return
+        self._call(lambda: issue.create_comment(body))
+
+    def open_revert(
+        self, repository: str, *, merge_sha: str, base_branch: str, title: str, body: str, workspace: str
+    ) -> PullRequestInfo:
+        """The one revert PR of ``merge_sha``: found by its branch (and marker), else ``git revert`` of the merge
+        commit on a fresh branch from ``base_branch``, pushed, and a PR opened. A branch pushed by an earlier
+        try (a crash before the PR) is reused as it is."""
+        repo = self._repo(repository)
+        branch = revert_branch_for(merge_sha)
+        marker = revert_marker(merge_sha)
+        owner = repository.split("/", 1)[0]
+        for pr in self._call(lambda: list(repo.get_pulls(state="all", head=f"{owner}:{branch}"))):
+            if marker in (pr.body or ""):
+                return self._info(pr, created=False)
+        path = self.prepare_workspace(repository, base_branch, branch, workspace)
+        env = self._git_env()
+        try:
+            checkout = git.Repo(path)
+            already = checkout.git.log("--format=%H", f"origin/{base_branch}..HEAD").strip()
+            if not already:  # the revert is not on the branch yet
+                parents = checkout.commit(merge_sha).parents
+                extra = ["-m", "1"] if len(parents) > 1 else []
+                checkout.git.revert("--no-edit", *extra, merge_sha, env=env)
+        except (git.GitCommandError, ValueError, OSError) as exc:
+            raise self._git_error(f"reverting {merge_sha[:12]}", repository, exc) from None
+        self.push_branch(repository, path, branch)
+        pr = self.find_or_create_pull_request(
+            repository, run_key=f"revert-{merge_sha}", branch=branch, base_branch=base_branch, title=title, body=body
+        )
+        return pr
+
+    def delete_branch(self, repository: str, branch: str) -> bool:
+        """``DELETE /git/refs/heads/BRANCH``; False when it was already gone (422/404)."""
+        repo = self._repo(repository)
+        try:
+            ref = self._call(lambda: repo.get_git_ref(f"heads/{branch}"))
+            self._call(ref.delete)
+        except CodeHostError as exc:
+            if exc.status in (404, 422):
+                return False
+            raise
+        return True
+
     # -- plumbing -------------------------------------------------------------------------------------
     def merged_pull_requests(self, repository: str, since: datetime) -> list[MergedPR]:
         """PRs merged since ``since`` (closed PRs, newest update first, read until older than ``since``);
@@ -474,7 +530,7 @@ class GitHubHost:
                         number=pr.number,
                         created_at=_aware(pr.created_at),
                         merged_at=_aware(pr.merged_at),
-                        by_promptship=PR_MARKER_PREFIX in (pr.body or ""),
+                        by_promptship=PR_MARKER_PREFIX in (pr.body or "") or REVERT_MARKER_PREFIX in (pr.body or ""),
                     )
                 )
             return out

@@ -19,6 +19,7 @@ StepName = Literal[
     "roll_out",
     "check_health",
     "rollback",
+    "write_back",
     "report",
 ]
 RunOutcome = Literal["deployed", "rolled_back", "stopped", "failed", "cancelled", "waiting", "already_done"]
@@ -111,6 +112,10 @@ class RunReport(BaseModel):
     image: str | None = None
     compiled: bool | None = None
     flow_run_id: str | None = None
+    revert_pr_url: str | None = None
+    revert_state: str | None = Field(
+        default=None, description="The revert PR after a rollback: merged, open (waiting for a person), ci_failed…"
+    )
 
     @property
     def total_cost_usd(self) -> float:
@@ -136,6 +141,11 @@ def render_markdown(report: RunReport) -> str:
         f"- **Request**: {_cell(report.prompt_redacted)}  ",
         f"- **Pull request**: {report.pr_url or '—'}  ",
         f"- **Image deployed**: {report.image or '—'}  ",
+        *(
+            [f"- **Revert PR**: {report.revert_pr_url} ({report.revert_state})  "]
+            if report.revert_pr_url
+            else []
+        ),
         f"- **Compiled**: {'—' if report.compiled is None else ('yes' if report.compiled else 'no')}  ",
         f"- **LLM cost**: ${report.total_cost_usd:.4f}"
         + (" (a cloud cost was not reported by its provider)" if report.cost_missing else ""),

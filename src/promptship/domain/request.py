@@ -83,6 +83,10 @@ class DevRequest(BaseModel):
     delivery_id: str | None = Field(
         default=None, max_length=100, description="GitHub webhook delivery id that started this run, if any."
     )
+    closes_issue: bool = Field(
+        default=False,
+        description="The PR says 'Fixes #n' so that merging it closes the issue; otherwise it only references it.",
+    )
     recurring: bool = Field(
         default=False,
         description="Each scheduled occurrence is a new request (its date in the request key: a new branch and "

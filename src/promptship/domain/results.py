@@ -202,3 +202,11 @@ class GenerationResult(_Model):
     model: str | None = Field(default=None, description="The model the agent works with (repairs use it too).")
     mode: LLMMode | None = None
     skipped: str | None = Field(default=None, description="Why the last repair round did not run (e.g. budget).")
+
+
+class WriteBackResult(_Model):
+    """What the write-back after a rollback left: the revert PR and whether it was merged."""
+
+    revert: PullRequestInfo
+    state: str = Field(description="merged, open (waiting for a person), ci_failed, ci_timed_out, conflict…")
+    merge_sha: str | None = None

@@ -534,6 +534,7 @@ class Forge:
             ("GET", R + r"/git/ref/(?P<ref>.+)", self._get_ref),
             ("GET", R + r"/git/refs/(?P<ref>.+)", self._get_ref),
             ("POST", R + r"/git/refs", self._create_ref),
+            ("DELETE", R + r"/git/refs/(?P<ref>.+)", self._delete_ref),
             ("GET", R + r"/commits/(?P<ref>[^/]+)", self._get_commit),
             ("GET", R + r"/commits/(?P<ref>[^/]+)/status", self._combined_status),
             ("GET", R + r"/commits/(?P<ref>[^/]+)/statuses", self._list_statuses),
@@ -556,6 +557,8 @@ class Forge:
             ("PATCH", R + r"/issues/(?P<number>\d+)", self._edit_issue),
             ("GET", R + r"/issues/(?P<number>\d+)/comments", self._list_comments),
             ("POST", R + r"/issues/(?P<number>\d+)/comments", self._create_comment),
+            ("GET", R + r"/issues/comments/(?P<id>\d+)", self._get_comment),
+            ("PATCH", R + r"/issues/comments/(?P<id>\d+)", self._edit_comment),
             ("GET", R + r"/issues/(?P<number>\d+)/labels", self._list_issue_labels),
             ("POST", R + r"/issues/(?P<number>\d+)/labels", self._add_labels),
             ("GET", R + r"/labels", self._list_labels),
@@ -632,6 +635,16 @@ class Forge:
         g.git(r.git_dir, "update-ref", ref, sha)
         self._after_push(r, {ref: (None, sha)})
         return _Response(201, self.render.ref(r, ref, sha))
+
+    def _delete_ref(self, owner: str, repo: str, ref: str, **_: Any) -> _Response:
+        """``DELETE /git/refs/heads/BRANCH`` (GitHub answers 422 "Reference does not exist" when it is gone)."""
+        r = self._repo(owner, repo)
+        full = ref if ref.startswith("refs/") else f"refs/{ref}"
+        old = g.rev_parse(r.git_dir, full)
+        if not old or not full.startswith("refs/heads/"):
+            raise HTTPError(422, "Reference does not exist")
+        g.git(r.git_dir, "update-ref", "-d", full)
+        return _Response(204, None)
 
     def _resolve(self, r: Repo, ref: str) -> str:
         sha = g.rev_parse(r.git_dir, ref) if re.fullmatch(r"[0-9a-f]{40}", ref) else None
@@ -1012,6 +1025,41 @@ class Forge:
     def _list_comments(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
         r = self._repo(owner, repo)
         return _Response(200, [self.render.comment(r, c) for c in self._issue(r, number).comments])
+
+    def _find_comment(self, r: Repo, comment_id: str) -> tuple[Issue, Comment]:
+        for i in r.issues.values():
+            for c in i.comments:
+                if c.id == int(comment_id):
+                    return i, c
+        raise HTTPError(404, "Not Found")
+
+    def _get_comment(self, owner: str, repo: str, id: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        return _Response(200, self.render.comment(r, self._find_comment(r, id)[1]))
+
+    def _edit_comment(self, owner: str, repo: str, id: str, data: Any, user: User, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        i, c = self._find_comment(r, id)
+        body = (data or {}).get("body")
+        if not isinstance(body, str) or not body:
+            raise HTTPError(
+                422,
+                "Validation Failed",
+                errors=[{"resource": "IssueComment", "field": "body", "code": "missing_field"}],
+            )
+        if c.user.login != user.login:
+            raise HTTPError(403, "Resource not accessible by integration")
+        previous = c.body
+        c.body, c.updated_at = body, _now()
+        payload = {
+            "action": "edited",
+            "changes": {"body": {"from": previous}},
+            "issue": self.render.issue(r, i),
+            "comment": self.render.comment(r, c),
+            **self._base_payload(r, user),
+        }
+        self.hooks.send("issue_comment", payload)
+        return _Response(200, self.render.comment(r, c))
 
     def _create_comment(self, owner: str, repo: str, number: str, data: Any, user: User, **_: Any) -> _Response:
         r = self._repo(owner, repo)
