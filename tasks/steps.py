@@ -311,7 +311,7 @@ def write_back(
 ) -> Done[WriteBackResult]:
     """After a rollback, revert the merge on the base branch too: one revert PR per reverted merge commit (its
     body carries the evidence), merged when the request allows auto-merge and its CI is green — a red CI is
-    reported, never forced — and linked from the original PR and the issue."""
+    reported, never forced — and linked from the original PR (and from the issue's status comment)."""
     host = ctx.ports.code_host
     evidence = RevertEvidence(
         merge_sha=merge_sha,
@@ -342,9 +342,8 @@ def write_back(
         else:
             state = f"ci_{ci.verdict}"
     note = revert_comment(revert.url, state) + f"\n\n{revert_marker(merge_sha)}"
+    # the original PR gets the link; the issue has it in the request's status comment (tasks/status.py)
     host.upsert_comment(request.repository, pr.number, revert_marker(merge_sha), note)
-    if request.issue_number is not None:
-        host.upsert_comment(request.repository, request.issue_number, revert_marker(merge_sha), note)
     result = WriteBackResult(revert=revert, state=state, merge_sha=revert_merge)
     return Done(
         result,

@@ -158,7 +158,9 @@ class FakeCodeAgent:
         if verdict == "finished" and self.write_files:
             path = Path(task.workspace) / f"change_{len(conv['instructions'])}.py"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"# {conv['instructions'][-1][:60]!r}\nVALUE = {len(conv['instructions'])}\n")
+            path.write_text(
+                f"# {task.run_key}: {conv['instructions'][-1][:60]!r}\nVALUE = {len(conv['instructions'])}\n"
+            )
             changed = (path.name,)
         conv["last"] = AgentResult(
             verdict=verdict,  # type: ignore[arg-type]
