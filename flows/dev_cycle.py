@@ -23,7 +23,7 @@ from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
 from promptship.wiring import process_ports
 from tasks.context import RunContext, open_run, resuming
 from tasks.report import build_report, publish_report
-from tasks.status import publish_status
+from tasks.status import note_queued, publish_status
 from tasks.steps import (
     check_health,
     compile_check,
@@ -76,7 +76,14 @@ def dev_cycle(request: DevRequest) -> RunReport:
     log = get_run_logger()
     ports = process_ports()
     try:
-        ctx = open_run(ports, request)
+        # a follow-up waits (up to a human merge's wait) behind the attempt it continues; others are refused
+        queue_s = ports.limits().merge_timeout_s if request.continues else 0.0
+        ctx = open_run(
+            ports,
+            request,
+            queue_s=queue_s,
+            on_queued=lambda exc: note_queued(ports, request, request.run_key, str(exc)),
+        )
     except AttemptInProgress as exc:
         log.warning("%s", exc)
         _tell_requester(ports, request, str(exc))

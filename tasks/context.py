@@ -8,7 +8,8 @@ time, and keeps the lease alive with a heartbeat while the run lasts. Every step
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from uuid import UUID
 from promptship.domain.attempt import Attempt, occurrence_of
 from promptship.domain.limits import RunLimits
 from promptship.domain.request import DevRequest, request_key_for
-from promptship.errors import ConfigError
+from promptship.errors import AttemptInProgress, ConfigError
 from promptship.ports import Cluster
 from promptship.wiring import Ports
 
@@ -130,11 +131,35 @@ def _run_url(flow_run: Any) -> str | None:
     return f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run.id}" if ui and flow_run is not None else None
 
 
-def open_run(ports: Ports, request: DevRequest) -> RunContext:
+def open_run(
+    ports: Ports,
+    request: DevRequest,
+    *,
+    queue_s: float = 0.0,
+    on_queued: Callable[[AttemptInProgress], None] | None = None,
+    poll_s: float = 2.0,
+) -> RunContext:
     """Bind this flow run to its attempt of ``request`` (see the module docstring) and start its heartbeat.
 
-    Raises AttemptInProgress, before anything happened, when another live flow run holds the request.
+    Raises AttemptInProgress, before anything happened, when another live flow run holds the request — after
+    waiting up to ``queue_s`` for it to end (a follow-up queues behind the active attempt; ``on_queued`` is
+    told once).
     """
+    deadline = time.monotonic() + queue_s
+    told = False
+    while True:
+        try:
+            return _open_run(ports, request)
+        except AttemptInProgress as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if on_queued is not None and not told:
+                on_queued(exc)
+                told = True
+            time.sleep(poll_s)
+
+
+def _open_run(ports: Ports, request: DevRequest) -> RunContext:
     flow_run = _flow_run()
     holder = str(flow_run.id) if flow_run is not None else f"local-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
     occurrence = scheduled_occurrence(flow_run)

@@ -10,25 +10,41 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from promptship.domain.request import DevRequest
 from promptship.domain.writeback import render_status, status_marker
 from promptship.errors import PromptshipError
+from promptship.wiring import Ports
 from tasks.context import RunContext
 
 
 @task(name="status", cache_policy=NO_CACHE, retries=0)
 def publish_status(ctx: RunContext, note: str = "") -> bool:
-    """Edit (or create) the status comment of the request on its issue; False when there is nowhere to write."""
+    """Edit (or create) the status comment of the request on its issue (or the PR a follow-up came from);
+    False when there is nowhere to write."""
     request = ctx.request
-    if request.issue_number is None:
+    number = request.issue_number or request.source_pr  # the issue it came from, or the PR commented on
+    if number is None:
         return False
     sink = ctx.ports.sink
     sections = [(a, sink.attempt_steps(a.id)) for a in sink.attempts(ctx.request_key)]
     body = render_status(ctx.request_key, sections, note=note)
     try:
-        ctx.ports.code_host.upsert_comment(
-            request.repository, request.issue_number, status_marker(ctx.request_key), body
-        )
+        ctx.ports.code_host.upsert_comment(request.repository, number, status_marker(ctx.request_key), body)
     except PromptshipError as exc:  # the comment is a courtesy: the run goes on without it
-        get_run_logger().warning("status comment on #%s not written: %s", request.issue_number, exc)
+        get_run_logger().warning("status comment on #%s not written: %s", number, exc)
         return False
     return True
+
+
+def note_queued(ports: Ports, request: DevRequest, request_key: str, message: str) -> None:
+    """Say in the request's status comment that a follow-up waits behind its active attempt."""
+    number = request.issue_number or request.source_pr
+    if number is None:
+        return
+    sink = ports.sink
+    sections = [(a, sink.attempt_steps(a.id)) for a in sink.attempts(request_key)]
+    body = render_status(request_key, sections, note=f"A follow-up is queued behind the active attempt: {message}")
+    try:
+        ports.code_host.upsert_comment(request.repository, number, status_marker(request_key), body)
+    except PromptshipError:
+        pass

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from promptship.adapters.compile_check import inspect_repository
-from promptship.domain.instructions import agent_instruction, repair_instruction
+from promptship.domain.instructions import agent_instruction, follow_up_instruction, repair_instruction
 from promptship.domain.report import StepFacts
 from promptship.domain.request import DevRequest, branch_for, conversation_id_for, pr_marker
 from promptship.domain.results import (
@@ -81,6 +81,9 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
         timeout_s=ctx.limits.agent_timeout_s,
     )
     handle = p.agent.start(agent_task, access)
+    if request.continues and not handle.created:  # a follow-up: the same conversation hears the new instruction
+        said = p.code_host.discussion(request.repository, request.source_pr) if request.source_pr else []
+        p.agent.send(handle, follow_up_instruction(request.prompt, [p.llm.redact(c) for c in said]))
     result = p.agent.result(handle, timeout_s=ctx.limits.agent_timeout_s)
     ledger_cost = round(p.llm.run_cost_usd(ledger_run) - spent_before, 8)
     head_sha = size = None
@@ -99,7 +102,7 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
         usage=result.usage,
         error=p.llm.redact(result.error) if result.error else None,
         facts=StepFacts(
-            found=not handle.created,
+            found=not handle.created and not request.continues,
             conversation_id=result.conversation_id,
             head_sha=head_sha,
             files_changed=size.files_changed if size else len(result.changed_files),
@@ -155,6 +158,8 @@ def open_pull_request(ctx: RunContext, request: DevRequest, generation: Generati
     title_line, _, rest = reply.content.strip().partition("\n")
     title = p.llm.redact(title_line.strip("# ").strip() or request.prompt)[:120]
     reference = issue_reference(request.issue_number, closes=request.closes_issue)
+    if request.parent and request.source_pr:
+        reference = f"Follows up #{request.source_pr} (request `{request.parent}`)."
     body = (
         f"{rest.strip()}\n\n" + (f"{reference}\n\n" if reference else "") + "---\n"
         f"Opened by promptship for request `{key}` (requested by {request.requester}).\n"

@@ -235,6 +235,11 @@ class CodeHost(Protocol):
         """Comment on an issue or pull request."""
         ...
 
+    def discussion(self, repository: str, number: int) -> list[str]:
+        """What people wrote on issue/PR ``number`` (comments, oldest first; promptship's own status and
+        revert notes left out)."""
+        ...
+
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         """Edit the comment of ours on issue/PR ``number`` whose body carries ``marker``, else create it
         (``body`` must contain ``marker``): one comment however often it is updated."""

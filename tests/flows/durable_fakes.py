@@ -166,6 +166,9 @@ class DurableCodeHost:
         with self.state.edit() as d:
             d.setdefault("comments", []).append([repository, number, body])
 
+    def discussion(self, repository: str, number: int) -> list[str]:
+        return [c[2] for c in self.state.read().get("comments", []) if c[:2] == [repository, number]]
+
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         with self.state.edit() as d:
             comments = d.setdefault("comments", [])

@@ -40,9 +40,9 @@ def _render(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _render(v) for k, v in value.items()}
     if isinstance(value, str):
-        m = re.fullmatch(r"\{\{\s*([\w.]+)\s*\}\}", value)
-        if m:
-            return SAMPLE_EVENT[m.group(1)]
+        m = re.fullmatch(r"\{\{\s*([\w.]+)\s*(\| default\(none\))?\s*\}\}", value)
+        if m:  # a field the sample payload lacks renders as null with `| default(none)` (a follow-up's fields)
+            return SAMPLE_EVENT[m.group(1)] if not m.group(2) else SAMPLE_EVENT.get(m.group(1))
     return value
 
 

@@ -280,6 +280,9 @@ class FakeCodeHost:
     def comment(self, repository: str, number: int, body: str) -> None:
         self.comments.append((repository, number, body))
 
+    def discussion(self, repository: str, number: int) -> list[str]:
+        return [b for (r, n, b) in self.comments if (r, n) == (repository, number) and "<!-- promptship-" not in b]
+
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         for i, (repo, n, old) in enumerate(self.comments):
             if (repo, n) == (repository, number) and marker in old:

@@ -456,6 +456,13 @@ class GitHubHost:
         issue = self._call(lambda: repo.get_issue(number))
         self._call(lambda: issue.create_comment(body))
 
+    def discussion(self, repository: str, number: int) -> list[str]:
+        """The comments on issue/PR ``number``, oldest first, without promptship's own (hidden markers)."""
+        repo = self._repo(repository)
+        issue = self._call(lambda: repo.get_issue(number))
+        comments = self._call(lambda: list(issue.get_comments()))
+        return [c.body for c in comments if c.body and "<!-- promptship-" not in c.body]
+
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         """Edit our comment carrying ``marker`` on issue/PR ``number``, else create it (one comment per marker)."""
         if marker not in body:

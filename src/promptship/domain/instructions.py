@@ -118,3 +118,17 @@ def repair_instruction(
         "- Finish with a short summary of the cause and the fix.",
     ]
     return "\n".join(lines)
+
+
+def follow_up_instruction(instruction: str, discussion: list[str] | tuple[str, ...] = ()) -> str:
+    """What the agent is told when a ``/promptship`` comment continues its work on the same branch: the
+    comment's instruction, then what people said on the PR (newest last), each redacted by the caller."""
+    lines = [
+        "A reviewer asked for more on the same pull request. Continue on the same branch and commit again.",
+        "",
+        f"Instruction: {instruction.strip()}",
+    ]
+    if discussion:
+        lines += ["", "What was said on the pull request (oldest first):"]
+        lines += [f"- {' '.join(c.split())[:800]}" for c in discussion[-20:]]
+    return "\n".join(lines) + "\n"

@@ -83,6 +83,20 @@ class DevRequest(BaseModel):
     delivery_id: str | None = Field(
         default=None, max_length=100, description="GitHub webhook delivery id that started this run, if any."
     )
+    continues: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Follow-up: the request key of the run whose open PR the /promptship comment was on; the "
+        "same request goes on (same branch, PR and agent conversation) with this prompt as the instruction.",
+    )
+    parent: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Follow-up of a finished run (a comment on its merged or closed PR): that run's request key. "
+        "A new request, whose PR starts from the base branch and references the old PR.",
+    )
+    source_pr: int | None = Field(default=None, ge=1, description="The PR the follow-up comment was written on.")
+    comment_id: int | None = Field(default=None, ge=1, description="The GitHub comment that asked for it, if any.")
     closes_issue: bool = Field(
         default=False,
         description="The PR says 'Fixes #n' so that merging it closes the issue; otherwise it only references it.",
@@ -121,6 +135,19 @@ class DevRequest(BaseModel):
                 raise ValueError(f"label {label!r} must be 1-50 characters")
         return self
 
+    @field_validator("continues", "parent", "source_pr", "comment_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # Prefect's automation renders an absent event field as "" (or "None"): the field was not given
+        return None if value in ("", "None", "null") else value
+
+    @field_validator("continues", "parent")
+    @classmethod
+    def _a_request_key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{16}", value):
+            raise ValueError("must be a request key (16 hex digits)")
+        return value
+
     @property
     def run_key(self) -> str:
         """The request key of a request that is not recurring (a recurring one's key also names its occurrence:
@@ -135,8 +162,12 @@ def run_key_for(request: DevRequest, occurrence: str | None = None) -> str:
     The branch name, the agent's conversation id, the PR lookup and the deployment annotation all derive
     from it, so a retried or re-submitted request finds its earlier work instead of redoing it.
     """
+    if request.continues:
+        return request.continues
     normalized_prompt = " ".join(request.prompt.split())
     origin = f"issue:{request.issue_number}" if request.issue_number else ""
+    if request.parent:
+        origin += f"|follow-up:{request.parent}:{request.comment_id or ''}"
     parts = [request.repository.lower(), request.base_branch, origin, normalized_prompt]
     if request.recurring and occurrence:
         parts.append(f"occurrence:{occurrence}")

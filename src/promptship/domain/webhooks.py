@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from promptship.domain.request import DevRequest
+from promptship.domain.request import PR_MARKER_PREFIX, DevRequest
 
 SIGNATURE_PREFIX = "sha256="
 COMMAND = "/promptship"
@@ -72,6 +73,10 @@ class WebhookTrigger(BaseModel):
     issue_number: int
     requester: str
     delivery_id: str
+    continues: str | None = Field(default=None, description="Follow-up on the open PR of this request key.")
+    parent: str | None = Field(default=None, description="Follow-up on the merged/closed PR of this request key.")
+    source_pr: int | None = None
+    comment_id: int | None = None
 
     def to_request(self) -> DevRequest:
         """The development request of this trigger (raises pydantic's ValidationError when unusable)."""
@@ -79,8 +84,12 @@ class WebhookTrigger(BaseModel):
             prompt=self.prompt,
             repository=self.repository,
             requester=self.requester,
-            issue_number=self.issue_number,
+            issue_number=None if self.source_pr is not None else self.issue_number,
             delivery_id=self.delivery_id,
+            continues=self.continues,
+            parent=self.parent,
+            source_pr=self.source_pr,
+            comment_id=self.comment_id,
         )
 
 
@@ -206,8 +215,14 @@ def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: Web
             comment_on=issue_number,
             comment=refusal_text(requester, association, policy.allowed_associations),
         )
+    follow_up = _follow_up(event, payload)
     trigger = WebhookTrigger(
-        prompt=prompt, repository=repository, issue_number=issue_number, requester=requester, delivery_id=delivery_id
+        prompt=prompt,
+        repository=repository,
+        issue_number=issue_number,
+        requester=requester,
+        delivery_id=delivery_id,
+        **follow_up,
     )
     try:
         trigger.to_request()
@@ -223,6 +238,31 @@ def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: Web
     return WebhookDecision(
         kind="trigger", reason=f"{event}.{action} by {requester}", repository=repository, trigger=trigger
     )
+
+
+def _follow_up(event: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``/promptship`` comment on a PR that promptship opened (its body carries the request's marker) follows
+    that request up: it continues it while the PR is open, and starts a new request linked to it once the PR
+    is merged or closed. Any other comment is a request of its own (empty dict)."""
+    if event != "issue_comment" or not isinstance(_get(payload, "issue", "pull_request"), Mapping):
+        return {}
+    key = request_key_in(_get(payload, "issue", "body"))
+    if key is None:
+        return {}
+    number = _get(payload, "issue", "number")
+    comment_id = _get(payload, "comment", "id")
+    ids = {"source_pr": number, "comment_id": comment_id if isinstance(comment_id, int) else None}
+    if _get(payload, "issue", "state") == "open" and not _get(payload, "issue", "pull_request", "merged_at"):
+        return {"continues": key, **ids}
+    return {"parent": key, **ids}
+
+
+def request_key_in(body: Any) -> str | None:
+    """The request key in a PR body's hidden marker (``<!-- promptship-run-key: KEY -->``), if any."""
+    if not isinstance(body, str):
+        return None
+    match = re.search(re.escape(PR_MARKER_PREFIX) + r"([0-9a-f]{16}) -->", body)
+    return match.group(1) if match else None
 
 
 def _ci_decision(
