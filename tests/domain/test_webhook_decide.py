@@ -140,3 +140,47 @@ def test_ci_signal_names_repository_and_sha() -> None:
 )
 def test_command_prompt(body: str | None, prompt: str | None) -> None:
     assert command_prompt(body) == prompt
+
+
+KEY = "0123456789abcdef"
+
+
+def _pr_comment(body: str, *, state: str = "open", merged_at: str | None = None, marker: bool = True) -> dict[str, Any]:
+    """A comment on a pull request (GitHub sends it as an issue with a ``pull_request`` object)."""
+    payload = comment(body)
+    payload["comment"]["id"] = 991
+    pr_body = f"Adds /health.\n\n<!-- promptship-run-key: {KEY} -->\n" if marker else "a person's PR"
+    payload["issue"] = {
+        **_issue("NONE", state=state),
+        "number": 12,
+        "body": pr_body,
+        "pull_request": {"url": "https://api.github.com/repos/acme/app/pulls/12", "merged_at": merged_at},
+    }
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "continues", "parent"),
+    [
+        (_pr_comment("/promptship also add /ready"), KEY, None),  # open PR: the same request goes on
+        (_pr_comment("/promptship also add /ready", state="closed", merged_at="2026-12-01T10:00:00Z"), None, KEY),
+        (_pr_comment("/promptship also add /ready", state="closed"), None, KEY),  # closed unmerged: new request
+        (_pr_comment("/promptship also add /ready", marker=False), None, None),  # not our PR: a request of its own
+    ],
+)
+def test_a_comment_on_a_promptship_pr_follows_its_request_up(payload, continues, parent) -> None:
+    decision = decide("issue_comment", payload, "d-1", POLICY)
+    assert decision.kind == "trigger" and decision.trigger is not None
+    request = decision.trigger.to_request()
+    assert (request.continues, request.parent) == (continues, parent)
+    if continues:
+        assert request.run_key == KEY and request.source_pr == 12 and request.comment_id == 991
+    elif parent:
+        assert request.run_key != KEY  # a new request, its key derived from the parent's and the comment's
+        assert request.run_key == decision.trigger.to_request().run_key
+
+
+def test_an_edited_follow_up_command_starts_nothing() -> None:
+    payload = _pr_comment("/promptship also add /ready")
+    payload["action"] = "edited"
+    assert decide("issue_comment", payload, "d-2", POLICY).kind == "ignore"

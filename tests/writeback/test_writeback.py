@@ -283,3 +283,56 @@ def test_in_gitops_mode_the_application_repository_gets_the_revert_pr_too(forge,
     assert gitops.current_image(_request().deploy) == SEED_IMAGE  # the deploy repository's revert stays
     assert ports.cluster.rollout_count == 0  # type: ignore[attr-defined]
     assert len(_reverts(forge)) == 1 and _tree(forge) == before
+
+
+def test_a_follow_up_on_the_open_pr_continues_the_same_conversation_and_deploys(forge, run_on_forge, tmp_path):
+    ports = run_on_forge()
+    ports.settings.pipeline.merge_timeout_s = 5  # nobody merges attempt 1: it ends "waiting" with its PR open
+    repo = client(forge).get_repo(REPO)
+    first = dev_cycle(_request(auto_merge=False))
+    assert first.outcome == "waiting"
+    (pr,) = list(repo.get_pulls(state="open"))
+    head_before = pr.head.sha
+    pr.create_issue_comment("Please keep the old /status route working too.")  # the PR's discussion
+
+    follow_up = DevRequest(
+        prompt="also add a /ready endpoint",
+        repository=REPO,
+        continues=first.run_key,
+        source_pr=pr.number,
+        comment_id=1,
+        auto_merge=True,
+    )
+    report = dev_cycle(follow_up)
+
+    assert report.outcome == "deployed" and report.run_key == first.run_key and report.attempt_number == 2
+    (conversation,) = ports.agent.conversations.values()  # type: ignore[attr-defined]
+    follow = conversation["instructions"][-1]
+    assert "also add a /ready endpoint" in follow and "keep the old /status route" in follow
+    assert conversation["runs"] == 2  # the agent worked again, in the same conversation
+    pulls = list(repo.get_pulls(state="all"))
+    assert len(pulls) == 1 and pulls[0].merged  # the same PR, now with the follow-up's commit, merged
+    assert pulls[0].head.sha != head_before
+
+
+def test_a_follow_up_on_a_merged_pr_is_a_new_request_that_references_it(forge, run_on_forge):
+    ports = run_on_forge()
+    repo = client(forge).get_repo(REPO)
+    first = dev_cycle(_request(auto_merge=True))
+    (old,) = list(repo.get_pulls(state="all"))
+    assert first.outcome == "deployed" and old.merged
+
+    follow_up = DevRequest(
+        prompt="now add a /ready endpoint",
+        repository=REPO,
+        parent=first.run_key,
+        source_pr=old.number,
+        comment_id=2,
+        auto_merge=True,
+    )
+    report = dev_cycle(follow_up)
+
+    assert report.outcome == "deployed" and report.run_key != first.run_key
+    new = next(p for p in repo.get_pulls(state="all") if p.number != old.number)
+    assert f"Follows up #{old.number}" in (new.body or "")
+    assert new.base.ref == "main" and len(ports.agent.conversations) == 2  # type: ignore[attr-defined]
