@@ -223,7 +223,13 @@ class GitHubHost:
             current = {label.name for label in pr.labels}
             missing = [name for name in labels if name not in current]
             if missing:
-                self._call(lambda: pr.add_to_labels(*missing))
+                # {"labels": [...]}, the body GitHub's description defines (PyGithub's add_to_labels sends a bare
+                # array, which GitHub accepts but does not describe; the forge refuses it)
+                self._call(
+                    lambda: self._gh.requester.requestJsonAndCheck(
+                        "POST", f"{pr.issue_url}/labels", input={"labels": missing}
+                    )
+                )
         return self._info(pr, created=created)
 
     def _find(self, repo: Repository, run_key: str, branch: str) -> PullRequest | None:
