@@ -107,7 +107,8 @@ def test_a_credential_is_rendered_as_secret_never_as_a_value(monkeypatch: pytest
     assert token not in text  # the reference reads no environment
     secret_rows = [line for line in text.splitlines() if line.startswith("| ") and "`SecretStr" in line]
     assert {row.split(" | ")[0] for row in secret_rows} == {
-        "| `llm.openrouter_api_key`", "| `github.token`", "| `github.webhook_secret`", "| `kube.gitops_token`",
+        "| `llm.openrouter_api_key`", "| `github.token`", "| `github.app_private_key`", "| `github.webhook_secret`",
+        "| `kube.gitops_token`",
         "| `openhands.session_api_key`",
     }  # fmt: skip
     assert all(row.split(" | ")[4] == "(secret)" for row in secret_rows)

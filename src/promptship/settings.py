@@ -114,7 +114,32 @@ class GitHubSettings(BaseModel):
         default="https://api.github.com",
         description="REST base URL (GitHub Enterprise: https://HOST/api/v3; local forge: http://127.0.0.1:P/api/v3).",
     )
-    token: SecretStr | None = Field(default=None, description="GitHub token with repo scope.")
+    token: SecretStr | None = Field(
+        default=None, description="GitHub token with repo scope (a personal token; unused when app_id is set)."
+    )
+    app_id: int | None = Field(
+        default=None,
+        description="GitHub App id (the App's settings → About). Set: promptship acts as the App's installation "
+        "(short-lived installation tokens) instead of the token.",
+    )
+    app_private_key: SecretStr | None = Field(
+        default=None, description="The GitHub App's private key (PEM text). Or app_private_key_file."
+    )
+    app_private_key_file: Path | None = Field(
+        default=None, description="Path of the GitHub App's private key (the .pem GitHub generated)."
+    )
+    app_installation_id: int | None = Field(
+        default=None,
+        description="The App's installation id. Empty: the installation on the first allowed repository, else "
+        "the App's only installation.",
+    )
+    app_token_refresh_margin_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=3000,
+        description="Renew an installation token this long before it expires (a git push started with a token "
+        "must finish with it).",
+    )
     webhook_secret: SecretStr | None = Field(default=None, description="Secret of the GitHub webhook.")
     allowed_repositories: list[str] = Field(
         default_factory=list, description="owner/name of repositories allowed to start runs via webhook."

@@ -197,30 +197,86 @@ def build_services(settings: Settings) -> Ports:
     return ports
 
 
-def build_code_host(settings: Settings, *, wakeups=None):  # -> GitHubHost (PyGithub imported lazily)
+def build_code_host(settings: Settings, *, wakeups=None, clock=None):  # -> GitHubHost (PyGithub imported lazily)
     """``GitHubHost`` for ``github.api_url`` (github.com, GitHub Enterprise ``https://HOST/api/v3``, or the local
-    forge) with ``github.token``. PyGithub's own retry is off: the adapter honours Retry-After on its clock.
-    ``wakeups`` (``CIWakeups``) lets a webhook receiver end CI waits early."""
+    forge), as the GitHub App ``github.app_id`` (installation tokens, renewed before they expire; commits and
+    comments by ``<slug>[bot]``) or with the token ``github.token``. PyGithub's own retry is off: the adapter
+    honours Retry-After on its clock. ``wakeups`` (``CIWakeups``) lets a webhook receiver end CI waits early;
+    ``clock`` (epoch seconds) decides when an installation token is renewed."""
     from github import Auth, Github
 
     from promptship.adapters.github import GitHubHost
     from promptship.domain.ci import Backoff
 
     gh_settings = settings.github
+    base_url = gh_settings.api_url.rstrip("/")
+    backoff = Backoff(initial_s=gh_settings.ci_poll_initial_s, max_s=gh_settings.ci_poll_max_s)
+    if gh_settings.app_id is not None:
+        return _build_app_code_host(settings, wakeups=wakeups, backoff=backoff, clock=clock)
     if gh_settings.token is None:
-        raise ConfigError("PROMPTSHIP_GITHUB__TOKEN is not set: give a token with repo scope (or run the sandbox)")
-    gh = Github(
-        base_url=gh_settings.api_url.rstrip("/"),
-        auth=Auth.Token(gh_settings.token.get_secret_value()),
-        retry=None,
-        timeout=30,
-    )
+        raise ConfigError(
+            "PROMPTSHIP_GITHUB__TOKEN is not set: give a token with repo scope, or a GitHub App "
+            "(PROMPTSHIP_GITHUB__APP_ID and PROMPTSHIP_GITHUB__APP_PRIVATE_KEY_FILE), or run the sandbox"
+        )
+    gh = Github(base_url=base_url, auth=Auth.Token(gh_settings.token.get_secret_value()), retry=None, timeout=30)
     return GitHubHost(
         gh,
         token=gh_settings.token,
         wakeups=wakeups,
-        backoff=Backoff(initial_s=gh_settings.ci_poll_initial_s, max_s=gh_settings.ci_poll_max_s),
+        backoff=backoff,
         image_template=gh_settings.image_template,
+    )
+
+
+def app_private_key(settings: Settings) -> str:
+    """The GitHub App's private key (PEM) from ``github.app_private_key`` or ``github.app_private_key_file``."""
+    gh_settings = settings.github
+    if gh_settings.app_private_key is not None:
+        return gh_settings.app_private_key.get_secret_value()
+    if gh_settings.app_private_key_file is None:
+        raise ConfigError(
+            "PROMPTSHIP_GITHUB__APP_ID is set but no private key: set PROMPTSHIP_GITHUB__APP_PRIVATE_KEY_FILE "
+            "(the .pem GitHub generated) or PROMPTSHIP_GITHUB__APP_PRIVATE_KEY"
+        )
+    try:
+        return gh_settings.app_private_key_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"PROMPTSHIP_GITHUB__APP_PRIVATE_KEY_FILE={gh_settings.app_private_key_file} cannot be read: {exc.strerror}"
+        ) from None
+
+
+def _build_app_code_host(settings: Settings, *, wakeups, backoff, clock):  # -> GitHubHost
+    import time
+
+    from github import Github, GithubIntegration
+
+    from promptship.adapters.github import GitHubHost
+    from promptship.adapters.github_app import InstallationTokenAuth, app_auth, app_identity, find_installation
+
+    gh_settings = settings.github
+    assert gh_settings.app_id is not None
+    base_url = gh_settings.api_url.rstrip("/")
+    as_app = app_auth(gh_settings.app_id, app_private_key(settings))
+    integration = GithubIntegration(base_url=base_url, auth=as_app, retry=None, timeout=30)
+    installation_id = gh_settings.app_installation_id or find_installation(
+        integration, gh_settings.allowed_repositories
+    )
+    auth = InstallationTokenAuth(
+        as_app,
+        installation_id,
+        clock=clock or time.time,
+        refresh_margin_s=gh_settings.app_token_refresh_margin_s,
+    )
+    gh = Github(base_url=base_url, auth=auth, retry=None, timeout=30)
+    identity = app_identity(integration, gh)
+    return GitHubHost(
+        gh,
+        token=auth.current,
+        wakeups=wakeups,
+        backoff=backoff,
+        image_template=gh_settings.image_template,
+        committer=identity.committer,
     )
 
 

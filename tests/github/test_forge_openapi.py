@@ -157,3 +157,42 @@ def test_the_check_is_strict(forge: Forge, github_openapi: Any):
         tampered = dataclasses.replace(answer, response_body=json.dumps(broken).encode())
         with pytest.raises(Exception, match="(?i)invalid"):
             _validate(github_openapi, tampered)
+
+
+def test_every_request_of_the_scenario_is_checked_or_listed_with_its_reason(forge: Forge, tmp_path: Path):
+    """The forge checks the requests PyGithub and the adapter send (it would have answered 422 otherwise);
+    what the description lacks is listed with the reason, never skipped silently."""
+    from promptship_sandbox.forge.openapi import UNDESCRIBED
+
+    require("@octokit/openapi", forge.request_checker is not None, "run `make specs`")
+    _scenario(forge, tmp_path)
+    assert forge.rejected_requests == []
+    assert {reason for _m, _p, reason in forge.undescribed_requests} <= set(UNDESCRIBED.values())
+    api = [r for r in forge.requests if r.is_api]
+    assert len(api) - len(forge.undescribed_requests) >= 40
+
+
+def test_the_forge_rejects_a_body_that_breaks_the_description_like_github(forge: Forge):
+    """422 ``Invalid request.`` naming the field, for a wrong type, an unknown property, a missing required
+    field or a query value off its enum — before the forge acts on it."""
+    from github import GithubException
+
+    require("@octokit/openapi", forge.request_checker is not None, "run `make specs`")
+    requester = client(forge).requester
+    base = f"/repos/{REPO}"
+    cases = [
+        ("POST", f"{base}/pulls", {"title": 7, "head": "main", "base": "main"}, "body/title: 7 is not of type"),
+        ("POST", f"{base}/issues", {"title": "t", "colour": "red"}, "body: Additional properties are not allowed"),
+        ("POST", f"{base}/labels", {"color": "ff0000"}, "body: 'name' is a required property"),
+        ("PATCH", f"{base}/pulls/1", {"state": "merged"}, "body/state: 'merged' is not one of ['open', 'closed']"),
+        ("GET", f"{base}/pulls?state=merged", None, "query parameter state: 'merged' is not one of"),
+        ("GET", f"{base}/issues?colour=red", None, "query parameter colour: not a parameter of this operation"),
+    ]
+    for method, url, body, expected in cases:
+        with pytest.raises(GithubException) as caught:
+            requester.requestJsonAndCheck(method, url, input=body)
+        assert caught.value.status == 422, (method, url)
+        message = caught.value.data["message"]  # type: ignore[index]
+        assert message.startswith("Invalid request.\n\n") and expected in message, message
+    assert len(forge.rejected_requests) == len(cases)
+    assert client(forge).get_repo(REPO).get_issues(state="all").totalCount == 0  # nothing was acted on

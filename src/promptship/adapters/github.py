@@ -2,9 +2,11 @@
 
 PyGithub for the REST API, GitPython for clone and push over HTTPS. The token travels to git in an
 ``http.extraHeader`` passed through the environment — never in a URL, an argument list, ``.git/config``, an
-exception or a log line. CI waits use conditional requests (ETag / If-None-Match: an unchanged answer is a
-304 that costs no rate limit), back off, honour ``Retry-After`` and secondary rate limits, and — when a
-webhook receiver announces CI events through ``CIWakeups`` — sleep until the event instead of polling.
+exception or a log line — and is asked for once per git operation, so a GitHub App's installation token
+(``adapters.github_app``) is the current one for every clone, fetch and push. CI waits use conditional
+requests (ETag / If-None-Match: an unchanged answer is a 304 that costs no rate limit), back off, honour
+``Retry-After`` and secondary rate limits, and — when a webhook receiver announces CI events through
+``CIWakeups`` — sleep until the event instead of polling.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -96,13 +98,17 @@ def _aware(value: datetime) -> datetime:
 
 
 class GitHubHost:
-    """The code host on GitHub or a GitHub-compatible server (GitHub Enterprise, the local forge)."""
+    """The code host on GitHub or a GitHub-compatible server (GitHub Enterprise, the local forge).
+
+    ``token``: a fixed token (a personal access token), or a callable giving the token to use now (a GitHub
+    App's ``InstallationTokenAuth.current``), asked at the start of each git operation.
+    """
 
     def __init__(
         self,
         gh: Github,
         *,
-        token: SecretStr,
+        token: SecretStr | Callable[[], SecretStr],
         git_url_for: Callable[[str], str] | None = None,
         clock: Clock | None = None,
         wakeups: CIWakeups | None = None,
@@ -114,6 +120,7 @@ class GitHubHost:
     ):
         self._gh = gh
         self._token = token
+        self._git_tokens: deque[str] = deque(maxlen=8)  # tokens handed to git lately: scrubbed from its errors
         self._git_url_for = git_url_for or default_git_url_for(gh.requester.base_url)
         self._clock: Clock = clock or SystemClock()
         self._wakeups = wakeups
@@ -224,7 +231,13 @@ class GitHubHost:
             current = {label.name for label in pr.labels}
             missing = [name for name in labels if name not in current]
             if missing:
-                self._call(lambda: pr.add_to_labels(*missing))
+                # {"labels": [...]}, the body GitHub's description defines (PyGithub's add_to_labels sends a bare
+                # array, which GitHub accepts but does not describe; the forge refuses it)
+                self._call(
+                    lambda: self._gh.requester.requestJsonAndCheck(
+                        "POST", f"{pr.issue_url}/labels", input={"labels": missing}
+                    )
+                )
         return self._info(pr, created=created)
 
     def _find(self, repo: Repository, run_key: str, branch: str) -> PullRequest | None:
@@ -594,7 +607,10 @@ class GitHubHost:
     def _git_env(self) -> dict[str, str]:
         """Credentials for git through the environment (never argv, URL or config file), like
         actions/checkout's extraheader."""
-        basic = base64.b64encode(f"x-access-token:{self._token.get_secret_value()}".encode()).decode()
+        token = self._current_token()
+        if token not in self._git_tokens:
+            self._git_tokens.append(token)
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         name, email = self._committer
         return {
             "GIT_TERMINAL_PROMPT": "0",
@@ -609,11 +625,18 @@ class GitHubHost:
             "HOME": os.environ.get("HOME", ""),
         }
 
+    def _current_token(self) -> str:
+        token = self._token if isinstance(self._token, SecretStr) else self._token()
+        return token.get_secret_value()
+
     def _scrub(self, text: str) -> str:
-        secret = self._token.get_secret_value()
-        if secret:
-            text = text.replace(secret, REDACTED)
-            text = text.replace(base64.b64encode(f"x-access-token:{secret}".encode()).decode(), REDACTED)
+        secrets = list(self._git_tokens)
+        if isinstance(self._token, SecretStr):
+            secrets.append(self._token.get_secret_value())
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, REDACTED)
+                text = text.replace(base64.b64encode(f"x-access-token:{secret}".encode()).decode(), REDACTED)
         return redact(text)
 
     def _git_error(self, what: str, repository: str, exc: BaseException) -> CodeHostError:

@@ -7,6 +7,9 @@ verified delivery asks for:
                starts with ``/promptship <prompt>``;
 - ``refuse``   someone asked, but may not (author association) or asked for nothing usable: a polite comment;
 - ``ci``       a ``check_suite`` / ``check_run`` / ``status`` event: wake the CI waits of that commit;
+- ``installation`` the GitHub App was installed on or removed from repositories (``installation``,
+               ``installation_repositories``): the allowlist follows — a repository the App no longer reaches
+               starts nothing until it is added again (and only if it is configured);
 - ``forbidden`` the repository is not on the allowlist: nothing happens at all;
 - ``ignore``   anything else (other events and actions, bots, comments without the command).
 """
@@ -27,7 +30,9 @@ SIGNATURE_PREFIX = "sha256="
 COMMAND = "/promptship"
 CI_EVENTS = frozenset({"check_suite", "check_run", "status"})
 
-DecisionKind = Literal["trigger", "refuse", "ci", "forbidden", "ignore"]
+INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
+
+DecisionKind = Literal["trigger", "refuse", "ci", "installation", "forbidden", "ignore"]
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -50,6 +55,9 @@ class WebhookPolicy(BaseModel):
     allowed_repositories: frozenset[str] = Field(description="owner/name, compared case-insensitively.")
     allowed_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
     trigger_label: str = "promptship"
+    uninstalled: frozenset[str] = Field(
+        default=frozenset(), description="Configured repositories the GitHub App was removed from (lower-case)."
+    )
 
     @classmethod
     def of(cls, repositories: Collection[str], associations: Collection[str], trigger_label: str) -> WebhookPolicy:
@@ -60,7 +68,25 @@ class WebhookPolicy(BaseModel):
         )
 
     def repository_allowed(self, repository: str) -> bool:
-        return repository.lower() in self.allowed_repositories
+        """Configured, and not removed from the GitHub App's installation."""
+        name = repository.lower()
+        return name in self.allowed_repositories and name not in self.uninstalled
+
+    def after(self, change: InstallationChange) -> WebhookPolicy:
+        """This policy once ``change`` happened: removed repositories stop, added ones start again."""
+        removed = {r.lower() for r in change.removed}
+        added = {r.lower() for r in change.added}
+        return self.model_copy(update={"uninstalled": frozenset((self.uninstalled | removed) - added)})
+
+
+class InstallationChange(BaseModel):
+    """Repositories a GitHub App installation gained or lost (owner/name)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    installation_id: int | None = None
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 class WebhookTrigger(BaseModel):
@@ -115,6 +141,7 @@ class WebhookDecision(BaseModel):
     repository: str | None = None
     trigger: WebhookTrigger | None = None
     ci: CISignal | None = None
+    installation: InstallationChange | None = None
     comment_on: int | None = Field(default=None, description="Issue to comment on when refusing.")
     comment: str | None = None
 
@@ -161,6 +188,8 @@ def invalid_prompt_text(requester: str, problem: str) -> str:
 
 def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: WebhookPolicy) -> WebhookDecision:
     """What a verified delivery of ``event`` asks promptship to do (see the module docstring)."""
+    if event in INSTALLATION_EVENTS:
+        return _installation_decision(event, payload)
     repository = _get(payload, "repository", "full_name")
     handled = event in CI_EVENTS or event in ("issues", "issue_comment")
     if not handled:
@@ -282,3 +311,37 @@ def _ci_decision(
         delivery_id=delivery_id,
     )
     return WebhookDecision(kind="ci", reason=f"{event} of {sha[:12]}", repository=repository, ci=signal)
+
+
+# installation.<action> → which way its ``repositories`` go
+_INSTALLATION_ACTIONS = {"created": "added", "unsuspend": "added", "deleted": "removed", "suspend": "removed"}
+
+
+def _names(items: Any) -> tuple[str, ...]:
+    if not isinstance(items, list):
+        return ()
+    return tuple(sorted(n for item in items if isinstance(n := _get(item, "full_name"), str) and n))
+
+
+def _installation_decision(event: str, payload: Mapping[str, Any]) -> WebhookDecision:
+    action = _get(payload, "action")
+    installation_id = _get(payload, "installation", "id")
+    installation_id = installation_id if isinstance(installation_id, int) else None
+    if event == "installation":
+        direction = _INSTALLATION_ACTIONS.get(action if isinstance(action, str) else "")
+        if direction is None:
+            return WebhookDecision(kind="ignore", reason=f"installation.{action} changes no repositories")
+        names = _names(payload.get("repositories"))
+        change = InstallationChange(installation_id=installation_id, **{direction: names})
+    else:
+        if action not in ("added", "removed"):
+            return WebhookDecision(kind="ignore", reason=f"installation_repositories.{action} is not handled")
+        change = InstallationChange(
+            installation_id=installation_id,
+            added=_names(payload.get("repositories_added")),
+            removed=_names(payload.get("repositories_removed")),
+        )
+    if not change.added and not change.removed:
+        return WebhookDecision(kind="ignore", reason=f"{event}.{action} names no repositories")
+    summary = ", ".join([*(f"+{n}" for n in change.added), *(f"-{n}" for n in change.removed)])
+    return WebhookDecision(kind="installation", reason=f"{event}.{action}: {summary}", installation=change)

@@ -8,6 +8,8 @@ parsed before the size and the signature are known to be fine:
     · Content-Type not JSON → 415 · no X-GitHub-Event / X-GitHub-Delivery → 400 · JSON malformed → 400
     · ``ping`` → 200 · event/action promptship does not act on → 204 · repository off the allowlist → 403
     · CI event → 202 ``ci`` (wakes CI waits; not de-duplicated: a repeated wake-up is harmless)
+    · ``installation`` / ``installation_repositories`` → 202 ``installation`` (the allowlist follows the
+      GitHub App: a repository removed from it starts nothing; recorded in the store before the answer)
     · delivery id seen before → 200 ``duplicate`` · requester not allowed → 202 ``refused`` (polite comment)
     · trigger → 202 ``accepted`` (run started in the background)
 
@@ -40,7 +42,7 @@ from promptship.domain.webhooks import CISignal, WebhookDecision, WebhookPolicy,
 from promptship.errors import ConfigError, ServiceError
 from promptship.ports import CIWakeups, IssueCommenter, Starter
 from promptship.settings import Settings
-from promptship.store.webhooks import WebhookDeliveries
+from promptship.store.webhooks import InstalledRepositories, WebhookDeliveries
 
 logger = logging.getLogger("promptship.webhook")
 
@@ -150,6 +152,7 @@ class WebhookReceiver:
         commenter: IssueCommenter | None = None,
         wakeups: CIWakeups | None = None,
         max_body_bytes: int = 1024 * 1024,
+        installations: InstalledRepositories | None = None,
     ):
         if not secret:
             raise ConfigError("the webhook secret is empty: set PROMPTSHIP_GITHUB__WEBHOOK_SECRET")
@@ -160,6 +163,7 @@ class WebhookReceiver:
         self.commenter = commenter
         self.wakeups = wakeups
         self.max_body_bytes = max_body_bytes
+        self.installations = installations
         self._busy = threading.Condition()
         self._inflight = 0
         # One thread writes the delivery log: SQLite serialises writers anyway, and a writer that finds the
@@ -225,6 +229,18 @@ class WebhookReceiver:
         if not await asyncio.wrap_future(claim):
             logger.info("duplicate %s", log)
             return JSONResponse({"outcome": "duplicate", "delivery": delivery_id})
+        if decision.kind == "installation" and decision.installation is not None:
+            # the policy changes before the answer: a trigger delivered right after it already sees it
+            self.policy = self.policy.after(decision.installation)
+            if self.installations is not None:
+                await asyncio.wrap_future(
+                    self._store_writer.submit(self.installations.record, decision.installation, delivery_id)
+                )
+            await asyncio.wrap_future(
+                self._store_writer.submit(self.deliveries.finish, delivery_id, "installation", decision.reason)
+            )
+            logger.info("installation %s: %s", log, decision.reason)
+            return JSONResponse({"outcome": "installation", "delivery": delivery_id}, status_code=202)
 
         outcome = "accepted" if decision.kind == "trigger" else "refused"
         logger.info("%s %s: %s", outcome, log, decision.reason)
@@ -305,9 +321,12 @@ def create_app(
             "no repository is on the allowlist (PROMPTSHIP_GITHUB__ALLOWED_REPOSITORIES): nothing will start"
         )
     deliveries.create_schema()
+    installations = InstalledRepositories(deliveries.engine)
+    policy = WebhookPolicy.of(gh.allowed_repositories, gh.allowed_associations, gh.trigger_label)
     receiver = WebhookReceiver(
         secret=gh.webhook_secret.get_secret_value().encode(),
-        policy=WebhookPolicy.of(gh.allowed_repositories, gh.allowed_associations, gh.trigger_label),
+        policy=policy.model_copy(update={"uninstalled": installations.uninstalled()}),
+        installations=installations,
         starter=starter,
         deliveries=deliveries,
         commenter=commenter,

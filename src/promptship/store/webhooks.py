@@ -2,7 +2,10 @@
 
 - ``webhook_deliveries``: every ``X-GitHub-Delivery`` seen, so a redelivery (GitHub's "Redeliver" button,
   a retry after a timeout, a replay) starts nothing twice — also across receiver restarts;
-- ``ci_events``: a counter per (repository, sha) behind ``StoreCIWakeups``, for CI waits in other processes.
+- ``ci_events``: a counter per (repository, sha) behind ``StoreCIWakeups``, for CI waits in other processes;
+- ``app_installation_repositories``: what ``installation`` / ``installation_repositories`` events said about
+  each repository (``InstalledRepositories``), so a repository removed from the GitHub App stays off the
+  allowlist across restarts.
 
 ``InProcessCIWakeups`` is the same ``CIWakeups`` port (``promptship.ports``) in memory, for a receiver and CI
 waits in one process (tests, the demo, a receiver started inside the worker).
@@ -15,11 +18,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Engine, Integer, String, Text, event, insert, select, update
+from sqlalchemy import Boolean, DateTime, Engine, Integer, String, Text, delete, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from promptship.domain.webhooks import CISignal
+from promptship.domain.webhooks import CISignal, InstallationChange
 from promptship.store.db import make_engine
 from promptship.store.tables import Base
 
@@ -48,6 +51,18 @@ class CIEventRow(Base):
     repository: Mapped[str] = mapped_column(String(200), primary_key=True)
     sha: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InstallationRepositoryRow(Base):
+    """The last thing the GitHub App's installation events said about one repository."""
+
+    __tablename__ = "app_installation_repositories"
+
+    repository: Mapped[str] = mapped_column(String(200), primary_key=True)
+    installed: Mapped[bool] = mapped_column(Boolean)
+    installation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    delivery_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -81,7 +96,8 @@ class WebhookDeliveries:
 
     def create_schema(self) -> None:
         """Create this module's tables if missing (migration 0001 creates the same ones)."""
-        Base.metadata.create_all(self.engine, tables=[WebhookDeliveryRow.__table__, CIEventRow.__table__])  # type: ignore[list-item]
+        tables = [WebhookDeliveryRow.__table__, CIEventRow.__table__, InstallationRepositoryRow.__table__]
+        Base.metadata.create_all(self.engine, tables=tables)  # type: ignore[arg-type]
 
     def claim(self, delivery_id: str, event: str, repository: str | None) -> bool:
         """True for the first delivery of ``delivery_id`` (or a redelivery of one that failed); False for a
@@ -126,6 +142,41 @@ class WebhookDeliveries:
         """Every delivery id seen, with its outcome."""
         with self._sessions() as s:
             return dict(s.execute(select(WebhookDeliveryRow.delivery_id, WebhookDeliveryRow.outcome)).tuples().all())
+
+
+class InstalledRepositories:
+    """Repositories the GitHub App was added to or removed from, as its installation events said."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        WebhookDeliveries(self.engine).create_schema()
+
+    def record(self, change: InstallationChange, delivery_id: str | None = None) -> None:
+        """Remember ``change`` (the latest event wins for each repository)."""
+        rows = [(r.lower(), True) for r in change.added] + [(r.lower(), False) for r in change.removed]
+        with self._sessions.begin() as s:
+            for repository, installed in rows:
+                s.execute(delete(InstallationRepositoryRow).where(InstallationRepositoryRow.repository == repository))
+                s.execute(
+                    insert(InstallationRepositoryRow).values(
+                        repository=repository,
+                        installed=installed,
+                        installation_id=change.installation_id,
+                        delivery_id=delivery_id,
+                        updated_at=_now(),
+                    )
+                )
+
+    def uninstalled(self) -> frozenset[str]:
+        """Repositories (lower-case owner/name) the App was last removed from."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(InstallationRepositoryRow.repository).where(InstallationRepositoryRow.installed.is_(False))
+            )
+            return frozenset(rows.all())
 
 
 def _key(repository: str, sha: str) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from promptship_sandbox.forge import git as g
+from promptship_sandbox.forge.apps import App, AppAuthError, AppRenderer, Installation, InstallationToken, verify_jwt
 from promptship_sandbox.forge.hooks import Delivery, WebhookSender
+from promptship_sandbox.forge.openapi import (
+    UNDESCRIBED,
+    OpenAPIRequests,
+    RequestProblem,
+    invalid_request_message,
+    load_request_checker,
+    shape_of_route,
+)
 from promptship_sandbox.forge.render import (
     CheckRun,
     CheckSuite,
@@ -98,7 +107,27 @@ class _Response:
     content_type: str = "application/json; charset=utf-8"
 
 
-Route = tuple[str, re.Pattern[str], Callable[..., _Response]]
+Route = tuple[str, re.Pattern[str], Callable[..., _Response], str, str | None]  # method, re, answer, shape, template
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request authenticates as: a user's token, an App's JWT, or an installation token (the App's bot
+    user, limited to the installation's repositories)."""
+
+    login: str
+    app_id: int | None = None
+    installation_id: int | None = None
+    jwt: bool = False
+
+
+@dataclass(frozen=True)
+class RejectedRequest:
+    """A request the forge refused because it breaks GitHub's description (422)."""
+
+    method: str
+    path: str
+    problems: tuple[RequestProblem, ...]
 
 
 class Forge:
@@ -118,6 +147,7 @@ class Forge:
         python: str | None = None,
         token: str | None = None,
         request_log_limit: int | None = None,
+        validate_requests: bool | None = None,
     ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -150,6 +180,16 @@ class Forge:
         self._ci_cv = threading.Condition()
         self._ci_thread = threading.Thread(target=self._ci_loop, name="forge-ci", daemon=True)
         self._ci_thread.start()
+        # GitHub Apps: registered Apps, installations, installation tokens (with their expiry on self.clock)
+        self.clock: Callable[[], float] = time.time
+        self.installation_token_ttl_s = 3600.0
+        self._apps: dict[int, App] = {}
+        self._installations: dict[int, Installation] = {}
+        self._installation_tokens: dict[str, InstallationToken] = {}
+        # requests checked against @octokit/openapi (on whenever `make specs` installed it, unless told)
+        self.request_checker = _request_checker(validate_requests)
+        self.rejected_requests: list[RejectedRequest] = []
+        self.undescribed_requests: list[tuple[str, str, str]] = []  # (method, path, why it is not checked)
         self._routes = self._build_routes()
         forge = self
 
@@ -163,6 +203,7 @@ class Forge:
         self.web_url = f"http://{host}:{self.port}"
         self.api_url = f"{self.web_url}/api/v3"
         self.render = Renderer(self.web_url)
+        self.app_render = AppRenderer(self.render)
         self._reopen_repositories()
         self._thread = threading.Thread(target=self._server.serve_forever, name="forge-http", daemon=True)
         self._thread.start()
@@ -187,6 +228,184 @@ class Forge:
             token = token or "ghp_" + secrets.token_hex(18)
             self._tokens[token] = login
             return token
+
+    # -- GitHub Apps -------------------------------------------------------------------------------------
+    def register_app(
+        self, app_id: int, public_key_pem: str, *, slug: str = "promptship", name: str | None = None
+    ) -> App:
+        """Register a GitHub App whose JWTs are checked against ``public_key_pem`` (RS256); its bot user is
+        ``<slug>[bot]``. The forge's owner owns it."""
+        with self._lock:
+            if app_id in self._apps:
+                raise ValueError(f"App {app_id} is registered already")
+            app = App(app_id, slug, name or slug, public_key_pem, self.owner, self._user(f"{slug}[bot]"), _now())
+            self._apps[app_id] = app
+            return app
+
+    def install_app(self, app_id: int, account: str, repositories: list[str] | None = None) -> int:
+        """Install App ``app_id`` on ``account``: on ``repositories`` (owner/name) or, None, on all of the
+        account's repositories. Sends ``installation.created``. Returns the installation id."""
+        with self._lock:
+            app = self._apps[app_id]
+            inst = Installation(
+                self._next_id(),
+                app_id,
+                self._user(account),
+                _now(),
+                None if repositories is None else {r.lower() for r in repositories},
+            )
+            self._installations[inst.id] = inst
+            payload = {
+                "action": "created",
+                "installation": self.app_render.webhook_installation(inst, app),
+                "repositories": [self._repo_ref(n) for n in sorted(inst.repositories or [])],
+                "requester": None,
+                "sender": self.render.user(self.owner),
+            }
+        self.hooks.send("installation", payload)
+        return inst.id
+
+    def change_installation_repositories(
+        self, installation_id: int, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> None:
+        """Add or remove repositories of a selected-repositories installation (as its owner does in the
+        App's settings); sends ``installation_repositories.added`` / ``.removed``."""
+        payloads = []
+        with self._lock:
+            inst = self._installations[installation_id]
+            app = self._apps[inst.app_id]
+            if inst.repositories is None:
+                inst.repositories = {r.full_name.lower() for r in self._repos.values() if inst.covers(r.full_name)}
+            for action, names in (("added", add), ("removed", remove)):
+                if not names:
+                    continue
+                for n in names:
+                    (inst.repositories.add if action == "added" else inst.repositories.discard)(n.lower())
+                refs = [self._repo_ref(n) for n in names]
+                payloads.append(
+                    {
+                        "action": action,
+                        "installation": self.app_render.webhook_installation(inst, app),
+                        "repository_selection": "selected",
+                        "repositories_added": refs if action == "added" else [],
+                        "repositories_removed": refs if action == "removed" else [],
+                        "requester": None,
+                        "sender": self.render.user(self.owner),
+                    }
+                )
+        for payload in payloads:
+            self.hooks.send("installation_repositories", payload)
+
+    def installation_token_expired(self, token: str) -> bool:
+        """True once an installation token issued by the forge has expired (on ``self.clock``)."""
+        with self._lock:
+            issued = self._installation_tokens.get(token)
+            return issued is None or issued.expires_at <= self.clock()
+
+    def _repo_ref(self, full_name: str) -> dict[str, Any]:
+        r = self._repos.get(full_name.lower())
+        return self.app_render.repository_ref(r.id if r else 0, r.full_name if r else full_name)
+
+    def authenticate(self, header: str) -> Caller | str | None:
+        """The caller an ``Authorization`` header names; a message for a credential that fails (expired,
+        unknown, a bad JWT); None when there is no credential at all."""
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return "Bad credentials"
+            value = password or user
+        elif scheme.lower() not in ("token", "bearer"):
+            return None
+        with self._lock:
+            if value in self._tokens:
+                return Caller(self._tokens[value])
+            issued = self._installation_tokens.get(value)
+            if issued is not None:
+                if issued.expires_at <= self.clock():
+                    return "Bad credentials"
+                inst = self._installations.get(issued.installation_id)
+                if inst is None:
+                    return "Bad credentials"
+                app = self._apps[inst.app_id]
+                return Caller(app.bot.login, app_id=app.id, installation_id=inst.id)
+            if value.count(".") == 2 and self._apps:
+                try:
+                    # on the wall clock: the App signs with its own (PyGithub: time.time()); self.clock is
+                    # the forge's clock for installation tokens, which tests move forward
+                    app = verify_jwt(value, self._apps, time.time())
+                except AppAuthError as exc:
+                    return str(exc)
+                return Caller(f"app/{app.slug}", app_id=app.id, jwt=True)
+        return "Bad credentials"
+
+    def _app_of(self, caller: Caller) -> App:
+        if not caller.jwt or caller.app_id is None:
+            raise HTTPError(401, "A JSON web token could not be decoded")
+        return self._apps[caller.app_id]
+
+    def _get_app(self, caller: Caller, **_: Any) -> _Response:
+        app = self._app_of(caller)
+        count = sum(1 for i in self._installations.values() if i.app_id == app.id)
+        return _Response(200, self.app_render.integration(app, count))
+
+    def _list_installations(self, caller: Caller, **_: Any) -> _Response:
+        app = self._app_of(caller)
+        items = []
+        for inst in sorted(self._installations.values(), key=lambda i: i.id):
+            if inst.app_id == app.id:
+                data = self.app_render.installation(inst, app)
+                data.pop("client_id")  # this list's item schema has none
+                # and its account is allOf(simple-user, enterprise): the enterprise's required fields too
+                account = inst.account.login
+                data["account"].update(name=account, slug=account, created_at=inst.created_at)
+                data["account"]["updated_at"] = inst.created_at
+                items.append(data)
+        return _Response(200, items)
+
+    def _get_installation(self, caller: Caller, installation_id: str, **_: Any) -> _Response:
+        app = self._app_of(caller)
+        inst = self._installations.get(int(installation_id))
+        if inst is None or inst.app_id != app.id:
+            raise HTTPError(404, "Not Found")
+        return _Response(200, self.app_render.installation(inst, app))
+
+    def _repo_installation(self, caller: Caller, owner: str, repo: str, **_: Any) -> _Response:
+        app = self._app_of(caller)
+        r = self._repo(owner, repo)
+        for inst in self._installations.values():
+            if inst.app_id == app.id and inst.covers(r.full_name):
+                return _Response(200, self.app_render.installation(inst, app))
+        raise HTTPError(404, "Not Found")
+
+    def _create_token(self, caller: Caller, installation_id: str, **_: Any) -> _Response:
+        app = self._app_of(caller)
+        inst = self._installations.get(int(installation_id))
+        if inst is None or inst.app_id != app.id:
+            raise HTTPError(404, "Not Found")
+        token = "ghs_" + secrets.token_hex(18)
+        expires_at = float(int(self.clock() + self.installation_token_ttl_s))
+        self._installation_tokens[token] = InstallationToken(inst.id, expires_at)
+        return _Response(201, self.app_render.token(token, expires_at, inst, app))
+
+    def _get_named_user(self, username: str, **_: Any) -> _Response:
+        u = self._users.get(username)
+        if u is None:
+            raise HTTPError(404, "Not Found")
+        data = self.render.private_user(u, self._started_at, 0)
+        for key in (
+            "private_gists",
+            "total_private_repos",
+            "owned_private_repos",
+            "disk_usage",
+            "collaborators",
+            "two_factor_authentication",
+        ):
+            data.pop(key, None)
+        data["user_view_type"] = "public"
+        return _Response(200, data)
 
     def require_status_checks(self, owner: str, repo: str, contexts: list[str]) -> None:
         """Branch protection on the default branch: merges need a success status for each of ``contexts``."""
@@ -528,6 +747,16 @@ class Forge:
         R = r"/api/v3/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
         table: list[tuple[str, str, Callable[..., _Response]]] = [
             ("GET", r"/api/v3/user", self._get_user),
+            ("GET", r"/api/v3/users/(?P<username>[^/]+)", self._get_named_user),
+            ("GET", r"/api/v3/app", self._get_app),
+            ("GET", r"/api/v3/app/installations", self._list_installations),
+            ("GET", r"/api/v3/app/installations/(?P<installation_id>\d+)", self._get_installation),
+            (
+                "POST",
+                r"/api/v3/app/installations/(?P<installation_id>\d+)/access_tokens",
+                self._create_token,
+            ),
+            ("GET", R + r"/installation", self._repo_installation),
             ("GET", R, self._get_repo),
             ("GET", R + r"/branches", self._list_branches),
             ("GET", R + r"/branches/(?P<branch>.+)", self._get_branch),
@@ -565,9 +794,27 @@ class Forge:
             ("POST", R + r"/labels", self._create_label),
             ("GET", R + r"/labels/(?P<name>[^/]+)", self._get_label),
         ]
-        return [(m, re.compile(p + r"/?$"), f) for m, p, f in table]
+        routes: list[Route] = []
+        for m, p, f in table:
+            shape = shape_of_route(p)
+            template = None
+            if self.request_checker is not None:
+                template = self.request_checker.template(m, shape)
+                if template is None and (m, shape) not in UNDESCRIBED:
+                    raise ValueError(
+                        f"forge route {m} {shape} is not in GitHub's description: fix the route or list it with "
+                        "the reason in promptship_sandbox.forge.openapi.UNDESCRIBED"
+                    )
+            routes.append((m, re.compile(p + r"/?$"), f, shape, template))
+        return routes
 
-    def handle_api(self, method: str, path: str, query: dict[str, list[str]], body: bytes, login: str) -> _Response:
+    def handle_api(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, caller: Caller | str
+    ) -> _Response:
+        """Answer one REST request of ``caller`` (a login, for the forge's own users, or a ``Caller``)."""
+        if isinstance(caller, str):
+            caller = Caller(caller)
+        login = caller.login
         with self._lock:
             if self._rate_limited > 0:
                 self._rate_limited -= 1
@@ -583,7 +830,7 @@ class Forge:
             except ValueError as exc:
                 raise HTTPError(400, "Problems parsing JSON") from exc
         path_matched = False
-        for m, pattern, func in self._routes:
+        for m, pattern, func, shape, template in self._routes:
             match = pattern.match(path)
             if not match:
                 continue
@@ -591,10 +838,45 @@ class Forge:
             if m != method:
                 continue
             kwargs = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            self._check_request(method, path, shape, template, list(kwargs.values()), query, body)
+            app_route = (
+                path.startswith("/api/v3/app/")
+                or path in ("/api/v3/app", "/api/v3/app/")
+                or (path.rstrip("/").endswith("/installation"))
+            )
+            if caller.jwt and not app_route:
+                raise HTTPError(
+                    401, "A JSON web token authenticates only the /app endpoints: use an installation token"
+                )
+            if "owner" in kwargs and "repo" in kwargs and caller.installation_id is not None:
+                inst = self._installations.get(caller.installation_id)
+                if inst is None or not inst.covers(f"{kwargs['owner']}/{kwargs['repo']}"):
+                    raise HTTPError(404, "Not Found")  # GitHub hides what the installation cannot see
             with self._lock:
-                user = self._users[login]
-                return func(user=user, query=query, data=data, **kwargs)
+                user = self._users.get(login) or self.owner
+                return func(user=user, caller=caller, query=query, data=data, **kwargs)
         raise HTTPError(404 if not path_matched or method == "GET" else 405, "Not Found")
+
+    def _check_request(
+        self,
+        method: str,
+        path: str,
+        shape: str,
+        template: str | None,
+        path_values: list[str],
+        query: dict[str, list[str]],
+        body: bytes,
+    ) -> None:
+        """422 for a request that breaks GitHub's description (when the forge checks requests)."""
+        if self.request_checker is None:
+            return
+        if template is None:
+            self.undescribed_requests.append((method, path, UNDESCRIBED[(method, shape)]))
+            return
+        problems = self.request_checker.check(method, template, path_values, query, body)
+        if problems:
+            self.rejected_requests.append(RejectedRequest(method, path, tuple(problems)))
+            raise HTTPError(422, invalid_request_message(problems))
 
     def _get_user(self, user: User, **_: Any) -> _Response:
         owned = sum(1 for r in self._repos.values() if r.owner.login == user.login)
@@ -1136,13 +1418,25 @@ class Forge:
 
     # -- git smart HTTP ---------------------------------------------------------------------------------
     def handle_git(
-        self, method: str, repo_path: tuple[str, str, str], query: str, headers: dict[str, str], body: bytes, login: str
+        self,
+        method: str,
+        repo_path: tuple[str, str, str],
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        login: str,
+        caller: Caller | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         owner, name, rest = repo_path
         with self._lock:
             r = self._repo(owner, name)
+            inst = self._installations.get(caller.installation_id) if caller and caller.installation_id else None
+        if caller is not None and caller.jwt:
+            return 403, {"Content-Type": "text/plain"}, b"a JWT cannot clone or push: use an installation token\n"
+        if inst is not None and not inst.covers(r.full_name):
+            return 404, {"Content-Type": "text/plain"}, b"Repository not found.\n"
         pushing = rest == "/git-receive-pack" or "service=git-receive-pack" in query
-        if pushing and login not in (r.owner.login, self.owner.login, *r.collaborators):
+        if pushing and inst is None and login not in (r.owner.login, self.owner.login, *r.collaborators):
             return 403, {"Content-Type": "text/plain"}, b"permission denied\n"
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
@@ -1233,19 +1527,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _login(self) -> str | None:
-        auth = self.headers.get("Authorization", "")
-        scheme, _, value = auth.partition(" ")
-        tokens = self.forge._tokens
-        if scheme.lower() in ("token", "bearer"):
-            return tokens.get(value.strip())
-        if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return None
-            return tokens.get(password) or tokens.get(user)
-        return None
+    def _caller(self) -> Caller | str | None:
+        return self.forge.authenticate(self.headers.get("Authorization", ""))
 
     def _dispatch(self, method: str) -> None:
         parsed = urllib.parse.urlsplit(self.path)
@@ -1276,12 +1559,15 @@ class _Handler(BaseHTTPRequestHandler):
         self, method: str, path: str, query: str, body: bytes, req_headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         forge = self.forge
-        login = self._login()
+        caller = self._caller()
         if path.startswith("/api/v3/") or path == "/api/v3":
-            if login is None:
+            if caller is None:
                 return _json_error(401, "Requires authentication", {})
+            if isinstance(caller, str):
+                return _json_error(401, caller, {})
+            login = caller.login
             try:
-                resp = forge.handle_api(method, path, urllib.parse.parse_qs(query), body, login)
+                resp = forge.handle_api(method, path, urllib.parse.parse_qs(query), body, caller)
             except HTTPError as exc:
                 return _json_error(exc.status, exc.message, exc.headers, exc.errors)
             except g.GitFailed as exc:
@@ -1310,14 +1596,16 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
         m = re.fullmatch(r"/([^/]+)/([^/]+?)(?:\.git)?(/info/refs|/git-upload-pack|/git-receive-pack)", path)
         if m:
-            if login is None:
+            if not isinstance(caller, Caller):
                 return (
                     401,
                     {"WWW-Authenticate": 'Basic realm="promptship forge"', "Content-Type": "text/plain"},
                     b"auth\n",
                 )
             try:
-                return forge.handle_git(method, (m.group(1), m.group(2), m.group(3)), query, req_headers, body, login)
+                return forge.handle_git(
+                    method, (m.group(1), m.group(2), m.group(3)), query, req_headers, body, caller.login, caller
+                )
             except HTTPError as exc:
                 return exc.status, {"Content-Type": "text/plain"}, exc.message.encode()
         return 404, {"Content-Type": "text/plain"}, b"not found\n"
@@ -1333,3 +1621,16 @@ def _json_error(
     if errors:
         body["errors"] = errors
     return status, {"Content-Type": "application/json; charset=utf-8", **headers}, json.dumps(body).encode()
+
+
+def _request_checker(validate: bool | None) -> OpenAPIRequests | None:
+    """The request checker: on when ``validate`` (then the description must be installed), off when False;
+    None (default): on whenever ``make specs`` has installed ``@octokit/openapi``."""
+    from promptship_sandbox import specs
+
+    path = specs.github_openapi_path()
+    if validate is False or (validate is None and not path.is_file()):
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: run `make specs` (the forge validates requests against it)")
+    return load_request_checker(path)
