@@ -231,6 +231,44 @@ def test_presidio_engine_mode_agrees_on_national_ids():
         scanner.close()
 
 
+# Texts where the speed-ups of the scanner's layers could differ from the plain per-line / full-length way:
+# long blank runs between ID candidates, a credential word on one line and its value on the next, token runs.
+_SPEED_CASES = [
+    "x\n" * 300 + "ssn 078-05-1120 " + "a" * 3000 + " card 4111 1111 1111 1111\npassword\n= 'hunter2x9'\n",
+    "api_key\n\n: abc\nBEGIN RSA\n" + "ordinary prose line\n" * 50 + "id AKCp8" + "x1" * 10 + "\n",
+    "first 12345 " + " ".join(["word"] * 2000) + " 010594Y9032 end\nFR76 3000 6000 0112 3456 7890 189",
+    "",
+    "Straße İstanbul passwort=Geheim99! 4111111111111111",
+]
+
+
+def test_layer_speed_ups_find_what_the_plain_way_finds(scanner, gate_rows):
+    """The detect-secrets line hint by whole-text search, and presidio on the shortened candidate text, give the
+    same lines and the same findings as the per-line hint and the full-length blanked text."""
+    from promptship.adapters import detectors as d
+
+    texts = _SPEED_CASES + [row["text"] for row in gate_rows[::7]]
+    for text in texts:
+        lines = text.split("\n")
+        starts = [0]
+        for line in lines[:-1]:
+            starts.append(starts[-1] + len(line) + 1)
+        assert d._ds_hint_lines(text, starts) == {i for i, line in enumerate(lines) if d._ds_hint(line)}, text
+        masked = d._id_candidates_only(text)
+        plain = sorted(
+            (r.entity_type, r.start, r.end, r.score)
+            for recognizer, entities, _ in scanner._recognizers
+            for r in (recognizer.analyze(masked, entities, None) if masked is not None else [])
+        )
+        compact = d._id_candidates_compact(text)
+        fast = sorted(
+            (r.entity_type, compact[1](r.start), compact[1](r.end), r.score)
+            for recognizer, entities, _ in scanner._recognizers
+            for r in (recognizer.analyze(compact[0], entities, None) if compact is not None else [])
+        )
+        assert fast == plain, text
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "promptship.cli", *args], capture_output=True, text=True, timeout=300, check=False

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -291,3 +292,39 @@ def test_a_stream_without_usage_is_recorded_at_its_estimate_and_flagged(service:
     assert usage["cost_missing"] is True and usage["cost"] > 0
     assert service.gateway.ledger.missing_cost_calls("run-u") == 1
     assert service.gateway.run_cost_usd("run-u") == pytest.approx(usage["cost"])
+
+
+def test_a_stream_relays_every_provider_chunk_as_its_own_event(service: Service, llm: LLMStandIn) -> None:
+    # The relay may send what is ready as one write, never as one event: the client sees the provider's chunks.
+    key = service.key_for("run-c")
+    text = "".join(f"word{i:03d} " for i in range(40))  # 320 characters: 20 chunks of 16 from the stand-in
+    llm.script("openai/gpt-4o", [text])
+    body = {"model": "openai/gpt-4o", "stream": True, "messages": [{"role": "user", "content": "Implement it"}]}
+    with httpx.Client(base_url=service.base_url, timeout=30) as http:
+        with http.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        ) as response:
+            events = _sse_events(response)
+    deltas = [ch["delta"].get("content") for e in events[:-1] for ch in e["choices"] if ch["delta"].get("content")]
+    assert len(deltas) == 20 and "".join(deltas) == text
+    assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] > 0
+    assert service.gateway.run_cost_usd("run-c") == pytest.approx(events[-2]["usage"]["cost"])
+
+
+def test_a_client_that_goes_away_mid_stream_still_leaves_the_call_in_the_ledger(
+    service: Service, llm: LLMStandIn
+) -> None:
+    key = service.key_for("run-g")
+    llm.script("openai/gpt-4o", ["x" * 16 * 400])  # 400 chunks: more than the relay reads ahead
+    body = {"model": "openai/gpt-4o", "stream": True, "messages": [{"role": "user", "content": "Implement it"}]}
+    with httpx.Client(base_url=service.base_url, timeout=30) as http:
+        with http.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        ) as response:
+            assert next(response.iter_lines()).startswith("data: ")
+    # recorded once the relay has seen the client go; the estimate (flagged) or, if it had read it all, the usage
+    deadline = time.monotonic() + 10
+    while service.gateway.run_cost_usd("run-g") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    usage = service.gateway.ledger.run_usage("run-g")
+    assert usage.cost_usd > 0 and (usage.cost_missing or usage.completion_tokens > 0)

@@ -15,6 +15,7 @@ Layers (each can be switched off, the benchmark measures each):
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -22,7 +23,7 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from promptship.domain.gate import (
@@ -85,16 +86,51 @@ _DS_KEYWORD_HINT = re.compile(
     r"|://|BEGIN|\b(?:AKC|AP[\dA-F])[A-Za-z0-9]{8,}|\b(?:AKIA|ABIA|ACCA|ASIA|SK|AC)[A-Za-z0-9]{14,}"
 )
 _DS_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
+# The same hint without IGNORECASE, for lowercased text: ``re``'s case-insensitive alternations are ~2.5x slower
+# (as in ``domain.gate``). Only when lowercasing the pattern cannot change an escape's meaning (``\S``, ``\D``).
+_DS_KEYWORD_HINT_LOWER = (
+    None
+    if re.search(r"\\[A-Z]", _DS_KEYWORD_HINT.pattern)
+    else re.compile(_DS_KEYWORD_HINT.pattern.replace("(?i)", "", 1).lower())
+)
 
 
 def _ds_hint(line: str) -> bool:
     if _DS_KEYWORD_HINT.search(line):
         return True
-    for m in _DS_TOKEN_RUN.finditer(line):
-        run = m.group(0)
-        if any(c.isdigit() for c in run) and any(c.isalpha() for c in run):
-            return True
-    return False
+    return any(_mixed_run(m.group(0)) for m in _DS_TOKEN_RUN.finditer(line))
+
+
+def _mixed_run(run: str) -> bool:
+    return not run.isalpha() and any(map(str.isdigit, run)) and any(map(str.isalpha, run))
+
+
+def _ds_hint_lines(text: str, starts: Sequence[int]) -> set[int]:
+    """The indexes of the lines of ``text`` (``starts``: where each begins) for which ``_ds_hint`` holds — the
+    same lines, found by whole-text searches instead of two searches per line (most lines have no hint).
+
+    A keyword match found from the start of line L either starts in a line whose own check then decides, or
+    proves that no line before it matches (a match of a line alone is a match in the whole text at the same
+    place: the pattern has no anchors or lookahead); the search goes on from the next line's start."""
+    hinted: set[int] = set()
+    for m in _DS_TOKEN_RUN.finditer(text):  # runs never cross a newline: the same runs as line by line
+        if _mixed_run(m.group(0)):
+            hinted.add(bisect.bisect_right(starts, m.start()) - 1)
+    hint, hay = _DS_KEYWORD_HINT, text
+    low = text.lower()
+    if _DS_KEYWORD_HINT_LOWER is not None and len(low) == len(text):  # offsets hold
+        hint, hay = _DS_KEYWORD_HINT_LOWER, low
+    pos = 0
+    while (m := hint.search(hay, pos)) is not None:
+        index = bisect.bisect_right(starts, m.start()) - 1
+        if index not in hinted:
+            end = starts[index + 1] - 1 if index + 1 < len(starts) else len(text)
+            if hint.search(hay[starts[index] : end]):
+                hinted.add(index)
+        if index + 1 >= len(starts):
+            break
+        pos = starts[index + 1]
+    return hinted
 
 
 class _DetectSecretsSettings:
@@ -229,14 +265,15 @@ class SensitiveDataScanner:
     def _detect_secrets(self, text: str) -> list[Finding]:
         # Only lines that could hold a secret go through detect-secrets' plugins (~25 regexes and filters
         # per line): a credential word, a long token-like run, or an Artifactory-style prefix.
-        lines: list[str] = []
-        offsets: list[int] = []
+        all_lines = text.split("\n")
+        starts: list[int] = []
         pos = 0
-        for line in text.split("\n"):
-            if _ds_hint(line):
-                lines.append(line)
-                offsets.append(pos)
+        for line in all_lines:
+            starts.append(pos)
             pos += len(line) + 1
+        hinted = sorted(_ds_hint_lines(text, starts))
+        lines = [all_lines[i] for i in hinted]
+        offsets = [starts[i] for i in hinted]
         if not lines:
             return []
         numbered = list(enumerate(lines, start=1))
@@ -276,12 +313,13 @@ class SensitiveDataScanner:
         token-window context on top (``presidio_mode="engine"``; the benchmark compares the two)."""
         low = text.lower()
         out: list[tuple[str, int, int, float]] = []
-        masked = _id_candidates_only(text)
-        if masked is None:
+        candidates = _id_candidates_compact(text)
+        if candidates is None:
             return out
+        compact, to_text = candidates
         for recognizer, entities, context in self._recognizers:
-            for r in recognizer.analyze(masked, entities, None):
-                start, stop, score = r.start, r.end, r.score
+            for r in recognizer.analyze(compact, entities, None):
+                start, stop, score = to_text(r.start), to_text(r.end), r.score
                 if context and score < 1.0:
                     before = low[max(0, start - 60) : start]
                     if any(word in before for word in context):
@@ -356,20 +394,60 @@ _WINDOW_MARGIN = 8  # the longest prefix/suffix an ID pattern needs around its d
 _BLANK = "\x00"
 
 
+def _id_windows(text: str) -> list[tuple[int, int]]:
+    keep: list[tuple[int, int]] = []
+    for m in _ID_CANDIDATE.finditer(text):
+        run = m.group(0)
+        if not run.isalpha() and sum(map(str.isdigit, run)) >= 4:
+            start, end = max(0, m.start() - _WINDOW_MARGIN), min(len(text), m.end() + _WINDOW_MARGIN)
+            if keep and start <= keep[-1][1]:
+                keep[-1] = (keep[-1][0], end)
+            else:
+                keep.append((start, end))
+    return keep
+
+
+# Blank runs longer than this are shortened to it in the text presidio reads: every pattern it is asked for
+# matches at most ~200 characters (and e-mail's unbounded one never matches NUL), so no match can reach
+# across such a run either way; the recognizers' regexes then read ~100 characters of a 5 KB prompt, not 5000.
+_MAX_BLANK = 256
+
+
+def _id_candidates_compact(text: str) -> tuple[str, Callable[[int], int]] | None:
+    """What ``_id_candidates_only`` gives presidio, with every blank run shortened to at most ``_MAX_BLANK``,
+    and the function that maps an offset in it back to ``text``; None when there is no candidate."""
+    keep = _id_windows(text)
+    if not keep:
+        return None
+    parts: list[str] = []
+    segments: list[tuple[int, int]] = []  # (offset in the compact text, offset in text) of each piece
+    at = last = 0
+    for start, end in [*keep, (len(text), len(text))]:
+        if start > last:
+            segments.append((at, last))
+            parts.append(_BLANK * min(start - last, _MAX_BLANK))
+            at += min(start - last, _MAX_BLANK)
+        if end > start:
+            segments.append((at, start))
+            parts.append(text[start:end])
+            at += end - start
+        last = end
+    compact_starts = [c for c, _ in segments]
+
+    def to_text(offset: int) -> int:
+        i = bisect.bisect_right(compact_starts, offset) - 1
+        return segments[i][1] + offset - segments[i][0]
+
+    return "".join(parts), to_text
+
+
 def _id_candidates_only(text: str) -> str | None:
     """``text`` with everything but identifier-like runs holding >= 4 digits blanked out (NUL) (same length, so
     offsets hold), or None when there is none. Every entity presidio is asked for here (IDs, cards, IBANs,
     tax, licence and passport numbers) has at least 4 digits; e-mail addresses are the rules layer's job.
     Blanked prose costs the recognizers' regexes almost nothing; their context words are read from the
     original text."""
-    keep: list[tuple[int, int]] = []
-    for m in _ID_CANDIDATE.finditer(text):
-        if sum(c.isdigit() for c in m.group(0)) >= 4:
-            start, end = max(0, m.start() - _WINDOW_MARGIN), min(len(text), m.end() + _WINDOW_MARGIN)
-            if keep and start <= keep[-1][1]:
-                keep[-1] = (keep[-1][0], end)
-            else:
-                keep.append((start, end))
+    keep = _id_windows(text)
     if not keep:
         return None
     parts: list[str] = []

@@ -409,6 +409,9 @@ class LiteLLMGateway:
     ) -> Any:
         import litellm
 
+        # LiteLLM would otherwise hand every streamed chunk to a logging thread (its callbacks, which promptship
+        # does not use: the ledger is the record). Measured: that alone tripled a stream's time (GIL contention).
+        litellm.disable_streaming_logging = True
         kwargs: dict[str, Any] = dict(params)
         kwargs.update(
             model=spec.litellm_model,
@@ -484,6 +487,11 @@ class LiteLLMGateway:
         settled = False
         try:
             for chunk in sent.response:
+                if getattr(chunk, "usage", None) and not chunk.choices:
+                    # LiteLLM's own closing usage chunk (sent after the provider's stream ended). Asking for one
+                    # more would rebuild the whole response again (``stream_chunk_builder``) to say StopIteration.
+                    last_usage = chunk.usage
+                    break
                 data = chunk.model_dump(mode="json", exclude_none=True)
                 data["model"] = sent.decision.model
                 if data.get("usage"):
@@ -518,6 +526,7 @@ class LiteLLMGateway:
                 # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
                 estimate = sent.reservation.check.estimate_usd
                 self._settle(run_key, step, sent, Usage(cost_usd=estimate, cost_missing=not sent.spec.local))
+            sent.response.close()  # stops reading the provider (a client gone mid-stream) or releases it
 
 
 def _is_vendor_error(exc: BaseException) -> bool:

@@ -1,19 +1,28 @@
 """Gateway overhead: one chat completion through the gateway service vs straight to the provider (the LLM
-stand-in), measured in the same run, plus what each layer of the gateway costs on its own."""
+stand-in), measured in the same run, plus what each layer of the gateway costs on its own; streams through the
+service vs direct (a short reply and a 256-chunk one: total, p99, ratio, first content chunk, SSE events).
+Every call sends a prompt not sent before, so the gate's figures are real scans; its cache has its own line."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from promptship.bench.stats import percentile, summary
 
 N = 150
 WARMUP = 10
+STREAMS = 60
+# A 256-chunk reply (the stand-in streams 16 characters a chunk): what per-chunk costs add up to. Varied text:
+# LiteLLM ends a stream whose chunks repeat 100 times ("the model is repeating").
+LONG_REPLY = "".join(f"line {i:05d}: ok.\n" for i in range(256))  # 16 characters a line
 
 
 def _time(fn: Callable[[], object], n: int) -> list[float]:
@@ -25,6 +34,14 @@ def _time(fn: Callable[[], object], n: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - t0) * 1000)
     return out
+
+
+def _has_content(line: str) -> bool:
+    payload = line.removeprefix("data: ")
+    if payload == "[DONE]":
+        return False
+    choices = json.loads(payload).get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
 
 
 def run() -> None:
@@ -42,8 +59,18 @@ def run() -> None:
     from promptship.store.ledger import CostLedger
     from promptship_sandbox.llm_server import running_llm_stand_in, serve_asgi
 
-    prompt = "Implement a retry helper with exponential backoff for the chat backend's LiteLLM client. " * 3
-    messages = [{"role": "system", "content": "You are a coding agent."}, {"role": "user", "content": prompt}]
+    base = "Implement a retry helper with exponential backoff for the chat backend's LiteLLM client. " * 3
+    serial = itertools.count(1)
+
+    def fresh_messages() -> list[dict[str, str]]:
+        # A distinct prompt for every call: the gate remembers texts by digest, and one prompt sent over and
+        # over would measure its cache, not the gate (the cache is measured on its own line below).
+        n = next(serial)
+        return [
+            {"role": "system", "content": "You are a coding agent."},
+            {"role": "user", "content": f"{base}Ticket {n}: the client of service {n % 97} times out."},
+        ]
+
     with tempfile.TemporaryDirectory() as tmp, running_llm_stand_in() as llm, SensitiveDataScanner() as scanner:
         ledger = CostLedger(make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}"), cloud_daily_usd=None)
         ledger.create_schema()
@@ -55,43 +82,62 @@ def run() -> None:
             gateway_url="http://127.0.0.1:9",
         )
         with serve_asgi(create_gateway_app(gateway, gateway.ledger)) as gateway_url:
-            decision = gateway.route(prompt, task_class="complex_code")
+            decision = gateway.route(base, task_class="complex_code")
             key = gateway.agent_access("bench", decision, 1e9).api_key.get_secret_value()
-            body = {"model": "openai/gpt-4o", "messages": messages}
+            auth = {"authorization": f"Bearer {key}"}
+
+            def body(stream: bool = False) -> dict[str, object]:
+                out: dict[str, object] = {"model": "openai/gpt-4o", "messages": fresh_messages()}
+                return {**out, "stream": True} if stream else out
+
             with httpx.Client(timeout=30) as http:
-                direct = _time(lambda: http.post(f"{llm.base_url}/v1/chat/completions", json=body).json(), N)
+                direct = _time(lambda: http.post(f"{llm.base_url}/v1/chat/completions", json=body()).json(), N)
                 service = _time(
-                    lambda: http.post(
-                        f"{gateway_url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
-                    ).json(),
-                    N,
+                    lambda: http.post(f"{gateway_url}/v1/chat/completions", json=body(), headers=auth).json(), N
                 )
-                stream_body = {**body, "stream": True}
 
-                def streamed() -> None:
-                    with http.stream(
-                        "POST",
-                        f"{gateway_url}/v1/chat/completions",
-                        json=stream_body,
-                        headers={"authorization": f"Bearer {key}"},
-                    ) as r:
-                        for _ in r.iter_lines():
-                            pass
+                def stream(url: str, headers: dict[str, str]) -> tuple[float, float, int]:
+                    """(total ms, first content chunk ms, SSE data events) of one streamed completion."""
+                    t0 = time.perf_counter()
+                    first, events = float("nan"), 0
+                    with http.stream("POST", url, json=body(stream=True), headers=headers) as r:
+                        for line in r.iter_lines():
+                            if not line.startswith("data: "):
+                                continue
+                            events += 1
+                            if first != first and _has_content(line):  # NaN until the first content chunk
+                                first = (time.perf_counter() - t0) * 1000
+                    return (time.perf_counter() - t0) * 1000, first, events
 
-                def streamed_direct() -> None:
-                    with http.stream("POST", f"{llm.base_url}/v1/chat/completions", json=stream_body) as r:
-                        for _ in r.iter_lines():
-                            pass
-
-                direct_stream = _time(streamed_direct, N // 2)
-                service_stream = _time(streamed, N // 2)
+                streams: dict[str, dict[str, list[tuple[float, float, int]]]] = {}
+                for label, reply in (("short", None), ("long", LONG_REPLY)):
+                    runs: dict[str, list[tuple[float, float, int]]] = {"direct": [], "service": []}
+                    for i in range(WARMUP + STREAMS):
+                        # alternate, so that both see the same moments of a shared machine
+                        for side, url, headers in (
+                            ("direct", f"{llm.base_url}/v1/chat/completions", {}),
+                            ("service", f"{gateway_url}/v1/chat/completions", auth),
+                        ):
+                            if reply is not None:
+                                llm.script("*", [reply])
+                            sample = stream(url, headers)
+                            if i >= WARMUP:
+                                runs[side].append(sample)
+                    streams[label] = runs
             call = LLMCall(
                 run_key="bench",
                 step="bench",
-                messages=tuple(LLMMessage(role=m["role"], content=m["content"]) for m in messages),  # type: ignore[arg-type]
+                messages=(LLMMessage(role="user", content=base),),
                 task_class="complex_code",
             )
-            adapter = _time(lambda: gateway.complete(call), N)
+            adapter = _time(
+                lambda: gateway.complete(
+                    call.model_copy(
+                        update={"messages": (LLMMessage(role="user", content=fresh_messages()[1]["content"]),)}
+                    )
+                ),
+                N,
+            )
             import litellm
 
             litellm_alone = _time(
@@ -99,13 +145,31 @@ def run() -> None:
                     model="openrouter/openai/gpt-4o",
                     api_base=llm.base_url + "/v1",
                     api_key="sk-or-v1-bench",
-                    messages=messages,
+                    messages=fresh_messages(),
                     num_retries=0,
                     max_retries=0,
                 ),
                 N,
             )
-            gate = _time(lambda: scanner.scan_messages(messages), N)
+
+            def litellm_stream() -> None:
+                chunks: Any = litellm.completion(
+                    model="openrouter/openai/gpt-4o",
+                    api_base=llm.base_url + "/v1",
+                    api_key="sk-or-v1-bench",
+                    messages=fresh_messages(),
+                    num_retries=0,
+                    max_retries=0,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                for _ in chunks:
+                    pass
+
+            litellm_streaming = _time(litellm_stream, STREAMS)
+            gate = _time(lambda: scanner.scan_messages(fresh_messages()), N)
+            repeated = fresh_messages()
+            gate_hit = _time(lambda: scanner.scan_messages(repeated), N)
 
             def ledger_round() -> None:
                 r = ledger.reserve("bench-ledger", "cloud", 0.01)
@@ -113,17 +177,29 @@ def run() -> None:
 
             ledger_ms = _time(ledger_round, N)
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"   (load average {load:.1f} on {os.cpu_count()} CPUs; every call sends a prompt not sent before)")
     print(f"   provider direct (stand-in, no gateway):      {summary(direct)}")
     print(f"   LiteLLM client alone (no gate, no ledger):   {summary(litellm_alone)}")
     print(f"   adapter in-process (gate+budget+LiteLLM):    {summary(adapter)}")
     print(f"   gateway service over HTTP:                   {summary(service)}")
-    print(f"   streaming direct:                            {summary(direct_stream)}")
-    print(f"   streaming through the gateway service:       {summary(service_stream)}")
     print(f"   layer: gate scan of the request:             {summary(gate)}")
+    print(f"   layer: gate, cache hit (same request again): {summary(gate_hit)}")
     print(f"   layer: ledger reserve+release (SQLite):      {summary(ledger_ms)}")
     med_direct, med_service = statistics.median(direct), statistics.median(service)
     print(
         f"   overhead per call: median +{med_service - med_direct:.2f} ms "
-        f"(x{med_service / med_direct:.1f}), p99 +{percentile(service, 99) - percentile(direct, 99):.2f} ms; "
-        f"streaming median x{statistics.median(service_stream) / statistics.median(direct_stream):.1f}"
+        f"(x{med_service / med_direct:.1f}), p99 +{percentile(service, 99) - percentile(direct, 99):.2f} ms"
     )
+    print(f"   LiteLLM client alone, streaming (short):     {summary(litellm_streaming)}")
+    for label, runs in streams.items():
+        d_total, d_first, d_events = zip(*runs["direct"], strict=True)
+        s_total, s_first, s_events = zip(*runs["service"], strict=True)
+        print(f"   streaming {label} direct  ({statistics.median(d_events):.0f} SSE events): {summary(list(d_total))}")
+        print(f"   streaming {label} service ({statistics.median(s_events):.0f} SSE events): {summary(list(s_total))}")
+        print(
+            f"   streaming {label}: ratio median x{statistics.median(s_total) / statistics.median(d_total):.2f}, "
+            f"p99 x{percentile(list(s_total), 99) / percentile(list(d_total), 99):.2f} (goal <= 1.3); first chunk "
+            f"median {statistics.median(s_first):.2f} ms vs {statistics.median(d_first):.2f} ms direct "
+            f"(+{statistics.median(s_first) - statistics.median(d_first):.2f} ms, goal <= +20)"
+        )
