@@ -39,7 +39,9 @@ def _rate(values: list[bool]) -> float:
     return sum(values) / len(values)
 
 
-@pytest.mark.parametrize(("group", "floor"), [("secret", 0.98), ("structured", 0.95)])
+# 0.96, not 0.98: ~36 of the sources' positives are placeholders by promptship's policy (xxxx runs, AWS's
+# documented EXAMPLE keys, ZZZZ fillers) and are no longer flagged (docs/ROUTING.md, "Placeholders").
+@pytest.mark.parametrize(("group", "floor"), [("secret", 0.96), ("structured", 0.95)])
 def test_recall_on_eval(flagged, group, floor):
     assert _rate(flagged[group]) >= floor
 
