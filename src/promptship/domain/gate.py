@@ -419,6 +419,8 @@ def scan_rules(text: str) -> list[Finding]:
                 and not _CODE_REFERENCE.fullmatch(value)
             ):
                 add("secret", subtype, (m.start(1), m.start(1) + len(value)))
+    for span in _plain_credentials(text):
+        add("secret", "plain_credential", span)
     for m in _URL_CREDENTIALS.finditer(text):
         if not _PLACEHOLDER.match(m.group(2)) and not is_placeholder_secret(m.group(2)):
             add("secret", "url_credentials", m.span(2))
@@ -567,6 +569,70 @@ def _in_url_path(text: str, start: int) -> bool:
     prefix = text[max(line_start, start - 200) : start + 1]
     ends = [m.end() for m in _URL_PATH_START.finditer(prefix)]
     return bool(ends) and not re.search(r"[\s?#&\"'<>]", prefix[ends[-1] :])
+
+
+# Credentials in plain words (English, French): a password, PIN, passphrase or recovery code given after such a
+# word, with or without ":"/"=" ("the staging login is admin / password hunter2", "mot de passe : Chaton#88",
+# "PIN 4821", "code de récupération 5KQ9-22XP"). Group 1 = the word, 2 = a connector (is/est/:/=), 3 = value.
+_PLAIN_WORD = (
+    r"(?P<word>pass(?:word|wd|phrase|code)|pwd|pass|pin(?: code)?|code pin|(?:recovery|backup) codes?|"
+    r"mot de passe|mdp|phrase (?:secrète|de passe)|codes? (?:de récupération|de secours|confidentiel))"
+)
+_PLAIN_CREDENTIAL = re.compile(
+    rf"(?i)(?<![\w-]){_PLAIN_WORD}(?![\w-])"
+    r"(?P<conn>[^\n.:=?!]{0,40}?(?:(?<![\w'])(?:is|was|est|sera)(?![\w'])[ \t]*:?|[ \t]*[:=]))?[ \t]*"
+    r"(?:[\"'`«“][ \t]*(?P<quoted>[^\"'`»”\n]{3,64}?)[ \t]*[\"'`»”]|(?P<value>[^\s\"'`,;]{3,64}))"
+)
+# Words that follow a credential word in ordinary sentences about credentials, not a credential.
+_PLAIN_STOP = frozenset(
+    """a an the this that it its to of for in on at by with from as and or not no must should can will may be
+    is are was set reset field fields form input hash hashed hashes stored wrong incorrect invalid correct
+    required empty missing expired changed change used needed sent shown page screen prompt dialog policy
+    length strength manager managers protected entry entered before after again rules rule has have
+    le la les un une de des du au aux doit est et ou pas sur pour par avec dans incorrect incorrecte
+    demandé demandée requis requise obligatoire oublié vide haché hachée stocké changé changer modifier
+    utilisateur utilisateurs compte champ formulaire saisi saisie""".split()
+)
+_LOGIN_CONTEXT = re.compile(
+    r"(?i)\b(?:user(?:name)?|login|log in|sign in|account|identifiant|utilisateur|compte|admin|root)\b"
+)
+
+
+def _plain_credentials(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in _PLAIN_CREDENTIAL.finditer(text):
+        group = "quoted" if m.group("quoted") is not None else "value"
+        value = m.group(group).rstrip(".,;:)")
+        word = m.group("word").lower()
+        if (
+            len(value) < 3
+            or value.lower() in _PLAIN_STOP
+            or is_masked_value(value)
+            or _CODE_REFERENCE.fullmatch(value)
+            and ("." in value or "(" in value or "[" in value)
+        ):
+            continue
+        has_digit = any(c.isdigit() for c in value)
+        if word.startswith("pin") or word == "code pin" or word == "passcode":
+            if not re.fullmatch(r"\d{4,8}", value):
+                continue
+        elif "code" in word:  # recovery / backup codes: groups with digits
+            if not (has_digit and len(value) >= 6):
+                continue
+        elif m.group("conn") is None:  # "password hunter2": no connector, the value must look like one
+            mixed = re.search(r"[A-Za-z]", value) and re.search(r"[\d\W_]", value)
+            login = _LOGIN_CONTEXT.search(text, max(0, m.start() - 80), m.start())
+            if word == "pass" and not login:
+                continue  # "pass" is also a verb and a Python statement
+            if not (mixed or (login and len(value) >= 5 and value.isalpha())):
+                continue
+        start = m.start(group)
+        spans.append((start, start + len(value)))
+        if "code" in word:  # more codes after the first: "codes 3f9k-2m1q 8d7s-0p4x"
+            tail = re.match(r"(?:[ \t,]+[A-Za-z0-9]{3,8}(?:-[A-Za-z0-9]{3,8})+)+", text[start + len(value) :])
+            if tail:
+                spans.append((start + len(value), start + len(value) + tail.end()))
+    return spans
 
 
 def is_masked_value(value: str) -> bool:
