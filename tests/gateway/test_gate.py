@@ -80,8 +80,14 @@ def test_outbound_texts_accepts_arguments_given_as_objects():
             "private_key",
         ),
         ("OPENROUTER_API_KEY=sk-or-v1-" + "ab12" * 16, "openrouter_key"),
-        ("client = Anthropic(api_key='sk-ant-api03-" + "x" * 90 + "')", "anthropic_key"),
-        ("slack: xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "slack_token"),
+        (
+            "client = Anthropic(api_key='sk-ant-api03-"
+            + "Rk7mQ2xVt9LpZ4nW8bHs3JcY6dFg1TqK5uNe0aPw" * 2
+            + "Hn4vC8mZ2q"
+            + "')",
+            "anthropic_key",
+        ),
+        ("slack: xoxb-493817260554-8831046279913-Qm7RtZp2KwLx9VbN4sHj8cYd", "slack_token"),
         ("stripe.api_key = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'", "stripe_key"),
         ('db_password = "Tr0ub4dor&3-horse"', "assigned_credential"),
         ("password: 'correct horse battery staple'", "assigned_credential"),
@@ -182,3 +188,51 @@ def test_a_workspace_path_named_by_a_run_key_is_not_a_secret(text):
     from promptship.domain.gate import scan_rules
 
     assert not [f for f in scan_rules(text) if f.subtype == "high_entropy"]
+
+
+# --- the rules file and credentials in plain words ----------------------------------------------------------
+
+
+def test_every_rule_of_the_rules_file_names_its_source():
+    from promptship.domain.gate import load_secret_rules
+
+    rules = load_secret_rules()
+    assert len(rules) >= 70
+    for rule in rules:
+        assert set(rule) == {"subtype", "needles", "pattern", "source"}, rule
+        assert len(rule["source"]) >= 10, rule["subtype"]
+
+
+def _plain_rows() -> list[dict]:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "data" / "plain_credentials.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("row", _plain_rows(), ids=lambda r: r["id"])
+def test_plain_language_credentials(row):
+    """promptship's own labelled examples (EN/FR), written for this rule: a credential given after a word such
+    as password/PIN/passphrase/recovery code is found; ordinary sentences about passwords are not."""
+    secrets = [f for f in scan_rules(row["text"]) if f.kind == "secret"]
+    assert bool(secrets) == bool(row["label"]), [row["text"][f.start : f.end] for f in secrets]
+
+
+@pytest.mark.parametrize(
+    ("value", "placeholder"),
+    [
+        ("AKIAIOSFODNN7EXAMPLE", True),
+        ("ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", True),
+        ("<your-token>", True),
+        ("${GITHUB_TOKEN}", True),
+        ("insert_key_here", True),
+        ("sntryu_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", True),
+        ("ghp_Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8", False),
+        ("hunter2", False),
+        ("xoxb-493817260554-8831046279913-Qm7RtZp2KwLx9VbN4sHj8cYd", False),
+    ],
+)
+def test_placeholders(value, placeholder):
+    from promptship.domain.gate import is_placeholder_secret
+
+    assert is_placeholder_secret(value) is placeholder

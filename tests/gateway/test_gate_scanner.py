@@ -39,7 +39,9 @@ def _rate(values: list[bool]) -> float:
     return sum(values) / len(values)
 
 
-@pytest.mark.parametrize(("group", "floor"), [("secret", 0.98), ("structured", 0.95)])
+# 0.96, not 0.98: ~36 of the sources' positives are placeholders by promptship's policy (xxxx runs, AWS's
+# documented EXAMPLE keys, ZZZZ fillers) and are no longer flagged (docs/ROUTING.md, "Placeholders").
+@pytest.mark.parametrize(("group", "floor"), [("secret", 0.96), ("structured", 0.95)])
 def test_recall_on_eval(flagged, group, floor):
     assert _rate(flagged[group]) >= floor
 
@@ -316,3 +318,17 @@ def test_route_command_explains_and_redacts():
         "cloud",
         "openrouter/anthropic/claude-3.5-sonnet",
     )
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Refactor the login module; the staging login is admin / password hunter2",
+        "Refactorise le module de connexion ; le mot de passe de recette est hunter2",
+    ],
+)
+def test_route_keeps_a_plain_language_password_local_and_never_shows_it(prompt):
+    proc = _cli("route", prompt, "--task-class", "complex_code")
+    assert proc.returncode == 0, proc.stderr
+    assert "mode:      local" in proc.stdout and "secret:plain_credential" in proc.stdout
+    assert "hunter2" not in proc.stdout

@@ -3,6 +3,9 @@
 Prints
 - gate latency (median/p99) on ~200-byte and ~5 KB prompts, per layer (rules, detect-secrets, presidio) and
   for the whole stack, with each layer's ratio to promptship's own rules measured in the same run;
+- secrets recall per provider family on the held-out split of ../shared/eval (tests/data/gate_eval_split.json,
+  fixed before tuning) and on external fixtures (tests/data/secret_fixtures/), the hard-negative rate, and
+  promptship's own plain-language credential examples;
 - recall, precision and false-positive rate on ../shared/eval/ (secrets, pii, benign), per subtype where a
   subtype is missed, with what each layer finds on its own;
 - the task classifier's confusion matrix on task_class.jsonl and promptship's hand-labelled prompts.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -24,7 +28,7 @@ from promptship.bench.stats import percentile
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EVAL_DIR = Path(os.environ.get("PROMPTSHIP_EVAL_DIR", REPO_ROOT.parent / "shared" / "eval"))
 OWN_TASK_FILES = ("task_class_tests_docs.jsonl", "task_class_holdout.jsonl", "task_class_holdout2.jsonl")
-TARGETS = {"secret_recall": 0.99, "pii_recall": 0.97, "benign_fp": 0.02, "p99_5kb_ms": 20.0}
+TARGETS = {"secret_recall": 0.99, "pii_recall": 0.97, "benign_fp": 0.02, "p99_5kb_ms": 20.0, "hard_negative": 0.10}
 
 # Structured personal data: what the gate promises to find (names/addresses are best effort, not counted).
 STRUCTURED_PII = "structured"
@@ -154,6 +158,126 @@ def quality(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"groups": dict(hits), "subtypes": dict(subtype_hits), "layers": layer_hits}
 
 
+# --- held-out split, provider families, external fixtures -------------------------------------------------
+
+SPLIT_FILE = REPO_ROOT / "tests" / "data" / "gate_eval_split.json"
+FIXTURES = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "noseyparker.jsonl"
+PLAIN_FILE = REPO_ROOT / "tests" / "data" / "plain_credentials.jsonl"
+FAMILY_GOAL = 0.9
+# Several names of one provider; subtype words that name a kind of credential, not its provider.
+_FAMILY_ALIASES = {
+    "amazon": "aws",
+    "softlayer": "ibm",
+    "cloudant": "ibm",
+    "jfrog": "artifactory",
+    "gcp": "google",
+    "firebase": "google",
+    "microsoft": "azure",
+    "teams": "azure",
+    "keyword": "generic",
+    "curl": "generic",
+    "basic": "generic",
+    "generic": "generic",
+    "private": "private_key",
+    "pem": "private_key",
+    "hugging": "huggingface",
+    "newrelic": "newrelic",
+    "new": "newrelic",
+    "one": "1password",
+    "onepassword": "1password",
+    "planet": "planetscale",
+    "fly": "flyio",
+    "flyio": "flyio",
+    "openshift": "openshift",
+    "twitter": "twitter",
+    "x": "twitter",
+}
+_KIND_WORDS = frozenset(
+    "api access token key secret client id oauth pat personal bot user app legacy webhook url config configuration "
+    "refresh organization org admin service account auth password private public live test sensitive tf v2 "
+    "incoming mail runner registration routable pipeline trigger deploy feature flag fine grained session "
+    "workspace identity reference short long lived credential credentials".split()
+)
+
+
+def family_of(subtype: str) -> str:
+    """The provider family of an eval subtype ('SlackLegacyBotToken' -> 'slack', 'ibm_cos_hmac' -> 'ibm')."""
+    words = [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", subtype)]
+    if not words:
+        return subtype.lower()
+    if words[0] in _FAMILY_ALIASES:
+        return _FAMILY_ALIASES[words[0]]
+    kept = [w for w in words if w not in _KIND_WORDS]
+    return "".join(kept[:2]) if kept else words[0]
+
+
+def held_out_ids() -> frozenset[str]:
+    return frozenset(json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["held_out"])
+
+
+def family_recall(
+    scanner: Any, rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], str]
+) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        counts = out[key(row)]
+        counts[0] += scanner.scan(row["text"]).sensitive
+        counts[1] += 1
+    return dict(out)
+
+
+def _print_families(title: str, fams: dict[str, list[int]]) -> None:
+    hit = sum(h for h, _ in fams.values())
+    n = sum(t for _, t in fams.values())
+    below = sorted((f for f, (h, t) in fams.items() if h / t < FAMILY_GOAL), key=lambda f: fams[f][0] / fams[f][1])
+    print(
+        f"   {title}: recall {hit}/{n} = {hit / max(1, n):.3f}; {len(fams)} families, "
+        f"{len(fams) - len(below)} at >= {FAMILY_GOAL} ({len(below)} below)"
+    )
+    print("     " + "  ".join(f"{f} {h}/{t}" for f, (h, t) in sorted(fams.items())))
+    if below:
+        print("     below goal: " + ", ".join(f"{f} {fams[f][0]}/{fams[f][1]}" for f in below))
+
+
+def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Secrets recall per provider family on the held-out split (never tuned on) and on the external fixtures
+    (another scanner's examples, never read while writing rules); hard negatives and benign FP per split;
+    promptship's own plain-language credential examples."""
+    held = held_out_ids()
+    figures: dict[str, float] = {}
+    for split in ("held_out", "tune"):
+        part = [r for r in rows if (r["id"] in held) == (split == "held_out")]
+        secrets = [r for r in part if r["group"] == "secret"]
+        fams = family_recall(scanner, secrets, lambda r: family_of(r["subtype"]))
+        if split == "held_out":
+            _print_families("held-out split, secrets by provider family", fams)
+        hn = [r for r in part if r["group"] == "hard-negative"]
+        hn_hit = sum(scanner.scan(r["text"]).sensitive for r in hn)
+        ben = [r for r in part if r["group"] == "benign"]
+        ben_hit = sum(scanner.scan(r["text"]).sensitive for r in ben)
+        rec = sum(h for h, _ in fams.values()) / max(1, sum(t for _, t in fams.values()))
+        print(
+            f"   {split:<8} secrets recall {rec:.3f}; hard negatives flagged {hn_hit}/{len(hn)} = "
+            f"{hn_hit / max(1, len(hn)):.3f}; benign FP {ben_hit}/{len(ben)}"
+        )
+        figures[f"{split}_recall"] = rec
+        figures[f"{split}_hard_negative"] = hn_hit / max(1, len(hn))
+    if FIXTURES.exists():
+        fixtures = load_jsonl(FIXTURES)
+        fams = family_recall(scanner, fixtures, lambda r: r["family"])
+        _print_families(f"external fixtures ({FIXTURES.name}, Apache-2.0)", fams)
+        figures["fixtures_recall"] = sum(h for h, _ in fams.values()) / max(1, len(fixtures))
+    if PLAIN_FILE.exists():
+        for split in ("tune", "held_out"):
+            part = [r for r in load_jsonl(PLAIN_FILE) if r["split"] == split]
+            pos = [r for r in part if r["label"] == 1]
+            neg = [r for r in part if r["label"] == 0]
+            tp = sum(scanner.scan(r["text"]).sensitive for r in pos)
+            fp = sum(scanner.scan(r["text"]).sensitive for r in neg)
+            print(f"   plain-language credentials ({split}): recall {tp}/{len(pos)}, false positives {fp}/{len(neg)}")
+    return figures
+
+
 def confusion(rows: list[dict[str, Any]]) -> tuple[list[str], dict[tuple[str, str], int], float]:
     from promptship.domain.routing import EVAL_CATEGORY_TO_CLASS, TASK_CLASSES, classify_task
 
@@ -232,6 +356,8 @@ def run() -> None:
         f"   precision (hard negatives excluded) {tp / max(1, tp + fp_all):.3f}; "
         f"with hard negatives {tp / max(1, tp + fp_all + groups['hard-negative'][0]):.3f}"
     )
+    print("   -- honest figures: held-out split, external fixtures, hard negatives")
+    honest = honest_eval(scanner, rows)
     print("   recall by subtype (only subtypes with a miss):")
     for (group, subtype), (hit, n) in sorted(q["subtypes"].items()):
         if group in ("secret", "pii") and hit < n:
@@ -253,6 +379,7 @@ def run() -> None:
         ("secrets recall", rate("secret"), ">=", TARGETS["secret_recall"]),
         ("structured-PII recall", rate(STRUCTURED_PII), ">=", TARGETS["pii_recall"]),
         ("FP on benign", rate("benign"), "<=", TARGETS["benign_fp"]),
+        ("hard negatives flagged", honest["held_out_hard_negative"], "<=", TARGETS["hard_negative"]),
         ("p99 at 5 KB, wall (ms)", p99_5kb, "<=", TARGETS["p99_5kb_ms"]),
         ("p99 at 5 KB, CPU (ms)", cpu_p99_5kb, "<=", TARGETS["p99_5kb_ms"]),
         ("classifier accuracy", accuracy, ">=", 0.9),

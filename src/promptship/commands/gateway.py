@@ -103,7 +103,7 @@ def _register_routing_commands(app: typer.Typer) -> None:
         from promptship.wiring import build_routing_policy
 
         policy = build_routing_policy(Settings())
-        scanner = SensitiveDataScanner(layers=("rules",) if rules_only else ("rules", "detect_secrets", "presidio"))
+        scanner = SensitiveDataScanner(layers=("rules",)) if rules_only else SensitiveDataScanner()
         with jsonl.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():

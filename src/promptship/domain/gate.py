@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Literal
 
 FindingKind = Literal["secret", "pii", "confidential"]
@@ -136,125 +138,21 @@ SECRET_WORDS = (
     r"webhook[_-]?secret|db[_-]?pass|creds|access[_.-]?id|sonar[_.-]?login|[_.]pw(?![a-z])"
 )
 
-# (subtype, pattern) — provider token formats with distinctive prefixes.
-# (subtype, needles, pattern): a rule's regex only runs when one of its literal needles is in the text
-# (a substring test costs microseconds; 80 regexes over 5 KB cost milliseconds). No needles: always run.
-_TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("private_key", ("PRIVATE KEY",), r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----"),
-    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}"),
-    ("github_token", ("github_pat_",), r"\bgithub_pat_[A-Za-z0-9_]{40,}"),
-    (
-        "gitlab_token",
-        (
-            "glpat-",
-            "glptt-",
-            "gldt-",
-            "glrt-",
-            "glrtr-",
-            "glcbt-",
-            "glimt-",
-            "glagent-",
-            "gloas-",
-            "glft-",
-            "glsoat-",
-            "glffct-",
-        ),
-        r"\bgl(?:pat|ptt|dt|rt|rtr|cbt|imt|agent|oas|ft|soat|ffct)-[A-Za-z0-9_.-]{20,}",
-    ),
-    ("gitlab_token", ("GR1348941",), r"\bGR1348941[A-Za-z0-9_-]{20,}"),
-    ("aws_key", ("AKIA", "ASIA", "ABIA", "ACCA", "A3T"), r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"),
-    ("slack_token", ("xox",), r"\bxox[abposrce]-(?:\d+-)?[A-Za-z0-9-]{10,}"),
-    ("slack_token", ("xapp-",), r"\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+"),
-    ("slack_webhook", ("hooks.slack.com",), r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,}"),
-    ("stripe_key", ("_live_", "_test_", "_prod_"), r"\b(?:sk|rk|pk)_(?:live|test|prod)_[A-Za-z0-9]{10,}"),
-    ("openai_key", ("sk-proj-", "sk-svcacct-", "sk-admin-"), r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"),
-    ("openai_key", ("T3BlbkFJ",), r"\bsk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"),
-    ("anthropic_key", ("sk-ant-",), r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{40,}"),
-    ("openrouter_key", ("sk-or-v1-",), r"\bsk-or-v1-[A-Za-z0-9]{32,}"),
-    ("google_api_key", ("AIza",), r"\bAIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
-    ("gcp_service_account", ("service_account",), r"\"type\"\s*:\s*\"service_account\""),
-    (
-        "azure_client_secret",
-        ("Q~",),
-        r"(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])",
-    ),
-    ("facebook_app_secret", ("|", "%7C", "%7c"), r"\b\d{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}(?![A-Za-z0-9_-])"),
-    ("intra42_secret", ("s-s4t2",), r"\bs-s4t2(?:ud|af)-[a-f0-9]{64}\b"),
-    ("openshift_token", ("sha256~",), r"\bsha256~[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"),
-    ("adobe_secret", ("p8e-",), r"\bp8e-[A-Za-z0-9]{32}\b"),
-    ("sonar_token", ("sqp_", "squ_", "sqa_"), r"\bsq[pau]_[A-Za-z0-9]{40}\b"),
-    ("jwt", ("eyJ",), r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    ("npm_token", ("npm_",), r"\bnpm_[A-Za-z0-9]{36}\b"),
-    ("pypi_token", ("pypi-",), r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
-    ("huggingface_token", ("hf_", "api_org_"), r"\b(?:hf_|api_org_)[A-Za-z]{34}\b"),
-    ("sendgrid_key", ("SG.",), r"\bSG\.[A-Za-z0-9_-]{20,24}\.[A-Za-z0-9_-]{39,50}"),
-    ("twilio_key", ("SK",), r"\bSK[0-9a-fA-F]{32}\b"),
-    ("mailchimp_key", ("-us",), r"\b[0-9a-f]{32}-us[0-9]{1,2}\b"),
-    ("telegram_token", (":AA",), r"\b\d{8,10}:AA[A-Za-z0-9_-]{33}\b"),
-    ("shopify_token", ("shp",), r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b"),
-    ("digitalocean_token", ("_v1_",), r"\bdo[opr]_v1_[a-f0-9]{64}\b"),
-    ("databricks_token", ("dapi",), r"\bdapi[a-f0-9]{32}(?:-\d)?\b"),
-    ("age_secret_key", ("AGE-SECRET-KEY-1",), r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b"),
-    ("pulumi_token", ("pul-",), r"\bpul-[a-f0-9]{40}\b"),
-    ("postman_key", ("PMAK-",), r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b"),
-    ("vault_token", ("hvs.", "hvb.", "hvr."), r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}"),
-    ("prefect_key", ("pnu_",), r"\bpnu_[A-Za-z0-9]{36}\b"),
-    (
-        "grafana_token",
-        ("glc_", "glsa_", "eyJrIjoi"),
-        r"\b(?:glc_[A-Za-z0-9+/]{32,}={0,2}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|eyJrIjoi[A-Za-z0-9]{70,})",
-    ),
-    ("sentry_token", ("sntry",), r"\bsntry[su]_[A-Za-z0-9+/=_-]{40,}"),
-    ("linear_key", ("lin_api_",), r"\blin_api_[A-Za-z0-9]{40}\b"),
-    ("notion_token", ("ntn_",), r"\bntn_[0-9]{11}[A-Za-z0-9]{35}\b"),
-    ("planetscale_token", ("pscale_",), r"\bpscale_(?:tkn|oauth|pw)_[A-Za-z0-9=._-]{32,64}\b"),
-    ("atlassian_token", ("ATATT3",), r"\bATATT3[A-Za-z0-9_=-]{150,}"),
-    (
-        "flyio_token",
-        ("fo1_", "fm1", "fm2_"),
-        r"\b(?:fo1_[\w-]{43}|fm1[ar]_[A-Za-z0-9+/]{100,}={0,3}|fm2_[A-Za-z0-9+/]{100,}={0,3})",
-    ),
-    ("doppler_token", ("dp.pt.",), r"\bdp\.pt\.[A-Za-z0-9]{43}\b"),
-    ("dynatrace_token", ("dt0c01.",), r"\bdt0c01\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{64}\b"),
-    ("easypost_key", ("EZ",), r"\bEZ[AT]K[A-Za-z0-9]{54}\b"),
-    ("rubygems_token", ("rubygems_",), r"\brubygems_[a-f0-9]{48}\b"),
-    ("shippo_token", ("shippo_",), r"\bshippo_(?:live|test)_[a-fA-F0-9]{40}\b"),
-    ("readme_key", ("rdme_",), r"\brdme_[a-z0-9]{70}\b"),
-    ("sourcegraph_token", ("sgp_",), r"\bsgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40}\b"),
-    ("onepassword_token", ("ops_eyJ",), r"\bops_eyJ[A-Za-z0-9+/]{100,}"),
-    (
-        "onepassword_secret_key",
-        ("A3-",),
-        r"\bA3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}\b",
-    ),
-    ("azure_storage_key", ("AccountKey=",), r"AccountKey=[A-Za-z0-9+/=]{40,}"),
-    ("artifactory_token", ("AKCp", "cmVmdGtu"), r"\b(?:AKCp[A-Za-z0-9]{69}|cmVmdGtu[A-Za-z0-9]{56})\b"),
-    ("private_ai_token", ("sk_", "pk_"), r"\b(?:sk_[A-Za-z0-9]{32,}|pk_[A-Za-z0-9]{32,})\b"),
-    ("hashicorp_tf_token", (".atlasv1.",), r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9=_-]{60,70}\b"),
-    ("infracost_token", ("ico-",), r"\bico-[A-Za-z0-9]{32}\b"),
-    ("octopus_key", ("API-",), r"\bAPI-[A-Z0-9]{26}\b"),
-    ("perplexity_key", ("pplx-",), r"\bpplx-[A-Za-z0-9]{48}\b"),
-    ("settlemint_token", ("sm_",), r"\bsm_(?:aat|pat|sat)_[A-Za-z0-9]{16}\b"),
-    ("square_token", ("EAAA", "sq0atp-", "sq0csp-"), r"\b(?:EAAA|sq0atp-|sq0csp-)[A-Za-z0-9_-]{22,60}"),
-    ("facebook_token", ("EAA",), r"\bEAA[MC][A-Za-z0-9]{100,}"),
-    ("discord_token", (), r"\b[MNO][A-Za-z\d_-]{23,25}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,38}\b"),
-    ("ibm_cloudant", (".cloudant.com",), r"https?://[\w.-]+:[\w.-]+@[\w-]+\.cloudant\.com"),
-    (
-        "amazon_bedrock_key",
-        ("ABSK", "bedrock-api-key-"),
-        r"\b(?:ABSK[A-Za-z0-9+/]{109,269}={0,2}|bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t)",
-    ),
-    ("teams_webhook", (".webhook.office.com",), r"https://[a-z0-9]+\.webhook\.office\.com/webhookb2/[a-z0-9-]+@"),
-    ("docker_pat", ("dckr_pat_",), r"\bdckr_pat_[A-Za-z0-9_-]{20,}"),
-    ("sidekiq_secret", ("CONTRIBSYS",), r"\bBUNDLE_(?:ENTERPRISE__CONTRIBSYS__COM|GEMS__CONTRIBSYS__COM)"),
-    (
-        "sidekiq_url",
-        ("contribsys.com",),
-        r"https?://[a-f0-9]{8}:[a-f0-9]{8}@(?:gems\.contribsys\.com|enterprise\.contribsys\.com)",
-    ),
-    ("artifactory_token", ("AKC", "AP"), r"(?:^|(?<=[\s=:\"']))(?:AKC|AP[\dA-F])[A-Za-z0-9]{10,}"),
-    ("softlayer_key", ("softlayer.com",), r"api\.softlayer\.com/(?:soap|rest)/v3(?:\.1)?/[a-z0-9]{64}"),
-    ("twilio_key", ("AC", "SK"), r"\b(?:AC|SK)[a-z0-9]{32}\b"),
+# Provider token formats with distinctive prefixes, kept as data in ONE file with the source of each rule
+# (``secret_rules.toml`` beside this module: subtype, needles, pattern, source). A rule's regex only runs when
+# one of its literal needles is in the text (a substring test costs microseconds; 80 regexes over 5 KB cost
+# milliseconds). No needles: always run. Reading the package's own data file at import is not outside I/O.
+SECRET_RULES_FILE = "secret_rules.toml"
+
+
+def load_secret_rules() -> tuple[dict[str, Any], ...]:
+    """The rules of ``secret_rules.toml`` as dicts (subtype, needles, pattern, source)."""
+    data = tomllib.loads(resources.files(__package__ or "promptship.domain").joinpath(SECRET_RULES_FILE).read_text())
+    return tuple(data["rule"])
+
+
+_TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = tuple(
+    (r["subtype"], tuple(r["needles"]), r["pattern"]) for r in load_secret_rules()
 )
 
 _CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
@@ -416,6 +314,8 @@ def _plausible_secret_value(value: str) -> bool:
     value = value.strip()
     if len(value) < 4 or _PLACEHOLDER.match(value) or _PLACEHOLDER_WORDS.fullmatch(value):
         return False
+    if is_placeholder_secret(value):
+        return False
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
         return False
     if re.fullmatch(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+", value) and not _tokenish(value):
@@ -477,7 +377,8 @@ def scan_rules(text: str) -> list[Finding]:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
-            add("secret", subtype, m.span())
+            if not is_placeholder_secret(m.group(0)):
+                add("secret", subtype, m.span())
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
     low = text.lower()
@@ -492,6 +393,10 @@ def scan_rules(text: str) -> list[Finding]:
         value = text[m.start(group) : m.end(group)]
         if group == 2 and _CODE_REFERENCE.fullmatch(value.rstrip(")}];")) and not _tokenish(value):
             continue  # `password: SecretStr`, `key = SESSION_KEY`: a type or a name, not a value
+        if _NOT_A_SECRET_NAME.search(text, m.start(), m.start(group)):
+            continue  # credentialsId, secret_length, credentials.url: the name says what the value is
+        if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
+            continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
         if _plausible_secret_value(value):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_XML_CREDENTIAL).finditer(hay):
@@ -514,21 +419,34 @@ def scan_rules(text: str) -> list[Finding]:
                 and not _CODE_REFERENCE.fullmatch(value)
             ):
                 add("secret", subtype, (m.start(1), m.start(1) + len(value)))
+    for span in _plain_credentials(text):
+        add("secret", "plain_credential", span)
     for m in _URL_CREDENTIALS.finditer(text):
-        if not _PLACEHOLDER.match(m.group(2)):
+        if not _PLACEHOLDER.match(m.group(2)) and not is_placeholder_secret(m.group(2)):
             add("secret", "url_credentials", m.span(2))
     for pattern, subtype in ((_AUTH_HEADER, "auth_header"), (_BEARER, "bearer_token")):
         for m in pattern.finditer(text):
-            if not _PLACEHOLDER.match(m.group(1)):
+            if not _PLACEHOLDER.match(m.group(1)) and not is_placeholder_secret(m.group(1)):
                 add("secret", subtype, m.span(1))
     for m in _CURL_USER.finditer(text):
         user, _, password = m.group(1).strip("\"'{}").partition(":")
         value = max(user.strip("\"'{}"), password.strip("\"'{}"), key=len)
-        if len(value) >= 3 and not _PLACEHOLDER.match(value):
+        if _PLACEHOLDER_WORDS.fullmatch(password.strip("\"'{}") or "x") and _PLACEHOLDER_WORDS.fullmatch(
+            user.strip("\"'{}") or "x"
+        ):
+            continue  # user:pass, username:password
+        if len(value) >= 3 and not _PLACEHOLDER.match(value) and not is_placeholder_secret(m.group(1)):
             add("secret", "basic_auth", m.span(1))
     random_check = _looks_random if ci(_ENTROPY_CONTEXT).search(hay) else _looks_random_anywhere
     for m in _HIGH_ENTROPY.finditer(text):
         value = m.group(0)
+        name, eq, rest = value.partition("=")
+        if eq and rest and _NAME_SEGMENT.fullmatch(name.replace("_", "").replace("-", "")):
+            value = rest  # `primaryKey=…`, `version=…`: judge the value, not the name glued to it
+            if _NOT_A_SECRET_NAME.search(name + "="):
+                continue
+        if _in_url_path(text, m.start()) or (len(value) > 100 and random_check is _looks_random_anywhere):
+            continue  # ids in URL paths (documents, assets); long blobs with no credential word (images, certs)
         if re.match(r"(?i)sha(?:1|224|256|384|512)-", value) or _DIGEST_PREFIX.search(text, 0, m.start()):
             continue
         if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", value) and _DIGEST_WORDS.search(
@@ -540,7 +458,7 @@ def scan_rules(text: str) -> list[Finding]:
             if _KEY_NAME_BEFORE.search(text, max(0, m.start() - 48), m.start()):
                 add("secret", "uuid_credential", m.span())
             continue
-        if random_check(value):
+        if random_check(value) and not is_placeholder_secret(value):
             add("secret", "high_entropy", m.span())
 
     for m in _EMAIL.finditer(text):
@@ -615,3 +533,141 @@ _COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tup
 def gate_rules(text: str) -> GateResult:
     """The gate with promptship's own rules only (the adapter adds detect-secrets, presidio, gitleaks)."""
     return GateResult.of(scan_rules(text))
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """A documentation or test placeholder, not a credential: a masked run (``xxxx``, ``****``, ``<…>``),
+    a template (``${VAR}``, ``{{ x }}``, ``[PASSWORD]``), a documentation marker (``EXAMPLE``, ``fake``,
+    ``dummy``, ``your…``, ``…here``), a counting or alphabet run (``123456789``, ``abcdefghij``), a run of
+    at most four distinct characters (``aaaa…``), or words joined into a name (``insert_key_here``, ``real_key``).
+    Every layer applies this one policy to the value it found; the context decides nothing here — a value that
+    looks real is kept even when its line says "test"."""
+    v = value.strip().strip("\"'`")
+    if not v or _PLACEHOLDER.match(v) or _MASKED.search(v) or _TEMPLATE.search(v) or _DOC_MARKER.search(v):
+        return True
+    body = _TOKEN_PREFIX.sub("", v)
+    if not any(c.isalnum() for c in body) or _SEQUENCE.search(body):
+        return True
+    if len(body) >= 12 and len(set(body)) <= 4:
+        return True  # aaaaaaaa…, 0000-0000-0000 (abcd1234abcd1234… is kept: detect-secrets' tests call it a key)
+    return _identifier_like(v)
+
+
+# The end of a credential-looking name that says its value is something else: an id, a length, a location.
+_NOT_A_SECRET_NAME = re.compile(
+    r"(?i)(?:id|ids|_?length|_?len|_?size|_?name|_?file|_?path|_?dir|\.?url|_?uri|_?type|_?version|_?count)"
+    r"[\"'`]?\s*(?:[:=]{1,3}|=>)?\s*[\"'`@]?$"
+)
+_CODE_VALUE = re.compile(r"^\$\(|^[a-z]+ [a-z-]+ /|\s[:=]{1,2}\s*$|[:=]$")
+_PROSE_VALUE = re.compile(r"[a-z]+(?: [a-z']+){1,5}")
+_URL_PATH_START = re.compile(r"(?:https?:)?//[^\s/]+/|(?:src|href)=[\"']\.?/")
+
+
+def _in_url_path(text: str, start: int) -> bool:
+    """The run starts inside the path of a URL (after its host) — not in its query string."""
+    line_start = text.rfind("\n", 0, start) + 1
+    prefix = text[max(line_start, start - 200) : start + 1]
+    ends = [m.end() for m in _URL_PATH_START.finditer(prefix)]
+    return bool(ends) and not re.search(r"[\s?#&\"'<>]", prefix[ends[-1] :])
+
+
+# Credentials in plain words (English, French): a password, PIN, passphrase or recovery code given after such a
+# word, with or without ":"/"=" ("the staging login is admin / password hunter2", "mot de passe : Chaton#88",
+# "PIN 4821", "code de récupération 5KQ9-22XP"). Group 1 = the word, 2 = a connector (is/est/:/=), 3 = value.
+_PLAIN_WORD = (
+    r"(?P<word>pass(?:word|wd|phrase|code)|pwd|pass|pin(?: code)?|code pin|(?:recovery|backup) codes?|"
+    r"mot de passe|mdp|phrase (?:secrète|de passe)|codes? (?:de récupération|de secours|confidentiel))"
+)
+_PLAIN_CREDENTIAL = re.compile(
+    rf"(?i)(?<![\w-]){_PLAIN_WORD}(?![\w-])"
+    r"(?P<conn>[^\n.:=?!]{0,40}?(?:(?<![\w'])(?:is|was|est|sera)(?![\w'])[ \t]*:?|[ \t]*[:=]))?[ \t]*"
+    r"(?:[\"'`«“][ \t]*(?P<quoted>[^\"'`»”\n]{3,64}?)[ \t]*[\"'`»”]|(?P<value>[^\s\"'`,;]{3,64}))"
+)
+# Words that follow a credential word in ordinary sentences about credentials, not a credential.
+_PLAIN_STOP = frozenset(
+    """a an the this that it its to of for in on at by with from as and or not no must should can will may be
+    is are was set reset field fields form input hash hashed hashes stored wrong incorrect invalid correct
+    required empty missing expired changed change used needed sent shown page screen prompt dialog policy
+    length strength manager managers protected entry entered before after again rules rule has have
+    le la les un une de des du au aux doit est et ou pas sur pour par avec dans incorrect incorrecte
+    demandé demandée requis requise obligatoire oublié vide haché hachée stocké changé changer modifier
+    utilisateur utilisateurs compte champ formulaire saisi saisie""".split()
+)
+_LOGIN_CONTEXT = re.compile(
+    r"(?i)\b(?:user(?:name)?|login|log in|sign in|account|identifiant|utilisateur|compte|admin|root)\b"
+)
+
+
+def _plain_credentials(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in _PLAIN_CREDENTIAL.finditer(text):
+        group = "quoted" if m.group("quoted") is not None else "value"
+        value = m.group(group).rstrip(".,;:)")
+        word = m.group("word").lower()
+        if (
+            len(value) < 3
+            or value.lower() in _PLAIN_STOP
+            or is_masked_value(value)
+            or _CODE_REFERENCE.fullmatch(value)
+            and ("." in value or "(" in value or "[" in value)
+        ):
+            continue
+        has_digit = any(c.isdigit() for c in value)
+        if word.startswith("pin") or word == "code pin" or word == "passcode":
+            if not re.fullmatch(r"\d{4,8}", value):
+                continue
+        elif "code" in word:  # recovery / backup codes: groups with digits
+            if not (has_digit and len(value) >= 6):
+                continue
+        elif m.group("conn") is None:  # "password hunter2": no connector, the value must look like one
+            mixed = re.search(r"[A-Za-z]", value) and re.search(r"[\d\W_]", value)
+            login = _LOGIN_CONTEXT.search(text, max(0, m.start() - 80), m.start())
+            if word == "pass" and not login:
+                continue  # "pass" is also a verb and a Python statement
+            if not (mixed or (login and len(value) >= 5 and value.isalpha())):
+                continue
+        start = m.start(group)
+        spans.append((start, start + len(value)))
+        if "code" in word:  # more codes after the first: "codes 3f9k-2m1q 8d7s-0p4x"
+            tail = re.match(r"(?:[ \t,]+[A-Za-z0-9]{3,8}(?:-[A-Za-z0-9]{3,8})+)+", text[start + len(value) :])
+            if tail:
+                spans.append((start + len(value), start + len(value) + tail.end()))
+    return spans
+
+
+def is_masked_value(value: str) -> bool:
+    """The weaker test for a value a credential word introduces in prose ("the passphrase is
+    correct-horse-battery"): masked runs, templates and documentation markers only — words are allowed."""
+    v = value.strip().strip("\"'`")
+    return not v or bool(_PLACEHOLDER.match(v) or _MASKED.search(v) or _TEMPLATE.search(v) or _DOC_MARKER.search(v))
+
+
+_MASKED = re.compile(r"(?i)x{4,}|\*{3,}|•{3,}|#{4,}|\.{3}|<[^<>]{1,60}>|(?<![A-Za-z0-9])(?:0{6,}|1{6,}|9{6,})")
+_TEMPLATE = re.compile(
+    r"\$\{\{?\s*[A-Za-z_][\w.:-]*\s*\}|\{\{\s*[\w.-]+\s*\}\}|\$\([a-z]|%\(\w+\)s|\[[A-Z_ ]{3,}\]"
+    r"|^\{[A-Za-z_]+\}$|^\$[A-Za-z_]\w*$"
+)
+_DOC_MARKER = re.compile(
+    r"(?i)example|fake|dummy|sample|placeholder|redacted|changeme|insert|replace[_-]?me|"
+    r"your[_-]?(?:own|real|api|secret|token|key|pass)|(?:here|goes[_-]?here)$|^(?:my|some|the|a)[_-]"
+)
+# a character set written out (the alphabet, or digits then the alphabet): a charset constant, not a key
+_SEQUENCE = re.compile(r"(?i)abcdefghijklmnopq|0123456789abcdefghij")
+_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,8}[_-](?:[A-Za-z]{2,8}[_-])?|^[A-Za-z]{2,8}\.")
+# possessive quantifiers: a long lowercase run must not be split every possible way (exponential backtracking)
+_NAME_SEGMENT = re.compile(r"(?:[A-Z]{2,12}+(?![a-z])|[A-Z]?+[a-z]{2,}+)++\d{0,4}+")
+
+
+def _identifier_like(value: str) -> bool:
+    """Words joined by separators (``insert_key_here``, ``checking_Length-Is``, ``struct_X509_pubkey_st``):
+    a name, not a generated value. Random tokens do not split into pronounceable chunks."""
+    segments = [seg for seg in re.split(r"[_\-./]+", value) if seg]
+    if len(segments) < 2:
+        return False
+    long_words = 0
+    for seg in segments:
+        if _NAME_SEGMENT.fullmatch(seg):
+            long_words += len(seg) >= 4 and any(c.islower() for c in seg) or seg.isupper() and len(seg) >= 3
+        elif len(seg) > 4:
+            return False
+    return long_words >= 1
