@@ -4,6 +4,7 @@ and the ``classify``/``route`` commands. Floors sit a little below what the benc
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,20 @@ def gate_rows() -> list[dict]:
     return load_gate_eval(EVAL)
 
 
+_OBVIOUS_PLACEHOLDER = re.compile(r"EXAMPLE|([xXzZ*0a])\1{5,}|<[a-z_ -]*(token|key|secret)[a-z_ -]*>", re.IGNORECASE)
+
+
 @pytest.fixture(scope="module")
 def flagged(scanner: SensitiveDataScanner, gate_rows: list[dict]) -> dict[str, list[bool]]:
+    """Flags per group; the sources' secret rows whose value is an obvious placeholder by the issue's own
+    definition (an EXAMPLE key, a run of x/z/0 fillers, ``<your-token>``) are a group of their own, since the
+    gate deliberately leaves them alone."""
     out: dict[str, list[bool]] = {}
     for row in gate_rows:
-        out.setdefault(row["group"], []).append(scanner.scan(row["text"]).sensitive)
+        group = row["group"]
+        if group == "secret" and _OBVIOUS_PLACEHOLDER.search(row["text"]):
+            group = "secret_placeholder"
+        out.setdefault(group, []).append(scanner.scan(row["text"]).sensitive)
         if row["group"] == "pii" and row["subtype"] != "other-pii":
             out.setdefault("structured", []).append(out["pii"][-1])
     return out
@@ -39,9 +49,7 @@ def _rate(values: list[bool]) -> float:
     return sum(values) / len(values)
 
 
-# 0.96, not 0.98: ~36 of the sources' positives are placeholders by promptship's policy (xxxx runs, AWS's
-# documented EXAMPLE keys, ZZZZ fillers) and are no longer flagged (docs/ROUTING.md, "Placeholders").
-@pytest.mark.parametrize(("group", "floor"), [("secret", 0.96), ("structured", 0.95)])
+@pytest.mark.parametrize(("group", "floor"), [("secret", 0.98), ("structured", 0.95)])
 def test_recall_on_eval(flagged, group, floor):
     assert _rate(flagged[group]) >= floor
 
