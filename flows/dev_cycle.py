@@ -92,7 +92,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
 
     def finish(outcome: RunOutcome, error: str | None = None) -> RunReport:
         report = publish_report(ctx, outcome, error)
-        publish_status(ctx)
+        _status(ctx)
         log.info("request %s attempt %s ended: %s", ctx.request_key, ctx.attempt.id, report.outcome)
         return report
 
@@ -100,7 +100,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
     try:
         last = "route"
         decision = route_request(ctx, request)
-        publish_status(ctx)
+        _status(ctx)
         last = "generate_code"
         generation = generate_code(ctx, request, decision)
         if generation.agent.verdict != "finished" or not generation.head_sha:
@@ -110,7 +110,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
 
         last = "open_pull_request"
         pr = open_pull_request(ctx, request, generation)
-        publish_status(ctx)
+        _status(ctx)
 
         generation, green, last = _ci_with_repairs(ctx, request, generation)
         if not green:
@@ -120,7 +120,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
         merged = merge(ctx, request, pr)
         if merged.verdict != "merged" or not merged.merge_sha:
             return finish("waiting" if merged.verdict in ("waiting", "timed_out") else "stopped")
-        publish_status(ctx)
+        _status(ctx)
         merge_sha = merged.merge_sha
 
         last = "wait_for_image"
@@ -158,7 +158,7 @@ def _ci_with_repairs(
         ci = wait_for_ci(ctx, request, generation.head_sha, round_number)
         if ci.verdict == "passed":
             return generation, True, last
-        publish_status(ctx)
+        _status(ctx)
         if ci.verdict == "timed_out" or round_number > rounds:
             return generation, False, last
         last = "repair"
@@ -181,6 +181,12 @@ def _roll_back(ctx: RunContext, request: DevRequest, pr: PullRequestInfo, merge_
         return "failed"
     write_back(ctx, request, pr, merge_sha, restored, why)
     return "rolled_back"
+
+
+def _status(ctx: RunContext) -> None:
+    """Update the request's status comment — a task run only when the request has an issue or PR to write to."""
+    if ctx.request.issue_number is not None or ctx.request.source_pr is not None:
+        publish_status(ctx)
 
 
 def _tell_requester(ports: Any, request: DevRequest, message: str) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from promptship.domain.attempt import Attempt, choose_attempt
 from promptship.domain.kpi import RunFacts, run_facts
 from promptship.domain.report import RunReport, StepFacts, StepRecord
-from promptship.errors import AttemptInProgress
+from promptship.errors import AttemptInProgress, InvalidRequest
 from promptship.store.tables import AttemptRow, RequestLeaseRow, RunRow, StepRow
 
 
@@ -231,9 +231,8 @@ class Store:
             rows = s.scalars(select(AttemptRow).where(AttemptRow.run_key == run_key)).all()
             known = {r.attempt_id: r for r in rows}
             if attempt_id is not None and attempt_id not in known:
-                raise AttemptInProgress(
-                    f"attempt {attempt_id} is not an attempt of request {run_key}", attempt_id=attempt_id, holder=None
-                )
+                self._release(run_key, flow_run_id)
+                raise InvalidRequest(f"attempt {attempt_id} is not an attempt of request {run_key}")
             bound = (
                 known.get(attempt_id)
                 if attempt_id
@@ -318,6 +317,14 @@ class Store:
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 return
         raise AttemptInProgress(f"request {run_key}: could not take its lease (contended)", attempt_id="", holder=None)
+
+    def _release(self, run_key: str, holder: str) -> None:
+        with self._sessions.begin() as s:
+            s.execute(
+                update(RequestLeaseRow)
+                .where(RequestLeaseRow.run_key == run_key, RequestLeaseRow.holder == holder)
+                .values(holder=None, expires_at=None)
+            )
 
     def renew_lease(self, run_key: str, holder: str, ttl_s: float) -> bool:
         """Extend ``holder``'s lease; False when it no longer holds it."""
