@@ -173,6 +173,7 @@ def _open_run(ports: Ports, request: DevRequest) -> RunContext:
         lease_ttl_s=limits.lease_ttl_s,
         holder_alive=holder_alive,
     )
+    ports.sink.remember_request(key, request)
     ctx = RunContext(request=request, request_key=key, attempt=attempt, ports=ports, limits=limits, holder=holder)
     ctx.run_url = _run_url(flow_run)
     ctx.start_heartbeat()

@@ -16,7 +16,7 @@ from promptship.domain.attempt import Attempt
 from promptship.domain.gate import GateResult
 from promptship.domain.kpi import MergedPR
 from promptship.domain.report import RunReport, StepRecord
-from promptship.domain.request import DeployTarget, TaskClass
+from promptship.domain.request import DeployTarget, DevRequest, TaskClass
 from promptship.domain.results import (
     AgentHandle,
     AgentResult,
@@ -393,6 +393,10 @@ class MetricsSink(Protocol):
         """Every attempt of a request, oldest first."""
         ...
 
+    def remember_request(self, run_key: str, request: DevRequest) -> None:
+        """Keep the request behind ``run_key`` and where it came from (for stop/retry from GitHub)."""
+        ...
+
 
 @runtime_checkable
 class Starter(Protocol):
@@ -417,4 +421,18 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds``."""
+        ...
+
+
+@runtime_checkable
+class RunController(Protocol):
+    """What ``/promptship stop`` and ``/promptship retry`` do to the runs of the request an issue or PR names.
+    Each returns the sentence the receiver posts back."""
+
+    def stop(self, repository: str, number: int, request_key: str | None) -> str:
+        """Cancel the request's active attempt (its flow run), if one runs."""
+        ...
+
+    def retry(self, repository: str, number: int, request_key: str | None, requester: str, delivery_id: str) -> str:
+        """Start a new run of the request (a new attempt once the last one finished)."""
         ...

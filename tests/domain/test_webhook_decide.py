@@ -184,3 +184,22 @@ def test_an_edited_follow_up_command_starts_nothing() -> None:
     payload = _pr_comment("/promptship also add /ready")
     payload["action"] = "edited"
     assert decide("issue_comment", payload, "d-2", POLICY).kind == "ignore"
+
+
+@pytest.mark.parametrize(
+    ("payload", "control", "key"),
+    [
+        (comment("/promptship stop"), "stop", None),  # on an issue: the receiver looks its request up
+        (comment("/promptship RETRY "), "retry", None),
+        (_pr_comment("/promptship stop"), "stop", KEY),  # on a PR promptship opened: its marker names it
+        (_pr_comment("/promptship retry", marker=False), "retry", None),
+    ],
+)
+def test_stop_and_retry_are_controls_of_the_request(payload, control, key) -> None:
+    decision = decide("issue_comment", payload, "d-3", POLICY)
+    assert (decision.kind, decision.control, decision.request_key) == ("control", control, key)
+    assert decision.comment_on == payload["issue"]["number"] and decision.trigger is None
+
+
+def test_a_control_needs_write_access_like_any_command() -> None:
+    assert decide("issue_comment", comment("/promptship stop", association="NONE"), "d-4", POLICY).kind == "refuse"

@@ -4,7 +4,9 @@ The receiver (``promptship.servers.webhook``) checks size and signature, then as
 verified delivery asks for:
 
 - ``trigger``  an allowed person asked for a run: an issue labelled with the trigger label, or a comment that
-               starts with ``/promptship <prompt>``;
+               starts with ``/promptship <prompt>`` (on a PR promptship opened: a follow-up of its request);
+- ``control``  an allowed person wrote ``/promptship stop`` (cancel the request's active attempt) or
+               ``/promptship retry`` (a new attempt of the last request of that issue or PR);
 - ``refuse``   someone asked, but may not (author association) or asked for nothing usable: a polite comment;
 - ``ci``       a ``check_suite`` / ``check_run`` / ``status`` event: wake the CI waits of that commit;
 - ``installation`` the GitHub App was installed on or removed from repositories (``installation``,
@@ -32,7 +34,9 @@ CI_EVENTS = frozenset({"check_suite", "check_run", "status"})
 
 INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
-DecisionKind = Literal["trigger", "refuse", "ci", "installation", "forbidden", "ignore"]
+DecisionKind = Literal["trigger", "control", "refuse", "ci", "installation", "forbidden", "ignore"]
+Control = Literal["stop", "retry"]
+CONTROLS: tuple[Control, ...] = ("stop", "retry")
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -142,8 +146,11 @@ class WebhookDecision(BaseModel):
     trigger: WebhookTrigger | None = None
     ci: CISignal | None = None
     installation: InstallationChange | None = None
-    comment_on: int | None = Field(default=None, description="Issue to comment on when refusing.")
+    comment_on: int | None = Field(default=None, description="Issue or PR to comment on (refusal, control).")
     comment: str | None = None
+    control: Control | None = Field(default=None, description="`/promptship stop` or `/promptship retry`.")
+    request_key: str | None = Field(default=None, description="The request a control names (from the PR).")
+    requester: str | None = None
 
 
 def _get(payload: Mapping[str, Any], *path: str) -> Any:
@@ -243,6 +250,19 @@ def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: Web
             repository=repository,
             comment_on=issue_number,
             comment=refusal_text(requester, association, policy.allowed_associations),
+        )
+    if event == "issue_comment" and prompt.strip().lower() in CONTROLS:
+        control: Control = "stop" if prompt.strip().lower() == "stop" else "retry"
+        return WebhookDecision(
+            kind="control",
+            reason=f"/promptship {control} by {requester}",
+            repository=repository,
+            comment_on=issue_number,
+            control=control,
+            request_key=request_key_in(_get(payload, "issue", "body"))
+            if isinstance(_get(payload, "issue", "pull_request"), Mapping)
+            else None,
+            requester=requester,
         )
     follow_up = _follow_up(event, payload)
     trigger = WebhookTrigger(

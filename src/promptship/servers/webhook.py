@@ -40,7 +40,7 @@ from starlette.routing import Route
 
 from promptship.domain.webhooks import CISignal, WebhookDecision, WebhookPolicy, WebhookTrigger, decide, signature_valid
 from promptship.errors import ConfigError, ServiceError
-from promptship.ports import CIWakeups, IssueCommenter, Starter
+from promptship.ports import CIWakeups, IssueCommenter, RunController, Starter
 from promptship.settings import Settings
 from promptship.store.webhooks import InstalledRepositories, WebhookDeliveries
 
@@ -139,6 +139,55 @@ class PrefectDeploymentStarter:
         return str(flow_run.id)  # type: ignore[union-attr]
 
 
+class PrefectRunController:
+    """``/promptship stop`` / ``retry``: the request comes from the store (``requests``, by the PR's marker or
+    the issue/PR number), its active flow run from the request's lease; stop asks Prefect to cancel that flow
+    run (the flow's cancel hook tells the agent and the PR), retry starts the stored request again."""
+
+    def __init__(self, store: Any, starter: Starter):
+        self.store = store
+        self.starter = starter
+
+    def stop(self, repository: str, number: int, request_key: str | None) -> str:
+        found = self.store.request_of(repository, number, request_key)
+        if found is None:
+            return f"promptship: no request of promptship belongs to #{number}, so there is nothing to stop."
+        key, _request = found
+        holder = self.store.lease_holder(key)
+        if holder is None:
+            return f"promptship: nothing of request `{key}` is running now."
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelling
+
+        try:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(uuid.UUID(holder), Cancelling(message="/promptship stop"), force=True)
+        except Exception as exc:
+            raise ServiceError(
+                f"prefect: cancelling flow run {holder} failed: {type(exc).__name__}", retryable=True
+            ) from None
+        return f"promptship: stopping request `{key}` — its flow run {holder} was asked to cancel."
+
+    def retry(self, repository: str, number: int, request_key: str | None, requester: str, delivery_id: str) -> str:
+        found = self.store.request_of(repository, number, request_key)
+        if found is None:
+            return f"promptship: no request of promptship belongs to #{number}, so there is nothing to retry."
+        key, request = found
+        trigger = WebhookTrigger(
+            prompt=request.prompt,
+            repository=request.repository,
+            issue_number=request.issue_number or request.source_pr or number,
+            requester=requester,
+            delivery_id=delivery_id,
+            continues=request.continues,
+            parent=request.parent,
+            source_pr=request.source_pr,
+            comment_id=request.comment_id,
+        )
+        run_id = self.starter.start(trigger)
+        return f"promptship: retrying request `{key}` ({run_id}): a new attempt starts once the last one ended."
+
+
 class WebhookReceiver:
     """The receiver's state and its work after the answer: start, comment, wake. ``create_app`` wraps it."""
 
@@ -153,6 +202,7 @@ class WebhookReceiver:
         wakeups: CIWakeups | None = None,
         max_body_bytes: int = 1024 * 1024,
         installations: InstalledRepositories | None = None,
+        controller: RunController | None = None,
     ):
         if not secret:
             raise ConfigError("the webhook secret is empty: set PROMPTSHIP_GITHUB__WEBHOOK_SECRET")
@@ -164,6 +214,7 @@ class WebhookReceiver:
         self.wakeups = wakeups
         self.max_body_bytes = max_body_bytes
         self.installations = installations
+        self.controller = controller
         self._busy = threading.Condition()
         self._inflight = 0
         # One thread writes the delivery log: SQLite serialises writers anyway, and a writer that finds the
@@ -242,7 +293,7 @@ class WebhookReceiver:
             logger.info("installation %s: %s", log, decision.reason)
             return JSONResponse({"outcome": "installation", "delivery": delivery_id}, status_code=202)
 
-        outcome = "accepted" if decision.kind == "trigger" else "refused"
+        outcome = {"trigger": "accepted", "control": "control"}.get(decision.kind, "refused")
         logger.info("%s %s: %s", outcome, log, decision.reason)
         self._begin()
         return JSONResponse(
@@ -258,6 +309,23 @@ class WebhookReceiver:
             if decision.kind == "trigger" and decision.trigger is not None:
                 run_id = self.starter.start(decision.trigger)
                 self._finish(delivery_id, "started", run_id)
+            elif decision.kind == "control" and decision.control and decision.comment_on is not None:
+                if self.controller is None or not decision.repository:
+                    self._finish(delivery_id, "refused", "no run controller wired")
+                    return
+                if decision.control == "stop":
+                    said = self.controller.stop(decision.repository, decision.comment_on, decision.request_key)
+                else:
+                    said = self.controller.retry(
+                        decision.repository,
+                        decision.comment_on,
+                        decision.request_key,
+                        decision.requester or "",
+                        delivery_id,
+                    )
+                if self.commenter is not None:
+                    self.commenter.comment(decision.repository, decision.comment_on, said)
+                self._finish(delivery_id, decision.control, said[:500])
             elif decision.kind == "refuse" and decision.comment_on is not None:
                 if self.commenter is not None and decision.repository and decision.comment:
                     self.commenter.comment(decision.repository, decision.comment_on, decision.comment)
@@ -309,8 +377,10 @@ def create_app(
     deliveries: WebhookDeliveries,
     commenter: IssueCommenter | None = None,
     wakeups: CIWakeups | None = None,
+    controller: RunController | None = None,
 ) -> Starlette:
-    """The receiver app. Raises ConfigError without a webhook secret or an allowlist."""
+    """The receiver app. Raises ConfigError without a webhook secret or an allowlist. ``controller`` (default: on
+    the store the deliveries live in, and ``starter``) answers ``/promptship stop`` and ``retry``."""
     gh = settings.github
     if gh.webhook_secret is None or not gh.webhook_secret.get_secret_value():
         raise ConfigError(
@@ -332,6 +402,7 @@ def create_app(
         commenter=commenter,
         wakeups=wakeups,
         max_body_bytes=gh.webhook_max_body_bytes,
+        controller=controller or _store_controller(deliveries, starter),
     )
 
     async def healthz(_: Request) -> Response:
@@ -345,6 +416,14 @@ def create_app(
     )
     app.state.receiver = receiver
     return app
+
+
+def _store_controller(deliveries: WebhookDeliveries, starter: Starter) -> PrefectRunController:
+    from promptship.store import Store
+
+    store = Store(deliveries.engine)
+    store.create_schema()
+    return PrefectRunController(store, starter)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from promptship.domain.attempt import Attempt, choose_attempt
 from promptship.domain.kpi import RunFacts, run_facts
 from promptship.domain.report import RunReport, StepFacts, StepRecord
+from promptship.domain.request import DevRequest
 from promptship.errors import AttemptInProgress, InvalidRequest
-from promptship.store.tables import AttemptRow, RequestLeaseRow, RunRow, StepRow
+from promptship.store.tables import AttemptRow, RequestLeaseRow, RequestRow, RunRow, StepRow
 
 
 def make_engine(url: str) -> Engine:
@@ -325,6 +326,50 @@ class Store:
                 .where(RequestLeaseRow.run_key == run_key, RequestLeaseRow.holder == holder)
                 .values(holder=None, expires_at=None)
             )
+
+    # Requests (what /promptship stop and retry look up)
+    def remember_request(self, run_key: str, request: DevRequest) -> None:
+        """Keep the request behind ``run_key`` and where it came from (issue, PR)."""
+        with self._sessions.begin() as s:
+            s.merge(
+                RequestRow(
+                    run_key=run_key,
+                    repository=request.repository.lower(),
+                    issue_number=request.issue_number,
+                    source_pr=request.source_pr,
+                    request=request.model_dump(mode="json"),
+                    updated_at=datetime.now(UTC),
+                )
+            )
+
+    def request_of(self, repository: str, number: int, run_key: str | None = None) -> tuple[str, DevRequest] | None:
+        """The request ``run_key`` names, else the newest request started from issue/PR ``number``."""
+        with self.session() as s:
+            if run_key is not None:
+                row = s.get(RequestRow, run_key)
+                rows = [row] if row is not None else []
+            else:
+                rows = list(
+                    s.scalars(
+                        select(RequestRow).where(
+                            RequestRow.repository == repository.lower(),
+                            (RequestRow.issue_number == number) | (RequestRow.source_pr == number),
+                        )
+                    ).all()
+                )
+        if not rows:
+            return None
+        newest = max(rows, key=lambda r: _utc(r.updated_at))
+        return newest.run_key, DevRequest.model_validate(newest.request)
+
+    def lease_holder(self, run_key: str, *, now: datetime | None = None) -> str | None:
+        """The flow run holding the request's unexpired lease, if any."""
+        now = now or datetime.now(UTC)
+        with self.session() as s:
+            lease = s.get(RequestLeaseRow, run_key)
+        if lease is None or lease.holder is None or lease.expires_at is None or _utc(lease.expires_at) <= now:
+            return None
+        return lease.holder
 
     def renew_lease(self, run_key: str, holder: str, ttl_s: float) -> bool:
         """Extend ``holder``'s lease; False when it no longer holds it."""

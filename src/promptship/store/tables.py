@@ -84,3 +84,17 @@ class RequestLeaseRow(Base):
     attempt_id: Mapped[str] = mapped_column(String(80))
     holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RequestRow(Base):
+    """The request behind a request key (its raw prompt included: the store is where prompts live), and where
+    it came from, so `/promptship stop` and `/promptship retry` on an issue or PR find it."""
+
+    __tablename__ = "requests"
+
+    run_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repository: Mapped[str] = mapped_column(String(200))
+    issue_number: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    source_pr: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    request: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
