@@ -18,6 +18,7 @@ from promptship.domain.report import StepFacts
 from promptship.domain.request import DevRequest, branch_for, conversation_id_for, pr_marker
 from promptship.domain.results import (
     AgentHandle,
+    AgentResult,
     AgentTask,
     CIResult,
     GenerationResult,
@@ -67,6 +68,21 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
     workspace = p.code_host.prepare_workspace(
         request.repository, request.base_branch, branch, str(Path(ctx.limits.workspace_root) / key)
     )
+    existing = p.code_host.find_pull_request(request.repository, key)
+    if existing is not None and existing.merged and not request.continues:
+        # an earlier attempt's change is merged (its branch deleted): nothing for the agent, nothing to push
+        done = AgentResult(verdict="finished", conversation_id=conversation_id_for(key), final_message="merged")
+        merged = GenerationResult(
+            agent=done, head_sha=existing.head_sha, workspace=workspace, model=decision.model, mode=decision.mode
+        )
+        return Done(
+            merged,
+            "finished",
+            model=decision.model,
+            mode=decision.mode,
+            reason=decision.reason,
+            facts=StepFacts(found=True, conversation_id=done.conversation_id, head_sha=existing.head_sha),
+        )
     access = p.llm.agent_access(ledger_run, decision, request.budget_usd)
     spent_before = p.llm.run_cost_usd(ledger_run)
     agent_task = AgentTask(
@@ -233,10 +249,13 @@ def repair(
 
 @step("merge", uses=("code_host",))
 def merge(ctx: RunContext, request: DevRequest, pr: PullRequestInfo) -> Done[MergeResult]:
-    """Squash-merge when allowed, else wait for a human merge; conflicts are reported."""
+    """Squash-merge when allowed, else wait for a human merge; conflicts are reported. The work branch of a
+    merged or closed PR is deleted."""
     result = ctx.ports.code_host.merge(
         request.repository, pr.number, auto_merge=request.auto_merge, timeout_s=ctx.limits.merge_timeout_s
     )
+    if (result.verdict == "merged" and not result.found) or "closed" in result.detail:
+        ctx.ports.code_host.delete_branch(request.repository, branch_for(ctx.request_key))  # merged or closed
     return Done(
         result,
         result.verdict,

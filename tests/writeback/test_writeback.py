@@ -336,3 +336,19 @@ def test_a_follow_up_on_a_merged_pr_is_a_new_request_that_references_it(forge, r
     new = next(p for p in repo.get_pulls(state="all") if p.number != old.number)
     assert f"Follows up #{old.number}" in (new.body or "")
     assert new.base.ref == "main" and len(ports.agent.conversations) == 2  # type: ignore[attr-defined]
+
+
+def test_the_branch_of_a_merged_run_is_deleted_and_a_later_attempt_does_not_bring_it_back(forge, run_on_forge):
+    ports = run_on_forge()
+    repo = client(forge).get_repo(REPO)
+    request = _request(auto_merge=True)
+
+    first = dev_cycle(request)
+    assert first.outcome == "deployed"
+    assert [b.name for b in repo.get_branches()] == ["main"]
+
+    again = dev_cycle(request)  # attempt 2 finds the merged PR: no agent work, no push, no branch
+    assert again.outcome == "already_done"
+    assert [b.name for b in repo.get_branches()] == ["main"]
+    (conversation,) = ports.agent.conversations.values()  # type: ignore[attr-defined]
+    assert conversation["runs"] == 1

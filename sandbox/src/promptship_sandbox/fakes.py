@@ -223,7 +223,8 @@ class FakeCodeHost:
         if pr is None:
             return None
         head = self.branches.get((repository, pr.branch), pr.head_sha)
-        return pr.model_copy(update={"created": False, "head_sha": head})
+        merged = (repository, pr.number) in self.merged_numbers
+        return pr.model_copy(update={"created": False, "head_sha": head, "merged": merged})
 
     def find_or_create_pull_request(
         self,

@@ -24,7 +24,7 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import git
 import requests
@@ -257,7 +257,12 @@ class GitHubHost:
     @staticmethod
     def _info(pr: PullRequest, *, created: bool) -> PullRequestInfo:
         return PullRequestInfo(
-            number=pr.number, url=pr.html_url, head_sha=pr.head.sha, branch=pr.head.ref, created=created
+            number=pr.number,
+            url=pr.html_url,
+            head_sha=pr.head.sha,
+            branch=pr.head.ref,
+            created=created,
+            merged=pr.merged_at is not None,
         )
 
     # -- CI -------------------------------------------------------------------------------------------
@@ -521,10 +526,10 @@ class GitHubHost:
 
     def delete_branch(self, repository: str, branch: str) -> bool:
         """``DELETE /git/refs/heads/BRANCH``; False when it was already gone (422/404)."""
-        repo = self._repo(repository)
+        # not through PyGithub's GitRef: a ref read from a lazy repository deletes the wrong URL (git/ref/...)
+        url = f"{self._repo_url(repository)}/git/refs/heads/{quote(branch)}"
         try:
-            ref = self._call(lambda: repo.get_git_ref(f"heads/{branch}"))
-            self._call(ref.delete)
+            self._call(lambda: self._gh.requester.requestJsonAndCheck("DELETE", url))
         except CodeHostError as exc:
             if exc.status in (404, 422):
                 return False

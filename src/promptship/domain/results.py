@@ -125,6 +125,7 @@ class PullRequestInfo(_Model):
     head_sha: str
     branch: str
     created: bool = Field(description="False when the PR of this run key already existed.")
+    merged: bool = Field(default=False, description="The PR is merged (an earlier attempt's work is done).")
 
 
 class CheckOutcome(_Model):
