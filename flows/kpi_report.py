@@ -13,7 +13,7 @@ def publish_kpis(days: int) -> dict:
     """Compute the KPIs of the last ``days`` days from the store and publish them as an artifact."""
     from datetime import UTC, datetime, timedelta
 
-    from promptship.kpis import charts, kpis_from_store, markdown
+    from promptship.kpi_outputs import charts, kpis_from_store, markdown
     from promptship.wiring import build_store
 
     settings = Settings()

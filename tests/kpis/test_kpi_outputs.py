@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from promptship.kpis import kpis_from_store, prometheus_text
+from promptship.kpi_outputs import kpis_from_store, prometheus_text
 from promptship.settings import Settings
 from promptship.wiring import build_store
 from tests.domain.test_kpi import recorded_runs

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """KPIs and the seed's go/no-go from the runs in the store."""
-        from promptship.kpis import kpis_from_store, markdown
+        from promptship.kpi_outputs import kpis_from_store, markdown
         from promptship.settings import Settings
         from promptship.wiring import build_store
 

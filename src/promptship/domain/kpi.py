@@ -1,7 +1,8 @@
 """KPIs from recorded runs: the seed's targets, DORA's four, cost tied to outcomes, and the go/no-go.
 
-Pure: the store hands in ``RunFacts`` (one per run, derived from its step records by ``run_facts``), the
-period and the settings; everything here is arithmetic, so a table of hand-computed cases can check it.
+Pure: the store hands in ``RunFacts`` (one per attempt, derived from its typed step records by ``run_facts``),
+the period and the settings; everything here is arithmetic, so a table of hand-computed cases can check it.
+Where the KPIs are shown (JSON from the store, Prometheus, charts, markdown): ``promptship/kpi_outputs.py``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def metrics_endpoint(settings: Settings):  # type: ignore[no-untyped-def]
     """An endpoint function serving the KPIs (mountable on any Starlette/FastAPI app)."""
-    from promptship.kpis import kpis_from_store, prometheus_text
+    from promptship.kpi_outputs import kpis_from_store, prometheus_text
     from promptship.wiring import build_store
 
     store = build_store(settings)

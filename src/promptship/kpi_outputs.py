@@ -1,4 +1,5 @@
-"""KPIs where people look: computed from the store, as JSON, Prometheus text, PNG charts and markdown."""
+"""KPIs where people look — the outputs of the pure math in ``domain/kpi.py``: computed from the store, as JSON,
+Prometheus text, PNG charts and markdown."""
 
 from __future__ import annotations
 
