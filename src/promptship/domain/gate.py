@@ -671,3 +671,46 @@ def _identifier_like(value: str) -> bool:
         elif len(seg) > 4:
             return False
     return long_words >= 1
+
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def chat_request_problem(body: dict[str, Any]) -> str | None:
+    """What makes ``body`` not an OpenAI chat request the gateway can gate and forward (None: nothing).
+
+    Checked at the door, before the gate reads the request, so a malformed one is a 400 naming the field —
+    never a crash — and nothing is sent anywhere."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages must be a non-empty array"
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            return f"{where} must be an object"
+        if m.get("role") not in _ROLES:
+            return f"{where}.role must be one of {', '.join(sorted(_ROLES))}"
+        content = m.get("content")
+        if content is not None and not isinstance(content, str | list):
+            return f"{where}.content must be a string, an array of parts or null"
+        if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
+            return f"{where}.content parts must be objects"
+        calls = m.get("tool_calls")
+        if calls is not None:
+            if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+                return f"{where}.tool_calls must be an array of objects"
+            if not all(isinstance(c.get("function", {}), dict) for c in calls):
+                return f"{where}.tool_calls[].function must be an object"
+        for key in ("function_call",):
+            if m.get(key) is not None and not isinstance(m.get(key), dict):
+                return f"{where}.{key} must be an object"
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        return "tools must be an array of objects"
+    if tools and not all(isinstance(t.get("function", {}), dict) for t in tools):
+        return "tools[].function must be an object"
+    for key, kinds in (("model", (str,)), ("stream", (bool,)), ("max_tokens", (int,)), ("temperature", (int, float))):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds):
+            return f"{key} has the wrong type"
+    return None

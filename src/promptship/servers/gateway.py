@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from promptship.domain.gate import chat_request_problem
 from promptship.domain.results import RunAccess
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from promptship.ports import ChatRelay, RunKeys
@@ -72,10 +73,13 @@ def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
             return _error(401, "invalid_api_key", "unknown or missing per-run API key (Authorization: Bearer …)")
         try:
             body: Any = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "invalid_request_error", "the body must be JSON")
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return _error(400, "invalid_request_error", "the body must be JSON (and not nested absurdly deep)")
         if not isinstance(body, dict):
             return _error(400, "invalid_request_error", "the body must be a JSON object")
+        problem = chat_request_problem(body)
+        if problem is not None:
+            return _error(400, "invalid_request_error", problem)
         step = request.headers.get(STEP_HEADER, "agent")[:64]
         try:
             if not body.get("stream"):

@@ -254,6 +254,8 @@ class WebhookReceiver:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return _problem(400, "body is not valid JSON")
+        except RecursionError:  # nesting deeper than the parser recurses: no webhook payload looks like that
+            return _problem(400, "body is nested too deeply")
         if not isinstance(payload, dict):
             return _problem(400, "body is not a JSON object")
         if event == "ping":
