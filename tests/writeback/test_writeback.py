@@ -352,3 +352,24 @@ def test_the_branch_of_a_merged_run_is_deleted_and_a_later_attempt_does_not_brin
     assert [b.name for b in repo.get_branches()] == ["main"]
     (conversation,) = ports.agent.conversations.values()  # type: ignore[attr-defined]
     assert conversation["runs"] == 1
+
+
+def test_the_pr_title_and_body_never_show_a_secret_from_the_prompt(forge, run_on_forge):
+    """The PR text model echoes the request (as a real one may): the title is redacted like the body."""
+    from promptship.domain.results import LLMCall, LLMReply
+    from promptship_sandbox.fakes import FakeLLMGateway
+
+    class EchoingLLM(FakeLLMGateway):
+        def complete(self, call: LLMCall) -> LLMReply:
+            reply = super().complete(call)
+            request_line = next(m.content for m in call.messages if m.role == "user").splitlines()[0]
+            return reply.model_copy(update={"content": f"{request_line}\n{request_line}"})
+
+    run_on_forge(llm=EchoingLLM())
+    token = "ghp_" + "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8"
+    report = dev_cycle(_request(auto_merge=True).model_copy(update={"prompt": f"Use {token} to call the API"}))
+
+    assert report.outcome == "deployed"
+    (pr,) = list(client(forge).get_repo(REPO).get_pulls(state="all"))
+    assert token not in pr.title and token not in (pr.body or "")
+    assert "Use" in pr.title  # the title is the model's line, redacted — not dropped
