@@ -39,8 +39,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A `prefect server start` of our own (the harness runs no trigger services)."""
     from promptship_sandbox.prefect_server import running_prefect_server
 
-    with running_prefect_server(tmp_path_factory.mktemp("prefect-deploy")) as srv:
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-deploy"), ui=True) as srv:
         yield srv
+
+
+def test_the_ui_calls_the_api_on_the_servers_own_port(server) -> None:
+    """The demo's `--serve` UI: its pages ask /ui-settings where the API is — never the default 4200."""
+    import httpx
+
+    settings = httpx.get(f"{server.url}/ui-settings", timeout=10).json()  # type: ignore[attr-defined]
+    assert settings["api_url"] == server.api_url  # type: ignore[attr-defined]
 
 
 def _prefect(args: list[str], api_url: str) -> subprocess.CompletedProcess[str]:

@@ -76,6 +76,8 @@ def start_prefect_server(
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        # the UI's pages call this API: without it they name the default port 4200 ("Can't connect")
+        "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
     env.pop("PREFECT_API_URL", None)
     prefect_bin = Path(sys.executable).with_name("prefect")
