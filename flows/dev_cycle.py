@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import Crashed
 
 from promptship.domain.report import RunOutcome, RunReport
-from promptship.domain.request import DevRequest, conversation_id_for
+from promptship.domain.request import DevRequest, conversation_id_for, run_name_for
 from promptship.domain.results import AgentHandle, GenerationResult, PullRequestInfo
 from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
 from promptship.wiring import process_ports
@@ -65,7 +65,19 @@ def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> N
     ports.sink.end_attempt(attempt.id, "cancelled", holder=str(flow_run.id))
 
 
-@flow(name="dev-cycle", on_cancellation=[_on_cancellation], log_prints=False)
+def _run_name() -> str:
+    """What a run is, in its name: repository, issue or PR, and the start of the prompt — redacted."""
+    from prefect.runtime import flow_run
+
+    raw = (flow_run.parameters or {}).get("request") or {}
+    try:
+        request = raw if isinstance(raw, DevRequest) else DevRequest.model_validate(raw)
+    except Exception:  # an unreadable request fails in the flow with its message; the name stays plain
+        return "dev-cycle"
+    return run_name_for(request)
+
+
+@flow(name="dev-cycle", flow_run_name=_run_name, on_cancellation=[_on_cancellation], log_prints=False)
 def dev_cycle(request: DevRequest) -> RunReport:
     """Take one development request from prompt to a verified deployment, recording every step.
 

@@ -83,12 +83,29 @@ def build_report(
     return report
 
 
+def _tag(ctx: RunContext, outcome: str) -> None:
+    """Tag the flow run with its repository and outcome, so the UI can filter runs by them."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    try:
+        run_id = UUID(ctx.holder)
+    except ValueError:  # not a flow run (a direct call in a test): nothing to tag
+        return
+    with get_client(sync_client=True) as client:
+        tags = set(client.read_flow_run(run_id).tags or [])
+        tags |= {f"repo:{ctx.request.repository}", f"outcome:{outcome}"}
+        client.update_flow_run(run_id, tags=sorted(tags))
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def publish_report(ctx: RunContext, outcome: RunOutcome, error: str | None = None) -> RunReport:
     """Write the attempt's story (markdown) and its steps (table) as artifacts, keep the report in the store,
     end the attempt and release the request."""
     report = build_report(ctx.ports, ctx.request, ctx.attempt, outcome, error=error, flow_run_id=ctx.holder)
     ctx.close(report.outcome)
+    _tag(ctx, report.outcome)
     create_markdown_artifact(
         markdown=render_markdown(report),
         key=f"run-{ctx.request_key}",

@@ -167,3 +167,19 @@ def test_every_input_the_kpis_read_is_written_by_some_step(make_services):
         if not any(value is not None for value in written):
             missing.append(f"{step}.{fact}")
     assert missing == [], f"KPI inputs no step writes: {missing}"
+
+
+def test_a_run_is_named_for_what_it_is_and_tagged_with_repository_and_outcome(make_services):
+    make_services()
+    token = "ghp_" + "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8"
+    request = _request(auto_merge=True, issue_number=5).model_copy(
+        update={"prompt": f"Add GET /version, deploy with {token} ({uuid.uuid4().hex[:6]})"}
+    )
+
+    state = dev_cycle(request, return_state=True)
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[arg-type]
+    assert run.name.startswith("chat-app #5: Add GET /version, deploy with ")
+    assert token not in run.name
+    assert {"repo:demo/chat-app", "outcome:deployed"} <= set(run.tags)

@@ -194,3 +194,15 @@ PR_MARKER_PREFIX = "<!-- promptship-run-key: "
 def pr_marker(run_key: str) -> str:
     """A hidden marker in the PR body, so the PR of a run can be found again by its key."""
     return f"{PR_MARKER_PREFIX}{run_key} -->"
+
+
+def run_name_for(request: DevRequest, *, width: int = 48) -> str:
+    """A flow run's name: ``<repo> #<issue or PR>: <start of the prompt>`` with secrets and personal data
+    redacted (the name is shown in the Prefect UI and stored by Prefect)."""
+    from promptship.domain.redaction import redact
+
+    where = request.repository.split("/", 1)[-1]
+    number = request.issue_number or request.source_pr
+    prompt = " ".join(redact(request.prompt).split())
+    short = prompt if len(prompt) <= width else prompt[: width - 1].rstrip() + "…"
+    return f"{where} #{number}: {short}" if number else f"{where}: {short}"
