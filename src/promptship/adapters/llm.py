@@ -443,6 +443,9 @@ class LiteLLMGateway:
                 raise _GroupFailed(no_server, attempts=0)
             kwargs["api_base"] = self.endpoints.llamacpp_base_url
             kwargs["api_key"] = "llamacpp-no-key"  # the server on 127.0.0.1 takes none; the OpenAI client wants one
+            # LiteLLM's price map does not know the server's alias: give the prices, so that it does not look
+            kwargs["input_cost_per_token"] = spec.input_cost_per_token
+            kwargs["output_cost_per_token"] = spec.output_cost_per_token
         elif spec.local:
             kwargs["api_base"] = self.endpoints.ollama_base_url
         else:
