@@ -16,7 +16,9 @@
 #   LOCAL_MODEL_PYTHON        interpreter to build the venv with (default python3.11)
 #   LOCAL_MODEL_PORT          port of `up` (default 8081)
 #   LOCAL_MODEL_STATE_DIR     pid file and log (default $PROMPTSHIP_HOME/local-model or ./.promptship/local-model)
-#   LOCAL_MODEL_THREADS       llama.cpp threads (default 2)
+#   LOCAL_MODEL_THREADS       llama.cpp threads (default 1: with 2 threads on 2 cores shared with the pipeline
+#                             and the tests, llama.cpp's spinning OpenMP threads stalled — 16 tokens took
+#                             0.4 to 38 s; with 1 thread 0.4 to 1.9 s)
 #   LOCAL_MODEL_N_CTX         context window in tokens (default 2048; the model was trained on 8192)
 #
 # The server is started with a scrubbed environment (env -i): it needs no credential of ours.
@@ -119,7 +121,7 @@ up() {
   (cd "$STATE" && exec env -i "PATH=$VENV/bin:/usr/bin:/bin" "HOME=$STATE" "LC_ALL=C.UTF-8" PYTHONUNBUFFERED=1 \
       setsid "$VENV/bin/python" -c "$LAUNCH" --model "$model" --model_alias "$MODEL_ALIAS" \
       --host 127.0.0.1 --port "$PORT" --n_ctx "${LOCAL_MODEL_N_CTX:-2048}" \
-      --n_threads "${LOCAL_MODEL_THREADS:-2}" --chat_format chatml </dev/null >"$LOG" 2>&1) &
+      --n_threads "${LOCAL_MODEL_THREADS:-1}" --chat_format chatml </dev/null >"$LOG" 2>&1) &
   echo $! >"$PIDFILE"
   local i
   for i in $(seq 1 240); do

@@ -71,7 +71,16 @@ assert spec and spec.origin and list(pathlib.Path(spec.origin).parent.glob("*.gg
 
 
 def _env(**extra: str) -> dict[str, str]:
-    keep = ("PATH", "HOME", "PROMPTSHIP_CACHE", "PROMPTSHIP_HOME", "LANG", "LC_ALL")
+    keep = (
+        "PATH",
+        "HOME",
+        "PROMPTSHIP_CACHE",
+        "PROMPTSHIP_HOME",
+        "LANG",
+        "LC_ALL",
+        "LOCAL_MODEL_THREADS",
+        "LOCAL_MODEL_N_CTX",
+    )
     return {**{k: v for k, v in os.environ.items() if k in keep}, **extra}
 
 

@@ -4,7 +4,10 @@ straight to the server.
 
 Every sample is a distinct prompt (a fresh nonce first), so neither llama.cpp's prompt-prefix reuse nor the
 gate's result cache turns a sample into a cache hit; all samples ask for the same ``max_tokens`` at
-temperature 0, and the three paths take turns, so load on the shared cores hits them alike.
+temperature 0, and the paths take turns within each round, so slow drifts of the load on the shared cores hit
+them alike; the paired differences (gateway minus direct, per round) are printed beside the medians. On a busy
+machine the generation's own spread (p95 ≈ 3× median) is far larger than the gateway's few milliseconds: the
+gateway's per-layer overhead is measured on the stand-in by ``bench gateway``.
 
     python -m promptship.bench local_model      # PROMPTSHIP_BENCH_LOCAL_MODEL_N samples per path (default 20)
 """
@@ -149,6 +152,13 @@ def run() -> None:
     print(f"   via gateway service stream, whole answer: {summary(service_total)}")
     print(f"   direct non-streamed: {summary(complete_direct)}")
     print(f"   LiteLLMGateway.complete (gate, route, ledger, LiteLLM): {summary(complete_gateway)}")
+    pairs = {
+        "service stream first token": [s - d for s, d in zip(service_first, direct_first, strict=True)],
+        "service stream whole answer": [s - d for s, d in zip(service_total, direct_total, strict=True)],
+        "complete() vs direct non-streamed": [g - d for g, d in zip(complete_gateway, complete_direct, strict=True)],
+    }
+    for what, diffs in pairs.items():
+        print(f"   gateway minus direct, paired per round, {what}: {summary(diffs)}")
     print(
         f"   gateway overhead (median minus median): service stream first token "
         f"{med(service_first) - med(direct_first):+.0f} ms, whole {med(service_total) - med(direct_total):+.0f} ms "
