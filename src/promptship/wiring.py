@@ -314,9 +314,10 @@ def build_routing_policy(settings: Settings):  # -> RoutingPolicy
 
 def build_llm_gateway(settings: Settings, *, engine=None):  # -> LiteLLMGateway (LiteLLM imported lazily)
     """``LiteLLMGateway`` from settings: the routing policy, the sensitive-data scanner, the cost ledger in the
-    store (``engine``: share one; default: a new engine on ``store_url()``), Ollama at ``llm.ollama_base_url``
-    and OpenRouter at ``llm.openrouter_base_url`` with ``llm.openrouter_api_key`` (no key: cloud calls fail
-    over to local models). Budgets from ``budget.*``; retries and timeout from the policy (llm-config)."""
+    store (``engine``: share one; default: a new engine on ``store_url()``), Ollama at ``llm.ollama_base_url``,
+    llama.cpp at ``llm.llamacpp_base_url`` and OpenRouter at ``llm.openrouter_base_url`` with
+    ``llm.openrouter_api_key`` (no key: cloud calls fail over to local models). Budgets from ``budget.*``;
+    retries and timeout from the policy (llm-config)."""
     from promptship.adapters.detectors import SensitiveDataScanner
     from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints
     from promptship.store import make_engine
@@ -343,6 +344,7 @@ def build_llm_gateway(settings: Settings, *, engine=None):  # -> LiteLLMGateway 
             ollama_base_url=settings.llm.ollama_base_url,
             openrouter_base_url=settings.llm.openrouter_base_url,
             openrouter_api_key=settings.llm.openrouter_api_key,
+            llamacpp_base_url=settings.llm.llamacpp_base_url,
         ),
         gateway_url=settings.llm.gateway_url,
         max_retries=policy.max_retries,

@@ -40,6 +40,9 @@ def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path
     fakes = sorted({port for port, kind in boundaries if kind == "in-process fake"})
     if IN_CI:  # `make prereqs` installed every stand-in: nothing may fall back to a fake there
         assert not fakes, f"ports left on in-process fakes: {fakes}\n{out[-3000:]}"
+        assert ("local_model", "real") in boundaries, out[-3000:]  # llama.cpp + SmolLM2 (make local-model-install)
+    if ("local_model", "real") in boundaries:
+        assert re.search(r"^  local_model\s+real\s+llama\.cpp .*SmolLM2-135M-Instruct", out, re.M)
     if not fakes:
         image = re.search(r"\*\*Image deployed\*\*: \S+:([0-9a-f]{40})", out)
         version = re.search(r'GET \S+/version -> 200 \{"sha":"([0-9a-f]{40})"', out)
@@ -61,6 +64,7 @@ def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path
     # it stopped what it started: the Prefect server (and the service proxy, when real) no longer answer
     started = re.findall(r"Prefect server \(SQLite\) on (http://127\.0\.0\.1:\d+)", out)
     started += re.findall(r"HttpHealthProbe -> (http://127\.0\.0\.1:\d+)/health", out)[:1]
+    started += re.findall(r"SmolLM2-135M-Instruct \(.*?\) at (http://127\.0\.0\.1:\d+)/v1", out)[:1]
     assert started
     for url in started:
         with pytest.raises(httpx.ConnectError):

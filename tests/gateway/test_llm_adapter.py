@@ -265,3 +265,53 @@ def test_provider_retry_after_is_read_by_the_shared_helper(headers: dict[str, st
     response = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://127.0.0.1:9/v1/chat"))
     error = to_llm_error(openai.RateLimitError("rate limited", response=response, body=None), "gpt-4o")
     assert (error.retryable, error.status, error.retry_after_s) == (True, 429, expected)
+
+
+LLAMACPP = RoutingPolicy.from_yaml(
+    "models: {smollm2: {litellm_model: openai/smollm2-135m-instruct, mode: local, backend: llamacpp}}\n"
+    "fallbacks: {smollm2: [llama3]}\ncallers: {open_pull_request: smollm2}\n"
+)
+
+
+def test_a_llamacpp_group_is_sent_to_its_openai_compatible_api_base(llm: LLMStandIn, scanner, tmp_path) -> None:
+    """LiteLLM's openai/ provider at the llama.cpp server's base URL (here the stand-in's OpenAI path)."""
+    gateway = LiteLLMGateway(
+        policy=LLAMACPP,
+        scanner=scanner,
+        ledger=make_ledger(tmp_path),
+        endpoints=ProviderEndpoints(llm.base_url, llm.base_url + "/v1", None, llamacpp_base_url=llm.base_url + "/v1"),
+        gateway_url="http://127.0.0.1:9",
+        sleep=lambda _s: None,
+    )
+    call = _call(f"PR text for a change that used {SECRET}", task_class="docs").model_copy(
+        update={"step": "open_pull_request"}
+    )
+    reply = gateway.complete(call)
+    assert (reply.decision.model, reply.decision.mode, reply.model) == (
+        "smollm2",
+        "local",
+        "openai/smollm2-135m-instruct",
+    )
+    [request] = llm.completions()
+    assert (request.path, request.model) == ("/v1/chat/completions", "smollm2-135m-instruct")
+    assert request.headers["x-llm-mode"] == "local"
+    assert cloud_requests(llm) == [request]  # the stand-in's OpenAI path stands for the llama.cpp server here
+    assert reply.usage.completion_tokens > 0 and reply.usage.cost_usd == 0.0
+
+
+def test_a_llamacpp_group_without_a_server_falls_back_to_a_local_group(llm: LLMStandIn, scanner, tmp_path) -> None:
+    gateway = LiteLLMGateway(
+        policy=LLAMACPP,
+        scanner=scanner,
+        ledger=make_ledger(tmp_path),
+        endpoints=ProviderEndpoints(llm.base_url, llm.base_url + "/v1", None),
+        gateway_url="http://127.0.0.1:9",
+        sleep=lambda _s: None,
+    )
+    call = _call(f"PR text for a change that used {SECRET}", task_class="docs").model_copy(
+        update={"step": "open_pull_request"}
+    )
+    reply = gateway.complete(call)
+    assert (reply.decision.model, reply.fallback_used) == ("llama3", True)
+    assert "smollm2 failed" in reply.decision.reason
+    assert [r.path for r in llm.completions()] == ["/api/chat"]

@@ -248,3 +248,76 @@ def test_build_routing_policy_reads_the_policy_file_and_the_llm_config_settings(
     missing = Settings(llm=LLMSettings(policy_file=tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="POLICY_FILE"):
         build_routing_policy(missing)
+
+
+# --- llama.cpp as a local backend, and routing that knows the caller ----------------------------------------
+
+LLAMACPP_POLICY = (Path(__file__).resolve().parents[2] / "deployments" / "routing-llamacpp.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def llamacpp_policy() -> RoutingPolicy:
+    return RoutingPolicy.from_yaml(LLAMACPP_POLICY)
+
+
+def test_the_llamacpp_policy_file_adds_a_local_openai_compatible_group(llamacpp_policy: RoutingPolicy) -> None:
+    spec = llamacpp_policy.spec("smollm2")
+    assert (spec.backend, spec.mode, spec.litellm_model) == ("llamacpp", "local", "openai/smollm2-135m-instruct")
+    assert llamacpp_policy.spec("llama3").backend == "ollama" and llamacpp_policy.spec("gpt-4o").backend == "openrouter"
+    assert llamacpp_policy.callers == {"open_pull_request": "smollm2"}
+
+
+@pytest.mark.parametrize(
+    ("caller", "task_class", "force_local", "up", "model", "mode"),
+    [
+        ("open_pull_request", "docs", True, True, "smollm2", "local"),  # sensitive PR text → the real model
+        ("open_pull_request", "docs", False, True, "claude-3.5-sonnet", "cloud"),  # cloud calls are not moved
+        ("open_pull_request", "tests", False, True, "smollm2", "local"),  # a local class takes the caller's group
+        ("open_pull_request", "docs", True, ["llama3", "mistral"], "llama3", "local"),  # its group down → next
+        ("agent", "docs", True, True, "llama3", "local"),  # a caller without a group: the class rules
+        (None, "default", False, True, "mistral", "local"),
+    ],
+)
+def test_a_callers_local_calls_go_to_its_group(
+    llamacpp_policy: RoutingPolicy, caller, task_class, force_local, up, model, mode
+) -> None:
+    d = decide_route(
+        "Write the PR title",
+        policy=llamacpp_policy,
+        task_class=task_class,
+        force_local=force_local,
+        caller=caller,
+        local_available=up,
+    )
+    assert (d.model, d.mode) == (model, mode)
+    if model == "smollm2":
+        assert f"caller {caller}'s local group smollm2" in d.reason
+
+
+def test_a_sensitive_finding_sends_the_callers_call_to_its_group(llamacpp_policy: RoutingPolicy) -> None:
+    d = decide_route("ghp_…", policy=llamacpp_policy, findings=[SECRET], task_class="docs", caller="open_pull_request")
+    assert (d.model, d.sensitive, d.findings) == ("smollm2", True, ("secret:github_token",))
+    assert allowed_fallbacks(llamacpp_policy, "smollm2", sensitive=True) == ["llama3", "mistral"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("callers: {chat: gpt-4o}", "callers.chat must name a local model group"),
+        ("callers: {chat: nope}", "callers.chat names unknown model group 'nope'"),
+        ("callers: [chat]", "callers must map a caller"),
+        ("models: {x: {litellm_model: ollama_chat/x, mode: local, backend: llamacpp}}", "openai/<the server"),
+        ("models: {x: {litellm_model: openai/x, mode: cloud, backend: llamacpp}}", "serves local models"),
+    ],
+)
+def test_bad_callers_and_backends_are_config_errors(yaml_text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("'", "'")):
+        RoutingPolicy.from_yaml(yaml_text)
+
+
+def test_llm_config_keeps_llamacpp_groups_and_the_policy_round_trips(llamacpp_policy: RoutingPolicy) -> None:
+    served = llamacpp_policy.with_llm_config({"ollama_models": "llama3", "default_model": "llama3"})
+    assert "smollm2" in served.models and "mistral" not in served.models
+    assert served.callers == {"open_pull_request": "smollm2"}
+    assert RoutingPolicy.from_yaml(llamacpp_policy.to_yaml()) == llamacpp_policy
+    assert RoutingPolicy.from_yaml(RoutingPolicy.default().to_yaml()) == RoutingPolicy.default()

@@ -74,15 +74,36 @@ def build_demo_services(
         return True
 
     sandbox: Any = None
+    llm_settings = settings
+
+    def local_model() -> None:
+        nonlocal llm_settings
+        from promptship_sandbox.local_model import (
+            local_model_installed,
+            local_model_settings,
+            running_local_model,
+            warm_up,
+        )
+
+        ok, why = local_model_installed()
+        if not ok:
+            raise ConfigError(why)
+        server = stack.enter_context(running_local_model(home / "local-model"))
+        warm_up(server)
+        llm_settings = local_model_settings(settings, server)
+        notes["local_model"] = (
+            f"{server.describe}; takes the local calls of open_pull_request (PR text of sensitive requests)"
+        )
 
     def llm() -> None:
         nonlocal sandbox
         from promptship_sandbox.llm_gateway import running_sandbox_gateway
 
-        sandbox = stack.enter_context(running_sandbox_gateway(settings, engine=store.engine))
+        sandbox = stack.enter_context(running_sandbox_gateway(llm_settings, engine=store.engine))
         services.llm = sandbox.gateway
         services.boundaries["llm"] = "protocol stand-in"
-        notes["llm"] = "real LiteLLMGateway + gateway service -> LLM stand-in (OpenAI/Ollama protocols)"
+        local = " + llama.cpp (real, local callers)" if "local_model" in notes else ""
+        notes["llm"] = f"real LiteLLMGateway + gateway service -> LLM stand-in (OpenAI/Ollama protocols){local}"
 
     forge: Any = None
 
@@ -118,7 +139,10 @@ def build_demo_services(
         services.agent = OpenHandsAgent(http, session_api_key=SecretStr(server.session_key))
         sandbox.llm.script("*", demo_developer_replies(str(settings.workspace_root() / request.run_key)))
         services.boundaries["agent"] = "real"  # the agent-server itself; its LLM is the scripted stand-in
-        notes["agent"] = "OpenHands agent-server 1.57 (its LLM: scripted stand-in via the gateway)"
+        notes["agent"] = (
+            "OpenHands agent-server 1.57 (its LLM: scripted stand-in via the gateway — the 135M local model "
+            "cannot drive tool calls)"
+        )
 
     def cluster() -> None:
         nonlocal health_url
@@ -148,6 +172,7 @@ def build_demo_services(
         notes["health"] = f"HttpHealthProbe -> {health_url} (the backend process via the Service proxy)"
 
     echo("Starting the sandbox:")
+    attempt("local_model", "llama.cpp server + SmolLM2-135M-Instruct", local_model)
     attempt("llm", "LLM stand-in + LiteLLMGateway + gateway service", llm)
     attempt("code_host", "local forge (REST + git + CI) + GitHubHost (PyGithub)", code_host)
     attempt("compiler", "WorkspaceCompileChecker", compiler)
@@ -202,6 +227,7 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
 
 _BOUNDARY_WHAT = {
     "llm": "LLM gateway (routing, gate, ledger)",
+    "local_model": "local model for non-agent local calls (llama.cpp; not started: the stand-in answers)",
     "agent": "code agent (OpenHands agent-server)",
     "code_host": "code host (GitHub)",
     "cluster": "cluster (Kubernetes)",
@@ -214,8 +240,11 @@ _BOUNDARY_WHAT = {
 def boundary_lines(services: Ports, notes: dict[str, str] | None = None) -> list[str]:
     lines = ["Boundaries of this run:"]
     notes = notes or {}
-    for port in ("llm", "agent", "code_host", "cluster", "health", "compiler", "sink"):
-        kind = services.boundaries.get(port, "in-process fake")
+    for port in ("llm", "local_model", "agent", "code_host", "cluster", "health", "compiler", "sink"):
+        if port == "local_model":  # not a port: what serves the llm port's llama.cpp model group
+            kind = "real" if port in notes else "not started"
+        else:
+            kind = services.boundaries.get(port, "in-process fake")
         lines.append(f"  {port:<10} {kind:<17} {notes.get(port, _BOUNDARY_WHAT[port])}")
     return lines
 

@@ -8,7 +8,8 @@ For every call, in this order:
    which leaks (RESEARCH.md). Sensitive ⇒ local only, or ``SensitiveDataBlocked``;
 3. the ledger reserves the call's most possible cost before it is sent (run cap; daily cap for cloud).
    Over budget, a cloud call is rerouted to a local model or refused (``budget.over_budget``);
-4. LiteLLM sends it — ``ollama_chat/…`` to Ollama, ``openrouter/…`` to OpenRouter — with the header
+4. LiteLLM sends it — ``ollama_chat/…`` to Ollama, ``openai/<alias>`` to a llama.cpp server's OpenAI-compatible
+   ``api_base``, ``openrouter/…`` to OpenRouter (the model group's ``backend``) — with the header
    ``x-llm-mode: local|cloud``, the timeout, and our own retries (5xx, 408/429, timeouts, connection errors;
    ``1 + max_retries`` attempts per model group, backoff and Retry-After from ``domain.retrying``; LiteLLM's
    and the OpenAI SDK's own retries are off);
@@ -16,8 +17,9 @@ For every call, in this order:
    sensitive call (every target is checked against the gate's verdict again). When every group failed
    after more than one attempt in all, the error is final (``retryable=False``, "after N attempts"): the
    step layer does not multiply these attempts (docs/CONTRACTS.md, "Retries");
-6. the cost is recorded: OpenRouter's ``usage.cost``; local calls priced by settings; a cloud call without a
-   reported cost is recorded at list price and flagged ``cost_missing``.
+6. the cost is recorded with the provider's token counts and the call's latency: OpenRouter's ``usage.cost``;
+   local calls priced by settings; a cloud call without a reported cost is recorded at list price and flagged
+   ``cost_missing``.
 
 LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else; its response
 objects never leave this module (the gateway service gets plain OpenAI-format dicts).
@@ -51,11 +53,13 @@ MODE_HEADER = "x-llm-mode"
 
 @dataclass(frozen=True)
 class ProviderEndpoints:
-    """Where the two providers are. In the sandbox both point at the LLM stand-in."""
+    """Where the providers are. In the sandbox Ollama and OpenRouter point at the LLM stand-in, llama.cpp at
+    the real local model server (``scripts/local-model.sh``) when it runs."""
 
     ollama_base_url: str
     openrouter_base_url: str
     openrouter_api_key: SecretStr | None = None
+    llamacpp_base_url: str | None = None  # OpenAI-compatible, e.g. http://127.0.0.1:8081/v1
 
 
 # Backoff between attempts on one model group; a Retry-After above the cap ends the group's attempts instead
@@ -82,6 +86,7 @@ class _Sent:
     reservation: Reservation
     fallback_used: bool
     response: Any
+    started: float  # time.monotonic() before the first request of the call
 
 
 def to_llm_error(exc: BaseException, model: str) -> LLMError:
@@ -165,7 +170,9 @@ class LiteLLMGateway:
     def complete(self, call: LLMCall) -> LLMReply:
         """Route, gate, budget-check and send one chat completion; record its cost against ``call.run_key``."""
         messages = [{"role": m.role, "content": m.content} for m in call.messages]
-        decision = self._decide(messages, None, task_class=call.task_class, force_local=call.force_local)
+        decision = self._decide(
+            messages, None, task_class=call.task_class, force_local=call.force_local, caller=call.step
+        )
         params: dict[str, Any] = {}
         if call.max_tokens is not None:
             params["max_tokens"] = call.max_tokens
@@ -248,6 +255,7 @@ class LiteLLMGateway:
         *,
         task_class: TaskClass | None,
         force_local: bool,
+        caller: str | None = None,
     ) -> RouteDecision:
         gate = self._gate(messages, tools)
         return decide_route(
@@ -257,6 +265,7 @@ class LiteLLMGateway:
             task_class=task_class,
             force_local=force_local,
             local_available=self.local_available,
+            caller=caller,
         )
 
     def _decide_for_run(
@@ -352,6 +361,7 @@ class LiteLLMGateway:
         budget_refusal: Reservation | None = None
         last_error: LLMError | None = None
         attempts = 0  # requests sent to providers for this call, over the whole chain
+        started = time.monotonic()
         for index, group in enumerate(chain):
             spec = self.policy.spec(group)
             if not spec.local and budget_refusal is not None:
@@ -386,7 +396,7 @@ class LiteLLMGateway:
                     sensitive=decision.sensitive,
                     findings=decision.findings,
                 )
-            return _Sent(final, spec, reservation, fallback_used=index > 0, response=response)
+            return _Sent(final, spec, reservation, fallback_used=index > 0, response=response, started=started)
         if last_error is not None:
             raise after_attempts(last_error, attempts)
         assert budget_refusal is not None
@@ -424,7 +434,19 @@ class LiteLLMGateway:
         )
         if tools:
             kwargs["tools"] = list(tools)
-        if spec.local:
+        if spec.backend == "llamacpp":
+            if not self.endpoints.llamacpp_base_url:
+                no_server = LLMError(
+                    f"{spec.name}: no llama.cpp server configured (set PROMPTSHIP_LLM__LLAMACPP_BASE_URL)",
+                    retryable=False,
+                )
+                raise _GroupFailed(no_server, attempts=0)
+            kwargs["api_base"] = self.endpoints.llamacpp_base_url
+            kwargs["api_key"] = "llamacpp-no-key"  # the server on 127.0.0.1 takes none; the OpenAI client wants one
+            # LiteLLM's price map does not know the server's alias: give the prices, so that it does not look
+            kwargs["input_cost_per_token"] = spec.input_cost_per_token
+            kwargs["output_cost_per_token"] = spec.output_cost_per_token
+        elif spec.local:
             kwargs["api_base"] = self.endpoints.ollama_base_url
         else:
             if self.endpoints.openrouter_api_key is None:
@@ -471,6 +493,7 @@ class LiteLLMGateway:
         return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=round(reported, 10))
 
     def _settle(self, run_key: str, step: str, sent: _Sent, usage: Usage) -> None:
+        latency_ms = round((time.monotonic() - sent.started) * 1000, 1)
         self.ledger.settle(
             sent.reservation,
             run_key=run_key,
@@ -480,6 +503,7 @@ class LiteLLMGateway:
             usage=usage,
             fallback_used=sent.fallback_used,
             route_reason=sent.decision.reason,
+            latency_ms=latency_ms,
         )
 
     def _relay(self, run_key: str, step: str, sent: _Sent) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,9 @@ Pure domain code. The seed's mapping (``RoutingPolicy.default()``):
     default        mistral             ollama_chat/mistral                      local
 
 It can be overridden by a YAML file (``RoutingPolicy.from_yaml``) and by the values of the seed's
-``llm-config`` ConfigMap (``RoutingPolicy.with_llm_config``). The one invariant no configuration can break:
+``llm-config`` ConfigMap (``RoutingPolicy.with_llm_config``). Local model groups are served by Ollama or by an
+OpenAI-compatible llama.cpp server (``backend``); ``callers`` sends the local calls of one caller (a step such
+as ``open_pull_request``, the chat app's ``chat``) to a group of its own. The one invariant no configuration can break:
 a call that carries sensitive data (or is forced local) only ever goes to a local model — otherwise it is
 refused with ``SensitiveDataBlocked``; a fallback never moves it to the cloud.
 """
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from promptship.domain.gate import Finding, GateResult
 from promptship.domain.request import TaskClass
@@ -30,6 +32,11 @@ from promptship.domain.results import LLMMode, RouteDecision
 from promptship.errors import ConfigError, SensitiveDataBlocked
 
 TASK_CLASSES: tuple[TaskClass, ...] = get_args(TaskClass)
+
+Backend = Literal["ollama", "llamacpp", "openrouter"]
+"""Who serves a model group: Ollama (``ollama_chat/…``, local), an OpenAI-compatible llama.cpp server
+(``openai/<alias>`` at its ``api_base``, local), OpenRouter (``openrouter/…``, cloud)."""
+_BACKEND_MODE: dict[Backend, LLMMode] = {"ollama": "local", "llamacpp": "local", "openrouter": "cloud"}
 
 
 class ModelSpec(BaseModel):
@@ -42,6 +49,27 @@ class ModelSpec(BaseModel):
     mode: LLMMode = Field(description="local (Ollama, on this machine/cluster) or cloud (OpenRouter).")
     input_cost_per_token: float = Field(default=0.0, ge=0, description="USD per prompt token.")
     output_cost_per_token: float = Field(default=0.0, ge=0, description="USD per completion token.")
+    backend: Backend = Field(
+        default="ollama",
+        description="Who serves it: ollama (local), llamacpp (local, OpenAI-compatible), openrouter (cloud). "
+        "Not given: ollama for a local model, openrouter for a cloud one.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backend(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "backend" not in data:
+            data = cast(dict[str, Any], data)
+            return {**data, "backend": "openrouter" if data.get("mode") == "cloud" else "ollama"}
+        return data
+
+    @model_validator(mode="after")
+    def _backend_fits(self) -> ModelSpec:
+        if _BACKEND_MODE[self.backend] != self.mode:
+            raise ValueError(f"backend {self.backend} serves {_BACKEND_MODE[self.backend]} models, not {self.mode}")
+        if self.backend == "llamacpp" and not self.litellm_model.startswith("openai/"):
+            raise ValueError("a llamacpp model is spelled openai/<the server's model alias> for LiteLLM")
+        return self
 
     @property
     def local(self) -> bool:
@@ -65,6 +93,11 @@ class RoutingPolicy(BaseModel):
     models: dict[str, ModelSpec]
     classes: dict[TaskClass, str] = Field(description="Task class → model group name.")
     fallbacks: dict[str, list[str]] = Field(default_factory=dict, description="Group → groups to try next.")
+    callers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Caller (the LLMCall's step: open_pull_request, chat, …) → the local model group its calls "
+        "take whenever they are routed local. Calls routed to the cloud are not affected.",
+    )
     max_retries: int = Field(default=3, ge=0, description="Retries per call (llm-config max_retries).")
     timeout_s: float = Field(default=30.0, gt=0, description="Timeout per call (llm-config timeout_seconds).")
 
@@ -115,8 +148,10 @@ class RoutingPolicy(BaseModel):
         ```yaml
         models:
           qwen: {litellm_model: ollama_chat/qwen2.5-coder, mode: local}
+          smollm2: {litellm_model: openai/smollm2-135m-instruct, mode: local, backend: llamacpp}
         classes: {complex_code: qwen}
-        fallbacks: {qwen: [mistral]}
+        fallbacks: {qwen: [mistral], smollm2: [llama3]}
+        callers: {open_pull_request: smollm2}   # its local calls go to smollm2
         max_retries: 2
         timeout_s: 60
         ```
@@ -128,7 +163,7 @@ class RoutingPolicy(BaseModel):
         if not isinstance(data, dict):
             raise ConfigError("routing policy YAML must be a mapping with models/classes/fallbacks")
         data = cast(dict[str, Any], data)
-        unknown = set(data) - {"models", "classes", "fallbacks", "max_retries", "timeout_s"}
+        unknown = set(data) - {"models", "classes", "fallbacks", "callers", "max_retries", "timeout_s"}
         if unknown:
             raise ConfigError(f"routing policy YAML: unknown keys {sorted(unknown)}")
         start = base or cls.default()
@@ -150,11 +185,18 @@ class RoutingPolicy(BaseModel):
             if not isinstance(chain, list):
                 raise ConfigError(f"routing policy YAML: fallbacks.{group} must be a list of model groups")
             fallbacks[str(group)] = [str(g) for g in cast(list[Any], chain)]
+        callers = dict(start.callers)
+        raw_callers = data.get("callers") or {}
+        if not isinstance(raw_callers, dict):
+            raise ConfigError("routing policy YAML: callers must map a caller (step name) to a local model group")
+        for caller, group in cast(dict[Any, Any], raw_callers).items():
+            callers[str(caller)] = str(group)
         try:
             policy = cls(
                 models=models,
                 classes=classes,
                 fallbacks=fallbacks,
+                callers=callers,
                 max_retries=data.get("max_retries", start.max_retries),
                 timeout_s=data.get("timeout_s", start.timeout_s),
             )
@@ -167,7 +209,8 @@ class RoutingPolicy(BaseModel):
 
         - ``default_model``: the group of the ``default`` class (a local model of ``ollama_models``).
         - ``ollama_models``: comma-separated local models actually served ("llama3,mistral,code llama");
-          local groups not listed are removed and classes pointing at them move to the default model.
+          Ollama groups not listed are removed and classes pointing at them move to the default model
+          (llama.cpp groups are not Ollama's and stay).
         - ``max_retries``, ``timeout_seconds``: per-call retries and timeout.
         Unknown keys are ignored (the ConfigMap may carry more than the router needs).
         """
@@ -181,7 +224,7 @@ class RoutingPolicy(BaseModel):
             if not served:
                 raise ConfigError("llm-config ollama_models is empty: list at least one local model")
             for name in list(models):
-                if models[name].local and name not in served:
+                if models[name].backend == "ollama" and name not in served:
                     del models[name]
             for name in served:
                 models.setdefault(name, _local(name))
@@ -201,6 +244,7 @@ class RoutingPolicy(BaseModel):
                 del fallbacks[group]
             else:
                 fallbacks[group] = [g for g in fallbacks[group] if g in models]
+        callers = {c: g for c, g in self.callers.items() if g in models}
         try:
             if (r := values.get("max_retries")) is not None:
                 retries = int(r)
@@ -210,7 +254,12 @@ class RoutingPolicy(BaseModel):
             raise ConfigError("llm-config max_retries must be an integer and timeout_seconds a number") from None
         try:
             policy = type(self)(
-                models=models, classes=classes, fallbacks=fallbacks, max_retries=retries, timeout_s=timeout
+                models=models,
+                classes=classes,
+                fallbacks=fallbacks,
+                callers=callers,
+                max_retries=retries,
+                timeout_s=timeout,
             )
         except ValidationError as exc:
             raise ConfigError(f"llm-config values are invalid: {_first_error(exc)}") from None
@@ -231,11 +280,33 @@ class RoutingPolicy(BaseModel):
             for target in [group, *chain]:
                 if target not in self.models:
                     raise ConfigError(f"routing policy: fallbacks.{group} names unknown model group {target!r}")
+        for caller, group in self.callers.items():
+            if group not in self.models:
+                raise ConfigError(f"routing policy: callers.{caller} names unknown model group {group!r}")
+            if not self.models[group].local:
+                raise ConfigError(
+                    f"routing policy: callers.{caller} must name a local model group (callers choose where a "
+                    f"caller's local calls go), not the cloud group {group!r}"
+                )
         if not self.models[self.classes["sensitive"]].local:
             raise ConfigError(
                 f"routing policy: the sensitive class must map to a local model, not {self.classes['sensitive']!r}"
             )
         return self
+
+    def to_yaml(self) -> str:
+        """The whole policy as YAML that ``from_yaml`` reads back to an equal policy (for export and replay)."""
+        data: dict[str, Any] = {
+            "models": {
+                name: spec.model_dump(exclude={"name"}, exclude_defaults=False) for name, spec in self.models.items()
+            },
+            "classes": dict(self.classes),
+            "fallbacks": {g: list(c) for g, c in self.fallbacks.items()},
+            "callers": dict(self.callers),
+            "max_retries": self.max_retries,
+            "timeout_s": self.timeout_s,
+        }
+        return yaml.safe_dump(data, sort_keys=False)
 
     # --- queries ------------------------------------------------------------------------------------------
 
@@ -439,13 +510,16 @@ def decide_route(
     task_class: TaskClass | None = None,
     force_local: bool = False,
     local_available: bool | Collection[str] = True,
+    caller: str | None = None,
 ) -> RouteDecision:
     """Decide the model group for one call.
 
-    - Sensitive findings or ``force_local`` ⇒ a local model only: the class's own model if it is local,
-      else the ``sensitive`` class's model, else any local fallback. ``local_available`` is a bool or the
-      names of the local groups currently up. No local model ⇒ ``SensitiveDataBlocked`` (never the cloud).
-    - Otherwise the class (stated by the caller, or ``classify_task``) picks its group.
+    - Sensitive findings or ``force_local`` ⇒ a local model only: the caller's own local group
+      (``policy.callers``) if it is up, else the class's own model if it is local, else the ``sensitive``
+      class's model, else any local fallback. ``local_available`` is a bool or the names of the local groups
+      currently up. No local model ⇒ ``SensitiveDataBlocked`` (never the cloud).
+    - Otherwise the class (stated by the caller, or ``classify_task``) picks its group; when that group is
+      local and the caller has its own local group (up), the caller's group takes the call.
     """
     found = list(findings.findings if isinstance(findings, GateResult) else findings)
     labels = _finding_labels(found)
@@ -455,9 +529,19 @@ def decide_route(
         klass, why = classify_task(text)
     if klass == "sensitive" and not force_local:
         force_local, why = True, f"{why}: the sensitive class is local-only"
+    own_group = policy.callers.get(caller or "")
+    if own_group is not None and not _available(own_group, policy, local_available):
+        own_group = None
     if not found and not force_local:
         group = policy.classes[klass]
         spec = policy.spec(group)
+        if spec.local and own_group is not None and own_group != group:
+            return RouteDecision(
+                task_class=klass,
+                model=own_group,
+                mode="local",
+                reason=f"class {klass} ({why}) → {group} (local) → caller {caller}'s local group {own_group}",
+            )
         return RouteDecision(
             task_class=klass, model=group, mode=spec.mode, reason=f"class {klass} ({why}) → {group} ({spec.mode})"
         )
@@ -467,18 +551,21 @@ def decide_route(
     if found:
         klass = "sensitive"
     own = policy.classes[klass]
-    candidates = [own] if policy.is_local(own) else []
+    candidates = [own_group] if own_group is not None else []
+    if policy.is_local(own):
+        candidates.append(own)
     candidates.append(policy.classes["sensitive"])
     for start in list(candidates):
         candidates.extend(allowed_fallbacks(policy, start, sensitive=True))
     candidates.extend(policy.local_groups())
     for group in dict.fromkeys(candidates):
         if policy.is_local(group) and _available(group, policy, local_available):
+            via = f"caller {caller}'s local group " if group == own_group else ""
             return RouteDecision(
                 task_class=klass,
                 model=group,
                 mode="local",
-                reason=f"{cause} → local only → {group} (the task looked like {looked_like}: {why})",
+                reason=f"{cause} → local only → {via}{group} (the task looked like {looked_like}: {why})",
                 sensitive=True,
                 findings=labels,
             )

@@ -68,6 +68,7 @@ class LLMCallRow(Base):
     cost_missing: Mapped[bool] = mapped_column(Boolean, default=False)
     fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
     route_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # send → last byte, retries included
 
 
 class LLMReservationRow(Base):
@@ -289,8 +290,9 @@ class CostLedger:
         usage: Usage,
         fallback_used: bool = False,
         route_reason: str | None = None,
+        latency_ms: float | None = None,
     ) -> None:
-        """Record a finished call and close its reservation, in one transaction."""
+        """Record a finished call (tokens, cost, latency) and close its reservation, in one transaction."""
         moment = self.clock()
         with self.engine.begin() as conn:
             repository = conn.execute(select(LLMRunRow.repository).where(LLMRunRow.run_key == run_key)).scalar()
@@ -309,6 +311,7 @@ class CostLedger:
                     cost_missing=usage.cost_missing,
                     fallback_used=fallback_used,
                     route_reason=(route_reason or "")[:500] or None,
+                    latency_ms=latency_ms,
                 )
             )
             if reservation is not None and reservation.id is not None:
