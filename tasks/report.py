@@ -93,10 +93,15 @@ def _tag(ctx: RunContext, outcome: str) -> None:
         run_id = UUID(ctx.holder)
     except ValueError:  # not a flow run (a direct call in a test): nothing to tag
         return
-    with get_client(sync_client=True) as client:
-        tags = set(client.read_flow_run(run_id).tags or [])
-        tags |= {f"repo:{ctx.request.repository}", f"outcome:{outcome}"}
-        client.update_flow_run(run_id, tags=sorted(tags))
+    try:
+        with get_client(sync_client=True) as client:
+            tags = set(client.read_flow_run(run_id).tags or [])
+            tags |= {f"repo:{ctx.request.repository}", f"outcome:{outcome}"}
+            client.update_flow_run(run_id, tags=sorted(tags))
+    except Exception as exc:  # tags help people filter; a Prefect hiccup must not fail a finished run
+        from prefect import get_run_logger
+
+        get_run_logger().warning("tagging flow run %s failed: %s", run_id, type(exc).__name__)
 
 
 @task(name="report", cache_policy=NO_CACHE)
