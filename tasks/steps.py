@@ -14,8 +14,9 @@ import yaml
 
 from promptship.adapters.compile_check import inspect_repository
 from promptship.domain.instructions import agent_instruction, follow_up_instruction, repair_instruction
+from promptship.domain.pull_request import pr_text_call, pr_title_and_body
 from promptship.domain.report import StepFacts
-from promptship.domain.request import DevRequest, branch_for, conversation_id_for, pr_marker
+from promptship.domain.request import DevRequest, branch_for, conversation_id_for
 from promptship.domain.results import (
     AgentHandle,
     AgentResult,
@@ -23,8 +24,6 @@ from promptship.domain.results import (
     CIResult,
     GenerationResult,
     HealthResult,
-    LLMCall,
-    LLMMessage,
     MergeResult,
     PullRequestInfo,
     RollbackResult,
@@ -34,13 +33,11 @@ from promptship.domain.results import (
 )
 from promptship.domain.writeback import (
     RevertEvidence,
-    issue_reference,
     revert_body,
     revert_comment,
     revert_marker,
     revert_title,
 )
-from promptship.ports import Redactor
 from tasks._step import Done, by_round, plain, step
 from tasks.context import RunContext
 
@@ -142,44 +139,6 @@ def compile_check(ctx: RunContext, generation: GenerationResult, round_number: i
     )
 
 
-def pr_text_call(run_key: str, request: DevRequest, generation: GenerationResult) -> LLMCall:
-    """The LLM call that writes a PR's title and description (docs class; local only for sensitive requests)."""
-    return LLMCall(
-        run_key=run_key,
-        step="open_pull_request",
-        task_class="docs",
-        force_local=request.sensitive,
-        messages=(
-            LLMMessage(
-                role="system", content="Write a pull request title on the first line, then a short description."
-            ),
-            LLMMessage(
-                role="user",
-                content=f"Request: {request.prompt}\nChanged files: "
-                + ", ".join(generation.agent.changed_files)
-                + f"\nAgent summary: {generation.agent.final_message}",
-            ),
-        ),
-        max_tokens=400,
-    )
-
-
-def pr_title_and_body(llm: Redactor, request: DevRequest, key: str, content: str) -> tuple[str, str]:
-    """The PR's title (first line, at most 120 characters) and description from the model's text, both
-    redacted by the gate: whatever the model repeats of the request never reaches the code host."""
-    title_line, _, rest = content.strip().partition("\n")
-    title = llm.redact(title_line.strip("# ").strip() or request.prompt)[:120]
-    reference = issue_reference(request.issue_number, closes=request.closes_issue)
-    if request.parent and request.source_pr:
-        reference = f"Follows up #{request.source_pr} (request `{request.parent}`)."
-    body = (
-        f"{rest.strip()}\n\n" + (f"{reference}\n\n" if reference else "") + "---\n"
-        f"Opened by promptship for request `{key}` (requested by {request.requester}).\n"
-        f"{pr_marker(key)}\n"
-    )
-    return title, llm.redact(body)
-
-
 @step("open_pull_request", uses=("code_host", "llm"))
 def open_pull_request(ctx: RunContext, request: DevRequest, generation: GenerationResult) -> Done[PullRequestInfo]:
     """Find the request's PR, or write its title and body through the LLM gateway (docs class) and open it."""
@@ -189,7 +148,7 @@ def open_pull_request(ctx: RunContext, request: DevRequest, generation: Generati
         return Done(existing, "found", facts=StepFacts(found=True, pr_number=existing.number, pr_url=existing.url))
     spent_before = p.llm.run_cost_usd(ctx.attempt.id)
     reply = p.llm.complete(pr_text_call(ctx.attempt.id, request, generation))
-    title, body = pr_title_and_body(p.llm, request, key, reply.content)
+    title, body = pr_title_and_body(p.llm.redact, request, key, reply.content)
     pr = p.code_host.find_or_create_pull_request(
         request.repository,
         run_key=key,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from promptship.domain.pull_request import pr_text_call, pr_title_and_body
 from promptship.domain.request import DevRequest
 from promptship.domain.results import AgentResult, GenerationResult
 from promptship.settings import Settings
@@ -20,7 +21,6 @@ from promptship_sandbox.local_model import (
     local_model_settings,
     running_local_model,
 )
-from tasks.steps import pr_text_call, pr_title_and_body
 from tests.conftest import require
 
 pytestmark = pytest.mark.localmodel
@@ -57,7 +57,7 @@ def test_a_sensitive_requests_pr_text_comes_from_the_real_model_redacted(server:
     call = pr_text_call("run-local-1", request, generation).model_copy(update={"max_tokens": 32})
 
     reply = gateway.complete(call)
-    title, body = pr_title_and_body(gateway, request, request.run_key, reply.content)
+    title, body = pr_title_and_body(gateway.redact, request, request.run_key, reply.content)
 
     assert reply.decision.model == "smollm2" and reply.decision.mode == "local" and reply.decision.sensitive
     assert "caller open_pull_request's local group smollm2" in reply.decision.reason
