@@ -12,6 +12,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,54 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def app_registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Sample apps published into a registry the sandbox kubelet reads (``promptship_sandbox.sample_app``)."""
+    from promptship_sandbox.sample_app import SampleApps
+
+    return SampleApps(tmp_path_factory.mktemp("apps"))
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory, app_registry: Any) -> Iterator[Any]:
+    """One local control plane (etcd, apiserver, controller-manager, scheduler, sandbox kubelet) per session."""
+    from promptship_sandbox import cluster
+
+    bin_dir = cluster.find_binaries()
+    require("control plane", bin_dir is not None, "no kube binaries or etcd: run `make cluster-build`")
+    state = tmp_path_factory.mktemp("cluster")
+    cp = cluster.start(state, bin_dir=bin_dir, registries=[app_registry.registry], reuse=False)
+    try:
+        yield cp
+    finally:
+        cluster.stop(state)
+
+
+@pytest.fixture
+def api_client(control_plane: Any) -> Iterator[Any]:
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespace(api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test (deleted afterwards)."""
+    import uuid
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})  # type: ignore[arg-type]
+    yield name
+    core.delete_namespace(name)
 
 
 _outcomes: dict[str, Counter[str]] = defaultdict(Counter)
