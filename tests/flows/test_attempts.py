@@ -183,3 +183,36 @@ def test_a_run_is_named_for_what_it_is_and_tagged_with_repository_and_outcome(ma
     assert run.name.startswith("chat-app #5: Add GET /version, deploy with ")
     assert token not in run.name
     assert {"repo:demo/chat-app", "outcome:deployed"} <= set(run.tags)
+
+
+def test_a_follow_up_while_an_attempt_runs_is_queued_behind_it_and_says_so(make_services):
+    import threading
+    import time
+
+    services = make_services()
+    services.settings.pipeline.merge_timeout_s = 60  # how long a follow-up may wait in the queue
+    first = dev_cycle(_request(auto_merge=False, issue_number=8))  # ends "waiting": its PR stays open
+    with get_client(sync_client=True) as client:  # attempt 2 of the same request is running elsewhere
+        other = client.create_flow_run(dev_cycle, parameters={"request": {"prompt": "x" * 5}})
+        client.set_flow_run_state(other.id, Running(), force=True)
+    active = services.sink.begin_attempt(first.run_key, flow_run_id=str(other.id))
+    pr_number = services.code_host.find_pull_request(first.repository, first.run_key).number
+
+    follow_up = DevRequest(
+        prompt="also add a /ready endpoint", continues=first.run_key, source_pr=pr_number, auto_merge=True
+    )
+    done: list[object] = []
+    waiter = threading.Thread(target=lambda: done.append(dev_cycle(follow_up)), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("queued" in b for (_, n, b) in services.code_host.comments):
+        time.sleep(0.2)
+    assert done == []  # still waiting behind the active attempt ...
+    (status,) = [b for (_, n, b) in services.code_host.comments if n == pr_number]
+    assert "A follow-up is queued behind the active attempt" in status and str(other.id) in status
+
+    services.sink.end_attempt(active.id, "waiting", holder=str(other.id))  # ... until that attempt ends
+    waiter.join(60)
+    (report,) = done
+    assert report.outcome == "deployed" and report.run_key == first.run_key  # type: ignore[attr-defined]
+    assert report.attempt_number == 3  # type: ignore[attr-defined]
