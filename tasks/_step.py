@@ -6,8 +6,8 @@ typed result, verdict and facts. The wrapper
 
 - times the body and builds the ``StepRecord`` (request key, attempt, label, name, round, facts), writes it
   once to the sink, and returns the typed result alone;
-- caches the result by attempt + step label (+ named inputs) + the *code version* of the step — a digest of
-  the step's module, the domain, the ports and the module of every port object it uses — with an expiry
+- caches the result by attempt (id and start) + step label (+ named inputs) + the *code version* of the
+  step — a digest of the step's module, the domain, the ports and the module of every port object it uses — with an expiry
   (``RunLimits.step_cache_days``): a resumed attempt takes finished steps from the cache; another attempt, an
   upgraded step or an expired result runs the body again (which first finds its side effect by request key);
 - retries a failed body only for a ``ServiceError`` whose ``retryable`` is true (adapters mark errors they
@@ -172,7 +172,10 @@ def step(
         def cache_key(_task_ctx: TaskRunContext, params: dict[str, Any]) -> str:
             ctx: RunContext = params["ctx"]
             step_label, _ = labeller(params)
-            parts = [ctx.attempt.id, step_label, *(str(params.get(n)) for n in key)]
+            # the attempt's start makes the key unique to this store's attempt: another store (a test, a reset
+            # database) reuses ids like KEY-a1, and Prefect's result storage outlives stores
+            born = ctx.attempt.started_at.astimezone(UTC).isoformat()
+            parts = [ctx.attempt.id, born, step_label, *(str(params.get(n)) for n in key)]
             parts.append(code_version(body, ports_of(ctx)))
             return ":".join(parts)
 

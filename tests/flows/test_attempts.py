@@ -216,3 +216,25 @@ def test_a_follow_up_while_an_attempt_runs_is_queued_behind_it_and_says_so(make_
     (report,) = done
     assert report.outcome == "deployed" and report.run_key == first.run_key  # type: ignore[attr-defined]
     assert report.attempt_number == 3  # type: ignore[attr-defined]
+
+
+def test_another_store_never_gets_this_stores_cached_step_results(make_services, tmp_path):
+    """Attempt ids repeat across stores (KEY-a1 in a reset database, another test): Prefect's result storage
+    outlives them, so the cache key also names the attempt's start — a fresh store runs every step itself."""
+    from promptship.settings import Settings
+    from promptship.wiring import installed
+    from promptship_sandbox.fakes import fake_services
+
+    first = make_services()
+    request = _request(auto_merge=True)
+    assert dev_cycle(request).outcome == "deployed" and first.code_host.pr_creations == 1
+
+    settings = Settings(home=tmp_path / "another-home")
+    settings.health.url = "http://127.0.0.1:9/health"
+    other = fake_services(settings)
+    with installed(other):
+        again = dev_cycle(request)
+
+    assert again.attempt_id == f"{request.run_key}-a1"  # the same id, in another store
+    assert again.outcome == "deployed"
+    assert other.code_host.pr_creations == 1 and other.cluster.rollout_count == 1  # its own PR and rollout
