@@ -8,8 +8,9 @@ typed result, verdict and facts. The wrapper
   once to the sink, and returns the typed result alone;
 - caches the result by attempt (id and start) + step label (+ named inputs) + the *code version* of the
   step — a digest of the step's module, the domain, the ports and the module of every port object it uses —
-  with an expiry (``RunLimits.step_cache_days``): a resumed attempt takes finished steps from the cache; another attempt, an
-  upgraded step or an expired result runs the body again (which first finds its side effect by request key);
+  with an expiry (``RunLimits.step_cache_days``): a resumed attempt takes finished steps from the cache;
+  another attempt, an upgraded step or an expired result runs the body again (which first finds its side
+  effect by request key);
 - retries a failed body only for a ``ServiceError`` whose ``retryable`` is true (adapters mark errors they
   already retried themselves as not retryable), up to 3 times, waiting at least the error's ``retry_after_s``.
 """
