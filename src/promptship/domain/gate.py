@@ -220,7 +220,7 @@ _PHONE_PATTERNS = (
     re.compile(
         r"(?<![\w.+:-])0\d{1,4}[ .-]\d{3,4}(?:[ .-]?\d{2,4}){0,2}(?![\w:-])"
         r"(?!\s+(?:[A-Z][a-z]+\s+)?(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Lane|Ln|Dr|Drive|Way|Court|Ct|"
-        r"Place|Pl|Square|Sq|Terrace|Highway|Hwy)\b)"  # "03262 2437 Main St" is a street address
+        r"Place|Pl|Square|Sq|Terrace|Highway|Hwy)\b)"  # "04213 1187 Oak Ave" is a street address
     ),  # 020 7946 0958, 06-12345678
     re.compile(r"(?<![\w-])0\d(?:[ .]\d{2}){4}(?![\w-])"),  # 01 42 68 53 00 (FR)
     re.compile(r"(?<![\w-])0\d{1,4}-\d{3,4}-\d{4}(?![\w-])"),  # 090-1234-5678 (JP)
