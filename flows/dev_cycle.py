@@ -19,6 +19,7 @@ from prefect.states import Crashed
 from promptship.domain.report import RunOutcome, RunReport
 from promptship.domain.request import DevRequest, conversation_id_for, run_name_for
 from promptship.domain.results import AgentHandle, GenerationResult, PullRequestInfo
+from promptship.domain.writeback import status_target
 from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
 from promptship.wiring import process_ports
 from tasks.context import RunContext, open_run, resuming
@@ -108,44 +109,35 @@ def dev_cycle(request: DevRequest) -> RunReport:
         log.info("request %s attempt %s ended: %s", ctx.request_key, ctx.attempt.id, report.outcome)
         return report
 
-    last = "start"
     try:
-        last = "route"
         decision = route_request(ctx, request)
         _status(ctx)
-        last = "generate_code"
         generation = generate_code(ctx, request, decision)
         if generation.agent.verdict != "finished" or not generation.head_sha:
             return finish("stopped")
-        last = "compile_check"
         generation = compile_check(ctx, generation)
 
-        last = "open_pull_request"
         pr = open_pull_request(ctx, request, generation)
         _status(ctx)
 
-        generation, green, last = _ci_with_repairs(ctx, request, generation)
+        generation, green = _ci_with_repairs(ctx, request, generation)
         if not green:
             return finish("stopped")
 
-        last = "merge"
         merged = merge(ctx, request, pr)
         if merged.verdict != "merged" or not merged.merge_sha:
             return finish("waiting" if merged.verdict in ("waiting", "timed_out") else "stopped")
         _status(ctx)
         merge_sha = merged.merge_sha
 
-        last = "wait_for_image"
         image = wait_for_image(ctx, request, merged.merge_sha)
 
-        last = "roll_out"
         rollout = roll_out(ctx, request, generation, image)
         if rollout.verdict != "complete":
             events = "; ".join(rollout.events[:5])
             why = f"rollout {rollout.verdict}: {rollout.reason}" + (f" (events: {events})" if events else "")
             return finish(_roll_back(ctx, request, pr, merge_sha, why=why))
 
-        last = "check_health"
         health = check_health(ctx, request)
         if health.verdict != "healthy":
             return finish(_roll_back(ctx, request, pr, merge_sha, why=f"health gate: {health.detail}"))
@@ -153,34 +145,29 @@ def dev_cycle(request: DevRequest) -> RunReport:
     except Exception as exc:  # a service error that retries did not cure, or a bug: record it, then fail the run
         done = [s.step for s in ports.sink.attempt_steps(ctx.attempt.id) if s.name != "report"]
         after = done[-1] if done else "start"
-        log.error("run %s failed after %s (in %s): %s: %s", ctx.request_key, after, last, type(exc).__name__, exc)
+        log.error("run %s failed after %s: %s: %s", ctx.request_key, after, type(exc).__name__, exc)
         finish("failed", error=f"after {after}: {type(exc).__name__}: {exc}")
         raise
 
 
 def _ci_with_repairs(
     ctx: RunContext, request: DevRequest, generation: GenerationResult
-) -> tuple[GenerationResult, bool, str]:
+) -> tuple[GenerationResult, bool]:
     """Wait for CI; on red, send the failure back to the agent and wait again, at most N rounds."""
     rounds = ctx.limits.repair_rounds
-    last = "wait_for_ci"
     for round_number in range(1, rounds + 2):
         assert generation.head_sha is not None
-        last = "wait_for_ci"
         ci = wait_for_ci(ctx, request, generation.head_sha, round_number)
         if ci.verdict == "passed":
-            return generation, True, last
+            return generation, True
         _status(ctx)
         if ci.verdict == "timed_out" or round_number > rounds:
-            return generation, False, last
-        last = "repair"
+            return generation, False
         repaired = repair(ctx, request, generation, ci, round_number)
         if repaired.skipped or repaired.agent.verdict != "finished" or not repaired.head_sha:
-            return repaired, False, last
-        generation = repaired
-        last = "compile_check"
-        generation = compile_check(ctx, generation, round_number=round_number + 1)
-    return generation, False, last
+            return repaired, False
+        generation = compile_check(ctx, repaired, round_number=round_number + 1)
+    return generation, False
 
 
 def _roll_back(ctx: RunContext, request: DevRequest, pr: PullRequestInfo, merge_sha: str, why: str) -> RunOutcome:
@@ -197,7 +184,7 @@ def _roll_back(ctx: RunContext, request: DevRequest, pr: PullRequestInfo, merge_
 
 def _status(ctx: RunContext) -> None:
     """Update the request's status comment — a task run only when the request has an issue or PR to write to."""
-    if ctx.request.issue_number is not None or ctx.request.source_pr is not None:
+    if status_target(ctx.request) is not None:
         publish_status(ctx)
 
 

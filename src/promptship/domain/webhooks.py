@@ -108,6 +108,22 @@ class WebhookTrigger(BaseModel):
     source_pr: int | None = None
     comment_id: int | None = None
 
+    @classmethod
+    def again(cls, request: DevRequest, *, number: int, requester: str, delivery_id: str) -> WebhookTrigger:
+        """The trigger that starts ``request`` again (``/promptship retry`` on issue/PR ``number``): the inverse
+        of ``to_request`` for the fields a trigger carries."""
+        return cls(
+            prompt=request.prompt,
+            repository=request.repository,
+            issue_number=request.issue_number or request.source_pr or number,
+            requester=requester,
+            delivery_id=delivery_id,
+            continues=request.continues,
+            parent=request.parent,
+            source_pr=request.source_pr,
+            comment_id=request.comment_id,
+        )
+
     def to_request(self) -> DevRequest:
         """The development request of this trigger (raises pydantic's ValidationError when unusable)."""
         return DevRequest(
@@ -259,9 +275,7 @@ def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: Web
             repository=repository,
             comment_on=issue_number,
             control=control,
-            request_key=request_key_in(_get(payload, "issue", "body"))
-            if isinstance(_get(payload, "issue", "pull_request"), Mapping)
-            else None,
+            request_key=_promptship_pr_key(payload),
             requester=requester,
         )
     follow_up = _follow_up(event, payload)
@@ -293,9 +307,7 @@ def _follow_up(event: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """A ``/promptship`` comment on a PR that promptship opened (its body carries the request's marker) follows
     that request up: it continues it while the PR is open, and starts a new request linked to it once the PR
     is merged or closed. Any other comment is a request of its own (empty dict)."""
-    if event != "issue_comment" or not isinstance(_get(payload, "issue", "pull_request"), Mapping):
-        return {}
-    key = request_key_in(_get(payload, "issue", "body"))
+    key = _promptship_pr_key(payload) if event == "issue_comment" else None
     if key is None:
         return {}
     number = _get(payload, "issue", "number")
@@ -304,6 +316,13 @@ def _follow_up(event: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     if _get(payload, "issue", "state") == "open" and not _get(payload, "issue", "pull_request", "merged_at"):
         return {"continues": key, **ids}
     return {"parent": key, **ids}
+
+
+def _promptship_pr_key(payload: Mapping[str, Any]) -> str | None:
+    """The request key of the PR an issue_comment was written on, when promptship opened that PR."""
+    if not isinstance(_get(payload, "issue", "pull_request"), Mapping):
+        return None
+    return request_key_in(_get(payload, "issue", "body"))
 
 
 def request_key_in(body: Any) -> str | None:

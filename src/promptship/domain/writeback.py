@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from promptship.domain.attempt import Attempt
 from promptship.domain.report import StepRecord
+from promptship.domain.request import DevRequest
 
 REVERT_MARKER_PREFIX = "<!-- promptship-revert: "
 STATUS_MARKER_PREFIX = "<!-- promptship-status: "
@@ -29,6 +30,11 @@ def revert_marker(merge_sha: str) -> str:
 
 def status_marker(request_key: str) -> str:
     return f"{STATUS_MARKER_PREFIX}{request_key} -->"
+
+
+def status_target(request: DevRequest) -> int | None:
+    """Where a request's status comment goes: the issue it came from, else the PR a follow-up was written on."""
+    return request.issue_number or request.source_pr
 
 
 def issue_reference(issue_number: int | None, *, closes: bool) -> str | None:

@@ -173,17 +173,7 @@ class PrefectRunController:
         if found is None:
             return f"promptship: no request of promptship belongs to #{number}, so there is nothing to retry."
         key, request = found
-        trigger = WebhookTrigger(
-            prompt=request.prompt,
-            repository=request.repository,
-            issue_number=request.issue_number or request.source_pr or number,
-            requester=requester,
-            delivery_id=delivery_id,
-            continues=request.continues,
-            parent=request.parent,
-            source_pr=request.source_pr,
-            comment_id=request.comment_id,
-        )
+        trigger = WebhookTrigger.again(request, number=number, requester=requester, delivery_id=delivery_id)
         run_id = self.starter.start(trigger)
         return f"promptship: retrying request `{key}` ({run_id}): a new attempt starts once the last one ended."
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from promptship.domain.attempt import Attempt, choose_attempt
+from promptship.domain.attempt import Attempt, attempt_id_for, choose_attempt
 from promptship.domain.kpi import RunFacts, run_facts
 from promptship.domain.report import RunReport, StepFacts, StepRecord
 from promptship.domain.request import DevRequest
@@ -61,6 +62,15 @@ def _step(r: StepRow) -> StepRecord:
     )
 
 
+def _release_lease(run_key: str, holder: str) -> Any:
+    """The statement that gives up ``holder``'s lease on a request (nothing when someone else holds it)."""
+    return (
+        update(RequestLeaseRow)
+        .where(RequestLeaseRow.run_key == run_key, RequestLeaseRow.holder == holder)
+        .values(holder=None, expires_at=None)
+    )
+
+
 def _attempt(r: AttemptRow) -> Attempt:
     return Attempt(
         id=r.attempt_id,
@@ -101,7 +111,7 @@ class Store:
         with self._sessions.begin() as s:
             s.merge(
                 StepRow(
-                    attempt_id=record.attempt_id or f"{record.run_key}-a1",
+                    attempt_id=record.attempt_id or attempt_id_for(record.run_key, 1),
                     run_key=record.run_key,
                     step=record.step,
                     name=record.name,
@@ -127,7 +137,7 @@ class Store:
         with self._sessions.begin() as s:
             s.merge(
                 RunRow(
-                    attempt_id=report.attempt_id or f"{report.run_key}-a1",
+                    attempt_id=report.attempt_id or attempt_id_for(report.run_key, 1),
                     run_key=report.run_key,
                     attempt_number=report.attempt_number,
                     repository=report.repository,
@@ -154,7 +164,7 @@ class Store:
     def steps(self, run_key: str) -> list[StepRecord]:
         """The step records of the newest attempt of a request."""
         latest = self.latest_attempt(run_key)
-        return self.attempt_steps(latest.id if latest else f"{run_key}-a1")
+        return self.attempt_steps(latest.id if latest else attempt_id_for(run_key, 1))
 
     def attempt_report(self, attempt_id: str) -> RunReport | None:
         with self.session() as s:
@@ -321,11 +331,7 @@ class Store:
 
     def _release(self, run_key: str, holder: str) -> None:
         with self._sessions.begin() as s:
-            s.execute(
-                update(RequestLeaseRow)
-                .where(RequestLeaseRow.run_key == run_key, RequestLeaseRow.holder == holder)
-                .values(holder=None, expires_at=None)
-            )
+            s.execute(_release_lease(run_key, holder))
 
     # Requests (what /promptship stop and retry look up)
     def remember_request(self, run_key: str, request: DevRequest) -> None:
@@ -389,8 +395,4 @@ class Store:
                 return
             row.status, row.outcome, row.ended_at = "ended", outcome, datetime.now(UTC)
             if holder is not None:
-                s.execute(
-                    update(RequestLeaseRow)
-                    .where(RequestLeaseRow.run_key == row.run_key, RequestLeaseRow.holder == holder)
-                    .values(holder=None, expires_at=None)
-                )
+                s.execute(_release_lease(row.run_key, holder))
