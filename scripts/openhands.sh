@@ -30,8 +30,8 @@ STATE="${OPENHANDS_STATE_DIR:-${PROMPTSHIP_HOME:-$PWD/.promptship}/openhands}"
 PIDFILE="$STATE/agent-server.pid"
 LOG="$STATE/agent-server.log"
 
-log() { echo "openhands.sh: $*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/_service.sh
+. "$HERE/_service.sh"
 
 is_py312() {  # $1 runs and is CPython >= 3.12
   [ -n "$1" ] && "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
@@ -56,8 +56,6 @@ find_python() {
   done
   return 1
 }
-
-lock_digest() { sha256sum "$LOCK" | cut -c1-16; }
 
 installed() {  # the venv exists, matches the lock and imports the server
   [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.lock-digest" 2>/dev/null)" = "$(lock_digest)" ] &&
@@ -92,16 +90,7 @@ install() {
   log "installed in $((SECONDS - t0)) s"
 }
 
-running_pid() {  # the recorded PID, if it is still our live agent-server (not a zombie, not a reused PID)
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "openhands.agent_server" || return 1
-  fi
-  echo "$pid"
-}
+running_pid() { svc_running_pid "openhands.agent_server"; }
 
 # Runs openhands.agent_server's own __main__ with export_session_api_key() switched off (see `up`).
 LAUNCH='import runpy, sys
@@ -166,31 +155,21 @@ EOF
   (cd "$STATE/work" && exec env -i "${envs[@]}" setsid "$VENV/bin/python" -c "$LAUNCH" \
       --host 127.0.0.1 --port "$PORT" </dev/null >"$LOG" 2>&1) &
   echo $! >"$PIDFILE"
-  local i
-  for i in $(seq 1 240); do
-    if healthy; then
-      rm -f "$config"
-      log "up (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT, log $LOG"
-      echo "http://127.0.0.1:$PORT"
-      return 0
-    fi
-    if ! running_pid >/dev/null; then
-      rm -f "$config"; tail -n 30 "$LOG" >&2 || true; die "the agent-server exited during start"
-    fi
-    sleep 0.5
-  done
+  local rc=0
+  svc_wait 240 0.5 healthy "openhands.agent_server" || rc=$?
   rm -f "$config"
-  tail -n 30 "$LOG" >&2 || true
-  down
-  die "the agent-server did not answer /health within 120 s"
+  case "$rc" in
+    0) log "up (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT, log $LOG"
+       echo "http://127.0.0.1:$PORT" ;;
+    1) tail -n 30 "$LOG" >&2 || true; die "the agent-server exited during start" ;;
+    *) tail -n 30 "$LOG" >&2 || true; down; die "the agent-server did not answer /health within 120 s" ;;
+  esac
 }
 
 down() {
   local pid
   if pid="$(running_pid)"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    svc_stop "$pid"
     cleanup_terminals "$pid"
     log "stopped (pid $pid)"
   else
