@@ -238,3 +238,21 @@ def test_another_store_never_gets_this_stores_cached_step_results(make_services,
     assert again.attempt_id == f"{request.run_key}-a1"  # the same id, in another store
     assert again.outcome == "deployed"
     assert other.code_host.pr_creations == 1 and other.cluster.rollout_count == 1  # its own PR and rollout
+
+
+def test_the_attempt_of_a_flow_run_is_found_by_its_exact_id_among_many(tmp_path: Path) -> None:
+    from promptship.store import Store, make_engine
+
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'store.db'}"))
+    store.create_schema()
+    runs = [str(uuid.uuid4()) for _ in range(3)]
+    first = store.begin_attempt("req-one", flow_run_id=runs[0])
+    store.end_attempt(first.id, "failed", holder=runs[0])
+    continued = store.begin_attempt("req-one", flow_run_id=runs[1])  # the unfinished attempt goes on
+    other = store.begin_attempt("req-two", flow_run_id=runs[2])
+
+    assert continued.id == first.id
+    found = [store.attempt_of_flow_run(run) for run in runs]
+    assert [a.id if a else None for a in found] == [first.id, first.id, other.id]
+    assert store.attempt_of_flow_run(runs[0][:8]) is None  # a prefix of a known id is not that id
+    assert store.attempt_of_flow_run(str(uuid.uuid4())) is None

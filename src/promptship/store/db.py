@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy import Engine, String, create_engine, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -213,8 +213,12 @@ class Store:
 
     def attempt_of_flow_run(self, flow_run_id: str) -> Attempt | None:
         """The attempt a flow run worked on (its id is kept on the attempt)."""
+        # the JSON list's text narrows the rows in the database (flow-run ids are UUIDs, so a substring match is
+        # exact enough to filter); the membership test below decides
         with self.session() as s:
-            rows = s.scalars(select(AttemptRow)).all()
+            rows = s.scalars(
+                select(AttemptRow).where(AttemptRow.flow_run_ids.cast(String).contains(flow_run_id))
+            ).all()
         for row in rows:
             if flow_run_id in (row.flow_run_ids or []):
                 return _attempt(row)
