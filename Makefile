@@ -9,7 +9,7 @@ export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 export PROMPTSHIP_CACHE ?= $(HOME)/.cache/promptship
 
 .PHONY: help install lint typecheck test test-fast prereqs bench demo demo-serve cluster-up cluster-down \
-        cluster-build openhands openhands-install local-model-install local-model-up local-model-down chromium \
+        cluster-build openhands openhands-install local-model-install local-model-up local-model-down chromium postgres \
         chatapp-deps specs clean fmt
 
 help:  ## list the targets
@@ -41,13 +41,13 @@ fmt: install
 typecheck: install  ## pyright on src/ flows/ tasks/
 	$(BIN)/pyright
 
-prereqs: install cluster-build openhands-install local-model-install chromium chatapp-deps specs  ## everything the integration tests need
+prereqs: install cluster-build openhands-install local-model-install chromium postgres chatapp-deps specs  ## everything the integration tests need
 
 test: prereqs  ## the whole test suite (every marker); CI=true turns a missing prerequisite into a failure
 	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: install  ## tests that need no external prerequisite
-	$(BIN)/pytest -m "not cluster and not openhands and not browser and not localmodel" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not cluster and not openhands and not browser and not localmodel and not postgres" $(PYTEST_ARGS)
 
 bench: prereqs  ## benchmarks: prints medians, p99s and ratios
 	$(BIN)/python -m promptship.bench
@@ -84,6 +84,9 @@ local-model-down:  ## stop the local model
 
 chromium:  ## Debian's chromium for the browser tests
 	bash scripts/chromium.sh
+
+postgres:  ## Debian's PostgreSQL server binaries (the tests start their own throw-away cluster on 127.0.0.1)
+	bash scripts/postgres.sh
 
 chatapp-deps:  ## the chat app's frontend dependencies and build
 	bash scripts/chatapp.sh deps

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,23 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One throw-away PostgreSQL server (Debian's binaries, 127.0.0.1) for the session; stopped by its PID."""
+    from promptship_sandbox.postgres import postgres_installed, running_postgres
+
+    ok, why = postgres_installed()
+    require("PostgreSQL", ok, why)
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: Any) -> str:
+    """A new, empty database on the session's PostgreSQL server, for one test."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="session")

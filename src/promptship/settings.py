@@ -226,7 +226,11 @@ class Settings(BaseSettings):
     home: Path = Field(
         default=Path(".promptship"), description="Local state: store, Prefect home, workspaces, sandbox data."
     )
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the store. Empty: SQLite under home.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the one store every component shares (PostgreSQL on a cluster: "
+        "'postgresql+psycopg://user:password@host:5432/db'). Empty: SQLite under home (a single machine).",
+    )
     services_factory: str | None = Field(
         default=None,
         description="'module:function' building the Services of a process that has none installed (sandbox "

@@ -35,10 +35,25 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+# Any fixed 64-bit number shared by every promptship process: the key of PostgreSQL's advisory lock on upgrades.
+_PG_UPGRADE_LOCK = 0x70726F6D7074  # "prompt"
+
+
 @contextmanager
 def _lock(engine: Engine) -> Iterator[None]:
-    """Serialize concurrent upgrades of one SQLite file (several processes start at once in the demo)."""
-    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    """Serialize concurrent upgrades of one store: several processes start at once (the demo's worker and
+    servers; on the platform every pod runs the migrations at start). SQLite: a lock file beside the database;
+    PostgreSQL: a session-level advisory lock held on a connection of its own."""
+    backend = engine.url.get_backend_name()
+    if backend == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_UPGRADE_LOCK})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_UPGRADE_LOCK})")
+        return
+    database = engine.url.database if backend == "sqlite" else None
     if not database or database == ":memory:":
         yield
         return
