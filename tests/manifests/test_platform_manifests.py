@@ -250,3 +250,60 @@ def test_the_kubernetes_work_pool_job_template_finds_everything_it_names(objects
     assert {"name": defaults["service_account_name"], "kind": "ServiceAccount", "namespace": "promptship"} in [
         dict(s) for s in binding["subjects"]
     ]
+
+
+def test_every_component_that_opens_the_store_shares_one_postgres_store(objects):
+    """The worker, the flow-run pods, the gateway and every webhook replica read PROMPTSHIP_DATABASE_URL from the
+    one Secret of the PostgreSQL store, may reach that server, and nothing else may."""
+    template = json.loads((REPO_ROOT / "deployments" / "kubernetes-base-job-template.json").read_text())
+    defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
+    store_secret = defaults["store_secret"]
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == store_secret)
+    assert "PROMPTSHIP_DATABASE_URL" in secret["metadata"]["annotations"]["promptship.dev/expected-keys"]
+    job = template["job_configuration"]["job_manifest"]["spec"]["template"]
+    assert {"secretRef": {"name": "{{ store_secret }}"}} in job["spec"]["containers"][0]["envFrom"]
+
+    clients = {"llm-gateway", "webhook", "prefect-worker"}
+    for obj in (o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] in clients):
+        container = _pod_spec(obj)["containers"][0]
+        assert {"secretRef": {"name": store_secret}} in container.get("envFrom", []), obj["metadata"]["name"]
+        assert not [e for e in container.get("env", []) if e["name"] == "PROMPTSHIP_DATABASE_URL"]
+
+    server = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "promptship-postgres")
+    server_labels = server["spec"]["template"]["metadata"]["labels"]
+    pols = [o for o in objects if o["kind"] == "NetworkPolicy"]
+
+    def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+        if not selector.get("matchLabels", {}).items() <= labels.items():
+            return False
+        expressions = [e for e in selector.get("matchExpressions", []) if e["operator"] == "In"]
+        return all(labels.get(e["key"]) in e["values"] for e in expressions)
+
+    def pod_labels(name: str) -> dict[str, str]:
+        if name == "flow-run":
+            return job["metadata"]["labels"]
+        return next(o for o in objects if o["metadata"]["name"] == name and o["kind"] == "Deployment")["spec"][
+            "template"
+        ]["metadata"]["labels"]
+
+    ingress_from = [
+        peer["podSelector"]
+        for p in pols
+        if selects(p["spec"]["podSelector"], server_labels)
+        for rule in p["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+    ]
+    for client in [*clients, "flow-run"]:
+        labels = pod_labels(client)
+        assert any(selects(s, labels) for s in ingress_from), f"the store refuses {client}"
+        egress_to = [
+            peer["podSelector"]
+            for p in pols
+            if selects(p["spec"]["podSelector"], labels)
+            for rule in p["spec"].get("egress", [])
+            for peer in rule.get("to", [])
+            if "podSelector" in peer
+        ]
+        assert any(selects(s, server_labels) for s in egress_to), f"{client} cannot reach the store"
+    for outsider in ("ollama", "prefect-server"):
+        assert not any(selects(s, pod_labels(outsider)) for s in ingress_from), f"{outsider} may reach the store"
