@@ -30,6 +30,7 @@ from promptship.domain.results import (
     LLMReply,
     MergeResult,
     PullRequestInfo,
+    Remark,
     RollbackResult,
     RolloutResult,
     RouteDecision,
@@ -235,9 +236,13 @@ class CodeHost(Protocol):
         """Comment on an issue or pull request."""
         ...
 
-    def discussion(self, repository: str, number: int) -> list[str]:
-        """What people wrote on issue/PR ``number`` (comments, oldest first; promptship's own status and
-        revert notes left out)."""
+    def discussion(self, repository: str, number: int) -> list[Remark]:
+        """What people wrote on issue/PR ``number`` (its conversation comments, oldest first; promptship's own
+        status and revert notes left out)."""
+        ...
+
+    def review_comments(self, repository: str, pr_number: int) -> list[Remark]:
+        """The review comments on PR ``pr_number``'s diff (file, line, author, text), oldest first."""
         ...
 
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
