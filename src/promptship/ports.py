@@ -102,6 +102,10 @@ class AgentAccessIssuer(Protocol):
         """Credentials for the code agent's own LLM traffic, attributed to ``run_key`` and bound by budget."""
         ...
 
+    def expire_agent_access(self, run_key: str) -> None:
+        """``run_key`` (an attempt) ended: every agent key issued for it stops working (the gateway answers 401)."""
+        ...
+
 
 @runtime_checkable
 class LLMGateway(Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, Protocol):

@@ -71,6 +71,7 @@ class FakeLLMGateway:
         self.faults = faults or Faults()
         self.cost_per_call_usd = cost_per_call_usd
         self.ledger: dict[str, float] = {}
+        self.expired_runs: set[str] = set()
         self._lock = threading.Lock()
 
     def route(self, text: str, *, task_class: TaskClass | None = None, force_local: bool = False) -> RouteDecision:
@@ -110,6 +111,9 @@ class FakeLLMGateway:
         return AgentLLMAccess(
             base_url="http://127.0.0.1:9/v1", api_key=SecretStr(f"fake-run-{run_key}"), model=decision.model
         )
+
+    def expire_agent_access(self, run_key: str) -> None:
+        self.expired_runs.add(run_key)
 
     def run_cost_usd(self, run_key: str) -> float:
         return self.ledger.get(run_key, 0.0)
