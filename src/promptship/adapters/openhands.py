@@ -6,8 +6,8 @@ this attempt's gateway key (``POST /api/conversations/{id}/switch_llm``: the LLM
 the key it was created with expired with its attempt) — else creates it (agent LLM at the gateway with the
 attempt's key, tools terminal + file_editor, a ``LocalWorkspace`` at the run's checkout, the instruction with
 ``run: true``). ``result`` polls with backoff until ``finished | error | stuck``; at the timeout it interrupts
-and removes the conversation (verdict ``timed_out``). Changed files and commits are those since the workspace's HEAD when the conversation
-was created (kept in the conversation's tags, so another process can collect them too).
+and removes the conversation (verdict ``timed_out``). Changed files and commits are those since the workspace's
+HEAD when the conversation was created (kept in the conversation's tags, so another process can collect them).
 
 Vendor errors are translated here, once, into ``AgentError``: 401 (session key refused), 404, 409, 422
 (validation, without echoing inputs), 429 (retryable, Retry-After), 5xx and lost connections (retryable),
