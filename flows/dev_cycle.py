@@ -64,6 +64,7 @@ def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> N
         pass
     build_report(ports, request, attempt, "cancelled", error="cancelled", flow_run_id=str(flow_run.id))
     ports.sink.end_attempt(attempt.id, "cancelled", holder=str(flow_run.id))
+    ports.llm.expire_agent_access(attempt.id)
 
 
 def _run_name() -> str:

@@ -90,10 +90,12 @@ class RunContext:
         self._heartbeat.start()
 
     def close(self, outcome: str | None) -> None:
-        """Stop the heartbeat; with an ``outcome``, end the attempt and release the lease."""
+        """Stop the heartbeat; with an ``outcome``, end the attempt, release the lease and expire the attempt's
+        agent keys."""
         self._stop.set()
         if outcome is not None:
             self.ports.sink.end_attempt(self.attempt.id, outcome, holder=self.holder)
+            self.ports.llm.expire_agent_access(self.attempt.id)  # its agent keys die with it (docs/AGENT.md)
 
 
 def _flow_run() -> Any:

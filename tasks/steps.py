@@ -13,7 +13,12 @@ from pathlib import Path
 import yaml
 
 from promptship.adapters.compile_check import inspect_repository
-from promptship.domain.instructions import agent_instruction, follow_up_instruction, repair_instruction
+from promptship.domain.instructions import (
+    FollowUpContext,
+    agent_instruction,
+    follow_up_instruction,
+    repair_instruction,
+)
 from promptship.domain.pull_request import pr_text_call, pr_title_and_body
 from promptship.domain.report import StepFacts
 from promptship.domain.request import DevRequest, branch_for, conversation_id_for
@@ -26,11 +31,13 @@ from promptship.domain.results import (
     HealthResult,
     MergeResult,
     PullRequestInfo,
+    Remark,
     RollbackResult,
     RolloutResult,
     RouteDecision,
     WriteBackResult,
 )
+from promptship.domain.rollout import with_image
 from promptship.domain.writeback import (
     RevertEvidence,
     revert_body,
@@ -96,8 +103,7 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
     )
     handle = p.agent.start(agent_task, access)
     if request.continues and not handle.created:  # a follow-up: the same conversation hears the new instruction
-        said = p.code_host.discussion(request.repository, request.source_pr) if request.source_pr else []
-        p.agent.send(handle, follow_up_instruction(request.prompt, [p.llm.redact(c) for c in said]))
+        p.agent.send(handle, follow_up_instruction(request.prompt, _follow_up_context(ctx, request, existing)))
     result = p.agent.result(handle, timeout_s=ctx.limits.agent_timeout_s)
     ledger_cost = round(p.llm.run_cost_usd(ledger_run) - spent_before, 8)
     head_sha = size = None
@@ -123,6 +129,26 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
             lines_changed=size.lines_changed if size else None,
             ledger_cost_usd=ledger_cost,
         ),
+    )
+
+
+def _follow_up_context(ctx: RunContext, request: DevRequest, pr: PullRequestInfo | None) -> FollowUpContext:
+    """What people said around a follow-up — the PR's discussion and review comments, the comments of the issue
+    its body references — redacted like prompts before the agent sees any of it."""
+    host, redact = ctx.ports.code_host, ctx.ports.llm.redact
+    number = request.source_pr or (pr.number if pr else None)
+    issue = pr.issue_number if pr else None
+
+    def redacted(remarks: list[Remark]) -> tuple[Remark, ...]:
+        return tuple(
+            r.model_copy(update={"body": redact(r.body), "path": redact(r.path) if r.path else None}) for r in remarks
+        )
+
+    return FollowUpContext(
+        discussion=redacted(host.discussion(request.repository, number)) if number else (),
+        review=redacted(host.review_comments(request.repository, number)) if number else (),
+        issue_number=issue,
+        issue=redacted(host.discussion(request.repository, issue)) if issue and issue != number else (),
     )
 
 
@@ -255,7 +281,8 @@ def _changed_manifests(generation: GenerationResult) -> list[dict]:
 def roll_out(ctx: RunContext, request: DevRequest, generation: GenerationResult, image: str) -> Done[RolloutResult]:
     """Apply the change's manifests (dry run first, all or none), set the image, wait for the verdict."""
     deployer = ctx.deployer()
-    manifests = _changed_manifests(generation)
+    target = request.deploy
+    manifests = with_image(_changed_manifests(generation), target.deployment, target.container, image)
     applied = deployer.apply_manifests(request.deploy, manifests) if manifests else None
     result = deployer.roll_out(request.deploy, image, run_key=ctx.request_key, timeout_s=ctx.limits.rollout_timeout_s)
     return Done(

@@ -30,6 +30,7 @@ from promptship.domain.results import (
     LLMReply,
     MergeResult,
     PullRequestInfo,
+    Remark,
     RollbackResult,
     RolloutResult,
     RouteDecision,
@@ -99,6 +100,10 @@ class AgentAccessIssuer(Protocol):
 
     def agent_access(self, run_key: str, decision: RouteDecision, budget_usd: float) -> AgentLLMAccess:
         """Credentials for the code agent's own LLM traffic, attributed to ``run_key`` and bound by budget."""
+        ...
+
+    def expire_agent_access(self, run_key: str) -> None:
+        """``run_key`` (an attempt) ended: every agent key issued for it stops working (the gateway answers 401)."""
         ...
 
 
@@ -235,9 +240,13 @@ class CodeHost(Protocol):
         """Comment on an issue or pull request."""
         ...
 
-    def discussion(self, repository: str, number: int) -> list[str]:
-        """What people wrote on issue/PR ``number`` (comments, oldest first; promptship's own status and
-        revert notes left out)."""
+    def discussion(self, repository: str, number: int) -> list[Remark]:
+        """What people wrote on issue/PR ``number`` (its conversation comments, oldest first; promptship's own
+        status and revert notes left out)."""
+        ...
+
+    def review_comments(self, repository: str, pr_number: int) -> list[Remark]:
+        """The review comments on PR ``pr_number``'s diff (file, line, author, text), oldest first."""
         ...
 
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:

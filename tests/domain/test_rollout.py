@@ -217,3 +217,28 @@ T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 )
 def test_lease_free(holder: str | None, renewed: datetime | None, now: datetime, me: str, free: bool) -> None:
     assert lease_free(holder, renewed, 30, now, me) is free
+
+
+def _deployment_with(name: str, containers: list[dict[str, str]]) -> dict[str, object]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": containers}}},
+    }
+
+
+def test_the_changes_deployment_manifest_carries_the_image_being_rolled_out() -> None:
+    from promptship.domain.rollout import with_image
+
+    placeholder = "registry.example.com/app/backend:latest"
+    target = _deployment_with("backend", [{"name": "backend", "image": placeholder}, {"name": "side", "image": "s:1"}])
+    other = _deployment_with("worker", [{"name": "backend", "image": placeholder}])
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "backend"}}
+
+    out = with_image([target, other, service], "backend", "backend", "forge.local/a/b/backend:abc")
+
+    containers = out[0]["spec"]["template"]["spec"]["containers"]
+    assert [c["image"] for c in containers] == ["forge.local/a/b/backend:abc", "s:1"]
+    assert out[1] == other and out[2] == service  # another Deployment, another kind: as written
+    assert target["spec"]["template"]["spec"]["containers"][0]["image"] == placeholder  # type: ignore[index]

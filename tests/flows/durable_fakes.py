@@ -30,6 +30,7 @@ from promptship.domain.results import (
     CIResult,
     MergeResult,
     PullRequestInfo,
+    Remark,
     RollbackResult,
     RolloutResult,
     Usage,
@@ -166,8 +167,12 @@ class DurableCodeHost:
         with self.state.edit() as d:
             d.setdefault("comments", []).append([repository, number, body])
 
-    def discussion(self, repository: str, number: int) -> list[str]:
-        return [c[2] for c in self.state.read().get("comments", []) if c[:2] == [repository, number]]
+    def discussion(self, repository: str, number: int) -> list[Remark]:
+        comments = self.state.read().get("comments", [])
+        return [Remark(author="someone", body=c[2]) for c in comments if c[:2] == [repository, number]]
+
+    def review_comments(self, repository: str, pr_number: int) -> list[Remark]:
+        return []
 
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         with self.state.edit() as d:

@@ -103,6 +103,10 @@ def _scenario(forge: Forge, tmp_path: Path) -> None:
     list(repo.get_pulls(state="all"))
     pr.create_issue_comment("a comment")
     list(pr.get_issue_comments())
+    pr.create_review_comment("why red?", repo.get_commit(sha), "BROKEN", line=1, side="RIGHT")
+    pr.create_review_comment("and this file?", repo.get_commit(sha), "BROKEN", subject_type="file")
+    assert [(c.path, c.line) for c in pr.get_review_comments()] == [("BROKEN", 1), ("BROKEN", None)]
+    assert host.review_comments(REPO, pr.number)[0].line == 1
     issue = repo.create_issue(title="please add a greeting", body="/promptship add a greeting", labels=["promptship"])
     issue.create_comment("on it")
     repo.get_issue(issue.number)
@@ -116,7 +120,13 @@ def _scenario(forge: Forge, tmp_path: Path) -> None:
     pr = repo.get_pull(pr_info.number)
     pr.merge(merge_method="squash")
     pr.is_merged()
-    for call in (lambda: repo.get_pull(999), lambda: pr.merge(merge_method="squash"), lambda: repo.get_branch("nope")):
+    not_in_diff = lambda: pr.create_review_comment("x", repo.get_commit(sha), "README.md", line=1)  # noqa: E731
+    for call in (
+        lambda: repo.get_pull(999),
+        lambda: pr.merge(merge_method="squash"),
+        lambda: repo.get_branch("nope"),
+        not_in_diff,
+    ):
         try:
             call()
         except Exception:
@@ -196,3 +206,29 @@ def test_the_forge_rejects_a_body_that_breaks_the_description_like_github(forge:
         assert message.startswith("Invalid request.\n\n") and expected in message, message
     assert len(forge.rejected_requests) == len(cases)
     assert client(forge).get_repo(REPO).get_issues(state="all").totalCount == 0  # nothing was acted on
+
+
+def test_a_review_comment_must_be_on_the_prs_diff_like_on_github(forge: Forge, tmp_path: Path):
+    """A line comment outside the diff, or one without a line, is refused (422) and stored nowhere; one on a
+    changed line is listed with its path, line and author."""
+    from github import GithubException
+
+    from tests.github.conftest import RecordingClock
+
+    host = make_host(forge, RecordingClock())
+    ws = Path(host.prepare_workspace(REPO, "main", branch_for("k2"), str(tmp_path / "ws")))
+    (ws / "NOTES.md").write_text("one\ntwo\n")
+    sha = host.push_branch(REPO, str(ws), branch_for("k2"))
+    info = host.find_or_create_pull_request(
+        REPO, run_key="k2", branch=branch_for("k2"), base_branch="main", title="t", body="b"
+    )
+    repo = client(forge).get_repo(REPO)
+    pr, commit = repo.get_pull(info.number), repo.get_commit(sha)
+    for path, kwargs in (("README.md", {"line": 1}), ("NOTES.md", {"line": 9}), ("NOTES.md", {})):
+        with pytest.raises(GithubException) as caught:
+            pr.create_review_comment("x", commit, path, **kwargs)  # type: ignore[arg-type]
+        assert caught.value.status == 422, (path, kwargs)
+    pr.create_review_comment("say three", commit, "NOTES.md", line=2)
+
+    (remark,) = host.review_comments(REPO, info.number)
+    assert (remark.path, remark.line, remark.body, remark.author) == ("NOTES.md", 2, "say three", OWNER)

@@ -315,6 +315,43 @@ def test_a_follow_up_on_the_open_pr_continues_the_same_conversation_and_deploys(
     assert pulls[0].head.sha != head_before
 
 
+def test_a_follow_up_gives_the_agent_the_review_comments_and_the_issues_comments(forge, run_on_forge):
+    ports = run_on_forge()
+    ports.settings.pipeline.merge_timeout_s = 5  # attempt 1 ends "waiting" with its PR open
+    repo = client(forge).get_repo(REPO)
+    issue = repo.create_issue(title="add /version", body="please")
+    issue.create_comment("It should answer HEAD requests as well.")  # said on the issue the request came from
+    first = dev_cycle(_request(auto_merge=False, issue_number=issue.number))
+    assert first.outcome == "waiting"
+    (pr,) = list(repo.get_pulls(state="open"))
+    token = "ghp_" + "Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8Zx9"
+    pr.create_review_comment(
+        f"Name this VERSION, not VALUE (and never keep {token} in code)",
+        repo.get_commit(pr.head.sha),
+        "change_1.py",
+        line=2,
+        side="RIGHT",
+    )
+
+    follow_up = DevRequest(
+        prompt="also add a /ready endpoint",
+        repository=REPO,
+        continues=first.run_key,
+        source_pr=pr.number,
+        comment_id=3,
+        auto_merge=True,
+    )
+    report = dev_cycle(follow_up)
+
+    assert report.outcome == "deployed" and report.attempt_number == 2
+    (conversation,) = ports.agent.conversations.values()  # type: ignore[attr-defined]
+    follow = conversation["instructions"][-1]
+    assert f"`change_1.py` line 2, {OWNER}: Name this VERSION, not VALUE" in follow  # the review comment
+    assert f"issue #{issue.number}" in follow and "answer HEAD requests as well" in follow  # the issue's comment
+    assert token not in follow and "never keep" in follow  # redacted like a prompt, not dropped
+    assert "started: class" not in follow  # our own status comment on the issue is not "what people said"
+
+
 def test_a_follow_up_on_a_merged_pr_is_a_new_request_that_references_it(forge, run_on_forge):
     ports = run_on_forge()
     repo = client(forge).get_repo(REPO)

@@ -35,12 +35,14 @@ from promptship.domain.results import (
     LLMReply,
     MergeResult,
     PullRequestInfo,
+    Remark,
     RollbackResult,
     RolloutResult,
     RolloutVerdict,
     RouteDecision,
     Usage,
 )
+from promptship.domain.writeback import issue_in
 from promptship.errors import ServiceError
 from promptship.ports import AgentLLMAccess
 from promptship.settings import Settings
@@ -69,6 +71,7 @@ class FakeLLMGateway:
         self.faults = faults or Faults()
         self.cost_per_call_usd = cost_per_call_usd
         self.ledger: dict[str, float] = {}
+        self.expired_runs: set[str] = set()
         self._lock = threading.Lock()
 
     def route(self, text: str, *, task_class: TaskClass | None = None, force_local: bool = False) -> RouteDecision:
@@ -108,6 +111,9 @@ class FakeLLMGateway:
         return AgentLLMAccess(
             base_url="http://127.0.0.1:9/v1", api_key=SecretStr(f"fake-run-{run_key}"), model=decision.model
         )
+
+    def expire_agent_access(self, run_key: str) -> None:
+        self.expired_runs.add(run_key)
 
     def run_cost_usd(self, run_key: str) -> float:
         return self.ledger.get(run_key, 0.0)
@@ -193,6 +199,7 @@ class FakeCodeHost:
         self.prs: dict[str, PullRequestInfo] = {}
         self.branches: dict[tuple[str, str], str] = {}
         self.comments: list[tuple[str, int, str]] = []
+        self.review_remarks: list[tuple[str, int, Remark]] = []
         self.pr_creations = 0
         self.merged: list[MergedPR] = []
         self.merged_numbers: dict[tuple[str, int], str] = {}
@@ -250,6 +257,7 @@ class FakeCodeHost:
                 head_sha=self.branches.get((repository, branch), "0" * 40),
                 branch=branch,
                 created=True,
+                issue_number=issue_in(body),
             )
             self.prs[run_key] = pr
             return pr
@@ -281,8 +289,15 @@ class FakeCodeHost:
     def comment(self, repository: str, number: int, body: str) -> None:
         self.comments.append((repository, number, body))
 
-    def discussion(self, repository: str, number: int) -> list[str]:
-        return [b for (r, n, b) in self.comments if (r, n) == (repository, number) and "<!-- promptship-" not in b]
+    def discussion(self, repository: str, number: int) -> list[Remark]:
+        return [
+            Remark(author="someone", body=b)
+            for (r, n, b) in self.comments
+            if (r, n) == (repository, number) and "<!-- promptship-" not in b
+        ]
+
+    def review_comments(self, repository: str, pr_number: int) -> list[Remark]:
+        return [c for (r, n, c) in self.review_remarks if (r, n) == (repository, pr_number)]
 
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         for i, (repo, n, old) in enumerate(self.comments):

@@ -46,9 +46,9 @@ from promptship.domain.ci import (
 from promptship.domain.kpi import MergedPR
 from promptship.domain.redaction import REDACTED, redact
 from promptship.domain.request import PR_MARKER_PREFIX, branch_for, pr_marker
-from promptship.domain.results import ChangeSize, CheckOutcome, CIResult, MergeResult, PullRequestInfo
+from promptship.domain.results import ChangeSize, CheckOutcome, CIResult, MergeResult, PullRequestInfo, Remark
 from promptship.domain.retrying import after_attempts, retry_after_s
-from promptship.domain.writeback import REVERT_MARKER_PREFIX, revert_branch_for, revert_marker
+from promptship.domain.writeback import REVERT_MARKER_PREFIX, issue_in, revert_branch_for, revert_marker
 from promptship.errors import CodeHostError
 from promptship.ports import CIWakeups, Clock
 
@@ -263,6 +263,7 @@ class GitHubHost:
             branch=pr.head.ref,
             created=created,
             merged=pr.merged_at is not None,
+            issue_number=issue_in(pr.body),
         )
 
     # -- CI -------------------------------------------------------------------------------------------
@@ -474,12 +475,27 @@ class GitHubHost:
         issue = self._call(lambda: repo.get_issue(number))
         self._call(lambda: issue.create_comment(body))
 
-    def discussion(self, repository: str, number: int) -> list[str]:
+    def discussion(self, repository: str, number: int) -> list[Remark]:
         """The comments on issue/PR ``number``, oldest first, without promptship's own (hidden markers)."""
         repo = self._repo(repository)
         issue = self._call(lambda: repo.get_issue(number))
         comments = self._call(lambda: list(issue.get_comments()))
-        return [c.body for c in comments if c.body and "<!-- promptship-" not in c.body]
+        return [
+            Remark(author=c.user.login if c.user else "", body=c.body)
+            for c in comments
+            if c.body and "<!-- promptship-" not in c.body
+        ]
+
+    def review_comments(self, repository: str, pr_number: int) -> list[Remark]:
+        """The review comments on PR ``pr_number``'s diff (``GET /pulls/{n}/comments``), oldest first."""
+        repo = self._repo(repository)
+        pr = self._call(lambda: repo.get_pull(pr_number))
+        comments = self._call(lambda: list(pr.get_review_comments()))
+        return [
+            Remark(author=c.user.login if c.user else "", body=c.body, path=c.path, line=c.line)
+            for c in sorted(comments, key=lambda c: c.id)
+            if c.body
+        ]
 
     def upsert_comment(self, repository: str, number: int, marker: str, body: str) -> None:
         """Edit our comment carrying ``marker`` on issue/PR ``number``, else create it (one comment per marker)."""

@@ -203,6 +203,11 @@ class LiteLLMGateway:
             output_cost_per_token=spec.output_cost_per_token,
         )
 
+    def expire_agent_access(self, run_key: str) -> None:
+        """The attempt ``run_key`` ended: its agent keys stop working (the gateway service answers 401 to them).
+        A key lives from ``agent_access`` to the end of the attempt that asked for it, never longer."""
+        self.ledger.expire_access_keys(run_key)
+
     def run_cost_usd(self, run_key: str) -> float:
         """What the ledger has recorded for a run so far (USD)."""
         return self.ledger.run_cost_usd(run_key)

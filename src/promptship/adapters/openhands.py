@@ -1,11 +1,13 @@
 """``OpenHandsAgent``: the ``CodeAgent`` port on the OpenHands **agent-server** REST API (httpx).
 
-One conversation per run, its id derived from the run key (``conversation_id_for``): ``start`` finds it when a
-resumed run already created it, else creates it (agent LLM at the gateway with the per-run key, tools terminal
-+ file_editor, a ``LocalWorkspace`` at the run's checkout, the instruction with ``run: true``). ``result`` polls
-with backoff until ``finished | error | stuck``; at the timeout it interrupts and removes the conversation
-(verdict ``timed_out``). Changed files and commits are those since the workspace's HEAD when the conversation
-was created (kept in the conversation's tags, so another process can collect them too).
+One conversation per request, its id derived from the request key (``conversation_id_for``): ``start`` finds it
+when a resumed run or an earlier attempt (a follow-up) already created it — and, unless it is running, gives it
+this attempt's gateway key (``POST /api/conversations/{id}/switch_llm``: the LLM is replaced, its metrics kept;
+the key it was created with expired with its attempt) — else creates it (agent LLM at the gateway with the
+attempt's key, tools terminal + file_editor, a ``LocalWorkspace`` at the run's checkout, the instruction with
+``run: true``). ``result`` polls with backoff until ``finished | error | stuck``; at the timeout it interrupts
+and removes the conversation (verdict ``timed_out``). Changed files and commits are those since the workspace's
+HEAD when the conversation was created (kept in the conversation's tags, so another process can collect them).
 
 Vendor errors are translated here, once, into ``AgentError``: 401 (session key refused), 404, 409, 422
 (validation, without echoing inputs), 429 (retryable, Retry-After), 5xx and lost connections (retryable),
@@ -129,7 +131,17 @@ class OpenHandsAgent:
             self._secrets.add(key)
         existing = self._request("GET", f"/api/conversations/{cid}", ok=(200, 404), what="look up the conversation")
         if existing.status_code == 200:
-            self._json(existing, "conversation")
+            info = self._json(existing, "conversation")
+            if info.get("execution_status") != "running":
+                # A new attempt (a follow-up, a resume) has its own gateway key; the key the conversation was
+                # created with died with its attempt. The agent-server swaps the LLM and keeps its metrics.
+                self._request(
+                    "POST",
+                    f"/api/conversations/{cid}/switch_llm",
+                    ok=(200,),
+                    json={"llm": self._llm_body(llm)},
+                    what="switch the conversation's LLM",
+                )
             log.info("agent conversation %s found (resumed run %s)", cid, task.run_key)
             return AgentHandle(conversation_id=cid, created=False)
         base_sha = self._head_sha(task.workspace)
@@ -211,7 +223,7 @@ class OpenHandsAgent:
         self._delete(handle.conversation_id)
 
     # ---- steps ----------------------------------------------------------------------------------------------
-    def _start_body(self, task: AgentTask, llm: AgentLLMAccess, base_sha: str | None) -> dict[str, Any]:
+    def _llm_body(self, llm: AgentLLMAccess) -> dict[str, Any]:
         llm_body: dict[str, Any] = {
             "usage_id": USAGE_ID,
             "model": _litellm_model(llm.model),
@@ -224,6 +236,10 @@ class OpenHandsAgent:
             llm_body["input_cost_per_token"] = llm.input_cost_per_token
         if llm.output_cost_per_token is not None:
             llm_body["output_cost_per_token"] = llm.output_cost_per_token
+        return llm_body
+
+    def _start_body(self, task: AgentTask, llm: AgentLLMAccess, base_sha: str | None) -> dict[str, Any]:
+        llm_body = self._llm_body(llm)
         tags = {"runkey": task.run_key, "budgetusd": f"{task.budget_usd:.6f}"}
         if base_sha:
             tags["basesha"] = base_sha

@@ -2,7 +2,7 @@
 
 Pure text building. What the repository's conventions are (its test command, where its manifests live) is
 found out by the adapter side (``promptship.adapters.compile_check.inspect_repository``) and handed in.
-(Owned by the OpenHands area; the flow only calls these two functions.)
+(Owned by the OpenHands area; the flow only calls these functions.)
 """
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptship.domain.request import DevRequest, branch_for
-from promptship.domain.results import CIResult
+from promptship.domain.results import CIResult, Remark
 
 # Log excerpts are the tail of a failing check: the end of a test log is where the failure is.
 _EXCERPT_CHARS = 2_000
 _REPAIR_TOTAL_CHARS = 8_000
+# What a follow-up gives the agent of the comments around it (docs/GITHUB.md says these limits).
+FOLLOW_UP_REMARKS = 20  # per part: review comments, PR discussion, issue comments (the newest)
+REMARK_CHARS = 800  # per comment
+FOLLOW_UP_CONTEXT_CHARS = 12_000  # all parts together
 
 
 class RepoConventions(BaseModel):
@@ -120,15 +124,59 @@ def repair_instruction(
     return "\n".join(lines)
 
 
-def follow_up_instruction(instruction: str, discussion: list[str] | tuple[str, ...] = ()) -> str:
+class FollowUpContext(BaseModel):
+    """What people said around a follow-up, each text already redacted by the caller: the PR's conversation
+    comments, its review comments (file and line) and the comments of the issue the request came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    discussion: tuple[Remark, ...] = ()
+    review: tuple[Remark, ...] = ()
+    issue_number: int | None = None
+    issue: tuple[Remark, ...] = ()
+
+
+def follow_up_instruction(instruction: str, context: FollowUpContext | None = None) -> str:
     """What the agent is told when a ``/promptship`` comment continues its work on the same branch: the
-    comment's instruction, then what people said on the PR (newest last), each redacted by the caller."""
+    comment's instruction, then what people said (oldest first within each part).
+
+    Bounded (docs/GITHUB.md): the newest ``FOLLOW_UP_REMARKS`` of each part, each cut to ``REMARK_CHARS``, and
+    ``FOLLOW_UP_CONTEXT_CHARS`` for all parts together — the review comments first, then the PR's discussion,
+    then the issue; a part that no longer fits says how many of its comments were left out."""
+    context = context or FollowUpContext()
     lines = [
         "A reviewer asked for more on the same pull request. Continue on the same branch and commit again.",
         "",
         f"Instruction: {instruction.strip()}",
     ]
-    if discussion:
-        lines += ["", "What was said on the pull request (oldest first):"]
-        lines += [f"- {' '.join(c.split())[:800]}" for c in discussion[-20:]]
+    budget = FOLLOW_UP_CONTEXT_CHARS
+    parts = (
+        ("Review comments on the pull request's diff (oldest first):", context.review),
+        ("What was said on the pull request (oldest first):", context.discussion),
+        (f"Comments on the issue #{context.issue_number} the request came from (oldest first):", context.issue),
+    )
+    for title, remarks in parts:
+        if not remarks:
+            continue
+        newest = remarks[-FOLLOW_UP_REMARKS:]
+        kept: list[str] = []
+        for remark in reversed(newest):  # the newest are kept when the budget runs out
+            item = _remark_line(remark)
+            if len(item) > budget:
+                break
+            kept.append(item)
+            budget -= len(item)
+        if not kept:
+            continue
+        lines += ["", title, *reversed(kept)]
+        if left_out := len(remarks) - len(kept):
+            lines.append(f"- ({left_out} older comment{'s' if left_out != 1 else ''} left out)")
     return "\n".join(lines) + "\n"
+
+
+def _remark_line(remark: Remark) -> str:
+    text = " ".join(remark.body.split())[:REMARK_CHARS]
+    where = ""
+    if remark.path:
+        where = f"`{remark.path}`" + (f" line {remark.line}" if remark.line is not None else " (whole file)") + ", "
+    return f"- {where}{remark.author or 'someone'}: {text}"

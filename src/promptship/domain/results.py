@@ -126,6 +126,19 @@ class PullRequestInfo(_Model):
     branch: str
     created: bool = Field(description="False when the PR of this run key already existed.")
     merged: bool = Field(default=False, description="The PR is merged (an earlier attempt's work is done).")
+    issue_number: int | None = Field(
+        default=None, description="The issue the PR's body references (``Fixes #n`` / ``Requested in #n.``)."
+    )
+
+
+class Remark(_Model):
+    """Something a person wrote on an issue or PR: a conversation comment, or a review comment on a line
+    (``path`` and ``line``; ``line`` None for a comment on a whole file)."""
+
+    author: str
+    body: str
+    path: str | None = None
+    line: int | None = None
 
 
 class CheckOutcome(_Model):

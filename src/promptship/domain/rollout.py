@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -197,6 +198,24 @@ def _pod_spec(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
     if isinstance(template, Mapping):
         return template.get("spec") or {}
     return None
+
+
+def with_image(manifests: Iterable[Mapping[str, Any]], deployment: str, container: str, image: str) -> list[dict]:
+    """The change's manifests with the target Deployment's ``container`` set to ``image``, the one being rolled
+    out. Applied as written, a Deployment manifest's placeholder image would start a revision of its own that
+    never ran, and a rollback would return to it instead of to what ran before the change: this way the change
+    is one revision (its pod template and its image) and undo restores the revision before it."""
+    out: list[dict] = []
+    for m in manifests:
+        copy = json.loads(json.dumps(m))
+        meta = copy.get("metadata") or {}
+        if copy.get("kind") == "Deployment" and isinstance(meta, dict) and meta.get("name") == deployment:
+            pod = _pod_spec(copy)
+            for c in (pod or {}).get("containers") or []:
+                if isinstance(c, dict) and c.get("name") == container:
+                    c["image"] = image
+        out.append(copy)
+    return out
 
 
 def manifest_violations(manifests: Iterable[Mapping[str, Any]], namespace: str) -> list[str]:

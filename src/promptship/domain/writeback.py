@@ -7,6 +7,7 @@ commit it reverts (so a second rollback of another change gets its own), the sta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -42,6 +43,13 @@ def issue_reference(issue_number: int | None, *, closes: bool) -> str | None:
     if issue_number is None:
         return None
     return f"Fixes #{issue_number}" if closes else f"Requested in #{issue_number}."
+
+
+def issue_in(pr_body: str | None) -> int | None:
+    """The issue a PR's body references the way ``issue_reference`` writes it (the inverse), if any. The
+    reference follows the model-written description, so the last one counts."""
+    found = re.findall(r"^(?:Fixes #(\d+)|Requested in #(\d+)\.)$", pr_body or "", re.M)
+    return int(found[-1][0] or found[-1][1]) if found else None
 
 
 class RevertEvidence(BaseModel):

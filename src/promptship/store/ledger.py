@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    delete,
     func,
     insert,
     select,
@@ -215,6 +216,13 @@ class CostLedger:
                     created_at=self.clock(),
                 )
             )
+
+    def expire_access_keys(self, run_key: str) -> int:
+        """Forget every per-run key of ``run_key`` (its attempt ended): the gateway answers 401 to them from now
+        on. Returns how many there were."""
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(LLMAccessKeyRow).where(LLMAccessKeyRow.run_key == run_key))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def access_for(self, key: str) -> RunAccess | None:
         """The run a per-run key belongs to, or None for an unknown key."""

@@ -6,6 +6,7 @@ Everything runs the ``git`` executable against a bare repository; nothing here t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -148,6 +149,29 @@ def diff_stats(git_dir: Path, base_sha: str, head_sha: str) -> tuple[int, int, i
         additions += int(a) if a.isdigit() else 0
         deletions += int(d) if d.isdigit() else 0
     return commits, additions, deletions, files
+
+
+def diff_hunk(git_dir: Path, base_sha: str, head_sha: str, path: str, line: int | None) -> str | None:
+    """The hunk of ``path``'s diff (head against the merge base with base) holding new-side ``line`` — the
+    whole file's diff when ``line`` is None; None when the diff does not hold it (GitHub's 422)."""
+    out = git(git_dir, "diff", "--no-color", f"{base_sha}...{head_sha}", "--", path)
+    hunks: list[list[str]] = []
+    for text in out.splitlines():
+        if text.startswith("@@"):
+            hunks.append([text])
+        elif hunks:
+            hunks[-1].append(text)
+    if not hunks:
+        return None
+    if line is None:
+        return "\n".join(h for hunk in hunks for h in hunk)
+    for hunk in hunks:
+        match = re.match(r"@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", hunk[0])
+        if match:
+            start, count = int(match.group(1)), int(match.group(2) or 1)
+            if start <= line < start + count:
+                return "\n".join(hunk)
+    return None
 
 
 def export_tree(git_dir: Path, sha: str, dest: Path) -> None:

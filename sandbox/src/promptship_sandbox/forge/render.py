@@ -41,6 +41,23 @@ class Comment:
 
 
 @dataclass
+class ReviewComment:
+    """A comment on a line (or a whole file) of a pull request's diff."""
+
+    id: int
+    pull_number: int
+    body: str
+    path: str
+    line: int | None
+    side: str
+    commit_id: str
+    diff_hunk: str
+    user: User
+    created_at: str
+    updated_at: str
+
+
+@dataclass
 class Issue:
     """An issue or the issue side of a pull request (they share numbers, as on GitHub)."""
 
@@ -70,6 +87,7 @@ class Pull:
     merged_at: str | None = None
     merged_by: User | None = None
     merge_commit_sha: str | None = None
+    review_comments: list[ReviewComment] = field(default_factory=list)
 
 
 @dataclass
@@ -461,6 +479,40 @@ class Renderer:
             "reactions": self.reactions(f"{a}/issues/comments/{c.id}"),
         }
 
+    def review_comment(self, r: Repo, c: ReviewComment) -> dict[str, Any]:
+        a = f"{self.api}/repos/{r.full_name}"
+        html = f"{self.web}/{r.full_name}/pull/{c.pull_number}#discussion_r{c.id}"
+        data: dict[str, Any] = {
+            "url": f"{a}/pulls/comments/{c.id}",
+            "pull_request_review_id": None,
+            "id": c.id,
+            "node_id": node_id("PRRC", c.id),
+            "diff_hunk": c.diff_hunk,
+            "path": c.path,
+            "commit_id": c.commit_id,
+            "original_commit_id": c.commit_id,
+            "user": self.user(c.user),
+            "body": c.body,
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "html_url": html,
+            "pull_request_url": f"{a}/pulls/{c.pull_number}",
+            "author_association": r.association(c.user.login),
+            "_links": {
+                "self": {"href": f"{a}/pulls/comments/{c.id}"},
+                "html": {"href": html},
+                "pull_request": {"href": f"{a}/pulls/{c.pull_number}"},
+            },
+            "start_line": None,
+            "original_start_line": None,
+            "side": c.side,
+            "subject_type": "line" if c.line is not None else "file",
+            "reactions": self.reactions(f"{a}/pulls/comments/{c.id}"),
+        }
+        if c.line is not None:
+            data["line"] = data["original_line"] = c.line
+        return data
+
     # -- pull requests --------------------------------------------------------------------------------
     def pull(self, r: Repo, i: Issue, *, simple: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         assert i.pull is not None
@@ -530,7 +582,7 @@ class Renderer:
                     "merged": p.merged,
                     "merged_by": self.user(p.merged_by) if p.merged_by else None,
                     "comments": len(i.comments),
-                    "review_comments": 0,
+                    "review_comments": len(p.review_comments),
                     "maintainer_can_modify": False,
                     **(extra or {}),
                 }

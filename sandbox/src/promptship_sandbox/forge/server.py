@@ -47,6 +47,7 @@ from promptship_sandbox.forge.render import (
     Pull,
     Renderer,
     Repo,
+    ReviewComment,
     Status,
     User,
 )
@@ -780,6 +781,9 @@ class Forge:
             ("PATCH", R + r"/pulls/(?P<number>\d+)", self._edit_pull),
             ("GET", R + r"/pulls/(?P<number>\d+)/merge", self._is_merged),
             ("PUT", R + r"/pulls/(?P<number>\d+)/merge", self._merge_pull),
+            ("GET", R + r"/pulls/(?P<number>\d+)/comments", self._list_review_comments),
+            ("POST", R + r"/pulls/(?P<number>\d+)/comments", self._create_review_comment),
+            ("GET", R + r"/pulls/comments/(?P<id>\d+)", self._get_review_comment),
             ("GET", R + r"/issues", self._list_issues),
             ("POST", R + r"/issues", self._create_issue),
             ("GET", R + r"/issues/(?P<number>\d+)", self._get_issue),
@@ -1247,6 +1251,75 @@ class Forge:
         return {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
 
     # issues, comments, labels
+    def _list_review_comments(self, owner: str, repo: str, number: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        pull = self._pull_issue(r, number).pull
+        assert pull is not None
+        return _Response(200, [self.render.review_comment(r, c) for c in pull.review_comments])
+
+    def _get_review_comment(self, owner: str, repo: str, id: str, **_: Any) -> _Response:
+        r = self._repo(owner, repo)
+        for i in r.issues.values():
+            for c in i.pull.review_comments if i.pull else ():
+                if c.id == int(id):
+                    return _Response(200, self.render.review_comment(r, c))
+        raise HTTPError(404, "Not Found")
+
+    def _create_review_comment(self, owner: str, repo: str, number: str, data: Any, user: User, **_: Any) -> _Response:
+        """A comment on a line (``line``, side RIGHT) or a whole file (``subject_type: file``) of the PR's diff.
+        Like GitHub: 422 when the path or line is not part of the diff, when ``line`` is missing for a line
+        comment; replies (``in_reply_to``) and multi-line ranges are not served by the forge (422)."""
+        r = self._repo(owner, repo)
+        i = self._pull_issue(r, number)
+        assert i.pull is not None
+        data = data or {}
+
+        def invalid(field_name: str, message: str) -> HTTPError:
+            return HTTPError(
+                422,
+                "Validation Failed",
+                errors=[
+                    {"resource": "PullRequestReviewComment", "field": field_name, "code": "custom", "message": message}
+                ],
+            )
+
+        body, path, commit_id = data.get("body"), data.get("path"), data.get("commit_id")
+        for name, value in (("body", body), ("path", path), ("commit_id", commit_id)):
+            if not isinstance(value, str) or not value:
+                raise HTTPError(
+                    422,
+                    "Validation Failed",
+                    errors=[{"resource": "PullRequestReviewComment", "field": name, "code": "missing_field"}],
+                )
+        assert isinstance(body, str) and isinstance(path, str) and isinstance(commit_id, str)
+        if "in_reply_to" in data or "start_line" in data or data.get("side", "RIGHT") != "RIGHT":
+            raise invalid("side", "the forge serves single-line comments on the new side (RIGHT) only")
+        line = data.get("line")
+        if data.get("subject_type") != "file" and not isinstance(line, int):
+            raise invalid("line", "line is required unless subject_type is file")
+        if g.rev_parse(r.git_dir, commit_id) is None:
+            raise invalid("commit_id", "commit_id is not part of the pull request")
+        hunk = g.diff_hunk(r.git_dir, i.pull.base_sha, commit_id, path, line if isinstance(line, int) else None)
+        if hunk is None:
+            raise invalid("line" if isinstance(line, int) else "path", "must be part of the diff")
+        now = _now()
+        c = ReviewComment(
+            self._next_id(),
+            i.number,
+            body,
+            path,
+            line if isinstance(line, int) else None,
+            "RIGHT",
+            commit_id,
+            hunk,
+            user,
+            now,
+            now,
+        )
+        i.pull.review_comments.append(c)
+        i.updated_at = now
+        return _Response(201, self.render.review_comment(r, c))
+
     def _issue(self, r: Repo, number: str | int) -> Issue:
         i = r.issues.get(int(number))
         if not i:
