@@ -89,6 +89,8 @@ def dev_cycle(request: DevRequest) -> RunReport:
     """
     log = get_run_logger()
     ports = process_ports()
+    # a sealed request (what Prefect holds of a prompt that may carry a secret) stands for the one in the store
+    request = ports.sink.unseal(request)
     try:
         # a follow-up waits (up to a human merge's wait) behind the attempt it continues; others are refused
         queue_s = ports.limits().merge_timeout_s if request.continues else 0.0

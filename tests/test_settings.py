@@ -110,6 +110,7 @@ def test_a_credential_is_rendered_as_secret_never_as_a_value(monkeypatch: pytest
         "| `llm.openrouter_api_key`", "| `github.token`", "| `github.app_private_key`", "| `github.webhook_secret`",
         "| `kube.gitops_token`",
         "| `openhands.session_api_key`",
+        "| `store_key`",
     }  # fmt: skip
     assert all(row.split(" | ")[4] == "(secret)" for row in secret_rows)
 

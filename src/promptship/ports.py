@@ -403,7 +403,15 @@ class MetricsSink(Protocol):
         ...
 
     def remember_request(self, run_key: str, request: DevRequest) -> None:
-        """Keep the request behind ``run_key`` and where it came from (for stop/retry from GitHub)."""
+        """Keep the request behind ``run_key`` and where it came from (for stop/retry from GitHub), sealed."""
+        ...
+
+    def seal(self, request: DevRequest) -> DevRequest:
+        """Keep the request's prompt encrypted; return the sealed form (prompt redacted) Prefect may hold."""
+        ...
+
+    def unseal(self, request: DevRequest) -> DevRequest:
+        """The request a sealed form stands for (an unsealed request as it is)."""
         ...
 
 

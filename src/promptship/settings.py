@@ -231,6 +231,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the one store every component shares (PostgreSQL on a cluster: "
         "'postgresql+psycopg://user:password@host:5432/db'). Empty: SQLite under home (a single machine).",
     )
+    store_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts the prompts the store keeps (Fernet: 32 url-safe base64 bytes; "
+        "`promptship store-key` prints a new one). The same in every component of a shared store; required "
+        "when the store is not SQLite. Empty with SQLite: a key file beside the database, created once.",
+    )
     services_factory: str | None = Field(
         default=None,
         description="'module:function' building the Services of a process that has none installed (sandbox "

@@ -281,12 +281,19 @@ def _build_app_code_host(settings: Settings, *, wakeups, backoff, clock):  # -> 
 
 
 def build_store(settings: Settings):  # -> Store (import kept local: the store pulls in SQLAlchemy)
-    """The one store, schema ensured."""
+    """The one store, schema ensured, with its prompt key."""
     from promptship.store import Store, make_engine
 
-    store = Store(make_engine(settings.store_url()))
+    store = Store(make_engine(settings.store_url()), cipher=build_prompt_cipher(settings))
     store.create_schema()
     return store
+
+
+def build_prompt_cipher(settings: Settings):  # -> PromptCipher
+    """The store's prompt key (``promptship.store.sealing.prompt_cipher``)."""
+    from promptship.store.sealing import prompt_cipher
+
+    return prompt_cipher(settings.store_url(), settings.store_key)
 
 
 def build_routing_policy(settings: Settings):  # -> RoutingPolicy

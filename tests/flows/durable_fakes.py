@@ -213,15 +213,14 @@ class DurableCluster:
 
 
 def durable_services(directory: Path, settings: Settings | None = None) -> Ports:
-    from promptship.store import Store, make_engine
+    from promptship.wiring import build_store
     from promptship_sandbox.fakes import FakeCompileChecker, FakeHealthProbe, FakeLLMGateway
 
     state = JsonState(directory)
     settings = settings or Settings()
     settings = settings.model_copy(update={"home": directory / "home", "database_url": None})
     settings.health.url = "http://127.0.0.1:9/health"
-    store = Store(make_engine(settings.store_url()))
-    store.create_schema()
+    store = build_store(settings)
     return Ports(
         settings=settings,
         llm=FakeLLMGateway(),

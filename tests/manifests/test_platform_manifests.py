@@ -259,7 +259,8 @@ def test_every_component_that_opens_the_store_shares_one_postgres_store(objects)
     defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
     store_secret = defaults["store_secret"]
     secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == store_secret)
-    assert "PROMPTSHIP_DATABASE_URL" in secret["metadata"]["annotations"]["promptship.dev/expected-keys"]
+    expected = secret["metadata"]["annotations"]["promptship.dev/expected-keys"].split(",")
+    assert {"PROMPTSHIP_DATABASE_URL", "PROMPTSHIP_STORE_KEY"} <= set(expected)
     job = template["job_configuration"]["job_manifest"]["spec"]["template"]
     assert {"secretRef": {"name": "{{ store_secret }}"}} in job["spec"]["containers"][0]["envFrom"]
 

@@ -152,13 +152,17 @@ def test_a_ci_wakeup_recorded_by_a_receiver_process_reaches_a_waiting_worker(pos
 def test_a_dev_cycle_with_its_store_on_postgres_deploys_and_its_records_and_kpis_are_there(
     postgres_url: str, tmp_path: Path, prefect_harness: None
 ) -> None:
+    from pydantic import SecretStr
+
     from flows.dev_cycle import dev_cycle
     from promptship.domain.request import DevRequest
     from promptship.settings import Settings
+    from promptship.store.sealing import PromptCipher
     from promptship.wiring import installed
     from promptship_sandbox.fakes import fake_services
 
-    settings = Settings(home=tmp_path / "home", database_url=postgres_url)
+    # a shared store: its prompt key is given (every component has the same one)
+    settings = Settings(home=tmp_path / "home", database_url=postgres_url, store_key=SecretStr(PromptCipher.new_key()))
     settings.health.url = "http://127.0.0.1:9/health"
     services = fake_services(settings)
     assert services.sink.engine.url.get_backend_name() == "postgresql"  # type: ignore[attr-defined]

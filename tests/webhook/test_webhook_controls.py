@@ -12,6 +12,7 @@ from prefect.states import Running
 from flows.dev_cycle import dev_cycle
 from promptship.domain.request import DevRequest
 from promptship.store import Store, make_engine
+from promptship.store.sealing import prompt_cipher
 from tests.webhook.conftest import REPO
 
 pytestmark = pytest.mark.webhook
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.webhook
 def _remember(store_url: str, request: DevRequest, *, running: bool) -> tuple[Store, str | None]:
     """The store as a run of ``request`` leaves it: its request, and (``running``) an attempt in a flow run that
     Prefect shows Running."""
-    store = Store(make_engine(store_url))
+    store = Store(make_engine(store_url), cipher=prompt_cipher(store_url, None))
     store.create_schema()
     store.remember_request(request.run_key, request)
     if not running:

@@ -357,3 +357,27 @@ def test_the_receiver_never_forwards_to_prefect_paths(receiver: Receiver) -> Non
     for path in ("/api/events", "/api/deployments/filter", "/api/health"):
         assert receiver.http.get(f"{receiver.url}{path}").status_code == 404
         assert receiver.http.post(f"{receiver.url}{path}", json={}).status_code in (404, 405)
+
+
+def test_a_secret_in_the_issue_reaches_neither_the_prefect_event_nor_the_run_parameters(
+    receiver: Receiver, labeled: dict[str, Any], store_url: str
+) -> None:
+    """The trigger the starter gets is the Prefect event's payload (``PrefectEventStarter``) and becomes the flow
+    run's parameters: it carries the redacted prompt and the sealed id; the store gives the real request back."""
+    import secrets
+    import string
+
+    from promptship.store import Store, make_engine
+    from promptship.store.sealing import prompt_cipher
+
+    token = "ghp_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
+    labeled["issue"]["body"] = f"Deploy with the token {token} please."
+
+    assert receiver.post("issues", labeled).status_code == 202
+
+    (trigger,) = receiver.starter.triggers
+    assert token not in trigger.model_dump_json() and trigger.sealed
+    held = trigger.to_request()
+    store = Store(make_engine(store_url), cipher=prompt_cipher(store_url, None))
+    real = store.unseal(held)
+    assert token in real.prompt and real.run_key == held.run_key

@@ -410,10 +410,9 @@ def fake_services(settings: Settings, **overrides: Any) -> Ports:
     Every boundary is marked ``in-process fake`` except the store (``real``) and the overridden ports, whose
     kind the caller states in ``overrides["boundaries"]`` if it matters.
     """
-    from promptship.store import Store, make_engine
+    from promptship.wiring import build_store
 
-    store = Store(make_engine(settings.store_url()))
-    store.create_schema()
+    store = build_store(settings)
     ports: dict[str, Any] = {
         "llm": FakeLLMGateway(),
         "agent": FakeCodeAgent(),

@@ -79,8 +79,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from exc
         _real_services()
         from flows.dev_cycle import dev_cycle
+        from promptship.wiring import process_ports
 
-        state = dev_cycle(request, return_state=True)
+        # the prompt goes into the store, encrypted; the flow run's parameter is its sealed form
+        state = dev_cycle(process_ports().sink.seal(request), return_state=True)
         if not state.is_completed():
             typer.echo(f"run {request.run_key} ended {state.name}: {state.message}", err=True)
             raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""`promptship settings-reference`: write, or check, the generated settings reference (docs/SETTINGS.md)."""
+"""`promptship settings-reference`: write, or check, the generated settings reference (docs/SETTINGS.md);
+`promptship store-key`: a new key for the prompts the store keeps sealed (PROMPTSHIP_STORE_KEY)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def register(app: typer.Typer) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {path}")
+
+    @app.command("store-key")
+    def store_key() -> None:
+        """Print a new key for PROMPTSHIP_STORE_KEY (Fernet): the same value goes to every component of one store."""
+        from promptship.store.sealing import PromptCipher
+
+        typer.echo(PromptCipher.new_key())

@@ -101,6 +101,13 @@ class DevRequest(BaseModel):
         default=False,
         description="The PR says 'Fixes #n' so that merging it closes the issue; otherwise it only references it.",
     )
+    sealed: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Set by promptship, never by hand: the id under which the request's prompt is kept, encrypted, "
+        "in promptship's store. `prompt` then holds only the redacted prompt, so Prefect (parameters, events, the "
+        "UI) never holds a secret the prompt carried; the flow reads the real prompt back from the store.",
+    )
     recurring: bool = Field(
         default=False,
         description="Each scheduled occurrence is a new request (its date in the request key: a new branch and "
@@ -135,7 +142,7 @@ class DevRequest(BaseModel):
                 raise ValueError(f"label {label!r} must be 1-50 characters")
         return self
 
-    @field_validator("continues", "parent", "source_pr", "comment_id", mode="before")
+    @field_validator("continues", "parent", "source_pr", "comment_id", "sealed", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # Prefect's automation renders an absent event field as "" (or "None"): the field was not given
@@ -148,11 +155,31 @@ class DevRequest(BaseModel):
             raise ValueError("must be a request key (16 hex digits)")
         return value
 
+    @field_validator("sealed")
+    @classmethod
+    def _a_sealed_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{16}", value):
+            raise ValueError("must be the id promptship gave a sealed request (request key, '-', digest)")
+        return value
+
     @property
     def run_key(self) -> str:
         """The request key of a request that is not recurring (a recurring one's key also names its occurrence:
         ``request_key_for``)."""
         return run_key_for(self)
+
+
+def sealed_id_for(request_key: str, digest: str) -> str:
+    """The id a sealed request is kept under: its request key, then a digest of the request itself."""
+    return f"{request_key}-{digest}"
+
+
+def sealed_form(request: DevRequest, sealed_id: str) -> DevRequest:
+    """What Prefect may hold of ``request`` once its prompt is kept in the store under ``sealed_id``: the same
+    request with the prompt redacted (as run names and reports show it) and ``sealed`` set."""
+    from promptship.domain.redaction import redact
+
+    return request.model_copy(update={"prompt": redact(request.prompt), "sealed": sealed_id})
 
 
 def run_key_for(request: DevRequest, occurrence: str | None = None) -> str:
@@ -164,6 +191,10 @@ def run_key_for(request: DevRequest, occurrence: str | None = None) -> str:
     """
     if request.continues:
         return request.continues
+    if request.sealed:  # the prompt is redacted here; the key was taken from the real one when it was sealed
+        if request.recurring and occurrence:
+            raise ValueError("the key of an occurrence of a sealed recurring request: unseal the request first")
+        return request.sealed.split("-", 1)[0]
     normalized_prompt = " ".join(request.prompt.split())
     origin = f"issue:{request.issue_number}" if request.issue_number else ""
     if request.parent:

@@ -107,6 +107,9 @@ class WebhookTrigger(BaseModel):
     parent: str | None = Field(default=None, description="Follow-up on the merged/closed PR of this request key.")
     source_pr: int | None = None
     comment_id: int | None = None
+    sealed: str | None = Field(
+        default=None, description="The prompt is kept in promptship's store under this id; `prompt` is redacted."
+    )
 
     @classmethod
     def again(cls, request: DevRequest, *, number: int, requester: str, delivery_id: str) -> WebhookTrigger:
@@ -122,7 +125,12 @@ class WebhookTrigger(BaseModel):
             parent=request.parent,
             source_pr=request.source_pr,
             comment_id=request.comment_id,
+            sealed=request.sealed,
         )
+
+    def sealed_as(self, sealed: DevRequest) -> WebhookTrigger:
+        """This trigger carrying ``sealed`` (the sealed form of its request) instead of its prompt."""
+        return self.model_copy(update={"prompt": sealed.prompt, "sealed": sealed.sealed})
 
     def to_request(self) -> DevRequest:
         """The development request of this trigger (raises pydantic's ValidationError when unusable)."""
@@ -136,6 +144,7 @@ class WebhookTrigger(BaseModel):
             parent=self.parent,
             source_pr=self.source_pr,
             comment_id=self.comment_id,
+            sealed=self.sealed,
         )
 
 

@@ -139,6 +139,20 @@ class PrefectDeploymentStarter:
         return str(flow_run.id)  # type: ignore[union-attr]
 
 
+class SealingStarter:
+    """Keeps each trigger's request, prompt included, encrypted in the store and starts the run with its sealed
+    form: the Prefect event's payload and the flow run's parameters carry only the redacted prompt and the id."""
+
+    def __init__(self, store: Any, starter: Starter):
+        self.store = store
+        self.starter = starter
+
+    def start(self, trigger: WebhookTrigger) -> str:
+        if trigger.sealed is None:
+            trigger = trigger.sealed_as(self.store.seal(trigger.to_request()))
+        return self.starter.start(trigger)
+
+
 class PrefectRunController:
     """``/promptship stop`` / ``retry``: the request comes from the store (``requests``, by the PR's marker or
     the issue/PR number), its active flow run from the request's lease; stop asks Prefect to cancel that flow
@@ -383,6 +397,13 @@ def create_app(
             "no repository is on the allowlist (PROMPTSHIP_GITHUB__ALLOWED_REPOSITORIES): nothing will start"
         )
     deliveries.create_schema()
+    from promptship.store import Store
+    from promptship.store.sealing import prompt_cipher
+
+    url = deliveries.engine.url.render_as_string(hide_password=False)
+    store = Store(deliveries.engine, cipher=prompt_cipher(url, settings.store_key))
+    store.create_schema()
+    starter = SealingStarter(store, starter)
     installations = InstalledRepositories(deliveries.engine)
     policy = WebhookPolicy.of(gh.allowed_repositories, gh.allowed_associations, gh.trigger_label)
     receiver = WebhookReceiver(
@@ -394,7 +415,7 @@ def create_app(
         commenter=commenter,
         wakeups=wakeups,
         max_body_bytes=gh.webhook_max_body_bytes,
-        controller=controller or _store_controller(deliveries, starter),
+        controller=controller or PrefectRunController(store, starter),
     )
 
     async def healthz(_: Request) -> Response:
@@ -408,14 +429,6 @@ def create_app(
     )
     app.state.receiver = receiver
     return app
-
-
-def _store_controller(deliveries: WebhookDeliveries, starter: Starter) -> PrefectRunController:
-    from promptship.store import Store
-
-    store = Store(deliveries.engine)
-    store.create_schema()
-    return PrefectRunController(store, starter)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from promptship.domain.attempt import Attempt, attempt_id_for, choose_attempt
 from promptship.domain.kpi import RunFacts, run_facts
 from promptship.domain.report import RunReport, StepFacts, StepRecord
-from promptship.domain.request import DevRequest
-from promptship.errors import AttemptInProgress, InvalidRequest
-from promptship.store.tables import AttemptRow, RequestLeaseRow, RequestRow, RunRow, StepRow
+from promptship.domain.request import DevRequest, sealed_form
+from promptship.errors import AttemptInProgress, ConfigError, InvalidRequest
+from promptship.store.sealing import PromptCipher
+from promptship.store.tables import AttemptRow, RequestLeaseRow, RequestRow, RunRow, SealedRequestRow, StepRow
 
 
 def make_engine(url: str) -> Engine:
@@ -90,17 +91,31 @@ def _utc(value: datetime) -> datetime:
 
 
 class Store:
-    """The one local store. Implements the ``MetricsSink`` port."""
+    """The one local store. Implements the ``MetricsSink`` port.
 
-    def __init__(self, engine: Engine):
+    ``cipher`` seals prompts (``promptship.store.sealing``); without it the store can do everything but keep or
+    read a request's prompt.
+    """
+
+    def __init__(self, engine: Engine, cipher: PromptCipher | None = None):
         self.engine = engine
+        self.cipher = cipher
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Bring the schema to the newest migration (Alembic; creates the database when new)."""
+        """Bring the schema to the newest migration (Alembic; creates the database when new), then seal the plain
+        prompts a store from before migration 0006 kept (only a store opened with its key can)."""
         from promptship.store.migrate import upgrade
 
         upgrade(self.engine)
+        if self.cipher is not None:
+            self._seal_plain_requests()
+
+    def _seal_plain_requests(self) -> None:
+        with self._sessions.begin() as s:
+            plain = [r for r in s.scalars(select(RequestRow)).all() if not (r.request or {}).get("sealed")]
+        for row in plain:
+            self.remember_request(row.run_key, DevRequest.model_validate(row.request))
 
     def session(self) -> Session:
         return self._sessions()
@@ -337,9 +352,47 @@ class Store:
         with self._sessions.begin() as s:
             s.execute(_release_lease(run_key, holder))
 
+    # Sealed prompts
+    def seal(self, request: DevRequest) -> DevRequest:
+        """Keep ``request`` encrypted and return its sealed form (prompt redacted, ``sealed`` = its id): what may
+        go into Prefect. A request already sealed is returned as it is."""
+        if request.sealed is not None:
+            return request
+        if self.cipher is None:
+            raise ConfigError("this store was opened without its prompt key, so it cannot keep a prompt")
+        sealed_id, token = self.cipher.seal(request)
+        try:
+            with self._sessions.begin() as s:
+                s.add(
+                    SealedRequestRow(
+                        id=sealed_id, request_key=request.run_key, token=token, created_at=datetime.now(UTC)
+                    )
+                )
+        except IntegrityError:
+            pass  # the same request was sealed before (its id is its digest)
+        return sealed_form(request, sealed_id)
+
+    def unseal(self, request: DevRequest) -> DevRequest:
+        """The request a sealed form stands for (a request that is not sealed is returned as it is). Raises
+        InvalidRequest when this store does not have it."""
+        if request.sealed is None:
+            return request
+        if self.cipher is None:
+            raise ConfigError("this store was opened without its prompt key, so it cannot read a sealed prompt")
+        with self.session() as s:
+            row = s.get(SealedRequestRow, request.sealed)
+        if row is None:
+            raise InvalidRequest(
+                f"request: its prompt (sealed {request.sealed}) is not in this store — the run was started against "
+                "another promptship store (PROMPTSHIP_DATABASE_URL)"
+            )
+        return self.cipher.open(row.token)
+
     # Requests (what /promptship stop and retry look up)
     def remember_request(self, run_key: str, request: DevRequest) -> None:
-        """Keep the request behind ``run_key`` and where it came from (issue, PR)."""
+        """Keep the request behind ``run_key`` and where it came from (issue, PR) — sealed: the row holds the
+        redacted prompt and the sealed id, never the prompt itself."""
+        request = self.seal(request)
         with self._sessions.begin() as s:
             s.merge(
                 RequestRow(
@@ -353,7 +406,8 @@ class Store:
             )
 
     def request_of(self, repository: str, number: int, run_key: str | None = None) -> tuple[str, DevRequest] | None:
-        """The request ``run_key`` names, else the newest request started from issue/PR ``number``."""
+        """The request ``run_key`` names, else the newest request started from issue/PR ``number`` — in its sealed
+        form, which is what a new start needs (``unseal`` reads the prompt back)."""
         with self.session() as s:
             if run_key is not None:
                 row = s.get(RequestRow, run_key)

@@ -87,8 +87,9 @@ class RequestLeaseRow(Base):
 
 
 class RequestRow(Base):
-    """The request behind a request key (its raw prompt included: the store is where prompts live), and where
-    it came from, so `/promptship stop` and `/promptship retry` on an issue or PR find it."""
+    """The request behind a request key — in its sealed form (prompt redacted, ``sealed`` naming the encrypted
+    request in ``sealed_requests``) — and where it came from, so `/promptship stop` and `/promptship retry` on an
+    issue or PR find it."""
 
     __tablename__ = "requests"
 
@@ -98,3 +99,14 @@ class RequestRow(Base):
     source_pr: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     request: Mapped[dict] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SealedRequestRow(Base):
+    """A request whose prompt Prefect must not hold, encrypted (``promptship.store.sealing``), under its id."""
+
+    __tablename__ = "sealed_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_key: Mapped[str] = mapped_column(String(64), index=True)
+    token: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
