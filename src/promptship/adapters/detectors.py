@@ -34,8 +34,9 @@ from promptship.domain.gate import (
     SECRET_WORDS,
     Finding,
     GateResult,
+    iban_shaped_spans,
+    is_not_a_secret,
     is_placeholder_email,
-    is_placeholder_secret,
     outbound_texts,
     scan_rules,
 )
@@ -80,6 +81,27 @@ _PRESIDIO_IGNORED = frozenset(
 _PRESIDIO_MIN_SCORE: dict[str, float] = {
     "US_DRIVER_LICENSE": 0.5,  # its weak pattern (letter + digits) matches identifiers like x1, l2, c617
 }
+
+# "-----BEGIN … PRIVATE KEY-----" directly followed by its END line: a block with no key in it.
+_EMPTY_KEY_BLOCK = re.compile(r"PRIVATE KEY(?: BLOCK)?-----\s*-----END")
+# SSA: area numbers 000, 666 and 900-999 are never assigned to a Social Security number.
+_SSN_NEVER_ISSUED = re.compile(r"^(?:000|666|9\d\d)")
+
+
+def _glued(line: str, start: int, end: int) -> bool:
+    """``line[start:end]`` has more token characters right before or after it."""
+    token = re.compile(r"[A-Za-z0-9_]")
+    return bool(start > 0 and token.match(line[start - 1]) or end < len(line) and token.match(line[end]))
+
+
+def _not_personal_number(entity: str, value: str, start: int, end: int, ibans: list[tuple[int, int]]) -> bool:
+    """A number presidio's patterns match that is no one's: read inside an IBAN-shaped run (its digits are the
+    account's), or a US SSN the SSA never issues. (Numbers that look made up, ``55555555K``, are kept: presidio's
+    own tests use such numbers as valid ids.)"""
+    if entity != "IBAN_CODE" and any(a <= start and end <= b for a, b in ibans):
+        return True
+    return entity == "US_SSN" and bool(_SSN_NEVER_ISSUED.match(re.sub(r"\D", "", value)))
+
 
 # detect-secrets plugins whose hits on prose are mostly noise (we have our own entropy rule).
 _DS_NOISY = frozenset({"Base64 High Entropy String", "Hex High Entropy String"})
@@ -307,9 +329,13 @@ class SensitiveDataScanner:
             index = secret.line_number - 1
             line = lines[index]
             value = secret.secret_value or ""
-            if value and is_placeholder_secret(value):
+            if value and is_not_a_secret(value):
                 continue
             at = line.find(value) if value else -1
+            if secret.type != "Secret Keyword" and at >= 0 and _glued(line, at, at + len(value)):
+                continue  # a fixed-length format read inside a longer run of token characters: not that token
+            if secret.type == "Private Key" and _EMPTY_KEY_BLOCK.search(line):
+                continue
             start = offsets[index] + (at if at >= 0 else 0)
             end = start + (len(value) if at >= 0 else len(line))
             subtype = re.sub(r"[^a-z0-9]+", "_", secret.type.lower()).strip("_")
@@ -323,7 +349,7 @@ class SensitiveDataScanner:
         with _KINGFISHER_LOCK:  # the native scanner is shared by every scanner of the process
             results = self._kingfisher.scan(data)
         for f in results:
-            if not f.visible or is_placeholder_secret(f.secret):
+            if not f.visible or is_not_a_secret(f.secret):
                 continue  # helper parts (an id that is only a secret next to its key), placeholders
             start, end = f.location["start_offset"], f.location["end_offset"]
             if not ascii_only:  # its offsets are UTF-8 byte offsets
@@ -341,11 +367,13 @@ class SensitiveDataScanner:
             ]
         else:
             scored = self._presidio_direct(text)
+        ibans = iban_shaped_spans(text) if scored else []
         return [
             Finding("pii", entity.lower(), start, end, "presidio")
             for entity, start, end, score in scored
             if score >= _PRESIDIO_MIN_SCORE.get(entity, self._min_score)
             and not (entity == "EMAIL_ADDRESS" and is_placeholder_email(text[start:end]))
+            and not _not_personal_number(entity, text[start:end], start, end, ibans)
         ]
 
     def _presidio_direct(self, text: str) -> list[tuple[str, int, int, float]]:

@@ -635,21 +635,6 @@ def _inside(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     return any(a <= start and end <= b for a, b in spans)
 
 
-def is_placeholder_number(digits: str) -> bool:
-    """A number made up for an example: one or two distinct digits (``000000000``, ``2222222222``), runs of one
-    digit making up most of it (``111122223333``), or a counting run (``1234567890``)."""
-    d = re.sub(r"\D", "", digits)
-    if len(d) < 6:
-        return False
-    if len(set(d)) <= 2 or "1234567890".startswith(d) or "0123456789".startswith(d) or _SEQUENCE_DIGITS.search(d):
-        return True
-    in_runs = sum(len(m.group(0)) for m in re.finditer(r"(\d)\1{3,}", d))
-    return in_runs >= 0.75 * len(d)
-
-
-_SEQUENCE_DIGITS = re.compile(r"123456789|987654321")
-
-
 # The end of a credential-looking name that says its value is something else: an id, a length, a location.
 _NOT_A_SECRET_NAME = re.compile(
     r"(?i)(?:id|ids|_?length|_?len|_?size|_?name|_?file|_?path|_?dir|\.?url|_?uri|_?type|_?version|_?count)"
