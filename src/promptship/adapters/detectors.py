@@ -37,6 +37,7 @@ from promptship.domain.gate import (
     iban_shaped_spans,
     is_not_a_secret,
     is_placeholder_email,
+    named_as_fake,
     outbound_texts,
     scan_rules,
 )
@@ -335,6 +336,8 @@ class SensitiveDataScanner:
             if secret.type != "Secret Keyword" and at >= 0 and _glued(line, at, at + len(value)):
                 continue  # a fixed-length format read inside a longer run of token characters: not that token
             if secret.type == "Private Key" and _EMPTY_KEY_BLOCK.search(line):
+                continue
+            if secret.type == "Secret Keyword" and at >= 0 and named_as_fake(line, at):
                 continue
             start = offsets[index] + (at if at >= 0 else 0)
             end = start + (len(value) if at >= 0 else len(line))

@@ -398,7 +398,7 @@ def scan_rules(text: str) -> list[Finding]:
             continue  # credentialsId, secret_length, credentials.url: the name says what the value is
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
-        if _plausible_secret_value(value):
+        if _plausible_secret_value(value) and not named_as_fake(text, m.start(group)):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_XML_CREDENTIAL).finditer(hay):
         if _plausible_secret_value(text[m.start(2) : m.end(2)]):
@@ -466,7 +466,7 @@ def scan_rules(text: str) -> list[Finding]:
             if _KEY_NAME_BEFORE.search(text, max(0, m.start() - 48), m.start()):
                 add("secret", "uuid_credential", m.span())
             continue
-        if random_check(value) and not is_not_a_secret(value):
+        if random_check(value) and not is_not_a_secret(value) and not named_as_fake(text, m.start()):
             add("secret", "high_entropy", m.span())
 
     for m in _EMAIL.finditer(text):
@@ -559,7 +559,25 @@ def is_placeholder_secret(value: str) -> bool:
         return True
     if len(body) >= 12 and len(set(body)) <= 4:
         return True  # aaaaaaaa…, 0000-0000-0000 (abcd1234abcd1234… is kept: detect-secrets' tests call it a key)
+    if any(len(set(m.group(1))) > 1 and len(m.group(0)) >= 0.5 * len(body) for m in _SHORT_PERIOD.finditer(body)):
+        return True  # 123123123123…, abababab…: a short unit typed over and over
     return _identifier_like(v)
+
+
+_SHORT_PERIOD = re.compile(r"([A-Za-z0-9]{2,3})\1{3,}")
+
+# The name a value is given says it is not a real one (`fakeToken = …`, `invalid_key: …`, `wrongLength := …`).
+# Test credentials (`test_key`, `sk_test_…`) are real credentials of a test account: "test" is not such a word.
+_FAKE_NAME = re.compile(
+    r"(?i)(?:fake|dummy|example|sample|mock|invalid|wrong|bogus|non_?matching|unrelated)[\w.-]*[\"'`]?[ \t]*"
+    r"(?::=|=>|==|=|:)[ \t]*[@\"'`]?$"
+)
+
+
+def named_as_fake(text: str, start: int) -> bool:
+    """The name the value at ``start`` is assigned to (on its line) says the value is fake or an example."""
+    line_start = text.rfind("\n", 0, start) + 1
+    return bool(_FAKE_NAME.search(text, max(line_start, start - 80), start))
 
 
 # --- values that are not credentials by design --------------------------------------------------------------
