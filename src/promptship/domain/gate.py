@@ -418,6 +418,7 @@ def scan_rules(text: str) -> list[Finding]:
                 and re.search(r"[\d\W_]", value)
                 and _plausible_secret_value(value)
                 and not _CODE_REFERENCE.fullmatch(value)
+                and not value.startswith("//")  # `[PASSWORD] http://…`: the URL after a placeholder's colon
             ):
                 add("secret", subtype, (m.start(1), m.start(1) + len(value)))
     for span in _plain_credentials(text):
@@ -709,6 +710,7 @@ def _plain_credentials(text: str) -> list[tuple[int, int]]:
             or value.lower() in _PLAIN_STOP
             or not any(c.isalnum() for c in value)
             or value[0] in "-/"  # a command-line flag (`--digest`), a path or a URL
+            or m.start(group) == m.end("word")  # glued to the word: `password.txt`, `password[i]`: code
             or is_masked_value(value)
             or _CODE_REFERENCE.fullmatch(value)
             and ("." in value or "(" in value or "[" in value)
