@@ -335,8 +335,8 @@ class SensitiveDataScanner:
             at = line.find(value) if value else -1
             if secret.type != "Secret Keyword" and at >= 0 and _glued(line, at, at + len(value)):
                 continue  # a fixed-length format read inside a longer run of token characters: not that token
-            if secret.type == "Private Key" and _EMPTY_KEY_BLOCK.search(line):
-                continue
+            if secret.type == "Private Key" and _EMPTY_KEY_BLOCK.search(text, offsets[index], offsets[index] + 200):
+                continue  # the BEGIN line followed by its END line (the block may span lines)
             if secret.type == "Secret Keyword" and at >= 0 and named_as_fake(line, at):
                 continue
             start = offsets[index] + (at if at >= 0 else 0)

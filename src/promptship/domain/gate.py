@@ -396,6 +396,8 @@ def scan_rules(text: str) -> list[Finding]:
             continue  # `password: SecretStr`, `key = SESSION_KEY`: a type or a name, not a value
         if _NOT_A_SECRET_NAME.search(text, m.start(), m.start(group)):
             continue  # credentialsId, secret_length, credentials.url: the name says what the value is
+        if _ANTI_FORGERY.search(text, max(0, m.start() - 16), m.start(group)):
+            continue  # csrf_token=…, authenticity_token: …: an anti-forgery value sent to every browser
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
         if _plausible_secret_value(value) and not named_as_fake(text, m.start(group)):
