@@ -389,3 +389,15 @@ def test_route_keeps_a_plain_language_password_local_and_never_shows_it(prompt):
     assert proc.returncode == 0, proc.stderr
     assert "mode:      local" in proc.stdout and "secret:plain_credential" in proc.stdout
     assert "hunter2" not in proc.stdout
+
+
+def test_values_the_catalogue_publishes_as_public_are_not_secrets(scanner):
+    """Kingfisher's rules carry Betterleaks' allowlists (Google's own SDK sample API keys, say): another layer's
+    finding of exactly such a value is dropped; a key of the same shape that no one published still counts. The
+    listed value is read from the installed catalogue, never written here."""
+    from promptship.adapters.detectors import _kingfisher_allowlist
+
+    published = sorted(v for v in _kingfisher_allowlist() if v.startswith("AIza"))
+    assert published, "the catalogue's GCP rule lists no known keys any more"
+    assert not scanner.scan(f'"apiKey": "{published[0]}"').sensitive
+    assert scanner.scan('"apiKey": "AIzaSyQ4vN7xR2mK9pL3wT8bZ5cF1hJ6dG0sE4y"').sensitive

@@ -213,6 +213,37 @@ def _kingfisher_scanner() -> Any:
     return kingfisher_sdk.Scanner(kingfisher_sdk.Rules(confidence="medium"), base64=False)
 
 
+# A literal the catalogue's filters list whole (``^…$`` or bare): a value its maintainers publish as known and
+# public — Google's own SDK sample keys in the GCP API key rule, say — or a charset constant.
+_FILTER_LITERAL = re.compile(r"\^?([A-Za-z0-9_+/=.-]{16,})\$?")
+
+
+@functools.cache
+def _kingfisher_allowlist() -> frozenset[str]:
+    """The values Kingfisher's rules (Betterleaks' allowlists) name as not secrets, read from the installed
+    catalogue (~1 s, once per process): another layer's finding of exactly such a value is dropped."""
+    import kingfisher_sdk
+
+    rules = kingfisher_sdk.Rules(confidence="medium")
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("kind") == "string" and isinstance(node.get("value"), str):
+                m = _FILTER_LITERAL.fullmatch(node["value"])
+                if m:
+                    found.add(m.group(1))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for meta in rules.metadata():
+        walk(rules.detail(meta["id"]).get("betterleaks_filter"))
+    return frozenset(found)
+
+
 class SensitiveDataScanner:
     """Finds secrets, personal data and confidentiality markers in everything that would leave the machine."""
 
@@ -241,6 +272,7 @@ class SensitiveDataScanner:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._kingfisher: Any = _kingfisher_scanner() if "kingfisher" in self.layers else None
+        self._allowlisted = _kingfisher_allowlist() if "kingfisher" in self.layers else frozenset()
         if "detect_secrets" in self.layers:
             self._init_detect_secrets()
         if "presidio" in self.layers:
@@ -438,6 +470,9 @@ class SensitiveDataScanner:
         findings: list[Finding] = []
         for layer in self.layers:
             findings.extend(self.scan_layer(layer, text))
+        if self._allowlisted:  # values the catalogue's maintainers publish as known and public
+            public = self._allowlisted
+            findings = [f for f in findings if f.kind != "secret" or text[f.start : f.end].strip("\"'`") not in public]
         return GateResult.of(findings)
 
     def scan_messages(
