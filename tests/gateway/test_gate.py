@@ -367,21 +367,6 @@ def test_a_name_that_says_fake_keeps_generic_detectors_quiet(text, found):
 
 
 @pytest.mark.parametrize(
-    ("value", "placeholder"),
-    [
-        ("tok_" + "123" * 10, True),  # a short unit typed over and over
-        ("tok_" + "ab9" * 8, True),
-        ("tok_Qm9aT3x7LpR2vY8sW4kZ", False),
-        ("xoxa-2-511111111-3111111111-e03", False),  # one character held down is not a repeated unit
-    ],
-)
-def test_short_repeated_units_are_placeholders(value, placeholder):
-    from promptship.domain.gate import is_placeholder_secret
-
-    assert is_placeholder_secret(value) is placeholder
-
-
-@pytest.mark.parametrize(
     ("text", "found"),
     [
         ("curl -u username:password https://api.internal/v1", False),

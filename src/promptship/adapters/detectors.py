@@ -365,8 +365,9 @@ class SensitiveDataScanner:
             if value and is_not_a_secret(value):
                 continue
             at = line.find(value) if value else -1
-            if secret.type != "Secret Keyword" and at >= 0 and _glued(line, at, at + len(value)):
+            if secret.type != "Secret Keyword" and len(value) >= 16 and at >= 0 and _glued(line, at, at + len(value)):
                 continue  # a fixed-length format read inside a longer run of token characters: not that token
+            # (some plugins report only a captured prefix, GitHub's `ghp`: the check needs the whole token)
             if secret.type == "Private Key" and _EMPTY_KEY_BLOCK.search(text, offsets[index], offsets[index] + 200):
                 continue  # the BEGIN line followed by its END line (the block may span lines)
             if secret.type == "Secret Keyword" and at >= 0 and named_as_fake(line, at):

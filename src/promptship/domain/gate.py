@@ -562,12 +562,8 @@ def is_placeholder_secret(value: str) -> bool:
         return True
     if len(body) >= 12 and len(set(body)) <= 4:
         return True  # aaaaaaaa…, 0000-0000-0000 (abcd1234abcd1234… is kept: detect-secrets' tests call it a key)
-    if any(len(set(m.group(1))) > 1 and len(m.group(0)) >= 0.5 * len(body) for m in _SHORT_PERIOD.finditer(body)):
-        return True  # 123123123123…, abababab…: a short unit typed over and over
     return _identifier_like(v)
 
-
-_SHORT_PERIOD = re.compile(r"([A-Za-z0-9]{2,3})\1{3,}")
 
 # The name a value is given says it is not a real one (`fakeToken = …`, `invalid_key: …`, `wrongLength := …`).
 # Test credentials (`test_key`, `sk_test_…`) are real credentials of a test account: "test" is not such a word.
