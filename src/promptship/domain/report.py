@@ -141,7 +141,11 @@ def render_markdown(report: RunReport) -> str:
         f"- **Request**: {_cell(report.prompt_redacted)}  ",
         f"- **Pull request**: {report.pr_url or '—'}  ",
         f"- **Image deployed**: {report.image or '—'}  ",
-        *([f"- **Revert PR**: {report.revert_pr_url} ({report.revert_state})  "] if report.revert_pr_url else []),
+        *(
+            [f"- **Revert PR**: {report.revert_pr_url} ({report.revert_state})  "]
+            if report.revert_pr_url
+            else []
+        ),
         f"- **Compiled**: {'—' if report.compiled is None else ('yes' if report.compiled else 'no')}  ",
         f"- **LLM cost**: ${report.total_cost_usd:.4f}"
         + (" (a cloud cost was not reported by its provider)" if report.cost_missing else ""),
