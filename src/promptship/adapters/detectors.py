@@ -11,7 +11,8 @@ Layers (each can be switched off, the benchmark measures each):
   its heuristic filters), inside one ``default_settings()`` kept open while any scanner lives.
 - ``kingfisher``: the built-in catalogue of Kingfisher (``kingfisher-secret-scanner``, MongoDB, Apache-2.0):
   ~490 rules of ~300 providers (Betterleaks' rules and Google's Veles detectors) compiled into one vectorscan
-  database and run in memory, offline (scanning never uses the network; validation is not called).
+  database and run in memory, offline (scanning never uses the network; validation is not called). The values
+  its rules' filters list as known and public (Betterleaks' allowlists) are dropped from every layer's findings.
 - ``presidio``: presidio-analyzer's pattern recognizers (all of them, country IDs included) on a blank
   spaCy pipeline (no NER model can be installed offline, so names and addresses are not found).
 """
@@ -89,10 +90,12 @@ _EMPTY_KEY_BLOCK = re.compile(r"PRIVATE KEY(?: BLOCK)?-----\s*-----END")
 _SSN_NEVER_ISSUED = re.compile(r"^(?:000|666|9\d\d)")
 
 
+_TOKEN_CHAR = re.compile(r"[A-Za-z0-9_]")
+
+
 def _glued(line: str, start: int, end: int) -> bool:
     """``line[start:end]`` has more token characters right before or after it."""
-    token = re.compile(r"[A-Za-z0-9_]")
-    return bool(start > 0 and token.match(line[start - 1]) or end < len(line) and token.match(line[end]))
+    return bool(start > 0 and _TOKEN_CHAR.match(line[start - 1]) or end < len(line) and _TOKEN_CHAR.match(line[end]))
 
 
 def _not_personal_number(entity: str, value: str, start: int, end: int, ibans: list[tuple[int, int]]) -> bool:
