@@ -60,9 +60,9 @@ def test_false_positives_on_eval(flagged, group, ceiling):
 
 
 # Held-out hard negatives ("this rule must not fire" cases of the sources' own tests) the gate may flag: measured
-# 43/153 = 0.281 (python -m promptship.bench gate); a router that over-flags keeps work local, so the bound is loose
-# but it must not creep back towards the 0.36 of before.
-HELD_OUT_HARD_NEGATIVE_CEILING = 0.30
+# 38/153 = 0.248 (python -m promptship.bench gate); a router that over-flags keeps work local, so the bound leaves
+# a few rows of room (41/153) but must not let the rate creep back towards the 0.36 of before.
+HELD_OUT_HARD_NEGATIVE_CEILING = 0.27
 
 
 def test_hard_negatives_flagged_on_the_held_out_split(scanner, gate_rows):
