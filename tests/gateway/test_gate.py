@@ -83,7 +83,7 @@ def test_outbound_texts_accepts_arguments_given_as_objects():
         (
             "client = Anthropic(api_key='sk-ant-api03-"
             + "Rk7mQ2xVt9LpZ4nW8bHs3JcY6dFg1TqK5uNe0aPw" * 2
-            + "Hn4vC8mZ2q"
+            + "Hn4vC8mZ2qXy7AA"  # 93 characters, then AA: the documented shape
             + "')",
             "anthropic_key",
         ),
@@ -237,3 +237,147 @@ def test_placeholders(value, placeholder):
     from promptship.domain.gate import is_placeholder_secret
 
     assert is_placeholder_secret(value) is placeholder
+
+
+# --- values that are not secrets: one policy each, with examples written for these tests ---------------------
+
+_B64_LINES = (
+    "DT/z1qbdg4wfOU32F6zZuJIjanIU2rcFG5KlApwcyvswPlRCLBW5S0W8Tl8RYZwq\n"
+    "qaHB6ilhv5XzpPWSobEJY2vM10VRst2FwbYoKHIT3lfAJIdrGzve32ACbB8VD9+w\n"
+    "tpr4fYQM+mPAhBrij8Lc18VPRMuH3Vqp06ssyv69zAr4zEtY6jwKjLQq9WanMtU1\n"
+)
+# {"alg":"ES256","typ":"JWT","kid":"build-7"}
+_JOSE_HEADER = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImJ1aWxkLTcifQ"
+_CLAIMS = "eyJzdWIiOiJzdmMtZGVwbG95IiwiZXhwIjoxODkzNDU2MDAwfQ"  # {"sub":"svc-deploy","exp":1893456000}
+_ANTHROPIC_BODY = "5P_vUXBprPnQQowksdDWdcJR9yTcJfDPaBn53OAKFHMnjuzYjcmdfitlkN7vF4yJgahAoEgy5yaZT9cphDK7ZNBa8E50J"
+
+
+@pytest.mark.parametrize(
+    ("value", "public"),
+    [
+        ("pk_live_118o1OMDaMe40MvNIj5mpf0f", True),  # Stripe publishable key: meant for client-side code
+        ("pk_test_118o1OMDaMe40MvNIj5mpf0f", True),
+        ("sk_live_118o1OMDaMe40MvNIj5mpf0f", False),  # the secret key is a credential
+        ("rk_live_118o1OMDaMe40MvNIj5mpf0f", False),
+        (_JOSE_HEADER, True),  # a JOSE header alone grants nothing
+        (f"{_JOSE_HEADER}.{_CLAIMS}.POx860qkia7MafVK8B2yrX4xcwuovr-I1nyfag4PCVd", False),  # a whole JWT does
+        (_CLAIMS, False),  # claims are not a header
+    ],
+)
+def test_values_public_by_design(value, public):
+    from promptship.domain.gate import is_not_a_secret, is_public_value
+
+    assert is_public_value(value) is public
+    assert is_not_a_secret(value) is public
+
+
+def test_a_publishable_key_passes_and_a_secret_key_does_not():
+    publishable = 'stripe.setPublishableKey("pk_live_118o1OMDaMe40MvNIj5mpf0f")'
+    assert not [f for f in scan_rules(publishable) if f.kind == "secret"]
+    assert "stripe_key" in _subtypes('Stripe::API_KEY = "sk_live_118o1OMDaMe40MvNIj5mpf0f"')
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n{_B64_LINES}-----END PGP PUBLIC KEY BLOCK-----", False),
+        (f"-----BEGIN CERTIFICATE-----\n{_B64_LINES}-----END CERTIFICATE-----", False),
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDT/z1qbdg4wfOU32F6zZuJIjanIU2rcFG5KlApwcyvsw deploy@ci", False),
+        # the same lines in a private key block, or after a credential word, are secrets
+        (f"-----BEGIN RSA PRIVATE KEY-----\n{_B64_LINES}-----END RSA PRIVATE KEY-----", True),
+        (f"signing_secret = {_B64_LINES.splitlines()[0]}", True),
+    ],
+)
+def test_armoured_public_material_is_not_a_secret(text, secret):
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is secret
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----", False),  # a block with no key
+        (f"-----BEGIN OPENSSH PRIVATE KEY-----\n{_B64_LINES}-----END OPENSSH PRIVATE KEY-----", True),
+        ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIDT/z1qbdg4wfOU32F6zZuJIjanIU2rcFG5Kl", True),  # cut off: still a key
+    ],
+)
+def test_an_empty_private_key_block_is_no_key(text, secret):
+    assert ("private_key" in _subtypes(text)) is secret
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('<input type="hidden" name="csrf_token" value="OhdDpG3z2ZERh3QUsFNikuVq7Tx">', False),
+        ('<meta name="csrf-token" content="FNKypchQv4Nbbdem4VYuGrBrMT2VbH9u5AFvZNzZ">', False),
+        ("authenticity_token=FNKypchQv4Nbbdem4VYuGrBrMT2VbH9u5AFvZNzZ", False),
+        ("session_token=FNKypchQv4Nbbdem4VYuGrBrMT2VbH9u5AFvZNzZ", True),  # a session token is a credential
+        (f"Authorization: Bearer {_JOSE_HEADER}.{_CLAIMS}.POx860qkia7MafVK8B2yrX4xcwuovr-I1nyfag4PCVd", True),
+        (f"the JWS header is {_JOSE_HEADER}", False),
+    ],
+)
+def test_anti_forgery_values_and_lone_headers_are_not_secrets(text, secret):
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is secret
+
+
+@pytest.mark.parametrize(
+    ("key", "found"),
+    [
+        (f"sk-ant-api03-{_ANTHROPIC_BODY[:93]}AA", True),  # 93 characters, then AA (the documented shape)
+        (f"sk-ant-admin01-{_ANTHROPIC_BODY[:93]}AA", True),
+        (f"sk-ant-api03-{_ANTHROPIC_BODY[:60]}AA", False),  # too short: not an Anthropic key
+        (f"sk-ant-api03-{_ANTHROPIC_BODY[:93]}BB", False),
+    ],
+)
+def test_anthropic_keys_have_their_documented_shape(key, found):
+    assert ("anthropic_key" in _subtypes(f"ANTHROPIC_API_KEY: {key}")) is found
+
+
+@pytest.mark.parametrize(
+    ("text", "subtype", "found"),
+    [
+        ("avatar-4111111111111111.png", "credit_card", False),  # glued into a file name
+        ("pay with 4111 1111 1111 1111 today", "credit_card", True),
+        ("IBAN XK05 1212 0123 4567 8906 for the refund", "phone", False),  # the digits of an account number
+        ("IBAN XK05 1212 0123 4567 8906 for the refund", "iban", True),
+        ("call +44 20 7946 0958 tomorrow", "phone", True),
+        ("write to jane.fake@mailhost.io", "email", False),  # a made-up address says so
+        ("write to dummy@mailhost.io", "email", False),
+        ("write to jane.doe@mailhost.io", "email", True),
+        ("write to fakhri@mailhost.io", "email", True),  # a name that merely starts like one
+    ],
+)
+def test_numbers_and_addresses_that_are_no_ones(text, subtype, found):
+    assert (subtype in _subtypes(text)) is found
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ('fakeToken = "Qm9aT3x7LpR2vY8sW4kZ"', False),
+        ('invalid_api_key: "Qm9aT3x7LpR2vY8sW4kZ"', False),
+        ('exampleSecret := "Qm9aT3x7LpR2vY8sW4kZ"', False),
+        ('apiToken = "Qm9aT3x7LpR2vY8sW4kZ"', True),
+        ('test_token = "Qm9aT3x7LpR2vY8sW4kZ"', True),  # a test account's token is a real credential
+        ('mock_secret = "x"; real_secret = "Qm9aT3x7LpR2vY8sW4kZ"', True),  # the name next to the value decides
+    ],
+)
+def test_a_name_that_says_fake_keeps_generic_detectors_quiet(text, found):
+    generic = {"assigned_credential", "high_entropy"}
+    assert bool(_subtypes(text) & generic) is found
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("curl -u username:password https://api.internal/v1", False),
+        ("curl --user user:pass https://api.internal/v1", False),
+        ("curl -u deploy:Tq8vL2pWz https://api.internal/v1", True),
+        ("cat ./password.txt | docker login --password-stdin", False),  # a file name, not a password
+        ("hash(password[i]) for each entry", False),
+        ("curl --user admin:[PASSWORD] http://[HOST]:7474/db", False),  # placeholders, then a URL
+        ("the password: Tr0ub4dor&3", True),
+        ("login admin password Tr0ub4dor&3", True),
+    ],
+)
+def test_credentials_in_commands_and_words_not_code(text, found):
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found

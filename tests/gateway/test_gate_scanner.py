@@ -59,6 +59,55 @@ def test_false_positives_on_eval(flagged, group, ceiling):
     assert _rate(flagged[group]) <= ceiling
 
 
+# Held-out hard negatives ("this rule must not fire" cases of the sources' own tests) the gate may flag: measured
+# 38/153 = 0.248 (python -m promptship.bench gate); a router that over-flags keeps work local, so the bound leaves
+# a few rows of room (41/153) but must not let the rate creep back towards the 0.36 of before.
+HELD_OUT_HARD_NEGATIVE_CEILING = 0.27
+
+
+def test_hard_negatives_flagged_on_the_held_out_split(scanner, gate_rows):
+    from promptship.bench.gate import held_out_ids
+
+    held = held_out_ids()
+    rows = [r for r in gate_rows if r["group"] == "hard-negative" and r["id"] in held]
+    assert len(rows) >= 150  # the split file names them; a missing eval file must not make this pass
+    flagged = sum(scanner.scan(r["text"]).sensitive for r in rows)
+    assert flagged / len(rows) <= HELD_OUT_HARD_NEGATIVE_CEILING, f"{flagged}/{len(rows)}"
+
+
+_TELEGRAM_LIKE = "5512093387:WjwgRRHuAqpZVYSz6jhd4uiVh75aradJIHJ"  # bot id, ':', 35 characters (made up here)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f'bot = "{_TELEGRAM_LIKE}"', True),
+        (f'bot = "{_TELEGRAM_LIKE}Qx81pL"', False),  # the fixed-length format read inside a longer run
+    ],
+)
+def test_detect_secrets_formats_are_not_read_inside_longer_runs(scanner, text, found):
+    assert bool(scanner.scan_layer("detect_secrets", text)) is found
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "found"),
+    [
+        ("employee SSN 536-22-8714", "us_ssn", True),
+        ("employee SSN 912-34-5678", "us_ssn", False),  # area 900-999: never issued by the SSA
+        ("aadhaar 2210 2014 5685", "in_aadhaar", True),
+        ("IBAN EE38 A200 2210 2014 5685 is wrong", "in_aadhaar", False),  # digits inside an IBAN-shaped run
+    ],
+)
+def test_presidio_numbers_that_are_no_ones(scanner, text, entity, found):
+    assert (entity in {f.subtype for f in scanner.scan_layer("presidio", text)}) is found
+
+
+def test_an_empty_private_key_block_passes_every_layer(scanner):
+    empty = "-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----"
+    assert not scanner.scan(empty).sensitive
+    assert scanner.scan(empty.replace("\n", "\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAAB\n")).sensitive
+
+
 def test_hand_written_developer_prompts_are_not_flagged(scanner):
     rows = []
     for name in ("task_class_tests_docs.jsonl", "task_class_holdout.jsonl", "task_class_holdout2.jsonl"):
@@ -340,3 +389,15 @@ def test_route_keeps_a_plain_language_password_local_and_never_shows_it(prompt):
     assert proc.returncode == 0, proc.stderr
     assert "mode:      local" in proc.stdout and "secret:plain_credential" in proc.stdout
     assert "hunter2" not in proc.stdout
+
+
+def test_values_the_catalogue_publishes_as_public_are_not_secrets(scanner):
+    """Kingfisher's rules carry Betterleaks' allowlists (Google's own SDK sample API keys, say): another layer's
+    finding of exactly such a value is dropped; a key of the same shape that no one published still counts. The
+    listed value is read from the installed catalogue, never written here."""
+    from promptship.adapters.detectors import _kingfisher_allowlist
+
+    published = sorted(v for v in _kingfisher_allowlist() if v.startswith("AIza"))
+    assert published, "the catalogue's GCP rule lists no known keys any more"
+    assert not scanner.scan(f'"apiKey": "{published[0]}"').sensitive
+    assert scanner.scan('"apiKey": "AIzaSyQ4vN7xR2mK9pL3wT8bZ5cF1hJ6dG0sE4y"').sensitive

@@ -11,7 +11,8 @@ Layers (each can be switched off, the benchmark measures each):
   its heuristic filters), inside one ``default_settings()`` kept open while any scanner lives.
 - ``kingfisher``: the built-in catalogue of Kingfisher (``kingfisher-secret-scanner``, MongoDB, Apache-2.0):
   ~490 rules of ~300 providers (Betterleaks' rules and Google's Veles detectors) compiled into one vectorscan
-  database and run in memory, offline (scanning never uses the network; validation is not called).
+  database and run in memory, offline (scanning never uses the network; validation is not called). The values
+  its rules' filters list as known and public (Betterleaks' allowlists) are dropped from every layer's findings.
 - ``presidio``: presidio-analyzer's pattern recognizers (all of them, country IDs included) on a blank
   spaCy pipeline (no NER model can be installed offline, so names and addresses are not found).
 """
@@ -34,8 +35,10 @@ from promptship.domain.gate import (
     SECRET_WORDS,
     Finding,
     GateResult,
+    iban_shaped_spans,
+    is_not_a_secret,
     is_placeholder_email,
-    is_placeholder_secret,
+    named_as_fake,
     outbound_texts,
     scan_rules,
 )
@@ -80,6 +83,29 @@ _PRESIDIO_IGNORED = frozenset(
 _PRESIDIO_MIN_SCORE: dict[str, float] = {
     "US_DRIVER_LICENSE": 0.5,  # its weak pattern (letter + digits) matches identifiers like x1, l2, c617
 }
+
+# "-----BEGIN … PRIVATE KEY-----" directly followed by its END line: a block with no key in it.
+_EMPTY_KEY_BLOCK = re.compile(r"PRIVATE KEY(?: BLOCK)?-----\s*-----END")
+# SSA: area numbers 000, 666 and 900-999 are never assigned to a Social Security number.
+_SSN_NEVER_ISSUED = re.compile(r"^(?:000|666|9\d\d)")
+
+
+_TOKEN_CHAR = re.compile(r"[A-Za-z0-9_]")
+
+
+def _glued(line: str, start: int, end: int) -> bool:
+    """``line[start:end]`` has more token characters right before or after it."""
+    return bool(start > 0 and _TOKEN_CHAR.match(line[start - 1]) or end < len(line) and _TOKEN_CHAR.match(line[end]))
+
+
+def _not_personal_number(entity: str, value: str, start: int, end: int, ibans: list[tuple[int, int]]) -> bool:
+    """A number presidio's patterns match that is no one's: read inside an IBAN-shaped run (its digits are the
+    account's), or a US SSN the SSA never issues. (Numbers that look made up, ``55555555K``, are kept: presidio's
+    own tests use such numbers as valid ids.)"""
+    if entity != "IBAN_CODE" and any(a <= start and end <= b for a, b in ibans):
+        return True
+    return entity == "US_SSN" and bool(_SSN_NEVER_ISSUED.match(re.sub(r"\D", "", value)))
+
 
 # detect-secrets plugins whose hits on prose are mostly noise (we have our own entropy rule).
 _DS_NOISY = frozenset({"Base64 High Entropy String", "Hex High Entropy String"})
@@ -190,6 +216,37 @@ def _kingfisher_scanner() -> Any:
     return kingfisher_sdk.Scanner(kingfisher_sdk.Rules(confidence="medium"), base64=False)
 
 
+# A literal the catalogue's filters list whole (``^…$`` or bare): a value its maintainers publish as known and
+# public — Google's own SDK sample keys in the GCP API key rule, say — or a charset constant.
+_FILTER_LITERAL = re.compile(r"\^?([A-Za-z0-9_+/=.-]{16,})\$?")
+
+
+@functools.cache
+def _kingfisher_allowlist() -> frozenset[str]:
+    """The values Kingfisher's rules (Betterleaks' allowlists) name as not secrets, read from the installed
+    catalogue (~1 s, once per process): another layer's finding of exactly such a value is dropped."""
+    import kingfisher_sdk
+
+    rules = kingfisher_sdk.Rules(confidence="medium")
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("kind") == "string" and isinstance(node.get("value"), str):
+                m = _FILTER_LITERAL.fullmatch(node["value"])
+                if m:
+                    found.add(m.group(1))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for meta in rules.metadata():
+        walk(rules.detail(meta["id"]).get("betterleaks_filter"))
+    return frozenset(found)
+
+
 class SensitiveDataScanner:
     """Finds secrets, personal data and confidentiality markers in everything that would leave the machine."""
 
@@ -218,6 +275,7 @@ class SensitiveDataScanner:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._kingfisher: Any = _kingfisher_scanner() if "kingfisher" in self.layers else None
+        self._allowlisted = _kingfisher_allowlist() if "kingfisher" in self.layers else frozenset()
         if "detect_secrets" in self.layers:
             self._init_detect_secrets()
         if "presidio" in self.layers:
@@ -307,9 +365,16 @@ class SensitiveDataScanner:
             index = secret.line_number - 1
             line = lines[index]
             value = secret.secret_value or ""
-            if value and is_placeholder_secret(value):
+            if value and is_not_a_secret(value):
                 continue
             at = line.find(value) if value else -1
+            if secret.type != "Secret Keyword" and len(value) >= 16 and at >= 0 and _glued(line, at, at + len(value)):
+                continue  # a fixed-length format read inside a longer run of token characters: not that token
+            # (some plugins report only a captured prefix, GitHub's `ghp`: the check needs the whole token)
+            if secret.type == "Private Key" and _EMPTY_KEY_BLOCK.search(text, offsets[index], offsets[index] + 200):
+                continue  # the BEGIN line followed by its END line (the block may span lines)
+            if secret.type == "Secret Keyword" and at >= 0 and named_as_fake(line, at):
+                continue
             start = offsets[index] + (at if at >= 0 else 0)
             end = start + (len(value) if at >= 0 else len(line))
             subtype = re.sub(r"[^a-z0-9]+", "_", secret.type.lower()).strip("_")
@@ -323,7 +388,7 @@ class SensitiveDataScanner:
         with _KINGFISHER_LOCK:  # the native scanner is shared by every scanner of the process
             results = self._kingfisher.scan(data)
         for f in results:
-            if not f.visible or is_placeholder_secret(f.secret):
+            if not f.visible or is_not_a_secret(f.secret):
                 continue  # helper parts (an id that is only a secret next to its key), placeholders
             start, end = f.location["start_offset"], f.location["end_offset"]
             if not ascii_only:  # its offsets are UTF-8 byte offsets
@@ -341,11 +406,13 @@ class SensitiveDataScanner:
             ]
         else:
             scored = self._presidio_direct(text)
+        ibans = iban_shaped_spans(text) if scored else []
         return [
             Finding("pii", entity.lower(), start, end, "presidio")
             for entity, start, end, score in scored
             if score >= _PRESIDIO_MIN_SCORE.get(entity, self._min_score)
             and not (entity == "EMAIL_ADDRESS" and is_placeholder_email(text[start:end]))
+            and not _not_personal_number(entity, text[start:end], start, end, ibans)
         ]
 
     def _presidio_direct(self, text: str) -> list[tuple[str, int, int, float]]:
@@ -407,6 +474,9 @@ class SensitiveDataScanner:
         findings: list[Finding] = []
         for layer in self.layers:
             findings.extend(self.scan_layer(layer, text))
+        if self._allowlisted:  # values the catalogue's maintainers publish as known and public
+            public = self._allowlisted
+            findings = [f for f in findings if f.kind != "secret" or text[f.start : f.end].strip("\"'`") not in public]
         return GateResult.of(findings)
 
     def scan_messages(

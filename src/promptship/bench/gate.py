@@ -144,7 +144,7 @@ def quality(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     layer_hits: Counter[tuple[str, str]] = Counter()
     for row in rows:
         per_layer = {layer: bool(scanner.scan_layer(layer, row["text"])) for layer in scanner.layers}
-        flagged = any(per_layer.values())
+        flagged = scanner.scan(row["text"]).sensitive  # the layers together, with the scanner's own filters
         group = row["group"]
         hits[group][0] += flagged
         hits[group][1] += 1

@@ -15,6 +15,8 @@ findings to these.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -157,11 +159,8 @@ _TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = tuple(
 
 _CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
 _PLACEHOLDER_WORD = r"(?:test|testing|fake|dummy|example|sample|invalid|placeholder|changeme|my|your|some|the|secret|"
-_PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|dev|local|demo|default)"
-_PLACEHOLDER_WORDS = re.compile(rf"(?i){_PLACEHOLDER_WORD}(?:[-_ ]{_PLACEHOLDER_WORD})*")
-_CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
-_PLACEHOLDER_WORD = r"(?:test|testing|fake|dummy|example|sample|invalid|placeholder|changeme|my|your|some|the|secret|"
-_PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|dev|local|demo|default)"
+_PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|dev|local|demo|default|"
+_PLACEHOLDER_WORD += r"user|username|login|email|name)"
 _PLACEHOLDER_WORDS = re.compile(rf"(?i){_PLACEHOLDER_WORD}(?:[-_ ]{_PLACEHOLDER_WORD})*")
 _PLACEHOLDER = re.compile(
     r"(?i)^(?:x+|\*+|\.+|-+|<[^>]*>|\{\{[^}]*\}\}|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|%\([^)]*\)s|"
@@ -205,6 +204,8 @@ _DIGEST_WORDS = re.compile(r"(?i)\b(?:commit|sha|hash|digest|checksum|revision|r
 _EMAIL_PLACEHOLDER = re.compile(
     r"(?i)^(?:no-?reply|donotreply)@|@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$"
     r"|@users\.noreply\.github\.com$"
+    # documentation markers in the local part: fake.name@…, dummy@…
+    r"|^[\w.+-]*(?<![a-z])(?:fake|dummy|example|sample|placeholder)(?![a-z])[\w.+-]*@"
     # bot identities written into coding agents' own system prompts (commit co-author lines)
     r"|^openhands@all-hands\.dev$"
 )
@@ -230,7 +231,7 @@ _PHONE_CONTEXT = re.compile(
     r"reach(?: me)?|text me|dial|ring|messages? to|answering at|registered|landline|hotline)\b"
     r"[^\n\d]{0,25}(\+?\(?\d[\d\s().-]{6,18}\d)"
 )
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")  # not glued into a hex id or a file name
 _IBAN = re.compile(r"\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ]?)(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
 _SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|social security|sécurité sociale)\b")
@@ -314,7 +315,7 @@ def _plausible_secret_value(value: str) -> bool:
     value = value.strip()
     if len(value) < 4 or _PLACEHOLDER.match(value) or _PLACEHOLDER_WORDS.fullmatch(value):
         return False
-    if is_placeholder_secret(value):
+    if is_not_a_secret(value):
         return False
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
         return False
@@ -377,7 +378,7 @@ def scan_rules(text: str) -> list[Finding]:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
-            if not is_placeholder_secret(m.group(0)):
+            if not is_not_a_secret(m.group(0)):
                 add("secret", subtype, m.span())
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
@@ -395,9 +396,11 @@ def scan_rules(text: str) -> list[Finding]:
             continue  # `password: SecretStr`, `key = SESSION_KEY`: a type or a name, not a value
         if _NOT_A_SECRET_NAME.search(text, m.start(), m.start(group)):
             continue  # credentialsId, secret_length, credentials.url: the name says what the value is
+        if _ANTI_FORGERY.search(text, max(0, m.start() - 16), m.start(group)):
+            continue  # csrf_token=…, authenticity_token: …: an anti-forgery value sent to every browser
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
-        if _plausible_secret_value(value):
+        if _plausible_secret_value(value) and not named_as_fake(text, m.start(group)):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_XML_CREDENTIAL).finditer(hay):
         if _plausible_secret_value(text[m.start(2) : m.end(2)]):
@@ -417,6 +420,7 @@ def scan_rules(text: str) -> list[Finding]:
                 and re.search(r"[\d\W_]", value)
                 and _plausible_secret_value(value)
                 and not _CODE_REFERENCE.fullmatch(value)
+                and not value.startswith("//")  # `[PASSWORD] http://…`: the URL after a placeholder's colon
             ):
                 add("secret", subtype, (m.start(1), m.start(1) + len(value)))
     for span in _plain_credentials(text):
@@ -438,15 +442,22 @@ def scan_rules(text: str) -> list[Finding]:
         if len(value) >= 3 and not _PLACEHOLDER.match(value) and not is_placeholder_secret(m.group(1)):
             add("secret", "basic_auth", m.span(1))
     random_check = _looks_random if ci(_ENTROPY_CONTEXT).search(hay) else _looks_random_anywhere
+    public = public_spans(text)
     for m in _HIGH_ENTROPY.finditer(text):
         value = m.group(0)
         name, eq, rest = value.partition("=")
-        if eq and rest and _NAME_SEGMENT.fullmatch(name.replace("_", "").replace("-", "")):
+        if eq and rest and all(_NAME_SEGMENT.fullmatch(seg) for seg in re.split(r"[_-]+", name) if seg):
             value = rest  # `primaryKey=…`, `version=…`: judge the value, not the name glued to it
-            if _NOT_A_SECRET_NAME.search(name + "="):
+            if _NOT_A_SECRET_NAME.search(name + "=") or _ANTI_FORGERY.search(name):
                 continue
         if _in_url_path(text, m.start()) or (len(value) > 100 and random_check is _looks_random_anywhere):
             continue  # ids in URL paths (documents, assets); long blobs with no credential word (images, certs)
+        if public and _inside(public, m.start(), m.end()):
+            continue  # a public key, a certificate, a signature
+        if is_jwt_header_only(value):
+            continue  # a JOSE header alone
+        if _ANTI_FORGERY.search(text, max(0, m.start() - 40), m.start()):
+            continue  # name="authenticity_token" value="…": an anti-forgery value sent to every browser
         if re.match(r"(?i)sha(?:1|224|256|384|512)-", value) or _DIGEST_PREFIX.search(text, 0, m.start()):
             continue
         if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", value) and _DIGEST_WORDS.search(
@@ -458,15 +469,16 @@ def scan_rules(text: str) -> list[Finding]:
             if _KEY_NAME_BEFORE.search(text, max(0, m.start() - 48), m.start()):
                 add("secret", "uuid_credential", m.span())
             continue
-        if random_check(value) and not is_placeholder_secret(value):
+        if random_check(value) and not is_not_a_secret(value) and not named_as_fake(text, m.start()):
             add("secret", "high_entropy", m.span())
 
     for m in _EMAIL.finditer(text):
         if not is_placeholder_email(m.group(0)):
             add("pii", "email", m.span())
+    ibans = iban_shaped_spans(text)
     for pattern in _PHONE_PATTERNS:
         for m in pattern.finditer(text):
-            if 8 <= sum(c.isdigit() for c in m.group(0)) <= 15:
+            if 8 <= sum(c.isdigit() for c in m.group(0)) <= 15 and not _inside(ibans, *m.span()):
                 add("pii", "phone", m.span())
     for m in ci(_PHONE_CONTEXT).finditer(hay):
         digits = sum(c.isdigit() for c in m.group(1))
@@ -553,6 +565,93 @@ def is_placeholder_secret(value: str) -> bool:
     return _identifier_like(v)
 
 
+# The name a value is given says it is not a real one (`fakeToken = …`, `invalid_key: …`, `wrongLength := …`).
+# Test credentials (`test_key`, `sk_test_…`) are real credentials of a test account: "test" is not such a word.
+_FAKE_NAME = re.compile(
+    r"(?i)(?:fake|dummy|example|sample|mock|invalid|wrong|bogus|non_?matching|unrelated)[\w.-]*[\"'`]?[ \t]*"
+    r"(?::=|=>|==|=|:)[ \t]*[@\"'`]?$"
+)
+
+
+def named_as_fake(text: str, start: int) -> bool:
+    """The name the value at ``start`` is assigned to (on its line) says the value is fake or an example."""
+    line_start = text.rfind("\n", 0, start) + 1
+    return bool(_FAKE_NAME.search(text, max(line_start, start - 80), start))
+
+
+# --- values that are not credentials by design --------------------------------------------------------------
+
+# Stripe's publishable keys are meant for client-side code ("can be publicly accessible in your web or mobile
+# app", Stripe docs, API keys); the secret (sk_) and restricted (rk_) keys are the credentials.
+_PUBLIC_TOKEN = re.compile(r"^pk_(?:live|test)_[A-Za-z0-9]{10,}$")
+# The names a JOSE header may hold (RFC 7515 §4.1, RFC 7519 §5): a header alone says how to check a token,
+# it grants nothing.
+_JOSE_HEADER_NAMES = frozenset({"alg", "typ", "cty", "kid", "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
+
+
+def _b64url_json(segment: str) -> Any:
+    """The JSON value a base64url segment encodes, or None (not base64url, not UTF-8, not JSON)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", segment):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(segment.rstrip("=") + "=" * (-len(segment.rstrip("=")) % 4))
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        return None
+
+
+def is_jwt_header_only(value: str) -> bool:
+    """``eyJhbGciOi…`` alone: a JOSE header (algorithm, type, key id), not a token."""
+    header = _b64url_json(value.strip().strip("\"'`"))
+    return isinstance(header, dict) and "alg" in header and set(header) <= _JOSE_HEADER_NAMES
+
+
+def is_public_value(value: str) -> bool:
+    """A value that is public by design, so it is no secret wherever it appears: a Stripe publishable key, a JWT
+    header on its own."""
+    v = value.strip().strip("\"'`")
+    return bool(_PUBLIC_TOKEN.match(v)) or is_jwt_header_only(v)
+
+
+def is_not_a_secret(value: str) -> bool:
+    """The one test every layer applies to a value it found: a placeholder (``is_placeholder_secret``) or a value
+    public by design (``is_public_value``)."""
+    return is_placeholder_secret(value) or is_public_value(value)
+
+
+# Armoured blocks that hold public material (RFC 4880 public keys and signatures, RFC 7468 certificates and
+# public keys, OpenSSH public keys): their base64 lines are not secrets.
+_PUBLIC_BLOCK = re.compile(
+    r"-----BEGIN (?:PGP PUBLIC KEY BLOCK|PGP SIGNATURE|CERTIFICATE|TRUSTED CERTIFICATE|X509 CRL|CERTIFICATE REQUEST|"
+    r"NEW CERTIFICATE REQUEST|PUBLIC KEY|RSA PUBLIC KEY|SSH2 PUBLIC KEY)-----(?:.*?-----END [A-Z0-9 ]+-----|.*\Z)"
+    r"|\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|sk-ssh-ed25519@openssh\.com) AAAA[A-Za-z0-9+/=]+",
+    re.DOTALL,
+)
+# Anti-forgery values (OWASP CSRF cheat sheet: a per-session value the server sends to the browser in every
+# form) and nonces: handed to whoever loads the page, they grant nothing on their own.
+_ANTI_FORGERY = re.compile(r"(?i)(?:csrf|xsrf|authenticity)[_-]?(?:token|middlewaretoken)?|\bnonce")
+
+
+def public_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds armoured public material (public keys, certificates, signatures)."""
+    if "-----BEGIN" not in text and "AAAA" not in text:
+        return []
+    return [m.span() for m in _PUBLIC_BLOCK.finditer(text)]
+
+
+# An IBAN-shaped run (ISO 13616: country, two check digits, groups of four): its digits belong to an account
+# number — valid or not, no other number is read inside it (a phone, a national id).
+_IBAN_SHAPED = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+
+
+def iban_shaped_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in _IBAN_SHAPED.finditer(text)]
+
+
+def _inside(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    return any(a <= start and end <= b for a, b in spans)
+
+
 # The end of a credential-looking name that says its value is something else: an id, a length, a location.
 _NOT_A_SECRET_NAME = re.compile(
     r"(?i)(?:id|ids|_?length|_?len|_?size|_?name|_?file|_?path|_?dir|\.?url|_?uri|_?type|_?version|_?count)"
@@ -607,6 +706,9 @@ def _plain_credentials(text: str) -> list[tuple[int, int]]:
         if (
             len(value) < 3
             or value.lower() in _PLAIN_STOP
+            or not any(c.isalnum() for c in value)
+            or value[0] in "-/"  # a command-line flag (`--digest`), a path or a URL
+            or m.start(group) == m.end("word")  # glued to the word: `password.txt`, `password[i]`: code
             or is_masked_value(value)
             or _CODE_REFERENCE.fullmatch(value)
             and ("." in value or "(" in value or "[" in value)
@@ -661,7 +763,7 @@ _NAME_SEGMENT = re.compile(r"(?:[A-Z]{2,12}+(?![a-z])|[A-Z]?+[a-z]{2,}+)++\d{0,4
 def _identifier_like(value: str) -> bool:
     """Words joined by separators (``insert_key_here``, ``checking_Length-Is``, ``struct_X509_pubkey_st``):
     a name, not a generated value. Random tokens do not split into pronounceable chunks."""
-    segments = [seg for seg in re.split(r"[_\-./]+", value) if seg]
+    segments = [seg for seg in re.split(r"[_\-./=]+", value) if seg]
     if len(segments) < 2:
         return False
     long_words = 0
