@@ -89,6 +89,19 @@ class RunContext:
         self._heartbeat = threading.Thread(target=beat, name=f"lease-{self.request_key}", daemon=True)
         self._heartbeat.start()
 
+    def hold_lease_while_suspended(self, seconds: float) -> None:
+        """Before the flow run suspends: stop the heartbeat and keep the request's lease for ``seconds`` (the wait
+        plus a margin), so no other run takes the request while this one waits without a process. Its resume is
+        the same flow run, which may take its own lease again (``Store.begin_attempt``)."""
+        self._stop.set()
+        self.ports.sink.renew_lease(self.request_key, self.holder, seconds)
+
+    def from_deployment(self) -> bool:
+        """Whether this flow run belongs to a deployment (only those can suspend: Prefect reschedules a resumed
+        run through its deployment's work pool)."""
+        flow_run = _flow_run()
+        return flow_run is not None and getattr(flow_run, "deployment_id", None) is not None
+
     def close(self, outcome: str | None) -> None:
         """Stop the heartbeat; with an ``outcome``, end the attempt, release the lease and expire the attempt's
         agent keys."""

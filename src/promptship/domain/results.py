@@ -13,7 +13,7 @@ from promptship.domain.request import TaskClass
 
 AgentVerdict = Literal["finished", "error", "stuck", "timed_out"]
 CIVerdict = Literal["passed", "failed", "timed_out"]
-MergeVerdict = Literal["merged", "conflict", "waiting", "timed_out"]
+MergeVerdict = Literal["merged", "conflict", "waiting", "timed_out", "closed"]
 RolloutVerdict = Literal["complete", "stalled", "failed"]
 HealthVerdict = Literal["healthy", "unhealthy"]
 RollbackVerdict = Literal["restored", "failed"]
