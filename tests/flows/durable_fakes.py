@@ -152,13 +152,39 @@ class DurableCodeHost:
         return pr
 
     def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
+        """Passed — unless ``<dir>/ci-pending`` exists: then CI is still running until it is removed, and a wait
+        longer than ``timeout_s`` ends ``timed_out``."""
+        deadline = time.monotonic() + timeout_s
+        while (self.state.dir / "ci-pending").exists():
+            if time.monotonic() >= deadline:
+                return CIResult(verdict="timed_out", sha=sha)
+            time.sleep(0.05)
         return CIResult(verdict="passed", sha=sha, checks=(CheckOutcome(name="test", state="success"),))
 
     def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
+        """Auto-merge merges at once (counted in ``merges``); without it, a person decides: ``set_pr_state``
+        (open until then; ``waiting`` after ``timeout_s``)."""
         self.state.hold("merge")
+        merge_sha = hashlib.sha1(f"m{pr_number}".encode()).hexdigest()
+        if not auto_merge:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                state = self.state.read().get("pr_states", {}).get(str(pr_number), "open")
+                if state == "merged":
+                    return MergeResult(verdict="merged", merge_sha=merge_sha)
+                if state == "closed":
+                    return MergeResult(verdict="closed", detail="the pull request was closed without merging")
+                if time.monotonic() >= deadline:
+                    return MergeResult(verdict="waiting", detail=f"not merged within {timeout_s:.0f} s")
+                time.sleep(0.05)
         with self.state.edit() as d:
             d["merges"] = d.get("merges", 0) + 1
-        return MergeResult(verdict="merged", merge_sha=hashlib.sha1(f"m{pr_number}".encode()).hexdigest())
+        return MergeResult(verdict="merged", merge_sha=merge_sha)
+
+    def set_pr_state(self, pr_number: int, state: str) -> None:
+        """What a person did to PR ``pr_number``: ``merged`` or ``closed``."""
+        with self.state.edit() as d:
+            d.setdefault("pr_states", {})[str(pr_number)] = state
 
     def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
         return f"forge.local/{repository}/{component}:{sha}"

@@ -1,4 +1,5 @@
-"""`promptship run`, `promptship resume` and `promptship demo`: the dev cycle from the command line."""
+"""`promptship run`, `promptship resume`, `promptship sweep` and `promptship demo`: the dev cycle from the command
+line."""
 
 from __future__ import annotations
 
@@ -111,6 +112,43 @@ def register(app: typer.Typer) -> None:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from exc
         _print_report(report)
+
+    @app.command()
+    def sweep(
+        every: Annotated[
+            float, typer.Option(help="Sweep again every this many seconds (0: one pass, then exit).", min=0)
+        ] = 0.0,
+    ) -> None:
+        """Resume suspended dev-cycle runs whose wait is over without a webhook: CI final, PR merged or closed,
+        or the wait's deadline passed (the run then ends its wait as timed out). Run it next to the worker —
+        e.g. `promptship sweep --every 60` — where the store and the code host are configured; with a webhook
+        receiver it only catches what no event announced."""
+        import time
+
+        from promptship.servers.resumer import PrefectRunResumer, sweep_waits
+        from promptship.store import Store
+        from promptship.wiring import process_ports
+
+        ports = process_ports()
+        store = ports.sink
+        if not isinstance(store, Store):
+            typer.echo("promptship sweep: the configured sink is not promptship's store", err=True)
+            raise typer.Exit(2)
+        waits = store.waits()
+        resumer = PrefectRunResumer(waits)
+        while True:
+            result = sweep_waits(waits, resumer, ports.code_host)
+            for run_id, why in result.resumed.items():
+                typer.echo(f"resumed {run_id} ({why})")
+            for run_id, error in result.errors.items():
+                typer.echo(f"could not sweep {run_id}: {error}", err=True)
+            typer.echo(
+                f"sweep: {len(result.resumed)} resumed, {len(result.still_waiting)} waiting, "
+                f"{len(result.cleared)} cleared"
+            )
+            if every <= 0:
+                return
+            time.sleep(every)
 
     @app.command()
     def demo(
