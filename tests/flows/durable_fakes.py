@@ -118,7 +118,7 @@ class DurableCodeHost:
         return path
 
     def push_branch(self, repository: str, workspace: str, branch: str) -> str:
-        digest = hashlib.sha1()
+        digest = hashlib.sha1(branch.encode())  # the same change on two requests' branches: two commits
         for f in sorted(Path(workspace).rglob("*")):
             if f.is_file():
                 digest.update(f.name.encode() + f.read_bytes())

@@ -7,7 +7,7 @@ import importlib
 import sys
 import time
 
-AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook", "gate", "chatapp", "local_model")
+AREAS = ("flow", "suspend", "gateway", "github", "cluster", "agent", "webhook", "gate", "chatapp", "local_model")
 
 
 def main(argv: list[str]) -> int:

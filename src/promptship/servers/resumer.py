@@ -51,6 +51,10 @@ class PrefectRunResumer:
         except (FlowPauseTimeout, ObjectNotFound):
             self.waits.clear(wait.flow_run_id)  # Prefect failed it (suspended too long) or forgot it
             return False
+        except RuntimeError as exc:
+            if "not paused" in str(exc):  # another resumer (a second event, the sweep) was first
+                return False
+            raise ServiceError(f"prefect: resuming flow run {wait.flow_run_id} refused: {exc}") from None
         except Exception as exc:  # Prefect's client raises httpx and its own types: translate once, here
             raise ServiceError(
                 f"prefect: resuming flow run {wait.flow_run_id} failed: {type(exc).__name__}", retryable=True
