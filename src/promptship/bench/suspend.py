@@ -63,7 +63,7 @@ def _states(ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids))
-    return {r.id: (r.state.name if r.state else "") for r in runs}
+    return {r.id: ((r.state.name or "") if r.state else "") for r in runs}
 
 
 def _until(predicate: Any, what: str, timeout_s: float, log: Path) -> None:
