@@ -81,11 +81,12 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments import run_deployment
-    from prefect.settings import get_current_settings
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
     from pydantic import SecretStr
 
     from promptship.domain.request import DevRequest, branch_for
     from promptship.domain.webhooks import sign
+    from promptship.servers.resumer import PrefectRunResumer
     from promptship.servers.webhook import create_app, running_asgi
     from promptship.settings import Settings
     from promptship.store import Store
@@ -165,7 +166,18 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
             def start(self, trigger: Any) -> str:
                 raise RuntimeError("the bench starts no run through the receiver")
 
-        app = create_app(settings, NoStarts(), deliveries=WebhookDeliveries(store.engine))
+        class OnThisServer:
+            """The receiver resumes from its own threads, which do not see this process's temporary Prefect
+            settings (a context variable): point each resume at the bench's server."""
+
+            def __init__(self) -> None:
+                self.inner = PrefectRunResumer(store.waits())
+
+            def resume_waiting(self, repository: str, *, sha: str | None = None, pr_number: int | None = None):
+                with temporary_settings(updates={PREFECT_API_URL: server_env["PREFECT_API_URL"]}):
+                    return self.inner.resume_waiting(repository, sha=sha, pr_number=pr_number)
+
+        app = create_app(settings, NoStarts(), deliveries=WebhookDeliveries(store.engine), resumer=OnThisServer())
         (fakes / "ci-pending").unlink()
         branches = state.read()["branches"]
         sent: dict[str, float] = {}
