@@ -182,6 +182,7 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
         branches = state.read()["branches"]
         sent: dict[str, float] = {}
         continued: dict[str, float] = {}
+        running: dict[str, float] = {}
         with running_asgi(app) as url, httpx.Client(base_url=url) as http:
             for request in requests:
                 sha = branches[branch_for(request.run_key)]
@@ -207,6 +208,10 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
                 time.sleep(1.0)  # one event a second: latency of one resume, not of ten process starts at once
 
             def all_continued() -> bool:
+                states = _states(ids)
+                for run_id, request in zip(ids, requests, strict=True):
+                    if request.run_key not in running and states.get(run_id) == "Running":
+                        running[request.run_key] = time.perf_counter()
                 for request in requests:
                     key = request.run_key
                     if key not in continued and any(s.step == "wait_for_ci#1" for s in store.steps(key)):
@@ -217,6 +222,7 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
             app.state.receiver.wait_idle(30)
         _until(lambda: list(_states(ids).values()).count("Completed") == RUNS, "the runs to complete", 300, log)
         latencies = [continued[k] - sent[k] for k in sent]
+        started = [running[k] - sent[k] for k in running]
         outcomes = [r.outcome for r in (store.run(q.run_key) for q in requests) if r is not None]
         shared = state.read()
         print(
@@ -224,6 +230,12 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
             f"p50 {statistics.median(latencies):.2f} s  p99 {percentile(latencies, 99):.2f} s  "
             f"max {max(latencies):.2f} s"
         )
+        if started:
+            print(
+                f"   suspend x{RUNS}: of which CI event -> flow run Running again (resume, worker poll, process "
+                f"start) p50 {statistics.median(started):.2f} s  p99 {percentile(started, 99):.2f} s "
+                f"(n={len(started)}; a run seen only after it passed Running is not counted)"
+            )
         print(
             f"   suspend x{RUNS}: outcomes {dict((o, outcomes.count(o)) for o in set(outcomes))}, "
             f"PRs opened {shared['pr_creations']}, merges {shared['merges']}, rollouts {len(shared['images'])}"
