@@ -46,7 +46,8 @@ def _env(fakes: Path) -> dict[str, str]:
         "PROMPTSHIP_SERVICES_FACTORY": "tests.flows.durable_fakes:services_from_env",
         "PROMPTSHIP_TEST_FAKES_DIR": str(fakes),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "PYTHONPATH": str(REPO_ROOT),
+        # this checkout's sources first (a worktree's too, where the installed package is another checkout's)
+        "PYTHONPATH": os.pathsep.join(str(p) for p in (REPO_ROOT / "src", REPO_ROOT / "sandbox" / "src", REPO_ROOT)),
     }
 
 

@@ -105,12 +105,6 @@ def _pid_of(run: FlowRun) -> int:
     return int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
 
 
-def _env_here(fakes: Path) -> dict[str, str]:
-    """The subprocesses' environment, with this checkout's sources first on the path (a worktree's too)."""
-    paths = [REPO_ROOT / "src", REPO_ROOT / "sandbox" / "src", REPO_ROOT]
-    return {**_env(fakes), "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
-
-
 @pytest.fixture(scope="module")
 def platform(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A process work pool, the dev-cycle deployment on it (this checkout as its working directory) and one
@@ -130,7 +124,7 @@ def platform(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) ->
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}],
         )
     env = {
-        **_env_here(fakes),
+        **_env(fakes),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_HEARTBEAT_SECONDS": "30",
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",
@@ -315,7 +309,7 @@ def test_the_sweep_resumes_a_run_whose_ci_finished_without_a_webhook(platform: P
     swept = subprocess.run(
         [sys.executable, "-m", "promptship.cli", "sweep"],
         cwd=REPO_ROOT,
-        env=_env_here(platform.fakes),
+        env=_env(platform.fakes),
         capture_output=True,
         text=True,
         timeout=120,
