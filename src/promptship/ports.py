@@ -131,11 +131,10 @@ class ChatRelay(Protocol):
         """One non-streaming OpenAI-format chat completion for the run of ``access``."""
         ...
 
-    def stream_chat(
-        self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
-    ) -> Iterator[dict[str, Any]]:
+    def stream_chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> Iterator[bytes]:
         """One streaming completion: routing, gate, budget and the provider connection happen now (errors
-        raise here); the iterator yields OpenAI-format chunks and records the cost when it ends."""
+        raise here); the iterator yields the SSE body (OpenAI's ``data:`` chunks, a usage chunk, ``data:
+        [DONE]``) and records the cost when it ends; a provider failing mid-stream raises ``LLMError``."""
         ...
 
 

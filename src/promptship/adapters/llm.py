@@ -30,13 +30,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from promptship.adapters import sse
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
 from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
@@ -48,7 +50,14 @@ from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from promptship.ports import AgentLLMAccess, Scanner
 from promptship.store.ledger import CostLedger, Reservation
 
+if TYPE_CHECKING:
+    import httpx
+
 MODE_HEADER = "x-llm-mode"
+# Backends that speak OpenAI's chat-completions SSE. Their streams are relayed as the provider's bytes (LiteLLM
+# builds the request; ``_pass_through``); Ollama's native NDJSON stream keeps LiteLLM's own streaming.
+PASS_THROUGH_BACKENDS = frozenset({"llamacpp", "openrouter"})
+_PASS_THROUGH_PROVIDERS = frozenset({"openai", "openrouter"})  # LiteLLM providers whose request is plain OpenAI
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,19 @@ class _Sent:
     spec: ModelSpec
     reservation: Reservation
     fallback_used: bool
-    response: Any
+    response: Any  # LiteLLM's response or stream, or an ``_OpenSSE`` (a pass-through stream)
     started: float  # time.monotonic() before the first request of the call
+
+
+@dataclass
+class _OpenSSE:
+    """A provider's SSE answer, status checked, body not read yet: relayed as it is (internal)."""
+
+    response: httpx.Response
+
+
+class _UpstreamStreamError(Exception):
+    """An error event in a provider's stream (internal)."""
 
 
 def to_llm_error(exc: BaseException, model: str) -> LLMError:
@@ -96,6 +116,8 @@ def to_llm_error(exc: BaseException, model: str) -> LLMError:
     import openai
 
     status = getattr(exc, "status_code", None)
+    if status is None and isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code  # the pass-through stream's own request (``_open_sse``)
     status = status if isinstance(status, int) else None
     # LiteLLM keeps the provider's headers in ``litellm_response_headers``; the ``response`` on its exceptions
     # is one it made up, without them. Plain OpenAI/httpx errors carry the real response.
@@ -137,6 +159,8 @@ class LiteLLMGateway:
         default_max_tokens: int = 2048,
         allow_values: Collection[str] = (),
         sleep: Callable[[float], None] = time.sleep,
+        http: httpx.Client | None = None,
+        stream_passthrough: bool = True,
     ):
         self.policy = policy
         self.scanner = scanner
@@ -151,6 +175,11 @@ class LiteLLMGateway:
         self.default_max_tokens = default_max_tokens
         self.allow_values = frozenset(v for v in allow_values if v)
         self.sleep = sleep
+        # Streams to OpenAI-compatible backends: LiteLLM builds the request, this client sends it and the
+        # provider's SSE bytes are relayed (``_pass_through``). False: LiteLLM streams every call itself.
+        self.stream_passthrough = stream_passthrough
+        self._http = http
+        self._http_lock = threading.Lock()
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ["OLLAMA_API_BASE"] = endpoints.ollama_base_url
@@ -236,16 +265,20 @@ class LiteLLMGateway:
         out["usage"] = _usage_json(usage)
         return out
 
-    def stream_chat(
-        self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
-    ) -> Iterator[dict[str, Any]]:
+    def stream_chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> Iterator[bytes]:
         """Like ``chat`` with ``stream: true``: routing, gate, budget and the provider connection happen now
-        (errors raise here); the returned iterator yields OpenAI-format chunks, the last one with ``usage``,
-        and records the cost when it ends (also when the client goes away)."""
+        (errors raise here); the returned iterator yields the SSE body — the provider's chunks, then a usage
+        chunk with the ledger's figures, then ``data: [DONE]`` — and records the call when it ends (also when
+        the client goes away). A provider failing mid-stream raises ``LLMError`` from the iterator, recorded.
+
+        OpenAI-compatible backends (``PASS_THROUGH_BACKENDS``) are relayed as the provider's bytes, parsing
+        only the usage, an error event and the end; others go through LiteLLM's streaming, chunk by chunk."""
         messages, tools, params = _split_body(body)
         decision = self._decide_for_run(access, messages, tools)
         sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True)
-        return self._relay(access.run_key, step, sent)
+        if isinstance(sent.response, _OpenSSE):
+            return self._pass_through(access.run_key, step, sent, self._prompt_tokens(messages, tools))
+        return _sse_body(self._relay(access.run_key, step, sent, self._prompt_tokens(messages, tools)))
 
     # ---- internals --------------------------------------------------------------------------------------
     def _decide(
@@ -325,12 +358,17 @@ class LiteLLMGateway:
             out.append(group)
         return out
 
+    @staticmethod
+    def _prompt_tokens(messages: Sequence[dict[str, Any]], tools: Any) -> int:
+        """The prompt's size in tokens, estimated (no tokenizer): for reservations and usage-less streams."""
+        return estimate_tokens(json.dumps(list(messages), default=str)) + (
+            estimate_tokens(json.dumps(tools, default=str)) if tools else 0
+        )
+
     def _estimate(
         self, spec: ModelSpec, messages: Sequence[dict[str, Any]], tools: Any, params: Mapping[str, Any]
     ) -> float:
-        prompt = estimate_tokens(json.dumps(list(messages), default=str)) + (
-            estimate_tokens(json.dumps(tools, default=str)) if tools else 0
-        )
+        prompt = self._prompt_tokens(messages, tools)
         completion = int(params.get("max_tokens") or params.get("max_completion_tokens") or self.default_max_tokens)
         cost = estimate_cost_usd(
             prompt_tokens=prompt,
@@ -459,10 +497,13 @@ class LiteLLMGateway:
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
+        request = self._pass_through_request(spec, kwargs) if stream else None
         attempt = 0
         while True:
             attempt += 1
             try:
+                if request is not None:
+                    return self._open_sse(*request)
                 return litellm.completion(**kwargs)
             except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
                 if not _is_vendor_error(exc):
@@ -473,9 +514,114 @@ class LiteLLMGateway:
                     raise _GroupFailed(error, attempt) from None
                 self.sleep(backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked))
 
+    def _pass_through_request(
+        self, spec: ModelSpec, kwargs: Mapping[str, Any]
+    ) -> tuple[str, dict[str, str], bytes] | None:
+        """URL, headers and body of a stream LiteLLM would send to an OpenAI-compatible backend, built by
+        LiteLLM's own provider config (model name, parameter mapping and dropping, OpenRouter's usage flag,
+        auth headers); None when the stream should go through LiteLLM (pass-through off, another provider)."""
+        if not self.stream_passthrough or spec.backend not in PASS_THROUGH_BACKENDS:
+            return None
+        import litellm
+        from litellm.types.utils import LlmProviders
+        from litellm.utils import (
+            ProviderConfigManager,
+            get_optional_params,
+            validate_and_fix_openai_messages,
+            validate_and_fix_openai_tools,
+            validate_chat_completion_tool_choice,
+            validate_openai_optional_params,
+        )
+
+        model, provider, _, api_base = litellm.get_llm_provider(model=kwargs["model"], api_base=kwargs["api_base"])
+        if provider not in _PASS_THROUGH_PROVIDERS or not api_base:
+            return None
+        config = ProviderConfigManager.get_provider_chat_config(model=model, provider=LlmProviders(provider))
+        if (
+            config is None
+            or config.has_custom_stream_wrapper
+            or config.should_fake_stream(model=model, stream=True, custom_llm_provider=provider)
+        ):
+            return None
+        # what ``litellm.completion`` does to its arguments first (None fields dropped, tools as dicts, …)
+        messages = validate_and_fix_openai_messages(messages=[dict(m) for m in kwargs["messages"]])
+        named = {k: kwargs[k] for k in _PASSTHROUGH if kwargs.get(k) is not None}
+        if kwargs.get("tools"):
+            named["tools"] = validate_and_fix_openai_tools(tools=kwargs["tools"])
+        if "tool_choice" in named:
+            named["tool_choice"] = validate_chat_completion_tool_choice(tool_choice=named["tool_choice"], model=model)
+        if "stop" in named:
+            named["stop"] = validate_openai_optional_params(stop=named["stop"])
+        optional = get_optional_params(
+            model=model,
+            custom_llm_provider=provider,
+            messages=messages,
+            stream=True,
+            stream_options=kwargs["stream_options"],
+            drop_params=True,
+            **named,
+        )
+        extra_body = optional.pop("extra_body", None)
+        headers = config.validate_environment(
+            headers=dict(kwargs["extra_headers"]),
+            model=model,
+            messages=messages,
+            optional_params=optional,
+            litellm_params={},
+            api_key=kwargs["api_key"],
+            api_base=api_base,
+        )
+        url = config.get_complete_url(
+            api_base=api_base,
+            api_key=kwargs["api_key"],
+            model=model,
+            optional_params=optional,
+            litellm_params={},
+            stream=True,
+        )
+        body = config.transform_request(
+            model=model, messages=messages, optional_params=optional, litellm_params={}, headers=headers
+        )
+        if isinstance(extra_body, Mapping) and extra_body:
+            body = {
+                **body,
+                **config.transform_extra_body(extra_body=extra_body, request=body, model=model, litellm_params={}),
+            }
+        body["stream"] = True
+        return url, {str(k): str(v) for k, v in headers.items()}, json.dumps(body).encode()
+
+    def _http_client(self) -> httpx.Client:
+        """The HTTP client of pass-through streams: the one given, or one made on first use and kept."""
+        with self._http_lock:
+            if self._http is None:
+                import httpx
+
+                self._http = httpx.Client(timeout=self.timeout_s)
+            return self._http
+
+    def _open_sse(self, url: str, headers: Mapping[str, str], body: bytes) -> _OpenSSE:
+        """Send a pass-through stream's request; an error status raises ``httpx.HTTPStatusError`` (translated
+        and retried by ``_send`` like LiteLLM's errors), the body is left to the relay."""
+        import httpx
+
+        http = self._http_client()
+        request = http.build_request("POST", url, headers=headers, content=body, timeout=self.timeout_s)
+        response = http.send(request, stream=True)
+        if response.status_code >= 400:
+            try:
+                response.read()
+            finally:
+                response.close()
+            raise httpx.HTTPStatusError(_provider_message(response), request=request, response=response)
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.close()
+            kind = response.headers.get("content-type") or "no content type"
+            raise httpx.DecodingError(f"answered a stream request with {kind}, not text/event-stream", request=request)
+        return _OpenSSE(response)
+
     def _usage(self, spec: ModelSpec, usage: Any) -> Usage:
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
-        completion = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 0
+        prompt = int(_field(usage, "prompt_tokens") or 0)
+        completion = int(_field(usage, "completion_tokens") or 0)
         reported = _reported_cost(usage)
         listed = priced_cost_usd(
             prompt_tokens=prompt,
@@ -492,8 +638,9 @@ class LiteLLMGateway:
             )
         return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=round(reported, 10))
 
-    def _settle(self, run_key: str, step: str, sent: _Sent, usage: Usage) -> None:
+    def _settle(self, run_key: str, step: str, sent: _Sent, usage: Usage, *, failure: str | None = None) -> None:
         latency_ms = round((time.monotonic() - sent.started) * 1000, 1)
+        reason = sent.decision.reason if failure is None else f"{sent.decision.reason}; FAILED: {failure}"
         self.ledger.settle(
             sent.reservation,
             run_key=run_key,
@@ -502,13 +649,41 @@ class LiteLLMGateway:
             mode=sent.spec.mode,
             usage=usage,
             fallback_used=sent.fallback_used,
-            route_reason=sent.decision.reason,
+            route_reason=reason,
             latency_ms=latency_ms,
         )
 
-    def _relay(self, run_key: str, step: str, sent: _Sent) -> Iterator[dict[str, Any]]:
+    def _estimated_usage(self, spec: ModelSpec, prompt_tokens: int, chunks: int) -> Usage:
+        """A stream's usage when the provider said none: the prompt estimate and one token per content chunk
+        (what OpenAI-compatible servers send), at list price; a cloud call is flagged ``cost_missing``."""
+        listed = priced_cost_usd(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=chunks,
+            input_cost_per_token=spec.input_cost_per_token,
+            output_cost_per_token=spec.output_cost_per_token,
+        )
+        if spec.local:
+            listed += (prompt_tokens + chunks) * self.local_cost_per_1k_tokens_usd / 1000
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=chunks,
+            cost_usd=round(listed, 10),
+            cost_missing=not spec.local,
+        )
+
+    def _record_failure(
+        self, run_key: str, step: str, sent: _Sent, prompt_tokens: int, chunks: int, error: LLMError
+    ) -> None:
+        """A stream the provider broke off: recorded as failed, at the estimate of what it had sent (a provider
+        may charge for it), so that the budget counts it."""
+        usage = self._estimated_usage(sent.spec, prompt_tokens, chunks)
+        self._settle(run_key, step, sent, usage, failure=f"stream broke off after {chunks} chunks: {error}")
+
+    def _relay(self, run_key: str, step: str, sent: _Sent, prompt_tokens: int) -> Iterator[dict[str, Any]]:
+        """LiteLLM's stream (providers that are not OpenAI-compatible) as OpenAI-format chunks, then the usage."""
         last_usage: Any = None
         settled = False
+        chunks = 0
         try:
             for chunk in sent.response:
                 if getattr(chunk, "usage", None) and not chunk.choices:
@@ -522,6 +697,7 @@ class LiteLLMGateway:
                     last_usage = chunk.usage
                     data.pop("usage")
                 if data.get("choices"):
+                    chunks += 1
                     yield data
             if last_usage is None and not sent.spec.local:
                 # The provider streamed no usage at all: keep the reservation's estimate, flagged, never 0.
@@ -539,18 +715,137 @@ class LiteLLMGateway:
                 "usage": _usage_json(usage),
             }
         except Exception as exc:
-            if not settled:
-                self.ledger.release(sent.reservation)
-                settled = True
-            if _is_vendor_error(exc):
-                raise to_llm_error(exc, sent.spec.name) from None
-            raise
+            if settled or not _is_vendor_error(exc):
+                raise
+            error = to_llm_error(exc, sent.spec.name)
+            self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
+            settled = True
+            raise error from None
         finally:
             if not settled:
                 # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
                 estimate = sent.reservation.check.estimate_usd
                 self._settle(run_key, step, sent, Usage(cost_usd=estimate, cost_missing=not sent.spec.local))
             sent.response.close()  # stops reading the provider (a client gone mid-stream) or releases it
+
+    def _pass_through(self, run_key: str, step: str, sent: _Sent, prompt_tokens: int) -> Iterator[bytes]:
+        """An OpenAI-compatible provider's SSE stream, relayed as its bytes as they come. Only three kinds of
+        event are looked into: the closing usage chunk (replaced by one with the ledger's figures, after the
+        call is recorded), an error event (the stream ends with ``LLMError``, the call recorded as failed) and
+        ``data: [DONE]`` (sent after the usage). Without usage from the provider, the content chunks are
+        counted (``_estimated_usage``)."""
+        upstream: httpx.Response = sent.response.response
+        settled = False
+        chunks = 0
+        usage_event: Mapping[str, Any] | None = None
+        done: bytes | None = None
+        rest = b""
+        try:
+            try:
+                for received in upstream.iter_bytes():
+                    events, rest = sse.split_events(rest + received)
+                    out: list[bytes] = []
+                    for raw in events:
+                        event = sse.classify(raw)
+                        if done is not None:
+                            continue  # nothing is sent after the end
+                        if event.kind == "chunk":
+                            chunks += 1
+                            out.append(raw)
+                        elif event.kind == "other":
+                            out.append(raw)  # comments (keep-alives) and fields without data
+                        elif event.kind == "usage":
+                            usage_event = event.payload
+                            if sse.has_choices(event.payload):
+                                chunks += 1
+                                out.append(raw)  # content as well: relayed; the ledger's usage follows
+                        elif event.kind == "error":
+                            raise _UpstreamStreamError(_stream_error_text(event.payload))
+                        else:
+                            done = raw
+                    if out:
+                        yield b"".join(out)
+                if rest.strip():  # the last event without its blank line (a server that ended abruptly)
+                    event = sse.classify(rest)
+                    if event.kind == "error":
+                        raise _UpstreamStreamError(_stream_error_text(event.payload))
+                    if event.kind == "usage":
+                        usage_event = event.payload
+            except _UpstreamStreamError as exc:
+                error = LLMError(
+                    f"{sent.spec.name}: the provider sent an error mid-stream: {redact(str(exc))[:300]}",
+                    retryable=False,
+                )
+                self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
+                settled = True
+                raise error from None
+            except Exception as exc:
+                if not _is_vendor_error(exc):
+                    raise
+                error = to_llm_error(exc, sent.spec.name)
+                self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
+                settled = True
+                raise error from None
+            reported = usage_event.get("usage") if usage_event is not None else None
+            if reported is None:
+                usage = self._estimated_usage(sent.spec, prompt_tokens, chunks)
+            else:
+                usage = self._usage(sent.spec, reported)
+            self._settle(run_key, step, sent, usage)
+            settled = True
+            closing = (
+                {k: usage_event[k] for k in ("id", "object", "created", "model") if k in usage_event}
+                if (usage_event is not None)
+                else {
+                    "id": "chatcmpl-usage",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": sent.decision.model,
+                }
+            )
+            yield sse.data_event({**closing, "choices": [], "usage": _usage_json(usage)}) + (done or sse.DONE)
+        finally:
+            if not settled:
+                # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
+                estimate = sent.reservation.check.estimate_usd
+                self._settle(run_key, step, sent, Usage(cost_usd=estimate, cost_missing=not sent.spec.local))
+            upstream.close()
+
+
+def _sse_body(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """OpenAI-format chunks as an SSE body ending ``data: [DONE]``; closing it closes ``chunks``."""
+    try:
+        for chunk in chunks:
+            yield sse.data_event(chunk)
+        yield sse.DONE
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _field(usage: Any, name: str) -> Any:
+    if usage is None:
+        return None
+    return usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+
+
+def _provider_message(response: httpx.Response) -> str:
+    """What a provider said with an error status (its OpenAI-style ``error.message``, or the start of the body)."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict) and data["error"].get("message"):
+        return str(data["error"]["message"])
+    return response.text[:300] or response.reason_phrase
+
+
+def _stream_error_text(payload: Mapping[str, Any] | None) -> str:
+    error = (payload or {}).get("error")
+    if isinstance(error, Mapping):
+        return f"{error.get('message') or 'error'} (code {error.get('code', '-')})"
+    return str(error)
 
 
 def _is_vendor_error(exc: BaseException) -> bool:

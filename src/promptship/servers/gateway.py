@@ -87,11 +87,11 @@ def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
                 # LiteLLM proxy's convention: LiteLLM-based clients (the OpenHands SDK) take the cost from here.
                 cost = str(result.get("usage", {}).get("cost", 0.0))
                 return JSONResponse(result, headers={COST_HEADER: cost})
-            chunks = await run_in_threadpool(gateway.stream_chat, access, body, step=step)
+            events = await run_in_threadpool(gateway.stream_chat, access, body, step=step)
         except (SensitiveDataBlocked, BudgetExceeded, LLMError, ValueError) as exc:
             return _error_response(exc)
         return StreamingResponse(
-            _from_thread(_sse(chunks)), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            _from_thread(_sse(events)), media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
 
     async def models(request: Request) -> Response:
@@ -175,16 +175,15 @@ async def _from_thread(items: Iterator[bytes], max_ahead: int = 64) -> AsyncIter
         room.release()  # a reader waiting for room sees ``stop``
 
 
-def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+def _sse(body: Iterator[bytes]) -> Iterator[bytes]:
+    """The relay's SSE body as it comes; a failure after the headers were sent ends it with an error event."""
     try:
-        for chunk in chunks:
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        yield from body
     except (LLMError, BudgetExceeded, SensitiveDataBlocked) as exc:
         # Headers are gone already: report the failure in the stream, as OpenAI-compatible servers do.
         kind = "upstream_error" if isinstance(exc, LLMError) else type(exc).__name__
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': kind}})}\n\n".encode()
     finally:
-        close = getattr(chunks, "close", None)
+        close = getattr(body, "close", None)
         if close is not None:
             close()  # a client that went away: the relay records what the call cost
