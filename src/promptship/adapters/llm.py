@@ -27,13 +27,17 @@ objects never leave this module (the gateway service gets plain OpenAI-format di
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -100,13 +104,10 @@ class _Sent:
 
 @dataclass
 class _OpenSSE:
-    """A provider's SSE answer, status checked, body not read yet: relayed as it is (internal)."""
+    """A provider's SSE answer, status checked, body not read yet: relayed as it is (internal). Its response
+    belongs to the event loop of the service that opened it."""
 
     response: httpx.Response
-
-
-class _UpstreamStreamError(Exception):
-    """An error event in a provider's stream (internal)."""
 
 
 def to_llm_error(exc: BaseException, model: str) -> LLMError:
@@ -159,7 +160,6 @@ class LiteLLMGateway:
         default_max_tokens: int = 2048,
         allow_values: Collection[str] = (),
         sleep: Callable[[float], None] = time.sleep,
-        http: httpx.Client | None = None,
         stream_passthrough: bool = True,
     ):
         self.policy = policy
@@ -175,11 +175,14 @@ class LiteLLMGateway:
         self.default_max_tokens = default_max_tokens
         self.allow_values = frozenset(v for v in allow_values if v)
         self.sleep = sleep
-        # Streams to OpenAI-compatible backends: LiteLLM builds the request, this client sends it and the
-        # provider's SSE bytes are relayed (``_pass_through``). False: LiteLLM streams every call itself.
+        # Streams to OpenAI-compatible backends: LiteLLM builds the request, an httpx client on the service's
+        # event loop sends it and the provider's SSE bytes are relayed (``_pass_through``). False: LiteLLM
+        # streams every call itself (what Ollama's groups always get).
         self.stream_passthrough = stream_passthrough
-        self._http = http
-        self._http_lock = threading.Lock()
+        # one client per event loop (its connections belong to the loop), made on first use
+        self._async_http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ["OLLAMA_API_BASE"] = endpoints.ollama_base_url
@@ -265,20 +268,32 @@ class LiteLLMGateway:
         out["usage"] = _usage_json(usage)
         return out
 
-    def stream_chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> Iterator[bytes]:
-        """Like ``chat`` with ``stream: true``: routing, gate, budget and the provider connection happen now
-        (errors raise here); the returned iterator yields the SSE body — the provider's chunks, then a usage
-        chunk with the ledger's figures, then ``data: [DONE]`` — and records the call when it ends (also when
-        the client goes away). A provider failing mid-stream raises ``LLMError`` from the iterator, recorded.
+    async def stream_chat(
+        self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
+    ) -> AsyncIterator[bytes]:
+        """Like ``chat`` with ``stream: true``, from the gateway service's event loop: routing, gate, budget and
+        the provider connection happen now (errors raise here); the returned iterator yields the SSE body — the
+        provider's chunks, then a usage chunk with the ledger's figures, then ``data: [DONE]`` — and records the
+        call when it ends (also when the client goes away). A provider failing mid-stream raises ``LLMError``
+        from the iterator, and the call is recorded as failed.
 
-        OpenAI-compatible backends (``PASS_THROUGH_BACKENDS``) are relayed as the provider's bytes, parsing
-        only the usage, an error event and the end; others go through LiteLLM's streaming, chunk by chunk."""
+        OpenAI-compatible backends (``PASS_THROUGH_BACKENDS``) are relayed as the provider's bytes on the event
+        loop, looking only into the usage, an error event and the end; the others are LiteLLM's stream, read
+        chunk by chunk by a thread of its own."""
+        import anyio.to_thread
+
+        loop = asyncio.get_running_loop()
         messages, tools, params = _split_body(body)
-        decision = self._decide_for_run(access, messages, tools)
-        sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True)
+        prompt_tokens = self._prompt_tokens(messages, tools)
+
+        def open_stream() -> _Sent:  # the policy in a worker thread (the ledger is blocking); I/O on the loop
+            decision = self._decide_for_run(access, messages, tools)
+            return self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True, loop=loop)
+
+        sent = await anyio.to_thread.run_sync(open_stream)
         if isinstance(sent.response, _OpenSSE):
-            return self._pass_through(access.run_key, step, sent, self._prompt_tokens(messages, tools))
-        return _sse_body(self._relay(access.run_key, step, sent, self._prompt_tokens(messages, tools)))
+            return self._pass_through(access.run_key, step, sent, prompt_tokens)
+        return _read_in_thread(_sse_body(self._relay(access.run_key, step, sent, prompt_tokens)))
 
     # ---- internals --------------------------------------------------------------------------------------
     def _decide(
@@ -389,6 +404,7 @@ class LiteLLMGateway:
         params: Mapping[str, Any],
         *,
         stream: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> _Sent:
         chain = self._chain(decision)
         if not chain:
@@ -418,7 +434,7 @@ class LiteLLMGateway:
                 notes.append(f"over budget ({check.reason}) → rerouted to local")
                 continue
             try:
-                response = self._send(spec, messages, tools, params, stream=stream)
+                response = self._send(spec, messages, tools, params, stream=stream, loop=loop)
             except _GroupFailed as failed:
                 self.ledger.release(reservation)
                 last_error, attempts = failed.error, attempts + failed.attempts
@@ -454,7 +470,10 @@ class LiteLLMGateway:
         params: Mapping[str, Any],
         *,
         stream: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> Any:
+        """One model group: LiteLLM's call (or, for a pass-through stream, the request LiteLLM builds, sent on
+        ``loop``) with our retries; ``_GroupFailed`` when the group is given up."""
         import litellm
 
         # LiteLLM would otherwise hand every streamed chunk to a logging thread (its callbacks, which promptship
@@ -497,13 +516,13 @@ class LiteLLMGateway:
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
-        request = self._pass_through_request(spec, kwargs) if stream else None
+        request = self._pass_through_request(spec, kwargs) if stream and loop is not None else None
         attempt = 0
         while True:
             attempt += 1
             try:
-                if request is not None:
-                    return self._open_sse(*request)
+                if request is not None and loop is not None:
+                    return asyncio.run_coroutine_threadsafe(self._open_sse(*request), loop).result()
                 return litellm.completion(**kwargs)
             except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
                 if not _is_vendor_error(exc):
@@ -590,31 +609,26 @@ class LiteLLMGateway:
         body["stream"] = True
         return url, {str(k): str(v) for k, v in headers.items()}, json.dumps(body).encode()
 
-    def _http_client(self) -> httpx.Client:
-        """The HTTP client of pass-through streams: the one given, or one made on first use and kept."""
-        with self._http_lock:
-            if self._http is None:
-                import httpx
-
-                self._http = httpx.Client(timeout=self.timeout_s)
-            return self._http
-
-    def _open_sse(self, url: str, headers: Mapping[str, str], body: bytes) -> _OpenSSE:
-        """Send a pass-through stream's request; an error status raises ``httpx.HTTPStatusError`` (translated
-        and retried by ``_send`` like LiteLLM's errors), the body is left to the relay."""
+    async def _open_sse(self, url: str, headers: Mapping[str, str], body: bytes) -> _OpenSSE:
+        """Send a pass-through stream's request (on the service's loop); an error status raises
+        ``httpx.HTTPStatusError`` (translated and retried by ``_send`` like LiteLLM's errors); the body is left
+        to the relay."""
         import httpx
 
-        http = self._http_client()
-        request = http.build_request("POST", url, headers=headers, content=body, timeout=self.timeout_s)
-        response = http.send(request, stream=True)
+        loop = asyncio.get_running_loop()
+        http = self._async_http.get(loop)
+        if http is None:
+            http = self._async_http[loop] = httpx.AsyncClient(timeout=self.timeout_s)
+        request = http.build_request("POST", url, headers=headers, content=body)
+        response = await http.send(request, stream=True)
         if response.status_code >= 400:
             try:
-                response.read()
+                await response.aread()
             finally:
-                response.close()
+                await response.aclose()
             raise httpx.HTTPStatusError(_provider_message(response), request=request, response=response)
         if not response.headers.get("content-type", "").startswith("text/event-stream"):
-            response.close()
+            await response.aclose()
             kind = response.headers.get("content-type") or "no content type"
             raise httpx.DecodingError(f"answered a stream request with {kind}, not text/event-stream", request=request)
         return _OpenSSE(response)
@@ -728,88 +742,63 @@ class LiteLLMGateway:
                 self._settle(run_key, step, sent, Usage(cost_usd=estimate, cost_missing=not sent.spec.local))
             sent.response.close()  # stops reading the provider (a client gone mid-stream) or releases it
 
-    def _pass_through(self, run_key: str, step: str, sent: _Sent, prompt_tokens: int) -> Iterator[bytes]:
-        """An OpenAI-compatible provider's SSE stream, relayed as its bytes as they come. Only three kinds of
-        event are looked into: the closing usage chunk (replaced by one with the ledger's figures, after the
-        call is recorded), an error event (the stream ends with ``LLMError``, the call recorded as failed) and
-        ``data: [DONE]`` (sent after the usage). Without usage from the provider, the content chunks are
-        counted (``_estimated_usage``)."""
+    async def _pass_through(self, run_key: str, step: str, sent: _Sent, prompt_tokens: int) -> AsyncIterator[bytes]:
+        """An OpenAI-compatible provider's SSE stream relayed as its bytes, as they come (``sse.Relay``: the
+        provider's usage chunk is replaced by one with the ledger's figures once the call is recorded; without
+        usage, the content chunks are counted). An error event, or the provider breaking off, ends the stream
+        with ``LLMError``, the call recorded as failed."""
+        import anyio
+        import anyio.to_thread
+
         upstream: httpx.Response = sent.response.response
+        relay = sse.Relay()
         settled = False
-        chunks = 0
-        usage_event: Mapping[str, Any] | None = None
-        done: bytes | None = None
-        rest = b""
         try:
+            error: LLMError | None = None
             try:
-                for received in upstream.iter_bytes():
-                    events, rest = sse.split_events(rest + received)
-                    out: list[bytes] = []
-                    for raw in events:
-                        event = sse.classify(raw)
-                        if done is not None:
-                            continue  # nothing is sent after the end
-                        if event.kind == "chunk":
-                            chunks += 1
-                            out.append(raw)
-                        elif event.kind == "other":
-                            out.append(raw)  # comments (keep-alives) and fields without data
-                        elif event.kind == "usage":
-                            usage_event = event.payload
-                            if sse.has_choices(event.payload):
-                                chunks += 1
-                                out.append(raw)  # content as well: relayed; the ledger's usage follows
-                        elif event.kind == "error":
-                            raise _UpstreamStreamError(_stream_error_text(event.payload))
-                        else:
-                            done = raw
+                async for received in upstream.aiter_bytes():
+                    out = relay.feed(received)
                     if out:
-                        yield b"".join(out)
-                if rest.strip():  # the last event without its blank line (a server that ended abruptly)
-                    event = sse.classify(rest)
-                    if event.kind == "error":
-                        raise _UpstreamStreamError(_stream_error_text(event.payload))
-                    if event.kind == "usage":
-                        usage_event = event.payload
-            except _UpstreamStreamError as exc:
-                error = LLMError(
-                    f"{sent.spec.name}: the provider sent an error mid-stream: {redact(str(exc))[:300]}",
-                    retryable=False,
-                )
-                self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
-                settled = True
-                raise error from None
+                        yield out
+                relay.finish()
+            except sse.UpstreamErrorEvent as exc:
+                message = redact(" ".join(str(exc).split()))[:300]
+                error = LLMError(f"{sent.spec.name}: the provider sent an error mid-stream: {message}", retryable=False)
             except Exception as exc:
                 if not _is_vendor_error(exc):
                     raise
                 error = to_llm_error(exc, sent.spec.name)
-                self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
+            if error is not None:
+                record = partial(self._record_failure, run_key, step, sent, prompt_tokens, relay.chunks, error)
+                await anyio.to_thread.run_sync(record)
                 settled = True
-                raise error from None
-            reported = usage_event.get("usage") if usage_event is not None else None
+                raise error
+            reported = relay.usage()
             if reported is None:
-                usage = self._estimated_usage(sent.spec, prompt_tokens, chunks)
+                usage = self._estimated_usage(sent.spec, prompt_tokens, relay.chunks)
             else:
                 usage = self._usage(sent.spec, reported)
-            self._settle(run_key, step, sent, usage)
+            await anyio.to_thread.run_sync(partial(self._settle, run_key, step, sent, usage))
             settled = True
-            closing = (
-                {k: usage_event[k] for k in ("id", "object", "created", "model") if k in usage_event}
-                if (usage_event is not None)
-                else {
+            if relay.usage_event is not None:
+                closing = {
+                    k: relay.usage_event[k] for k in ("id", "object", "created", "model") if k in relay.usage_event
+                }
+            else:
+                closing = {
                     "id": "chatcmpl-usage",
                     "object": "chat.completion.chunk",
                     "created": int(time.time()),
                     "model": sent.decision.model,
                 }
-            )
-            yield sse.data_event({**closing, "choices": [], "usage": _usage_json(usage)}) + (done or sse.DONE)
+            yield sse.data_event({**closing, "choices": [], "usage": _usage_json(usage)}) + (relay.done or sse.DONE)
         finally:
-            if not settled:
-                # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
-                estimate = sent.reservation.check.estimate_usd
-                self._settle(run_key, step, sent, Usage(cost_usd=estimate, cost_missing=not sent.spec.local))
-            upstream.close()
+            with anyio.CancelScope(shield=True):  # also when the service cancels us (the client went away)
+                if not settled:
+                    # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
+                    estimate = Usage(cost_usd=sent.reservation.check.estimate_usd, cost_missing=not sent.spec.local)
+                    await anyio.to_thread.run_sync(partial(self._settle, run_key, step, sent, estimate))
+                await upstream.aclose()
 
 
 def _sse_body(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -822,6 +811,63 @@ def _sse_body(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+
+
+_END = object()
+
+
+async def _read_in_thread(items: Iterator[bytes], max_ahead: int = 64) -> AsyncIterator[bytes]:
+    """``items`` (a blocking iterator: LiteLLM reading the provider) read by a thread of its own and handed to
+    the event loop as each item comes, what is ready at once handed on as one.
+
+    Starlette's default for a sync iterator moves every ``next()`` to a worker thread and back: a round trip
+    per chunk, during which nothing is read from the provider. Here the reader runs ahead (at most
+    ``max_ahead`` items) while the loop writes. Closing this iterator (the client went away) stops the
+    reader, which closes ``items`` in its own thread."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    room = threading.Semaphore(max_ahead)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def read() -> None:
+        try:
+            for item in items:
+                room.acquire()
+                if stop.is_set():
+                    break
+                hand_over(item)
+        except BaseException as exc:  # handed to the loop, raised there
+            hand_over(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            hand_over(_END)
+
+    threading.Thread(target=read, daemon=True, name="gateway-sse").start()
+    try:
+        while True:
+            ready = [await queue.get()]
+            while not queue.empty():
+                ready.append(queue.get_nowait())
+            out: list[bytes] = []
+            for item in ready:
+                if item is _END or isinstance(item, BaseException):
+                    if out:
+                        yield b"".join(out)
+                    if isinstance(item, BaseException):
+                        raise item
+                    return
+                room.release()
+                out.append(item)  # type: ignore[arg-type]  # everything else the reader hands over is bytes
+            yield b"".join(out)
+    finally:
+        stop.set()
+        room.release()  # a reader waiting for room sees ``stop``
 
 
 def _field(usage: Any, name: str) -> Any:
@@ -839,13 +885,6 @@ def _provider_message(response: httpx.Response) -> str:
     if isinstance(data, dict) and isinstance(data.get("error"), dict) and data["error"].get("message"):
         return str(data["error"]["message"])
     return response.text[:300] or response.reason_phrase
-
-
-def _stream_error_text(payload: Mapping[str, Any] | None) -> str:
-    error = (payload or {}).get("error")
-    if isinstance(error, Mapping):
-        return f"{error.get('message') or 'error'} (code {error.get('code', '-')})"
-    return str(error)
 
 
 def _is_vendor_error(exc: BaseException) -> bool:

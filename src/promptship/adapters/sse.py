@@ -84,3 +84,68 @@ def data_event(payload: Mapping[str, Any]) -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+
+
+class UpstreamErrorEvent(Exception):
+    """The provider sent an error event in the middle of its stream (its message is the provider's)."""
+
+
+class Relay:
+    """What the gateway does with a provider's SSE body, one network read at a time (no I/O here).
+
+    ``feed`` returns the bytes to send on now: every complete event as received, but the usage-only chunk and
+    ``data: [DONE]``, which are kept for the end (the gateway sends its own usage chunk, then the end). An error
+    event raises ``UpstreamErrorEvent``. ``chunks`` counts the events with content (for a stream without usage);
+    ``usage_event`` is the provider's usage chunk, ``done`` its end event, once seen."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.usage_event: Mapping[str, Any] | None = None
+        self.done: bytes | None = None
+        self._rest = b""
+
+    def feed(self, received: bytes) -> bytes:
+        events, self._rest = split_events(self._rest + received if self._rest else received)
+        out: list[bytes] = []
+        for raw in events:
+            if self.done is not None:
+                break  # nothing is sent after the end
+            event = classify(raw)
+            if event.kind == "chunk":
+                self.chunks += 1
+                out.append(raw)
+            elif event.kind == "other":
+                out.append(raw)  # comments (keep-alives), fields without data
+            elif event.kind == "usage":
+                self.usage_event = event.payload
+                if has_choices(event.payload):
+                    self.chunks += 1
+                    out.append(raw)  # content as well: relayed, the gateway's usage chunk follows
+            elif event.kind == "error":
+                raise UpstreamErrorEvent(_error_text(event.payload))
+            else:
+                self.done = raw
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """The provider's body ended: an event left without its blank line still counts (not its bytes)."""
+        rest, self._rest = self._rest, b""
+        if not rest.strip() or self.done is not None:
+            return
+        event = classify(rest)
+        if event.kind == "error":
+            raise UpstreamErrorEvent(_error_text(event.payload))
+        if event.kind == "usage":
+            self.usage_event = event.payload
+
+    def usage(self) -> Mapping[str, Any] | None:
+        """The provider's reported usage, if it sent one."""
+        usage = self.usage_event.get("usage") if self.usage_event is not None else None
+        return usage if isinstance(usage, Mapping) else None
+
+
+def _error_text(payload: Mapping[str, Any] | None) -> str:
+    error = (payload or {}).get("error")
+    if isinstance(error, Mapping):
+        return f"{error.get('message') or 'error'} (code {error.get('code', '-')})"
+    return str(error)
