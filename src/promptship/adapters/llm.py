@@ -21,6 +21,10 @@ For every call, in this order:
    local calls priced by settings; a cloud call without a reported cost is recorded at list price and flagged
    ``cost_missing``.
 
+Streams to OpenAI-compatible backends (OpenRouter, llama.cpp) are sent as the request LiteLLM builds, by an
+httpx client on the gateway service's event loop, and relayed as the provider's SSE bytes (``_pass_through``:
+LiteLLM's per-chunk parsing was most of a stream's cost through the service); Ollama's keep LiteLLM's stream.
+
 LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else; its response
 objects never leave this module (the gateway service gets plain OpenAI-format dicts).
 """
