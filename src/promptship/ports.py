@@ -6,7 +6,7 @@ Adapters (``promptship.adapters``) implement them against real services; the san
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -136,11 +136,13 @@ class ChatRelay(Protocol):
         """One non-streaming OpenAI-format chat completion for the run of ``access``."""
         ...
 
-    def stream_chat(
+    async def stream_chat(
         self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
-    ) -> Iterator[dict[str, Any]]:
-        """One streaming completion: routing, gate, budget and the provider connection happen now (errors
-        raise here); the iterator yields OpenAI-format chunks and records the cost when it ends."""
+    ) -> AsyncIterator[bytes]:
+        """One streaming completion, from the service's event loop: routing, gate, budget and the provider
+        connection happen now (errors raise here); the iterator yields the SSE body (OpenAI's ``data:`` chunks,
+        a usage chunk, ``data: [DONE]``) and records the cost when it ends; a provider failing mid-stream
+        raises ``LLMError``."""
         ...
 
 

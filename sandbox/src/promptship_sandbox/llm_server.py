@@ -10,8 +10,9 @@
 
 Answers are deterministic: scripted per model with ``script(model, replies)`` (a reply is a text or a list of
 tool calls); when a model's script is empty the answer is an echo of the last user message. ``fail_next`` makes
-the next completions fail with an HTTP status. Every request is logged (``requests``), so tests can prove what
-reached "the cloud" and what did not.
+the next completions fail with an HTTP status; ``break_next_stream`` breaks an SSE stream off after some events
+(the connection dropped, or an error event). Every request is logged (``requests``), so tests can prove what
+reached "the cloud" and what did not; ``sent_stream(id)`` is the SSE body sent for a completion, byte for byte.
 
 In Python::
 
@@ -39,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -168,6 +169,8 @@ class LLMStandIn:
         self._prices: dict[str, tuple[float, float]] = {}
         self._no_cost: set[str] = set()
         self._no_stream_usage: set[str] = set()
+        self._breaks: deque[tuple[int, Literal["drop", "error"], str | None]] = deque()
+        self._sent_streams: dict[str, bytes] = {}
         self._seq = itertools.count(1)
         self.local_models: list[str] = list(local_models)
         self.base_url = ""
@@ -236,11 +239,27 @@ class LLMStandIn:
         with self._lock:
             self._no_stream_usage.add(model)
 
+    def break_next_stream(
+        self, after_events: int, how: Literal["drop", "error"] = "drop", *, model: str | None = None
+    ) -> None:
+        """The next OpenAI-compatible SSE stream (of ``model`` only, if given) breaks off after ``after_events``
+        events: ``drop`` closes the connection in the middle of the body; ``error`` sends an error event
+        (``data: {"error": {...}}``, as OpenRouter and vLLM do) and ends the stream without ``[DONE]``."""
+        with self._lock:
+            self._breaks.append((after_events, how, model))
+
+    def sent_stream(self, completion_id: str) -> bytes:
+        """The SSE body sent for completion ``completion_id`` (the ``id`` of its chunks), as written."""
+        with self._lock:
+            return self._sent_streams[completion_id]
+
     def reset(self) -> None:
         """Forget scripts, failures and the request log."""
         with self._lock:
             self._scripts.clear()
             self._failures.clear()
+            self._breaks.clear()
+            self._sent_streams.clear()
             self._delays.clear()
             self._requests.clear()
 
@@ -273,6 +292,14 @@ class LLMStandIn:
                     break
         if delay:
             await asyncio.sleep(delay)
+
+    def _take_break(self, model: str) -> tuple[int, Literal["drop", "error"]] | None:
+        with self._lock:
+            for i, (after, how, only) in enumerate(self._breaks):
+                if only is None or only == model:
+                    del self._breaks[i]
+                    return after, how
+        return None
 
     def _take_failure(self, model: str) -> int | None:
         with self._lock:
@@ -381,6 +408,19 @@ class LLMStandIn:
             return f"data: {json.dumps(payload)}\n\n"
 
         def events() -> Iterator[str]:
+            yield from _recorded(_broken(all_events(), self._take_break(model)))
+
+        def _recorded(items: Iterator[str]) -> Iterator[str]:
+            sent: list[str] = []
+            try:
+                for item in items:
+                    sent.append(item)
+                    yield item
+            finally:
+                with self._lock:
+                    self._sent_streams[completion_id] = "".join(sent).encode()
+
+        def all_events() -> Iterator[str]:
             yield chunk({"role": "assistant", "content": ""})
             if isinstance(reply, str):
                 for piece in _pieces(reply, 16):
@@ -554,6 +594,27 @@ class LLMStandIn:
             raise ValueError(f"{path}: expected a mapping of model name to a list of replies")
         for model, replies in data.items():
             self.script(str(model), replies if isinstance(replies, list) else [replies])
+
+
+class _StreamBrokenOff(Exception):
+    """Raised inside a streamed body so that the server drops the connection mid-body (``break_next_stream``)."""
+
+
+def _broken(events: Iterator[str], broken: tuple[int, Literal["drop", "error"]] | None) -> Iterator[str]:
+    if broken is None:
+        yield from events
+        return
+    after, how = broken
+    for _ in range(after):
+        item = next(events, None)
+        if item is None:
+            return
+        yield item
+    if how == "error":
+        error = {"message": "stand-in: the upstream model failed mid-stream", "type": "server_error", "code": 502}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    raise _StreamBrokenOff(f"stand-in: stream dropped after {after} events")
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:
