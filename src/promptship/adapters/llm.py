@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -44,11 +45,12 @@ from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
 from promptship.domain.retrying import after_attempts, backoff_delay, retry_after_s
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
-from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
-from promptship.ports import AgentLLMAccess, Scanner
+from promptship.errors import BudgetExceeded, ConfigError, LLMError, SensitiveDataBlocked
+from promptship.ports import AgentLLMAccess, AppLLMAccess, Scanner
 from promptship.store.ledger import CostLedger, Reservation
 
 MODE_HEADER = "x-llm-mode"
+_CALLER = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,20 @@ class LiteLLMGateway:
         A key lives from ``agent_access`` to the end of the attempt that asked for it, never longer."""
         self.ledger.expire_access_keys(run_key)
 
+    def app_access(self, caller: str, *, run_key: str | None = None, budget_usd: float | None = None) -> AppLLMAccess:
+        """An app's key for the gateway service (e.g. the chat app's, caller ``chat``): each of its calls is
+        routed by the policy with ``caller`` (``callers`` in the policy file) and recorded under ``caller`` as the
+        step and ``run_key`` (default ``app-<caller>``) as the run. Only the key's hash is stored."""
+        if not _CALLER.fullmatch(caller):
+            raise ConfigError(
+                f"caller {caller!r}: use lower-case letters, digits and '_' (at most 64, a letter first), "
+                "the name the routing policy's `callers` uses, e.g. chat"
+            )
+        key = "psk-app-" + secrets.token_urlsafe(32)
+        run_key = run_key or f"app-{caller}"
+        self.ledger.add_caller_key(key, caller, run_key, budget_usd)
+        return AppLLMAccess(base_url=f"{self.gateway_url}/v1", api_key=SecretStr(key), caller=caller, run_key=run_key)
+
     def run_cost_usd(self, run_key: str) -> float:
         """What the ledger has recorded for a run so far (USD)."""
         return self.ledger.run_cost_usd(run_key)
@@ -231,6 +247,7 @@ class LiteLLMGateway:
     def chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> dict[str, Any]:
         """One OpenAI-format chat completion for the run of ``access``; returns the OpenAI-format response."""
         messages, tools, params = _split_body(body)
+        step = access.caller or step  # an app's calls are recorded under its caller
         decision = self._decide_for_run(access, messages, tools)
         sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=False)
         usage = self._usage(sent.spec, sent.response.usage)
@@ -248,6 +265,7 @@ class LiteLLMGateway:
         (errors raise here); the returned iterator yields OpenAI-format chunks, the last one with ``usage``,
         and records the cost when it ends (also when the client goes away)."""
         messages, tools, params = _split_body(body)
+        step = access.caller or step  # an app's calls are recorded under its caller
         decision = self._decide_for_run(access, messages, tools)
         sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True)
         return self._relay(access.run_key, step, sent)
@@ -277,8 +295,11 @@ class LiteLLMGateway:
         self, access: RunAccess, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
     ) -> RouteDecision:
         """The agent's calls keep the run's decision unless the gate finds sensitive data now (⇒ local).
-        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets."""
+        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets.
+        An app's calls (a key with a caller) are routed one by one, by the policy, for that caller."""
         pinned = access.decision
+        if pinned is None or access.caller is not None:
+            return self._decide(messages, tools, task_class=None, force_local=False, caller=access.caller)
         key = access.run_key
         gate = self._gate(messages, tools, (key, branch_for(key), conversation_id_for(key)))
         if not gate.sensitive and not pinned.sensitive and pinned.model in self.policy.models:
