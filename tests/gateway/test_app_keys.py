@@ -108,3 +108,20 @@ def test_a_bad_caller_name_is_refused_and_mints_nothing(gateway, caller: str) ->
         gateway.app_access(caller)
     with gateway.ledger.engine.connect() as conn:
         assert conn.execute(select(LLMAccessKeyRow.__table__)).all() == []
+
+
+def test_the_policy_file_names_the_callers_the_real_model_answers() -> None:
+    from promptship_sandbox.local_model import describe_local_callers, local_model_callers
+
+    assert local_model_callers() == ("open_pull_request", "chat", "summarize_ci_log")
+    line = describe_local_callers()
+    assert all(c in line for c in ("open_pull_request", "chat", "summarize_ci_log")) and "code agent" in line
+
+
+def test_the_sandbox_chat_app_secret_points_the_app_at_the_gateway(gateway, llm: LLMStandIn) -> None:
+    from promptship_sandbox.llm_gateway import SandboxGateway, chat_app_secret
+
+    data = chat_app_secret(SandboxGateway(gateway=gateway, llm=llm, url=gateway.gateway_url))
+    assert data["LLM_API_BASE"] == f"{gateway.gateway_url}/v1"
+    access = gateway.access_for(data["LLM_API_KEY"])
+    assert access is not None and access.caller == "chat" and access.decision is None
