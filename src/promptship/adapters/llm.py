@@ -68,6 +68,8 @@ class ProviderEndpoints:
 # (the next group in the fallback chain is tried rather than calling the limited one too soon).
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 10.0
+# A call with a deadline starts no request (no retry, no fallback) with less than this left of it.
+MIN_REQUEST_S = 0.5
 
 
 class _GroupFailed(Exception):
@@ -178,7 +180,8 @@ class LiteLLMGateway:
         params: dict[str, Any] = {}
         if call.max_tokens is not None:
             params["max_tokens"] = call.max_tokens
-        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False)
+        deadline = time.monotonic() + call.deadline_s if call.deadline_s is not None else None
+        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False, deadline=deadline)
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(call.run_key, call.step, sent, usage)
         content = sent.response.choices[0].message.content or ""
@@ -377,6 +380,7 @@ class LiteLLMGateway:
         params: Mapping[str, Any],
         *,
         stream: bool,
+        deadline: float | None = None,
     ) -> _Sent:
         chain = self._chain(decision)
         if not chain:
@@ -392,6 +396,13 @@ class LiteLLMGateway:
             spec = self.policy.spec(group)
             if not spec.local and budget_refusal is not None:
                 continue  # the cloud budget is exhausted: only local groups remain
+            if deadline is not None and deadline - time.monotonic() < MIN_REQUEST_S:
+                last = f"; last error: {last_error}" if last_error is not None else ""
+                raise LLMError(
+                    f"{decision.model}: the call's deadline passed after {attempts} request(s){last}",
+                    retryable=False,
+                    status=408,
+                )
             reservation = self.ledger.reserve(run_key, spec.mode, self._estimate(spec, messages, tools, params))
             if not reservation.check.ok:
                 check = reservation.check
@@ -406,7 +417,7 @@ class LiteLLMGateway:
                 notes.append(f"over budget ({check.reason}) → rerouted to local")
                 continue
             try:
-                response = self._send(spec, messages, tools, params, stream=stream)
+                response = self._send(spec, messages, tools, params, stream=stream, deadline=deadline)
             except _GroupFailed as failed:
                 self.ledger.release(reservation)
                 last_error, attempts = failed.error, attempts + failed.attempts
@@ -442,6 +453,7 @@ class LiteLLMGateway:
         params: Mapping[str, Any],
         *,
         stream: bool,
+        deadline: float | None = None,
     ) -> Any:
         import litellm
 
@@ -488,6 +500,10 @@ class LiteLLMGateway:
         attempt = 0
         while True:
             attempt += 1
+            if deadline is not None:
+                # a call with a deadline: each request gets what is left of it, and no retry starts after it
+                left = deadline - time.monotonic()
+                kwargs["timeout"] = max(MIN_REQUEST_S, min(self.timeout_s, left))
             try:
                 return litellm.completion(**kwargs)
             except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
@@ -497,7 +513,10 @@ class LiteLLMGateway:
                 asked = error.retry_after_s or 0.0
                 if not error.retryable or attempt > self.max_retries or asked > RETRY_CAP_S:
                     raise _GroupFailed(error, attempt) from None
-                self.sleep(backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked))
+                delay = backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked)
+                if deadline is not None and deadline - time.monotonic() - delay < MIN_REQUEST_S:
+                    raise _GroupFailed(error, attempt) from None  # no time left for another request
+                self.sleep(delay)
 
     def _usage(self, spec: ModelSpec, usage: Any) -> Usage:
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0

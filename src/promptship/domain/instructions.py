@@ -202,6 +202,9 @@ CI_SUMMARY_CALLER = "summarize_ci_log"
 _SUMMARY_INPUT_CHARS = 2_000
 _SUMMARY_MAX_TOKENS = 80
 _SUMMARY_MAX_CHARS = 800
+# The summary is optional: it never holds a repair round longer than this (retries and fallbacks included).
+# Measured: 13–18 s for ~380 prompt tokens on 1 llama.cpp thread at load average ~10 (2 cores).
+_SUMMARY_DEADLINE_S = 45.0
 
 
 class CILogSummary(BaseModel):
@@ -236,6 +239,7 @@ def ci_summary_call(run_key: str, ci: CIResult) -> LLMCall | None:
             ),
         ),
         max_tokens=_SUMMARY_MAX_TOKENS,
+        deadline_s=_SUMMARY_DEADLINE_S,
     )
 
 

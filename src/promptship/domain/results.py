@@ -83,6 +83,12 @@ class LLMCall(_Model):
     task_class: TaskClass | None = None
     force_local: bool = False
     max_tokens: int | None = None
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most seconds the whole call may take, retries and fallbacks included (None: the policy's "
+        "per-request timeout and retries only). For calls whose answer is optional, such as a CI-log summary.",
+    )
 
 
 class LLMReply(_Model):
