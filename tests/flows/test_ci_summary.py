@@ -185,7 +185,7 @@ def test_the_real_local_model_summarizes_a_real_pytest_log(
 
     assert report.outcome == "deployed"
     instruction = _repair_instruction(services)
-    assert SUMMARY_HEADING in instruction and "(smollm2)" in instruction
+    assert SUMMARY_HEADING in instruction and "(smollm2)" in instruction, _repair_detail(services, report.run_key)
     summary = instruction.split(SUMMARY_HEADING, 1)[1].split("## Failing checks", 1)[0]
     written = summary.split("check the summary against them.", 1)[1].strip()
     assert written, "the real model's summary is empty"

@@ -501,9 +501,9 @@ class LiteLLMGateway:
         while True:
             attempt += 1
             if deadline is not None:
-                # a call with a deadline: each request gets what is left of it, and no retry starts after it
-                left = deadline - time.monotonic()
-                kwargs["timeout"] = max(MIN_REQUEST_S, min(self.timeout_s, left))
+                # a call with a deadline: a request may take all that is left of it (re-sending to a slow local
+                # model only makes it evaluate the prompt again), and no retry or fallback starts after it
+                kwargs["timeout"] = max(MIN_REQUEST_S, deadline - time.monotonic())
             try:
                 return litellm.completion(**kwargs)
             except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
