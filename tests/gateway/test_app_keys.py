@@ -125,3 +125,14 @@ def test_the_sandbox_chat_app_secret_points_the_app_at_the_gateway(gateway, llm:
     assert data["LLM_API_BASE"] == f"{gateway.gateway_url}/v1"
     access = gateway.access_for(data["LLM_API_KEY"])
     assert access is not None and access.caller == "chat" and access.decision is None
+
+
+def test_an_apps_key_outlives_the_attempts_whose_keys_expire(gateway, llm: LLMStandIn) -> None:
+    """Agent keys expire with their attempt (``expire_agent_access``); an app's key is no attempt's."""
+    access = gateway.app_access("chat", run_key="shared-run")
+    decision = gateway.route("Implement the feature", task_class="complex_code")
+    agent_key = gateway.agent_access("shared-run", decision, 1.0).api_key.get_secret_value()
+    gateway.expire_agent_access("shared-run")
+    assert gateway.access_for(agent_key) is None
+    kept = gateway.access_for(access.api_key.get_secret_value())
+    assert kept is not None and kept.caller == "chat"
