@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from promptship.domain.attempt import Attempt
 from promptship.domain.gate import GateResult
@@ -52,6 +52,18 @@ class AgentLLMAccess(BaseModel):
     # the gateway's ledger records (None: the agent's LiteLLM uses its price map, 0 for unknown models).
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
+
+
+class AppLLMAccess(BaseModel):
+    """How an application (the chat app) reaches models through the gateway service: its base URL and an
+    app's key whose calls are routed by the policy for ``caller`` (the key is shown once, never persisted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    api_key: SecretStr
+    caller: str
+    run_key: str = Field(description="The ledger run the app's calls are recorded under.")
 
 
 @runtime_checkable
@@ -104,6 +116,15 @@ class AgentAccessIssuer(Protocol):
 
     def expire_agent_access(self, run_key: str) -> None:
         """``run_key`` (an attempt) ended: every agent key issued for it stops working (the gateway answers 401)."""
+        ...
+
+
+@runtime_checkable
+class AppAccessIssuer(Protocol):
+    """Mints an application's access to models through the gateway service (``promptship gateway key``)."""
+
+    def app_access(self, caller: str, *, run_key: str | None = None, budget_usd: float | None = None) -> AppLLMAccess:
+        """A key whose calls are routed by the policy for ``caller`` and recorded under it."""
         ...
 
 

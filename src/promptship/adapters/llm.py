@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -54,8 +55,8 @@ from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
 from promptship.domain.retrying import after_attempts, backoff_delay, retry_after_s
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
-from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
-from promptship.ports import AgentLLMAccess, Scanner
+from promptship.errors import BudgetExceeded, ConfigError, LLMError, SensitiveDataBlocked
+from promptship.ports import AgentLLMAccess, AppLLMAccess, Scanner
 from promptship.store.ledger import CostLedger, Reservation
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ MODE_HEADER = "x-llm-mode"
 # builds the request; ``_pass_through``); Ollama's native NDJSON stream keeps LiteLLM's own streaming.
 PASS_THROUGH_BACKENDS = frozenset({"llamacpp", "openrouter"})
 _PASS_THROUGH_PROVIDERS = frozenset({"openai", "openrouter"})  # LiteLLM providers whose request is plain OpenAI
+_CALLER = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class ProviderEndpoints:
 # (the next group in the fallback chain is tried rather than calling the limited one too soon).
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 10.0
+# A call with a deadline starts no request (no retry, no fallback) with less than this left of it.
+MIN_REQUEST_S = 0.5
 
 
 class _GroupFailed(Exception):
@@ -212,7 +216,8 @@ class LiteLLMGateway:
         params: dict[str, Any] = {}
         if call.max_tokens is not None:
             params["max_tokens"] = call.max_tokens
-        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False)
+        deadline = time.monotonic() + call.deadline_s if call.deadline_s is not None else None
+        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False, deadline=deadline)
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(call.run_key, call.step, sent, usage)
         content = sent.response.choices[0].message.content or ""
@@ -244,6 +249,20 @@ class LiteLLMGateway:
         A key lives from ``agent_access`` to the end of the attempt that asked for it, never longer."""
         self.ledger.expire_access_keys(run_key)
 
+    def app_access(self, caller: str, *, run_key: str | None = None, budget_usd: float | None = None) -> AppLLMAccess:
+        """An app's key for the gateway service (e.g. the chat app's, caller ``chat``): each of its calls is
+        routed by the policy with ``caller`` (``callers`` in the policy file) and recorded under ``caller`` as the
+        step and ``run_key`` (default ``app-<caller>``) as the run. Only the key's hash is stored."""
+        if not _CALLER.fullmatch(caller):
+            raise ConfigError(
+                f"caller {caller!r}: use lower-case letters, digits and '_' (at most 64, a letter first), "
+                "the name the routing policy's `callers` uses, e.g. chat"
+            )
+        key = "psk-app-" + secrets.token_urlsafe(32)
+        run_key = run_key or f"app-{caller}"
+        self.ledger.add_caller_key(key, caller, run_key, budget_usd)
+        return AppLLMAccess(base_url=f"{self.gateway_url}/v1", api_key=SecretStr(key), caller=caller, run_key=run_key)
+
     def run_cost_usd(self, run_key: str) -> float:
         """What the ledger has recorded for a run so far (USD)."""
         return self.ledger.run_cost_usd(run_key)
@@ -267,6 +286,7 @@ class LiteLLMGateway:
     def chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> dict[str, Any]:
         """One OpenAI-format chat completion for the run of ``access``; returns the OpenAI-format response."""
         messages, tools, params = _split_body(body)
+        step = access.caller or step  # an app's calls are recorded under its caller
         decision = self._decide_for_run(access, messages, tools)
         sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=False)
         usage = self._usage(sent.spec, sent.response.usage)
@@ -293,6 +313,7 @@ class LiteLLMGateway:
 
         loop = asyncio.get_running_loop()
         messages, tools, params = _split_body(body)
+        step = access.caller or step  # an app's calls are recorded under its caller
         prompt_tokens = self._prompt_tokens(messages, tools)
 
         def open_stream() -> _Sent:  # the policy in a worker thread (the ledger is blocking); I/O on the loop
@@ -329,8 +350,11 @@ class LiteLLMGateway:
         self, access: RunAccess, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
     ) -> RouteDecision:
         """The agent's calls keep the run's decision unless the gate finds sensitive data now (⇒ local).
-        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets."""
+        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets.
+        An app's calls (a key with a caller) are routed one by one, by the policy, for that caller."""
         pinned = access.decision
+        if pinned is None or access.caller is not None:
+            return self._decide(messages, tools, task_class=None, force_local=False, caller=access.caller)
         key = access.run_key
         gate = self._gate(messages, tools, (key, branch_for(key), conversation_id_for(key)))
         if not gate.sensitive and not pinned.sensitive and pinned.model in self.policy.models:
@@ -414,6 +438,7 @@ class LiteLLMGateway:
         *,
         stream: bool,
         loop: asyncio.AbstractEventLoop | None = None,
+        deadline: float | None = None,
     ) -> _Sent:
         chain = self._chain(decision)
         if not chain:
@@ -429,6 +454,13 @@ class LiteLLMGateway:
             spec = self.policy.spec(group)
             if not spec.local and budget_refusal is not None:
                 continue  # the cloud budget is exhausted: only local groups remain
+            if deadline is not None and deadline - time.monotonic() < MIN_REQUEST_S:
+                last = f"; last error: {last_error}" if last_error is not None else ""
+                raise LLMError(
+                    f"{decision.model}: the call's deadline passed after {attempts} request(s){last}",
+                    retryable=False,
+                    status=408,
+                )
             reservation = self.ledger.reserve(run_key, spec.mode, self._estimate(spec, messages, tools, params))
             if not reservation.check.ok:
                 check = reservation.check
@@ -443,7 +475,7 @@ class LiteLLMGateway:
                 notes.append(f"over budget ({check.reason}) → rerouted to local")
                 continue
             try:
-                response = self._send(spec, messages, tools, params, stream=stream, loop=loop)
+                response = self._send(spec, messages, tools, params, stream=stream, loop=loop, deadline=deadline)
             except _GroupFailed as failed:
                 self.ledger.release(reservation)
                 last_error, attempts = failed.error, attempts + failed.attempts
@@ -480,6 +512,7 @@ class LiteLLMGateway:
         *,
         stream: bool,
         loop: asyncio.AbstractEventLoop | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """One model group: LiteLLM's call (or, for a pass-through stream, the request LiteLLM builds, sent on
         ``loop``) with our retries; ``_GroupFailed`` when the group is given up."""
@@ -529,6 +562,10 @@ class LiteLLMGateway:
         attempt = 0
         while True:
             attempt += 1
+            if deadline is not None:
+                # a call with a deadline: a request may take all that is left of it (re-sending to a slow local
+                # model only makes it evaluate the prompt again), and no retry or fallback starts after it
+                kwargs["timeout"] = max(MIN_REQUEST_S, deadline - time.monotonic())
             try:
                 if request is not None and loop is not None:
                     return asyncio.run_coroutine_threadsafe(self._open_sse(*request), loop).result()
@@ -540,7 +577,10 @@ class LiteLLMGateway:
                 asked = error.retry_after_s or 0.0
                 if not error.retryable or attempt > self.max_retries or asked > RETRY_CAP_S:
                     raise _GroupFailed(error, attempt) from None
-                self.sleep(backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked))
+                delay = backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked)
+                if deadline is not None and deadline - time.monotonic() - delay < MIN_REQUEST_S:
+                    raise _GroupFailed(error, attempt) from None  # no time left for another request
+                self.sleep(delay)
 
     def _pass_through_request(
         self, spec: ModelSpec, kwargs: Mapping[str, Any]

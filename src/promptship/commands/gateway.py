@@ -43,6 +43,43 @@ def _register_service_commands(app: typer.Typer) -> None:
         config = uvicorn.Config(create_gateway_app(gateway, gateway.ledger), log_level="warning", access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
 
+    @gateway_app.command("key")
+    def key(
+        caller: Annotated[
+            str, typer.Option(help="The caller the key speaks for, as the policy's `callers` names it (e.g. chat).")
+        ],
+        run_key: Annotated[
+            str | None, typer.Option(help="Ledger run its calls are recorded under (default app-<caller>).")
+        ] = None,
+        budget_usd: Annotated[
+            float | None, typer.Option(min=0, help="Cap on what the key may spend in all (default: none).")
+        ] = None,
+    ) -> None:
+        """Mint an app's key for the gateway service (e.g. the chat app's LLM_API_KEY): each of its calls is
+        routed by the policy for CALLER and recorded under it. Prints the key once on stdout; only its hash is
+        stored."""
+        from promptship.errors import ConfigError
+        from promptship.settings import Settings
+        from promptship.wiring import build_llm_gateway
+
+        settings = Settings()
+        gateway = build_llm_gateway(settings)
+        try:
+            access = gateway.app_access(caller, run_key=run_key, budget_usd=budget_usd)
+        except ConfigError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        finally:
+            close = getattr(gateway.scanner, "close", None)
+            if close is not None:
+                close()
+        group = gateway.policy.callers.get(caller)
+        where = f"its local calls go to {group}" if group else "the policy has no `callers` entry for it"
+        typer.echo(
+            f"key for caller {caller} (ledger run {access.run_key}; {where}); base URL {access.base_url}", err=True
+        )
+        typer.echo(access.api_key.get_secret_value())
+
     @gateway_app.command("costs")
     def costs(
         by: Annotated[str, typer.Option(help="Group by step|run|day|repository|model|mode.")] = "day",

@@ -8,8 +8,8 @@ Tables:
   ``BEGIN IMMEDIATE``; Postgres: ``SELECT … FOR UPDATE`` on ``llm_budget_lock``), and open reservations count
   as spent, so concurrent runs cannot all pass the same remaining budget. After the call it is settled (the
   call's row replaces it) or released;
-- ``llm_runs``: each run's budget and repository; ``llm_access_keys``: the SHA-256 of each per-run API key
-  minted for the code agent (never the key itself).
+- ``llm_runs``: each run's budget and repository; ``llm_access_keys``: the SHA-256 of each API key (never the
+  key itself): per-run keys minted for the code agent, and apps' keys naming their caller (the chat app's).
 
 Everything lives in the database, so a restart keeps the day's spend.
 """
@@ -97,13 +97,15 @@ class LLMRunRow(Base):
 
 
 class LLMAccessKeyRow(Base):
-    """A per-run API key of the gateway service, by its SHA-256 (the key itself is never stored)."""
+    """An API key of the gateway service, by its SHA-256 (the key itself is never stored): a run's key with
+    its pinned ``decision``, or an app's key with its ``caller`` (migration 0007)."""
 
     __tablename__ = "llm_access_keys"
 
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_key: Mapped[str] = mapped_column(String(64), index=True)
-    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    caller: Mapped[str | None] = mapped_column(String(64), nullable=True)
     budget_usd: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -221,18 +223,36 @@ class CostLedger:
         """Forget every per-run key of ``run_key`` (its attempt ended): the gateway answers 401 to them from now
         on. Returns how many there were."""
         with self.engine.begin() as conn:
-            result = conn.execute(delete(LLMAccessKeyRow).where(LLMAccessKeyRow.run_key == run_key))
+            # apps' keys (a caller, no attempt) are not the attempt's: they stay
+            result = conn.execute(
+                delete(LLMAccessKeyRow).where(LLMAccessKeyRow.run_key == run_key, LLMAccessKeyRow.caller.is_(None))
+            )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    def add_caller_key(self, key: str, caller: str, run_key: str, budget_usd: float | None = None) -> None:
+        """Store the hash of an app's key for ``caller``; its calls are recorded under ``run_key`` (opened here
+        with ``budget_usd`` as its cap, None: no cap of its own — the day's cloud cap still applies)."""
+        self.open_run(run_key, budget_usd=budget_usd if budget_usd is not None else -1.0)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(LLMAccessKeyRow).values(
+                    key_hash=hash_key(key),
+                    run_key=run_key,
+                    decision=None,
+                    caller=caller,
+                    budget_usd=budget_usd if budget_usd is not None else -1.0,
+                    created_at=self.clock(),
+                )
+            )
+
     def access_for(self, key: str) -> RunAccess | None:
-        """The run a per-run key belongs to, or None for an unknown key."""
+        """What a key stands for (a run's pinned route, or an app's caller), or None for an unknown key."""
         with self.engine.connect() as conn:
             row = conn.execute(select(LLMAccessKeyRow).where(LLMAccessKeyRow.key_hash == hash_key(key))).first()
         if row is None:
             return None
-        return RunAccess(
-            run_key=row.run_key, decision=RouteDecision.model_validate(row.decision), budget_usd=row.budget_usd
-        )
+        decision = RouteDecision.model_validate(row.decision) if row.decision is not None else None
+        return RunAccess(run_key=row.run_key, decision=decision, caller=row.caller, budget_usd=row.budget_usd)
 
     # ---- reservations -----------------------------------------------------------------------------------
     def reserve(self, run_key: str, mode: LLMMode, estimate_usd: float) -> Reservation:
