@@ -3,21 +3,27 @@
 ``open_run`` resolves it once, before the first step: it binds the flow run to its attempt (continued or new,
 see ``promptship.domain.attempt``) under the request's lease, so at most one flow run works on a request at a
 time, and keeps the lease alive with a heartbeat while the run lasts. Every step receives the context.
+
+The context also carries the run's progress artifact (``report_progress``): created when the run opens, moved
+on by the step mechanism as each step starts (``tasks/_step.py``) and finished by the report — the one place
+the Prefect UI's run page learns which stage a run has reached (``promptship.domain.progress``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from promptship.domain.attempt import Attempt, occurrence_of
 from promptship.domain.limits import RunLimits
+from promptship.domain.progress import Progress, progress_started
 from promptship.domain.request import DevRequest, request_key_for
 from promptship.errors import AttemptInProgress, ConfigError
 from promptship.ports import Cluster
@@ -49,6 +55,9 @@ class RunContext:
         self.limits = limits
         self.holder = holder  # the flow run id holding the request's lease
         self.run_url: str | None = None  # the flow run's page in the Prefect UI, when it has one
+        self.in_flow_run = False  # a Prefect flow run (not a direct call): it has a progress artifact
+        self._progress_id: UUID | None = None
+        self._progress_lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -75,6 +84,28 @@ class RunContext:
     def renew(self) -> None:
         """Extend the request's lease (every step does, and the heartbeat between steps)."""
         self.ports.sink.renew_lease(self.request_key, self.holder, self.limits.lease_ttl_s)
+
+    def report_progress(self, progress: Progress) -> None:
+        """Show ``progress`` in the run's progress artifact (key ``progress-<request key>``), creating it on the
+        first call. Only step names, rounds and outcomes go into it — never the prompt. A Prefect hiccup is
+        logged and the run goes on: the artifact is a view, nothing depends on it."""
+        if not self.in_flow_run:
+            return
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        try:
+            with self._progress_lock:
+                if self._progress_id is None:
+                    created = create_progress_artifact(
+                        progress=progress.percent, key=f"progress-{self.request_key}", description=progress.describe()
+                    )
+                    self._progress_id = cast(UUID, created)  # the sync variant (this is sync code)
+                else:
+                    update_progress_artifact(self._progress_id, progress.percent, description=progress.describe())
+        except Exception as exc:
+            logging.getLogger("promptship.progress").warning(
+                "progress of %s not shown (%s): %s", self.request_key, progress.step, type(exc).__name__
+            )
 
     def start_heartbeat(self) -> None:
         interval = max(1.0, self.limits.lease_ttl_s / 4)
@@ -198,5 +229,7 @@ def _open_run(ports: Ports, request: DevRequest) -> RunContext:
         _keep_prompt_out_of_prefect(flow_run, ports.sink.seal(request))
     ctx = RunContext(request=request, request_key=key, attempt=attempt, ports=ports, limits=limits, holder=holder)
     ctx.run_url = _run_url(flow_run)
+    ctx.in_flow_run = flow_run is not None
+    ctx.report_progress(progress_started(attempt.number))
     ctx.start_heartbeat()
     return ctx
