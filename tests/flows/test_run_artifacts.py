@@ -49,7 +49,9 @@ def _artifacts(flow_run_id: UUID) -> dict[str, list[Artifact]]:
 
 
 def test_the_progress_shows_the_ci_stage_while_ci_runs_and_the_report_tells_the_story(
-    prefect_harness: None, tmp_path: Path, spawned: list[subprocess.Popen[bytes]]  # noqa: F811
+    prefect_harness: None,
+    tmp_path: Path,
+    spawned: list[subprocess.Popen[bytes]],  # noqa: F811
 ) -> None:
     fakes = tmp_path / "fakes"
     JsonState(fakes)
