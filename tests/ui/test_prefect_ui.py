@@ -7,7 +7,8 @@ external service). In the browser:
 - the ``dev-cycle`` deployment's Run → Custom run form shows ``DevRequest``'s fields with their descriptions
   (read from the model here, not written down); the prompt and repository are typed in and the run is
   submitted from the browser; it reaches a final state with a verdict;
-- that run's page lists its progress and report artifacts, and the report's page renders its markdown;
+- while the run waits on CI (the fake holds it there), its page shows the progress artifact at that stage;
+- the finished run's page lists its progress and report artifacts, and the report's page renders its markdown;
 - the KPI artifact (one ``kpi-report`` run on the same server) shows its charts, every image loaded;
 - no page shows "Can't connect to Server API".
 
@@ -81,7 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         worker_log = state / "worker.log"
         with running_worker(server, REPO_ROOT, worker_log, env=env), using_prefect(server):
             print(f"prefect server with UI at {server.url}: started in {t1 - t0:.1f} s, deployed in {t2 - t1:.1f} s")
-            yield {"server": server, "worker_log": worker_log}
+            yield {"server": server, "worker_log": worker_log, "fakes": fakes}
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +164,8 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
     _form_field(page, "prompt").fill(prompt)
     _form_field(page, "repository").fill("demo/chat-app")
     _visited(page, "1-dev-cycle-custom-run-form")
+    hold_ci = stack["fakes"] / "hold-ci"
+    hold_ci.write_text("")  # the run waits inside CI until the page has shown that stage
     page.get_by_role("button", name="Submit", exact=True).click()
 
     def submitted() -> Any:
@@ -171,6 +174,14 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
         return next((r for r in runs if r.parameters.get("request", {}).get("prompt") == prompt), None)
 
     created = _wait_for(submitted, "the run submitted from the form", 60, log)
+
+    # -- while it waits on CI, its page says so ------------------------------------------------------------
+    _wait_for(lambda: (stack["fakes"] / "at-ci").exists(), "the run to wait on CI", 120, log)
+    page.goto(f"{server.url}/runs/flow-run/{created.id}")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    expect(page.get_by_text("Stage 5/10 · wait_for_ci#1 — waiting for CI", exact=True)).to_be_visible()
+    _visited(page, "2-flow-run-waiting-on-ci")
+    hold_ci.unlink()
     run = _final_run(created.id, log)
     assert run.state_type.value == "COMPLETED", f"{run.state_type}: {run.state and run.state.message}"
     request = DevRequest.model_validate(run.parameters["request"])
@@ -181,16 +192,16 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
     key = request.run_key
     page.goto(f"{server.url}/runs/flow-run/{run.id}")
     expect(page.get_by_text(run.name, exact=True).first).to_be_visible()
-    _visited(page, "2-flow-run")
+    _visited(page, "3-flow-run")
     page.get_by_text("Artifacts", exact=True).first.click()
     expect(page.get_by_text("Stage 10/10 · report — finished: deployed", exact=True)).to_be_visible()
     expect(page.get_by_text(f"run-{key}", exact=True)).to_be_visible()
-    _visited(page, "3-flow-run-artifacts")
+    _visited(page, "4-flow-run-artifacts")
     page.get_by_text(f"run-{key}", exact=True).click()
     expect(page.get_by_role("heading", name=f"promptship run {key} — deployed")).to_be_visible()
     expect(page.get_by_text("Outcome: deployed.", exact=True)).to_be_visible()
     expect(page.get_by_role("heading", name="What happened")).to_be_visible()
-    _visited(page, "4-report-artifact")
+    _visited(page, "5-report-artifact")
 
     # -- the KPI artifact: its charts load ----------------------------------------------------------------------
     with get_client(sync_client=True) as client:
@@ -211,4 +222,4 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
     )
     widths = images.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert len(widths) == charts and all(w > 0 for w in widths), widths
-    _visited(page, "5-kpi-artifact")
+    _visited(page, "6-kpi-artifact")
