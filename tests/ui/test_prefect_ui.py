@@ -122,7 +122,9 @@ def _visited(page: Any, name: str) -> Path:
 
 
 def _form_field(page: Any, field: str) -> Any:
-    """The input of a ``DevRequest`` field in the form: the textbox in the property its label names."""
+    """The input of a ``DevRequest`` field in the form: the textbox in the property its label names. (The
+    form's ``<label for=…>`` names no element id, so ``get_by_label`` finds nothing: the property is found by
+    its label's text, then its textbox by role.)"""
     label = page.locator(".schema-form-property__label").filter(has_text=_label(field))
     prop = page.locator(".schema-form-property").filter(has=label).last  # the innermost: the field itself
     return prop.get_by_role("textbox")
