@@ -7,7 +7,6 @@ inside CI so the test can look at it from outside while it waits.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.flow
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # a made-up token in GitHub's format: the report, the run name and the progress must never show it
 TOKEN_BODY = "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8"
-
-
-def _worker_env(fakes: Path) -> dict[str, str]:
-    """The durable fakes' worker environment, keeping the caller's PYTHONPATH (a worktree's sources first)."""
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    return {**_env(fakes), "PYTHONPATH": path}
 
 
 def _artifacts(flow_run_id: UUID) -> dict[str, list[Artifact]]:
@@ -71,7 +64,7 @@ def test_the_progress_shows_the_ci_stage_while_ci_runs_and_the_report_tells_the_
     worker = subprocess.Popen(
         [sys.executable, "-c", script, request.model_dump_json()],
         cwd=REPO_ROOT,
-        env=_worker_env(fakes),
+        env=_env(fakes),
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
