@@ -110,8 +110,8 @@ def publish_report(ctx: RunContext, outcome: RunOutcome, error: str | None = Non
     """Write the attempt's story (markdown) and its steps (table) as artifacts, keep the report in the store,
     end the attempt and release the request, and finish the run's progress with its outcome."""
     report = build_report(ctx.ports, ctx.request, ctx.attempt, outcome, error=error, flow_run_id=ctx.holder)
-    ctx.close(report.outcome)
     ctx.report_progress(progress_finished(report.outcome))
+    ctx.close(report.outcome)  # waits until that last progress is shown
     _tag(ctx, report.outcome)
     create_markdown_artifact(
         markdown=render_markdown(report),
