@@ -175,7 +175,11 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dev.id])))
         return next((r for r in runs if r.parameters.get("request", {}).get("prompt") == prompt), None)
 
-    created = _wait_for(submitted, "the run submitted from the form", 60, log)
+    try:
+        created = _wait_for(submitted, "the run submitted from the form", 60, log)
+    except AssertionError:
+        _visited(page, "1-dev-cycle-submit-failed")  # what the form said instead
+        raise
 
     # -- while it waits on CI, its page says so ------------------------------------------------------------
     _wait_for(lambda: (stack["fakes"] / "at-ci").exists(), "the run to wait on CI", 120, log)
