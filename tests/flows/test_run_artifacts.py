@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -21,13 +22,20 @@ from prefect.client.schemas.objects import Artifact
 from promptship.domain.redaction import REDACTED
 from promptship.domain.request import DevRequest
 from tests.flows.durable_fakes import JsonState
-from tests.flows.test_processes import _env, _flow_runs_of, _wait_for, spawned  # noqa: F401  (a fixture)
+from tests.flows.test_processes import _env, _wait_for, spawned  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.flow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # a made-up token in GitHub's format: the report, the run name and the progress must never show it
 TOKEN_BODY = "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8"
+
+
+def _flow_runs_of(request: DevRequest) -> list[Any]:
+    """The flow runs of ``request``, by its key (their parameter may be the sealed form: prompt redacted)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+    return [r for r in runs if DevRequest.model_validate(r.parameters["request"]).run_key == request.run_key]
 
 
 def _artifacts(flow_run_id: UUID) -> dict[str, list[Artifact]]:
@@ -95,8 +103,8 @@ def test_the_progress_shows_the_ci_stage_while_ci_runs_and_the_report_tells_the_
     assert "- **Request**: Add GET /version" in md and f"is {REDACTED}" in md
     assert all(TOKEN_BODY not in str(a.data) + str(a.description) for kind in artifacts.values() for a in kind)
     with get_client(sync_client=True) as client:
-        name = client.read_flow_run(run.id).name
-    assert TOKEN_BODY not in name
+        seen = client.read_flow_run(run.id)
+    assert TOKEN_BODY not in seen.name and TOKEN_BODY not in str(seen.parameters)
     # links: the PR (the durable code host numbers it 1), the image built from the merge
     assert "- **Pull request**: [#1](https://forge.invalid/demo/chat-app/pull/1)" in md
     assert "- **Image deployed**: forge.local/demo/chat-app/backend:" in md
