@@ -4,7 +4,8 @@ it, a Runner executing cancellation hooks) see one code host, one agent and one 
 ``services_from_env`` is a ``PROMPTSHIP_SERVICES_FACTORY``: a subprocess sets
 ``PROMPTSHIP_SERVICES_FACTORY=tests.flows.durable_fakes:services_from_env`` and ``PROMPTSHIP_TEST_FAKES_DIR``.
 Holding points: while ``<dir>/hold-<point>`` exists, the fake writes ``<dir>/at-<point>`` and waits there
-(``agent`` inside the agent's run, ``merge`` inside the merge), which is where tests kill or cancel the process.
+(``agent`` inside the agent's run, ``ci`` while CI runs, ``merge`` inside the merge), which is where tests kill
+or cancel the process, or look at the run from outside.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ class DurableCodeHost:
         return pr
 
     def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
+        self.state.hold("ci")
         return CIResult(verdict="passed", sha=sha, checks=(CheckOutcome(name="test", state="success"),))
 
     def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
