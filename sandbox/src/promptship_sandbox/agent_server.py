@@ -197,18 +197,27 @@ def repair_developer_replies(workspace: str, *, python: str = sys.executable) ->
     catch (no test run), then — after the repair instruction with the CI log — the fix, ``make test``, a commit."""
     ws = workspace.rstrip("/")
     main = f"{ws}/backend/app/main.py"
-    first = [
+    first: list[Reply] = [
         _edit(main, "import logging\n", "import logging\nimport os\n"),
         _edit(main, _HEALTH, _HEALTH + _VERSION_WRONG_KEY),
-        [ToolCall("file_editor", {"command": "create", "path": f"{ws}/backend/tests/test_version.py", "file_text": _TEST})],
+        [
+            ToolCall(
+                "file_editor", {"command": "create", "path": f"{ws}/backend/tests/test_version.py", "file_text": _TEST}
+            )
+        ],
         _commit(ws, "Add GET /version (commit SHA and pod)"),
         [ToolCall("finish", {"message": "Added GET /version returning the commit SHA and the pod, with a test."})],
     ]
-    repair = [
+    repair: list[Reply] = [
         _edit(main, 'return {"commit": sha,', 'return {"sha": sha,'),
         [ToolCall("terminal", {"command": f"cd {ws} && make test PYTHON={python}", "timeout": 300})],
         _commit(ws, "GET /version: answer the SHA under 'sha', as the test expects"),
-        [ToolCall("finish", {"message": "CI failed on test_version: the key was 'commit'; it is 'sha' now; make test passes."})],
+        [
+            ToolCall(
+                "finish",
+                {"message": "CI failed on test_version: the key was 'commit'; it is 'sha' now; make test passes."},
+            )
+        ],
     ]
     return first + repair
 
@@ -257,13 +266,21 @@ def rollback_developer_replies(workspace: str, *, python: str = sys.executable) 
         [
             ToolCall(
                 "file_editor",
-                {"command": "create", "path": f"{ws}/backend/tests/test_concurrency.py", "file_text": _CONCURRENCY_TEST},
+                {
+                    "command": "create",
+                    "path": f"{ws}/backend/tests/test_concurrency.py",
+                    "file_text": _CONCURRENCY_TEST,
+                },
             )
         ],
         _edit(f"{ws}/k8s/backend-deployment.yaml", _ENV_ANCHOR, _ENV_ANCHOR + _CONCURRENCY_ENV),
         [ToolCall("terminal", {"command": f"cd {ws} && make test PYTHON={python}", "timeout": 300})],
         _commit(ws, "Serve the backend with WEB_CONCURRENCY worker processes (default 2)"),
-        [ToolCall("finish", {"message": "uvicorn now runs WEB_CONCURRENCY workers (default 2); tested; make test passes."})],
+        [
+            ToolCall(
+                "finish", {"message": "uvicorn now runs WEB_CONCURRENCY workers (default 2); tested; make test passes."}
+            )
+        ],
     ]
 
 
