@@ -31,6 +31,7 @@ from promptship.domain.results import (
     RouteDecision,
     WriteBackResult,
 )
+from promptship.domain.rollout import with_image
 from promptship.domain.writeback import (
     RevertEvidence,
     revert_body,
@@ -255,7 +256,9 @@ def _changed_manifests(generation: GenerationResult) -> list[dict]:
 def roll_out(ctx: RunContext, request: DevRequest, generation: GenerationResult, image: str) -> Done[RolloutResult]:
     """Apply the change's manifests (dry run first, all or none), set the image, wait for the verdict."""
     deployer = ctx.deployer()
-    manifests = _changed_manifests(generation)
+    target = request.deploy
+    # the manifest's image is a placeholder: apply it with the built image, one revision (see with_image)
+    manifests = with_image(_changed_manifests(generation), target.deployment, target.container, image)
     applied = deployer.apply_manifests(request.deploy, manifests) if manifests else None
     result = deployer.roll_out(request.deploy, image, run_key=ctx.request_key, timeout_s=ctx.limits.rollout_timeout_s)
     return Done(

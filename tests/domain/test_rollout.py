@@ -217,3 +217,37 @@ T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 )
 def test_lease_free(holder: str | None, renewed: datetime | None, now: datetime, me: str, free: bool) -> None:
     assert lease_free(holder, renewed, 30, now, me) is free
+
+
+def _deployment_of(name: str, containers: list[tuple[str, str]]) -> dict:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": [{"name": n, "image": i} for n, i in containers]}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected_images"),
+    [
+        (_deployment_of("backend", [("backend", "registry.example.com/x:latest")]), ["forge.local/app:abc"]),
+        (  # only the target container changes
+            _deployment_of("backend", [("backend", "placeholder"), ("sidecar", "envoy:1")]),
+            ["forge.local/app:abc", "envoy:1"],
+        ),
+        (_deployment_of("frontend", [("backend", "placeholder")]), ["placeholder"]),  # another Deployment
+        ({"kind": "Service", "metadata": {"name": "backend"}, "spec": {"ports": []}}, None),
+    ],
+)
+def test_with_image_sets_the_built_image_in_the_target_container_only(manifest: dict, expected_images) -> None:
+    import copy
+
+    from promptship.domain.rollout import with_image
+
+    before = copy.deepcopy(manifest)
+    (out,) = with_image([manifest], "backend", "backend", "forge.local/app:abc")
+    assert manifest == before  # the input is not modified
+    if expected_images is None:
+        assert out == manifest
+    else:
+        assert [c["image"] for c in out["spec"]["template"]["spec"]["containers"]] == expected_images

@@ -173,6 +173,8 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
     import yaml
     from kubernetes import client, config
 
+    from promptship.domain.rollout import with_image
+
     target = request.deploy
     owner, repo = request.repository.split("/", 1)
     builds = sorted((registry / owner / repo / target.container).glob("*.json"))
@@ -198,7 +200,7 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
         for doc in yaml.safe_load_all((k8s / name).read_text())
         if isinstance(doc, dict)
     ]
-    kube.apply_manifests(target, manifests)
+    kube.apply_manifests(target, with_image(manifests, target.deployment, target.container, seed_image))
     result = kube.roll_out(target, seed_image, run_key="seed", timeout_s=180)
     if result.verdict != "complete":
         raise ConfigError(f"the seed version of the chat app did not roll out: {result.verdict} {result.reason}")
@@ -598,8 +600,7 @@ def submit_by_webhook(st: Started, scenario: Scenario, script: Callable[[DevRequ
     return request
 
 
-def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Echo) -> list[ScenarioResult]:
-    secret = credential_shaped_token()
+def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Echo, secret: str) -> list[ScenarioResult]:
     results = {s.name: ScenarioResult(s) for s in scenarios}
     workspace_root = sb.settings.workspace_root()
 
@@ -632,15 +633,49 @@ def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Ech
         echo(f"  [{s.name}] {r.outcome} after {r.seconds:.0f} s" + (f" ({r.error})" if r.error else ""))
 
     echo(f"Submitting {len(scenarios)} scenario(s): " + ", ".join(f"{s.name} (via {s.via})" for s in scenarios))
-    pool = ThreadPoolExecutor(max_workers=len(scenarios), thread_name_prefix="demo-scenario")
-    try:
-        for fut in [_in_thread(pool, lambda s=s: one(s)) for s in scenarios]:
-            fut.result()
-    finally:  # Ctrl-C: do not wait for the runs' threads; what the demo started is stopped by the caller
-        pool.shutdown(wait=False, cancel_futures=True)
+    # daemon threads: on Ctrl-C the demo stops what it started without waiting for the runs' threads
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(one, s), name=f"demo-{s.name}", daemon=True)
+        for s in scenarios
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
     for r in results.values():
         _count_calls(st, r, secret)
+        if r.scenario.name == "private" and r.run_key:
+            r.notes.append(_forget_private_conversation(st, r.run_key, secret))
     return list(results.values())
+
+
+def _forget_private_conversation(st: Started, run_key: str, secret: str) -> str:
+    """The agent-server saved the private run's conversation (it had to get the raw prompt to work): once the
+    run is over, delete it through the agent-server's API, then look for the credential in its state."""
+    from pydantic import SecretStr
+
+    from promptship.adapters.openhands import OpenHandsAgent
+    from promptship.domain.request import conversation_id_for
+    from promptship.domain.results import AgentHandle
+
+    with httpx.Client(base_url=st.agent.url, timeout=30) as http:
+        agent = OpenHandsAgent(http, session_api_key=SecretStr(st.agent.session_key))
+        agent.cancel(AgentHandle(conversation_id=conversation_id_for(run_key), created=False))
+    needle = secret.encode()
+    holding = []
+    for path in Path(st.agent.state_dir).rglob("*"):
+        try:
+            if path.is_file() and needle in path.read_bytes():
+                holding.append(path)
+        except OSError:
+            continue
+    for path in holding:  # what the deletion left behind (e.g. a log line)
+        path.unlink(missing_ok=True)
+    return (
+        f"Agent-server state: the private run's conversation deleted; files still holding the credential "
+        f"after that: {len(holding)}" + (" (removed)" if holding else "")
+    )
 
 
 def _count_calls(st: Started, r: ScenarioResult, secret: str) -> None:
@@ -817,7 +852,7 @@ def run_demo(
             echo(line)
 
         t_runs = time.monotonic()
-        results = run_scenarios(sb, st, chosen, echo)
+        results = run_scenarios(sb, st, chosen, echo, secret=credential_shaped_token())
         runs_wall = time.monotonic() - t_runs
         echo("")
         for r in results:
@@ -861,6 +896,18 @@ def run_demo(
         return 0 if ok else 1
 
 
+class _InContext:
+    """A ``Starter`` that starts in the context it was made in: the receiver's threads do not inherit the
+    demo's Prefect settings (a contextvar), so the event would otherwise find no PREFECT_API_URL."""
+
+    def __init__(self, starter: Any):
+        self._starter = starter
+        self._context = contextvars.copy_context()
+
+    def start(self, trigger: Any) -> str:
+        return self._context.copy().run(self._starter.start, trigger)
+
+
 def _start_receiver(sb: Sandbox, st: Started, secret: str, scenarios: list[Scenario]) -> str:
     """The real webhook receiver on 127.0.0.1 with its Prefect event starter; the forge sends it every event."""
     from pydantic import SecretStr
@@ -878,7 +925,7 @@ def _start_receiver(sb: Sandbox, st: Started, secret: str, scenarios: list[Scena
     settings = sb.settings.model_copy(update={"github": gh})
     app = create_app(
         settings,
-        PrefectEventStarter(),
+        _InContext(PrefectEventStarter()),
         deliveries=WebhookDeliveries(st.store.engine),
         wakeups=StoreCIWakeups(st.store.engine),
     )

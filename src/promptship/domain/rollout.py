@@ -199,6 +199,34 @@ def _pod_spec(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def with_image(
+    manifests: Sequence[Mapping[str, Any]], deployment: str, container: str, image: str
+) -> list[dict[str, Any]]:
+    """The manifests with ``image`` in ``container`` of the Deployment ``deployment`` (others unchanged).
+
+    A repository's Deployment names a placeholder image (the pipeline sets the tag CI built): applied as it is,
+    it would make a revision of its own that runs the placeholder — and a rollback would go back to that
+    revision, not to the version that served before. With the image set, applying the manifest and setting the
+    image are one revision.
+    """
+    out: list[dict[str, Any]] = []
+    for m in manifests:
+        if m.get("kind") != "Deployment" or (m.get("metadata") or {}).get("name") != deployment:
+            out.append(dict(m))
+            continue
+        spec = dict(m.get("spec") or {})
+        template = dict(spec.get("template") or {})
+        pod = dict(template.get("spec") or {})
+        pod["containers"] = [
+            {**c, "image": image} if isinstance(c, Mapping) and c.get("name") == container else c
+            for c in pod.get("containers") or []
+        ]
+        template["spec"] = pod
+        spec["template"] = template
+        out.append({**m, "spec": spec})
+    return out
+
+
 def manifest_violations(manifests: Iterable[Mapping[str, Any]], namespace: str) -> list[str]:
     """Why these manifests may not be applied to ``namespace`` (empty: they may).
 
