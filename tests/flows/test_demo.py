@@ -20,7 +20,14 @@ import pytest
 from tests.conftest import IN_CI, require
 
 # the demo starts every stand-in: forge, cluster, agent-server, webhook receiver (and Prefect with a worker)
-pytestmark = [pytest.mark.flow, pytest.mark.forge, pytest.mark.cluster, pytest.mark.openhands, pytest.mark.webhook]
+pytestmark = [
+    pytest.mark.flow,
+    pytest.mark.forge,
+    pytest.mark.cluster,
+    pytest.mark.openhands,
+    pytest.mark.webhook,
+    pytest.mark.timeout(1500),  # one demo run: ~4 min on 2 idle cores, far more on a shared machine
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +47,7 @@ def _demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=1500,
         stdin=subprocess.DEVNULL,
     )
 
