@@ -54,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 # Outcomes that are verdicts the pipeline reached on purpose; "failed" and "cancelled" are not.
 VERDICT_OUTCOMES = ("deployed", "rolled_back", "stopped", "waiting", "already_done")
 WEBHOOK_LABEL = "promptship"
+RUN_TIMEOUT_S = 1200.0  # the longest a scenario's run may take before the demo calls it failed
 
 Echo = Callable[[str], None]
 T = TypeVar("T")
@@ -550,28 +551,50 @@ class ScenarioResult:
         return self.report is not None and self.outcome == self.scenario.expected and reached_verdicts(self.report)
 
 
-def _wait_report(store: Any, run_key: str, timeout_s: float, since: datetime) -> RunReport | None:
+def _wait_report(
+    store: Any, run_key: str, timeout_s: float, since: datetime, flow_run_id: Callable[[], str | None]
+) -> RunReport | None:
+    """The run's report once it is in the store (the flow writes it when it ends); None after ``timeout_s``, or
+    30 s after its flow run reached a final state without writing one (crashed)."""
     deadline = time.monotonic() + timeout_s
+    ended_without_report: float | None = None
     while time.monotonic() < deadline:
-        report = store.run(run_key)
-        if report is not None and report.ended_at >= since and report.outcome not in ("running",):
+        try:
+            report = store.run(run_key)
+        except Exception:  # SQLite busy under load: ask again
+            report = None
+        if report is not None and report.ended_at >= since:
             return report
-        time.sleep(1.0)
+        if ended_without_report is None and _flow_run_final(flow_run_id()):
+            ended_without_report = time.monotonic()
+        if ended_without_report is not None and time.monotonic() - ended_without_report > 30:
+            return None
+        time.sleep(2.0)
     return None
 
 
-def submit_by_deployment(request: DevRequest, timeout_s: float) -> tuple[str, str]:
-    """``run_deployment`` of ``dev-cycle/dev-cycle``; waits for the end; returns (flow run id, state name)."""
+def _flow_run_final(flow_run_id: str | None) -> bool:
+    if flow_run_id is None:
+        return False
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # the API busy: not known to be final
+        return False
+    return state is not None and state.is_final()
+
+
+def submit_by_deployment(request: DevRequest) -> str:
+    """``run_deployment`` of ``dev-cycle/dev-cycle`` (as the UI form does); returns the flow run id at once —
+    the run's end is read from the store, where its report lands."""
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(
-        "dev-cycle/dev-cycle",
-        parameters={"request": request.model_dump(mode="json")},
-        timeout=timeout_s,
-        poll_interval=2,
-    )
-    state = getattr(flow_run, "state", None)
-    return str(flow_run.id), (state.name if state else "?")  # type: ignore[union-attr]
+    flow_run = run_deployment("dev-cycle/dev-cycle", parameters={"request": request.model_dump(mode="json")}, timeout=0)
+    return str(flow_run.id)  # type: ignore[union-attr]
 
 
 def submit_by_webhook(st: Started, scenario: Scenario, script: Callable[[DevRequest], None]) -> DevRequest:
@@ -618,11 +641,9 @@ def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Ech
             else:
                 request = scenario_request(s, st.health_urls[s.name], secret=secret)
                 script(s, request)
-                r.flow_run_id, state = submit_by_deployment(request, timeout_s=600)
-                if state not in ("Completed", "Failed", "Crashed", "Cancelled"):
-                    r.notes.append(f"flow run {r.flow_run_id} still {state}")
+                r.flow_run_id = submit_by_deployment(request)
             r.run_key = request.run_key
-            r.report = _wait_report(st.store, request.run_key, 600 if s.via == "webhook" else 30, since)
+            r.report = _wait_report(st.store, request.run_key, RUN_TIMEOUT_S, since, lambda: r.flow_run_id)
             if r.report is None:
                 r.error = "no report in the store"
             elif r.report.flow_run_id:
