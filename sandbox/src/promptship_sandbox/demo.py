@@ -668,7 +668,32 @@ def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Ech
         _count_calls(st, r, secret)
         if r.scenario.name == "private" and r.run_key:
             r.notes.append(_forget_private_conversation(st, r.run_key, secret))
+            r.notes.append(_private_names(st, r, secret))
     return list(results.values())
+
+
+def _private_names(st: Started, r: ScenarioResult, secret: str) -> str:
+    """What the outside sees of the private run: its PR title on the forge and its flow run's name in Prefect."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from promptship_sandbox.forge import forge_github
+
+    title = run_name = "?"
+    try:
+        if r.report is not None and r.report.pr_url:
+            number = int(r.report.pr_url.rstrip("/").rsplit("/", 1)[-1])
+            title = forge_github(st.forge).get_repo(r.scenario.repository).get_pull(number).title
+        if r.flow_run_id:
+            with get_client(sync_client=True) as client:
+                run_name = client.read_flow_run(UUID(r.flow_run_id)).name
+    except Exception as exc:  # reported, not fatal: the other checks stand
+        return f"PR title / run name not read: {type(exc).__name__}"
+    leaked = secret in title or secret in run_name
+    if leaked:
+        r.error = "the credential is in the PR title or the run name"
+    return f"PR title: {title!r}; flow run name: {run_name!r} (the credential in either: {leaked})"
 
 
 def _forget_private_conversation(st: Started, run_key: str, secret: str) -> str:
