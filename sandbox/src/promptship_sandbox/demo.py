@@ -891,9 +891,10 @@ def run_demo(
         )
         worker = stack.enter_context(running_worker(env, home / "worker.log"))
         echo(f"Worker: `prefect worker start --pool local-process`, pid {worker.pid}, log {home / 'worker.log'}")
-        if any(s.via == "webhook" for s in chosen):
-            url = _start_receiver(sb, st, webhook_secret, chosen)
-            echo(f"Webhook receiver on {url}/github/webhook (starter: Prefect event -> github-event trigger)")
+        # always: the forge's CI events reach the flow runs' CI waits through it (PROMPTSHIP_GITHUB__WEBHOOK_SECRET
+        # makes them wait on those wake-ups); the webhook scenario's delivery goes through it too
+        url = _start_receiver(sb, st, webhook_secret, chosen)
+        echo(f"Webhook receiver on {url}/github/webhook (starter: Prefect event -> github-event trigger)")
         for line in boundary_lines(sb.boundaries, sb.notes):
             echo(line)
 
