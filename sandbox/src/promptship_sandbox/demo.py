@@ -162,11 +162,7 @@ def developer_replies(scenario: Scenario, workspace: str) -> list[Any]:
     return demo_developer_replies(workspace)
 
 
-def _llm_url(sandbox: Any) -> str:
-    return (sandbox.llm.base_url + "/v1") if sandbox is not None else "http://127.0.0.1:9/v1"
-
-
-def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRequest, *, sandbox_llm_url: str) -> Any:
+def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRequest, *, llm: dict[str, str]) -> Any:
     """The chat app's backend as it is before the run: its Deployment and Service from examples/chat-app/k8s,
     running the image the forge's CI built from the seed commit."""
     import json
@@ -191,7 +187,7 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "litellm-secrets"},
-            "stringData": {"LLM_API_BASE": sandbox_llm_url, "LLM_API_KEY": "sandbox-key"},
+            "stringData": llm,
         },
     )
     k8s = REPO_ROOT / "examples" / "chat-app" / "k8s"
@@ -300,11 +296,10 @@ class Started:
 
 def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Started:
     """Start every piece in parallel threads; raise ConfigError naming the piece that cannot start here."""
-    from promptship.store import Store, make_engine
+    from promptship.wiring import build_store
 
     settings, home = sb.settings, sb.home
-    store = Store(make_engine(settings.store_url()))
-    store.create_schema()
+    store = build_store(settings)  # with the store's prompt key: the demo seals what it submits
 
     def prefect() -> PrefectServer:
         server = sb.enter(running_prefect_server(home / "prefect", ui=serve))
@@ -318,6 +313,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
     def llm() -> tuple[Any, Settings, str | None]:
         llm_settings, local_url = settings, None
         from promptship_sandbox.local_model import (
+            describe_local_callers,
             local_model_installed,
             local_model_settings,
             running_local_model,
@@ -332,9 +328,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
             sb.timings["local model (llama.cpp)"] = time.monotonic() - t0
             llm_settings = local_model_settings(settings, server)
             local_url = server.base_url
-            sb.notes["local_model"] = (
-                f"{server.describe}; takes the local calls of open_pull_request (PR text of sensitive requests)"
-            )
+            sb.notes["local_model"] = f"{server.describe}; {describe_local_callers()}"
         else:
             sb.echo(f"  local_model: not started ({why}); the stand-in answers the local calls")
         from promptship_sandbox.llm_gateway import running_sandbox_gateway
@@ -397,6 +391,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
     def seed_apps() -> dict[str, str]:
         from promptship.wiring import build_cluster
         from promptship_sandbox import cluster as cp_module
+        from promptship_sandbox.llm_gateway import chat_app_secret
 
         live = settings.model_copy(
             update={"kube": settings.kube.model_copy(update={"kubeconfig": kubeconfig, "context": None})}
@@ -407,7 +402,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
 
         def one(s: Scenario) -> None:
             request = scenario_request(s, None)
-            _deploy_seed_app(kube, kubeconfig, f.registry_dir, request, sandbox_llm_url=_llm_url(gateway))
+            _deploy_seed_app(kube, kubeconfig, f.registry_dir, request, llm=chat_app_secret(gateway))
             urls[s.name] = cp_module.service_url(kubeconfig, s.namespace, "backend-service", path="/health")
 
         with ThreadPoolExecutor(max_workers=max(1, len(deployed)), thread_name_prefix="demo-seed") as pool:
@@ -588,12 +583,14 @@ def _flow_run_final(flow_run_id: str | None) -> bool:
     return state is not None and state.is_final()
 
 
-def submit_by_deployment(request: DevRequest) -> str:
-    """``run_deployment`` of ``dev-cycle/dev-cycle`` (as the UI form does); returns the flow run id at once —
-    the run's end is read from the store, where its report lands."""
+def submit_by_deployment(store: Any, request: DevRequest) -> str:
+    """``run_deployment`` of ``dev-cycle/dev-cycle`` with the request sealed (its prompt kept encrypted in the
+    store, Prefect given the redacted form); returns the flow run id at once — the run's end is read from the
+    store, where its report lands."""
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment("dev-cycle/dev-cycle", parameters={"request": request.model_dump(mode="json")}, timeout=0)
+    sealed = store.seal(request)
+    flow_run = run_deployment("dev-cycle/dev-cycle", parameters={"request": sealed.model_dump(mode="json")}, timeout=0)
     return str(flow_run.id)  # type: ignore[union-attr]
 
 
@@ -641,7 +638,7 @@ def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Ech
             else:
                 request = scenario_request(s, st.health_urls[s.name], secret=secret)
                 script(s, request)
-                r.flow_run_id = submit_by_deployment(request)
+                r.flow_run_id = submit_by_deployment(st.store, request)
             r.run_key = request.run_key
             r.report = _wait_report(st.store, request.run_key, RUN_TIMEOUT_S, since, lambda: r.flow_run_id)
             if r.report is None:
@@ -673,27 +670,34 @@ def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Ech
 
 
 def _private_names(st: Started, r: ScenarioResult, secret: str) -> str:
-    """What the outside sees of the private run: its PR title on the forge and its flow run's name in Prefect."""
+    """What the outside sees of the private run: its PR title on the forge, its flow run's name and parameters in
+    Prefect (the UI shows both; the demo submitted the sealed request, so the parameter holds the redacted prompt)."""
+    import json
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
 
     from promptship_sandbox.forge import forge_github
 
-    title = run_name = "?"
+    title = run_name = parameters = "?"
     try:
         if r.report is not None and r.report.pr_url:
             number = int(r.report.pr_url.rstrip("/").rsplit("/", 1)[-1])
             title = forge_github(st.forge).get_repo(r.scenario.repository).get_pull(number).title
         if r.flow_run_id:
             with get_client(sync_client=True) as client:
-                run_name = client.read_flow_run(UUID(r.flow_run_id)).name
+                flow_run = client.read_flow_run(UUID(r.flow_run_id))
+            run_name, parameters = flow_run.name, json.dumps(flow_run.parameters)
     except Exception as exc:  # reported, not fatal: the other checks stand
         return f"PR title / run name not read: {type(exc).__name__}"
-    leaked = secret in title or secret in run_name
+    leaked = [where for where, text in (("PR title", title), ("run name", run_name), ("parameters", parameters))
+              if secret in text]  # fmt: skip
     if leaked:
-        r.error = "the credential is in the PR title or the run name"
-    return f"PR title: {title!r}; flow run name: {run_name!r} (the credential in either: {leaked})"
+        r.error = f"the credential is in the {', '.join(leaked)}"
+    return (
+        f"PR title: {title!r}; flow run name: {run_name!r}; the credential in the PR title, the run name or the "
+        f"flow run's parameters: {bool(leaked)}"
+    )
 
 
 def _forget_private_conversation(st: Started, run_key: str, secret: str) -> str:
