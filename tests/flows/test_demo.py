@@ -146,3 +146,18 @@ def test_the_full_demo_prints_five_machine_lines_each_reaching_its_expected_outc
     )
     assert private and int(private.group(1)) > 0 and private.group(2) == "0"
     assert not re.search(r"ghp_[A-Za-z0-9]{36}", out)  # the private prompt's credential is never printed
+
+
+def test_the_canary_reads_the_demos_outcomes_and_says_when_one_missed(
+    full_demo: subprocess.CompletedProcess[str],
+) -> None:
+    """The daily canary runs this same command; its artifact and verdict come from the demo's own output."""
+    from promptship_sandbox.canary import canary_markdown
+
+    _require_sandbox(full_demo)
+    markdown, ok = canary_markdown("today", full_demo.returncode, full_demo.stdout, {"runs": 5})
+    assert ok and "every scenario reached its outcome" in markdown
+    assert markdown.count(" | ok |") == 5 and "| runs | 5 |" in markdown
+    missed = full_demo.stdout.replace("expected=rolled_back outcome=rolled_back", "expected=rolled_back outcome=failed")
+    markdown, ok = canary_markdown("today", 1, missed, None)
+    assert not ok and "| rollback | rolled_back | failed | **MISSED** |" in markdown
