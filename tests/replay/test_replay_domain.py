@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from promptship.domain.replay import RecordedCall, RecordedDecision, privacy_violations, replay, wilson_interval
+from promptship.domain.replay import (
+    RecordedCall,
+    RecordedDecision,
+    privacy_violations,
+    recorded_policy,
+    replay,
+    wilson_interval,
+)
 from promptship.domain.routing import RoutingPolicy
 
 POLICY = RoutingPolicy.default()
@@ -67,3 +74,9 @@ def test_the_sensitive_class_on_a_cloud_model_is_a_violation_even_without_sensit
     lenient = RoutingPolicy.from_yaml("classes: {sensitive: gpt-4o}", privacy=False)
     assert [v.rule for v in privacy_violations(lenient, [])] == ["classes.sensitive: gpt-4o (cloud)"]
     assert privacy_violations(POLICY, [_call(1, "llama3", "local", 0.0, sensitive=True)]) == []
+
+
+def test_a_recorded_policy_is_rebuilt_exactly_without_the_seed_groups_it_lacked():
+    served = POLICY.with_llm_config({"ollama_models": "llama3,mistral"})  # codellama removed
+    rebuilt = recorded_policy(served.to_yaml())
+    assert rebuilt == served and rebuilt.fingerprint() == served.fingerprint() and "codellama" not in rebuilt.models

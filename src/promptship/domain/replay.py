@@ -123,6 +123,16 @@ def load_candidate_policy(text: str) -> RoutingPolicy:
     return RoutingPolicy.from_yaml(text, privacy=False)
 
 
+def recorded_policy(text: str) -> RoutingPolicy:
+    """A policy as the ledger kept it (``RoutingPolicy.to_yaml``), rebuilt exactly — not laid over the seed's
+    table as ``from_yaml`` would, which brings back model groups the recording policy did not have."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise ConfigError("a recorded routing policy must be a whole exported policy (models, classes, …)")
+    models = {name: {"name": name, **spec} for name, spec in data["models"].items()}
+    return RoutingPolicy.model_validate({**data, "models": models}).validated()
+
+
 class PrivacyViolation(BaseModel):
     """A rule of a candidate policy that would send recorded sensitive calls to the cloud."""
 

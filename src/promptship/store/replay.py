@@ -10,7 +10,7 @@ from typing import Literal, cast
 from sqlalchemy import Engine, func, select
 
 from promptship.domain.kpi import run_facts
-from promptship.domain.replay import AttemptOutcome, PriceSource, RecordedCall, RecordedDecision
+from promptship.domain.replay import AttemptOutcome, PriceSource, RecordedCall, RecordedDecision, recorded_policy
 from promptship.domain.report import RunReport, StepRecord
 from promptship.domain.request import TaskClass
 from promptship.domain.routing import RoutingPolicy
@@ -66,7 +66,7 @@ def recorded_policies(engine: Engine) -> dict[str, RoutingPolicy]:
     """The policies that decided calls, by hash."""
     with engine.connect() as conn:
         rows = conn.execute(select(RoutingPolicyRow.hash, RoutingPolicyRow.policy_yaml)).all()
-    return {h: RoutingPolicy.from_yaml(text) for h, text in rows}
+    return {h: recorded_policy(text) for h, text in rows}
 
 
 def run_budgets(engine: Engine) -> dict[str, float | None]:
