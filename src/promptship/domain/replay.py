@@ -223,7 +223,7 @@ class ReplayReport(BaseModel):
     models_changed: int
     self_check: Literal["ok", "failed", "not applicable"]
     self_check_detail: list[str] = Field(default_factory=list)
-    provider_priced: dict[str, float] = Field(
+    provider_priced: dict[str, int | float] = Field(
         default_factory=dict,
         description="Calls priced by the provider itself: their count, recorded cost and cost at list price. "
         "Kept at the provider's figure while the model stays; re-priced at list price when it changes.",
