@@ -52,7 +52,7 @@ test-fast: install  ## tests that need no external prerequisite
 bench: prereqs  ## benchmarks: prints medians, p99s and ratios
 	$(BIN)/python -m promptship.bench
 
-demo: prereqs  ## one full dev cycle on the embedded default, report printed
+demo: prereqs  ## the five scenarios (deploy, repair, rollback, private, webhook) through the deployments and a worker
 	$(BIN)/promptship demo
 
 demo-serve: prereqs  ## the demo, then keep the Prefect server up (UI address printed)

@@ -14,8 +14,11 @@ import yaml
 
 from promptship.adapters.compile_check import inspect_repository
 from promptship.domain.instructions import (
+    CILogSummary,
     FollowUpContext,
     agent_instruction,
+    ci_log_summary,
+    ci_summary_call,
     follow_up_instruction,
     repair_instruction,
 )
@@ -45,6 +48,7 @@ from promptship.domain.writeback import (
     revert_marker,
     revert_title,
 )
+from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from tasks._step import Done, by_round, plain, step
 from tasks.context import RunContext
 
@@ -221,14 +225,16 @@ def wait_for_ci(
 def repair(
     ctx: RunContext, request: DevRequest, generation: GenerationResult, ci: CIResult, round_number: int
 ) -> Done[GenerationResult]:
-    """Send the CI failure back to the agent on the same conversation and branch, and push its fix."""
+    """Send the CI failure back to the agent on the same conversation and branch — the failing logs' tails and
+    a local model's summary of them (a hint; left out when the summary call fails) — and push its fix."""
     p, ledger_run = ctx.ports, ctx.attempt.id
     spent = p.llm.run_cost_usd(ledger_run)
     if spent >= request.budget_usd:
         why = f"run budget spent (${spent:.4f})"
         return Done(generation.model_copy(update={"skipped": why}), "skipped_budget", error=why)
+    summary, summarized = _summarize_ci_log(ctx, ci)
     handle = AgentHandle(conversation_id=generation.agent.conversation_id, created=False)
-    p.agent.send(handle, repair_instruction(ci, round_number))
+    p.agent.send(handle, repair_instruction(ci, round_number, summary=summary))
     result = p.agent.result(handle, timeout_s=ctx.limits.agent_timeout_s)
     head_sha = generation.head_sha
     if result.verdict == "finished":
@@ -242,7 +248,25 @@ def repair(
         usage=result.usage,
         error=p.llm.redact(result.error) if result.error else None,
         facts=StepFacts(head_sha=head_sha, ledger_cost_usd=round(p.llm.run_cost_usd(ledger_run) - spent, 8)),
+        detail={"ci_summary": summarized},
     )
+
+
+def _summarize_ci_log(ctx: RunContext, ci: CIResult) -> tuple[CILogSummary | None, str]:
+    """A local model's summary of the red CI log for the repair instruction (recorded in the ledger under the
+    attempt, caller ``summarize_ci_log``), and what became of it. The summary is a hint beside the raw log
+    tail, never instead of it: when the call fails or the gateway refuses it, the repair goes on without."""
+    call = ci_summary_call(ctx.attempt.id, ci)
+    if call is None:
+        return None, "no failing log to summarize"
+    try:
+        reply = ctx.ports.llm.complete(call)
+    except (LLMError, SensitiveDataBlocked, BudgetExceeded) as exc:
+        return None, ctx.ports.llm.redact(f"not summarized ({type(exc).__name__}: {exc})")[:300]
+    summary = ci_log_summary(ctx.ports.llm.redact(reply.content), reply.decision.model)
+    if summary is None:
+        return None, f"not summarized ({reply.decision.model} answered no text)"
+    return summary, f"summarized by {reply.decision.model} ({reply.decision.mode})"
 
 
 @step("merge", uses=("code_host",))

@@ -2,7 +2,8 @@
 
 - The environment is cleaned for every test: no real credentials or endpoints leak in.
 - ``require(name, ok, why)``: a missing prerequisite skips locally, but fails when CI=true.
-- One session-wide Prefect test harness (``prefect_harness``), started only by the tests that need it.
+- One session-wide Prefect test harness (``prefect_harness``), started only by the tests that need it; one
+  real local model (``local_model``) likewise.
 - At the end, pass/fail/skip counts per marker.
 """
 
@@ -71,6 +72,19 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def postgres_url(postgres: Any) -> str:
     """A new, empty database on the session's PostgreSQL server, for one test."""
     return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def local_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real local model (llama.cpp + SmolLM2-135M, ``promptship_sandbox.local_model``), started once per
+    session for every ``localmodel`` test and stopped by its PID at the end."""
+    from promptship_sandbox.local_model import local_model_installed, running_local_model, warm_up
+
+    ok, why = local_model_installed()
+    require("local model", ok, why)
+    with running_local_model(tmp_path_factory.mktemp("local-model")) as server:
+        warm_up(server)
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,11 @@ Adapters (``promptship.adapters``) implement them against real services; the san
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from promptship.domain.attempt import Attempt
 from promptship.domain.gate import GateResult
@@ -52,6 +52,18 @@ class AgentLLMAccess(BaseModel):
     # the gateway's ledger records (None: the agent's LiteLLM uses its price map, 0 for unknown models).
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
+
+
+class AppLLMAccess(BaseModel):
+    """How an application (the chat app) reaches models through the gateway service: its base URL and an
+    app's key whose calls are routed by the policy for ``caller`` (the key is shown once, never persisted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    api_key: SecretStr
+    caller: str
+    run_key: str = Field(description="The ledger run the app's calls are recorded under.")
 
 
 @runtime_checkable
@@ -108,6 +120,15 @@ class AgentAccessIssuer(Protocol):
 
 
 @runtime_checkable
+class AppAccessIssuer(Protocol):
+    """Mints an application's access to models through the gateway service (``promptship gateway key``)."""
+
+    def app_access(self, caller: str, *, run_key: str | None = None, budget_usd: float | None = None) -> AppLLMAccess:
+        """A key whose calls are routed by the policy for ``caller`` and recorded under it."""
+        ...
+
+
+@runtime_checkable
 class LLMGateway(Router, Completer, RunBudgets, Redactor, AgentAccessIssuer, Protocol):
     """Every LLM call of the pipeline goes through here: routing policy, sensitive-data gate, cost ledger.
 
@@ -136,11 +157,13 @@ class ChatRelay(Protocol):
         """One non-streaming OpenAI-format chat completion for the run of ``access``."""
         ...
 
-    def stream_chat(
+    async def stream_chat(
         self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
-    ) -> Iterator[dict[str, Any]]:
-        """One streaming completion: routing, gate, budget and the provider connection happen now (errors
-        raise here); the iterator yields OpenAI-format chunks and records the cost when it ends."""
+    ) -> AsyncIterator[bytes]:
+        """One streaming completion, from the service's event loop: routing, gate, budget and the provider
+        connection happen now (errors raise here); the iterator yields the SSE body (OpenAI's ``data:`` chunks,
+        a usage chunk, ``data: [DONE]``) and records the cost when it ends; a provider failing mid-stream
+        raises ``LLMError``."""
         ...
 
 

@@ -143,6 +143,35 @@ def test_secret_is_a_template_without_values_and_is_never_synced() -> None:
     assert objects("Secret") == []  # not in k8s/ itself: `oc apply -f k8s/` and Argo CD never apply it
 
 
+def test_deployed_with_promptship_the_backend_may_reach_the_gateway_service() -> None:
+    """The Secret template says how to point the app at promptship's gateway (an app's key for caller chat);
+    the gateway's NetworkPolicy admits the app's pods from the namespace the pipeline deploys it to."""
+    from promptship.domain.request import DeployTarget
+
+    template = (K8S / "templates" / "secret.yaml").read_text()
+    assert "LLM_API_BASE=http://llm-gateway.promptship.svc:4000/v1" in template
+    assert "promptship gateway key --caller chat" in template
+    root = APP_ROOT.parent.parent / "k8s" / "base"
+    pols = [d for d in load_all(root / "networkpolicies.yaml") if d["kind"] == "NetworkPolicy"]
+    [gateway] = [
+        p for p in pols if p["spec"]["podSelector"].get("matchLabels") == {"promptship.dev/egress": "llm-cloud"}
+    ]
+    peers = [
+        peer
+        for rule in gateway["spec"]["ingress"]
+        for peer in rule["from"]
+        if 4000 in [x["port"] for x in rule["ports"]]
+    ]
+    [backend] = [d for d in objects("Deployment") if d["metadata"]["name"] == "backend"]
+    labels = backend["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        peer.get("namespaceSelector", {}).get("matchLabels")
+        == {"kubernetes.io/metadata.name": DeployTarget().namespace}
+        and peer["podSelector"]["matchLabels"].items() <= labels.items()
+        for peer in peers
+    )
+
+
 def test_frontend_nginx_proxies_chat_to_the_backend_service() -> None:
     conf = (APP_ROOT / "frontend" / "nginx" / "default.conf.template").read_text()
     assert "location = /chat" in conf and "proxy_pass ${BACKEND_URL};" in conf

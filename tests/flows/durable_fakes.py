@@ -4,7 +4,8 @@ it, a Runner executing cancellation hooks) see one code host, one agent and one 
 ``services_from_env`` is a ``PROMPTSHIP_SERVICES_FACTORY``: a subprocess sets
 ``PROMPTSHIP_SERVICES_FACTORY=tests.flows.durable_fakes:services_from_env`` and ``PROMPTSHIP_TEST_FAKES_DIR``.
 Holding points: while ``<dir>/hold-<point>`` exists, the fake writes ``<dir>/at-<point>`` and waits there
-(``agent`` inside the agent's run, ``merge`` inside the merge), which is where tests kill or cancel the process.
+(``agent`` inside the agent's run, ``ci`` while CI runs, ``merge`` inside the merge), which is where tests kill
+or cancel the process, or look at the run from outside.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class DurableCodeHost:
     def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
         """Passed — unless ``<dir>/ci-pending`` exists: then CI is still running until it is removed, and a wait
         longer than ``timeout_s`` ends ``timed_out``."""
+        self.state.hold("ci")
         deadline = time.monotonic() + timeout_s
         while (self.state.dir / "ci-pending").exists():
             if time.monotonic() >= deadline:

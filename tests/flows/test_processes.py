@@ -46,8 +46,8 @@ def _env(fakes: Path) -> dict[str, str]:
         "PROMPTSHIP_SERVICES_FACTORY": "tests.flows.durable_fakes:services_from_env",
         "PROMPTSHIP_TEST_FAKES_DIR": str(fakes),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        # this checkout's sources first (a worktree's too, where the installed package is another checkout's)
-        "PYTHONPATH": os.pathsep.join(str(p) for p in (REPO_ROOT / "src", REPO_ROOT / "sandbox" / "src", REPO_ROOT)),
+        # the caller's PYTHONPATH after the checkout: a worktree's own sources win over the installed ones
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
 
 

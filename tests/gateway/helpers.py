@@ -26,8 +26,15 @@ def make_ledger(tmp_path: Path, **kw: Any) -> CostLedger:
 
 
 def make_gateway(
-    llm: LLMStandIn, scanner: Scanner, ledger: CostLedger, *, gateway_url: str = "http://127.0.0.1:9", **kw: Any
+    llm: LLMStandIn,
+    scanner: Scanner,
+    ledger: CostLedger,
+    *,
+    gateway_url: str = "http://127.0.0.1:9",
+    llamacpp: bool = False,
+    **kw: Any,
 ) -> LiteLLMGateway:
+    """``llamacpp``: the stand-in also answers for ``backend: llamacpp`` groups (its OpenAI-compatible /v1)."""
     return LiteLLMGateway(
         policy=kw.pop("policy", None) or RoutingPolicy.default(),
         scanner=scanner,
@@ -36,6 +43,7 @@ def make_gateway(
             ollama_base_url=llm.base_url,
             openrouter_base_url=llm.base_url + "/v1",
             openrouter_api_key=SecretStr(OPENROUTER_TEST_KEY),
+            llamacpp_base_url=llm.base_url + "/v1" if llamacpp else None,
         ),
         gateway_url=gateway_url,
         sleep=lambda _s: None,

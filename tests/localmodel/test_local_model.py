@@ -4,7 +4,6 @@ the gate detects."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,7 @@ from promptship.domain.request import DevRequest
 from promptship.domain.results import AgentResult, GenerationResult
 from promptship.settings import Settings
 from promptship.store.ledger import LLMCallRow
-from promptship_sandbox.local_model import (
-    LocalModelServer,
-    local_model_installed,
-    local_model_settings,
-    running_local_model,
-)
-from tests.conftest import require
+from promptship_sandbox.local_model import LocalModelServer, local_model_settings
 
 pytestmark = pytest.mark.localmodel
 
@@ -31,18 +24,10 @@ SENSITIVE_PROMPT = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModelServer]:
-    ok, why = local_model_installed()
-    require("local model", ok, why)
-    with running_local_model(tmp_path_factory.mktemp("local-model")) as running:
-        yield running
-
-
-def test_a_sensitive_requests_pr_text_comes_from_the_real_model_redacted(server: LocalModelServer, tmp_path: Path):
+def test_a_sensitive_requests_pr_text_comes_from_the_real_model_redacted(local_model: LocalModelServer, tmp_path: Path):
     from promptship.wiring import build_llm_gateway
 
-    settings = local_model_settings(Settings(database_url=f"sqlite:///{tmp_path / 'store.db'}"), server)
+    settings = local_model_settings(Settings(database_url=f"sqlite:///{tmp_path / 'store.db'}"), local_model)
     gateway = build_llm_gateway(settings)
     request = DevRequest(prompt=SENSITIVE_PROMPT, repository="demo/chat-app", sensitive=True)
     generation = GenerationResult(

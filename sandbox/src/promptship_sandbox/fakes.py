@@ -192,8 +192,10 @@ class FakeCodeHost:
         ci: list[CIVerdict] | None = None,
         merge: list[str] | None = None,
         faults: Faults | None = None,
+        failure_log: str = "E   assert 1 == 2",
     ):
         self.ci: deque[CIVerdict] = deque(ci or [])
+        self.failure_log = failure_log  # the log excerpt of a red check
         self.merges: deque[str] = deque(merge or [])
         self.faults = faults or Faults()
         self.prs: dict[str, PullRequestInfo] = {}
@@ -268,7 +270,7 @@ class FakeCodeHost:
         checks = (
             CheckOutcome(name="test", state="success")
             if verdict == "passed"
-            else CheckOutcome(name="test", state="failure", log_excerpt="E   assert 1 == 2")
+            else CheckOutcome(name="test", state="failure", log_excerpt=self.failure_log)
         )
         return CIResult(verdict=verdict, sha=sha, checks=(checks,))
 

@@ -5,6 +5,7 @@ providers point at the stand-in), and the gateway service on 127.0.0.1 for the c
         sandbox.gateway          # LiteLLMGateway (the LLMGateway port): real policy, gate, ledger, LiteLLM
         sandbox.llm              # LLMStandIn: script(), fail_next(), requests
         sandbox.url              # the gateway service, e.g. http://127.0.0.1:PORT (agents get <url>/v1)
+    chat_app_secret(sandbox)     # the chat app's litellm-secrets data: the gateway's /v1 + an app's key (chat)
 """
 
 from __future__ import annotations
@@ -56,3 +57,10 @@ def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterat
             close = getattr(gateway.scanner, "close", None)
             if close is not None:
                 close()
+
+
+def chat_app_secret(sandbox: SandboxGateway, *, caller: str = "chat") -> dict[str, str]:
+    """``stringData`` of the chat app's ``litellm-secrets`` Secret so that the deployed app calls this gateway
+    service with an app's key for ``caller`` (its calls routed by the policy for that caller, recorded under it)."""
+    access = sandbox.gateway.app_access(caller)
+    return {"LLM_API_BASE": access.base_url, "LLM_API_KEY": access.api_key.get_secret_value()}

@@ -10,8 +10,9 @@
 
 Answers are deterministic: scripted per model with ``script(model, replies)`` (a reply is a text or a list of
 tool calls); when a model's script is empty the answer is an echo of the last user message. ``fail_next`` makes
-the next completions fail with an HTTP status. Every request is logged (``requests``), so tests can prove what
-reached "the cloud" and what did not.
+the next completions fail with an HTTP status; ``break_next_stream`` breaks an SSE stream off after some events
+(the connection dropped, or an error event). Every request is logged (``requests``), so tests can prove what
+reached "the cloud" and what did not; ``sent_stream(id)`` is the SSE body sent for a completion, byte for byte.
 
 In Python::
 
@@ -39,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -162,12 +163,15 @@ class LLMStandIn:
     def __init__(self, local_models: Sequence[str] = DEFAULT_LOCAL_MODELS):
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[Reply]] = {}
+        self._conversations: list[tuple[str, deque[Reply]]] = []
         self._failures: deque[tuple[int, str | None]] = deque()
         self._delays: deque[tuple[float, str | None]] = deque()
         self._requests: list[LoggedRequest] = []
         self._prices: dict[str, tuple[float, float]] = {}
         self._no_cost: set[str] = set()
         self._no_stream_usage: set[str] = set()
+        self._breaks: deque[tuple[int, Literal["drop", "error"], str | None]] = deque()
+        self._sent_streams: dict[str, bytes] = {}
         self._seq = itertools.count(1)
         self.local_models: list[str] = list(local_models)
         self.base_url = ""
@@ -211,6 +215,15 @@ class LLMStandIn:
         with self._lock:
             self._scripts.setdefault(model, deque()).extend(parse_reply(r) for r in items)
 
+    def script_conversation(self, marker: str, replies: Sequence[Reply | Mapping[str, Any]]) -> None:
+        """Queue replies for the tool-using conversation whose messages contain ``marker`` (e.g. a run's work
+        branch, named in its first instruction): several agents can then share the stand-in, each getting its
+        own script whatever model the gateway routed it to. Asked before the per-model scripts; requests
+        without ``tools`` (a PR text, a classification) never take these replies."""
+        items = [parse_reply(r) for r in replies]
+        with self._lock:
+            self._conversations.append((marker, deque(items)))
+
     def fail_next(self, n: int = 1, status: int = 500, *, model: str | None = None) -> None:
         """The next ``n`` completions (of ``model`` only, if given) fail with HTTP ``status``."""
         with self._lock:
@@ -236,11 +249,28 @@ class LLMStandIn:
         with self._lock:
             self._no_stream_usage.add(model)
 
+    def break_next_stream(
+        self, after_events: int, how: Literal["drop", "error"] = "drop", *, model: str | None = None
+    ) -> None:
+        """The next OpenAI-compatible SSE stream (of ``model`` only, if given) breaks off after ``after_events``
+        events: ``drop`` closes the connection in the middle of the body; ``error`` sends an error event
+        (``data: {"error": {...}}``, as OpenRouter and vLLM do) and ends the stream without ``[DONE]``."""
+        with self._lock:
+            self._breaks.append((after_events, how, model))
+
+    def sent_stream(self, completion_id: str) -> bytes:
+        """The SSE body sent for completion ``completion_id`` (the ``id`` of its chunks), as written."""
+        with self._lock:
+            return self._sent_streams[completion_id]
+
     def reset(self) -> None:
         """Forget scripts, failures and the request log."""
         with self._lock:
             self._scripts.clear()
+            self._conversations.clear()
             self._failures.clear()
+            self._breaks.clear()
+            self._sent_streams.clear()
             self._delays.clear()
             self._requests.clear()
 
@@ -274,6 +304,14 @@ class LLMStandIn:
         if delay:
             await asyncio.sleep(delay)
 
+    def _take_break(self, model: str) -> tuple[int, Literal["drop", "error"]] | None:
+        with self._lock:
+            for i, (after, how, only) in enumerate(self._breaks):
+                if only is None or only == model:
+                    del self._breaks[i]
+                    return after, how
+        return None
+
     def _take_failure(self, model: str) -> int | None:
         with self._lock:
             for i, (status, only) in enumerate(self._failures):
@@ -282,8 +320,13 @@ class LLMStandIn:
                     return status
         return None
 
-    def _next_reply(self, model: str, messages: Sequence[Mapping[str, Any]]) -> Reply:
+    def _next_reply(self, model: str, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> Reply:
         with self._lock:
+            if tools and self._conversations:
+                text = "\n".join(_message_text(m) for m in messages)
+                for marker, queue in self._conversations:
+                    if queue and marker in text:
+                        return queue.popleft()
             for key in (model, "*"):
                 queue = self._scripts.get(key)
                 if queue:
@@ -312,7 +355,7 @@ class LLMStandIn:
     def _answer(self, body: Mapping[str, Any]) -> tuple[str, Reply, int, int, list[dict[str, Any]]]:
         model = str(body.get("model", ""))
         messages = body.get("messages") or []
-        reply = self._next_reply(model, messages)
+        reply = self._next_reply(model, messages, body.get("tools"))
         seq = next(self._seq)
         calls: list[dict[str, Any]] = []
         if isinstance(reply, str):
@@ -381,6 +424,19 @@ class LLMStandIn:
             return f"data: {json.dumps(payload)}\n\n"
 
         def events() -> Iterator[str]:
+            yield from _recorded(_broken(all_events(), self._take_break(model)))
+
+        def _recorded(items: Iterator[str]) -> Iterator[str]:
+            sent: list[str] = []
+            try:
+                for item in items:
+                    sent.append(item)
+                    yield item
+            finally:
+                with self._lock:
+                    self._sent_streams[completion_id] = "".join(sent).encode()
+
+        def all_events() -> Iterator[str]:
             yield chunk({"role": "assistant", "content": ""})
             if isinstance(reply, str):
                 for piece in _pieces(reply, 16):
@@ -554,6 +610,27 @@ class LLMStandIn:
             raise ValueError(f"{path}: expected a mapping of model name to a list of replies")
         for model, replies in data.items():
             self.script(str(model), replies if isinstance(replies, list) else [replies])
+
+
+class _StreamBrokenOff(Exception):
+    """Raised inside a streamed body so that the server drops the connection mid-body (``break_next_stream``)."""
+
+
+def _broken(events: Iterator[str], broken: tuple[int, Literal["drop", "error"]] | None) -> Iterator[str]:
+    if broken is None:
+        yield from events
+        return
+    after, how = broken
+    for _ in range(after):
+        item = next(events, None)
+        if item is None:
+            return
+        yield item
+    if how == "error":
+        error = {"message": "stand-in: the upstream model failed mid-stream", "type": "server_error", "code": 502}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    raise _StreamBrokenOff(f"stand-in: stream dropped after {after} events")
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:

@@ -6,6 +6,7 @@ stopped by ``scripts/local-model.sh`` (its own venv, cached under ``$PROMPTSHIP_
     with running_local_model(state_dir) as server:      # a free 127.0.0.1 port
         server.base_url, server.alias                   # stopped (by its PID) when the block ends
     local_model_settings(settings, server)              # Settings whose gateway routes to it (policy file)
+    describe_local_callers()                            # which callers of the policy it answers (demo line)
 """
 
 from __future__ import annotations
@@ -109,6 +110,28 @@ def local_model_settings(settings: Settings, server: LocalModelServer) -> Settin
     """``settings`` with the llama.cpp routing policy (``deployments/routing-llamacpp.yaml``) and its server."""
     llm = settings.llm.model_copy(update={"policy_file": POLICY_FILE, "llamacpp_base_url": server.base_url})
     return settings.model_copy(update={"llm": llm})
+
+
+# What each caller of the policy's `callers` is, for the demo's boundary list and the docs.
+CALLER_WHAT = {
+    "open_pull_request": "PR title and description of sensitive requests",
+    "chat": "the chat app's /chat through the gateway service (an app's key)",
+    "summarize_ci_log": "summaries of red CI logs in repair prompts (a hint beside the raw tail)",
+}
+
+
+def local_model_callers(policy_file: Path = POLICY_FILE) -> tuple[str, ...]:
+    """The callers whose local calls the policy file sends to a llama.cpp group (the real model)."""
+    from promptship.domain.routing import RoutingPolicy
+
+    policy = RoutingPolicy.from_yaml(policy_file.read_text(encoding="utf-8"))
+    return tuple(c for c, group in policy.callers.items() if policy.spec(group).backend == "llamacpp")
+
+
+def describe_local_callers(policy_file: Path = POLICY_FILE) -> str:
+    """One line for the demo's boundary list: which local callers the real model answers, and who it does not."""
+    callers = ", ".join(f"{c} ({CALLER_WHAT.get(c, 'caller of the policy')})" for c in local_model_callers(policy_file))
+    return f"takes the local calls of {callers}; the code agent keeps its scripted model (135M cannot drive tools)"
 
 
 def warm_up(server: LocalModelServer, *, timeout_s: float = 60.0) -> int:

@@ -21,34 +21,54 @@ For every call, in this order:
    local calls priced by settings; a cloud call without a reported cost is recorded at list price and flagged
    ``cost_missing``.
 
+Streams to OpenAI-compatible backends (OpenRouter, llama.cpp) are sent as the request LiteLLM builds, by an
+httpx client on the gateway service's event loop, and relayed as the provider's SSE bytes (``_pass_through``:
+LiteLLM's per-chunk parsing was most of a stream's cost through the service); Ollama's keep LiteLLM's stream.
+
 LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else; its response
 objects never leave this module (the gateway service gets plain OpenAI-format dicts).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import re
 import secrets
+import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from promptship.adapters import sse
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
 from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
+from promptship.domain.replay import PriceSource, RecordedDecision
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
 from promptship.domain.retrying import after_attempts, backoff_delay, retry_after_s
 from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
-from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
-from promptship.ports import AgentLLMAccess, Scanner
+from promptship.errors import BudgetExceeded, ConfigError, LLMError, SensitiveDataBlocked
+from promptship.ports import AgentLLMAccess, AppLLMAccess, Scanner
 from promptship.store.ledger import CostLedger, Reservation
 
+if TYPE_CHECKING:
+    import httpx
+
 MODE_HEADER = "x-llm-mode"
+# Backends that speak OpenAI's chat-completions SSE. Their streams are relayed as the provider's bytes (LiteLLM
+# builds the request; ``_pass_through``); Ollama's native NDJSON stream keeps LiteLLM's own streaming.
+PASS_THROUGH_BACKENDS = frozenset({"llamacpp", "openrouter"})
+_PASS_THROUGH_PROVIDERS = frozenset({"openai", "openrouter"})  # LiteLLM providers whose request is plain OpenAI
+_CALLER = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,8 @@ class ProviderEndpoints:
 # (the next group in the fallback chain is tried rather than calling the limited one too soon).
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 10.0
+# A call with a deadline starts no request (no retry, no fallback) with less than this left of it.
+MIN_REQUEST_S = 0.5
 
 
 class _GroupFailed(Exception):
@@ -85,8 +107,17 @@ class _Sent:
     spec: ModelSpec
     reservation: Reservation
     fallback_used: bool
-    response: Any
+    response: Any  # LiteLLM's response or stream, or an ``_OpenSSE`` (a pass-through stream)
     started: float  # time.monotonic() before the first request of the call
+    caller: str | None = None  # the caller the policy's ``callers`` was asked about (recorded for replay)
+
+
+@dataclass
+class _OpenSSE:
+    """A provider's SSE answer, status checked, body not read yet: relayed as it is (internal). Its response
+    belongs to the event loop of the service that opened it."""
+
+    response: httpx.Response
 
 
 def to_llm_error(exc: BaseException, model: str) -> LLMError:
@@ -96,6 +127,8 @@ def to_llm_error(exc: BaseException, model: str) -> LLMError:
     import openai
 
     status = getattr(exc, "status_code", None)
+    if status is None and isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code  # the pass-through stream's own request (``_open_sse``)
     status = status if isinstance(status, int) else None
     # LiteLLM keeps the provider's headers in ``litellm_response_headers``; the ``response`` on its exceptions
     # is one it made up, without them. Plain OpenAI/httpx errors carry the real response.
@@ -137,6 +170,7 @@ class LiteLLMGateway:
         default_max_tokens: int = 2048,
         allow_values: Collection[str] = (),
         sleep: Callable[[float], None] = time.sleep,
+        stream_passthrough: bool = True,
     ):
         self.policy = policy
         self.scanner = scanner
@@ -151,6 +185,15 @@ class LiteLLMGateway:
         self.default_max_tokens = default_max_tokens
         self.allow_values = frozenset(v for v in allow_values if v)
         self.sleep = sleep
+        # Streams to OpenAI-compatible backends: LiteLLM builds the request, an httpx client on the service's
+        # event loop sends it and the provider's SSE bytes are relayed (``_pass_through``). False: LiteLLM
+        # streams every call itself (what Ollama's groups always get).
+        self.stream_passthrough = stream_passthrough
+        # one client per event loop (its connections belong to the loop), made on first use
+        self._async_http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._policy_hash: str | None = None  # kept in the ledger on the first settled call
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ["OLLAMA_API_BASE"] = endpoints.ollama_base_url
@@ -176,7 +219,9 @@ class LiteLLMGateway:
         params: dict[str, Any] = {}
         if call.max_tokens is not None:
             params["max_tokens"] = call.max_tokens
-        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False)
+        deadline = time.monotonic() + call.deadline_s if call.deadline_s is not None else None
+        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False, deadline=deadline)
+        sent.caller = call.step
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(call.run_key, call.step, sent, usage)
         content = sent.response.choices[0].message.content or ""
@@ -208,6 +253,20 @@ class LiteLLMGateway:
         A key lives from ``agent_access`` to the end of the attempt that asked for it, never longer."""
         self.ledger.expire_access_keys(run_key)
 
+    def app_access(self, caller: str, *, run_key: str | None = None, budget_usd: float | None = None) -> AppLLMAccess:
+        """An app's key for the gateway service (e.g. the chat app's, caller ``chat``): each of its calls is
+        routed by the policy with ``caller`` (``callers`` in the policy file) and recorded under ``caller`` as the
+        step and ``run_key`` (default ``app-<caller>``) as the run. Only the key's hash is stored."""
+        if not _CALLER.fullmatch(caller):
+            raise ConfigError(
+                f"caller {caller!r}: use lower-case letters, digits and '_' (at most 64, a letter first), "
+                "the name the routing policy's `callers` uses, e.g. chat"
+            )
+        key = "psk-app-" + secrets.token_urlsafe(32)
+        run_key = run_key or f"app-{caller}"
+        self.ledger.add_caller_key(key, caller, run_key, budget_usd)
+        return AppLLMAccess(base_url=f"{self.gateway_url}/v1", api_key=SecretStr(key), caller=caller, run_key=run_key)
+
     def run_cost_usd(self, run_key: str) -> float:
         """What the ledger has recorded for a run so far (USD)."""
         return self.ledger.run_cost_usd(run_key)
@@ -231,6 +290,7 @@ class LiteLLMGateway:
     def chat(self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent") -> dict[str, Any]:
         """One OpenAI-format chat completion for the run of ``access``; returns the OpenAI-format response."""
         messages, tools, params = _split_body(body)
+        step = access.caller or step  # an app's calls are recorded under its caller
         decision = self._decide_for_run(access, messages, tools)
         sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=False)
         usage = self._usage(sent.spec, sent.response.usage)
@@ -241,16 +301,33 @@ class LiteLLMGateway:
         out["usage"] = _usage_json(usage)
         return out
 
-    def stream_chat(
+    async def stream_chat(
         self, access: RunAccess, body: Mapping[str, Any], *, step: str = "agent"
-    ) -> Iterator[dict[str, Any]]:
-        """Like ``chat`` with ``stream: true``: routing, gate, budget and the provider connection happen now
-        (errors raise here); the returned iterator yields OpenAI-format chunks, the last one with ``usage``,
-        and records the cost when it ends (also when the client goes away)."""
+    ) -> AsyncIterator[bytes]:
+        """Like ``chat`` with ``stream: true``, from the gateway service's event loop: routing, gate, budget and
+        the provider connection happen now (errors raise here); the returned iterator yields the SSE body — the
+        provider's chunks, then a usage chunk with the ledger's figures, then ``data: [DONE]`` — and records the
+        call when it ends (also when the client goes away). A provider failing mid-stream raises ``LLMError``
+        from the iterator, and the call is recorded as failed.
+
+        OpenAI-compatible backends (``PASS_THROUGH_BACKENDS``) are relayed as the provider's bytes on the event
+        loop, looking only into the usage, an error event and the end; the others are LiteLLM's stream, read
+        chunk by chunk by a thread of its own."""
+        import anyio.to_thread
+
+        loop = asyncio.get_running_loop()
         messages, tools, params = _split_body(body)
-        decision = self._decide_for_run(access, messages, tools)
-        sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True)
-        return self._relay(access.run_key, step, sent)
+        step = access.caller or step  # an app's calls are recorded under its caller
+        prompt_tokens = self._prompt_tokens(messages, tools)
+
+        def open_stream() -> _Sent:  # the policy in a worker thread (the ledger is blocking); I/O on the loop
+            decision = self._decide_for_run(access, messages, tools)
+            return self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True, loop=loop)
+
+        sent = await anyio.to_thread.run_sync(open_stream)
+        if isinstance(sent.response, _OpenSSE):
+            return self._pass_through(access.run_key, step, sent, prompt_tokens)
+        return _read_in_thread(_sse_body(self._relay(access.run_key, step, sent, prompt_tokens)))
 
     # ---- internals --------------------------------------------------------------------------------------
     def _decide(
@@ -277,8 +354,11 @@ class LiteLLMGateway:
         self, access: RunAccess, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
     ) -> RouteDecision:
         """The agent's calls keep the run's decision unless the gate finds sensitive data now (⇒ local).
-        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets."""
+        Identifiers the pipeline itself made for the run (run key, branch, conversation id) are not secrets.
+        An app's calls (a key with a caller) are routed one by one, by the policy, for that caller."""
         pinned = access.decision
+        if pinned is None or access.caller is not None:
+            return self._decide(messages, tools, task_class=None, force_local=False, caller=access.caller)
         key = access.run_key
         gate = self._gate(messages, tools, (key, branch_for(key), conversation_id_for(key)))
         if not gate.sensitive and not pinned.sensitive and pinned.model in self.policy.models:
@@ -330,12 +410,17 @@ class LiteLLMGateway:
             out.append(group)
         return out
 
+    @staticmethod
+    def _prompt_tokens(messages: Sequence[dict[str, Any]], tools: Any) -> int:
+        """The prompt's size in tokens, estimated (no tokenizer): for reservations and usage-less streams."""
+        return estimate_tokens(json.dumps(list(messages), default=str)) + (
+            estimate_tokens(json.dumps(tools, default=str)) if tools else 0
+        )
+
     def _estimate(
         self, spec: ModelSpec, messages: Sequence[dict[str, Any]], tools: Any, params: Mapping[str, Any]
     ) -> float:
-        prompt = estimate_tokens(json.dumps(list(messages), default=str)) + (
-            estimate_tokens(json.dumps(tools, default=str)) if tools else 0
-        )
+        prompt = self._prompt_tokens(messages, tools)
         completion = int(params.get("max_tokens") or params.get("max_completion_tokens") or self.default_max_tokens)
         cost = estimate_cost_usd(
             prompt_tokens=prompt,
@@ -356,6 +441,8 @@ class LiteLLMGateway:
         params: Mapping[str, Any],
         *,
         stream: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
+        deadline: float | None = None,
     ) -> _Sent:
         chain = self._chain(decision)
         if not chain:
@@ -371,6 +458,13 @@ class LiteLLMGateway:
             spec = self.policy.spec(group)
             if not spec.local and budget_refusal is not None:
                 continue  # the cloud budget is exhausted: only local groups remain
+            if deadline is not None and deadline - time.monotonic() < MIN_REQUEST_S:
+                last = f"; last error: {last_error}" if last_error is not None else ""
+                raise LLMError(
+                    f"{decision.model}: the call's deadline passed after {attempts} request(s){last}",
+                    retryable=False,
+                    status=408,
+                )
             reservation = self.ledger.reserve(run_key, spec.mode, self._estimate(spec, messages, tools, params))
             if not reservation.check.ok:
                 check = reservation.check
@@ -385,7 +479,7 @@ class LiteLLMGateway:
                 notes.append(f"over budget ({check.reason}) → rerouted to local")
                 continue
             try:
-                response = self._send(spec, messages, tools, params, stream=stream)
+                response = self._send(spec, messages, tools, params, stream=stream, loop=loop, deadline=deadline)
             except _GroupFailed as failed:
                 self.ledger.release(reservation)
                 last_error, attempts = failed.error, attempts + failed.attempts
@@ -393,13 +487,12 @@ class LiteLLMGateway:
                 continue
             final = decision
             if index > 0 or notes:
-                final = RouteDecision(
-                    task_class=decision.task_class,
-                    model=group,
-                    mode=spec.mode,
-                    reason=f"{decision.reason}; " + "; ".join(notes) + f" → {group} ({spec.mode})",
-                    sensitive=decision.sensitive,
-                    findings=decision.findings,
+                final = decision.model_copy(
+                    update={
+                        "model": group,
+                        "mode": spec.mode,
+                        "reason": f"{decision.reason}; " + "; ".join(notes) + f" → {group} ({spec.mode})",
+                    }
                 )
             return _Sent(final, spec, reservation, fallback_used=index > 0, response=response, started=started)
         if last_error is not None:
@@ -421,7 +514,11 @@ class LiteLLMGateway:
         params: Mapping[str, Any],
         *,
         stream: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
+        deadline: float | None = None,
     ) -> Any:
+        """One model group: LiteLLM's call (or, for a pass-through stream, the request LiteLLM builds, sent on
+        ``loop``) with our retries; ``_GroupFailed`` when the group is given up."""
         import litellm
 
         # LiteLLM would otherwise hand every streamed chunk to a logging thread (its callbacks, which promptship
@@ -464,10 +561,17 @@ class LiteLLMGateway:
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
+        request = self._pass_through_request(spec, kwargs) if stream and loop is not None else None
         attempt = 0
         while True:
             attempt += 1
+            if deadline is not None:
+                # a call with a deadline: a request may take all that is left of it (re-sending to a slow local
+                # model only makes it evaluate the prompt again), and no retry or fallback starts after it
+                kwargs["timeout"] = max(MIN_REQUEST_S, deadline - time.monotonic())
             try:
+                if request is not None and loop is not None:
+                    return asyncio.run_coroutine_threadsafe(self._open_sse(*request), loop).result()
                 return litellm.completion(**kwargs)
             except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
                 if not _is_vendor_error(exc):
@@ -476,11 +580,114 @@ class LiteLLMGateway:
                 asked = error.retry_after_s or 0.0
                 if not error.retryable or attempt > self.max_retries or asked > RETRY_CAP_S:
                     raise _GroupFailed(error, attempt) from None
-                self.sleep(backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked))
+                delay = backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked)
+                if deadline is not None and deadline - time.monotonic() - delay < MIN_REQUEST_S:
+                    raise _GroupFailed(error, attempt) from None  # no time left for another request
+                self.sleep(delay)
+
+    def _pass_through_request(
+        self, spec: ModelSpec, kwargs: Mapping[str, Any]
+    ) -> tuple[str, dict[str, str], bytes] | None:
+        """URL, headers and body of a stream LiteLLM would send to an OpenAI-compatible backend, built by
+        LiteLLM's own provider config (model name, parameter mapping and dropping, OpenRouter's usage flag,
+        auth headers); None when the stream should go through LiteLLM (pass-through off, another provider)."""
+        if not self.stream_passthrough or spec.backend not in PASS_THROUGH_BACKENDS:
+            return None
+        import litellm
+        from litellm.types.utils import LlmProviders
+        from litellm.utils import (
+            ProviderConfigManager,
+            get_optional_params,
+            validate_and_fix_openai_messages,
+            validate_and_fix_openai_tools,
+            validate_chat_completion_tool_choice,
+            validate_openai_optional_params,
+        )
+
+        model, provider, _, api_base = litellm.get_llm_provider(model=kwargs["model"], api_base=kwargs["api_base"])
+        if provider not in _PASS_THROUGH_PROVIDERS or not api_base:
+            return None
+        config = ProviderConfigManager.get_provider_chat_config(model=model, provider=LlmProviders(provider))
+        if (
+            config is None
+            or config.has_custom_stream_wrapper
+            or config.should_fake_stream(model=model, stream=True, custom_llm_provider=provider)
+        ):
+            return None
+        # what ``litellm.completion`` does to its arguments first (None fields dropped, tools as dicts, …)
+        messages = validate_and_fix_openai_messages(messages=[dict(m) for m in kwargs["messages"]])
+        named = {k: kwargs[k] for k in _PASSTHROUGH if kwargs.get(k) is not None}
+        if kwargs.get("tools"):
+            named["tools"] = validate_and_fix_openai_tools(tools=kwargs["tools"])
+        if "tool_choice" in named:
+            named["tool_choice"] = validate_chat_completion_tool_choice(tool_choice=named["tool_choice"], model=model)
+        if "stop" in named:
+            named["stop"] = validate_openai_optional_params(stop=named["stop"])
+        optional = get_optional_params(
+            model=model,
+            custom_llm_provider=provider,
+            messages=messages,
+            stream=True,
+            stream_options=kwargs["stream_options"],
+            drop_params=True,
+            **named,
+        )
+        extra_body = optional.pop("extra_body", None)
+        headers = config.validate_environment(
+            headers=dict(kwargs["extra_headers"]),
+            model=model,
+            messages=messages,
+            optional_params=optional,
+            litellm_params={},
+            api_key=kwargs["api_key"],
+            api_base=api_base,
+        )
+        url = config.get_complete_url(
+            api_base=api_base,
+            api_key=kwargs["api_key"],
+            model=model,
+            optional_params=optional,
+            litellm_params={},
+            stream=True,
+        )
+        body = config.transform_request(
+            model=model, messages=messages, optional_params=optional, litellm_params={}, headers=headers
+        )
+        if isinstance(extra_body, Mapping) and extra_body:
+            body = {
+                **body,
+                **config.transform_extra_body(extra_body=extra_body, request=body, model=model, litellm_params={}),
+            }
+        body["stream"] = True
+        return url, {str(k): str(v) for k, v in headers.items()}, json.dumps(body).encode()
+
+    async def _open_sse(self, url: str, headers: Mapping[str, str], body: bytes) -> _OpenSSE:
+        """Send a pass-through stream's request (on the service's loop); an error status raises
+        ``httpx.HTTPStatusError`` (translated and retried by ``_send`` like LiteLLM's errors); the body is left
+        to the relay."""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        http = self._async_http.get(loop)
+        if http is None:
+            http = self._async_http[loop] = httpx.AsyncClient(timeout=self.timeout_s)
+        request = http.build_request("POST", url, headers=headers, content=body)
+        response = await http.send(request, stream=True)
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise httpx.HTTPStatusError(_provider_message(response), request=request, response=response)
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            await response.aclose()
+            kind = response.headers.get("content-type") or "no content type"
+            raise httpx.DecodingError(f"answered a stream request with {kind}, not text/event-stream", request=request)
+        return _OpenSSE(response)
 
     def _usage(self, spec: ModelSpec, usage: Any) -> Usage:
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
-        completion = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 0
+        prompt = int(_field(usage, "prompt_tokens") or 0)
+        completion = int(_field(usage, "completion_tokens") or 0)
         reported = _reported_cost(usage)
         listed = priced_cost_usd(
             prompt_tokens=prompt,
@@ -497,8 +704,9 @@ class LiteLLMGateway:
             )
         return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=round(reported, 10))
 
-    def _settle(self, run_key: str, step: str, sent: _Sent, usage: Usage) -> None:
+    def _settle(self, run_key: str, step: str, sent: _Sent, usage: Usage, *, failure: str | None = None) -> None:
         latency_ms = round((time.monotonic() - sent.started) * 1000, 1)
+        reason = sent.decision.reason if failure is None else f"{sent.decision.reason}; FAILED: {failure}"
         self.ledger.settle(
             sent.reservation,
             run_key=run_key,
@@ -507,13 +715,68 @@ class LiteLLMGateway:
             mode=sent.spec.mode,
             usage=usage,
             fallback_used=sent.fallback_used,
-            route_reason=sent.decision.reason,
+            route_reason=reason,
             latency_ms=latency_ms,
+            decision=self._recorded(sent, usage),
         )
 
-    def _relay(self, run_key: str, step: str, sent: _Sent) -> Iterator[dict[str, Any]]:
+    # ---- what replay needs (``domain.replay``): recorded with each call, never any text ------------------
+    def _recorded(self, sent: _Sent, usage: Usage) -> RecordedDecision:
+        if self._policy_hash is None:
+            self._policy_hash = self.policy.fingerprint()
+            self.ledger.remember_policy(self._policy_hash, self.policy.to_yaml())
+        d = sent.decision
+        source: PriceSource
+        if usage.prompt_tokens == 0 and usage.completion_tokens == 0 and usage.cost_usd > 0:
+            source = "estimate"  # a stream without usage (or a client gone): the reservation's estimate
+        elif sent.spec.local:
+            source = "local"
+        else:
+            source = "list" if usage.cost_missing else "provider"
+        return RecordedDecision(
+            task_class=d.task_class,
+            class_source=d.class_source,
+            class_rule=d.class_rule,
+            sensitive=bool(d.findings),
+            gate_kinds=d.findings,
+            forced_local=d.forced_local,
+            caller=sent.caller,
+            price_source=source,
+            local_rate_per_1k_usd=self.local_cost_per_1k_tokens_usd,
+            policy_hash=self._policy_hash,
+        )
+
+    def _estimated_usage(self, spec: ModelSpec, prompt_tokens: int, chunks: int) -> Usage:
+        """A stream's usage when the provider said none: the prompt estimate and one token per content chunk
+        (what OpenAI-compatible servers send), at list price; a cloud call is flagged ``cost_missing``."""
+        listed = priced_cost_usd(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=chunks,
+            input_cost_per_token=spec.input_cost_per_token,
+            output_cost_per_token=spec.output_cost_per_token,
+        )
+        if spec.local:
+            listed += (prompt_tokens + chunks) * self.local_cost_per_1k_tokens_usd / 1000
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=chunks,
+            cost_usd=round(listed, 10),
+            cost_missing=not spec.local,
+        )
+
+    def _record_failure(
+        self, run_key: str, step: str, sent: _Sent, prompt_tokens: int, chunks: int, error: LLMError
+    ) -> None:
+        """A stream the provider broke off: recorded as failed, at the estimate of what it had sent (a provider
+        may charge for it), so that the budget counts it."""
+        usage = self._estimated_usage(sent.spec, prompt_tokens, chunks)
+        self._settle(run_key, step, sent, usage, failure=f"stream broke off after {chunks} chunks: {error}")
+
+    def _relay(self, run_key: str, step: str, sent: _Sent, prompt_tokens: int) -> Iterator[dict[str, Any]]:
+        """LiteLLM's stream (providers that are not OpenAI-compatible) as OpenAI-format chunks, then the usage."""
         last_usage: Any = None
         settled = False
+        chunks = 0
         try:
             for chunk in sent.response:
                 if getattr(chunk, "usage", None) and not chunk.choices:
@@ -527,6 +790,7 @@ class LiteLLMGateway:
                     last_usage = chunk.usage
                     data.pop("usage")
                 if data.get("choices"):
+                    chunks += 1
                     yield data
             if last_usage is None and not sent.spec.local:
                 # The provider streamed no usage at all: keep the reservation's estimate, flagged, never 0.
@@ -544,18 +808,162 @@ class LiteLLMGateway:
                 "usage": _usage_json(usage),
             }
         except Exception as exc:
-            if not settled:
-                self.ledger.release(sent.reservation)
-                settled = True
-            if _is_vendor_error(exc):
-                raise to_llm_error(exc, sent.spec.name) from None
-            raise
+            if settled or not _is_vendor_error(exc):
+                raise
+            error = to_llm_error(exc, sent.spec.name)
+            self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
+            settled = True
+            raise error from None
         finally:
             if not settled:
                 # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
                 estimate = sent.reservation.check.estimate_usd
                 self._settle(run_key, step, sent, Usage(cost_usd=estimate, cost_missing=not sent.spec.local))
             sent.response.close()  # stops reading the provider (a client gone mid-stream) or releases it
+
+    async def _pass_through(self, run_key: str, step: str, sent: _Sent, prompt_tokens: int) -> AsyncIterator[bytes]:
+        """An OpenAI-compatible provider's SSE stream relayed as its bytes, as they come (``sse.Relay``: the
+        provider's usage chunk is replaced by one with the ledger's figures once the call is recorded; without
+        usage, the content chunks are counted). An error event, or the provider breaking off, ends the stream
+        with ``LLMError``, the call recorded as failed."""
+        import anyio
+        import anyio.to_thread
+
+        upstream: httpx.Response = sent.response.response
+        relay = sse.Relay()
+        settled = False
+        try:
+            error: LLMError | None = None
+            try:
+                async for received in upstream.aiter_bytes():
+                    out = relay.feed(received)
+                    if out:
+                        yield out
+                relay.finish()
+            except sse.UpstreamErrorEvent as exc:
+                message = redact(" ".join(str(exc).split()))[:300]
+                error = LLMError(f"{sent.spec.name}: the provider sent an error mid-stream: {message}", retryable=False)
+            except Exception as exc:
+                if not _is_vendor_error(exc):
+                    raise
+                error = to_llm_error(exc, sent.spec.name)
+            if error is not None:
+                record = partial(self._record_failure, run_key, step, sent, prompt_tokens, relay.chunks, error)
+                await anyio.to_thread.run_sync(record)
+                settled = True
+                raise error
+            reported = relay.usage()
+            if reported is None:
+                usage = self._estimated_usage(sent.spec, prompt_tokens, relay.chunks)
+            else:
+                usage = self._usage(sent.spec, reported)
+            await anyio.to_thread.run_sync(partial(self._settle, run_key, step, sent, usage))
+            settled = True
+            if relay.usage_event is not None:
+                closing = {
+                    k: relay.usage_event[k] for k in ("id", "object", "created", "model") if k in relay.usage_event
+                }
+            else:
+                closing = {
+                    "id": "chatcmpl-usage",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": sent.decision.model,
+                }
+            yield sse.data_event({**closing, "choices": [], "usage": _usage_json(usage)}) + (relay.done or sse.DONE)
+        finally:
+            with anyio.CancelScope(shield=True):  # also when the service cancels us (the client went away)
+                if not settled:
+                    # The client went away mid-stream: the provider may still charge; keep the estimate, flagged.
+                    estimate = Usage(cost_usd=sent.reservation.check.estimate_usd, cost_missing=not sent.spec.local)
+                    await anyio.to_thread.run_sync(partial(self._settle, run_key, step, sent, estimate))
+                await upstream.aclose()
+
+
+def _sse_body(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """OpenAI-format chunks as an SSE body ending ``data: [DONE]``; closing it closes ``chunks``."""
+    try:
+        for chunk in chunks:
+            yield sse.data_event(chunk)
+        yield sse.DONE
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+_END = object()
+
+
+async def _read_in_thread(items: Iterator[bytes], max_ahead: int = 64) -> AsyncIterator[bytes]:
+    """``items`` (a blocking iterator: LiteLLM reading the provider) read by a thread of its own and handed to
+    the event loop as each item comes, what is ready at once handed on as one.
+
+    Starlette's default for a sync iterator moves every ``next()`` to a worker thread and back: a round trip
+    per chunk, during which nothing is read from the provider. Here the reader runs ahead (at most
+    ``max_ahead`` items) while the loop writes. Closing this iterator (the client went away) stops the
+    reader, which closes ``items`` in its own thread."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    room = threading.Semaphore(max_ahead)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def read() -> None:
+        try:
+            for item in items:
+                room.acquire()
+                if stop.is_set():
+                    break
+                hand_over(item)
+        except BaseException as exc:  # handed to the loop, raised there
+            hand_over(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            hand_over(_END)
+
+    threading.Thread(target=read, daemon=True, name="gateway-sse").start()
+    try:
+        while True:
+            ready = [await queue.get()]
+            while not queue.empty():
+                ready.append(queue.get_nowait())
+            out: list[bytes] = []
+            for item in ready:
+                if item is _END or isinstance(item, BaseException):
+                    if out:
+                        yield b"".join(out)
+                    if isinstance(item, BaseException):
+                        raise item
+                    return
+                room.release()
+                out.append(item)  # type: ignore[arg-type]  # everything else the reader hands over is bytes
+            yield b"".join(out)
+    finally:
+        stop.set()
+        room.release()  # a reader waiting for room sees ``stop``
+
+
+def _field(usage: Any, name: str) -> Any:
+    if usage is None:
+        return None
+    return usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+
+
+def _provider_message(response: httpx.Response) -> str:
+    """What a provider said with an error status (its OpenAI-style ``error.message``, or the start of the body)."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict) and data["error"].get("message"):
+        return str(data["error"]["message"])
+    return response.text[:300] or response.reason_phrase
 
 
 def _is_vendor_error(exc: BaseException) -> bool:

@@ -43,6 +43,43 @@ def _register_service_commands(app: typer.Typer) -> None:
         config = uvicorn.Config(create_gateway_app(gateway, gateway.ledger), log_level="warning", access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
 
+    @gateway_app.command("key")
+    def key(
+        caller: Annotated[
+            str, typer.Option(help="The caller the key speaks for, as the policy's `callers` names it (e.g. chat).")
+        ],
+        run_key: Annotated[
+            str | None, typer.Option(help="Ledger run its calls are recorded under (default app-<caller>).")
+        ] = None,
+        budget_usd: Annotated[
+            float | None, typer.Option(min=0, help="Cap on what the key may spend in all (default: none).")
+        ] = None,
+    ) -> None:
+        """Mint an app's key for the gateway service (e.g. the chat app's LLM_API_KEY): each of its calls is
+        routed by the policy for CALLER and recorded under it. Prints the key once on stdout; only its hash is
+        stored."""
+        from promptship.errors import ConfigError
+        from promptship.settings import Settings
+        from promptship.wiring import build_llm_gateway
+
+        settings = Settings()
+        gateway = build_llm_gateway(settings)
+        try:
+            access = gateway.app_access(caller, run_key=run_key, budget_usd=budget_usd)
+        except ConfigError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        finally:
+            close = getattr(gateway.scanner, "close", None)
+            if close is not None:
+                close()
+        group = gateway.policy.callers.get(caller)
+        where = f"its local calls go to {group}" if group else "the policy has no `callers` entry for it"
+        typer.echo(
+            f"key for caller {caller} (ledger run {access.run_key}; {where}); base URL {access.base_url}", err=True
+        )
+        typer.echo(access.api_key.get_secret_value())
+
     @gateway_app.command("costs")
     def costs(
         by: Annotated[str, typer.Option(help="Group by step|run|day|repository|model|mode.")] = "day",
@@ -147,8 +184,12 @@ def _register_routing_commands(app: typer.Typer) -> None:
             bool, typer.Option(help="Local models only, as for a request marked sensitive.")
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+        explain: Annotated[
+            bool, typer.Option("--explain", help="Also show the outcome evidence (per class × model) behind it.")
+        ] = False,
     ) -> None:
-        """Explain the routing decision for one prompt: class and rule, findings, model, local/cloud, fallbacks."""
+        """Explain the routing decision for one prompt: class and rule, findings, model, local/cloud, fallbacks
+        (with --explain: the recorded outcomes of this class on each model)."""
         import json
         from typing import cast
 
@@ -179,8 +220,18 @@ def _register_routing_commands(app: typer.Typer) -> None:
             raise typer.Exit(3) from None
         spec = policy.spec(d.model)
         fallbacks = allowed_fallbacks(policy, d.model, sensitive=d.sensitive)
+        evidence: list[dict[str, object]] = []
+        if explain:
+            from promptship.replay_outputs import outcomes_from_store
+            from promptship.wiring import build_store
+
+            rows = outcomes_from_store(build_store(Settings()))
+            evidence = [r.model_dump(mode="json") for r in rows if r.task_class == d.task_class]
         if as_json:
-            typer.echo(json.dumps({**d.model_dump(), "litellm_model": spec.litellm_model, "fallbacks": fallbacks}))
+            out = {**d.model_dump(), "litellm_model": spec.litellm_model, "fallbacks": fallbacks}
+            if explain:
+                out["evidence"] = evidence
+            typer.echo(json.dumps(out))
             return
         typer.echo(f"class:     {d.task_class}")
         typer.echo(f"model:     {d.model} ({spec.litellm_model})")
@@ -192,3 +243,21 @@ def _register_routing_commands(app: typer.Typer) -> None:
             typer.echo(f"redacted:  {redact(prompt, gate.spans())[:300]}")
         typer.echo(f"fallbacks: {', '.join(fallbacks) or '(none)'}")
         typer.echo(f"reason:    {d.reason}")
+        if explain:
+            rule = d.class_rule if d.class_source == "rule" else "stated by the caller"
+            typer.echo(f"rule:      {rule}")
+            typer.echo(
+                f"gate:      {'sensitive' if d.findings else 'clean'}" + (" (local only)" if d.sensitive else "")
+            )
+            if not evidence:
+                typer.echo(f"evidence:  no recorded attempts of class {d.task_class} yet")
+            for e in evidence:
+                s = e["success"]
+                assert isinstance(s, dict)
+                chosen = " ← chosen" if e["model"] == d.model else ""
+                typer.echo(
+                    f"evidence:  {e['model']}: {s['successes']}/{s['n']} succeeded, 95 % [{s['low']:.2f}, "
+                    f"{s['high']:.2f}], {e['cost_usd']:.4f} USD"
+                    + (" (too little data)" if e["too_little_data"] else "")
+                    + chosen
+                )

@@ -155,14 +155,29 @@ def register(app: typer.Typer) -> None:
         serve: Annotated[
             bool, typer.Option(help="Keep the Prefect server up afterwards and print its UI address.")
         ] = False,
+        scenario: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Run only this scenario (repeatable): deploy, repair, rollback, private, webhook. "
+                "Default: all five, concurrently."
+            ),
+        ] = None,
     ) -> None:
-        """One whole dev cycle on 127.0.0.1 with the sandbox; prints the report and what each boundary was.
+        """The demo's scenarios on 127.0.0.1 with the sandbox, each a request through the `dev-cycle` deployment
+        (or the webhook) run by a real process worker; prints each report, a summary table and one
+        `scenario=NAME expected=OUTCOME outcome=OUTCOME` line per scenario.
 
-        Exits 0 only when every step reached a verdict.
+        Exits 0 only when every scenario reached its expected outcome on real adapters.
         """
         from promptship.commands._sandbox import sandbox_or_exit
+        from promptship.errors import ConfigError
 
         sandbox_or_exit("promptship demo")
         from promptship_sandbox.demo import run_demo
 
-        raise typer.Exit(run_demo(serve=serve, echo=typer.echo))
+        try:
+            code = run_demo(serve=serve, echo=typer.echo, scenarios=scenario)
+        except ConfigError as exc:
+            typer.echo(f"promptship demo: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        raise typer.Exit(code)

@@ -1,4 +1,5 @@
-"""What the code agent is told: the first instruction of a run and the repair instruction after red CI.
+"""What the code agent is told: the first instruction of a run and the repair instruction after red CI (with
+the LLM call that summarizes the failing log for it, ``ci_summary_call``).
 
 Pure text building. What the repository's conventions are (its test command, where its manifests live) is
 found out by the adapter side (``promptship.adapters.compile_check.inspect_repository``) and handed in.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptship.domain.request import DevRequest, branch_for
-from promptship.domain.results import CIResult, Remark
+from promptship.domain.results import CIResult, LLMCall, LLMMessage, Remark
 
 # Log excerpts are the tail of a failing check: the end of a test log is where the failure is.
 _EXCERPT_CHARS = 2_000
@@ -91,9 +92,11 @@ def repair_instruction(
     *,
     branch: str | None = None,
     conventions: RepoConventions | None = None,
+    summary: CILogSummary | None = None,
 ) -> str:
     """The instruction of repair round ``round_number``: which checks failed on which commit, with the end of
-    their logs, and the test command to run before committing the fix."""
+    their logs, and the test command to run before committing the fix. A ``summary`` of the logs (a small local
+    model's, ``ci_summary_call``) comes first, marked as a hint: the log tails stay, they are the evidence."""
     conventions = conventions or RepoConventions()
     where = f"branch `{branch}`" if branch else "the current branch"
     failing = ci.failing or tuple(c for c in ci.checks if c.state != "success")
@@ -101,8 +104,17 @@ def repair_instruction(
         f"Repair round {round_number}: CI failed on commit `{ci.sha[:12]}` of {where}. Fix the cause, not the "
         "tests' expectations, unless the tests are wrong for the requested behaviour.",
         "",
-        "## Failing checks",
     ]
+    if summary is not None:
+        lines += [
+            "## Summary of the failure (a hint)",
+            f"Written by a small local model ({summary.model}) from the logs below; it may be incomplete or "
+            'wrong. The log tails under "Failing checks" are the evidence: check the summary against them.',
+            "",
+            summary.text,
+            "",
+        ]
+    lines.append("## Failing checks")
     if not failing:
         lines.append(f"- (no check detail was reported; CI verdict: {ci.verdict})")
     budget = _REPAIR_TOTAL_CHARS
@@ -180,3 +192,64 @@ def _remark_line(remark: Remark) -> str:
     if remark.path:
         where = f"`{remark.path}`" + (f" line {remark.line}" if remark.line is not None else " (whole file)") + ", "
     return f"- {where}{remark.author or 'someone'}: {text}"
+
+
+# --- the summary of a red CI log, for the repair instruction --------------------------------------------
+
+CI_SUMMARY_CALLER = "summarize_ci_log"
+"""The caller (ledger step, policy ``callers`` key) of the summary call."""
+# What the summarizer reads: the end of the failing logs, small enough for a 2048-token context with its answer.
+_SUMMARY_INPUT_CHARS = 2_000
+_SUMMARY_MAX_TOKENS = 80
+_SUMMARY_MAX_CHARS = 800
+# The summary is optional: it never holds a repair round longer than this (retries and fallbacks included).
+# Measured on 1 llama.cpp thread, 2 shared cores: 13–18 s for ~380 prompt tokens at load average ~10, 34–63 s
+# for the first such prompt at load ~16 (the agent's own repair round takes minutes).
+_SUMMARY_DEADLINE_S = 90.0
+
+
+class CILogSummary(BaseModel):
+    """A short summary of the failing checks' logs and the model group that wrote it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    model: str
+
+
+def ci_summary_call(run_key: str, ci: CIResult) -> LLMCall | None:
+    """The LLM call that summarizes the failing checks' logs for the repair instruction, or None when no failing
+    check has a log. Always local (``force_local``): a CI log can hold whatever the code printed. It reads the
+    end of each failing log (the failure and the test runner's summary are there), bounded in all."""
+    failing = ci.failing or tuple(c for c in ci.checks if c.state != "success")
+    logged = [c for c in failing if c.log_excerpt.strip()]
+    if not logged:
+        return None
+    share = _SUMMARY_INPUT_CHARS // len(logged)
+    parts = [f"Check `{c.name}` ({c.state}), end of its log:\n{c.log_excerpt.strip()[-share:]}" for c in logged]
+    return LLMCall(
+        run_key=run_key,
+        step=CI_SUMMARY_CALLER,
+        force_local=True,
+        messages=(
+            LLMMessage(role="system", content="You summarize failing CI logs for the developer who must fix them."),
+            LLMMessage(
+                role="user",
+                content="\n\n".join(parts) + "\n\nIn one or two sentences: which tests or commands failed, and what "
+                "error does the log show for each? Quote test names exactly; do not guess what the log does not say.",
+            ),
+        ),
+        max_tokens=_SUMMARY_MAX_TOKENS,
+        deadline_s=_SUMMARY_DEADLINE_S,
+    )
+
+
+def ci_log_summary(content: str, model: str) -> CILogSummary | None:
+    """The model's answer as a summary for the repair instruction (whitespace tidied, bounded), or None when
+    it said nothing."""
+    text = "\n".join(line.rstrip() for line in content.strip().splitlines() if line.strip())
+    if not text:
+        return None
+    if len(text) > _SUMMARY_MAX_CHARS:
+        text = text[: _SUMMARY_MAX_CHARS - 1].rstrip() + "…"
+    return CILogSummary(text=text, model=model)

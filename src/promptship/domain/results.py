@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptship.domain.request import TaskClass
 
@@ -33,14 +33,30 @@ class RouteDecision(_Model):
     reason: str
     sensitive: bool = False
     findings: tuple[str, ...] = Field(default=(), description="Kinds of sensitive data found (never the data).")
+    class_source: Literal["rule", "caller"] | None = Field(
+        default=None, description="How the class was decided: a classifier rule, or stated by the caller."
+    )
+    class_rule: str | None = Field(
+        default=None, description="The classifier rule that fired (its name only, never the matched text)."
+    )
+    forced_local: bool = Field(default=False, description="Local-only was asked for (not found by the gate).")
 
 
 class RunAccess(_Model):
-    """What a per-run API key of the gateway stands for: the run, its pinned route and its budget."""
+    """What an API key of the gateway stands for. A run's key (the code agent's) pins the run's route; an
+    app's key (``caller``, e.g. the chat app's ``chat``) has every call routed by the policy for that caller,
+    and its calls are recorded under the caller's name."""
 
     run_key: str
-    decision: RouteDecision
+    decision: RouteDecision | None = Field(default=None, description="The run's pinned route (a run's key).")
     budget_usd: float
+    caller: str | None = Field(default=None, description="The caller an app's key speaks for (an app's key).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RunAccess:
+        if (self.decision is None) == (self.caller is None):
+            raise ValueError("an access is either a run's (with its decision) or an app's (with its caller)")
+        return self
 
 
 class Usage(_Model):
@@ -74,6 +90,12 @@ class LLMCall(_Model):
     task_class: TaskClass | None = None
     force_local: bool = False
     max_tokens: int | None = None
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most seconds the whole call may take, retries and fallbacks included (None: the policy's "
+        "per-request timeout and retries only). For calls whose answer is optional, such as a CI-log summary.",
+    )
 
 
 class LLMReply(_Model):

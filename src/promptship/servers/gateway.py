@@ -16,11 +16,8 @@ Errors use OpenAI's error shape: 401 unknown key, 400 bad body, 403 sensitive da
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -87,12 +84,10 @@ def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
                 # LiteLLM proxy's convention: LiteLLM-based clients (the OpenHands SDK) take the cost from here.
                 cost = str(result.get("usage", {}).get("cost", 0.0))
                 return JSONResponse(result, headers={COST_HEADER: cost})
-            chunks = await run_in_threadpool(gateway.stream_chat, access, body, step=step)
+            events = await gateway.stream_chat(access, body, step=step)
         except (SensitiveDataBlocked, BudgetExceeded, LLMError, ValueError) as exc:
             return _error_response(exc)
-        return StreamingResponse(
-            _from_thread(_sse(chunks)), media_type="text/event-stream", headers={"cache-control": "no-cache"}
-        )
+        return StreamingResponse(_sse(events), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     async def models(request: Request) -> Response:
         access = await run_in_threadpool(authorize, request)
@@ -118,73 +113,16 @@ def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
     )
 
 
-_END = object()
-
-
-async def _from_thread(items: Iterator[bytes], max_ahead: int = 64) -> AsyncIterator[bytes]:
-    """``items`` (a blocking iterator: LiteLLM reading the provider) read by a thread of its own and handed to
-    the event loop as each item comes, what is ready at once sent as one write.
-
-    Starlette's default for a sync iterator moves every ``next()`` to a worker thread and back: a round trip
-    per chunk, during which nothing is read from the provider. Here the reader runs ahead (at most
-    ``max_ahead`` items) while the loop writes. Closing this iterator (the client went away) stops the
-    reader, which closes ``items`` in its own thread."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    room = threading.Semaphore(max_ahead)
-    stop = threading.Event()
-
-    def hand_over(item: object) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def read() -> None:
-        try:
-            for item in items:
-                room.acquire()
-                if stop.is_set():
-                    break
-                hand_over(item)
-        except BaseException as exc:  # handed to the loop, raised there
-            hand_over(exc)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-            hand_over(_END)
-
-    threading.Thread(target=read, daemon=True, name="gateway-sse").start()
+async def _sse(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The relay's SSE body as it comes; a failure after the headers were sent ends it with an error event."""
     try:
-        while True:
-            ready = [await queue.get()]
-            while not queue.empty():
-                ready.append(queue.get_nowait())
-            out: list[bytes] = []
-            for item in ready:
-                if item is _END or isinstance(item, BaseException):
-                    if out:
-                        yield b"".join(out)
-                    if isinstance(item, BaseException):
-                        raise item
-                    return
-                room.release()
-                out.append(item)  # type: ignore[arg-type]  # everything else the reader hands over is bytes
-            yield b"".join(out)
-    finally:
-        stop.set()
-        room.release()  # a reader waiting for room sees ``stop``
-
-
-def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    try:
-        for chunk in chunks:
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        async for chunk in body:
+            yield chunk
     except (LLMError, BudgetExceeded, SensitiveDataBlocked) as exc:
         # Headers are gone already: report the failure in the stream, as OpenAI-compatible servers do.
         kind = "upstream_error" if isinstance(exc, LLMError) else type(exc).__name__
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': kind}})}\n\n".encode()
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()  # a client that went away: the relay records what the call cost
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()  # a client that went away: the relay records what the call cost

@@ -8,8 +8,8 @@ Tables:
   ``BEGIN IMMEDIATE``; Postgres: ``SELECT … FOR UPDATE`` on ``llm_budget_lock``), and open reservations count
   as spent, so concurrent runs cannot all pass the same remaining budget. After the call it is settled (the
   call's row replaces it) or released;
-- ``llm_runs``: each run's budget and repository; ``llm_access_keys``: the SHA-256 of each per-run API key
-  minted for the code agent (never the key itself).
+- ``llm_runs``: each run's budget and repository; ``llm_access_keys``: the SHA-256 of each API key (never the
+  key itself): per-run keys minted for the code agent, and apps' keys naming their caller (the chat app's).
 
 Everything lives in the database, so a restart keeps the day's spend.
 """
@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     delete,
     func,
     insert,
@@ -44,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
+from promptship.domain.replay import RecordedDecision
 from promptship.domain.results import LLMMode, RouteDecision, RunAccess, Usage
 from promptship.store.tables import Base, RunRow
 
@@ -70,6 +72,27 @@ class LLMCallRow(Base):
     fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
     route_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # send → last byte, retries included
+    # What replay needs to decide and price the call again (migration 0008; NULL on older rows): never text.
+    task_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    class_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # rule | caller
+    class_rule: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the rule's name, not its match
+    gate_verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)  # clean | sensitive
+    gate_kinds: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # kind:subtype, never values
+    forced_local: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    route_caller: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    price_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # provider | list | local | estimate
+    local_rate_per_1k_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class RoutingPolicyRow(Base):
+    """A routing policy that decided calls, by the SHA-256 of its YAML (``RoutingPolicy.fingerprint``)."""
+
+    __tablename__ = "routing_policies"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy_yaml: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class LLMReservationRow(Base):
@@ -97,13 +120,15 @@ class LLMRunRow(Base):
 
 
 class LLMAccessKeyRow(Base):
-    """A per-run API key of the gateway service, by its SHA-256 (the key itself is never stored)."""
+    """An API key of the gateway service, by its SHA-256 (the key itself is never stored): a run's key with
+    its pinned ``decision``, or an app's key with its ``caller`` (migration 0007)."""
 
     __tablename__ = "llm_access_keys"
 
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_key: Mapped[str] = mapped_column(String(64), index=True)
-    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    caller: Mapped[str | None] = mapped_column(String(64), nullable=True)
     budget_usd: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -122,6 +147,7 @@ LEDGER_TABLES: list[Table] = [
     LLMRunRow.__table__,  # type: ignore[list-item]
     LLMAccessKeyRow.__table__,  # type: ignore[list-item]
     LLMBudgetLockRow.__table__,  # type: ignore[list-item]
+    RoutingPolicyRow.__table__,  # type: ignore[list-item]
 ]
 
 
@@ -132,6 +158,23 @@ class Reservation:
     check: BudgetCheck
     id: str | None = None
     mode: LLMMode = "local"
+
+
+def _decision_columns(d: RecordedDecision | None) -> dict[str, Any]:
+    if d is None:
+        return {}
+    return {
+        "task_class": d.task_class,
+        "class_source": d.class_source,
+        "class_rule": (d.class_rule or "")[:80] or None,
+        "gate_verdict": "sensitive" if d.sensitive else "clean",
+        "gate_kinds": list(d.gate_kinds),
+        "forced_local": d.forced_local,
+        "route_caller": d.caller,
+        "price_source": d.price_source,
+        "local_rate_per_1k_usd": d.local_rate_per_1k_usd,
+        "policy_hash": d.policy_hash,
+    }
 
 
 def hash_key(key: str) -> str:
@@ -221,18 +264,36 @@ class CostLedger:
         """Forget every per-run key of ``run_key`` (its attempt ended): the gateway answers 401 to them from now
         on. Returns how many there were."""
         with self.engine.begin() as conn:
-            result = conn.execute(delete(LLMAccessKeyRow).where(LLMAccessKeyRow.run_key == run_key))
+            # apps' keys (a caller, no attempt) are not the attempt's: they stay
+            result = conn.execute(
+                delete(LLMAccessKeyRow).where(LLMAccessKeyRow.run_key == run_key, LLMAccessKeyRow.caller.is_(None))
+            )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    def add_caller_key(self, key: str, caller: str, run_key: str, budget_usd: float | None = None) -> None:
+        """Store the hash of an app's key for ``caller``; its calls are recorded under ``run_key`` (opened here
+        with ``budget_usd`` as its cap, None: no cap of its own — the day's cloud cap still applies)."""
+        self.open_run(run_key, budget_usd=budget_usd if budget_usd is not None else -1.0)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(LLMAccessKeyRow).values(
+                    key_hash=hash_key(key),
+                    run_key=run_key,
+                    decision=None,
+                    caller=caller,
+                    budget_usd=budget_usd if budget_usd is not None else -1.0,
+                    created_at=self.clock(),
+                )
+            )
+
     def access_for(self, key: str) -> RunAccess | None:
-        """The run a per-run key belongs to, or None for an unknown key."""
+        """What a key stands for (a run's pinned route, or an app's caller), or None for an unknown key."""
         with self.engine.connect() as conn:
             row = conn.execute(select(LLMAccessKeyRow).where(LLMAccessKeyRow.key_hash == hash_key(key))).first()
         if row is None:
             return None
-        return RunAccess(
-            run_key=row.run_key, decision=RouteDecision.model_validate(row.decision), budget_usd=row.budget_usd
-        )
+        decision = RouteDecision.model_validate(row.decision) if row.decision is not None else None
+        return RunAccess(run_key=row.run_key, decision=decision, caller=row.caller, budget_usd=row.budget_usd)
 
     # ---- reservations -----------------------------------------------------------------------------------
     def reserve(self, run_key: str, mode: LLMMode, estimate_usd: float) -> Reservation:
@@ -299,8 +360,10 @@ class CostLedger:
         fallback_used: bool = False,
         route_reason: str | None = None,
         latency_ms: float | None = None,
+        decision: RecordedDecision | None = None,
     ) -> None:
-        """Record a finished call (tokens, cost, latency) and close its reservation, in one transaction."""
+        """Record a finished call (tokens, cost, latency, and ``decision``: what replay needs) and close its
+        reservation, in one transaction."""
         moment = self.clock()
         with self.engine.begin() as conn:
             repository = conn.execute(select(LLMRunRow.repository).where(LLMRunRow.run_key == run_key)).scalar()
@@ -320,12 +383,28 @@ class CostLedger:
                     fallback_used=fallback_used,
                     route_reason=(route_reason or "")[:500] or None,
                     latency_ms=latency_ms,
+                    **_decision_columns(decision),
                 )
             )
             if reservation is not None and reservation.id is not None:
                 conn.execute(
                     update(LLMReservationRow).where(LLMReservationRow.id == reservation.id).values(state="settled")
                 )
+
+    def remember_policy(self, policy_hash: str, policy_yaml: str) -> None:
+        """Keep a routing policy under its hash (once; later calls with the same hash change nothing)."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(RoutingPolicyRow.hash).where(RoutingPolicyRow.hash == policy_hash)).first():
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(RoutingPolicyRow).values(
+                            hash=policy_hash, policy_yaml=policy_yaml, recorded_at=self.clock()
+                        )
+                    )
+            except IntegrityError:
+                pass  # another process kept it first
 
     def _lock(self, conn: Connection) -> None:
         if conn.dialect.name == "sqlite":

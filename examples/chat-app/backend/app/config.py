@@ -7,6 +7,7 @@
 | LLM_MODEL           | model name; without a "provider/" prefix it is sent as openai/… | (required)     |
 | LLM_TIMEOUT_SECONDS | per-request timeout of the LLM call                             | 30             |
 | LLM_MAX_RETRIES     | retries of a failed LLM call                                    | 1              |
+| LLM_MAX_TOKENS      | longest answer asked of the model, in tokens                    | (model's)      |
 | FRONTEND_ORIGIN     | comma-separated origins allowed by CORS                         | (none: no CORS)|
 | MAX_MESSAGE_CHARS   | longest accepted message                                        | 8000           |
 | HOST / PORT         | where `python -m app` listens                                   | 0.0.0.0 / 8000 |
@@ -30,6 +31,7 @@ class Config:
     llm_api_key: str | None = field(default=None, repr=False)  # repr=False: never printed by accident
     llm_timeout_seconds: float = 30.0
     llm_max_retries: int = 1
+    llm_max_tokens: int | None = None
     frontend_origins: tuple[str, ...] = ()
     max_message_chars: int = 8000
     host: str = "0.0.0.0"
@@ -62,6 +64,7 @@ class Config:
                 raise ConfigError(f"{name} must not be negative (got {raw})")
             return value
 
+        max_tokens = int(number("LLM_MAX_TOKENS", 0, int)) or None
         origins = tuple(o.strip().rstrip("/") for o in (text("FRONTEND_ORIGIN") or "").split(",") if o.strip())
         return cls(
             llm_model=text("LLM_MODEL"),
@@ -69,6 +72,7 @@ class Config:
             llm_api_key=text("LLM_API_KEY"),
             llm_timeout_seconds=float(number("LLM_TIMEOUT_SECONDS", 30.0, float)),
             llm_max_retries=int(number("LLM_MAX_RETRIES", 1, int)),
+            llm_max_tokens=max_tokens,
             frontend_origins=origins,
             max_message_chars=int(number("MAX_MESSAGE_CHARS", 8000, int)),
             host=text("HOST") or "0.0.0.0",

@@ -96,6 +96,8 @@ async def complete(config: Config, message: str) -> str:
         "timeout": config.llm_timeout_seconds,
         "max_retries": config.llm_max_retries,
     }
+    if config.llm_max_tokens:
+        kwargs["max_tokens"] = config.llm_max_tokens
     if config.llm_api_base:
         kwargs["api_base"] = config.llm_api_base
     # An OpenAI-compatible endpoint without auth still needs some key for the client library.

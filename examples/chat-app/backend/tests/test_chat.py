@@ -150,9 +150,20 @@ def test_config_from_env_reads_the_seed_variables() -> None:
         }
     )
     assert cfg.litellm_model == "openai/gpt-4o-mini"
+    assert cfg.llm_max_tokens is None and Config.from_env({"LLM_MAX_TOKENS": "64"}).llm_max_tokens == 64
     assert cfg.frontend_origins == ("https://a.example", "https://b.example")
     assert (cfg.host, cfg.port) == ("0.0.0.0", 9000)
     assert KEY not in repr(cfg)
+
+
+def test_max_tokens_is_sent_only_when_configured(fake_llm) -> None:
+    with make_client(fake_llm.base_url) as client:
+        assert client.post("/chat", json={"message": "Hello"}).status_code == 200
+    with make_client(fake_llm.base_url, llm_max_tokens=64) as client:
+        assert client.post("/chat", json={"message": "Hello"}).status_code == 200
+    first, second = fake_llm.requests
+    assert "max_tokens" not in first["body"]
+    assert second["body"]["max_tokens"] == 64
 
 
 def test_config_rejects_a_bad_number_naming_the_variable() -> None:

@@ -1,8 +1,8 @@
 """run_waits: what a suspended flow run waits for (CI of a commit, a human merge, the base branch's image), so the
 webhook receiver and ``promptship sweep`` can resume it
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 17:05:00
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
