@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -87,6 +88,30 @@ RETRY_BASE_S = 0.5
 RETRY_CAP_S = 10.0
 # A call with a deadline starts no request (no retry, no fallback) with less than this left of it.
 MIN_REQUEST_S = 0.5
+
+
+# LiteLLM's own loggers. Their DEBUG records carry whole requests and replies (the messages, the curl command of
+# each call, the token counter's input): with a DEBUG root logger (``--log-level DEBUG``, PREFECT_LOGGING_*, a test)
+# every prompt, tool result and the secrets in them would land in the log files. The leak scan found it.
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class _DropDebug(logging.Filter):
+    """Drops records below INFO (a filter, not a level: LiteLLM sets its loggers' levels itself when asked)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_DROP_DEBUG = _DropDebug()
+
+
+def keep_litellm_debug_out_of_logs() -> None:
+    """Install the filter on LiteLLM's loggers (idempotent)."""
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        if _DROP_DEBUG not in logger.filters:
+            logger.addFilter(_DROP_DEBUG)
 
 
 class _GroupFailed(Exception):
@@ -194,6 +219,7 @@ class LiteLLMGateway:
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ["OLLAMA_API_BASE"] = endpoints.ollama_base_url
+        keep_litellm_debug_out_of_logs()
 
     # ---- the port ---------------------------------------------------------------------------------------
     def route(self, text: str, *, task_class: TaskClass | None = None, force_local: bool = False) -> RouteDecision:

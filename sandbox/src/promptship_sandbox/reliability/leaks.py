@@ -15,8 +15,8 @@ What is scanned:
 
 Each canary is looked for as itself, URL-encoded, and base64/url-safe-base64 encoded at the three alignments (so a
 value inside a longer base64 blob is found too). A hit is allowed only when one entry of the allowlist names its
-canary and matches its place (an ``fnmatch`` pattern on the file path relative to its root, on
-``git:<repo path>/<object id>``, or on the object's name); every other hit is a leak, with its place and offset.
+canary and matches its place (an ``fnmatch`` pattern on ``<root label>/<path>``, on
+``git:<root label>/<repo path>/<object id>``, or on the object's name); every other hit is a leak, with its place and offset.
 """
 
 from __future__ import annotations
@@ -89,31 +89,39 @@ class LeakReport:
         return out
 
 
-# The reviewed allowlist of the sandbox's runs (places relative to the roots the caller gives).
+# The reviewed allowlist of the sandbox's runs. Places: ``<root label>/<path in it>`` with the labels ``home``
+# (promptship's home: store, workspaces), ``prefect`` (the Prefect server's PREFECT_HOME: database, results, log),
+# ``forge`` (the forge's root: git, ci, registry); ``git:<label>/<repo>/<object id>``; API objects by name.
 ALLOWLIST: tuple[Allowed, ...] = (
     Allowed(("*",), "*.key", "the store's prompt key file (0600) holds the Fernet key, nothing else"),
     Allowed(
-        ("repo_secret",),
+        ("repo_secret", "ci_secret"),
         "git:*",
-        "the repository the agent reads carries the secret itself: its own git objects on the forge and in checkouts",
+        "the repository the agent reads carries these itself (the sandbox's CI has no secret store: its job reads "
+        "the value from the repository): its own git objects on the forge and in checkouts",
     ),
     Allowed(
-        ("repo_secret",),
-        "*workspaces/*",
+        ("repo_secret", "ci_secret"),
+        "home/workspaces/*",
         "the run's checkout of that repository (the agent's working copy), not something promptship wrote",
     ),
     Allowed(
         ("repo_secret", "ci_secret"),
-        "*repos/*",
-        "the forge's own repositories and CI working trees (GitHub's copy of the user's code)",
+        "forge/git/*",
+        "the forge's own repositories (GitHub's copy of the user's code)",
     ),
     Allowed(
         ("ci_secret", "repo_secret"),
-        "*ci/*",
+        "forge/ci/*",
         "the forge's CI job logs and checkouts: what CI printed, as GitHub keeps it (GitHub masks registered "
         "Actions secrets; the sandbox forge does not)",
     ),
     Allowed(("ci_secret",), "forge:*/actions/jobs/*", "the forge's job log API (GitHub's copy of what CI printed)"),
+    Allowed(
+        ("ci_secret",),
+        "forge:*/check-runs/*",
+        "the check run's output summary, written by CI itself (the job log's tail), as GitHub shows it",
+    ),
     Allowed(
         ("openrouter_key",),
         "llm-stand-in:cloud*.headers",
@@ -204,23 +212,26 @@ class _Needles:
 
 
 def scan_leaks(
-    roots: Iterable[Path | str],
+    roots: Mapping[str, Path | str] | Iterable[Path | str],
     canaries: Mapping[str, str],
     allowlist: Sequence[Allowed] = ALLOWLIST,
     *,
     objects: Mapping[str, str | bytes] | None = None,
 ) -> LeakReport:
-    """Look for every canary (name -> value) under ``roots`` (raw file bytes and decompressed git objects) and
-    in ``objects`` (name -> text read from an API); return the hits split into leaks and allowed ones."""
+    """Look for every canary (name -> value) under ``roots`` (label -> directory or file, or just paths: labelled
+    by their names; raw file bytes and decompressed git objects) and in ``objects`` (name -> text read from an
+    API); return the hits split into leaks and those ``allowlist`` covers."""
+    labelled = dict(roots) if isinstance(roots, Mapping) else {Path(r).name: r for r in roots}
     needles = _Needles(canaries)
     hits: list[Hit] = []
     files = scanned = git_objects = 0
-    for root in map(Path, roots):
+    for label, given in labelled.items():
+        root = Path(given)
         if not root.exists():
             raise FileNotFoundError(f"scan_leaks: root {root} does not exist (nothing would be scanned there)")
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
         for path in paths:
-            rel = path.name if path == root else str(path.relative_to(root))
+            rel = label if path == root else f"{label}/{path.relative_to(root)}"
             files += 1
             with path.open("rb") as f:
                 head, base = b"", 0
@@ -240,7 +251,7 @@ def scan_leaks(
                     base += len(chunk)
                     carry = data[-(needles.longest - 1) :] if needles.longest > 1 else b""
         for git_dir in _git_dirs(root) if root.is_dir() else ():
-            where = str(git_dir.relative_to(root)) or "."
+            where = f"{label}/{git_dir.relative_to(root)}".rstrip("/.")
             for oid, content in _git_objects(git_dir):
                 git_objects += 1
                 for name, form, at, _ in needles.find(content):
@@ -317,10 +328,13 @@ def prefect_api_objects(api_url: str) -> dict[str, str]:
     return out
 
 
-def forge_api_objects(api_url: str, token: str, repositories: Sequence[str]) -> dict[str, str]:
+def forge_api_objects(
+    api_url: str, token: str, repositories: Sequence[str], *, git_root: Path | None = None
+) -> dict[str, str]:
     """What the forge keeps in memory, through its GitHub REST API: issues and PRs (titles, bodies, branch
-    names), their comments and review comments, branches, commit statuses and check runs, job logs — as
-    ``forge:<repo>/<kind>/<id>``."""
+    names), their comments and review comments, branches, and for every commit object (reachable or not) of the
+    bare repository ``git_root/<owner>/<name>.git``; without ``git_root``: the PRs' heads) its statuses, check runs
+    and job logs — as ``forge:<repo>/<kind>/<id>``."""
     import json
 
     import httpx
@@ -346,7 +360,17 @@ def forge_api_objects(api_url: str, token: str, repositories: Sequence[str]) -> 
                 out[f"forge:{repo}/pulls/{number}"] = json.dumps(pull)
                 for c in get(f"{r}/pulls/{number}/comments?per_page=100"):  # type: ignore[union-attr]
                     out[f"forge:{repo}/pulls/comments/{c['id']}"] = json.dumps(c)
-                sha = pull["head"]["sha"]
+            shas = {pull["head"]["sha"] for pull in get(f"{r}/pulls?state=all&per_page=100")}  # type: ignore[union-attr]
+            if git_root is not None:
+                listed = subprocess.run(  # every commit object, reachable or not (a force-pushed branch's)
+                    ["git", f"--git-dir={git_root / f'{repo}.git'}", "cat-file", "--batch-all-objects", "--batch-check"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                )
+                shas |= {line.split()[0] for line in listed.stdout.splitlines() if line.split()[1:2] == ["commit"]}
+            for sha in sorted(shas):
                 out[f"forge:{repo}/statuses/{sha}"] = json.dumps(get(f"{r}/commits/{sha}/statuses"))
                 runs = get(f"{r}/commits/{sha}/check-runs")
                 out[f"forge:{repo}/check-runs/{sha}"] = json.dumps(runs)
