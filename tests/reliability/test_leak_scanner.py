@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from promptship.domain.gate import scan_rules
+from promptship.adapters.llm import new_key
+from promptship.domain.gate import is_not_a_secret, scan_rules
 from promptship.store import make_engine
 from promptship_sandbox import credentials
 from promptship_sandbox.reliability.leaks import ALLOWLIST, Allowed, forms, scan_leaks
@@ -31,7 +32,9 @@ def test_a_value_in_a_log_file_is_a_leak_with_its_offset(tmp_path: Path) -> None
 
     report = scan_leaks([tmp_path], {"token": value}, ())
 
-    assert [(h.canary, h.form, h.place, h.offset) for h in report.leaks] == [("token", "raw", "%s/logs/worker.log" % tmp_path.name, 106)]
+    assert [(h.canary, h.form, h.place, h.offset) for h in report.leaks] == [
+        ("token", "raw", f"{tmp_path.name}/logs/worker.log", 106)
+    ]
     assert report.files == 2 and "leaks 1" in report.lines()[-1]
 
 
@@ -88,12 +91,20 @@ def test_a_value_in_a_git_blob_is_found_in_loose_and_packed_objects(tmp_path: Pa
     # the blob is zlib-compressed on disk: only decompressed objects show it
     loose = scan_leaks([tmp_path], {"repo": value}, ())
     places = sorted(h.place for h in loose.leaks)
-    assert len(places) == 2 and places[0].startswith(f"git:{tmp_path.name}/repo/") and places[1] == f"{tmp_path.name}/repo/config.env"
+    assert (
+        len(places) == 2
+        and places[0].startswith(f"git:{tmp_path.name}/repo/")
+        and places[1] == f"{tmp_path.name}/repo/config.env"
+    )
     subprocess.run([*git, "gc", "-q", "--aggressive"], check=True)
     (repo / "config.env").write_text("gone\n")
     subprocess.run([*git, "commit", "-qam", "remove it"], check=True)
     packed = scan_leaks([tmp_path], {"repo": value}, ())
-    assert len(packed.leaks) == 1 and packed.leaks[0].place.startswith(f"git:{tmp_path.name}/repo/") and packed.git_objects >= 5
+    assert (
+        len(packed.leaks) == 1
+        and packed.leaks[0].place.startswith(f"git:{tmp_path.name}/repo/")
+        and packed.git_objects >= 5
+    )
 
 
 @pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b'{"k": "'])
@@ -104,7 +115,9 @@ def test_a_base64_or_url_encoded_value_inside_a_larger_blob_is_found(tmp_path: P
     (tmp_path / "url.log").write_text("GET /?q=" + urllib.parse.quote(value, safe="") + "\n")
     report = scan_leaks([tmp_path], {"token": value}, ())
     by_place = {h.place: h.form for h in report.leaks}
-    assert by_place[f"{tmp_path.name}/result.json"].startswith("base64@") and by_place[f"{tmp_path.name}/url.log"] == "url"
+    assert (
+        by_place[f"{tmp_path.name}/result.json"].startswith("base64@") and by_place[f"{tmp_path.name}/url.log"] == "url"
+    )
 
 
 def test_api_objects_and_the_allowlist(tmp_path: Path) -> None:
@@ -142,8 +155,8 @@ def test_every_base64_form_is_long_enough_to_mean_something() -> None:
         (lambda: credentials.github_token("ghs_"), "github_token"),
         (credentials.openrouter_key, "openrouter_key"),
         (credentials.session_key, "promptship_key"),
-        (lambda: "psk-run-" + secrets.token_urlsafe(32), "promptship_key"),
-        (lambda: "psk-app-" + secrets.token_urlsafe(32), "promptship_key"),
+        (lambda: new_key("psk-run-"), "promptship_key"),
+        (lambda: new_key("psk-app-"), "promptship_key"),
     ],
 )
 def test_the_sandboxs_credentials_are_recognised_by_the_gates_rules(make, subtype: str) -> None:
@@ -160,3 +173,13 @@ def test_the_webhook_secret_and_store_key_look_like_secrets() -> None:
     secret = credentials.webhook_secret()
     assert secret.startswith("whsec_") and len(secret) == 70
     assert any(f.kind == "secret" for f in scan_rules(f"webhook_secret = {secret}"))
+
+
+def test_a_random_key_that_spells_a_placeholder_word_is_drawn_again(monkeypatch) -> None:
+    """The gate reads a token whose random part spells ``fAKE`` as a placeholder (its documentation-marker test
+    is case-insensitive and unanchored), so such a draw would leak unseen: promptship's minting redraws it."""
+    unlucky = "psk-run-yqz8xQod03XLkdRkNTpXIIbcyfAKEp81aqwWobOJlls"  # a real draw of token_urlsafe(32)
+    assert is_not_a_secret(unlucky)
+    draws = iter([unlucky.removeprefix("psk-run-"), "Xb7kQ2mZp9LrT4vN8wYc1HsD6jFg3Ua5Ee0Ri2Ko7Wq"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda _n: next(draws))
+    assert new_key("psk-run-") == "psk-run-" + "Xb7kQ2mZp9LrT4vN8wYc1HsD6jFg3Ua5Ee0Ri2Ko7Wq"

@@ -17,23 +17,36 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable
+
+from promptship.domain.gate import is_not_a_secret
 
 _BASE62 = string.ascii_letters + string.digits
 
 
+def _recognisable(draw: Callable[[], str]) -> str:
+    """A draw the gate would take for a placeholder (a random run that spells ``fAKE`` or ``Sample``: about 1 in
+    20 000 for 36-43 random characters) is drawn again: a sandbox credential must be seen wherever it leaks."""
+    while is_not_a_secret(value := draw()):
+        pass
+    return value
+
+
 def github_token(prefix: str = "ghp_") -> str:
     """A token in GitHub's format: ``ghp_``/``ghs_``/… + 36 base62 characters."""
-    return prefix + "".join(secrets.choice(_BASE62) for _ in range(36))
+    return _recognisable(lambda: prefix + "".join(secrets.choice(_BASE62) for _ in range(36)))
 
 
 def openrouter_key() -> str:
     """An API key in OpenRouter's format: ``sk-or-v1-`` + 64 hex."""
-    return "sk-or-v1-" + secrets.token_hex(32)
+    return _recognisable(lambda: "sk-or-v1-" + secrets.token_hex(32))
 
 
 def session_key() -> str:
     """An agent-server session key in promptship's own key format: ``psk-sess-`` + 43 url-safe base64."""
-    return "psk-sess-" + secrets.token_urlsafe(32)
+    from promptship.adapters.llm import new_key
+
+    return new_key("psk-sess-")
 
 
 def webhook_secret() -> str:

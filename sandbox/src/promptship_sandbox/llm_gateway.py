@@ -23,7 +23,6 @@ from promptship_sandbox.credentials import openrouter_key as new_openrouter_key
 from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
 
 
-
 @dataclass
 class SandboxGateway:
     gateway: LiteLLMGateway

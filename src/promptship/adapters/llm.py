@@ -50,7 +50,7 @@ from pydantic import SecretStr
 
 from promptship.adapters import sse
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
-from promptship.domain.gate import GateResult, outbound_texts
+from promptship.domain.gate import GateResult, is_not_a_secret, outbound_texts
 from promptship.domain.redaction import redact
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
@@ -112,6 +112,15 @@ def keep_litellm_debug_out_of_logs() -> None:
         logger = logging.getLogger(name)
         if _DROP_DEBUG not in logger.filters:
             logger.addFilter(_DROP_DEBUG)
+
+
+def new_key(prefix: str) -> str:
+    """A key in promptship's own format (``prefix`` + 43 url-safe base64; the gate's rule ``promptship_key``).
+    A draw the gate would read as a placeholder (it spells ``fake``, ``sample``… in any case, ~1 in 20 000) is
+    drawn again, so that every key promptship mints is recognised wherever it leaks."""
+    while is_not_a_secret(key := prefix + secrets.token_urlsafe(32)):
+        pass
+    return key
 
 
 class _GroupFailed(Exception):
@@ -258,7 +267,7 @@ class LiteLLMGateway:
     def agent_access(self, run_key: str, decision: RouteDecision, budget_usd: float) -> AgentLLMAccess:
         """A per-run API key for the code agent's own traffic through the gateway service (only its hash is
         stored). ``model`` is spelled for LiteLLM-based agents (``openai/<group>`` at our ``/v1``)."""
-        key = "psk-run-" + secrets.token_urlsafe(32)
+        key = new_key("psk-run-")
         self.ledger.open_run(run_key, budget_usd=budget_usd)
         self.ledger.add_access_key(key, run_key, decision, budget_usd)
         spec = self.policy.spec(decision.model)
@@ -284,7 +293,7 @@ class LiteLLMGateway:
                 f"caller {caller!r}: use lower-case letters, digits and '_' (at most 64, a letter first), "
                 "the name the routing policy's `callers` uses, e.g. chat"
             )
-        key = "psk-app-" + secrets.token_urlsafe(32)
+        key = new_key("psk-app-")
         run_key = run_key or f"app-{caller}"
         self.ledger.add_caller_key(key, caller, run_key, budget_usd)
         return AppLLMAccess(base_url=f"{self.gateway_url}/v1", api_key=SecretStr(key), caller=caller, run_key=run_key)

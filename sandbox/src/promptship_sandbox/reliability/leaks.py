@@ -16,7 +16,8 @@ What is scanned:
 Each canary is looked for as itself, URL-encoded, and base64/url-safe-base64 encoded at the three alignments (so a
 value inside a longer base64 blob is found too). A hit is allowed only when one entry of the allowlist names its
 canary and matches its place (an ``fnmatch`` pattern on ``<root label>/<path>``, on
-``git:<root label>/<repo path>/<object id>``, or on the object's name); every other hit is a leak, with its place and offset.
+``git:<root label>/<repo path>/<object id>``, or on the object's name); every other hit is a leak, with its
+place and offset.
 """
 
 from __future__ import annotations
@@ -221,7 +222,9 @@ def scan_leaks(
     """Look for every canary (name -> value) under ``roots`` (label -> directory or file, or just paths: labelled
     by their names; raw file bytes and decompressed git objects) and in ``objects`` (name -> text read from an
     API); return the hits split into leaks and those ``allowlist`` covers."""
-    labelled = dict(roots) if isinstance(roots, Mapping) else {Path(r).name: r for r in roots}
+    labelled: dict[str, Path | str] = (
+        {str(k): v for k, v in roots.items()} if isinstance(roots, Mapping) else {Path(r).name: r for r in roots}
+    )
     needles = _Needles(canaries)
     hits: list[Hit] = []
     files = scanned = git_objects = 0
@@ -363,7 +366,13 @@ def forge_api_objects(
             shas = {pull["head"]["sha"] for pull in get(f"{r}/pulls?state=all&per_page=100")}  # type: ignore[union-attr]
             if git_root is not None:
                 listed = subprocess.run(  # every commit object, reachable or not (a force-pushed branch's)
-                    ["git", f"--git-dir={git_root / f'{repo}.git'}", "cat-file", "--batch-all-objects", "--batch-check"],
+                    [
+                        "git",
+                        f"--git-dir={git_root / f'{repo}.git'}",
+                        "cat-file",
+                        "--batch-all-objects",
+                        "--batch-check",
+                    ],
                     capture_output=True,
                     text=True,
                     timeout=60,
@@ -393,5 +402,7 @@ def llm_stand_in_objects(requests: Iterable[object]) -> dict[str, str]:
         side = "local" if path.startswith("/api/") else "cloud"
         out[f"llm-stand-in:{side}{i}.headers"] = json.dumps(getattr(r, "headers", {}))
         raw = getattr(r, "raw", b"")
-        out[f"llm-stand-in:{side}{i}.body {path}"] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        out[f"llm-stand-in:{side}{i}.body {path}"] = (
+            raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        )
     return out
