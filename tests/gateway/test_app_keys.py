@@ -121,7 +121,7 @@ def test_the_policy_file_names_the_callers_the_real_model_answers() -> None:
 def test_the_sandbox_chat_app_secret_points_the_app_at_the_gateway(gateway, llm: LLMStandIn) -> None:
     from promptship_sandbox.llm_gateway import SandboxGateway, chat_app_secret
 
-    data = chat_app_secret(SandboxGateway(gateway=gateway, llm=llm, url=gateway.gateway_url))
+    data = chat_app_secret(SandboxGateway(gateway=gateway, llm=llm, url=gateway.gateway_url, openrouter_key=""))
     assert data["LLM_API_BASE"] == f"{gateway.gateway_url}/v1"
     access = gateway.access_for(data["LLM_API_KEY"])
     assert access is not None and access.caller == "chat" and access.decision is None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from promptship_sandbox.credentials import session_key as new_session_key
 from promptship_sandbox.llm_server import Reply, ToolCall
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "openhands.sh"
@@ -78,7 +78,7 @@ def running_agent_server(
     ``parent_env`` is the environment the script is started from (default: this process's); whatever it
     holds, the server gets only the scrubbed one.
     """
-    key = session_key if session_key is not None else "sess-" + secrets.token_hex(16)
+    key = session_key if session_key is not None else new_session_key()
     env = {
         **(parent_env if parent_env is not None else os.environ),
         "OPENHANDS_PORT": str(port or _free_port()),

@@ -19,9 +19,8 @@ from pydantic import SecretStr
 
 from promptship.adapters.llm import LiteLLMGateway
 from promptship.settings import Settings
+from promptship_sandbox.credentials import openrouter_key as new_openrouter_key
 from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in, serve_asgi
-
-SANDBOX_OPENROUTER_KEY = "sandbox-openrouter-key"  # the stand-in accepts any key
 
 
 @dataclass
@@ -29,12 +28,17 @@ class SandboxGateway:
     gateway: LiteLLMGateway
     llm: LLMStandIn
     url: str
+    openrouter_key: str  # the stand-in accepts any key; this one is made up per run, in OpenRouter's format
 
 
 @contextmanager
-def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterator[SandboxGateway]:
+def running_sandbox_gateway(
+    settings: Settings, *, engine: Any = None, openrouter_key: str | None = None
+) -> Iterator[SandboxGateway]:
     """Start the stand-in and the gateway service; stop both when the block ends. ``engine``: the store's
-    engine to keep the ledger in (default: one on ``settings.store_url()``)."""
+    engine to keep the ledger in (default: one on ``settings.store_url()``); ``openrouter_key``: the cloud key
+    the gateway sends to the stand-in (default: a new one in OpenRouter's format)."""
+    key = openrouter_key or new_openrouter_key()
     from promptship.servers.gateway import create_gateway_app
     from promptship.wiring import build_llm_gateway
 
@@ -43,7 +47,7 @@ def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterat
             update={
                 "ollama_base_url": llm.base_url,
                 "openrouter_base_url": llm.base_url + "/v1",
-                "openrouter_api_key": SecretStr(SANDBOX_OPENROUTER_KEY),
+                "openrouter_api_key": SecretStr(key),
             }
         )
         gateway = build_llm_gateway(settings.model_copy(update={"llm": llm_settings}), engine=engine)
@@ -52,7 +56,7 @@ def running_sandbox_gateway(settings: Settings, *, engine: Any = None) -> Iterat
         try:
             with serve_asgi(create_gateway_app(gateway, gateway.ledger)) as url:
                 gateway.gateway_url = url
-                yield SandboxGateway(gateway=gateway, llm=llm, url=url)
+                yield SandboxGateway(gateway=gateway, llm=llm, url=url, openrouter_key=key)
         finally:
             close = getattr(gateway.scanner, "close", None)
             if close is not None:

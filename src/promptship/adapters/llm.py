@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -49,7 +50,7 @@ from pydantic import SecretStr
 
 from promptship.adapters import sse
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
-from promptship.domain.gate import GateResult, outbound_texts
+from promptship.domain.gate import GateResult, is_not_a_secret, outbound_texts
 from promptship.domain.redaction import redact
 from promptship.domain.replay import PriceSource, RecordedDecision
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
@@ -88,6 +89,39 @@ RETRY_BASE_S = 0.5
 RETRY_CAP_S = 10.0
 # A call with a deadline starts no request (no retry, no fallback) with less than this left of it.
 MIN_REQUEST_S = 0.5
+
+
+# LiteLLM's own loggers. Their DEBUG records carry whole requests and replies (the messages, the curl command of
+# each call, the token counter's input): with a DEBUG root logger (``--log-level DEBUG``, PREFECT_LOGGING_*, a test)
+# every prompt, tool result and the secrets in them would land in the log files. The leak scan found it.
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class _DropDebug(logging.Filter):
+    """Drops records below INFO (a filter, not a level: LiteLLM sets its loggers' levels itself when asked)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_DROP_DEBUG = _DropDebug()
+
+
+def keep_litellm_debug_out_of_logs() -> None:
+    """Install the filter on LiteLLM's loggers (idempotent)."""
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        if _DROP_DEBUG not in logger.filters:
+            logger.addFilter(_DROP_DEBUG)
+
+
+def new_key(prefix: str) -> str:
+    """A key in promptship's own format (``prefix`` + 43 url-safe base64; the gate's rule ``promptship_key``).
+    A draw the gate would read as a placeholder (it spells ``fake``, ``sample``… in any case, ~1 in 20 000) is
+    drawn again, so that every key promptship mints is recognised wherever it leaks."""
+    while is_not_a_secret(key := prefix + secrets.token_urlsafe(32)):
+        pass
+    return key
 
 
 class _GroupFailed(Exception):
@@ -197,6 +231,7 @@ class LiteLLMGateway:
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ["OLLAMA_API_BASE"] = endpoints.ollama_base_url
+        keep_litellm_debug_out_of_logs()
 
     # ---- the port ---------------------------------------------------------------------------------------
     def route(self, text: str, *, task_class: TaskClass | None = None, force_local: bool = False) -> RouteDecision:
@@ -236,7 +271,7 @@ class LiteLLMGateway:
     def agent_access(self, run_key: str, decision: RouteDecision, budget_usd: float) -> AgentLLMAccess:
         """A per-run API key for the code agent's own traffic through the gateway service (only its hash is
         stored). ``model`` is spelled for LiteLLM-based agents (``openai/<group>`` at our ``/v1``)."""
-        key = "psk-run-" + secrets.token_urlsafe(32)
+        key = new_key("psk-run-")
         self.ledger.open_run(run_key, budget_usd=budget_usd)
         self.ledger.add_access_key(key, run_key, decision, budget_usd)
         spec = self.policy.spec(decision.model)
@@ -262,7 +297,7 @@ class LiteLLMGateway:
                 f"caller {caller!r}: use lower-case letters, digits and '_' (at most 64, a letter first), "
                 "the name the routing policy's `callers` uses, e.g. chat"
             )
-        key = "psk-app-" + secrets.token_urlsafe(32)
+        key = new_key("psk-app-")
         run_key = run_key or f"app-{caller}"
         self.ledger.add_caller_key(key, caller, run_key, budget_usd)
         return AppLLMAccess(base_url=f"{self.gateway_url}/v1", api_key=SecretStr(key), caller=caller, run_key=run_key)

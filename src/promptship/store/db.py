@@ -35,6 +35,9 @@ def make_engine(url: str) -> Engine:
             # It halves the ledger's cost per LLM call (two commits each).
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # a deleted row (an expired key's hash, a replaced sealed request) is overwritten, not left on a free
+            # page of the file or the WAL, where a copy of the file would still show it (docs/SECURITY.md)
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine

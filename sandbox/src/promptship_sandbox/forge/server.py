@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from promptship_sandbox.credentials import github_token
 from promptship_sandbox.forge import git as g
 from promptship_sandbox.forge.apps import App, AppAuthError, AppRenderer, Installation, InstallationToken, verify_jwt
 from promptship_sandbox.forge.hooks import Delivery, WebhookSender
@@ -231,7 +232,7 @@ class Forge:
         """Create a user (if new) and return a fresh API token for it (or register ``token``)."""
         with self._lock:
             self._user(login)
-            token = token or "ghp_" + secrets.token_hex(18)
+            token = token or github_token("ghp_")
             self._tokens[token] = login
             return token
 
@@ -391,7 +392,7 @@ class Forge:
         inst = self._installations.get(int(installation_id))
         if inst is None or inst.app_id != app.id:
             raise HTTPError(404, "Not Found")
-        token = "ghs_" + secrets.token_hex(18)
+        token = github_token("ghs_")
         expires_at = float(int(self.clock() + self.installation_token_ttl_s))
         self._installation_tokens[token] = InstallationToken(inst.id, expires_at)
         return _Response(201, self.app_render.token(token, expires_at, inst, app))
