@@ -430,8 +430,6 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
 def worker_environment(sb: Sandbox, st: Started, webhook_secret: str) -> dict[str, str]:
     """The process worker's environment: every port pointed at the sandbox's servers (credentials only here,
     never in a flow parameter), and Prefect pointed at the demo's server."""
-    from promptship_sandbox.llm_gateway import SANDBOX_OPENROUTER_KEY
-
     llm = st.llm_settings.llm
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTSHIP_", "PREFECT_API_URL", "PREFECT_HOME"))}
     env.update(st.server.env())
@@ -454,7 +452,7 @@ def worker_environment(sb: Sandbox, st: Started, webhook_secret: str) -> dict[st
             # both providers are the LLM stand-in (as running_sandbox_gateway wires the demo's own gateway)
             "PROMPTSHIP_LLM__OLLAMA_BASE_URL": st.sandbox.llm.base_url,
             "PROMPTSHIP_LLM__OPENROUTER_BASE_URL": st.sandbox.llm.base_url + "/v1",
-            "PROMPTSHIP_LLM__OPENROUTER_API_KEY": SANDBOX_OPENROUTER_KEY,
+            "PROMPTSHIP_LLM__OPENROUTER_API_KEY": st.sandbox.openrouter_key,  # made up per demo, OpenRouter's format
             "PROMPTSHIP_LLM__GATEWAY_URL": st.sandbox.url,
             # the demo's bounds: a stalled rollout is judged after 60 s (the manifest's own deadline is 120 s);
             # a request without auto-merge waits 20 s for a person
