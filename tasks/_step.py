@@ -34,6 +34,7 @@ from prefect.context import TaskRunContext
 from promptship.domain.report import StepFacts, StepName, StepRecord
 from promptship.domain.results import Usage
 from promptship.errors import is_retryable
+from promptship.faults import after_step, before_step, kill_point
 from tasks.context import RunContext
 
 P = ParamSpec("P")
@@ -188,6 +189,7 @@ def step(
             step_label, number = labeller(params.arguments)
             started = now()
             ctx.renew()
+            kill_point(before_step(step_label))
             done = body(*args, **kwargs)
             usage = done.usage or Usage()
             ctx.ports.sink.record_step(
@@ -212,6 +214,7 @@ def step(
                     detail=dict(done.detail),
                 )
             )
+            kill_point(after_step(step_label))
             return done.value
 
         prefect_task = task(

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from promptship.domain.attempt import Attempt
 from promptship.domain.report import RunOutcome, RunReport, StepRecord, render_markdown, table_rows
 from promptship.domain.request import DevRequest
+from promptship.faults import DURING_REPORT, kill_point
 from promptship.wiring import Ports
 from tasks.context import RunContext
 
@@ -109,6 +110,7 @@ def publish_report(ctx: RunContext, outcome: RunOutcome, error: str | None = Non
     """Write the attempt's story (markdown) and its steps (table) as artifacts, keep the report in the store,
     end the attempt and release the request."""
     report = build_report(ctx.ports, ctx.request, ctx.attempt, outcome, error=error, flow_run_id=ctx.holder)
+    kill_point(DURING_REPORT)
     ctx.close(report.outcome)
     _tag(ctx, report.outcome)
     create_markdown_artifact(

@@ -49,6 +49,14 @@ from promptship.domain.writeback import (
     revert_title,
 )
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
+from promptship.faults import (
+    AGENT_WORKING,
+    BETWEEN_APPLY_AND_VERDICT,
+    BETWEEN_PUSH_AND_PR,
+    DURING_ROLLBACK,
+    WAITING_FOR_CI,
+    kill_point,
+)
 from tasks._step import Done, by_round, plain, step
 from tasks.context import RunContext
 
@@ -108,11 +116,13 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
     handle = p.agent.start(agent_task, access)
     if request.continues and not handle.created:  # a follow-up: the same conversation hears the new instruction
         p.agent.send(handle, follow_up_instruction(request.prompt, _follow_up_context(ctx, request, existing)))
+    kill_point(AGENT_WORKING)
     result = p.agent.result(handle, timeout_s=ctx.limits.agent_timeout_s)
     ledger_cost = round(p.llm.run_cost_usd(ledger_run) - spent_before, 8)
     head_sha = size = None
     if result.verdict == "finished":
         head_sha = p.code_host.push_branch(request.repository, workspace, branch)
+        kill_point(BETWEEN_PUSH_AND_PR)
         size = p.code_host.change_size(workspace, request.base_branch)
     generation = GenerationResult(
         agent=result, head_sha=head_sha, workspace=workspace, model=decision.model, mode=decision.mode
@@ -208,6 +218,7 @@ def open_pull_request(ctx: RunContext, request: DevRequest, generation: Generati
 def wait_for_ci(ctx: RunContext, request: DevRequest, sha: str, round_number: int) -> Done[CIResult]:
     """Wait for the combined CI verdict of ``sha`` (checks and statuses)."""
     ci = ctx.ports.code_host.wait_for_ci(request.repository, sha, timeout_s=ctx.limits.ci_timeout_s)
+    kill_point(WAITING_FOR_CI)
     return Done(
         ci,
         ci.verdict,
@@ -308,6 +319,7 @@ def roll_out(ctx: RunContext, request: DevRequest, generation: GenerationResult,
     target = request.deploy
     manifests = with_image(_changed_manifests(generation), target.deployment, target.container, image)
     applied = deployer.apply_manifests(request.deploy, manifests) if manifests else None
+    kill_point(BETWEEN_APPLY_AND_VERDICT)
     result = deployer.roll_out(request.deploy, image, run_key=ctx.request_key, timeout_s=ctx.limits.rollout_timeout_s)
     return Done(
         result,
@@ -339,6 +351,7 @@ def check_health(ctx: RunContext, request: DevRequest, after_rollback: bool = Fa
 def rollback(ctx: RunContext, request: DevRequest, why: str) -> Done[RollbackResult]:
     """Put the previous revision back and wait until it is complete again."""
     result = ctx.deployer().rollback(request.deploy, timeout_s=ctx.limits.rollout_timeout_s)
+    kill_point(DURING_ROLLBACK)
     return Done(
         result,
         result.verdict,
