@@ -1,0 +1,1 @@
+"""The reliability campaign (``promptship reliability``): kill points, automatic recovery, soak."""
