@@ -40,7 +40,7 @@ from promptship.domain.results import (
     RouteDecision,
     WriteBackResult,
 )
-from promptship.domain.rollout import with_image
+from promptship.domain.rollout import already_rolled_back, with_image
 from promptship.domain.writeback import (
     RevertEvidence,
     revert_body,
@@ -350,7 +350,14 @@ def check_health(ctx: RunContext, request: DevRequest, after_rollback: bool = Fa
 @step("rollback", uses=("deployer",))
 def rollback(ctx: RunContext, request: DevRequest, why: str) -> Done[RollbackResult]:
     """Put the previous revision back and wait until it is complete again."""
-    result = ctx.deployer().rollback(request.deploy, timeout_s=ctx.limits.rollout_timeout_s)
+    deployer = ctx.deployer()
+    rolled = next((r.facts.image for r in ctx.ports.sink.attempt_steps(ctx.attempt.id) if r.name == "roll_out"), None)
+    current = deployer.current_image(request.deploy)
+    if already_rolled_back(rolled, current):  # this step ran and died before its result was kept: found, not redone
+        restored = RollbackResult(verdict="restored", restored_image=current, detail="already restored")
+        facts = StepFacts(found=True, restored_image=current)
+        return Done(restored, restored.verdict, facts=facts, detail={"why": why})
+    result = deployer.rollback(request.deploy, timeout_s=ctx.limits.rollout_timeout_s)
     kill_point(DURING_ROLLBACK)
     return Done(
         result,

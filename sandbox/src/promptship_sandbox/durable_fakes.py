@@ -144,6 +144,9 @@ class DurableCodeHost:
         with self.state.edit() as d:
             d.setdefault("branches", {})[branch] = digest.hexdigest()
             d["pushes"] = d.get("pushes", 0) + 1
+            pushed = d.setdefault("pushed", [])
+            if branch not in pushed:
+                pushed.append(branch)  # every branch ever pushed (a merged PR's branch is deleted afterwards)
         return digest.hexdigest()
 
     def change_size(self, workspace: str, base_branch: str) -> ChangeSize:
@@ -250,8 +253,7 @@ class DurableCluster:
         return RollbackResult(verdict="restored", restored_image=restored, time_to_restore_s=0.1)
 
     def current_image(self, target: DeployTarget) -> str | None:
-        images = self.state.read().get("images", [])
-        return images[-1] if images else None
+        return self.state.read().get("serving", BASE_IMAGE)
 
 
 class DurableHealthProbe:

@@ -328,7 +328,7 @@ def counts(s: Submitted) -> Counts:
     return Counts(
         {
             "prs": state.get("pr_creations", 0),
-            "branches": len(state.get("branches", {})),
+            "branches": len(state.get("pushed", [])),
             "conversations": len(conversations),
             "agent_runs": sum(c.get("runs", 0) for c in conversations.values()),
             "merges": state.get("merges", 0),
