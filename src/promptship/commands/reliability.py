@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,6 +53,9 @@ def register(app: typer.Typer) -> None:
         points: Annotated[
             str | None, typer.Option(help="Comma-separated kill points to run instead of the campaign's list.")
         ] = None,
+        work: Annotated[
+            Path | None, typer.Option(help="Directory for the processes' logs and the fakes (default: a new temp dir).")
+        ] = None,
     ) -> None:
         """Kill runs at every named kill point on a real Prefect server, deployment and process worker, recover
         them (resume --force, the sweeper, Prefect's retry) and compare every side effect with an
@@ -64,4 +68,4 @@ def register(app: typer.Typer) -> None:
         from promptship_sandbox.reliability.campaign import run_campaign
 
         chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
-        raise typer.Exit(run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo))
+        raise typer.Exit(run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo, work=work))

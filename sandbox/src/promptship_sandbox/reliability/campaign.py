@@ -13,16 +13,19 @@ Every side effect is then compared with the baseline.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +55,7 @@ Scenario = Literal["deploy", "rollback"]
 FACTORY = "promptship_sandbox.durable_fakes:services_from_env"
 LEASE_TTL_S = 4.0  # the request lease in the campaign: a dead run's lease expires in seconds, not 2 minutes
 RUN_TIMEOUT_S = 150.0
+PARALLEL_POINTS = 3  # kill points in flight at once (2 cores: more only queues)
 
 
 @dataclass(frozen=True)
@@ -280,10 +284,18 @@ def submit(harness: Harness, tag: str, scenario: Scenario, kill: str | None = No
     return Submitted(tag, fakes, request, str(run.id))  # type: ignore[union-attr]
 
 
+_stores: dict[Path, object] = {}
+_stores_lock = threading.Lock()
+
+
 def _store(fakes: Path):  # -> Store
+    """The store of one request's fakes, built once (alembic's migration context is not thread-safe)."""
     from promptship_sandbox.durable_fakes import durable_services
 
-    return durable_services(fakes).sink
+    with _stores_lock:
+        if fakes not in _stores:
+            _stores[fakes] = durable_services(fakes).sink
+        return _stores[fakes]  # type: ignore[return-value]
 
 
 def attempt_ended(s: Submitted) -> bool:
@@ -297,6 +309,20 @@ def flow_state(flow_run_id: str) -> str:
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(uuid.UUID(flow_run_id)).state
     return state.type.value if state is not None else "NONE"
+
+
+def resumed_state(flow_run_id: str) -> str:
+    """The state of the flow run that resumed ``flow_run_id`` (named ``<its name>-resumed``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        old = client.read_flow_run(uuid.UUID(flow_run_id))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{old.name}-resumed"]))
+        )
+    states = [r.state.type.value for r in runs if r.state is not None]
+    return "COMPLETED" if "COMPLETED" in states else (states[0] if states else "NONE")
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.3) -> bool:
@@ -344,11 +370,15 @@ def counts(s: Submitted) -> Counts:
     )
 
 
-def run_baseline(harness: Harness, scenario: Scenario) -> tuple[Counts | None, str]:
-    s = submit(harness, f"baseline-{scenario}", scenario)
-    if not wait_for(lambda: attempt_ended(s) and flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S):
-        return None, f"baseline {scenario} did not complete (flow run {flow_state(s.flow_run_id)})"
-    return counts(s), ""
+def run_baselines(harness: Harness, scenarios: list[Scenario]) -> tuple[dict[str, Counts], str]:
+    """The uninterrupted run of each scenario's request (submitted together)."""
+    submitted = [(scenario, submit(harness, f"baseline-{scenario}", scenario)) for scenario in scenarios]
+    found: dict[str, Counts] = {}
+    for scenario, s in submitted:
+        if not wait_for(lambda s=s: attempt_ended(s) and flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S):
+            return found, f"baseline {scenario} did not complete (flow run {flow_state(s.flow_run_id)})"
+        found[scenario] = counts(s)
+    return found, ""
 
 
 def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResult:
@@ -391,6 +421,8 @@ def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResul
             client.set_flow_run_state(uuid.UUID(s.flow_run_id), AwaitingRetry(), force=True)
     recovered = wait_for(lambda: attempt_ended(s), RUN_TIMEOUT_S)
     recover_s = time.time() - killed_at if recovered else None
+    if recovered and kill.recovery != "retry":  # the attempt ends inside the report step: let that run finish
+        recovered = wait_for(lambda: resumed_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S)
     if recovery_proc is not None:
         if kill.recovery == "resume":
             recovery_proc.wait(timeout=RUN_TIMEOUT_S)
@@ -398,7 +430,7 @@ def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResul
     note = ""
     old = flow_state(s.flow_run_id)
     if kill.recovery == "retry":
-        recovered = recovered and wait_for(lambda: flow_state(s.flow_run_id) == "COMPLETED", 60)
+        recovered = recovered and wait_for(lambda: flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S)
     elif old in ("RUNNING", "PENDING"):  # a zombie left in the UI
         recovered, note = False, f"killed flow run left {old}"
     found = counts(s)
@@ -515,8 +547,8 @@ def _workdir(work: Path | None) -> Iterator[Path]:
         work.mkdir(parents=True, exist_ok=True)
         yield work
         return
-    with tempfile.TemporaryDirectory(prefix="promptship-reliability-") as tmp:
-        yield Path(tmp)
+    # kept afterwards: the logs of every process and the fakes' state are what explains a failed point
+    yield Path(tempfile.mkdtemp(prefix="promptship-reliability-"))
 
 
 def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo: Callable[[str], None]) -> int:
@@ -524,16 +556,27 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
     harness.deploy()
     harness.start_worker()
     usage_start = _usage(harness)
-    baselines: dict[str, Counts] = {}
-    for scenario in sorted({k.scenario for k in chosen}):
-        found, why = run_baseline(harness, scenario)
-        if found is None:
-            echo(f"reliability: {why}; see {harness.work}")
-            echo("kill points 0, fault kinds 0, boundaries 0, duplicates 0, leaks 0, lost runs 1")
-            return 1
-        baselines[scenario] = found
+    baselines, why = run_baselines(harness, sorted({k.scenario for k in chosen}))  # type: ignore[arg-type]
+    if why:
+        echo(f"reliability: {why}; see {harness.work}")
+        echo("kill points 0, fault kinds 0, boundaries 0, duplicates 0, leaks 0, lost runs 1")
+        return 1
+    for scenario, found in baselines.items():
         echo(f"baseline {scenario}: " + ", ".join(f"{c} {found.values[c]}" for c in COLUMNS if c != "steps"))
-    results = [run_point(harness, k, baselines[k.scenario]) for k in chosen]
+    # points that kill only their flow run run side by side (each request has its own fakes and store); a
+    # point that kills the worker runs alone, afterwards
+    alone = [k for k in chosen if k.victim == "worker"]
+    side_by_side = [k for k in chosen if k.victim == "run"]
+    # each thread runs in a copy of this context: Prefect's settings (the server's API URL) live in a contextvar
+    contexts = [contextvars.copy_context() for _ in side_by_side]
+    with ThreadPoolExecutor(max_workers=PARALLEL_POINTS) as pool:
+        futures = [
+            pool.submit(c.run, run_point, harness, k, baselines[k.scenario])
+            for c, k in zip(contexts, side_by_side, strict=True)
+        ]
+        done = {k: f.result() for k, f in zip(side_by_side, futures, strict=True)}
+    done |= {k: run_point(harness, k, baselines[k.scenario]) for k in alone}
+    results = [done[k] for k in chosen]
 
     echo("")
     echo("Part 1-2: kill points (each run killed there, recovered, compared with the uninterrupted run)")
