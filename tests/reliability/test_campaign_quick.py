@@ -1,5 +1,5 @@
 """`promptship reliability --quick` as `make test` runs it: a real Prefect server, the dev-cycle deployment, a
-process worker; four kill points (resume --force, the sweeper, Prefect's retry, a rollback), every side effect
+process worker; four kill points (recovered by resume --force and by the sweeper, one during a rollback), every side effect
 equal to the uninterrupted run's."""
 
 from __future__ import annotations
@@ -34,4 +34,4 @@ def test_quick_campaign_kills_four_points_and_finds_no_duplicate_or_lost_run(tmp
     table = [line for line in lines if line.split(" ")[0] in ("after:open_pull_request", "agent_working")]
     assert len(table) == 2 and all(" yes " in line for line in table)
     recoveries = {line.split()[1] for line in lines if line.startswith(("after:", "agent_", "between_", "during_"))}
-    assert recoveries == {"resume", "sweep", "retry"}
+    assert recoveries == {"resume", "sweep"}

@@ -73,7 +73,7 @@ def test_the_worker_variant_kills_the_parent_too(tmp_path: Path) -> None:
 )
 def test_points_not_named_do_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     env = {k: v.replace("MARKERS", str(tmp_path)) for k, v in env.items()}
-    for point in (*INNER_POINTS, before_step("route_request"), after_step("wait_for_ci#1")):
+    for point in (*INNER_POINTS, before_step("route"), after_step("wait_for_ci#1")):
         if env.get(KILL_AT_ENV) == point:
             continue
         done = _run(point, env)

@@ -47,6 +47,7 @@ from promptship.faults import (
     before_step,
     read_marker,
 )
+from promptship.store import Store
 from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
 
 Recovery = Literal["resume", "sweep", "retry"]
@@ -72,7 +73,7 @@ class KillPoint:
 
 D, R = "deploy", "rollback"
 FULL: tuple[KillPoint, ...] = (
-    KillPoint(before_step("route_request"), "resume"),
+    KillPoint(before_step("route"), "resume"),
     KillPoint(AGENT_WORKING, "sweep"),
     KillPoint(after_step("generate_code"), "resume"),
     KillPoint(BETWEEN_PUSH_AND_PR, "sweep"),
@@ -99,10 +100,12 @@ FULL: tuple[KillPoint, ...] = (
     KillPoint(after_step("write_back"), "retry", R),
     KillPoint(DURING_REPORT, "sweep", R),
 )
+# Prefect's retry is in the full campaign only: under the deployment's concurrency limit the retried run can be
+# terminated by Prefect itself (docs/RELIABILITY.md, finding 3), which would make `make test` flaky
 QUICK: tuple[KillPoint, ...] = (
     KillPoint(after_step("open_pull_request"), "resume"),
     KillPoint(BETWEEN_MERGE_AND_ROLLOUT, "sweep"),
-    KillPoint(AGENT_WORKING, "retry"),
+    KillPoint(AGENT_WORKING, "sweep"),
     KillPoint(DURING_ROLLBACK, "resume", R),
 )
 
@@ -284,18 +287,20 @@ def submit(harness: Harness, tag: str, scenario: Scenario, kill: str | None = No
     return Submitted(tag, fakes, request, str(run.id))  # type: ignore[union-attr]
 
 
-_stores: dict[Path, object] = {}
+_stores: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def _store(fakes: Path):  # -> Store
+def _store(fakes: Path) -> Store:
     """The store of one request's fakes, built once (alembic's migration context is not thread-safe)."""
     from promptship_sandbox.durable_fakes import durable_services
 
     with _stores_lock:
         if fakes not in _stores:
-            _stores[fakes] = durable_services(fakes).sink
-        return _stores[fakes]  # type: ignore[return-value]
+            sink = durable_services(fakes).sink
+            assert isinstance(sink, Store)
+            _stores[fakes] = sink
+        return _stores[fakes]
 
 
 def attempt_ended(s: Submitted) -> bool:
@@ -311,17 +316,24 @@ def flow_state(flow_run_id: str) -> str:
     return state.type.value if state is not None else "NONE"
 
 
-def resumed_state(flow_run_id: str) -> str:
-    """The state of the flow run that resumed ``flow_run_id`` (named ``<its name>-resumed``)."""
+def resumed_state(s: Submitted) -> str:
+    """The state of the flow run that resumed ``s`` (another run of the same tagged prompt; run names are cut
+    short, so they do not tell points apart)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
 
     with get_client(sync_client=True) as client:
-        old = client.read_flow_run(uuid.UUID(flow_run_id))
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{old.name}-resumed"]))
-        )
-    states = [r.state.type.value for r in runs if r.state is not None]
+        old = client.read_flow_run(uuid.UUID(s.flow_run_id))
+        since = FlowRunFilterStartTime(after_=old.start_time) if old.start_time else None
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=since), limit=200)
+    tag = f"[{s.tag}]"
+    states = [
+        r.state.type.value
+        for r in runs
+        if str(r.id) != s.flow_run_id
+        and r.state is not None
+        and tag in str(r.parameters.get("request", {}).get("prompt"))
+    ]
     return "COMPLETED" if "COMPLETED" in states else (states[0] if states else "NONE")
 
 
@@ -422,7 +434,7 @@ def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResul
     recovered = wait_for(lambda: attempt_ended(s), RUN_TIMEOUT_S)
     recover_s = time.time() - killed_at if recovered else None
     if recovered and kill.recovery != "retry":  # the attempt ends inside the report step: let that run finish
-        recovered = wait_for(lambda: resumed_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S)
+        recovered = wait_for(lambda: resumed_state(s) == "COMPLETED", RUN_TIMEOUT_S)
     if recovery_proc is not None:
         if kill.recovery == "resume":
             recovery_proc.wait(timeout=RUN_TIMEOUT_S)
