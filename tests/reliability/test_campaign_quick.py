@@ -1,6 +1,6 @@
 """`promptship reliability --quick` as `make test` runs it: a real Prefect server, the dev-cycle deployment, a
-process worker; four kill points (recovered by resume --force and by the sweeper, one during a rollback), every side effect
-equal to the uninterrupted run's."""
+process worker; four kill points (recovered by resume --force and by the sweeper, one during a rollback), every
+side effect equal to the uninterrupted run's."""
 
 from __future__ import annotations
 
