@@ -55,7 +55,7 @@ bench: prereqs  ## benchmarks: prints medians, p99s and ratios
 reliability: install  ## kill campaign: every kill point killed, recovered, compared (REL_ARGS=--quick / --soak)
 	$(BIN)/promptship reliability $(REL_ARGS)
 
-demo: prereqs  ## one full dev cycle on the embedded default, report printed
+demo: prereqs  ## the five scenarios (deploy, repair, rollback, private, webhook) through the deployments and a worker
 	$(BIN)/promptship demo
 
 demo-serve: prereqs  ## the demo, then keep the Prefect server up (UI address printed)

@@ -1,5 +1,9 @@
 """The dev cycle: route → generate code → open PR → wait for CI (repair) → merge → roll out → health → report.
 
+A run of a deployment that would wait long for CI, a human merge or the base branch's image suspends instead of
+holding its process (``tasks/waiting.py``); resumed, it runs again from the start and takes every finished step
+from the cache.
+
 The flow only orders the steps and branches on their verdicts. It resolves the run context once (the ports,
 the request key, the attempt under the request's lease: ``tasks/context.py``) and hands it to every step;
 each step is cached per attempt, so a resumed attempt redoes nothing it already did, and finds its side
@@ -40,6 +44,7 @@ from tasks.steps import (
     wait_for_image,
     write_back,
 )
+from tasks.waiting import before_ci, before_image, before_merge
 
 
 def _on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:  # noqa: ARG001
@@ -85,7 +90,8 @@ def dev_cycle(request: DevRequest) -> RunReport:
     """Take one development request from prompt to a verified deployment, recording every step.
 
     Ends in one of: deployed, rolled_back (health gate or rollout failed, previous version restored), stopped
-    (agent error, CI red after the repair rounds, merge conflict), waiting (no human merge in time),
+    (agent error, CI red after the repair rounds, merge conflict, PR closed without merge), waiting (no human
+    merge in time),
     already_done (a later attempt that found everything done), failed.
     """
     log = get_run_logger()
@@ -128,14 +134,14 @@ def dev_cycle(request: DevRequest) -> RunReport:
         if not green:
             return finish("stopped")
 
-        merged = merge(ctx, request, pr)
+        merged = merge(ctx, request, pr, timeout_s=before_merge(ctx, request, pr))
         if merged.verdict != "merged" or not merged.merge_sha:
             return finish("waiting" if merged.verdict in ("waiting", "timed_out") else "stopped")
         _status(ctx)
         merge_sha = merged.merge_sha
         kill_point(BETWEEN_MERGE_AND_ROLLOUT)
 
-        image = wait_for_image(ctx, request, merged.merge_sha)
+        image = wait_for_image(ctx, request, merge_sha, timeout_s=before_image(ctx, request, merge_sha))
 
         rollout = roll_out(ctx, request, generation, image)
         if rollout.verdict != "complete":
@@ -162,7 +168,8 @@ def _ci_with_repairs(
     rounds = ctx.limits.repair_rounds
     for round_number in range(1, rounds + 2):
         assert generation.head_sha is not None
-        ci = wait_for_ci(ctx, request, generation.head_sha, round_number)
+        sha = generation.head_sha
+        ci = wait_for_ci(ctx, request, sha, round_number, timeout_s=before_ci(ctx, request, sha, round_number))
         if ci.verdict == "passed":
             return generation, True
         _status(ctx)

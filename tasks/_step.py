@@ -12,7 +12,9 @@ typed result, verdict and facts. The wrapper
   another attempt, an upgraded step or an expired result runs the body again (which first finds its side
   effect by request key);
 - retries a failed body only for a ``ServiceError`` whose ``retryable`` is true (adapters mark errors they
-  already retried themselves as not retryable), up to 3 times, waiting at least the error's ``retry_after_s``.
+  already retried themselves as not retryable), up to 3 times, waiting at least the error's ``retry_after_s``;
+- moves the run's progress artifact to the step's stage before the step starts (``RunContext.report_progress``,
+  ``promptship.domain.progress``) — also for a step the cache answers, so a resumed run shows where it is.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 from prefect import task
 from prefect.context import TaskRunContext
 
+from promptship.domain.progress import progress_at
 from promptship.domain.report import StepFacts, StepName, StepRecord
 from promptship.domain.results import Usage
 from promptship.errors import is_retryable
@@ -228,6 +231,9 @@ def step(
 
         @functools.wraps(body)
         def call(ctx: RunContext, *args: P.args, **kwargs: P.kwargs) -> T:
+            params = signature.bind(ctx, *args, **kwargs)
+            params.apply_defaults()
+            ctx.report_progress(progress_at(name, *labeller(params.arguments)))
             expiring = prefect_task.with_options(cache_expiration=timedelta(days=ctx.limits.step_cache_days))
             return expiring(ctx, *args, **kwargs)  # type: ignore[return-value]
 

@@ -3,21 +3,28 @@
 ``open_run`` resolves it once, before the first step: it binds the flow run to its attempt (continued or new,
 see ``promptship.domain.attempt``) under the request's lease, so at most one flow run works on a request at a
 time, and keeps the lease alive with a heartbeat while the run lasts. Every step receives the context.
+
+The context also carries the run's progress artifact (``report_progress``): created when the run opens, moved
+on by the step mechanism as each step starts (``tasks/_step.py``) and finished by the report — the one place
+the Prefect UI's run page learns which stage a run has reached (``promptship.domain.progress``).
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from promptship.domain.attempt import Attempt, occurrence_of
 from promptship.domain.limits import RunLimits
+from promptship.domain.progress import Progress, progress_started
 from promptship.domain.request import DevRequest, request_key_for
 from promptship.errors import AttemptInProgress, ConfigError
 from promptship.ports import Cluster
@@ -49,6 +56,7 @@ class RunContext:
         self.limits = limits
         self.holder = holder  # the flow run id holding the request's lease
         self.run_url: str | None = None  # the flow run's page in the Prefect UI, when it has one
+        self._progress: _ProgressSender | None = None  # a Prefect flow run's (a direct call has none)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -76,6 +84,14 @@ class RunContext:
         """Extend the request's lease (every step does, and the heartbeat between steps)."""
         self.ports.sink.renew_lease(self.request_key, self.holder, self.limits.lease_ttl_s)
 
+    def report_progress(self, progress: Progress) -> None:
+        """Show ``progress`` in the run's progress artifact (key ``progress-<request key>``). Only step names,
+        rounds and outcomes go into it — never the prompt. It is sent from a background thread, so no step
+        waits on it; ``close`` waits for the last one. A Prefect hiccup is logged and the run goes on: the
+        artifact is a view, nothing depends on it."""
+        if self._progress is not None:
+            self._progress.send(progress)
+
     def start_heartbeat(self) -> None:
         interval = max(1.0, self.limits.lease_ttl_s / 4)
 
@@ -89,13 +105,90 @@ class RunContext:
         self._heartbeat = threading.Thread(target=beat, name=f"lease-{self.request_key}", daemon=True)
         self._heartbeat.start()
 
-    def close(self, outcome: str | None) -> None:
-        """Stop the heartbeat; with an ``outcome``, end the attempt, release the lease and expire the attempt's
-        agent keys."""
+    def hold_lease_while_suspended(self, seconds: float) -> None:
+        """Before the flow run suspends: stop the heartbeat and keep the request's lease for ``seconds`` (the wait
+        plus a margin), so no other run takes the request while this one waits without a process. Its resume is
+        the same flow run, which may take its own lease again (``Store.begin_attempt``)."""
         self._stop.set()
+        self.ports.sink.renew_lease(self.request_key, self.holder, seconds)
+
+    def from_deployment(self) -> bool:
+        """Whether this flow run belongs to a deployment (only those can suspend: Prefect reschedules a resumed
+        run through its deployment's work pool)."""
+        flow_run = _flow_run()
+        return flow_run is not None and getattr(flow_run, "deployment_id", None) is not None
+
+    def close(self, outcome: str | None) -> None:
+        """Stop the heartbeat and show the last progress; with an ``outcome``, end the attempt, release the lease
+        and expire the attempt's agent keys."""
+        self._stop.set()
+        if self._progress is not None:
+            self._progress.close()
         if outcome is not None:
             self.ports.sink.end_attempt(self.attempt.id, outcome, holder=self.holder)
             self.ports.llm.expire_agent_access(self.attempt.id)  # its agent keys die with it (docs/AGENT.md)
+
+
+class _ProgressSender:
+    """Shows a run's latest progress in its Prefect progress artifact from one background thread (created on
+    the first send, updated in place after): a send only records the progress, so the flow never waits on the
+    API; a newer progress replaces one not yet shown. The thread runs in a copy of the context it was started
+    from (the flow run's), so the artifact belongs to that flow run."""
+
+    def __init__(self, key: str, *, flush_timeout_s: float = 15.0):
+        self.key = key
+        self.flush_timeout_s = flush_timeout_s
+        self._artifact_id: UUID | None = None
+        self._pending: Progress | None = None
+        self._busy = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def send(self, progress: Progress) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._pending = progress
+            if self._thread is None:
+                run_in = contextvars.copy_context()
+                self._thread = threading.Thread(target=run_in.run, args=(self._loop,), name=self.key, daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wait (at most ``flush_timeout_s``) until the last progress is shown, then stop the thread."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout=self.flush_timeout_s)
+            self._closed = True
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:  # closed, nothing left to show
+                    return
+                progress, self._pending, self._busy = self._pending, None, True
+            try:
+                self._show(progress)
+            except Exception as exc:
+                logging.getLogger("promptship.progress").warning(
+                    "progress of %s not shown (%s): %s", self.key, progress.step, type(exc).__name__
+                )
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _show(self, progress: Progress) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        if self._artifact_id is None:
+            created = create_progress_artifact(progress=progress.percent, key=self.key, description=progress.describe())
+            self._artifact_id = cast(UUID, created)  # the sync variant: this thread runs no event loop
+        else:
+            update_progress_artifact(self._artifact_id, progress.percent, description=progress.describe())
 
 
 def _flow_run() -> Any:
@@ -198,5 +291,8 @@ def _open_run(ports: Ports, request: DevRequest) -> RunContext:
         _keep_prompt_out_of_prefect(flow_run, ports.sink.seal(request))
     ctx = RunContext(request=request, request_key=key, attempt=attempt, ports=ports, limits=limits, holder=holder)
     ctx.run_url = _run_url(flow_run)
+    if flow_run is not None:
+        ctx._progress = _ProgressSender(f"progress-{key}")
+    ctx.report_progress(progress_started(attempt.number))
     ctx.start_heartbeat()
     return ctx

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from promptship.domain.attempt import Attempt
+from promptship.domain.progress import progress_finished
 from promptship.domain.report import RunOutcome, RunReport, StepRecord, render_markdown, table_rows
 from promptship.domain.request import DevRequest
 from promptship.faults import DURING_REPORT, kill_point
@@ -108,10 +109,11 @@ def _tag(ctx: RunContext, outcome: str) -> None:
 @task(name="report", cache_policy=NO_CACHE)
 def publish_report(ctx: RunContext, outcome: RunOutcome, error: str | None = None) -> RunReport:
     """Write the attempt's story (markdown) and its steps (table) as artifacts, keep the report in the store,
-    end the attempt and release the request."""
+    end the attempt and release the request, and finish the run's progress with its outcome."""
     report = build_report(ctx.ports, ctx.request, ctx.attempt, outcome, error=error, flow_run_id=ctx.holder)
+    ctx.report_progress(progress_finished(report.outcome))
     kill_point(DURING_REPORT)
-    ctx.close(report.outcome)
+    ctx.close(report.outcome)  # waits until that last progress is shown
     _tag(ctx, report.outcome)
     create_markdown_artifact(
         markdown=render_markdown(report),

@@ -215,9 +215,13 @@ def open_pull_request(ctx: RunContext, request: DevRequest, generation: Generati
 
 
 @step("wait_for_ci", uses=("code_host",), label=by_round("wait_for_ci"), key=("sha",))
-def wait_for_ci(ctx: RunContext, request: DevRequest, sha: str, round_number: int) -> Done[CIResult]:
-    """Wait for the combined CI verdict of ``sha`` (checks and statuses)."""
-    ci = ctx.ports.code_host.wait_for_ci(request.repository, sha, timeout_s=ctx.limits.ci_timeout_s)
+def wait_for_ci(
+    ctx: RunContext, request: DevRequest, sha: str, round_number: int, timeout_s: float | None = None
+) -> Done[CIResult]:
+    """Wait for the combined CI verdict of ``sha`` (checks and statuses); ``timeout_s``: what is left of a wait
+    that suspended (``tasks/waiting.py``), else the run's CI timeout."""
+    wait_s = ctx.limits.ci_timeout_s if timeout_s is None else timeout_s
+    ci = ctx.ports.code_host.wait_for_ci(request.repository, sha, timeout_s=wait_s)
     kill_point(WAITING_FOR_CI)
     return Done(
         ci,
@@ -277,13 +281,14 @@ def _summarize_ci_log(ctx: RunContext, ci: CIResult) -> tuple[CILogSummary | Non
 
 
 @step("merge", uses=("code_host",))
-def merge(ctx: RunContext, request: DevRequest, pr: PullRequestInfo) -> Done[MergeResult]:
+def merge(
+    ctx: RunContext, request: DevRequest, pr: PullRequestInfo, timeout_s: float | None = None
+) -> Done[MergeResult]:
     """Squash-merge when allowed, else wait for a human merge; conflicts are reported. The work branch of a
-    merged or closed PR is deleted."""
-    result = ctx.ports.code_host.merge(
-        request.repository, pr.number, auto_merge=request.auto_merge, timeout_s=ctx.limits.merge_timeout_s
-    )
-    if (result.verdict == "merged" and not result.found) or "closed" in result.detail:
+    merged or closed PR is deleted. ``timeout_s``: what is left of a wait that suspended."""
+    wait_s = ctx.limits.merge_timeout_s if timeout_s is None else timeout_s
+    result = ctx.ports.code_host.merge(request.repository, pr.number, auto_merge=request.auto_merge, timeout_s=wait_s)
+    if (result.verdict == "merged" and not result.found) or result.verdict == "closed" or "closed" in result.detail:
         ctx.ports.code_host.delete_branch(request.repository, branch_for(ctx.request_key))  # merged or closed
     return Done(
         result,
@@ -294,12 +299,11 @@ def merge(ctx: RunContext, request: DevRequest, pr: PullRequestInfo) -> Done[Mer
 
 
 @step("wait_for_image", uses=("code_host",))
-def wait_for_image(ctx: RunContext, request: DevRequest, merge_sha: str) -> Done[str]:
+def wait_for_image(ctx: RunContext, request: DevRequest, merge_sha: str, timeout_s: float | None = None) -> Done[str]:
     """Wait for CI on the merge commit of the base branch and take the image it built (promptship builds
-    nothing itself)."""
-    image = ctx.ports.code_host.image_for(
-        request.repository, merge_sha, request.deploy.container, timeout_s=ctx.limits.ci_timeout_s
-    )
+    nothing itself). ``timeout_s``: what is left of a wait that suspended."""
+    wait_s = ctx.limits.ci_timeout_s if timeout_s is None else timeout_s
+    image = ctx.ports.code_host.image_for(request.repository, merge_sha, request.deploy.container, timeout_s=wait_s)
     return Done(image, "built", facts=StepFacts(image=image, merge_sha=merge_sha))
 
 

@@ -469,6 +469,17 @@ class Clock(Protocol):
 
 
 @runtime_checkable
+class RunResumer(Protocol):
+    """Resumes flow runs suspended in a wait (``tasks/waiting.py``; the waits are in the store's ``run_waits``):
+    the webhook receiver on a matching event, ``promptship sweep`` on a condition met or a deadline passed."""
+
+    def resume_waiting(self, repository: str, *, sha: str | None = None, pr_number: int | None = None) -> list[str]:
+        """Resume the suspended runs waiting for CI of ``sha`` or a merge of PR ``pr_number``; their flow run ids.
+        A run that is not suspended (still looking, already resumed) is left alone."""
+        ...
+
+
+@runtime_checkable
 class RunController(Protocol):
     """What ``/promptship stop`` and ``/promptship retry`` do to the runs of the request an issue or PR names.
     Each returns the sentence the receiver posts back."""

@@ -37,6 +37,13 @@ class PipelineSettings(BaseModel):
     step_cache_days: float = Field(
         default=7.0, gt=0, description="How long a step's persisted result may be reused by the same attempt (days)."
     )
+    suspend_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A wait for CI, a human merge or the base branch's image that lasts longer than this suspends "
+        "the flow run (its process or pod is released; the webhook receiver or `promptship sweep` resumes it). "
+        "Only runs of a deployment can suspend. 0: never suspend (every wait holds its worker).",
+    )
 
 
 class HealthSettings(BaseModel):

@@ -108,6 +108,7 @@ def run_limits(settings: Settings) -> RunLimits:
         workspace_root=str(settings.workspace_root()),
         default_health_url=settings.health.url,
         step_cache_days=p.step_cache_days,
+        suspend_after_s=p.suspend_after_s,
     )
 
 

@@ -1,4 +1,9 @@
-"""`promptship demo` end to end, as `make demo` runs it: one dev cycle on the sandbox, report printed, exit 0."""
+"""`promptship demo` end to end: each scenario a request through the `dev-cycle` deployment (or the webhook) run by a
+real process worker on the sandbox; reports printed, one machine line per scenario, exit 0.
+
+Three demo runs: `--scenario deploy` (the original demo's assertions), `--scenario rollback` alone, and the full
+run (`make demo`) whose five machine lines must each say outcome == expected.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,55 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, require
 
-pytestmark = pytest.mark.flow
+# the demo starts every stand-in: forge, cluster, agent-server, webhook receiver (and Prefect with a worker)
+pytestmark = [
+    pytest.mark.flow,
+    pytest.mark.forge,
+    pytest.mark.cluster,
+    pytest.mark.openhands,
+    pytest.mark.webhook,
+    pytest.mark.timeout(1500),  # one demo run: ~4 min on 2 idle cores, far more on a shared machine
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _require_sandbox(done: subprocess.CompletedProcess[str]) -> None:
+    """Exit 2 with "unavailable" lines: a piece of the sandbox cannot start here (skips locally, fails in CI)."""
+    missing = re.findall(r"^  (.+): unavailable — (.*)$", done.stdout, re.M)
+    require("the demo's sandbox", not (done.returncode == 2 and missing), "; ".join(f"{a}: {b}" for a, b in missing))
+
+
+def _demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROMPTSHIP_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("promptship")), "demo", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+MACHINE_LINE = re.compile(r"^scenario=(\w+) expected=(\w+) outcome=(\w+)$", re.M)
+
+
+@pytest.fixture(scope="module")
+def full_demo(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """One `promptship demo` (all five scenarios, concurrently), shared by the assertions on it."""
+    return _demo(tmp_path_factory.mktemp("demo-all") / "home")
 
 
 def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path) -> None:
     env = {**os.environ, "PROMPTSHIP_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("promptship")), "demo"],
+        [str(Path(sys.executable).with_name("promptship")), "demo", "--scenario", "deploy"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -32,6 +74,7 @@ def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path
         stdin=subprocess.DEVNULL,
     )
     out = done.stdout
+    _require_sandbox(done)
     assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
     assert "Outcome: deployed — every step reached a verdict" in out
     assert "| report | deployed |" in out
@@ -69,3 +112,52 @@ def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path
     for url in started:
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=5)
+    assert MACHINE_LINE.findall(out) == [("deploy", "deployed", "deployed")]
+
+
+def test_the_rollback_scenario_alone_rolls_back_and_opens_the_revert_pr(tmp_path: Path) -> None:
+    done = _demo(tmp_path / "home", "--scenario", "rollback")
+    out = done.stdout
+    _require_sandbox(done)
+    assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
+    assert MACHINE_LINE.findall(out) == [("rollback", "rolled_back", "rolled_back")]
+    assert "| report | rolled_back |" in out
+    assert "| rollback | restored |" in out  # the previous revision serves again, checked healthy
+    revert = re.search(r"^Revert PR: (http://127\.0\.0\.1:\d+/demo/chat-app-rollback/pull/\d+) \((\w+)\)$", out, re.M)
+    assert revert, out[-3000:]
+    # the seed version answers again: GET /version is the seed app's 404 (it has no /version), not a crash
+    assert re.search(r"^GET http://127\.0\.0\.1:\d+/(\S+/)?version -> 404 ", out, re.M), out[-3000:]
+
+
+def test_the_full_demo_prints_five_machine_lines_each_reaching_its_expected_outcome(
+    full_demo: subprocess.CompletedProcess[str],
+) -> None:
+    out = full_demo.stdout
+    _require_sandbox(full_demo)
+    lines = MACHINE_LINE.findall(out)
+    assert [name for name, _, _ in lines] == ["deploy", "repair", "rollback", "private", "webhook"], out[-4000:]
+    assert all(expected == outcome for _, expected, outcome in lines), lines
+    assert full_demo.returncode == 0, out[-4000:] + full_demo.stderr[-4000:]
+    assert "| scenario | expected | outcome | PR | repair rounds | time to restore | calls local/cloud | cost |" in out
+    repair_row = re.search(r"^\| repair \| deployed \| deployed \| \S+ \| (\d+) \|", out, re.M)
+    assert repair_row and int(repair_row.group(1)) >= 1
+    private = re.search(
+        r"^LLM stand-in log: (\d+) local request\(s\) of this run, (\d+) to the cloud endpoint", out, re.M
+    )
+    assert private and int(private.group(1)) > 0 and private.group(2) == "0"
+    assert not re.search(r"ghp_[A-Za-z0-9]{36}", out)  # the private prompt's credential is never printed
+
+
+def test_the_canary_reads_the_demos_outcomes_and_says_when_one_missed(
+    full_demo: subprocess.CompletedProcess[str],
+) -> None:
+    """The daily canary runs this same command; its artifact and verdict come from the demo's own output."""
+    from promptship_sandbox.canary import canary_markdown
+
+    _require_sandbox(full_demo)
+    markdown, ok = canary_markdown("today", full_demo.returncode, full_demo.stdout, {"runs": 5})
+    assert ok and "every scenario reached its outcome" in markdown
+    assert markdown.count(" | ok |") == 5 and "| runs | 5 |" in markdown
+    missed = full_demo.stdout.replace("expected=rolled_back outcome=rolled_back", "expected=rolled_back outcome=failed")
+    markdown, ok = canary_markdown("today", 1, missed, None)
+    assert not ok and "| rollback | rolled_back | failed | **MISSED** |" in markdown

@@ -95,8 +95,14 @@ def test_deploy_all_creates_the_three_deployments_and_the_event_trigger_starts_a
             assert dev_request["budget_usd"]["minimum"] == 0 and "auto_merge" in dev_request
             assert [s.schedule.cron for s in demo.schedules] == ["0 6 * * *"]  # type: ignore[union-attr]
             assert demo.parameters["request"]["repository"] == "demo/chat-app"
+            canary = client.read_deployment_by_name("canary/canary")
+            assert canary.work_pool_name == "local-process"  # a pool of checkouts with the sandbox installed
+            assert [s.schedule.cron for s in canary.schedules] == ["0 5 * * *"]  # type: ignore[union-attr]
             kpi = client.read_deployment_by_name("kpi-report/kpi-report")
             assert [s.schedule.cron for s in kpi.schedules] == ["0 7 * * *"]  # type: ignore[union-attr]
+            review = client.read_deployment_by_name("policy-review/policy-review")
+            assert [s.schedule.cron for s in review.schedules] == ["0 6 * * 1"]  # type: ignore[union-attr]
+            assert review.parameters == {"days": 30, "success_floor": 0.8}
 
             automations = client.read_resource_related_automations(f"prefect.deployment.{event.id}")
             (automation,) = automations

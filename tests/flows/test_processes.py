@@ -46,7 +46,8 @@ def _env(fakes: Path) -> dict[str, str]:
         "PROMPTSHIP_SERVICES_FACTORY": "tests.flows.durable_fakes:services_from_env",
         "PROMPTSHIP_TEST_FAKES_DIR": str(fakes),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "PYTHONPATH": str(REPO_ROOT),
+        # the caller's PYTHONPATH after the checkout: a worktree's own sources win over the installed ones
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
 
 

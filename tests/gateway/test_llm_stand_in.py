@@ -168,3 +168,31 @@ def test_answers_validate_against_the_openai_types(llm: LLMStandIn, model: str) 
     body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}}
     validate_openai_exchange(llm.base_url, "/v1/chat/completions", {}, body)  # text, then streamed tool call
     validate_openai_exchange(llm.base_url, "/v1/chat/completions", {}, body)  # tool call, then streamed text
+
+
+def test_conversation_scripts_go_to_the_conversation_that_names_their_marker(llm: LLMStandIn) -> None:
+    """Two agents share the stand-in (the demo's concurrent runs): each tool-using conversation gets the replies
+    scripted for the marker its messages carry, whatever the model; a request without tools takes none."""
+    tools = [{"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}]
+    llm.script_conversation("promptship/aaaa", [[ToolCall("finish", {"message": "run a"})]])
+    llm.script_conversation("promptship/bbbb", [[ToolCall("finish", {"message": "run b"})], "b again"])
+
+    def ask(model: str, text: str, with_tools: bool = True) -> dict:
+        body: dict = {"model": model, "messages": [{"role": "user", "content": text}]}
+        if with_tools:
+            body["tools"] = tools
+        return httpx.post(f"{llm.base_url}/v1/chat/completions", json=body, timeout=30).json()["choices"][0]
+
+    pr_text = ask("openai/gpt-4o", "Write the PR text for branch promptship/bbbb", with_tools=False)
+    b1 = ask("mistral", "You work on the branch `promptship/bbbb`.")
+    a1 = ask("openai/gpt-4o", "You work on the branch `promptship/aaaa`.")
+    b2 = ask("llama3", "You work on the branch `promptship/bbbb`. Go on.")
+    other = ask("mistral", "no marker here")
+
+    def finish_message(choice: dict) -> str:
+        return json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])["message"]
+
+    assert pr_text["message"]["content"].startswith("[openai/gpt-4o] Write the PR text")
+    assert (finish_message(b1), finish_message(a1)) == ("run b", "run a")
+    assert b2["message"]["content"] == "b again"
+    assert other["message"]["content"] == "[mistral] no marker here"

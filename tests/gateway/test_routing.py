@@ -264,7 +264,8 @@ def test_the_llamacpp_policy_file_adds_a_local_openai_compatible_group(llamacpp_
     spec = llamacpp_policy.spec("smollm2")
     assert (spec.backend, spec.mode, spec.litellm_model) == ("llamacpp", "local", "openai/smollm2-135m-instruct")
     assert llamacpp_policy.spec("llama3").backend == "ollama" and llamacpp_policy.spec("gpt-4o").backend == "openrouter"
-    assert llamacpp_policy.callers == {"open_pull_request": "smollm2"}
+    # the three callers whose local calls the real model answers (PR text, the chat app, CI-log summaries)
+    assert llamacpp_policy.callers == {"open_pull_request": "smollm2", "chat": "smollm2", "summarize_ci_log": "smollm2"}
 
 
 @pytest.mark.parametrize(
@@ -318,6 +319,6 @@ def test_bad_callers_and_backends_are_config_errors(yaml_text: str, message: str
 def test_llm_config_keeps_llamacpp_groups_and_the_policy_round_trips(llamacpp_policy: RoutingPolicy) -> None:
     served = llamacpp_policy.with_llm_config({"ollama_models": "llama3", "default_model": "llama3"})
     assert "smollm2" in served.models and "mistral" not in served.models
-    assert served.callers == {"open_pull_request": "smollm2"}
+    assert served.callers == llamacpp_policy.callers and len(served.callers) == 3
     assert RoutingPolicy.from_yaml(llamacpp_policy.to_yaml()) == llamacpp_policy
     assert RoutingPolicy.from_yaml(RoutingPolicy.default().to_yaml()) == RoutingPolicy.default()

@@ -185,3 +185,109 @@ def demo_developer_replies(workspace: str, *, python: str = sys.executable) -> l
             )
         ],
     ]
+
+
+# The `repair` scenario: the first attempt answers {"commit": ...} although its own test expects {"sha": ...}
+# (and it did not run the tests); CI is red, the repair instruction carries the log, the second attempt fixes it.
+_VERSION_WRONG_KEY = _VERSION.replace('return {"sha": sha,', 'return {"commit": sha,')
+
+
+def repair_developer_replies(workspace: str, *, python: str = sys.executable) -> list[Reply]:
+    """Scripted tool calls for the repair scenario: a first attempt with a real mistake the chat app's tests
+    catch (no test run), then — after the repair instruction with the CI log — the fix, ``make test``, a commit."""
+    ws = workspace.rstrip("/")
+    main = f"{ws}/backend/app/main.py"
+    first: list[Reply] = [
+        _edit(main, "import logging\n", "import logging\nimport os\n"),
+        _edit(main, _HEALTH, _HEALTH + _VERSION_WRONG_KEY),
+        [
+            ToolCall(
+                "file_editor", {"command": "create", "path": f"{ws}/backend/tests/test_version.py", "file_text": _TEST}
+            )
+        ],
+        _commit(ws, "Add GET /version (commit SHA and pod)"),
+        [ToolCall("finish", {"message": "Added GET /version returning the commit SHA and the pod, with a test."})],
+    ]
+    repair: list[Reply] = [
+        _edit(main, 'return {"commit": sha,', 'return {"sha": sha,'),
+        [ToolCall("terminal", {"command": f"cd {ws} && make test PYTHON={python}", "timeout": 300})],
+        _commit(ws, "GET /version: answer the SHA under 'sha', as the test expects"),
+        [
+            ToolCall(
+                "finish",
+                {"message": "CI failed on test_version: the key was 'commit'; it is 'sha' now; make test passes."},
+            )
+        ],
+    ]
+    return first + repair
+
+
+# The `rollback` scenario: uvicorn refuses `workers` with an app object ("You must pass the application as an
+# import string") and exits 1 — at start, in the pod. The tests never run `python -m app`, so CI is green.
+_MAIN_IMPORTS = "import logging\nimport sys\n"
+_MAIN_RUN = 'uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")'
+_CONCURRENCY = '''
+
+def web_concurrency(env: dict[str, str] | os._Environ[str]) -> int:
+    """How many worker processes serve the app: WEB_CONCURRENCY, default 2, at least 1."""
+    raw = env.get("WEB_CONCURRENCY", "").strip()
+    return max(1, int(raw)) if raw.isdigit() else 2
+'''
+_CONCURRENCY_TEST = '''"""WEB_CONCURRENCY sets the number of worker processes."""
+
+from __future__ import annotations
+
+from app.__main__ import web_concurrency
+
+
+def test_web_concurrency_defaults_to_two() -> None:
+    assert web_concurrency({}) == 2
+
+
+def test_web_concurrency_reads_the_variable() -> None:
+    assert web_concurrency({"WEB_CONCURRENCY": "4"}) == 4
+    assert web_concurrency({"WEB_CONCURRENCY": "0"}) == 1
+    assert web_concurrency({"WEB_CONCURRENCY": "many"}) == 2
+'''
+_CONCURRENCY_ENV = """            - name: WEB_CONCURRENCY  # worker processes of the backend
+              value: "2"
+"""
+
+
+def rollback_developer_replies(workspace: str, *, python: str = sys.executable) -> list[Reply]:
+    """Scripted tool calls for the rollback scenario: several uvicorn workers from WEB_CONCURRENCY, tested and
+    green in CI — but ``uvicorn.run(app_object, workers=2)`` exits at start, so the new pods never get ready."""
+    ws = workspace.rstrip("/")
+    entry = f"{ws}/backend/app/__main__.py"
+    return [
+        _edit(entry, _MAIN_IMPORTS, "import logging\nimport os\nimport sys\n"),
+        _edit(entry, "\n\ndef main() -> int:", _CONCURRENCY + "\n\ndef main() -> int:"),
+        _edit(entry, _MAIN_RUN, _MAIN_RUN[:-1] + ", workers=web_concurrency(os.environ))"),
+        [
+            ToolCall(
+                "file_editor",
+                {
+                    "command": "create",
+                    "path": f"{ws}/backend/tests/test_concurrency.py",
+                    "file_text": _CONCURRENCY_TEST,
+                },
+            )
+        ],
+        _edit(f"{ws}/k8s/backend-deployment.yaml", _ENV_ANCHOR, _ENV_ANCHOR + _CONCURRENCY_ENV),
+        [ToolCall("terminal", {"command": f"cd {ws} && make test PYTHON={python}", "timeout": 300})],
+        _commit(ws, "Serve the backend with WEB_CONCURRENCY worker processes (default 2)"),
+        [
+            ToolCall(
+                "finish", {"message": "uvicorn now runs WEB_CONCURRENCY workers (default 2); tested; make test passes."}
+            )
+        ],
+    ]
+
+
+def _edit(path: str, old: str, new: str) -> list[ToolCall]:
+    return [ToolCall("file_editor", {"command": "str_replace", "path": path, "old_str": old, "new_str": new})]
+
+
+def _commit(ws: str, message: str) -> list[ToolCall]:
+    command = f"cd {ws} && git add -A && git commit -q -m {message!r} && git log --oneline -1"
+    return [ToolCall("terminal", {"command": command})]

@@ -9,7 +9,8 @@ rollouts, rollbacks, reverts, LLM charges): the reliability campaign compares th
 While ``<dir>/unhealthy`` exists the health probe fails for any image rolled out by a run, so the run rolls back
 (the previous image is restored and the merge reverted).
 Holding points: while ``<dir>/hold-<point>`` exists, the fake writes ``<dir>/at-<point>`` and waits there
-(``agent`` inside the agent's run, ``merge`` inside the merge), which is where tests kill or cancel the process.
+(``agent`` inside the agent's run, ``ci`` while CI runs, ``merge`` inside the merge), which is where tests kill
+or cancel the process, or look at the run from outside.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class DurableCodeHost:
         return path
 
     def push_branch(self, repository: str, workspace: str, branch: str) -> str:
-        digest = hashlib.sha1()
+        digest = hashlib.sha1(branch.encode())  # the same change on two requests' branches: two commits
         for f in sorted(Path(workspace).rglob("*")):
             if f.is_file():
                 digest.update(f.name.encode() + f.read_bytes())
@@ -175,18 +176,44 @@ class DurableCodeHost:
         return pr
 
     def wait_for_ci(self, repository: str, sha: str, *, timeout_s: float) -> CIResult:
+        """Passed — unless ``<dir>/ci-pending`` exists: then CI is still running until it is removed, and a wait
+        longer than ``timeout_s`` ends ``timed_out``."""
+        self.state.hold("ci")
+        deadline = time.monotonic() + timeout_s
+        while (self.state.dir / "ci-pending").exists():
+            if time.monotonic() >= deadline:
+                return CIResult(verdict="timed_out", sha=sha)
+            time.sleep(0.05)
         return CIResult(verdict="passed", sha=sha, checks=(CheckOutcome(name="test", state="success"),))
 
     def merge(self, repository: str, pr_number: int, *, auto_merge: bool, timeout_s: float) -> MergeResult:
-        """Merge once: an already merged PR answers with its merge commit, as GitHub's PR shows it."""
+        """Auto-merge merges at once (counted in ``merges``), and once: an already merged PR answers with its
+        merge commit, as GitHub's PR shows it. Without auto-merge a person decides: ``set_pr_state`` (open until
+        then; ``waiting`` after ``timeout_s``)."""
+        self.state.hold("merge")
         sha = hashlib.sha1(f"m{pr_number}".encode()).hexdigest()
         if str(pr_number) in self.state.read().get("merged", {}):
             return MergeResult(verdict="merged", merge_sha=sha, found=True)
-        self.state.hold("merge")
+        if not auto_merge:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                state = self.state.read().get("pr_states", {}).get(str(pr_number), "open")
+                if state == "merged":
+                    return MergeResult(verdict="merged", merge_sha=sha)
+                if state == "closed":
+                    return MergeResult(verdict="closed", detail="the pull request was closed without merging")
+                if time.monotonic() >= deadline:
+                    return MergeResult(verdict="waiting", detail=f"not merged within {timeout_s:.0f} s")
+                time.sleep(0.05)
         with self.state.edit() as d:
             d["merges"] = d.get("merges", 0) + 1
             d.setdefault("merged", {})[str(pr_number)] = sha
         return MergeResult(verdict="merged", merge_sha=sha)
+
+    def set_pr_state(self, pr_number: int, state: str) -> None:
+        """What a person did to PR ``pr_number``: ``merged`` or ``closed``."""
+        with self.state.edit() as d:
+            d.setdefault("pr_states", {})[str(pr_number)] = state
 
     def image_for(self, repository: str, sha: str, component: str, *, timeout_s: float) -> str:
         return f"forge.local/{repository}/{component}:{sha}"

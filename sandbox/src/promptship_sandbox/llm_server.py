@@ -163,6 +163,7 @@ class LLMStandIn:
     def __init__(self, local_models: Sequence[str] = DEFAULT_LOCAL_MODELS):
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[Reply]] = {}
+        self._conversations: list[tuple[str, deque[Reply]]] = []
         self._failures: deque[tuple[int, str | None]] = deque()
         self._delays: deque[tuple[float, str | None]] = deque()
         self._requests: list[LoggedRequest] = []
@@ -214,6 +215,15 @@ class LLMStandIn:
         with self._lock:
             self._scripts.setdefault(model, deque()).extend(parse_reply(r) for r in items)
 
+    def script_conversation(self, marker: str, replies: Sequence[Reply | Mapping[str, Any]]) -> None:
+        """Queue replies for the tool-using conversation whose messages contain ``marker`` (e.g. a run's work
+        branch, named in its first instruction): several agents can then share the stand-in, each getting its
+        own script whatever model the gateway routed it to. Asked before the per-model scripts; requests
+        without ``tools`` (a PR text, a classification) never take these replies."""
+        items = [parse_reply(r) for r in replies]
+        with self._lock:
+            self._conversations.append((marker, deque(items)))
+
     def fail_next(self, n: int = 1, status: int = 500, *, model: str | None = None) -> None:
         """The next ``n`` completions (of ``model`` only, if given) fail with HTTP ``status``."""
         with self._lock:
@@ -257,6 +267,7 @@ class LLMStandIn:
         """Forget scripts, failures and the request log."""
         with self._lock:
             self._scripts.clear()
+            self._conversations.clear()
             self._failures.clear()
             self._breaks.clear()
             self._sent_streams.clear()
@@ -309,8 +320,13 @@ class LLMStandIn:
                     return status
         return None
 
-    def _next_reply(self, model: str, messages: Sequence[Mapping[str, Any]]) -> Reply:
+    def _next_reply(self, model: str, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> Reply:
         with self._lock:
+            if tools and self._conversations:
+                text = "\n".join(_message_text(m) for m in messages)
+                for marker, queue in self._conversations:
+                    if queue and marker in text:
+                        return queue.popleft()
             for key in (model, "*"):
                 queue = self._scripts.get(key)
                 if queue:
@@ -339,7 +355,7 @@ class LLMStandIn:
     def _answer(self, body: Mapping[str, Any]) -> tuple[str, Reply, int, int, list[dict[str, Any]]]:
         model = str(body.get("model", ""))
         messages = body.get("messages") or []
-        reply = self._next_reply(model, messages)
+        reply = self._next_reply(model, messages, body.get("tools"))
         seq = next(self._seq)
         calls: list[dict[str, Any]] = []
         if isinstance(reply, str):

@@ -432,7 +432,7 @@ class GitHubHost:
                     return MergeResult(verdict="merged", merge_sha=doc.get("merge_commit_sha"), found=first_look)
                 first_look = False
                 if doc.get("state") == "closed":
-                    return MergeResult(verdict="waiting", detail="the pull request was closed without merging")
+                    return MergeResult(verdict="closed", detail="the pull request was closed without merging")
                 if doc.get("mergeable") is False:
                     return MergeResult(verdict="conflict", detail=f"mergeable_state={doc.get('mergeable_state')}")
                 if auto_merge and doc.get("mergeable") is True:

@@ -51,6 +51,7 @@ from promptship.adapters import sse
 from promptship.domain.costs import OverBudget, estimate_cost_usd, estimate_tokens, priced_cost_usd
 from promptship.domain.gate import GateResult, outbound_texts
 from promptship.domain.redaction import redact
+from promptship.domain.replay import PriceSource, RecordedDecision
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
 from promptship.domain.retrying import after_attempts, backoff_delay, retry_after_s
@@ -108,6 +109,7 @@ class _Sent:
     fallback_used: bool
     response: Any  # LiteLLM's response or stream, or an ``_OpenSSE`` (a pass-through stream)
     started: float  # time.monotonic() before the first request of the call
+    caller: str | None = None  # the caller the policy's ``callers`` was asked about (recorded for replay)
 
 
 @dataclass
@@ -191,6 +193,7 @@ class LiteLLMGateway:
         self._async_http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
+        self._policy_hash: str | None = None  # kept in the ledger on the first settled call
         # LiteLLM's Ollama provider falls back to this for /api/show (RESEARCH.md); never the default host.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ["OLLAMA_API_BASE"] = endpoints.ollama_base_url
@@ -218,6 +221,7 @@ class LiteLLMGateway:
             params["max_tokens"] = call.max_tokens
         deadline = time.monotonic() + call.deadline_s if call.deadline_s is not None else None
         sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False, deadline=deadline)
+        sent.caller = call.step
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(call.run_key, call.step, sent, usage)
         content = sent.response.choices[0].message.content or ""
@@ -483,13 +487,12 @@ class LiteLLMGateway:
                 continue
             final = decision
             if index > 0 or notes:
-                final = RouteDecision(
-                    task_class=decision.task_class,
-                    model=group,
-                    mode=spec.mode,
-                    reason=f"{decision.reason}; " + "; ".join(notes) + f" → {group} ({spec.mode})",
-                    sensitive=decision.sensitive,
-                    findings=decision.findings,
+                final = decision.model_copy(
+                    update={
+                        "model": group,
+                        "mode": spec.mode,
+                        "reason": f"{decision.reason}; " + "; ".join(notes) + f" → {group} ({spec.mode})",
+                    }
                 )
             return _Sent(final, spec, reservation, fallback_used=index > 0, response=response, started=started)
         if last_error is not None:
@@ -714,6 +717,33 @@ class LiteLLMGateway:
             fallback_used=sent.fallback_used,
             route_reason=reason,
             latency_ms=latency_ms,
+            decision=self._recorded(sent, usage),
+        )
+
+    # ---- what replay needs (``domain.replay``): recorded with each call, never any text ------------------
+    def _recorded(self, sent: _Sent, usage: Usage) -> RecordedDecision:
+        if self._policy_hash is None:
+            self._policy_hash = self.policy.fingerprint()
+            self.ledger.remember_policy(self._policy_hash, self.policy.to_yaml())
+        d = sent.decision
+        source: PriceSource
+        if usage.prompt_tokens == 0 and usage.completion_tokens == 0 and usage.cost_usd > 0:
+            source = "estimate"  # a stream without usage (or a client gone): the reservation's estimate
+        elif sent.spec.local:
+            source = "local"
+        else:
+            source = "list" if usage.cost_missing else "provider"
+        return RecordedDecision(
+            task_class=d.task_class,
+            class_source=d.class_source,
+            class_rule=d.class_rule,
+            sensitive=bool(d.findings),
+            gate_kinds=d.findings,
+            forced_local=d.forced_local,
+            caller=sent.caller,
+            price_source=source,
+            local_rate_per_1k_usd=self.local_cost_per_1k_tokens_usd,
+            policy_hash=self._policy_hash,
         )
 
     def _estimated_usage(self, spec: ModelSpec, prompt_tokens: int, chunks: int) -> Usage:

@@ -7,7 +7,19 @@ import importlib
 import sys
 import time
 
-AREAS = ("flow", "gateway", "github", "cluster", "agent", "webhook", "gate", "chatapp", "local_model", "local_callers")
+AREAS = (
+    "flow",
+    "suspend",
+    "gateway",
+    "github",
+    "cluster",
+    "agent",
+    "webhook",
+    "gate",
+    "chatapp",
+    "local_model",
+    "local_callers",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -184,8 +184,12 @@ def _register_routing_commands(app: typer.Typer) -> None:
             bool, typer.Option(help="Local models only, as for a request marked sensitive.")
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+        explain: Annotated[
+            bool, typer.Option("--explain", help="Also show the outcome evidence (per class × model) behind it.")
+        ] = False,
     ) -> None:
-        """Explain the routing decision for one prompt: class and rule, findings, model, local/cloud, fallbacks."""
+        """Explain the routing decision for one prompt: class and rule, findings, model, local/cloud, fallbacks
+        (with --explain: the recorded outcomes of this class on each model)."""
         import json
         from typing import cast
 
@@ -216,8 +220,18 @@ def _register_routing_commands(app: typer.Typer) -> None:
             raise typer.Exit(3) from None
         spec = policy.spec(d.model)
         fallbacks = allowed_fallbacks(policy, d.model, sensitive=d.sensitive)
+        evidence: list[dict[str, object]] = []
+        if explain:
+            from promptship.replay_outputs import outcomes_from_store
+            from promptship.wiring import build_store
+
+            rows = outcomes_from_store(build_store(Settings()))
+            evidence = [r.model_dump(mode="json") for r in rows if r.task_class == d.task_class]
         if as_json:
-            typer.echo(json.dumps({**d.model_dump(), "litellm_model": spec.litellm_model, "fallbacks": fallbacks}))
+            out = {**d.model_dump(), "litellm_model": spec.litellm_model, "fallbacks": fallbacks}
+            if explain:
+                out["evidence"] = evidence
+            typer.echo(json.dumps(out))
             return
         typer.echo(f"class:     {d.task_class}")
         typer.echo(f"model:     {d.model} ({spec.litellm_model})")
@@ -229,3 +243,21 @@ def _register_routing_commands(app: typer.Typer) -> None:
             typer.echo(f"redacted:  {redact(prompt, gate.spans())[:300]}")
         typer.echo(f"fallbacks: {', '.join(fallbacks) or '(none)'}")
         typer.echo(f"reason:    {d.reason}")
+        if explain:
+            rule = d.class_rule if d.class_source == "rule" else "stated by the caller"
+            typer.echo(f"rule:      {rule}")
+            typer.echo(
+                f"gate:      {'sensitive' if d.findings else 'clean'}" + (" (local only)" if d.sensitive else "")
+            )
+            if not evidence:
+                typer.echo(f"evidence:  no recorded attempts of class {d.task_class} yet")
+            for e in evidence:
+                s = e["success"]
+                assert isinstance(s, dict)
+                chosen = " ← chosen" if e["model"] == d.model else ""
+                typer.echo(
+                    f"evidence:  {e['model']}: {s['successes']}/{s['n']} succeeded, 95 % [{s['low']:.2f}, "
+                    f"{s['high']:.2f}], {e['cost_usd']:.4f} USD"
+                    + (" (too little data)" if e["too_little_data"] else "")
+                    + chosen
+                )

@@ -1,4 +1,5 @@
-"""`promptship run`, `promptship resume` and `promptship demo`: the dev cycle from the command line."""
+"""`promptship run`, `promptship resume`, `promptship sweep` and `promptship demo`: the dev cycle from the command
+line."""
 
 from __future__ import annotations
 
@@ -116,18 +117,70 @@ def register(app: typer.Typer) -> None:
         _print_report(report)
 
     @app.command()
+    def sweep(
+        every: Annotated[
+            float, typer.Option(help="Sweep again every this many seconds (0: one pass, then exit).", min=0)
+        ] = 0.0,
+    ) -> None:
+        """Resume suspended dev-cycle runs whose wait is over without a webhook: CI final, PR merged or closed,
+        or the wait's deadline passed (the run then ends its wait as timed out). Run it next to the worker —
+        e.g. `promptship sweep --every 60` — where the store and the code host are configured; with a webhook
+        receiver it only catches what no event announced."""
+        import time
+
+        from promptship.servers.resumer import PrefectRunResumer, sweep_waits
+        from promptship.store import Store
+        from promptship.wiring import process_ports
+
+        ports = process_ports()
+        store = ports.sink
+        if not isinstance(store, Store):
+            typer.echo("promptship sweep: the configured sink is not promptship's store", err=True)
+            raise typer.Exit(2)
+        waits = store.waits()
+        resumer = PrefectRunResumer(waits)
+        while True:
+            result = sweep_waits(waits, resumer, ports.code_host)
+            for run_id, why in result.resumed.items():
+                typer.echo(f"resumed {run_id} ({why})")
+            for run_id, error in result.errors.items():
+                typer.echo(f"could not sweep {run_id}: {error}", err=True)
+            typer.echo(
+                f"sweep: {len(result.resumed)} resumed, {len(result.still_waiting)} waiting, "
+                f"{len(result.cleared)} cleared"
+            )
+            if every <= 0:
+                return
+            time.sleep(every)
+
+    @app.command()
     def demo(
         serve: Annotated[
             bool, typer.Option(help="Keep the Prefect server up afterwards and print its UI address.")
         ] = False,
+        scenario: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Run only this scenario (repeatable): deploy, repair, rollback, private, webhook. "
+                "Default: all five, concurrently."
+            ),
+        ] = None,
     ) -> None:
-        """One whole dev cycle on 127.0.0.1 with the sandbox; prints the report and what each boundary was.
+        """The demo's scenarios on 127.0.0.1 with the sandbox, each a request through the `dev-cycle` deployment
+        (or the webhook) run by a real process worker; prints each report, a summary table and one
+        `scenario=NAME expected=OUTCOME outcome=OUTCOME` line per scenario.
 
-        Exits 0 only when every step reached a verdict.
+        Exits 0 only when every scenario reached its expected outcome on real adapters.
         """
         from promptship.commands._sandbox import sandbox_or_exit
+        from promptship.errors import ConfigError
 
         sandbox_or_exit("promptship demo")
         from promptship_sandbox.demo import run_demo
 
-        raise typer.Exit(run_demo(serve=serve, echo=typer.echo))
+        try:
+            code = run_demo(serve=serve, echo=typer.echo, scenarios=scenario)
+        except ConfigError as exc:
+            typer.echo(f"promptship demo: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        raise typer.Exit(code)

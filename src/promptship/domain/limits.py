@@ -20,3 +20,6 @@ class RunLimits(BaseModel):
     default_health_url: str | None = None
     step_cache_days: float = Field(default=7.0, gt=0, description="How long a step's persisted result is reused.")
     lease_ttl_s: float = Field(default=120.0, gt=0, description="A run's hold on its request without a heartbeat.")
+    suspend_after_s: float = Field(
+        default=0.0, ge=0, description="A wait longer than this suspends the flow run (0: never suspend)."
+    )

@@ -10,10 +10,12 @@ import re
 
 REDACTED = "[REDACTED]"
 
-# Token formats and assignments that must never be shown, whatever else the gate finds.
+# Token formats and assignments that must never be shown, whatever else the gate finds. A pattern's first
+# capturing group, when it has one, is the part replaced (the value of an assignment, not its name): every
+# other group must be non-capturing, or only that group is hidden and the rest of the secret shown.
 _PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
-    re.compile(r"\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}\b"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}\b"),
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"),
     re.compile(r"\bsk-or-v1-[A-Za-z0-9]{20,}\b"),
     re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}\b"),

@@ -130,35 +130,132 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _link(url: str | None, label: str | None = None) -> str:
+    """A markdown link (its label the PR number when the URL ends in one), or — without a URL."""
+    if not url:
+        return "—"
+    tail = url.rstrip("/").rsplit("/", 1)[-1]
+    return f"[{label or ('#' + tail if tail.isdigit() else url)}]({url})"
+
+
+def _short(sha: str | None) -> str:
+    return f"`{sha[:12]}`" if sha else "—"
+
+
+def _story_line(s: StepRecord) -> str | None:
+    """What one step did, as a sentence a person reads (None for a step that says nothing new)."""
+    f = s.facts
+    if s.name == "route":
+        where = f"`{s.model}`" + (f" ({s.mode})" if s.mode else "")
+        sensitive = " — sensitive: local models only" if f.sensitive else ""
+        return f"Routed as **{f.task_class or 'default'}** to {where}{sensitive}: {_cell(s.route_reason or '—')}."
+    if s.name == "generate_code":
+        if f.found:
+            return f"The code agent's earlier work was found (conversation `{f.conversation_id}`)."
+        size = f"{f.files_changed} file(s)" + (f", {f.lines_changed} line(s)" if f.lines_changed is not None else "")
+        return f"The code agent {s.verdict} with `{s.model}` ({size} changed; head {_short(f.head_sha)})."
+    if s.name == "compile_check":
+        which = "The change" if (s.round or 1) == 1 else f"The repaired change (round {s.round})"
+        return f"{which} {'compiled' if f.compiled else 'did not compile'}."
+    if s.name == "open_pull_request":
+        return f"Pull request {_link(f.pr_url)} {'found' if f.found else 'opened'}."
+    if s.name == "wait_for_ci":
+        failing = f" (failing: {_cell(f.failing_checks)})" if f.failing_checks else ""
+        return f"CI round {s.round or 1} on {_short(f.head_sha)}: **{s.verdict}**{failing}."
+    if s.name == "repair":
+        return f"Repair round {s.round or 1}: CI's failure went back to the agent, which {s.verdict}."
+    if s.name == "merge":
+        return f"Merge: **{s.verdict}**" + (f" as {_short(f.merge_sha)}" if f.merge_sha else "") + "."
+    if s.name == "wait_for_image":
+        return f"CI built the image `{f.image}` from the merge commit."
+    if s.name == "roll_out":
+        revision = f" (revision {f.revision})" if f.revision is not None else ""
+        return f"Rollout: **{s.verdict}**{revision}" + (f" — {_cell(s.error)}" if s.error else "") + "."
+    if s.name == "check_health":
+        which = "Health gate of the restored version" if f.after_rollback else "Health gate"
+        probes = f" after {f.probes} probe(s)" if f.probes is not None else ""
+        return f"{which}: **{s.verdict}**{probes} of {f.health_url or '—'}."
+    if s.name == "rollback":
+        restore = f" in {f.time_to_restore_s:.1f} s" if f.time_to_restore_s is not None else ""
+        why = f" — {_cell(s.detail['why'])}" if s.detail.get("why") else ""
+        return f"Rollback: **{s.verdict}**, `{f.restored_image or '—'}` serving again{restore}{why}."
+    if s.name == "write_back":
+        return f"The merge was reverted in git: revert PR {_link(f.pr_url)} ({s.verdict})."
+    if s.name == "report":
+        return f"Outcome: **{s.verdict}**" + (f" — {_cell(s.error)}" if s.error else "") + "."
+    return None
+
+
+def story(report: RunReport) -> list[str]:
+    """The run told step by step, one sentence each, in the order the steps ran."""
+    return [line for s in report.steps if (line := _story_line(s)) is not None]
+
+
+def cost_by_mode(report: RunReport) -> dict[str, float]:
+    """LLM cost (USD) per routing mode (local, cloud…) of the steps that made calls."""
+    out: dict[str, float] = {}
+    for s in report.steps:
+        if s.mode and (s.cost_usd or s.prompt_tokens or s.completion_tokens):
+            out[s.mode] = round(out.get(s.mode, 0.0) + s.cost_usd, 6)
+    return out
+
+
 def render_markdown(report: RunReport) -> str:
-    """The run's story as markdown (Prefect artifact and CLI output)."""
+    """The run's story as markdown (Prefect artifact and CLI output): summary with links, the story, the route
+    decisions, the steps with their costs. Everything in it comes from the report, whose prompt and errors are
+    already redacted."""
     attempt = f" (attempt {report.attempt_number})" if report.attempt_number > 1 else ""
+    tokens = sum(s.prompt_tokens + s.completion_tokens for s in report.steps)
+    by_mode = ", ".join(f"{mode} ${usd:.4f}" for mode, usd in sorted(cost_by_mode(report).items()))
+    routes = [s for s in report.steps if s.route_reason]
     lines = [
         f"# promptship run `{report.run_key}`{attempt} — {report.outcome}",
         "",
         f"- **Repository**: `{report.repository}`  ",
         f"- **Requested by**: {_cell(report.requester)}  ",
         f"- **Request**: {_cell(report.prompt_redacted)}  ",
-        f"- **Pull request**: {report.pr_url or '—'}  ",
+        f"- **Pull request**: {_link(report.pr_url)}  ",
         f"- **Image deployed**: {report.image or '—'}  ",
         *(
-            [f"- **Revert PR**: {report.revert_pr_url} ({report.revert_state})  "]
+            [f"- **Revert PR**: {_link(report.revert_pr_url)} ({report.revert_state})  "]
             if report.revert_pr_url
             else []
         ),
         f"- **Compiled**: {'—' if report.compiled is None else ('yes' if report.compiled else 'no')}  ",
         f"- **LLM cost**: ${report.total_cost_usd:.4f}"
-        + (" (a cloud cost was not reported by its provider)" if report.cost_missing else ""),
+        + (f" ({by_mode})" if by_mode else "")
+        + f", {tokens} tokens"
+        + (" (a cloud cost was not reported by its provider)" if report.cost_missing else "")
+        + "  ",
         f"- **Duration**: {(report.ended_at - report.started_at).total_seconds():.1f} s",
         "",
-        "| step | verdict | model | why | tokens | cost (USD) | seconds | error |",
-        "|---|---|---|---|---|---|---|---|",
+        "## What happened",
+        "",
+        *(f"{n}. {line}" for n, line in enumerate(story(report), start=1)),
+        "",
+        "## Route decisions",
+        "",
+        *(
+            ["| step | model | mode | why |", "|---|---|---|---|"]
+            + [
+                f"| {_cell(s.step)} | {_cell(s.model or '—')} | {_cell(s.mode or '—')} | {_cell(s.route_reason)} |"
+                for s in routes
+            ]
+            if routes
+            else ["No LLM call was routed in this attempt."]
+        ),
+        "",
+        "## Steps",
+        "",
+        "| step | verdict | model | mode | why | tokens | cost (USD) | seconds | error |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report.steps:
         tokens = s.prompt_tokens + s.completion_tokens
         lines.append(
-            f"| {_cell(s.step)} | {_cell(s.verdict)} | {_cell(s.model or '—')} | {_cell(s.route_reason or '—')} "
-            f"| {tokens} | {s.cost_usd:.4f} | {s.seconds:.2f} | {_cell(s.error or '')} |"
+            f"| {_cell(s.step)} | {_cell(s.verdict)} | {_cell(s.model or '—')} | {_cell(s.mode or '—')} "
+            f"| {_cell(s.route_reason or '—')} | {tokens} | {s.cost_usd:.4f} | {s.seconds:.2f} "
+            f"| {_cell(s.error or '')} |"
         )
     return "\n".join(lines) + "\n"
 

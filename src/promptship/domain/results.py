@@ -13,7 +13,7 @@ from promptship.domain.request import TaskClass
 
 AgentVerdict = Literal["finished", "error", "stuck", "timed_out"]
 CIVerdict = Literal["passed", "failed", "timed_out"]
-MergeVerdict = Literal["merged", "conflict", "waiting", "timed_out"]
+MergeVerdict = Literal["merged", "conflict", "waiting", "timed_out", "closed"]
 RolloutVerdict = Literal["complete", "stalled", "failed"]
 HealthVerdict = Literal["healthy", "unhealthy"]
 RollbackVerdict = Literal["restored", "failed"]
@@ -33,6 +33,13 @@ class RouteDecision(_Model):
     reason: str
     sensitive: bool = False
     findings: tuple[str, ...] = Field(default=(), description="Kinds of sensitive data found (never the data).")
+    class_source: Literal["rule", "caller"] | None = Field(
+        default=None, description="How the class was decided: a classifier rule, or stated by the caller."
+    )
+    class_rule: str | None = Field(
+        default=None, description="The classifier rule that fired (its name only, never the matched text)."
+    )
+    forced_local: bool = Field(default=False, description="Local-only was asked for (not found by the gate).")
 
 
 class RunAccess(_Model):

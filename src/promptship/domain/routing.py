@@ -19,8 +19,9 @@ refused with ``SensitiveDataBlocked``; a fallback never moves it to the cloud.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast, get_args
 
 import yaml
@@ -142,8 +143,10 @@ class RoutingPolicy(BaseModel):
         return cls(models=models, classes=classes, fallbacks=fallbacks).validated()
 
     @classmethod
-    def from_yaml(cls, text: str, *, base: RoutingPolicy | None = None) -> RoutingPolicy:
+    def from_yaml(cls, text: str, *, base: RoutingPolicy | None = None, privacy: bool = True) -> RoutingPolicy:
         """A policy from YAML; keys not given keep the values of ``base`` (default: the seed's policy).
+        ``privacy=False`` skips the local-only checks of ``validated`` (for ``replay``, which checks a candidate
+        policy against the recorded sensitive calls and refuses it naming the rule); never for routing.
 
         ```yaml
         models:
@@ -202,7 +205,7 @@ class RoutingPolicy(BaseModel):
             )
         except ValidationError as exc:
             raise ConfigError(f"routing policy YAML is invalid: {_first_error(exc)}") from None
-        return policy.validated()
+        return policy.validated(privacy=privacy)
 
     def with_llm_config(self, values: Mapping[str, str]) -> RoutingPolicy:
         """Apply the seed's ``llm-config`` ConfigMap data (all values are strings).
@@ -265,8 +268,9 @@ class RoutingPolicy(BaseModel):
             raise ConfigError(f"llm-config values are invalid: {_first_error(exc)}") from None
         return policy.validated()
 
-    def validated(self) -> RoutingPolicy:
-        """Check references; a sensitive class that maps to a cloud model is a configuration error."""
+    def validated(self, *, privacy: bool = True) -> RoutingPolicy:
+        """Check references; a sensitive class (or a caller's group) that maps to a cloud model is a
+        configuration error (not checked with ``privacy=False``: see ``from_yaml``)."""
         for name, spec in self.models.items():
             if spec.name != name:
                 raise ConfigError(f"routing policy: model key {name!r} and its name {spec.name!r} differ")
@@ -283,12 +287,12 @@ class RoutingPolicy(BaseModel):
         for caller, group in self.callers.items():
             if group not in self.models:
                 raise ConfigError(f"routing policy: callers.{caller} names unknown model group {group!r}")
-            if not self.models[group].local:
+            if privacy and not self.models[group].local:
                 raise ConfigError(
                     f"routing policy: callers.{caller} must name a local model group (callers choose where a "
                     f"caller's local calls go), not the cloud group {group!r}"
                 )
-        if not self.models[self.classes["sensitive"]].local:
+        if privacy and not self.models[self.classes["sensitive"]].local:
             raise ConfigError(
                 f"routing policy: the sensitive class must map to a local model, not {self.classes['sensitive']!r}"
             )
@@ -307,6 +311,10 @@ class RoutingPolicy(BaseModel):
             "timeout_s": self.timeout_s,
         }
         return yaml.safe_dump(data, sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of ``to_yaml()``: the name under which the ledger keeps the policy that decided a call."""
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()
 
     # --- queries ------------------------------------------------------------------------------------------
 
@@ -470,6 +478,13 @@ def classify_task(text: str) -> tuple[TaskClass, str]:
     """The task class of a prompt and the rule that decided it (rules first, the first match wins):
     asks for tests, asks for documentation, mentions testing, asks for code, else default.
     Sensitivity is not decided here but by the gate's findings."""
+    klass, rule, matched = classify_task_rule(text)
+    return klass, f"{rule}: {matched!r}" if matched is not None else rule
+
+
+def classify_task_rule(text: str) -> tuple[TaskClass, str, str | None]:
+    """``classify_task`` in parts: the class, the rule's name (safe to record: it holds none of the prompt) and
+    the text it matched (not safe to record), None when no rule matched."""
     head = text[:4000]
     # Code given in the prompt (HumanEval-style signatures with docstrings): words inside its string
     # literals ("Add more test cases", doctests) describe the code to write, not the task.
@@ -480,8 +495,11 @@ def classify_task(text: str) -> tuple[TaskClass, str]:
                 continue
             if klass == "tests" and _TESTS_MERELY_PASS.match(head, m.end()):
                 continue  # "… and make sure the existing tests still pass" asks for code, not tests
-            return klass, f"{why}: {m.group(0).strip()[:40]!r}"
-    return "default", "no rule matched"
+            return klass, why, m.group(0).strip()[:40]
+    return "default", NO_RULE, None
+
+
+NO_RULE = "no rule matched"
 
 
 # --- the decision ---------------------------------------------------------------------------------------
@@ -512,27 +530,59 @@ def decide_route(
     local_available: bool | Collection[str] = True,
     caller: str | None = None,
 ) -> RouteDecision:
-    """Decide the model group for one call.
+    """Decide the model group for one call: the class (stated by the caller, or ``classify_task``), then
+    ``route_class``."""
+    found = list(findings.findings if isinstance(findings, GateResult) else findings)
+    if task_class is not None:
+        klass, rule, why = task_class, None, "class stated by the caller"
+    else:
+        klass, rule, matched = classify_task_rule(text)
+        why = f"{rule}: {matched!r}" if matched is not None else rule
+    return route_class(
+        klass,
+        policy=policy,
+        labels=_finding_labels(found),
+        class_rule=rule,
+        why=why,
+        force_local=force_local,
+        local_available=local_available,
+        caller=caller,
+    )
+
+
+def route_class(
+    klass: TaskClass,
+    *,
+    policy: RoutingPolicy,
+    labels: Sequence[str] = (),
+    class_rule: str | None = None,
+    why: str | None = None,
+    force_local: bool = False,
+    local_available: bool | Collection[str] = True,
+    caller: str | None = None,
+) -> RouteDecision:
+    """The model group for a call of class ``klass`` whose gate found ``labels`` (``kind:subtype``, never
+    values) — the whole decision once the class is known, so that ``domain.replay`` can decide a recorded call
+    again from what the ledger kept. ``class_rule`` None means the caller stated the class.
 
     - Sensitive findings or ``force_local`` ⇒ a local model only: the caller's own local group
       (``policy.callers``) if it is up, else the class's own model if it is local, else the ``sensitive``
       class's model, else any local fallback. ``local_available`` is a bool or the names of the local groups
       currently up. No local model ⇒ ``SensitiveDataBlocked`` (never the cloud).
-    - Otherwise the class (stated by the caller, or ``classify_task``) picks its group; when that group is
-      local and the caller has its own local group (up), the caller's group takes the call.
+    - Otherwise the class picks its group; when that group is local and the caller has its own local group
+      (up), the caller's group takes the call.
     """
-    found = list(findings.findings if isinstance(findings, GateResult) else findings)
-    labels = _finding_labels(found)
-    if task_class is not None:
-        klass, why = task_class, "class stated by the caller"
-    else:
-        klass, why = classify_task(text)
+    labels = tuple(labels)
+    source: Literal["rule", "caller"] = "caller" if class_rule is None else "rule"
+    why = why or (class_rule if class_rule is not None else "class stated by the caller")
+    asked_local = force_local
     if klass == "sensitive" and not force_local:
         force_local, why = True, f"{why}: the sensitive class is local-only"
+    recorded = {"class_source": source, "class_rule": class_rule, "forced_local": asked_local}
     own_group = policy.callers.get(caller or "")
     if own_group is not None and not _available(own_group, policy, local_available):
         own_group = None
-    if not found and not force_local:
+    if not labels and not force_local:
         group = policy.classes[klass]
         spec = policy.spec(group)
         if spec.local and own_group is not None and own_group != group:
@@ -541,14 +591,19 @@ def decide_route(
                 model=own_group,
                 mode="local",
                 reason=f"class {klass} ({why}) → {group} (local) → caller {caller}'s local group {own_group}",
+                **recorded,
             )
         return RouteDecision(
-            task_class=klass, model=group, mode=spec.mode, reason=f"class {klass} ({why}) → {group} ({spec.mode})"
+            task_class=klass,
+            model=group,
+            mode=spec.mode,
+            reason=f"class {klass} ({why}) → {group} ({spec.mode})",
+            **recorded,
         )
 
-    cause = f"sensitive data found ({', '.join(labels)})" if found else "local-only requested"
+    cause = f"sensitive data found ({', '.join(labels)})" if labels else "local-only requested"
     looked_like = klass
-    if found:
+    if labels:
         klass = "sensitive"
     own = policy.classes[klass]
     candidates = [own_group] if own_group is not None else []
@@ -568,6 +623,7 @@ def decide_route(
                 reason=f"{cause} → local only → {via}{group} (the task looked like {looked_like}: {why})",
                 sensitive=True,
                 findings=labels,
+                **recorded,
             )
     raise SensitiveDataBlocked(
         f"{cause}, and no local model is available: the call is refused rather than sent to the cloud",

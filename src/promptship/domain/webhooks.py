@@ -8,7 +8,10 @@ verified delivery asks for:
 - ``control``  an allowed person wrote ``/promptship stop`` (cancel the request's active attempt) or
                ``/promptship retry`` (a new attempt of the last request of that issue or PR);
 - ``refuse``   someone asked, but may not (author association) or asked for nothing usable: a polite comment;
-- ``ci``       a ``check_suite`` / ``check_run`` / ``status`` event: wake the CI waits of that commit;
+- ``ci``       a ``check_suite`` / ``check_run`` / ``status`` event: wake the CI waits of that commit (and
+               resume the suspended runs waiting for it);
+- ``pull_request`` a ``pull_request`` closed event (merged or not): resume the runs suspended in a wait for a
+               human merge of that PR;
 - ``installation`` the GitHub App was installed on or removed from repositories (``installation``,
                ``installation_repositories``): the allowlist follows — a repository the App no longer reaches
                starts nothing until it is added again (and only if it is configured);
@@ -34,7 +37,7 @@ CI_EVENTS = frozenset({"check_suite", "check_run", "status"})
 
 INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
-DecisionKind = Literal["trigger", "control", "refuse", "ci", "installation", "forbidden", "ignore"]
+DecisionKind = Literal["trigger", "control", "refuse", "ci", "pull_request", "installation", "forbidden", "ignore"]
 Control = Literal["stop", "retry"]
 CONTROLS: tuple[Control, ...] = ("stop", "retry")
 
@@ -160,6 +163,17 @@ class CISignal(BaseModel):
     delivery_id: str = ""
 
 
+class PullRequestSignal(BaseModel):
+    """A pull request was closed (merged or not): runs waiting for a person to merge it should look again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repository: str
+    number: int
+    merged: bool
+    delivery_id: str = ""
+
+
 class WebhookDecision(BaseModel):
     """What to do with one verified delivery."""
 
@@ -170,6 +184,7 @@ class WebhookDecision(BaseModel):
     repository: str | None = None
     trigger: WebhookTrigger | None = None
     ci: CISignal | None = None
+    pull_request: PullRequestSignal | None = None
     installation: InstallationChange | None = None
     comment_on: int | None = Field(default=None, description="Issue or PR to comment on (refusal, control).")
     comment: str | None = None
@@ -223,7 +238,7 @@ def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: Web
     if event in INSTALLATION_EVENTS:
         return _installation_decision(event, payload)
     repository = _get(payload, "repository", "full_name")
-    handled = event in CI_EVENTS or event in ("issues", "issue_comment")
+    handled = event in CI_EVENTS or event in ("issues", "issue_comment", "pull_request")
     if not handled:
         return WebhookDecision(kind="ignore", reason=f"event {event!r} is not handled", repository=repository)
     if not isinstance(repository, str) or not repository:
@@ -236,6 +251,8 @@ def decide(event: str, payload: Mapping[str, Any], delivery_id: str, policy: Web
 
     if event in CI_EVENTS:
         return _ci_decision(event, action, payload, repository, delivery_id)
+    if event == "pull_request":
+        return _pull_request_decision(action, payload, repository, delivery_id)
 
     sender_type = _get(payload, "sender", "type")
     if sender_type == "Bot":
@@ -359,6 +376,22 @@ def _ci_decision(
         delivery_id=delivery_id,
     )
     return WebhookDecision(kind="ci", reason=f"{event} of {sha[:12]}", repository=repository, ci=signal)
+
+
+def _pull_request_decision(
+    action: Any, payload: Mapping[str, Any], repository: str, delivery_id: str
+) -> WebhookDecision:
+    number = _get(payload, "pull_request", "number")
+    if not isinstance(number, int):
+        number = _get(payload, "number")
+    if action != "closed":
+        return WebhookDecision(kind="ignore", reason=f"pull_request.{action} ends no wait", repository=repository)
+    if not isinstance(number, int):
+        return WebhookDecision(kind="ignore", reason="pull_request without a number", repository=repository)
+    merged = bool(_get(payload, "pull_request", "merged"))
+    signal = PullRequestSignal(repository=repository, number=number, merged=merged, delivery_id=delivery_id)
+    how = "merged" if merged else "closed without merge"
+    return WebhookDecision(kind="pull_request", reason=f"#{number} {how}", repository=repository, pull_request=signal)
 
 
 # installation.<action> → which way its ``repositories`` go

@@ -7,7 +7,9 @@ parsed before the size and the signature are known to be fine:
     Content-Length > limit → 413 · body read past the limit → 413 · X-Hub-Signature-256 missing/wrong → 401
     · Content-Type not JSON → 415 · no X-GitHub-Event / X-GitHub-Delivery → 400 · JSON malformed → 400
     · ``ping`` → 200 · event/action promptship does not act on → 204 · repository off the allowlist → 403
-    · CI event → 202 ``ci`` (wakes CI waits; not de-duplicated: a repeated wake-up is harmless)
+    · CI event → 202 ``ci`` (wakes CI waits and resumes the runs suspended waiting for that commit; not
+      de-duplicated: a repeated wake-up or resume is harmless)
+    · ``pull_request`` closed → 202 ``pull_request`` (resumes the runs suspended waiting for its merge)
     · ``installation`` / ``installation_repositories`` → 202 ``installation`` (the allowlist follows the
       GitHub App: a repository removed from it starts nothing; recorded in the store before the answer)
     · delivery id seen before → 200 ``duplicate`` · requester not allowed → 202 ``refused`` (polite comment)
@@ -38,9 +40,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from promptship.domain.webhooks import CISignal, WebhookDecision, WebhookPolicy, WebhookTrigger, decide, signature_valid
+from promptship.domain.webhooks import (
+    CISignal,
+    PullRequestSignal,
+    WebhookDecision,
+    WebhookPolicy,
+    WebhookTrigger,
+    decide,
+    signature_valid,
+)
 from promptship.errors import ConfigError, ServiceError
-from promptship.ports import CIWakeups, IssueCommenter, RunController, Starter
+from promptship.ports import CIWakeups, IssueCommenter, RunController, RunResumer, Starter
+from promptship.servers.resumer import PrefectRunResumer
 from promptship.settings import Settings
 from promptship.store.webhooks import InstalledRepositories, WebhookDeliveries
 
@@ -207,6 +218,7 @@ class WebhookReceiver:
         max_body_bytes: int = 1024 * 1024,
         installations: InstalledRepositories | None = None,
         controller: RunController | None = None,
+        resumer: RunResumer | None = None,
     ):
         if not secret:
             raise ConfigError("the webhook secret is empty: set PROMPTSHIP_GITHUB__WEBHOOK_SECRET")
@@ -219,6 +231,7 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self.installations = installations
         self.controller = controller
+        self.resumer = resumer
         self._busy = threading.Condition()
         self._inflight = 0
         # One thread writes the delivery log: SQLite serialises writers anyway, and a writer that finds the
@@ -281,6 +294,14 @@ class WebhookReceiver:
                 {"outcome": "ci", "delivery": delivery_id},
                 status_code=202,
                 background=BackgroundTask(self._wake, decision.ci),
+            )
+        if decision.kind == "pull_request" and decision.pull_request is not None:
+            logger.info("pull_request %s: %s", log, decision.reason)
+            self._begin()
+            return JSONResponse(
+                {"outcome": "pull_request", "delivery": delivery_id},
+                status_code=202,
+                background=BackgroundTask(self._resume_merge_waits, decision.pull_request),
             )
         claim = self._store_writer.submit(self.deliveries.claim, delivery_id, event, decision.repository)
         if not await asyncio.wrap_future(claim):
@@ -351,6 +372,20 @@ class WebhookReceiver:
                 self.wakeups.notify(signal)
         except Exception:
             logger.exception("waking the CI waits of %s failed", signal.sha)
+        try:
+            if self.resumer is not None:
+                self.resumer.resume_waiting(signal.repository, sha=signal.sha)
+        except Exception:
+            logger.exception("resuming the runs waiting for CI of %s failed", signal.sha)
+        finally:
+            self._end()
+
+    def _resume_merge_waits(self, signal: PullRequestSignal) -> None:
+        try:
+            if self.resumer is not None:
+                self.resumer.resume_waiting(signal.repository, pr_number=signal.number)
+        except Exception:
+            logger.exception("resuming the runs waiting for a merge of #%s failed", signal.number)
         finally:
             self._end()
 
@@ -384,9 +419,12 @@ def create_app(
     commenter: IssueCommenter | None = None,
     wakeups: CIWakeups | None = None,
     controller: RunController | None = None,
+    resumer: RunResumer | None = None,
 ) -> Starlette:
     """The receiver app. Raises ConfigError without a webhook secret or an allowlist. ``controller`` (default: on
-    the store the deliveries live in, and ``starter``) answers ``/promptship stop`` and ``retry``."""
+    the store the deliveries live in, and ``starter``) answers ``/promptship stop`` and ``retry``; ``resumer``
+    (default: Prefect's ``resume_flow_run`` for the waits in that store) resumes suspended runs on CI and
+    ``pull_request`` events."""
     gh = settings.github
     if gh.webhook_secret is None or not gh.webhook_secret.get_secret_value():
         raise ConfigError(
@@ -416,6 +454,7 @@ def create_app(
         wakeups=wakeups,
         max_body_bytes=gh.webhook_max_body_bytes,
         controller=controller or PrefectRunController(store, starter),
+        resumer=resumer or PrefectRunResumer(store.waits()),
     )
 
     async def healthz(_: Request) -> Response:

@@ -18,6 +18,7 @@ from promptship.domain.request import DevRequest, sealed_form
 from promptship.errors import AttemptInProgress, ConfigError, InvalidRequest
 from promptship.store.sealing import PromptCipher
 from promptship.store.tables import AttemptRow, RequestLeaseRow, RequestRow, RunRow, SealedRequestRow, StepRow
+from promptship.store.waits import RunWaits
 
 
 def make_engine(url: str) -> Engine:
@@ -119,6 +120,10 @@ class Store:
 
     def session(self) -> Session:
         return self._sessions()
+
+    def waits(self) -> RunWaits:
+        """What suspended flow runs wait for (``run_waits``), in this store."""
+        return RunWaits(self.engine)
 
     # MetricsSink
     def record_step(self, record: StepRecord) -> None:
@@ -231,9 +236,7 @@ class Store:
         # the JSON list's text narrows the rows in the database (flow-run ids are UUIDs, so a substring match is
         # exact enough to filter); the membership test below decides
         with self.session() as s:
-            rows = s.scalars(
-                select(AttemptRow).where(AttemptRow.flow_run_ids.cast(String).contains(flow_run_id))
-            ).all()
+            rows = s.scalars(select(AttemptRow).where(AttemptRow.flow_run_ids.cast(String).contains(flow_run_id))).all()
         for row in rows:
             if flow_run_id in (row.flow_run_ids or []):
                 return _attempt(row)

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     delete,
     func,
     insert,
@@ -44,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
+from promptship.domain.replay import RecordedDecision
 from promptship.domain.results import LLMMode, RouteDecision, RunAccess, Usage
 from promptship.store.tables import Base, RunRow
 
@@ -70,6 +72,27 @@ class LLMCallRow(Base):
     fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
     route_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # send → last byte, retries included
+    # What replay needs to decide and price the call again (migration 0008; NULL on older rows): never text.
+    task_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    class_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # rule | caller
+    class_rule: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the rule's name, not its match
+    gate_verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)  # clean | sensitive
+    gate_kinds: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # kind:subtype, never values
+    forced_local: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    route_caller: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    price_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # provider | list | local | estimate
+    local_rate_per_1k_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class RoutingPolicyRow(Base):
+    """A routing policy that decided calls, by the SHA-256 of its YAML (``RoutingPolicy.fingerprint``)."""
+
+    __tablename__ = "routing_policies"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy_yaml: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class LLMReservationRow(Base):
@@ -124,6 +147,7 @@ LEDGER_TABLES: list[Table] = [
     LLMRunRow.__table__,  # type: ignore[list-item]
     LLMAccessKeyRow.__table__,  # type: ignore[list-item]
     LLMBudgetLockRow.__table__,  # type: ignore[list-item]
+    RoutingPolicyRow.__table__,  # type: ignore[list-item]
 ]
 
 
@@ -134,6 +158,23 @@ class Reservation:
     check: BudgetCheck
     id: str | None = None
     mode: LLMMode = "local"
+
+
+def _decision_columns(d: RecordedDecision | None) -> dict[str, Any]:
+    if d is None:
+        return {}
+    return {
+        "task_class": d.task_class,
+        "class_source": d.class_source,
+        "class_rule": (d.class_rule or "")[:80] or None,
+        "gate_verdict": "sensitive" if d.sensitive else "clean",
+        "gate_kinds": list(d.gate_kinds),
+        "forced_local": d.forced_local,
+        "route_caller": d.caller,
+        "price_source": d.price_source,
+        "local_rate_per_1k_usd": d.local_rate_per_1k_usd,
+        "policy_hash": d.policy_hash,
+    }
 
 
 def hash_key(key: str) -> str:
@@ -319,8 +360,10 @@ class CostLedger:
         fallback_used: bool = False,
         route_reason: str | None = None,
         latency_ms: float | None = None,
+        decision: RecordedDecision | None = None,
     ) -> None:
-        """Record a finished call (tokens, cost, latency) and close its reservation, in one transaction."""
+        """Record a finished call (tokens, cost, latency, and ``decision``: what replay needs) and close its
+        reservation, in one transaction."""
         moment = self.clock()
         with self.engine.begin() as conn:
             repository = conn.execute(select(LLMRunRow.repository).where(LLMRunRow.run_key == run_key)).scalar()
@@ -340,12 +383,28 @@ class CostLedger:
                     fallback_used=fallback_used,
                     route_reason=(route_reason or "")[:500] or None,
                     latency_ms=latency_ms,
+                    **_decision_columns(decision),
                 )
             )
             if reservation is not None and reservation.id is not None:
                 conn.execute(
                     update(LLMReservationRow).where(LLMReservationRow.id == reservation.id).values(state="settled")
                 )
+
+    def remember_policy(self, policy_hash: str, policy_yaml: str) -> None:
+        """Keep a routing policy under its hash (once; later calls with the same hash change nothing)."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(RoutingPolicyRow.hash).where(RoutingPolicyRow.hash == policy_hash)).first():
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(RoutingPolicyRow).values(
+                            hash=policy_hash, policy_yaml=policy_yaml, recorded_at=self.clock()
+                        )
+                    )
+            except IntegrityError:
+                pass  # another process kept it first
 
     def _lock(self, conn: Connection) -> None:
         if conn.dialect.name == "sqlite":

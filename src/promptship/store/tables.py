@@ -110,3 +110,24 @@ class SealedRequestRow(Base):
     request_key: Mapped[str] = mapped_column(String(64), index=True)
     token: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RunWaitRow(Base):
+    """What a suspended flow run waits for (CI of a commit, a human merge of a PR, the base branch's image), so the
+    webhook receiver and ``promptship sweep`` find the run to resume. One row per flow run: its current wait."""
+
+    __tablename__ = "run_waits"
+
+    flow_run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_key: Mapped[str] = mapped_column(String(64))
+    attempt_id: Mapped[str] = mapped_column(String(80))
+    label: Mapped[str] = mapped_column(String(64), doc="The step label the run waits in (wait_for_ci#1, merge).")
+    kind: Mapped[str] = mapped_column(String(16))
+    repository: Mapped[str] = mapped_column(String(200), index=True)
+    sha: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    pr_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    suspensions: Mapped[int] = mapped_column(Integer, default=0)
+    suspended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resumed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -46,6 +46,7 @@ def running_forge(
     webhook_secret: str | None = None,
     run_ci: bool = True,
     owner_login: str = "demo",
+    ci_workers: int = 1,
 ) -> Iterator[Forge]:
     """Start a forge on 127.0.0.1 (a free port unless ``port``), stop it when the block ends."""
     forge = Forge(
@@ -55,6 +56,7 @@ def running_forge(
         webhook_secret=webhook_secret,
         run_ci=run_ci,
         owner_login=owner_login,
+        ci_workers=ci_workers,
     )
     try:
         yield forge

@@ -149,6 +149,7 @@ class Forge:
         token: str | None = None,
         request_log_limit: int | None = None,
         validate_requests: bool | None = None,
+        ci_workers: int = 1,
     ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -179,8 +180,12 @@ class Forge:
         self._ci_queue: queue.Queue[tuple[str, str, str | None, str | None] | None] = queue.Queue()
         self._ci_pending = 0
         self._ci_cv = threading.Condition()
-        self._ci_thread = threading.Thread(target=self._ci_loop, name="forge-ci", daemon=True)
-        self._ci_thread.start()
+        # CI runners: one by default (builds in push order); the demo runs several repositories at once
+        self._ci_threads = [
+            threading.Thread(target=self._ci_loop, name=f"forge-ci-{i}", daemon=True) for i in range(max(1, ci_workers))
+        ]
+        for thread in self._ci_threads:
+            thread.start()
         # GitHub Apps: registered Apps, installations, installation tokens (with their expiry on self.clock)
         self.clock: Callable[[], float] = time.time
         self.installation_token_ttl_s = 3600.0
@@ -493,8 +498,10 @@ class Forge:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._ci_queue.put(None)
-        self._ci_thread.join(timeout=5)
+        for _ in self._ci_threads:
+            self._ci_queue.put(None)
+        for thread in self._ci_threads:
+            thread.join(timeout=5)
         self.hooks.close()
 
     # -- state helpers ----------------------------------------------------------------------------------
