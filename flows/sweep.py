@@ -10,7 +10,7 @@ The sweeper resumes each dead one exactly the way
 ``promptship resume --force`` does (``resume_dev_cycle``): the run is marked Crashed and a new flow run
 continues its attempt from the step cache.
 
-``promptship sweep`` runs one pass (``--every N`` keeps sweeping); ``sweep_dead_runs`` is the same pass as a
+``promptship sweep-dead`` runs one pass (``--every N`` keeps sweeping); ``sweep_dead_runs`` is the same pass as a
 flow, for a scheduled deployment.
 """
 

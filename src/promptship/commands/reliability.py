@@ -1,4 +1,4 @@
-"""`promptship sweep` (dead runs resumed without a person) and `promptship reliability` (the kill campaign)."""
+"""`promptship sweep-dead` (dead runs resumed without a person) and `promptship reliability` (the kill campaign)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
 
-    @app.command()
-    def sweep(
+    @app.command("sweep-dead")
+    def sweep_dead(
         every: Annotated[float, typer.Option(help="Sweep again every N seconds (0: one pass).", min=0)] = 0.0,
         passes: Annotated[
             int, typer.Option(help="With --every, stop after N passes (0: until interrupted).", min=0)
