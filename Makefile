@@ -8,7 +8,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 export PROMPTSHIP_CACHE ?= $(HOME)/.cache/promptship
 
-.PHONY: help install lint typecheck test test-fast prereqs bench demo demo-serve cluster-up cluster-down \
+.PHONY: help install lint typecheck test test-fast prereqs bench demo demo-serve reliability cluster-up cluster-down \
         cluster-build openhands openhands-install local-model-install local-model-up local-model-down chromium postgres \
         chatapp-deps specs clean fmt
 
@@ -51,6 +51,9 @@ test-fast: install  ## tests that need no external prerequisite
 
 bench: prereqs  ## benchmarks: prints medians, p99s and ratios
 	$(BIN)/python -m promptship.bench
+
+reliability: install  ## kill campaign: every kill point killed, recovered, compared (REL_ARGS=--quick / --soak)
+	$(BIN)/promptship reliability $(REL_ARGS)
 
 demo: prereqs  ## the five scenarios (deploy, repair, rollback, private, webhook) through the deployments and a worker
 	$(BIN)/promptship demo

@@ -25,6 +25,7 @@ from promptship.domain.request import DevRequest, conversation_id_for, run_name_
 from promptship.domain.results import AgentHandle, GenerationResult, PullRequestInfo
 from promptship.domain.writeback import status_target
 from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
+from promptship.faults import BETWEEN_MERGE_AND_ROLLOUT, kill_point
 from promptship.wiring import process_ports
 from tasks.context import RunContext, open_run, resuming
 from tasks.report import build_report, publish_report
@@ -138,6 +139,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
             return finish("waiting" if merged.verdict in ("waiting", "timed_out") else "stopped")
         _status(ctx)
         merge_sha = merged.merge_sha
+        kill_point(BETWEEN_MERGE_AND_ROLLOUT)
 
         image = wait_for_image(ctx, request, merge_sha, timeout_s=before_image(ctx, request, merge_sha))
 

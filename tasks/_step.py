@@ -37,6 +37,7 @@ from promptship.domain.progress import progress_at
 from promptship.domain.report import StepFacts, StepName, StepRecord
 from promptship.domain.results import Usage
 from promptship.errors import is_retryable
+from promptship.faults import after_step, before_step, kill_point
 from tasks.context import RunContext
 
 P = ParamSpec("P")
@@ -191,6 +192,7 @@ def step(
             step_label, number = labeller(params.arguments)
             started = now()
             ctx.renew()
+            kill_point(before_step(step_label))
             done = body(*args, **kwargs)
             usage = done.usage or Usage()
             ctx.ports.sink.record_step(
@@ -215,6 +217,7 @@ def step(
                     detail=dict(done.detail),
                 )
             )
+            kill_point(after_step(step_label))
             return done.value
 
         prefect_task = task(

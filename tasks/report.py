@@ -12,6 +12,7 @@ from promptship.domain.attempt import Attempt
 from promptship.domain.progress import progress_finished
 from promptship.domain.report import RunOutcome, RunReport, StepRecord, render_markdown, table_rows
 from promptship.domain.request import DevRequest
+from promptship.faults import DURING_REPORT, kill_point
 from promptship.wiring import Ports
 from tasks.context import RunContext
 
@@ -111,6 +112,7 @@ def publish_report(ctx: RunContext, outcome: RunOutcome, error: str | None = Non
     end the attempt and release the request, and finish the run's progress with its outcome."""
     report = build_report(ctx.ports, ctx.request, ctx.attempt, outcome, error=error, flow_run_id=ctx.holder)
     ctx.report_progress(progress_finished(report.outcome))
+    kill_point(DURING_REPORT)
     ctx.close(report.outcome)  # waits until that last progress is shown
     _tag(ctx, report.outcome)
     create_markdown_artifact(

@@ -40,7 +40,7 @@ from promptship.domain.results import (
     RouteDecision,
     WriteBackResult,
 )
-from promptship.domain.rollout import with_image
+from promptship.domain.rollout import already_rolled_back, with_image
 from promptship.domain.writeback import (
     RevertEvidence,
     revert_body,
@@ -49,6 +49,14 @@ from promptship.domain.writeback import (
     revert_title,
 )
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
+from promptship.faults import (
+    AGENT_WORKING,
+    BETWEEN_APPLY_AND_VERDICT,
+    BETWEEN_PUSH_AND_PR,
+    DURING_ROLLBACK,
+    WAITING_FOR_CI,
+    kill_point,
+)
 from tasks._step import Done, by_round, plain, step
 from tasks.context import RunContext
 
@@ -108,11 +116,13 @@ def generate_code(ctx: RunContext, request: DevRequest, decision: RouteDecision)
     handle = p.agent.start(agent_task, access)
     if request.continues and not handle.created:  # a follow-up: the same conversation hears the new instruction
         p.agent.send(handle, follow_up_instruction(request.prompt, _follow_up_context(ctx, request, existing)))
+    kill_point(AGENT_WORKING)
     result = p.agent.result(handle, timeout_s=ctx.limits.agent_timeout_s)
     ledger_cost = round(p.llm.run_cost_usd(ledger_run) - spent_before, 8)
     head_sha = size = None
     if result.verdict == "finished":
         head_sha = p.code_host.push_branch(request.repository, workspace, branch)
+        kill_point(BETWEEN_PUSH_AND_PR)
         size = p.code_host.change_size(workspace, request.base_branch)
     generation = GenerationResult(
         agent=result, head_sha=head_sha, workspace=workspace, model=decision.model, mode=decision.mode
@@ -212,6 +222,7 @@ def wait_for_ci(
     that suspended (``tasks/waiting.py``), else the run's CI timeout."""
     wait_s = ctx.limits.ci_timeout_s if timeout_s is None else timeout_s
     ci = ctx.ports.code_host.wait_for_ci(request.repository, sha, timeout_s=wait_s)
+    kill_point(WAITING_FOR_CI)
     return Done(
         ci,
         ci.verdict,
@@ -312,6 +323,7 @@ def roll_out(ctx: RunContext, request: DevRequest, generation: GenerationResult,
     target = request.deploy
     manifests = with_image(_changed_manifests(generation), target.deployment, target.container, image)
     applied = deployer.apply_manifests(request.deploy, manifests) if manifests else None
+    kill_point(BETWEEN_APPLY_AND_VERDICT)
     result = deployer.roll_out(request.deploy, image, run_key=ctx.request_key, timeout_s=ctx.limits.rollout_timeout_s)
     return Done(
         result,
@@ -342,7 +354,15 @@ def check_health(ctx: RunContext, request: DevRequest, after_rollback: bool = Fa
 @step("rollback", uses=("deployer",))
 def rollback(ctx: RunContext, request: DevRequest, why: str) -> Done[RollbackResult]:
     """Put the previous revision back and wait until it is complete again."""
-    result = ctx.deployer().rollback(request.deploy, timeout_s=ctx.limits.rollout_timeout_s)
+    deployer = ctx.deployer()
+    rolled = next((r.facts.image for r in ctx.ports.sink.attempt_steps(ctx.attempt.id) if r.name == "roll_out"), None)
+    current = deployer.current_image(request.deploy)
+    if already_rolled_back(rolled, current):  # this step ran and died before its result was kept: found, not redone
+        restored = RollbackResult(verdict="restored", restored_image=current, detail="already restored")
+        facts = StepFacts(found=True, restored_image=current)
+        return Done(restored, restored.verdict, facts=facts, detail={"why": why})
+    result = deployer.rollback(request.deploy, timeout_s=ctx.limits.rollout_timeout_s)
+    kill_point(DURING_ROLLBACK)
     return Done(
         result,
         result.verdict,

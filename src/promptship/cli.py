@@ -10,7 +10,7 @@ import typer
 app = typer.Typer(help="promptship: from a request to a verified deployment.", no_args_is_help=True)
 
 # One module per area; each defines ``register(app: typer.Typer) -> None``.
-AREAS = ("run", "gateway", "github", "cluster", "agent", "kpis", "chatapp", "settings", "policy")
+AREAS = ("run", "gateway", "github", "cluster", "agent", "kpis", "chatapp", "settings", "policy", "reliability")
 
 
 @app.callback()

@@ -417,6 +417,10 @@ class MetricsSink(Protocol):
         """Record how the attempt ended and release the request's lease held by ``holder``."""
         ...
 
+    def lease_holder(self, run_key: str) -> str | None:
+        """The flow run holding the request's unexpired lease (its heartbeat is alive), if any."""
+        ...
+
     def attempt_of_flow_run(self, flow_run_id: str) -> Attempt | None:
         """The attempt a flow run worked on."""
         ...

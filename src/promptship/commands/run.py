@@ -15,10 +15,13 @@ def _real_services() -> object:
     """Every port built from settings (PROMPTSHIP_* variables); a ConfigError ends the command with its message."""
     from promptship.errors import ConfigError
     from promptship.settings import Settings
-    from promptship.wiring import build_services, install
+    from promptship.wiring import build_services, install, process_ports
 
     try:
-        services = build_services(Settings())
+        settings = Settings()
+        # a worker configured with a services factory (the sandbox, the stand-ins) runs its flows on that
+        # factory's ports: resuming one of its runs must use the same ports, not real adapters
+        services = process_ports() if settings.services_factory else build_services(settings)
     except ConfigError as exc:
         typer.echo(f"configuration: {exc}", err=True)
         raise typer.Exit(2) from exc

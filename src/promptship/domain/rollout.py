@@ -310,3 +310,10 @@ def lease_free(holder: str | None, renew_time: datetime | None, duration_s: int 
     if renew_time is None or duration_s is None:
         return True
     return now > renew_time + timedelta(seconds=duration_s)
+
+
+def already_rolled_back(rolled_out_image: str | None, current_image: str | None) -> bool:
+    """Whether a rollback of this attempt already happened: the Deployment no longer runs the image the attempt
+    rolled out. A resumed rollback step must then not undo again — ``kubectl rollout undo`` swaps the last two
+    revisions, so a second undo would put the bad revision back."""
+    return rolled_out_image is not None and current_image is not None and current_image != rolled_out_image

@@ -1,1 +1,2 @@
-"""Proofs under faults for the sandbox's runs: the leak scan (``leaks.scan_leaks``)."""
+"""Proofs under faults on the sandbox: the reliability campaign (``promptship reliability``: kill points,
+automatic recovery, soak) and the leak scan (``leaks.scan_leaks``)."""

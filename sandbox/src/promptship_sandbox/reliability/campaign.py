@@ -1,0 +1,654 @@
+"""The kill campaign: a real Prefect server, the ``dev-cycle`` deployment of ``prefect.yaml``, a real process
+worker; the durable fakes (``promptship_sandbox.durable_fakes``) as every outside boundary.
+
+For each kill point: the same request (its prompt tagged per point, so runs never share a request key) runs
+once uninterrupted per scenario (the baseline), then once with ``PROMPTSHIP_KILL_AT`` naming the point (in
+the flow run's environment, through the deployment's ``env`` job variable). The hook writes its marker and
+SIGKILLs the flow-run process (or its worker, for ``@worker`` points; the campaign restarts the worker). The
+run is then recovered without touching the fakes: ``promptship resume --force``, the sweeper
+(``promptship sweep-dead --every 1``, which has to find the dead run by itself), or Prefect's own retry of the
+deployment run (its state set to AwaitingRetry, as the UI's Retry button does, and the worker runs it again).
+Every side effect is then compared with the baseline.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from promptship.domain.request import DevRequest, request_key_for
+from promptship.errors import ConfigError
+from promptship.faults import (
+    AGENT_WORKING,
+    BETWEEN_APPLY_AND_VERDICT,
+    BETWEEN_MERGE_AND_ROLLOUT,
+    BETWEEN_PUSH_AND_PR,
+    DURING_REPORT,
+    DURING_ROLLBACK,
+    KILL_AT_ENV,
+    KILL_MARKERS_ENV,
+    WAITING_FOR_CI,
+    after_step,
+    before_step,
+    read_marker,
+)
+from promptship.store import Store
+from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
+
+Recovery = Literal["resume", "sweep", "retry"]
+Scenario = Literal["deploy", "rollback"]
+
+FACTORY = "promptship_sandbox.durable_fakes:services_from_env"
+LEASE_TTL_S = 4.0  # the request lease in the campaign: a dead run's lease expires in seconds, not 2 minutes
+RUN_TIMEOUT_S = 150.0
+PARALLEL_POINTS = 3  # kill points in flight at once (2 cores: more only queues)
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    point: str
+    recovery: Recovery
+    scenario: Scenario = "deploy"
+    victim: Literal["run", "worker"] = "run"
+
+    @property
+    def name(self) -> str:
+        return self.point + ("@worker" if self.victim == "worker" else "")
+
+
+D, R = "deploy", "rollback"
+FULL: tuple[KillPoint, ...] = (
+    KillPoint(before_step("route"), "resume"),
+    KillPoint(AGENT_WORKING, "sweep"),
+    KillPoint(after_step("generate_code"), "resume"),
+    KillPoint(BETWEEN_PUSH_AND_PR, "sweep"),
+    KillPoint(after_step("compile_check"), "retry"),
+    KillPoint(before_step("open_pull_request"), "sweep"),
+    KillPoint(after_step("open_pull_request"), "resume"),
+    KillPoint(after_step("open_pull_request"), "sweep", victim="worker"),
+    KillPoint(WAITING_FOR_CI, "resume"),
+    KillPoint(after_step("wait_for_ci#1"), "sweep"),
+    KillPoint(before_step("merge"), "resume"),
+    KillPoint(after_step("merge"), "retry"),
+    KillPoint(BETWEEN_MERGE_AND_ROLLOUT, "sweep"),
+    KillPoint(BETWEEN_MERGE_AND_ROLLOUT, "resume", victim="worker"),
+    KillPoint(after_step("wait_for_image"), "sweep"),
+    KillPoint(BETWEEN_APPLY_AND_VERDICT, "resume"),
+    KillPoint(after_step("roll_out"), "sweep"),
+    KillPoint(before_step("check_health"), "resume"),
+    KillPoint(after_step("check_health"), "sweep"),
+    KillPoint(DURING_REPORT, "resume"),
+    KillPoint(DURING_ROLLBACK, "resume", R),
+    KillPoint(after_step("rollback"), "sweep", R),
+    KillPoint(after_step("check_health:after_rollback"), "resume", R),
+    KillPoint(before_step("write_back"), "sweep", R),
+    KillPoint(after_step("write_back"), "retry", R),
+    KillPoint(DURING_REPORT, "sweep", R),
+)
+# Prefect's retry is in the full campaign only: under the deployment's concurrency limit the retried run can be
+# terminated by Prefect itself (docs/RELIABILITY.md, finding 3), which would make `make test` flaky
+QUICK: tuple[KillPoint, ...] = (
+    KillPoint(after_step("open_pull_request"), "resume"),
+    KillPoint(BETWEEN_MERGE_AND_ROLLOUT, "sweep"),
+    KillPoint(AGENT_WORKING, "sweep"),
+    KillPoint(DURING_ROLLBACK, "resume", R),
+)
+
+COLUMNS = (
+    "prs",
+    "branches",
+    "conversations",
+    "agent_runs",
+    "merges",
+    "rollouts",
+    "rollbacks",
+    "reverts",
+    "charges",
+    "attempts",
+    "steps",
+    "artifacts",
+    "outcome",
+)
+
+
+@dataclass
+class Counts:
+    """Every side effect of one request, read from the fakes, the store and Prefect."""
+
+    values: dict[str, object]
+
+    def diff(self, baseline: Counts) -> list[str]:
+        return [
+            f"{c}: {self.values[c]} vs {baseline.values[c]}" for c in COLUMNS if self.values[c] != baseline.values[c]
+        ]
+
+
+@dataclass
+class PointResult:
+    kill: KillPoint
+    fired: bool
+    victim_pid: int | None = None
+    recovered: bool = False
+    recover_s: float | None = None
+    differences: list[str] = field(default_factory=list)
+    outcome: str | None = None
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.fired and self.recovered and not self.differences
+
+
+def repo_root() -> Path:
+    import flows
+
+    root = Path(flows.__file__).resolve().parents[1]
+    if not (root / "prefect.yaml").exists():
+        raise ConfigError(f"promptship reliability runs from a checkout: no prefect.yaml in {root}")
+    return root
+
+
+class Harness:
+    """The Prefect server, the deployment and one process worker (restarted when a kill takes it down)."""
+
+    def __init__(self, server: PrefectServer, work: Path, echo: Callable[[str], None]):
+        self.server = server
+        self.work = work
+        self.echo = echo
+        self.root = repo_root()
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_starts = 0
+        self.helpers: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        path = [str(self.root), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        env = {
+            **os.environ,
+            **self.server.env(),
+            "PYTHONPATH": os.pathsep.join(path),
+            "PROMPTSHIP_SERVICES_FACTORY": FACTORY,
+            "PROMPTSHIP_TEST_LEASE_TTL_S": str(LEASE_TTL_S),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            **extra,
+        }
+        for name in (KILL_AT_ENV, KILL_MARKERS_ENV, "PROMPTSHIP_TEST_FAKES_DIR"):
+            if name not in extra:
+                env.pop(name, None)
+        return env
+
+    def prefect(self, *args: str) -> None:
+        prefect_bin = Path(sys.executable).with_name("prefect")
+        done = subprocess.run(
+            [str(prefect_bin), *args], cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=180
+        )
+        if done.returncode != 0:
+            raise ConfigError(f"prefect {' '.join(args)} failed: {(done.stdout + done.stderr)[-2000:]}")
+
+    def deploy(self) -> None:
+        self.prefect("work-pool", "create", "local-process", "--type", "process", "--overwrite")
+        self.prefect("--no-prompt", "deploy", "--name", "dev-cycle")
+
+    def start_worker(self) -> None:
+        self.worker_starts += 1
+        log = (self.work / f"worker-{self.worker_starts}.log").open("wb")
+        prefect_bin = Path(sys.executable).with_name("prefect")
+        self.worker = subprocess.Popen(
+            [str(prefect_bin), "worker", "start", "--pool", "local-process", "--type", "process"],
+            cwd=self.root,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ensure_worker(self) -> None:
+        if self.worker is None or self.worker.poll() is not None:
+            self.start_worker()
+
+    def spawn(self, args: list[str], log_name: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.work / log_name).open("wb")
+        proc = subprocess.Popen(
+            args, cwd=self.root, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.helpers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in [*self.helpers, *([self.worker] if self.worker else [])]:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this campaign started (its session, by its PID)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def request_for(tag: str, scenario: Scenario) -> DevRequest:
+    what = "returning the commit SHA" if scenario == "deploy" else "that breaks the health check"
+    return DevRequest(prompt=f"Add GET /version {what} [{tag}]", auto_merge=True)
+
+
+@dataclass
+class Submitted:
+    tag: str
+    fakes: Path
+    request: DevRequest
+    flow_run_id: str
+
+    @property
+    def key(self) -> str:
+        return request_key_for(self.request, None)
+
+
+def submit(harness: Harness, tag: str, scenario: Scenario, kill: str | None = None) -> Submitted:
+    from prefect.deployments import run_deployment
+
+    fakes = harness.work / tag
+    fakes.mkdir(parents=True, exist_ok=True)
+    if scenario == "rollback":
+        (fakes / "unhealthy").write_text("")
+    request = request_for(tag, scenario)
+    env = {"PROMPTSHIP_TEST_FAKES_DIR": str(fakes)}
+    if kill:
+        env |= {KILL_AT_ENV: kill, KILL_MARKERS_ENV: str(fakes / "markers")}
+        (fakes / "markers").mkdir(exist_ok=True)
+    run = run_deployment(
+        "dev-cycle/dev-cycle",
+        parameters={"request": request.model_dump(mode="json")},
+        job_variables={"env": env},
+        timeout=0,
+    )
+    return Submitted(tag, fakes, request, str(run.id))  # type: ignore[union-attr]
+
+
+_stores: dict[Path, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _store(fakes: Path) -> Store:
+    """The store of one request's fakes, built once (alembic's migration context is not thread-safe)."""
+    from promptship_sandbox.durable_fakes import durable_services
+
+    with _stores_lock:
+        if fakes not in _stores:
+            sink = durable_services(fakes).sink
+            assert isinstance(sink, Store)
+            _stores[fakes] = sink
+        return _stores[fakes]
+
+
+def attempt_ended(s: Submitted) -> bool:
+    attempt = _store(s.fakes).latest_attempt(s.key)
+    return attempt is not None and attempt.status == "ended"
+
+
+def flow_state(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(uuid.UUID(flow_run_id)).state
+    return state.type.value if state is not None else "NONE"
+
+
+def resumed_state(s: Submitted) -> str:
+    """The state of the flow run that resumed ``s`` (another run of the same tagged prompt; run names are cut
+    short, so they do not tell points apart)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        old = client.read_flow_run(uuid.UUID(s.flow_run_id))
+        since = FlowRunFilterStartTime(after_=old.start_time) if old.start_time else None
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=since), limit=200)
+    tag = f"[{s.tag}]"
+    states = [
+        r.state.type.value
+        for r in runs
+        if str(r.id) != s.flow_run_id
+        and r.state is not None
+        and tag in str(r.parameters.get("request", {}).get("prompt"))
+    ]
+    return "COMPLETED" if "COMPLETED" in states else (states[0] if states else "NONE")
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.3) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def counts(s: Submitted) -> Counts:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from promptship_sandbox.durable_fakes import JsonState
+
+    state = JsonState(s.fakes).read()
+    store = _store(s.fakes)
+    attempts = store.attempts(s.key)
+    steps: Counter[str] = Counter()
+    for attempt in attempts:
+        steps.update(r.step for r in store.attempt_steps(attempt.id))
+    report = store.run(s.key)
+    keys = [f"run-{s.key}", f"steps-{s.key}"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    conversations = state.get("conversations", {})
+    return Counts(
+        {
+            "prs": state.get("pr_creations", 0),
+            "branches": len(state.get("pushed", [])),
+            "conversations": len(conversations),
+            "agent_runs": sum(c.get("runs", 0) for c in conversations.values()),
+            "merges": state.get("merges", 0),
+            "rollouts": len(state.get("images", [])),
+            "rollbacks": state.get("rollbacks", 0),
+            "reverts": state.get("revert_creations", 0),
+            "charges": len(state.get("charges", [])),
+            "attempts": len(attempts),
+            "steps": json.dumps(dict(sorted(steps.items()))),
+            "artifacts": len(artifacts),
+            "outcome": report.outcome if report else None,
+        }
+    )
+
+
+def run_baselines(harness: Harness, scenarios: list[Scenario]) -> tuple[dict[str, Counts], str]:
+    """The uninterrupted run of each scenario's request (submitted together)."""
+    submitted = [(scenario, submit(harness, f"baseline-{scenario}", scenario)) for scenario in scenarios]
+    found: dict[str, Counts] = {}
+    for scenario, s in submitted:
+        if not wait_for(lambda s=s: attempt_ended(s) and flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S):
+            return found, f"baseline {scenario} did not complete (flow run {flow_state(s.flow_run_id)})"
+        found[scenario] = counts(s)
+    return found, ""
+
+
+def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResult:
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingRetry
+
+    tag = "kill-" + "".join(ch if ch.isalnum() else "-" for ch in kill.name) + f"-{kill.recovery}"
+    harness.ensure_worker()
+    s = submit(harness, tag, kill.scenario, kill.name)
+    markers = s.fakes / "markers"
+    fired = wait_for(
+        lambda: read_marker(markers, kill.point) is not None or flow_state(s.flow_run_id) in ("COMPLETED", "FAILED"),
+        RUN_TIMEOUT_S,
+    )
+    marker = read_marker(markers, kill.point)
+    if not fired or marker is None:
+        return PointResult(kill, fired=False, note=f"never fired (flow run {flow_state(s.flow_run_id)})")
+    killed_at = float(marker["time"])  # type: ignore[arg-type]
+    pid = int(marker["pid"])  # type: ignore[call-overload]
+    wait_for(lambda: not _alive(pid), 30)
+    if kill.victim == "worker":
+        assert harness.worker is not None
+        wait_for(lambda: harness.worker is not None and harness.worker.poll() is not None, 30)
+        harness.start_worker()  # a new worker, as a supervisor would start; it must not rerun the dead run
+    recovery_proc: subprocess.Popen[bytes] | None = None
+    env = {"PROMPTSHIP_TEST_FAKES_DIR": str(s.fakes)}
+    python = sys.executable
+    if kill.recovery == "resume":
+        recovery_proc = harness.spawn(
+            [python, "-m", "promptship.cli", "resume", "--force", s.flow_run_id], f"{tag}-resume.log", **env
+        )
+    elif kill.recovery == "sweep":
+        recovery_proc = harness.spawn(
+            [python, "-m", "promptship.cli", "sweep-dead", "--every", "1"], f"{tag}-sweep.log", **env
+        )
+    else:
+        # Prefect's own retry, as the UI's Retry button does it: the worker runs the same flow run again
+        wait_for(lambda: flow_state(s.flow_run_id) != "RUNNING" or kill.victim == "worker", 10)
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(uuid.UUID(s.flow_run_id), AwaitingRetry(), force=True)
+    recovered = wait_for(lambda: attempt_ended(s), RUN_TIMEOUT_S)
+    recover_s = time.time() - killed_at if recovered else None
+    if recovered and kill.recovery != "retry":  # the attempt ends inside the report step: let that run finish
+        recovered = wait_for(lambda: resumed_state(s) == "COMPLETED", RUN_TIMEOUT_S)
+    if recovery_proc is not None:
+        if kill.recovery == "resume":
+            recovery_proc.wait(timeout=RUN_TIMEOUT_S)
+        stop_process(recovery_proc)
+    note = ""
+    old = flow_state(s.flow_run_id)
+    if kill.recovery == "retry":
+        recovered = recovered and wait_for(lambda: flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S)
+    elif old in ("RUNNING", "PENDING"):  # a zombie left in the UI
+        recovered, note = False, f"killed flow run left {old}"
+    found = counts(s)
+    return PointResult(
+        kill,
+        fired=True,
+        victim_pid=pid,
+        recovered=recovered,
+        recover_s=recover_s,
+        differences=found.diff(baseline),
+        outcome=str(found.values["outcome"]),
+        note=note,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- soak --------------------------------------------------------------------------------------------------
+def process_usage(pid: int) -> tuple[int, int]:
+    """(resident memory in KiB, open file descriptors) of a process, summed over its session's processes."""
+    rss = fds = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != os.getsid(pid):
+                continue
+            status = (entry / "status").read_text()
+            rss += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            fds += len(os.listdir(entry / "fd"))
+        except (OSError, ValueError):
+            continue
+    return rss, fds
+
+
+@dataclass
+class SoakResult:
+    phase: str
+    runs: int
+    completed: int
+    lost: int
+    duplicates: int
+    seconds: float
+
+
+def run_soak(harness: Harness, sequential: int, concurrent: int, echo: Callable[[str], None]) -> list[SoakResult]:
+    results: list[SoakResult] = []
+
+    def finish(batch: list[Submitted], phase: str, started: float) -> None:
+        done = [b for b in batch if wait_for(lambda b=b: attempt_ended(b), RUN_TIMEOUT_S * 2)]
+        completed = duplicates = 0
+        for b in done:
+            found = counts(b).values
+            if found["outcome"] == "deployed" and flow_state(b.flow_run_id) == "COMPLETED":
+                completed += 1
+            if any(found[c] != 1 for c in ("prs", "merges", "rollouts", "attempts", "agent_runs")):
+                duplicates += 1
+        results.append(
+            SoakResult(phase, len(batch), completed, len(batch) - completed, duplicates, time.time() - started)
+        )
+
+    started = time.time()
+    seq = []
+    for i in range(sequential):
+        harness.ensure_worker()
+        b = submit(harness, f"soak-seq-{i:02d}", "deploy")
+        wait_for(lambda b=b: attempt_ended(b), RUN_TIMEOUT_S)
+        seq.append(b)
+    finish(seq, f"{sequential} sequential", started)
+    started = time.time()
+    batch = [submit(harness, f"soak-par-{i:02d}", "deploy") for i in range(concurrent)]
+    finish(batch, f"{concurrent} concurrent", started)
+    return results
+
+
+# -- the command -------------------------------------------------------------------------------------------
+def run_campaign(
+    *,
+    quick: bool = False,
+    soak: bool = False,
+    points: list[str] | None = None,
+    echo: Callable[[str], None] = print,
+    work: Path | None = None,
+) -> int:
+    """Run the campaign; print the tables and the summary line; return the exit status (0: all equal)."""
+    chosen = QUICK if quick else FULL
+    if points:
+        known = {k.name: k for k in FULL + QUICK}
+        unknown = [p for p in points if p not in known]
+        if unknown:
+            echo(f"--points: unknown kill points {unknown}; known: {sorted(known)}")
+            return 2
+        chosen = tuple(known[p] for p in points)
+    with _workdir(work) as root:
+        with running_prefect_server(root / "prefect") as server, using_prefect(server):
+            harness = Harness(server, root, echo)
+            try:
+                return _campaign(harness, chosen, soak, echo)
+            finally:
+                harness.stop()
+
+
+@contextmanager
+def _workdir(work: Path | None) -> Iterator[Path]:
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+        return
+    # kept afterwards: the logs of every process and the fakes' state are what explains a failed point
+    yield Path(tempfile.mkdtemp(prefix="promptship-reliability-"))
+
+
+def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo: Callable[[str], None]) -> int:
+    started = time.monotonic()
+    harness.deploy()
+    harness.start_worker()
+    usage_start = _usage(harness)
+    baselines, why = run_baselines(harness, sorted({k.scenario for k in chosen}))  # type: ignore[arg-type]
+    if why:
+        echo(f"reliability: {why}; see {harness.work}")
+        echo("kill points 0, fault kinds 0, boundaries 0, duplicates 0, leaks 0, lost runs 1")
+        return 1
+    for scenario, found in baselines.items():
+        echo(f"baseline {scenario}: " + ", ".join(f"{c} {found.values[c]}" for c in COLUMNS if c != "steps"))
+    # points that kill only their flow run run side by side (each request has its own fakes and store); a
+    # point that kills the worker runs alone, afterwards
+    alone = [k for k in chosen if k.victim == "worker"]
+    side_by_side = [k for k in chosen if k.victim == "run"]
+    # each thread runs in a copy of this context: Prefect's settings (the server's API URL) live in a contextvar
+    contexts = [contextvars.copy_context() for _ in side_by_side]
+    with ThreadPoolExecutor(max_workers=PARALLEL_POINTS) as pool:
+        futures = [
+            pool.submit(c.run, run_point, harness, k, baselines[k.scenario])
+            for c, k in zip(contexts, side_by_side, strict=True)
+        ]
+        done = {k: f.result() for k, f in zip(side_by_side, futures, strict=True)}
+    done |= {k: run_point(harness, k, baselines[k.scenario]) for k in alone}
+    results = [done[k] for k in chosen]
+
+    echo("")
+    echo("Part 1-2: kill points (each run killed there, recovered, compared with the uninterrupted run)")
+    header = (
+        f"{'kill point':<44} {'recovery':<8} {'fired':<5} {'recovered':<9} {'to recover':>10}  {'outcome':<12} equal"
+    )
+    echo(header)
+    echo("-" * len(header))
+    for r in results:
+        took = f"{r.recover_s:.1f} s" if r.recover_s is not None else "-"
+        equal = "yes" if not r.differences else "NO: " + "; ".join(r.differences)
+        if not r.fired:
+            equal = r.note
+        elif r.note:
+            equal += f" ({r.note})"
+        echo(
+            f"{r.kill.name:<44} {r.kill.recovery:<8} {'yes' if r.fired else 'NO':<5} "
+            f"{'yes' if r.recovered else 'NO':<9} {took:>10}  {str(r.outcome or '-'):<12} {equal}"
+        )
+    fired = sum(1 for r in results if r.fired)
+    duplicates = sum(1 for r in results if r.differences)
+    lost = sum(1 for r in results if r.fired and not r.recovered)
+    by_recovery: dict[str, list[float]] = {}
+    for r in results:
+        if r.recover_s is not None:
+            by_recovery.setdefault(r.kill.recovery, []).append(r.recover_s)
+    for how, took in sorted(by_recovery.items()):
+        echo(f"time to recover ({how}): median {sorted(took)[len(took) // 2]:.1f} s, max {max(took):.1f} s")
+
+    if soak:
+        echo("")
+        echo("Part 6: soak (through the deployment and the worker)")
+        soaked = run_soak(harness, 50, 10, echo)
+        echo(f"{'phase':<16} {'runs':>4} {'completed':>9} {'lost':>4} {'duplicates':>10} {'seconds':>8}")
+        for s in soaked:
+            echo(f"{s.phase:<16} {s.runs:>4} {s.completed:>9} {s.lost:>4} {s.duplicates:>10} {s.seconds:>8.1f}")
+            lost += s.lost
+            duplicates += s.duplicates
+        usage_end = _usage(harness)
+        echo(f"{'process':<16} {'RSS start':>10} {'RSS end':>10} {'fds start':>9} {'fds end':>7}")
+        for name, (rss0, fd0) in usage_start.items():
+            rss1, fd1 = usage_end.get(name, (0, 0))
+            echo(f"{name:<16} {rss0 // 1024:>7} MiB {rss1 // 1024:>7} MiB {fd0:>9} {fd1:>7}")
+        echo(
+            "(the worker was restarted after each @worker kill: its figures are the current worker's; the "
+            "gateway, receiver, forge and agent-server are not in this campaign — the boundaries are the "
+            "durable fakes)"
+        )
+
+    leaks_note = "leak scan: not run (promptship_sandbox.reliability.leaks is not on this branch)"
+    echo("")
+    echo(leaks_note)
+    echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")
+    never = len(results) - fired
+    echo(f"kill points {fired}, fault kinds 0, boundaries 0, duplicates {duplicates}, leaks 0, lost runs {lost}")
+    return 1 if duplicates or lost or never else 0
+
+
+def _usage(harness: Harness) -> dict[str, tuple[int, int]]:
+    out = {"prefect server": process_usage(harness.server.process.pid)}
+    if harness.worker is not None and harness.worker.poll() is None:
+        out["worker"] = process_usage(harness.worker.pid)
+    return out

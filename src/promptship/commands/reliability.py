@@ -1,0 +1,71 @@
+"""`promptship sweep-dead` (dead runs resumed without a person) and `promptship reliability` (the kill campaign)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to ``app``."""
+
+    @app.command("sweep-dead")
+    def sweep_dead(
+        every: Annotated[float, typer.Option(help="Sweep again every N seconds (0: one pass).", min=0)] = 0.0,
+        passes: Annotated[
+            int, typer.Option(help="With --every, stop after N passes (0: until interrupted).", min=0)
+        ] = 0,
+    ) -> None:
+        """Resume dev-cycle runs whose process died: Prefect shows them Running/Pending, their request's lease
+        expired (the heartbeat stopped). Each is resumed the way `promptship resume --force` does.
+
+        Exits 1 when a dead run could not be resumed.
+        """
+        from promptship.commands.run import _real_services
+
+        _real_services()
+        from flows.sweep import sweep as sweep_once
+
+        failed, done = False, 0
+        while True:
+            for s in sweep_once():
+                if s.action in ("alive", "not_started", "taken_over", "over"):
+                    continue
+                line = f"{s.flow_run_id} {s.name}: {s.action}" + (f" → {s.outcome}" if s.outcome else "")
+                typer.echo(line + (f" ({s.detail})" if s.detail else ""))
+                failed = failed or s.action == "failed"
+            done += 1
+            if not every or (passes and done >= passes):
+                break
+            time.sleep(every)
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command()
+    def reliability(
+        quick: Annotated[
+            bool, typer.Option(help="A subset of the kill points (≤ 3 min; part of `make test`).")
+        ] = False,
+        soak: Annotated[bool, typer.Option(help="Then 50 sequential and 10 concurrent requests.")] = False,
+        points: Annotated[
+            str | None, typer.Option(help="Comma-separated kill points to run instead of the campaign's list.")
+        ] = None,
+        work: Annotated[
+            Path | None, typer.Option(help="Directory for the processes' logs and the fakes (default: a new temp dir).")
+        ] = None,
+    ) -> None:
+        """Kill runs at every named kill point on a real Prefect server, deployment and process worker, recover
+        them (resume --force, the sweeper, Prefect's retry) and compare every side effect with an
+        uninterrupted run. Prints one table per part and the summary line; exits 1 on a duplicate, a lost run
+        or a kill point that never fired.
+        """
+        from promptship.commands._sandbox import sandbox_or_exit
+
+        sandbox_or_exit("promptship reliability")
+        from promptship_sandbox.reliability.campaign import run_campaign
+
+        chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
+        raise typer.Exit(run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo, work=work))
