@@ -458,6 +458,9 @@ def worker_environment(sb: Sandbox, st: Started, webhook_secret: str) -> dict[st
             # a request without auto-merge waits 20 s for a person
             "PROMPTSHIP_PIPELINE__ROLLOUT_TIMEOUT_S": "60",
             "PROMPTSHIP_PIPELINE__MERGE_TIMEOUT_S": "20",
+            # the demo's runs wait in their processes: its receiver resumes no suspended run (suspending and
+            # resuming is tests/flows/test_suspend.py's), and a run suspended for CI would wait for ever here
+            "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "0",
         }
     )
     if llm.policy_file is not None:
