@@ -45,6 +45,16 @@ def _label(field: str) -> re.Pattern[str]:
     return re.compile(rf"^{title}{optional}$")
 
 
+def _merged_by_a_person(fakes: Path, log: Path) -> None:
+    from promptship_sandbox.durable_fakes import JsonState
+
+    state = JsonState(fakes)
+    _wait_for(lambda: state.read().get("prs"), "the run's pull request", 120, log)
+    with state.edit() as d:
+        for pr in d["prs"].values():
+            d.setdefault("pr_states", {})[str(pr["number"])] = "merged"
+
+
 def _wait_for(predicate: Callable[[], Any], what: str, timeout_s: float, log: Path | None = None) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -73,6 +83,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        # the run is held inside the CI step to show that stage: it must not first look for CI and suspend
+        # (suspension is tests/flows/test_suspend.py's; the look is not a step, so the page would show the PR stage)
+        "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "0",
     }
     t0 = time.monotonic()
     with running_prefect_server(state / "server", ui=True) as server:
@@ -188,6 +201,7 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
     expect(page.get_by_text("Stage 5/10 · wait_for_ci#1 — waiting for CI", exact=True)).to_be_visible()
     _visited(page, "2-flow-run-waiting-on-ci")
     hold_ci.unlink()
+    _merged_by_a_person(stack["fakes"], log)  # the form's request has no auto-merge: a person merges its PR
     run = _final_run(created.id, log)
     assert run.state_type.value == "COMPLETED", f"{run.state_type}: {run.state and run.state.message}"
     request = DevRequest.model_validate(run.parameters["request"])
