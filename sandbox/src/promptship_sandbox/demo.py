@@ -32,9 +32,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +46,7 @@ from promptship.domain.report import RunOutcome, RunReport
 from promptship.domain.request import DeployTarget, DevRequest, branch_for
 from promptship.errors import ConfigError
 from promptship.settings import Settings
-from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
+from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, running_worker, using_prefect
 
 DEMO_PROMPT = "Add a GET /version endpoint that returns the deployed commit SHA"
 DEMO_REPOSITORY = "demo/chat-app"
@@ -494,33 +494,6 @@ def register_deployments(server: PrefectServer, env: dict[str, str], log: Path) 
     _prefect_cli(["--no-prompt", "deploy", "--all"], env, log)
 
 
-@contextmanager
-def running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """ONE ``prefect worker start --pool local-process`` (its own session), stopped by its PID at the end."""
-    prefect_bin = Path(sys.executable).with_name("prefect")
-    cmd = [str(prefect_bin) if prefect_bin.exists() else "prefect", "worker", "start", "--pool", "local-process"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            env={**env, "PWD": str(REPO_ROOT)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
 # ------------------------------------------------------------------------------------------ the scenarios
 
 
@@ -894,7 +867,7 @@ def run_demo(
             "Deployments (prefect --no-prompt deploy --all, prefect.yaml): dev-cycle, demo, github-event, "
             "kpi-report on work pool local-process"
         )
-        worker = stack.enter_context(running_worker(env, home / "worker.log"))
+        worker = stack.enter_context(running_worker(st.server, REPO_ROOT, home / "worker.log", env=env, inherit=False))
         echo(f"Worker: `prefect worker start --pool local-process`, pid {worker.pid}, log {home / 'worker.log'}")
         # always: the forge's CI events reach the flow runs' CI waits through it (PROMPTSHIP_GITHUB__WEBHOOK_SECRET
         # makes them wait on those wake-ups); the webhook scenario's delivery goes through it too

@@ -196,10 +196,12 @@ def running_worker(
     *,
     pool: str = "local-process",
     env: Mapping[str, str] | None = None,
+    inherit: bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``prefect worker start --pool POOL`` in ``root`` against ``server`` (its flow runs are subprocesses that
-    inherit ``env``); stopped at the end by the process group it leads."""
-    worker_env = {**os.environ, **server.env(), "PWD": str(root), **(env or {})}
+    inherit ``env``, on top of this process's environment unless ``inherit`` is off: then ``env`` is the whole
+    environment besides the server's); stopped at the end by the process group it leads."""
+    worker_env = {**(os.environ if inherit else {}), **server.env(), "PWD": str(root), **(env or {})}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [_prefect_bin(), "worker", "start", "--pool", pool, "--type", "process"],
