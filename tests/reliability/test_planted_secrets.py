@@ -189,7 +189,7 @@ def test_secrets_planted_everywhere_leak_nowhere_outside_the_allowlist(tmp_path:
             assert len(agent.keys) == 1 and agent.llm_answers == [200]
             canaries["run_key"] = agent.keys[0]
             objects = {
-                **prefect_api_objects(server.api_url),
+                **prefect_api_objects(server.api_url, expect=("flow_run", "task_run", "log", "event")),
                 **forge_api_objects(forge.api_url, canaries["github_token"], [REPO], git_root=forge_root / "git"),
                 **llm_stand_in_objects(sandbox.llm.requests),
                 "report": report.model_dump_json(),

@@ -296,9 +296,30 @@ def _paged(http: object, path: str, body: dict[str, object], *, limit: int = 200
         offset += limit
 
 
-def prefect_api_objects(api_url: str) -> dict[str, str]:
+def prefect_api_objects(
+    api_url: str, *, expect: Sequence[str] = (), settle_s: float = 1.0, timeout_s: float = 60.0
+) -> dict[str, str]:
     """Everything a Prefect server shows through its API (and so its UI): flow runs (names, parameters, states),
-    task runs, logs, artifacts, events, variables, deployments, block documents — as ``prefect:<kind>/<id>``."""
+    task runs, logs, artifacts, events, variables, deployments, block documents — as ``prefect:<kind>/<id>``.
+
+    Prefect 3's server writes task runs and events from the events clients send it, after the flow has returned:
+    read at once, a fast machine sees none yet. So the API is read until every kind in ``expect`` is there and two
+    reads ``settle_s`` apart name the same objects (or ``timeout_s`` passed: the last read is returned)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    last = _prefect_api_read(api_url)
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        now = _prefect_api_read(api_url)
+        kinds = {name.split("/")[0].removeprefix("prefect:") for name in now}
+        if set(expect) <= kinds and now.keys() == last.keys():
+            return now
+        last = now
+    return last
+
+
+def _prefect_api_read(api_url: str) -> dict[str, str]:
     import json
     from datetime import UTC, datetime, timedelta
 
