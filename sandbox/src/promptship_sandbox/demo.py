@@ -245,6 +245,8 @@ class Sandbox:
     stack: ExitStack
     echo: Echo
     timings: dict[str, float] = field(default_factory=dict)
+    ready_at: dict[str, float] = field(default_factory=dict)  # seconds after ``began``: the critical path
+    began: float = field(default_factory=time.monotonic)
     notes: dict[str, str] = field(default_factory=dict)
     boundaries: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
@@ -262,9 +264,21 @@ class Sandbox:
         try:
             return fn()
         finally:
-            took = time.monotonic() - t0
-            with self._lock:
-                self.timings[name] = took
+            self.took(name, t0)
+
+    def took(self, name: str, since: float) -> None:
+        """Record that ``name`` took from ``since`` until now (and when, after the start-up began, it was ready)."""
+        now = time.monotonic()
+        with self._lock:
+            self.timings[name] = now - since
+            self.ready_at[name] = now - self.began
+
+    def timing_lines(self) -> list[str]:
+        """Each start-up piece: how long it took, and when it was ready (the last one is the critical path)."""
+        return [
+            f"  start-up: {name:<32} {took:6.1f} s  (ready at {self.ready_at.get(name, took):6.1f} s)"
+            for name, took in sorted(self.timings.items(), key=lambda kv: self.ready_at.get(kv[0], kv[1]))
+        ]
 
 
 def _in_thread(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> Future[T]:
@@ -302,12 +316,13 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
     store = build_store(settings)  # with the store's prompt key: the demo seals what it submits
 
     def prefect() -> PrefectServer:
+        t0 = time.monotonic()
         server = sb.enter(running_prefect_server(home / "prefect", ui=serve))
-        sb.timings["Prefect server (to healthy)"] = time.monotonic() - t_begin
+        sb.took("Prefect server (to healthy)", t0)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | server.env()
         t0 = time.monotonic()
         register_deployments(server, env, home / "deploy.log")
-        sb.timings["prefect deploy --all"] = time.monotonic() - t0
+        sb.took("prefect deploy --all", t0)
         return server
 
     def llm() -> tuple[Any, Settings, str | None]:
@@ -325,7 +340,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
             t0 = time.monotonic()
             server = sb.enter(running_local_model(home / "local-model"))
             warm_up(server)
-            sb.timings["local model (llama.cpp)"] = time.monotonic() - t0
+            sb.took("local model (llama.cpp)", t0)
             llm_settings = local_model_settings(settings, server)
             local_url = server.base_url
             sb.notes["local_model"] = f"{server.describe}; {describe_local_callers()}"
@@ -339,11 +354,11 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
     def forge() -> Any:
         from promptship_sandbox.forge import running_forge
 
-        f = sb.enter(running_forge(home / "forge", ci_workers=3))
-        source = REPO_ROOT / "examples" / "chat-app"
-        for s in scenarios:
-            owner, name = s.repository.split("/", 1)
-            f.seed_repository(owner, name, source)
+        # reuse_builds: the five repositories get one seed commit (one import, the same SHA in each, like forks),
+        # tested once; each repository's CI publishes the seed images under its own name from that one test
+        # (five `make test` of the same files on 2 cores were the start-up's critical path: 145-214 s)
+        f = sb.enter(running_forge(home / "forge", ci_workers=3, reuse_builds=True))
+        f.seed_repositories([s.repository for s in scenarios], REPO_ROOT / "examples" / "chat-app")
         if not f.wait_idle(600):
             raise ConfigError("the forge's first CI builds took longer than 600 s")
         return f
@@ -366,33 +381,15 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
         sb.stack.callback(cp_module.stop, state)
         return cp.kubeconfig
 
-    t_begin = time.monotonic()
-    pieces: dict[str, Callable[[], Any]] = {
-        "Prefect server + deploy": prefect,
-        "LLM stand-in + gateway": llm,
-        "forge + seed CI": forge,
-        "OpenHands agent-server": agent,
-        "Kubernetes control plane": control_plane,
-    }
-    results: dict[str, Any] = {}
-    with ThreadPoolExecutor(max_workers=len(pieces), thread_name_prefix="demo-start") as pool:
-        futures = {name: _in_thread(pool, lambda name=name, fn=fn: sb.timed(name, fn)) for name, fn in pieces.items()}
-        for name, fut in futures.items():
-            try:
-                results[name] = fut.result()
-            except Exception as exc:  # a piece that cannot start here: named, and the demo stops
-                sb.missing[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
-    if sb.missing:
-        raise ConfigError("; ".join(f"{k} unavailable ({v})" for k, v in sb.missing.items()))
-    gateway, llm_settings, local_url = results["LLM stand-in + gateway"]
-    f = results["forge + seed CI"]
-    kubeconfig: Path = results["Kubernetes control plane"]
-
-    def seed_apps() -> dict[str, str]:
+    def seed_apps(forge_done: Future[Any], cluster_done: Future[Path], llm_done: Future[Any]) -> dict[str, str]:
+        """Each scenario's namespace running the seed backend: as soon as the forge published the seed images,
+        the control plane is up and the gateway serves (not after the Prefect server and the agent-server)."""
         from promptship.wiring import build_cluster
         from promptship_sandbox import cluster as cp_module
         from promptship_sandbox.llm_gateway import chat_app_secret
 
+        f, kubeconfig, (gateway, _, _) = forge_done.result(), cluster_done.result(), llm_done.result()
+        t0 = time.monotonic()
         live = settings.model_copy(
             update={"kube": settings.kube.model_copy(update={"kubeconfig": kubeconfig, "context": None})}
         )
@@ -408,9 +405,42 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
         with ThreadPoolExecutor(max_workers=max(1, len(deployed)), thread_name_prefix="demo-seed") as pool:
             for fut in [pool.submit(one, s) for s in deployed]:
                 fut.result()
+        sb.took("seed apps on the cluster", t0)
         return urls
 
-    health_urls = sb.timed("seed apps on the cluster", seed_apps)
+    pieces: dict[str, Callable[[], Any]] = {
+        "Prefect server + deploy": prefect,
+        "LLM stand-in + gateway": llm,
+        "forge + seed CI": forge,
+        "OpenHands agent-server": agent,
+        "Kubernetes control plane": control_plane,
+    }
+    results: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=len(pieces) + 1, thread_name_prefix="demo-start") as pool:
+        futures: dict[str, Future[Any]] = {
+            name: _in_thread(pool, lambda name=name, fn=fn: sb.timed(name, fn)) for name, fn in pieces.items()
+        }
+        seeded = _in_thread(
+            pool,
+            lambda: seed_apps(
+                futures["forge + seed CI"], futures["Kubernetes control plane"], futures["LLM stand-in + gateway"]
+            ),
+        )
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result()
+            except Exception as exc:  # a piece that cannot start here: named, and the demo stops
+                sb.missing[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            health_urls = seeded.result()
+        except Exception as exc:  # named only when the pieces it needs started (else theirs is the reason)
+            if not sb.missing:
+                sb.missing["seed apps on the cluster"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if sb.missing:
+        raise ConfigError("; ".join(f"{k} unavailable ({v})" for k, v in sb.missing.items()))
+    gateway, llm_settings, local_url = results["LLM stand-in + gateway"]
+    f = results["forge + seed CI"]
+    kubeconfig: Path = results["Kubernetes control plane"]
     return Started(
         server=results["Prefect server + deploy"],
         store=store,
@@ -509,6 +539,7 @@ class ScenarioResult:
     calls_cloud: int = 0
     standin_cloud: int = 0
     standin_local: int = 0
+    submitted_at: datetime | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -605,7 +636,7 @@ def run_scenarios(sb: Sandbox, st: Started, scenarios: list[Scenario], echo: Ech
     def one(s: Scenario) -> None:
         r = results[s.name]
         t0 = time.monotonic()
-        since = datetime.now(UTC)
+        since = r.submitted_at = datetime.now(UTC)
         try:
             if s.via == "webhook":
                 request = submit_by_webhook(st, s, lambda req: script(s, req))
@@ -749,6 +780,49 @@ def _count_calls(st: Started, r: ScenarioResult, secret: str) -> None:
 # ---------------------------------------------------------------------------------------------- reporting
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def scenario_time_lines(results: list[ScenarioResult], top: int = 6) -> list[str]:
+    """Per scenario: from its submission to its flow's first step (worker pick-up, flow-run process start), then
+    its longest steps (rounds added up), longest first."""
+    lines = []
+    for r in results:
+        rep = r.report
+        if rep is None or not rep.steps:
+            lines.append(f"  {r.scenario.name} {r.seconds:.0f} s: no report")
+            continue
+        by_name: dict[str, list[float]] = {}
+        for step in rep.steps:
+            by_name.setdefault(step.name or step.step.split("#", 1)[0], []).append(step.seconds)
+        first = min(step.started_at for step in rep.steps)
+        first = first if first.tzinfo else first.replace(tzinfo=UTC)  # SQLite keeps no zone; the store writes UTC
+        parts = []
+        if r.submitted_at is not None:
+            parts.append(f"to the first step {(first - r.submitted_at).total_seconds():.0f} s")
+        longest = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:top]
+        parts += [
+            f"{name} {sum(times):.0f} s" + (f" ({len(times)}x)" if len(times) > 1 else "") for name, times in longest
+        ]
+        lines.append(f"  {r.scenario.name} {r.seconds:.0f} s: " + ", ".join(parts))
+    return lines
+
+
+def ci_time_line(ci_runs: Sequence[Any]) -> str:
+    """The forge's CI over the whole demo: builds, how many ran `make test` and how long those took."""
+    tested = [b.seconds for b in ci_runs if not b.reused_from]
+    reused = len(ci_runs) - len(tested)
+    spread = f", make test {min(tested):.0f}-{max(tested):.0f} s each, {sum(tested):.0f} s in all" if tested else ""
+    return (
+        f"  forge CI: {len(ci_runs)} builds, {len(tested)} ran make test, {reused} reused a test of the same "
+        f"commit{spread}"
+    )
+
+
 def summary_lines(results: list[ScenarioResult]) -> list[str]:
     lines = [
         "| scenario | expected | outcome | PR | repair rounds | time to restore | calls local/cloud | cost |",
@@ -834,8 +908,8 @@ def run_demo(
         server = st.server
         healthy = sb.timings["Prefect server (to healthy)"]
         echo(f"Prefect server (SQLite) on {server.url}, healthy after {healthy:.1f} s, pid {server.process.pid}")
-        for name, took in sb.timings.items():
-            echo(f"  start-up: {name:<28} {took:5.1f} s")
+        for line in sb.timing_lines():
+            echo(line)
         stack.enter_context(using_prefect(server))
         sb.boundaries.update(
             {
@@ -887,7 +961,14 @@ def run_demo(
             echo(line)
         _publish_kpis(echo)
         echo("")
-        echo("Where the time went: " + ", ".join(f"{k} {v:.1f} s" for k, v in sb.timings.items()))
+        echo(f"Where the time went (load average {_load()}):")
+        last = max(sb.ready_at, key=sb.ready_at.__getitem__, default="-")
+        echo(f"  start-up {sb.ready_at.get(last, 0.0):.0f} s, the last piece ready: {last}")
+        for line in sb.timing_lines():
+            echo(line)
+        for line in scenario_time_lines(results):
+            echo(line)
+        echo(ci_time_line(st.forge.ci_runs))
         echo(
             "  scenario wall: "
             + ", ".join(f"{r.scenario.name} {r.seconds:.0f} s" for r in results)

@@ -47,8 +47,10 @@ def running_forge(
     run_ci: bool = True,
     owner_login: str = "demo",
     ci_workers: int = 1,
+    reuse_builds: bool = False,
 ) -> Iterator[Forge]:
-    """Start a forge on 127.0.0.1 (a free port unless ``port``), stop it when the block ends."""
+    """Start a forge on 127.0.0.1 (a free port unless ``port``), stop it when the block ends. ``reuse_builds``:
+    a commit is tested once (``Forge.seed_repositories`` gives several repositories one seed commit)."""
     forge = Forge(
         Path(root),
         port=port,
@@ -57,6 +59,7 @@ def running_forge(
         run_ci=run_ci,
         owner_login=owner_login,
         ci_workers=ci_workers,
+        reuse_builds=reuse_builds,
     )
     try:
         yield forge

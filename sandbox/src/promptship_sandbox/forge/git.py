@@ -54,17 +54,26 @@ def init_bare(git_dir: Path, default_branch: str) -> None:
 
 
 def commit_directory(
-    git_dir: Path, source_dir: Path, branch: str, message: str, *, start_from: str | None = None
+    git_dir: Path,
+    source_dir: Path,
+    branch: str,
+    message: str,
+    *,
+    start_from: str | None = None,
+    date: str | None = None,
 ) -> str:
     """Commit the contents of ``source_dir`` (honouring its .gitignore) as the tip of ``branch`` — on top of
-    its current tip, or of ``start_from`` when the branch does not exist yet."""
+    its current tip, or of ``start_from`` when the branch does not exist yet. ``date`` (git's ``@epoch +0000``
+    form): the author and committer date, so that the same files committed into several repositories at one
+    date are one commit, with one SHA, in each of them."""
     with tempfile.TemporaryDirectory(prefix="forge-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(source_dir)}
         git(git_dir, "add", "-A", ".", env=env)
         tree = git(git_dir, "write-tree", env=env).strip()
     parent = rev_parse(git_dir, f"refs/heads/{branch}") or start_from
     args = ["commit-tree", tree, "-m", message] + (["-p", parent] if parent else [])
-    sha = git(git_dir, *args).strip()
+    dated = {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date} if date else None
+    sha = git(git_dir, *args, env=dated).strip()
     git(git_dir, "update-ref", f"refs/heads/{branch}", sha)
     return sha
 

@@ -89,6 +89,19 @@ class CIRun:
     branch: str | None
     conclusion: str
     images: tuple[str, ...] = ()
+    reused_from: str | None = None  # "owner/name#run id" whose test of the same commit this build took
+    seconds: float = 0.0  # wall time of the build's test (of the wait for the reused one)
+
+
+@dataclass
+class _CommitTest:
+    """``make test`` of one commit, shared by every build of that commit (``Forge(reuse_builds=True)``)."""
+
+    repository: str
+    run_id: int
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    log: str = "the build whose result this one waited for ended without one\n"
 
 
 class HTTPError(Exception):
@@ -151,6 +164,7 @@ class Forge:
         request_log_limit: int | None = None,
         validate_requests: bool | None = None,
         ci_workers: int = 1,
+        reuse_builds: bool = False,
     ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -158,6 +172,10 @@ class Forge:
         (self.root / "registry").mkdir(exist_ok=True)
         self.run_ci = run_ci
         self.test_timeout_s = test_timeout_s
+        # a commit is tested once: a build of a commit already tested (or being tested) on this forge — the same
+        # SHA, so the same files and history — takes that result (its log says whose) instead of running again
+        self.reuse_builds = reuse_builds
+        self._commit_tests: dict[str, _CommitTest] = {}
         self.python = python or sys.executable
         self._started_at = _now()
         self.requests: list[LoggedRequest] = []
@@ -433,14 +451,41 @@ class Forge:
 
         The commit is a push to the base branch, so CI runs on it (and publishes its images when green).
         """
+        return self.seed_repositories([f"{owner}/{repo}"], source_dir, default_branch=default_branch)
+
+    def seed_repositories(
+        self, repositories: Sequence[str], source_dir: str | Path, *, default_branch: str = "main"
+    ) -> str:
+        """Create each ``owner/name`` of ``repositories`` from one directory as one and the same commit (same
+        files, message, author and date: the same SHA in each, as forks of one import share theirs). Returns it.
+
+        Each is a push to its base branch, so CI runs in each repository and publishes its images there; with
+        ``reuse_builds`` the commit is tested once and the other builds take that result. Nothing is created
+        when a name is malformed or taken.
+        """
         source = Path(source_dir).resolve()
         if not source.is_dir():
             raise FileNotFoundError(f"seed source {source} is not a directory")
+        names = [tuple(full.split("/")) for full in repositories]
+        bad = [full for full, parts in zip(repositories, names, strict=True) if len(parts) != 2 or not all(parts)]
+        if bad or not names:
+            raise ValueError(f"repositories must be owner/name: {bad or 'none given'}")
+        date = f"@{int(time.time())} +0000"
+        seeded: list[tuple[Repo, str]] = []
         with self._lock:
-            r = self._create_repo(owner, repo, default_branch)
-            sha = g.commit_directory(r.git_dir, source, default_branch, f"Initial import of {source.name}")
-        self._after_push(r, {f"refs/heads/{default_branch}": (None, sha)})
-        return sha
+            taken = [full for full in repositories if full.lower() in self._repos]
+            if taken or len({full.lower() for full in repositories}) != len(repositories):
+                raise ValueError(f"repository exists already or is named twice: {taken or list(repositories)}")
+            for owner, repo in names:
+                r = self._create_repo(owner, repo, default_branch)
+                message = f"Initial import of {source.name}"
+                seeded.append((r, g.commit_directory(r.git_dir, source, default_branch, message, date=date)))
+        shas = {sha for _, sha in seeded}
+        if len(shas) != 1:
+            raise g.GitFailed(f"one import gave different commits: {sorted(shas)}")
+        for r, sha in seeded:
+            self._after_push(r, {f"refs/heads/{default_branch}": (None, sha)})
+        return seeded[0][1]
 
     def commit_files(self, owner: str, repo: str, branch: str, files: dict[str, str | None], message: str) -> str:
         """Commit directly to ``branch`` as another developer would (None deletes a file); CI runs on it.
@@ -613,7 +658,9 @@ class Forge:
         self.hooks.send("check_run", created)
         self.hooks.send("status", status_payload)
 
-        ok, log = self._run_tests(r, sha)
+        t0 = time.monotonic()
+        ok, log, reused_from = self._tested(r, sha, run.id)
+        seconds = time.monotonic() - t0
         images: list[str] = []
         if ok and branch == r.default_branch:
             images = self._publish_images(r, sha)
@@ -637,9 +684,34 @@ class Forge:
                 ("check_suite", self._check_suite_payload(r, suite, "completed")),
                 ("status", self._status_payload(r, final)),
             ]
-            self.ci_runs.append(CIRun(r.full_name, sha, branch, conclusion, tuple(images)))
+            self.ci_runs.append(CIRun(r.full_name, sha, branch, conclusion, tuple(images), reused_from, seconds))
         for event, payload in payloads:
             self.hooks.send(event, payload)
+
+    def _tested(self, r: Repo, sha: str, run_id: int) -> tuple[bool, str, str | None]:
+        """``make test`` of ``sha``: (passed, log, whose test was reused or None). With ``reuse_builds`` a commit
+        is tested once on this forge: a build of a commit that another build tests or tested (the same SHA, so
+        the same files and history) waits for that one and takes its result, its log saying whose."""
+        if not self.reuse_builds:
+            return (*self._run_tests(r, sha), None)
+        with self._lock:
+            shared = self._commit_tests.get(sha)
+            first = shared is None
+            if shared is None:
+                shared = self._commit_tests[sha] = _CommitTest(r.full_name, run_id)
+        if first:
+            try:
+                shared.ok, shared.log = self._run_tests(r, sha)
+            finally:
+                shared.done.set()
+            return shared.ok, shared.log, None
+        shared.done.wait(self.test_timeout_s + 60)
+        whose = f"{shared.repository}#{shared.run_id}"
+        header = (
+            f"commit {sha} was tested by CI run {shared.run_id} of {shared.repository} (the same commit: the same "
+            "files and history); its result is reused\n"
+        )
+        return shared.ok, header + shared.log, whose
 
     def _run_tests(self, r: Repo, sha: str) -> tuple[bool, str]:
         work = self.root / "ci" / f"{sha[:12]}-{secrets.token_hex(3)}"
