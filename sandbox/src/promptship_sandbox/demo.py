@@ -416,6 +416,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
         "Kubernetes control plane": control_plane,
     }
     results: dict[str, Any] = {}
+    health_urls: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=len(pieces) + 1, thread_name_prefix="demo-start") as pool:
         futures: dict[str, Future[Any]] = {
             name: _in_thread(pool, lambda name=name, fn=fn: sb.timed(name, fn)) for name, fn in pieces.items()
