@@ -1,6 +1,8 @@
 """Several repositories seeded from one directory (the demo's five scenario repositories): one commit, the same
-SHA in each; with ``reuse_builds`` the forge tests that commit once and every repository's CI is green and
-publishes its own images from that test, its job log saying whose result it took."""
+SHA in each. With ``reuse_builds`` the same files pass once: the forge tests the seed once and every
+repository's CI is green and publishes its own images from that test, its job log saying whose result it took;
+a later commit with a tree that passed (a merge of a tested PR) is not tested again; a red result is never
+copied."""
 
 from __future__ import annotations
 
@@ -72,17 +74,39 @@ def test_one_seed_commit_is_tested_once_and_each_repository_publishes_its_images
         [check] = checks["check_runs"]
         assert check["conclusion"] == "success"
         log = _job_log(forge.api_url, forge.token, repo, check["id"])
-        assert f"was tested by CI run {reused[0].reused_from.split('#')[1]} of {first.repository}" in log  # type: ignore[union-attr]
-        assert "its result is reused" in log and "1 passed" in log
+        assert f"passed in CI run {reused[0].reused_from.split('#')[1]} of {first.repository}" in log  # type: ignore[union-attr]
+        assert "make test did not run again" in log and "1 passed" in log
 
 
-def test_a_red_seed_commit_is_red_in_every_repository(tmp_path: Path) -> None:
+def test_a_commit_with_files_that_passed_is_not_tested_again_and_changed_files_are(tmp_path: Path) -> None:
+    source, tested = _source(tmp_path)
+    with running_forge(tmp_path / "forge", reuse_builds=True) as forge:
+        forge.seed_repository("demo", "app", source)
+        assert forge.wait_idle(120)
+        change = {"backend/app.py": "print('v2')\n"}
+        branch_sha = forge.commit_files("demo", "app", "feature", change, "v2")
+        assert forge.wait_idle(120)
+        main_sha = forge.commit_files("demo", "app", "main", change, "v2 on main")  # the files the PR tested
+        assert forge.wait_idle(120)
+        assert len(tested.read_text().splitlines()) == 2  # the seed and the change; main's build reused the change
+        builds = {b.sha: b for b in forge.ci_runs}
+        assert builds[branch_sha].reused_from is None and builds[branch_sha].conclusion == "success"
+        assert builds[main_sha].conclusion == "success" and builds[main_sha].images == (
+            f"forge.local/demo/app/backend:{main_sha}",
+        )
+        assert branch_sha == main_sha or builds[main_sha].reused_from is not None
+        forge.commit_files("demo", "app", "main", {"backend/app.py": "print('v3')\n"}, "v3")
+        assert forge.wait_idle(120)
+        assert len(tested.read_text().splitlines()) == 3  # new files: tested
+
+
+def test_a_red_result_is_never_reused_each_repository_tests_the_files_itself(tmp_path: Path) -> None:
     source, tested = _source(tmp_path, broken=True)
     with running_forge(tmp_path / "forge", ci_workers=2, reuse_builds=True) as forge:
         forge.seed_repositories(REPOS[:2], source)
         assert forge.wait_idle(120)
-        assert len(tested.read_text().splitlines()) == 1
-        assert [(b.conclusion, b.images) for b in forge.ci_runs] == [("failure", ())] * 2
+        assert len(tested.read_text().splitlines()) == 2
+        assert [(b.conclusion, b.images, b.reused_from) for b in forge.ci_runs] == [("failure", (), None)] * 2
 
 
 def test_without_reuse_each_repository_tests_the_commit_itself(tmp_path: Path) -> None:

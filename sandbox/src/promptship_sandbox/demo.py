@@ -354,9 +354,10 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
     def forge() -> Any:
         from promptship_sandbox.forge import running_forge
 
-        # reuse_builds: the five repositories get one seed commit (one import, the same SHA in each, like forks),
-        # tested once; each repository's CI publishes the seed images under its own name from that one test
-        # (five `make test` of the same files on 2 cores were the start-up's critical path: 145-214 s)
+        # the five repositories get one seed commit (one import, the same SHA in each, like forks); reuse_builds:
+        # the same files pass once (the seed: tested once, each repository's CI publishing the seed images under
+        # its own name; a merge of a tested PR: its tree passed already). Five `make test` of the same files on
+        # 2 cores were the start-up's critical path (145-214 s); red results are never reused.
         f = sb.enter(running_forge(home / "forge", ci_workers=3, reuse_builds=True))
         f.seed_repositories([s.repository for s in scenarios], REPO_ROOT / "examples" / "chat-app")
         if not f.wait_idle(600):

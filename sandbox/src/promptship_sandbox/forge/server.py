@@ -89,19 +89,21 @@ class CIRun:
     branch: str | None
     conclusion: str
     images: tuple[str, ...] = ()
-    reused_from: str | None = None  # "owner/name#run id" whose test of the same commit this build took
+    reused_from: str | None = None  # "owner/name#run id" whose passing test of the same files this build took
     seconds: float = 0.0  # wall time of the build's test (of the wait for the reused one)
 
 
 @dataclass
-class _CommitTest:
-    """``make test`` of one commit, shared by every build of that commit (``Forge(reuse_builds=True)``)."""
+class _TreeTest:
+    """``make test`` of one tree (the files of a commit), shared by later builds of the same files
+    (``Forge(reuse_builds=True)``)."""
 
     repository: str
+    sha: str
     run_id: int
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
-    log: str = "the build whose result this one waited for ended without one\n"
+    log: str = ""
 
 
 class HTTPError(Exception):
@@ -172,10 +174,10 @@ class Forge:
         (self.root / "registry").mkdir(exist_ok=True)
         self.run_ci = run_ci
         self.test_timeout_s = test_timeout_s
-        # a commit is tested once: a build of a commit already tested (or being tested) on this forge — the same
-        # SHA, so the same files and history — takes that result (its log says whose) instead of running again
+        # the same files pass once: a build whose commit has the tree of one that passed (or is being tested) on
+        # this forge takes that result (its log says whose) instead of running make test again
         self.reuse_builds = reuse_builds
-        self._commit_tests: dict[str, _CommitTest] = {}
+        self._tree_tests: dict[str, _TreeTest] = {}
         self.python = python or sys.executable
         self._started_at = _now()
         self.requests: list[LoggedRequest] = []
@@ -689,29 +691,42 @@ class Forge:
             self.hooks.send(event, payload)
 
     def _tested(self, r: Repo, sha: str, run_id: int) -> tuple[bool, str, str | None]:
-        """``make test`` of ``sha``: (passed, log, whose test was reused or None). With ``reuse_builds`` a commit
-        is tested once on this forge: a build of a commit that another build tests or tested (the same SHA, so
-        the same files and history) waits for that one and takes its result, its log saying whose."""
+        """``make test`` of ``sha``: (passed, log, whose test was reused or None).
+
+        With ``reuse_builds`` the same files pass once on this forge, as a content-keyed CI cache does (Bazel's,
+        or skip-duplicate-actions' ``same_content``): a build whose commit has the tree — every file, byte for
+        byte — of one that passed takes that result, its log saying whose; one of a tree being tested waits for
+        that test. Only passes are reused: a red result is never copied, the next build of those files tests
+        them again. ``make test`` sees nothing but the files (the runner's environment is the forge's own)."""
         if not self.reuse_builds:
             return (*self._run_tests(r, sha), None)
+        tree = g.git(r.git_dir, "rev-parse", f"{sha}^{{tree}}").strip()
         with self._lock:
-            shared = self._commit_tests.get(sha)
-            first = shared is None
+            shared = self._tree_tests.get(tree)
             if shared is None:
-                shared = self._commit_tests[sha] = _CommitTest(r.full_name, run_id)
-        if first:
-            try:
-                shared.ok, shared.log = self._run_tests(r, sha)
-            finally:
-                shared.done.set()
-            return shared.ok, shared.log, None
-        shared.done.wait(self.test_timeout_s + 60)
-        whose = f"{shared.repository}#{shared.run_id}"
-        header = (
-            f"commit {sha} was tested by CI run {shared.run_id} of {shared.repository} (the same commit: the same "
-            "files and history); its result is reused\n"
-        )
-        return shared.ok, header + shared.log, whose
+                shared = self._tree_tests[tree] = _TreeTest(r.full_name, sha, run_id)
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            shared.done.wait(self.test_timeout_s + 60)
+            if shared.ok:
+                header = (
+                    f"the files of {sha} (tree {tree}) passed in CI run {shared.run_id} of {shared.repository} "
+                    f"(commit {shared.sha}); that result is reused, make test did not run again\n"
+                )
+                return True, header + shared.log, f"{shared.repository}#{shared.run_id}"
+            with self._lock:  # that test failed (or never ended): this build tests the files itself
+                shared = self._tree_tests[tree] = _TreeTest(r.full_name, sha, run_id)
+        try:
+            shared.ok, shared.log = self._run_tests(r, sha)
+        finally:
+            shared.done.set()
+            if not shared.ok:
+                with self._lock:
+                    if self._tree_tests.get(tree) is shared:
+                        del self._tree_tests[tree]
+        return shared.ok, shared.log, None
 
     def _run_tests(self, r: Repo, sha: str) -> tuple[bool, str]:
         work = self.root / "ci" / f"{sha[:12]}-{secrets.token_hex(3)}"
