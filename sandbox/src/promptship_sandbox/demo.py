@@ -820,8 +820,8 @@ def ci_time_line(ci_runs: Sequence[Any]) -> str:
     reused = len(ci_runs) - len(tested)
     spread = f", make test {min(tested):.0f}-{max(tested):.0f} s each, {sum(tested):.0f} s in all" if tested else ""
     return (
-        f"  forge CI: {len(ci_runs)} builds, {len(tested)} ran make test, {reused} reused a test of the same "
-        f"commit{spread}"
+        f"  forge CI: {len(ci_runs)} builds, {len(tested)} ran make test, {reused} reused a pass of the same "
+        f"files{spread}"
     )
 
 
