@@ -82,6 +82,14 @@ def replay_markdown(report: ReplayReport, title: str = "Replay") -> str:
             f"- priced by the provider (apart): {int(p['calls'])} calls, {p['cost_recorded_usd']:.4f} USD reported, "
             f"{p['cost_at_list_usd']:.4f} USD at list price"
         )
+    if report.explored.get("calls"):
+        e = report.explored
+        how = (
+            "exploration re-derived by the self-check"
+            if report.policy == "recording"
+            else "decided by this policy's routing; its exploration is not simulated"
+        )
+        lines.append(f"- explored (apart): {int(e['calls'])} calls, {e['cost_recorded_usd']:.4f} USD recorded ({how})")
     for reason, n in report.unknowable.items():
         lines.append(f"- {reason}: {n} calls (their recorded cost is kept)")
     if report.runs_over_budget:

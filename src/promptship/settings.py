@@ -90,6 +90,22 @@ class LLMSettings(BaseModel):
     display_currency: str = Field(default="EUR", description="Currency the seed's budget targets are shown in.")
     usd_to_display_rate: float = Field(default=0.92, gt=0, description="1 USD in the display currency.")
     timezone: str = Field(default="UTC", description="Timezone that delimits a ledger day.")
+    exploration_enabled: bool = Field(
+        default=False,
+        description="Route a small, budgeted share of clean (never sensitive) calls of a class to one of its "
+        "exploration candidates, to gather outcome evidence (docs/ROUTING.md, Exploration). Off by default.",
+    )
+    exploration_share: float = Field(
+        default=0.05, ge=0, le=1, description="Share of the eligible calls explored (a reproducible draw per call)."
+    )
+    exploration_budget_usd_per_day: float = Field(
+        default=0.5, ge=0, description="Most the explored calls may cost per ledger day (USD); then exploring stops."
+    )
+    exploration_candidates: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Task class → model groups to explore for it, JSON: {"tests": ["codellama"]}. Not '
+        "'sensitive'. Any exploration_* setting given replaces the policy file's `exploration`.",
+    )
     gate_allowlist: list[str] = Field(
         default_factory=lambda: ["openhands@all-hands.dev"],
         description="Exact values the sensitive-data gate may let leave the machine because they are public "

@@ -310,6 +310,9 @@ def build_routing_policy(settings: Settings):  # -> RoutingPolicy
                 f"PROMPTSHIP_LLM__POLICY_FILE={settings.llm.policy_file} cannot be read: {exc.strerror}"
             ) from None
         policy = RoutingPolicy.from_yaml(text, base=policy)
+    given = {name for name in settings.llm.model_fields_set if name.startswith("exploration_")}
+    if given:  # the exploration settings replace the policy file's `exploration`
+        policy = policy.with_exploration(exploration_from_settings(settings))
     return policy.with_llm_config(
         {
             "default_model": settings.llm.default_model,
@@ -318,6 +321,31 @@ def build_routing_policy(settings: Settings):  # -> RoutingPolicy
             "timeout_seconds": str(settings.llm.timeout_s),
         }
     )
+
+
+def exploration_from_settings(settings: Settings):  # -> Exploration
+    """The routing policy's ``exploration`` from the ``llm.exploration_*`` settings (names checked: a class that is
+    not a task class is a ``ConfigError`` naming the setting)."""
+    from pydantic import ValidationError
+
+    from promptship.domain.routing import Exploration
+
+    llm = settings.llm
+    try:
+        return Exploration.model_validate(
+            {
+                "enabled": llm.exploration_enabled,
+                "share": llm.exploration_share,
+                "budget_usd_per_day": llm.exploration_budget_usd_per_day,
+                "candidates": llm.exploration_candidates,
+            }
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(
+            f"PROMPTSHIP_LLM__EXPLORATION_CANDIDATES: {'.'.join(str(x) for x in err['loc'])}: {err['msg']} "
+            "(keys are task classes: complex_code, tests, docs, default)"
+        ) from None
 
 
 def build_llm_gateway(settings: Settings, *, engine=None):  # -> LiteLLMGateway (LiteLLM imported lazily)

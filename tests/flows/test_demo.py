@@ -2,7 +2,8 @@
 real process worker on the sandbox; reports printed, one machine line per scenario, exit 0.
 
 Three demo runs: `--scenario deploy` (the original demo's assertions), `--scenario rollback` alone, and the full
-run (`make demo`) whose five machine lines must each say outcome == expected.
+run (`make demo`) whose five machine lines must each say outcome == expected. After the deploy run and after the
+full run, `promptship replay` reads that demo's own store (issue 16, "Done when"): no further demo run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import IN_CI, require
 
@@ -55,10 +57,63 @@ def _demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 MACHINE_LINE = re.compile(r"^scenario=(\w+) expected=(\w+) outcome=(\w+)$", re.M)
 
 
+def _promptship(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A `promptship` command on a demo's home, with the environment the demo ran with."""
+    env = {**os.environ, "PROMPTSHIP_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("promptship")), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _assert_replay_of_the_demo(home: Path, work: Path) -> None:
+    """`replay --json` under the recording policies is exact and moves nothing; then the exported policy with one
+    class's model changed (to another model of the same mode) replays to the per-class table."""
+    done = _promptship(home, "replay", "--json", cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stdout[-3000:]  # one JSON object on stdout, nothing else
+    replayed = json.loads(lines[0])
+    assert isinstance(replayed, dict)
+    assert replayed["calls"] > 0
+    assert replayed["self_check"] == "ok", replayed["self_check_detail"]
+    assert replayed["cost_recorded_usd"] == replayed["cost_replayed_usd"]
+    assert (replayed["moved_to_cloud"], replayed["moved_to_local"]) == (0, 0)
+
+    exported = work / "p.yaml"
+    done = _promptship(home, "policy", "export", str(exported), cwd=work)
+    assert done.returncode == 0 and exported.is_file(), done.stdout + done.stderr
+    policy = yaml.safe_load(exported.read_text(encoding="utf-8"))
+    # a class the demo's calls took under its own model: "complex_code × gpt-4o → gpt-4o" → complex_code, gpt-4o
+    cells = [(k.split(" × ")[0], k.split(" × ")[1].split(" → ")[0]) for k in replayed["per_class_model"]]
+    klass, then = next((c, m) for c, m in cells if policy["classes"].get(c) == m)
+    mode = policy["models"][then]["mode"]
+    other = next(n for n, spec in policy["models"].items() if spec["mode"] == mode and n != then)
+    policy["classes"][klass] = other
+    exported.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
+    done = _promptship(home, "replay", "--policy", str(exported), cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| class × model then → now | calls | cost then (USD) | cost under policy (USD) |" in done.stdout
+    assert re.search(rf"^\| {klass} × {re.escape(then)} → {re.escape(other)} \| [1-9]\d* \|", done.stdout, re.M), (
+        done.stdout[-3000:]
+    )
+
+
 @pytest.fixture(scope="module")
-def full_demo(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+def full_demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo-all") / "home"
+
+
+@pytest.fixture(scope="module")
+def full_demo(full_demo_home: Path) -> subprocess.CompletedProcess[str]:
     """One `promptship demo` (all five scenarios, concurrently), shared by the assertions on it."""
-    return _demo(tmp_path_factory.mktemp("demo-all") / "home")
+    return _demo(full_demo_home)
 
 
 def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path) -> None:
@@ -113,6 +168,7 @@ def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=5)
     assert MACHINE_LINE.findall(out) == [("deploy", "deployed", "deployed")]
+    _assert_replay_of_the_demo(tmp_path / "home", tmp_path)
 
 
 def test_the_rollback_scenario_alone_rolls_back_and_opens_the_revert_pr(tmp_path: Path) -> None:
@@ -146,6 +202,15 @@ def test_the_full_demo_prints_five_machine_lines_each_reaching_its_expected_outc
     )
     assert private and int(private.group(1)) > 0 and private.group(2) == "0"
     assert not re.search(r"ghp_[A-Za-z0-9]{36}", out)  # the private prompt's credential is never printed
+
+
+def test_replay_after_the_full_demo_is_exact_and_a_changed_policy_prints_the_per_class_table(
+    full_demo: subprocess.CompletedProcess[str], full_demo_home: Path, tmp_path: Path
+) -> None:
+    """Issue 16's "Done when": after `make demo` (this module's one full run), on that demo's own store."""
+    _require_sandbox(full_demo)
+    assert full_demo.returncode == 0, full_demo.stdout[-4000:] + full_demo.stderr[-4000:]
+    _assert_replay_of_the_demo(full_demo_home, tmp_path)
 
 
 def test_the_canary_reads_the_demos_outcomes_and_says_when_one_missed(

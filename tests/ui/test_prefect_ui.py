@@ -10,6 +10,8 @@ external service). In the browser:
 - while the run waits on CI (the fake holds it there), its page shows the progress artifact at that stage;
 - the finished run's page lists its progress and report artifacts, and the report's page renders its markdown;
 - the KPI artifact (one ``kpi-report`` run on the same server) shows its charts, every image loaded;
+- the ``policy-review`` artifact (one run of that deployment, by the same worker, on a generated month of
+  recorded calls and outcomes in a store of its own): its markdown tables render and its chart loads;
 - no page shows "Can't connect to Server API".
 
 Screenshots of every page: ``tests/ui/artifacts/`` (paths printed).
@@ -243,3 +245,59 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
     widths = images.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert len(widths) == charts and all(w > 0 for w in widths), widths
     _visited(page, "6-kpi-artifact")
+
+
+def test_the_policy_review_artifact_renders_its_tables_and_chart(
+    stack: dict[str, Any], page: Any, tmp_path: Path
+) -> None:
+    """The weekly ``policy-review`` deployment run by the module's worker on a recorded history (a store of its
+    own: the run's environment points PROMPTSHIP_HOME there), then its artifact opened in the UI."""
+    from playwright.sync_api import expect
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    from promptship.settings import Settings
+    from promptship.store.ledger import CostLedger
+    from promptship.wiring import build_store
+    from tests.replay.history import WEEKS_1_2, write_month
+
+    server, log = stack["server"], stack["worker_log"]
+    home = tmp_path / "history-home"
+    store = build_store(Settings(home=home))
+    month = write_month(store, CostLedger(store.engine))
+    store.engine.dispose()
+    policy = tmp_path / "in-force.yaml"
+    policy.write_text(WEEKS_1_2.to_yaml(), encoding="utf-8")
+    env = {"PROMPTSHIP_HOME": str(home), "PROMPTSHIP_LLM__POLICY_FILE": str(policy)}
+    with get_client(sync_client=True) as client:
+        review = client.read_deployment_by_name("policy-review/policy-review")
+        created = client.create_flow_run_from_deployment(
+            review.id, parameters={"days": 3650, "success_floor": 0.8}, job_variables={"env": env}
+        )
+    run = _final_run(created.id, log)
+    assert run.state_type.value == "COMPLETED", f"{run.state_type}: {run.state and run.state.message}"
+    with get_client(sync_client=True) as client:
+        only_review = ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=["promptship-policy-review"]))
+        (artifact,) = client.read_latest_artifacts(artifact_filter=only_review)
+    data = str(artifact.data)
+    assert f"- calls: {len(month.calls)}\n" in data and "- self-check: ok" in data  # the run read that history
+    assert data.count("](data:image/png;base64,") == 1
+
+    page.goto(f"{server.url}/artifacts/artifact/{artifact.latest_id}")
+    expect(page.get_by_role("heading", name="promptship policy review")).to_be_visible()
+    self_check = "Replay under the recording policies (self-check): recording"
+    expect(page.get_by_role("heading", name=self_check)).to_be_visible()
+    expect(page.get_by_role("heading", name="Outcomes per task class × model")).to_be_visible()
+    # the markdown tables are rendered as tables: header cells and body cells, not pipes in a paragraph
+    expect(page.locator("th", has_text="class × model then → now").first).to_be_visible()
+    expect(page.locator("th", has_text="USD / merged PR")).to_have_count(1)
+    expect(page.locator("td", has_text="tests × gpt-4o → mistral").first).to_be_visible()
+    outcome = page.locator("tr").filter(has=page.locator("td", has_text=re.compile(r"^29/30 \[")))
+    expect(outcome.filter(has=page.locator("td", has_text=re.compile(r"^mistral$")))).to_have_count(1)
+    assert not page.get_by_text(re.compile(r"^\| class \|")).count()  # no table left as raw markdown
+    # the chart: one PNG, loaded
+    chart = page.locator("img[src^='data:image/png']")
+    expect(chart).to_have_count(1)
+    page.wait_for_function("() => document.querySelector(\"img[src^='data:image/png']\").complete")
+    assert chart.evaluate("i => i.naturalWidth") > 0
+    _visited(page, "7-policy-review-artifact")

@@ -21,6 +21,12 @@ For every call, in this order:
    local calls priced by settings; a cloud call without a reported cost is recorded at list price and flagged
    ``cost_missing``.
 
+Exploration (the policy's ``exploration``, off by default): after step 2, a clean call that the policy routed by
+itself (``complete``, an app's calls; never the code agent's calls, which keep their run's route) may go to a
+candidate of its class instead (``routing.explore_route``: a draw from the call's key). Its reservation also has to
+fit the day's exploration budget; when it does not, or the candidate fails, the call goes as the policy decided it.
+The ledger row says ``decided_by: exploration``, the policy's own choice and the call's number in the draw's key.
+
 Streams to OpenAI-compatible backends (OpenRouter, llama.cpp) are sent as the request LiteLLM builds, by an
 httpx client on the gateway service's event loop, and relayed as the provider's SSE bytes (``_pass_through``:
 LiteLLM's per-chunk parsing was most of a stream's cost through the service); Ollama's keep LiteLLM's stream.
@@ -56,7 +62,15 @@ from promptship.domain.replay import PriceSource, RecordedDecision
 from promptship.domain.request import TaskClass, branch_for, conversation_id_for
 from promptship.domain.results import LLMCall, LLMReply, RouteDecision, RunAccess, Usage
 from promptship.domain.retrying import after_attempts, backoff_delay, retry_after_s
-from promptship.domain.routing import ModelSpec, RoutingPolicy, allowed_fallbacks, decide_route
+from promptship.domain.routing import (
+    ModelSpec,
+    RoutingPolicy,
+    allowed_fallbacks,
+    decide_route,
+    exploration_candidates,
+    exploration_key,
+    explore_route,
+)
 from promptship.errors import BudgetExceeded, ConfigError, LLMError, SensitiveDataBlocked
 from promptship.ports import AgentLLMAccess, AppLLMAccess, Scanner
 from promptship.store.ledger import CostLedger, Reservation
@@ -144,6 +158,16 @@ class _Sent:
     response: Any  # LiteLLM's response or stream, or an ``_OpenSSE`` (a pass-through stream)
     started: float  # time.monotonic() before the first request of the call
     caller: str | None = None  # the caller the policy's ``callers`` was asked about (recorded for replay)
+    explored_from: str | None = None  # an explored call: the policy's own choice
+    explore_seq: int | None = None  # an explored call: its number in the draw's key
+
+
+@dataclass(frozen=True)
+class _Exploring:
+    """A call the exploration setting sends to a candidate (internal): the policy's own decision, the call's number."""
+
+    original: RouteDecision
+    seq: int
 
 
 @dataclass
@@ -251,11 +275,14 @@ class LiteLLMGateway:
         decision = self._decide(
             messages, None, task_class=call.task_class, force_local=call.force_local, caller=call.step
         )
+        decision, exploring = self._explore(call.run_key, call.step, decision)
         params: dict[str, Any] = {}
         if call.max_tokens is not None:
             params["max_tokens"] = call.max_tokens
         deadline = time.monotonic() + call.deadline_s if call.deadline_s is not None else None
-        sent = self._send_with_policy(call.run_key, decision, messages, None, params, stream=False, deadline=deadline)
+        sent = self._send_with_policy(
+            call.run_key, decision, messages, None, params, stream=False, deadline=deadline, exploring=exploring
+        )
         sent.caller = call.step
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(call.run_key, call.step, sent, usage)
@@ -326,8 +353,10 @@ class LiteLLMGateway:
         """One OpenAI-format chat completion for the run of ``access``; returns the OpenAI-format response."""
         messages, tools, params = _split_body(body)
         step = access.caller or step  # an app's calls are recorded under its caller
-        decision = self._decide_for_run(access, messages, tools)
-        sent = self._send_with_policy(access.run_key, decision, messages, tools, params, stream=False)
+        decision, exploring = self._explore_app(access, step, self._decide_for_run(access, messages, tools))
+        sent = self._send_with_policy(
+            access.run_key, decision, messages, tools, params, stream=False, exploring=exploring
+        )
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(access.run_key, step, sent, usage)
         out = sent.response.model_dump(mode="json", exclude_none=True)
@@ -356,8 +385,10 @@ class LiteLLMGateway:
         prompt_tokens = self._prompt_tokens(messages, tools)
 
         def open_stream() -> _Sent:  # the policy in a worker thread (the ledger is blocking); I/O on the loop
-            decision = self._decide_for_run(access, messages, tools)
-            return self._send_with_policy(access.run_key, decision, messages, tools, params, stream=True, loop=loop)
+            decision, exploring = self._explore_app(access, step, self._decide_for_run(access, messages, tools))
+            return self._send_with_policy(
+                access.run_key, decision, messages, tools, params, stream=True, loop=loop, exploring=exploring
+            )
 
         sent = await anyio.to_thread.run_sync(open_stream)
         if isinstance(sent.response, _OpenSSE):
@@ -384,6 +415,30 @@ class LiteLLMGateway:
             local_available=self.local_available,
             caller=caller,
         )
+
+    def _explore(self, run_key: str, step: str, decision: RouteDecision) -> tuple[RouteDecision, _Exploring | None]:
+        """The exploration setting's say on a call the policy decided (``routing.explore_route``). Off, or a call
+        that cannot be explored: the decision as it is, and no ledger read."""
+        if not exploration_candidates(self.policy, decision):
+            return decision, None
+        seq = self.ledger.step_calls(run_key, step)
+        explored = explore_route(
+            decision,
+            policy=self.policy,
+            key=exploration_key(run_key, step, seq),
+            local_available=self.local_available,
+        )
+        if explored is None:
+            return decision, None
+        return explored, _Exploring(original=decision, seq=seq)
+
+    def _explore_app(
+        self, access: RunAccess, step: str, decision: RouteDecision
+    ) -> tuple[RouteDecision, _Exploring | None]:
+        """An app's calls are routed one by one and may be explored; a run's (the code agent's) keep its route."""
+        if access.caller is None:
+            return decision, None
+        return self._explore(access.run_key, step, decision)
 
     def _decide_for_run(
         self, access: RunAccess, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
@@ -478,7 +533,20 @@ class LiteLLMGateway:
         stream: bool,
         loop: asyncio.AbstractEventLoop | None = None,
         deadline: float | None = None,
+        exploring: _Exploring | None = None,
     ) -> _Sent:
+        if exploring is not None:
+            explored = self._send_explored(
+                run_key, decision, exploring, messages, tools, params, stream=stream, loop=loop, deadline=deadline
+            )
+            if explored is not None:
+                return explored
+            decision = exploring.original.model_copy(
+                update={"reason": f"{exploring.original.reason}; exploration of {decision.model} not made or failed"}
+            )
+            return self._send_with_policy(
+                run_key, decision, messages, tools, params, stream=stream, loop=loop, deadline=deadline
+            )
         chain = self._chain(decision)
         if not chain:
             raise SensitiveDataBlocked(
@@ -539,6 +607,47 @@ class LiteLLMGateway:
             scope=check.scope or "day",
             limit_usd=check.limit_usd,
             spent_usd=check.spent_usd,
+        )
+
+    def _send_explored(
+        self,
+        run_key: str,
+        decision: RouteDecision,
+        exploring: _Exploring,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None,
+        params: Mapping[str, Any],
+        *,
+        stream: bool,
+        loop: asyncio.AbstractEventLoop | None,
+        deadline: float | None,
+    ) -> _Sent | None:
+        """An explored call on its candidate, reserved against the run's, the day's and the exploration budget;
+        None when a budget refuses it or the candidate fails (the caller sends it as the policy decided)."""
+        started = time.monotonic()
+        spec = self.policy.spec(decision.model)
+        reservation = self.ledger.reserve(
+            run_key,
+            spec.mode,
+            self._estimate(spec, messages, tools, params),
+            exploration_cap_usd=self.policy.exploration.budget_usd_per_day,
+        )
+        if not reservation.check.ok:
+            return None
+        try:
+            response = self._send(spec, messages, tools, params, stream=stream, loop=loop, deadline=deadline)
+        except _GroupFailed:
+            self.ledger.release(reservation)
+            return None
+        return _Sent(
+            decision,
+            spec,
+            reservation,
+            fallback_used=False,
+            response=response,
+            started=started,
+            explored_from=exploring.original.model,
+            explore_seq=exploring.seq,
         )
 
     def _send(
@@ -779,6 +888,9 @@ class LiteLLMGateway:
             price_source=source,
             local_rate_per_1k_usd=self.local_cost_per_1k_tokens_usd,
             policy_hash=self._policy_hash,
+            decided_by="exploration" if sent.explored_from is not None else "policy",
+            explored_from=sent.explored_from,
+            explore_seq=sent.explore_seq,
         )
 
     def _estimated_usage(self, spec: ModelSpec, prompt_tokens: int, chunks: int) -> Usage:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from promptship.domain.results import LLMMode
 from promptship.errors import ConfigError
 
-BudgetScope = Literal["run", "day"]
+BudgetScope = Literal["run", "day", "exploration"]
 OverBudget = Literal["reroute_local", "refuse"]
 
 

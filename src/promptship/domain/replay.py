@@ -9,6 +9,11 @@ prompt, never a matched value. From it:
   a candidate policy each call is replayed under the policy that recorded it (by hash): the self-check, which
   must come out exact. Calls that cannot be decided again (recorded before migration 0008, a fallback or an
   over-budget reroute, a cost that was an estimate) are reported as unknowable, not guessed.
+- explored calls (``routing.explore_route``: the exploration setting sent them to a candidate): under the
+  recording policy the self-check re-derives the exploration (the draw from the call's key, the candidate, the
+  model the policy itself would have chosen) and re-prices them; they are also reported apart (``explored``).
+  Under a candidate policy they are decided by its routing like any call: its own exploration is not simulated
+  (which calls it would take depends on its budget at that moment).
 - ``privacy_violations``: a candidate that would send a sensitive call to the cloud is refused, naming the rule.
 - ``outcome_table`` / ``suggest_policy``: per task class × model, how attempts ended, with Wilson intervals, and
   the cheapest model per class whose lower bound meets a floor (sensitive ⇒ local never changes).
@@ -26,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptship.domain.request import TaskClass
-from promptship.domain.routing import TASK_CLASSES, RoutingPolicy, route_class
+from promptship.domain.routing import TASK_CLASSES, RoutingPolicy, exploration_key, explore_route, route_class
 from promptship.errors import ConfigError, SensitiveDataBlocked
 
 PriceSource = Literal["provider", "list", "local", "estimate"]
@@ -61,6 +66,11 @@ class RecordedDecision(BaseModel):
     price_source: PriceSource = "list"
     local_rate_per_1k_usd: float = 0.0
     policy_hash: str
+    decided_by: Literal["policy", "exploration"] = Field(
+        default="policy", description="The policy's own choice, or the exploration setting's candidate."
+    )
+    explored_from: str | None = Field(default=None, description="An explored call: the policy's own choice.")
+    explore_seq: int | None = Field(default=None, description="An explored call: its number in the draw's key.")
 
 
 class RecordedCall(BaseModel):
@@ -229,6 +239,11 @@ class ReplayReport(BaseModel):
         "Kept at the provider's figure while the model stays; re-priced at list price when it changes.",
     )
     unknowable: dict[str, int] = Field(default_factory=dict, description="Reason → calls (recorded cost kept).")
+    explored: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="Calls the exploration setting sent to a candidate: count and recorded cost (also counted in "
+        "the totals). The self-check re-derives their exploration; a candidate policy decides them by its routing.",
+    )
     per_day: dict[str, CellCost] = Field(default_factory=dict)
     per_class_model: dict[str, CellCost] = Field(default_factory=dict, description="'class × then → now'.")
     runs_over_budget: list[dict[str, Any]] = Field(default_factory=list)
@@ -275,6 +290,7 @@ def replay(
     provider = {"calls": 0, "cost_recorded_usd": 0.0, "cost_at_list_usd": 0.0}
     for call in calls:
         out.append(_replay_one(call, policies, candidate, pricer, mismatches, provider))
+    explored = [c for c in calls if c.decision is not None and c.decision.decided_by == "exploration"]
     report = ReplayReport(
         policy=candidate_name,
         calls=len(calls),
@@ -286,6 +302,9 @@ def replay(
         self_check="not applicable" if candidate is not None else ("failed" if mismatches else "ok"),
         self_check_detail=mismatches[:20],
         provider_priced={k: round(v, 10) if isinstance(v, float) else v for k, v in provider.items()},
+        explored={"calls": len(explored), "cost_recorded_usd": round(sum(c.cost_usd for c in explored), 10)}
+        if explored
+        else {},
     )
     unknowable: dict[str, int] = defaultdict(int)
     per_day: dict[str, CellCost] = defaultdict(CellCost)
@@ -367,6 +386,16 @@ def _replay_one(
     except SensitiveDataBlocked:
         return unknown("unknowable (the policy has no local model for a local-only call)")
     group, mode = decided.model, decided.mode
+    if d.decided_by == "exploration" and candidate is None:
+        # the recording policy explored it: derive that again (draw, candidate, the policy's own choice)
+        key = exploration_key(call.run_key, call.step, d.explore_seq or 0)
+        explored = explore_route(decided, policy=policy, key=key)
+        if d.explored_from != decided.model:
+            mismatches.append(f"call {call.id}: explored from {d.explored_from}, the policy decides {decided.model}")
+        if explored is None:
+            mismatches.append(f"call {call.id}: recorded as explored, the recording policy does not explore it")
+        else:
+            group, mode = explored.model, explored.mode
     cost_now, _how = price_call(
         policy, group, call.prompt_tokens, call.completion_tokens, d.local_rate_per_1k_usd, pricer
     )
@@ -582,5 +611,6 @@ def suggest_policy(
         callers=policy.callers,
         max_retries=policy.max_retries,
         timeout_s=policy.timeout_s,
+        exploration=policy.exploration,
     ).validated()
     return suggested, choices

@@ -15,6 +15,12 @@ OpenAI-compatible llama.cpp server (``backend``); ``callers`` sends the local ca
 as ``open_pull_request``, the chat app's ``chat``) to a group of its own. The one invariant no configuration can break:
 a call that carries sensitive data (or is forced local) only ever goes to a local model — otherwise it is
 refused with ``SensitiveDataBlocked``; a fallback never moves it to the cloud.
+
+``exploration`` (off by default) sends a small share of the *clean* calls of a class to one of that class's
+candidate models, to gather outcome evidence (``explore_route``): a draw from a hash of the call's key (the
+attempt, the step and the call's number in it) against ``share``, so that the same call is decided the same way
+again and ``replay`` can re-derive it. Sensitive and local-only calls are never explored; the gateway stops
+exploring when its daily budget is spent.
 """
 
 from __future__ import annotations
@@ -81,6 +87,35 @@ def _local(name: str) -> ModelSpec:
     return ModelSpec(name=name, litellm_model=f"ollama_chat/{name}", mode="local")
 
 
+class Exploration(BaseModel):
+    """The exploration setting: off by default. While on, a ``share`` of the clean calls of a class that has
+    ``candidates`` go to one of them instead of the class's model, until ``budget_usd_per_day`` is spent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=False, description="Explore at all (off by default).")
+    share: float = Field(default=0.05, ge=0, le=1, description="Share of the eligible calls sent to a candidate.")
+    budget_usd_per_day: float = Field(
+        default=0.5, ge=0, description="Most the explored calls may cost per ledger day (USD), reservations included."
+    )
+    candidates: dict[TaskClass, list[str]] = Field(
+        default_factory=dict,
+        description="Task class → model groups to try for it (never for 'sensitive'). A class stated by the caller "
+        "explores only its own candidates.",
+    )
+
+
+def exploration_draw(key: str) -> float:
+    """A number in [0, 1) from ``key`` alone (SHA-256): the same call key always draws the same number."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def exploration_key(run_key: str, step: str, seq: int) -> str:
+    """The key of a call for the draw: its attempt (the ledger's run), its step and its number among that
+    step's calls in the attempt (0, 1, …)."""
+    return f"{run_key}/{step}/{seq}"
+
+
 def normalize_model_name(name: str) -> str:
     """'code llama' → 'codellama', 'Llama3' → 'llama3' (the seed's ConfigMap spells names loosely)."""
     return re.sub(r"\s+", "", name.strip().lower())
@@ -101,6 +136,7 @@ class RoutingPolicy(BaseModel):
     )
     max_retries: int = Field(default=3, ge=0, description="Retries per call (llm-config max_retries).")
     timeout_s: float = Field(default=30.0, gt=0, description="Timeout per call (llm-config timeout_seconds).")
+    exploration: Exploration = Field(default_factory=Exploration, description="Off by default (see Exploration).")
 
     # --- construction -------------------------------------------------------------------------------------
 
@@ -157,6 +193,7 @@ class RoutingPolicy(BaseModel):
         callers: {open_pull_request: smollm2}   # its local calls go to smollm2
         max_retries: 2
         timeout_s: 60
+        exploration: {enabled: true, share: 0.05, budget_usd_per_day: 0.5, candidates: {tests: [qwen]}}
         ```
         """
         try:
@@ -166,7 +203,7 @@ class RoutingPolicy(BaseModel):
         if not isinstance(data, dict):
             raise ConfigError("routing policy YAML must be a mapping with models/classes/fallbacks")
         data = cast(dict[str, Any], data)
-        unknown = set(data) - {"models", "classes", "fallbacks", "callers", "max_retries", "timeout_s"}
+        unknown = set(data) - {"models", "classes", "fallbacks", "callers", "max_retries", "timeout_s", "exploration"}
         if unknown:
             raise ConfigError(f"routing policy YAML: unknown keys {sorted(unknown)}")
         start = base or cls.default()
@@ -194,6 +231,17 @@ class RoutingPolicy(BaseModel):
             raise ConfigError("routing policy YAML: callers must map a caller (step name) to a local model group")
         for caller, group in cast(dict[Any, Any], raw_callers).items():
             callers[str(caller)] = str(group)
+        exploration = start.exploration
+        raw_exploration = data.get("exploration")
+        if raw_exploration is not None:
+            if not isinstance(raw_exploration, dict):
+                raise ConfigError("routing policy YAML: exploration must be a mapping (enabled, share, …)")
+            try:
+                exploration = Exploration.model_validate(
+                    {**start.exploration.model_dump(), **cast(dict[str, Any], raw_exploration)}
+                )
+            except ValidationError as exc:
+                raise ConfigError(f"routing policy YAML: exploration is invalid: {_first_error(exc)}") from None
         try:
             policy = cls(
                 models=models,
@@ -202,6 +250,7 @@ class RoutingPolicy(BaseModel):
                 callers=callers,
                 max_retries=data.get("max_retries", start.max_retries),
                 timeout_s=data.get("timeout_s", start.timeout_s),
+                exploration=exploration,
             )
         except ValidationError as exc:
             raise ConfigError(f"routing policy YAML is invalid: {_first_error(exc)}") from None
@@ -248,6 +297,8 @@ class RoutingPolicy(BaseModel):
             else:
                 fallbacks[group] = [g for g in fallbacks[group] if g in models]
         callers = {c: g for c, g in self.callers.items() if g in models}
+        candidates = {k: [g for g in gs if g in models] for k, gs in self.exploration.candidates.items()}
+        exploration = self.exploration.model_copy(update={"candidates": {k: gs for k, gs in candidates.items() if gs}})
         try:
             if (r := values.get("max_retries")) is not None:
                 retries = int(r)
@@ -263,6 +314,7 @@ class RoutingPolicy(BaseModel):
                 callers=callers,
                 max_retries=retries,
                 timeout_s=timeout,
+                exploration=exploration,
             )
         except ValidationError as exc:
             raise ConfigError(f"llm-config values are invalid: {_first_error(exc)}") from None
@@ -296,7 +348,22 @@ class RoutingPolicy(BaseModel):
             raise ConfigError(
                 f"routing policy: the sensitive class must map to a local model, not {self.classes['sensitive']!r}"
             )
+        for klass, groups in self.exploration.candidates.items():
+            if klass == "sensitive":
+                raise ConfigError(
+                    "routing policy: exploration.candidates.sensitive is not allowed: sensitive calls are never "
+                    "explored (they stay on the local models the privacy rule names)"
+                )
+            for group in groups:
+                if group not in self.models:
+                    raise ConfigError(
+                        f"routing policy: exploration.candidates.{klass} names unknown model group {group!r}"
+                    )
         return self
+
+    def with_exploration(self, exploration: Exploration) -> RoutingPolicy:
+        """This policy with another exploration setting (checked like the rest)."""
+        return self.model_copy(update={"exploration": exploration}).validated()
 
     def to_yaml(self) -> str:
         """The whole policy as YAML that ``from_yaml`` reads back to an equal policy (for export and replay)."""
@@ -310,6 +377,9 @@ class RoutingPolicy(BaseModel):
             "max_retries": self.max_retries,
             "timeout_s": self.timeout_s,
         }
+        if self.exploration != Exploration():
+            # only when set: a policy without exploration keeps the hash it had before the setting existed
+            data["exploration"] = self.exploration.model_dump(mode="json")
         return yaml.safe_dump(data, sort_keys=False)
 
     def fingerprint(self) -> str:
@@ -637,3 +707,41 @@ def allowed_fallbacks(policy: RoutingPolicy, group: str, sensitive: bool) -> lis
     if sensitive:
         chain = [g for g in chain if policy.is_local(g)]
     return chain
+
+
+# --- exploration ----------------------------------------------------------------------------------------
+
+
+def exploration_candidates(policy: RoutingPolicy, decision: RouteDecision) -> list[str]:
+    """The candidates a call decided as ``decision`` may be explored on: none when exploration is off, when the
+    call is sensitive or local-only (or of the sensitive class), or when it fell back; else its class's
+    candidates other than the model the policy chose."""
+    ex = policy.exploration
+    if not ex.enabled or ex.share <= 0:
+        return []
+    if decision.sensitive or decision.findings or decision.forced_local or decision.task_class == "sensitive":
+        return []
+    return [g for g in ex.candidates.get(decision.task_class, []) if g != decision.model and g in policy.models]
+
+
+def explore_route(
+    decision: RouteDecision, *, policy: RoutingPolicy, key: str, local_available: bool | Collection[str] = True
+) -> RouteDecision | None:
+    """The explored decision for a call the policy decided as ``decision``, or None (not explored): the draw of
+    ``key`` is below ``share`` and the class has a candidate (``exploration_candidates``); which candidate is a
+    second draw of the same key. A local candidate that is not up is not explored. The budget is the gateway's
+    to enforce (the ledger's reservations)."""
+    candidates = exploration_candidates(policy, decision)
+    if not candidates or exploration_draw(key) >= policy.exploration.share:
+        return None
+    group = candidates[int(exploration_draw(key + "#candidate") * len(candidates))]
+    if not _available(group, policy, local_available):
+        return None
+    spec = policy.spec(group)
+    return decision.model_copy(
+        update={
+            "model": group,
+            "mode": spec.mode,
+            "reason": f"{decision.reason}; exploration: {group} ({spec.mode}) instead of {decision.model}",
+        }
+    )

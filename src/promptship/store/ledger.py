@@ -83,6 +83,11 @@ class LLMCallRow(Base):
     price_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # provider | list | local | estimate
     local_rate_per_1k_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Exploration (migration 0010; NULL: decided by the policy): who chose the model, the policy's own choice of an
+    # explored call, and the call's number in the key of the exploration draw.
+    decided_by: Mapped[str | None] = mapped_column(String(16), nullable=True)  # policy | exploration
+    explored_from: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    explore_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class RoutingPolicyRow(Base):
@@ -107,6 +112,7 @@ class LLMReservationRow(Base):
     amount_usd: Mapped[float] = mapped_column(Float)
     created_epoch: Mapped[float] = mapped_column(Float, index=True)
     state: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    exploration: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # for an explored call (0010)
 
 
 class LLMRunRow(Base):
@@ -174,6 +180,9 @@ def _decision_columns(d: RecordedDecision | None) -> dict[str, Any]:
         "price_source": d.price_source,
         "local_rate_per_1k_usd": d.local_rate_per_1k_usd,
         "policy_hash": d.policy_hash,
+        "decided_by": d.decided_by,
+        "explored_from": d.explored_from,
+        "explore_seq": d.explore_seq,
     }
 
 
@@ -296,8 +305,12 @@ class CostLedger:
         return RunAccess(run_key=row.run_key, decision=decision, caller=row.caller, budget_usd=row.budget_usd)
 
     # ---- reservations -----------------------------------------------------------------------------------
-    def reserve(self, run_key: str, mode: LLMMode, estimate_usd: float) -> Reservation:
+    def reserve(
+        self, run_key: str, mode: LLMMode, estimate_usd: float, *, exploration_cap_usd: float | None = None
+    ) -> Reservation:
         """Set ``estimate_usd`` aside for a call of ``run_key`` if it fits the run's cap and (cloud) the day's.
+        ``exploration_cap_usd``: the call is an explored one, and must also fit the day's exploration budget
+        (explored calls recorded today plus open reservations for explored calls).
 
         Atomic: the sums and the insert happen under one database lock."""
         day = self.today()
@@ -316,6 +329,16 @@ class CostLedger:
                     day_cloud_spent_usd=day_spent,
                     day_cloud_cap_usd=self.cloud_daily_usd,
                 )
+                if check.ok and exploration_cap_usd is not None:
+                    explored = self._explored_spent(conn, day=day, now=now)
+                    if explored + estimate_usd > exploration_cap_usd + 1e-12:
+                        check = BudgetCheck(
+                            ok=False,
+                            estimate_usd=estimate_usd,
+                            scope="exploration",
+                            limit_usd=exploration_cap_usd,
+                            spent_usd=explored,
+                        )
                 if not check.ok:
                     conn.rollback()
                     return Reservation(check=check, mode=mode)
@@ -329,6 +352,7 @@ class CostLedger:
                         amount_usd=estimate_usd,
                         created_epoch=now,
                         state="open",
+                        exploration=True if exploration_cap_usd is not None else None,
                     )
                 )
                 conn.commit()
@@ -450,7 +474,36 @@ class CostLedger:
             held = held.where(LLMReservationRow.mode == mode)
         return float(conn.execute(calls).scalar() or 0.0) + float(conn.execute(held).scalar() or 0.0)
 
+    def _explored_spent(self, conn: Connection, *, day: str, now: float) -> float:
+        calls = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0)).where(
+            LLMCallRow.day == day, LLMCallRow.decided_by == "exploration"
+        )
+        held = select(func.coalesce(func.sum(LLMReservationRow.amount_usd), 0.0)).where(
+            LLMReservationRow.state == "open",
+            LLMReservationRow.created_epoch > now - self.reservation_ttl_s,
+            LLMReservationRow.day == day,
+            LLMReservationRow.exploration.is_(True),
+        )
+        return float(conn.execute(calls).scalar() or 0.0) + float(conn.execute(held).scalar() or 0.0)
+
     # ---- reading ----------------------------------------------------------------------------------------
+    def step_calls(self, run_key: str, step: str) -> int:
+        """How many calls of ``step`` the run has recorded (an explored call's number in its draw's key)."""
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(LLMCallRow)
+            value = conn.execute(query.where(LLMCallRow.run_key == run_key, LLMCallRow.step == step)).scalar()
+        return int(value or 0)
+
+    def explored_spend_usd(self, day: str | None = None) -> float:
+        """What explored calls recorded on ``day`` (default: today) cost."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0)).where(
+                    LLMCallRow.day == (day or self.today()), LLMCallRow.decided_by == "exploration"
+                )
+            ).scalar()
+        return round(float(value or 0.0), 10)
+
     def run_cost_usd(self, run_key: str) -> float:
         """What the run's finished calls cost (reservations in flight not included)."""
         with self.engine.connect() as conn:

@@ -42,6 +42,9 @@ def recorded_calls(engine: Engine, *, since: date | None = None) -> list[Recorde
                 price_source=cast(PriceSource, m["price_source"] or "list"),
                 local_rate_per_1k_usd=float(m["local_rate_per_1k_usd"] or 0.0),
                 policy_hash=m["policy_hash"],
+                decided_by="exploration" if m["decided_by"] == "exploration" else "policy",
+                explored_from=m["explored_from"],
+                explore_seq=m["explore_seq"],
             )
         out.append(
             RecordedCall(
