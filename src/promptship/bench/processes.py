@@ -60,10 +60,12 @@ class Batch:
     mode: Literal["sequential", "concurrent"]
     wall_s: float
     runs: list[RunTiming] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # submissions the server refused (no run was created)
 
     @property
     def errors(self) -> list[str]:
-        return [f"{r.state}: {r.message[:160]}" for r in self.runs if r.state != "Completed"]
+        ended = [f"{r.state}: {r.message[:160]}" for r in self.runs if r.state != "Completed"]
+        return [f"submission refused: {e}" for e in self.refused] + ended
 
     def phase_medians(self) -> dict[str, float]:
         def med(values: list[float]) -> float:
@@ -100,32 +102,42 @@ class ProcessPlatform:
         previous one ended, in ``concurrent`` mode all at once. The wall runs from the first submission to the
         moment the last run was seen final. A run still not final after ``timeout_s`` raises TimeoutError."""
         from prefect.client.orchestration import get_client
+        from prefect.exceptions import PrefectHTTPStatusError
 
         deployment_id = self.deployment_ids[deployment]
         submitted: dict[uuid.UUID, float] = {}
+        refused: list[str] = []
         with get_client(sync_client=True) as client:
 
-            def submit(params: dict[str, Any]) -> uuid.UUID:
-                run = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+            def submit(params: dict[str, Any]) -> list[uuid.UUID]:
+                try:
+                    run = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+                except PrefectHTTPStatusError as exc:  # an overloaded server (503): counted, not fatal
+                    refused.append(f"HTTP {exc.response.status_code}")
+                    return []
                 submitted[run.id] = time.time()
-                return run.id
+                return [run.id]
 
             t0 = time.perf_counter()
+            ids: list[uuid.UUID] = []
             if mode == "concurrent":
-                ids = [submit(p) for p in parameters]
+                for p in parameters:
+                    ids += submit(p)
                 self._until_final(client, ids, timeout_s)
             else:
-                ids = []
                 for p in parameters:
-                    ids.append(submit(p))
-                    self._until_final(client, ids[-1:], timeout_s)
+                    one = submit(p)
+                    ids += one
+                    self._until_final(client, one, timeout_s)
             wall = time.perf_counter() - t0
             runs = [_timing(client, run_id, submitted[run_id]) for run_id in ids]
-        return Batch(mode=mode, wall_s=wall, runs=runs)
+        return Batch(mode=mode, wall_s=wall, runs=runs, refused=refused)
 
     def _until_final(self, client: Any, ids: list[uuid.UUID], timeout_s: float) -> None:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+        if not ids:
+            return
         deadline = time.monotonic() + timeout_s
         while True:
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids))
