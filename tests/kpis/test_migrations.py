@@ -90,3 +90,35 @@ def test_rows_of_a_store_made_before_attempts_read_as_attempt_1(tmp_path: Path):
     assert facts.rolled_back and facts.time_to_restore_s == 4.5
     with engine.connect() as conn:
         assert conn.execute(text("SELECT run_key FROM llm_runs")).scalar() == f"{key}-a1"
+
+
+def test_a_store_at_head_opens_without_the_migration_lock_one_behind_waits_for_it(tmp_path: Path):
+    """Every flow-run process opens the store: an up-to-date one must not queue behind the upgrade lock (a burst
+    of runs paid ~1 s each, one after another, for nothing); a store behind head still upgrades under the lock."""
+    import fcntl
+    import threading
+
+    from promptship.store.migrate import at_head
+
+    current = make_engine(f"sqlite:///{tmp_path / 'current.db'}")
+    upgrade(current)
+    behind = make_engine(f"sqlite:///{tmp_path / 'behind.db'}")
+    upgrade(behind, "0008")
+    assert at_head(current) and not at_head(behind)
+
+    locks = [open(tmp_path / f"{name}.migrate.lock", "w") for name in ("current", "behind")]  # noqa: SIM115
+    for fh in locks:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # another process is migrating both stores
+    try:
+        done = {name: threading.Event() for name in ("current", "behind")}
+        for name, engine in (("current", current), ("behind", behind)):
+            threading.Thread(target=lambda e=engine, n=name: (upgrade(e), done[n].set()), daemon=True).start()
+        assert done["current"].wait(30)
+        assert not done["behind"].wait(1.0)  # held by the lock, not upgraded around it
+        assert not at_head(behind)
+    finally:
+        for fh in locks:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+    assert done["behind"].wait(60)
+    assert at_head(behind) and pending_differences(behind) == []

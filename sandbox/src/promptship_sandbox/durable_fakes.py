@@ -336,13 +336,21 @@ class _Ports(Ports):
         return limits if self.lease_ttl_s is None else limits.model_copy(update={"lease_ttl_s": self.lease_ttl_s})
 
 
-def durable_services(directory: Path, settings: Settings | None = None, *, lease_ttl_s: float | None = None) -> Ports:
+def durable_services(
+    directory: Path,
+    settings: Settings | None = None,
+    *,
+    lease_ttl_s: float | None = None,
+    database_url: str | None = None,
+) -> Ports:
+    """The durable fakes under ``directory`` with the store at ``database_url`` (SQLite under ``directory`` when
+    empty: the settings' own database URL is never used, so a test's store is its own)."""
     from promptship.wiring import build_store
     from promptship_sandbox.fakes import FakeCompileChecker
 
     state = JsonState(directory)
     settings = settings or Settings()
-    settings = settings.model_copy(update={"home": directory / "home", "database_url": None})
+    settings = settings.model_copy(update={"home": directory / "home", "database_url": database_url})
     settings.health.url = "http://127.0.0.1:9/health"
     store = build_store(settings)
     ports = _Ports(
@@ -360,8 +368,12 @@ def durable_services(directory: Path, settings: Settings | None = None, *, lease
 
 
 def services_from_env(settings: Settings) -> Ports:
-    """The ``PROMPTSHIP_SERVICES_FACTORY`` entry point for subprocesses."""
+    """The ``PROMPTSHIP_SERVICES_FACTORY`` entry point for subprocesses (``PROMPTSHIP_TEST_DATABASE_URL``: the
+    store's database, when not SQLite under the fakes' directory)."""
     ttl = os.environ.get("PROMPTSHIP_TEST_LEASE_TTL_S")
     return durable_services(
-        Path(os.environ["PROMPTSHIP_TEST_FAKES_DIR"]), settings, lease_ttl_s=float(ttl) if ttl else None
+        Path(os.environ["PROMPTSHIP_TEST_FAKES_DIR"]),
+        settings,
+        lease_ttl_s=float(ttl) if ttl else None,
+        database_url=os.environ.get("PROMPTSHIP_TEST_DATABASE_URL") or None,
     )

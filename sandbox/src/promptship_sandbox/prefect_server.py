@@ -1,5 +1,6 @@
-"""A throw-away Prefect server: ``prefect server start`` on 127.0.0.1 with SQLite under its own PREFECT_HOME,
-stopped by the PID this program started (used by the demo, the flow benchmark and the deployment tests);
+"""A throw-away Prefect server: ``prefect server start`` on 127.0.0.1 with SQLite under its own PREFECT_HOME (or on
+a PostgreSQL database), stopped by the PID this program started (used by the demo, the flow benchmark and the
+deployment tests);
 ``deploy_project`` registers a checkout's ``prefect.yaml`` deployments on it and ``running_worker`` runs them.
 """
 
@@ -85,16 +86,25 @@ def _copy_sqlite(source: Path, dest: Path) -> None:
 
 
 def start_prefect_server(
-    home: Path, *, port: int | None = None, ui: bool = False, timeout_s: float = 90
+    home: Path,
+    *,
+    port: int | None = None,
+    ui: bool = False,
+    timeout_s: float = 90,
+    database_url: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> PrefectServer:
-    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home``; return once /api/health answers.
+    """Start ``prefect server start`` on 127.0.0.1 with SQLite under ``home`` (or the database at
+    ``database_url``, e.g. ``postgresql+asyncpg://user@127.0.0.1:5432/prefect``); return once /api/health answers.
+    ``env`` adds server settings (``PREFECT_SERVER_…``).
 
-    A new database starts as a copy of the cached migrated one (made by the first server of this Prefect
-    version), so the server does not spend its start-up on migrations."""
+    A new SQLite database starts as a copy of the cached migrated one (made by the first server of this Prefect
+    version), so the server does not spend its start-up on migrations; another database is migrated by the
+    server as it starts."""
     home.mkdir(parents=True, exist_ok=True)
     db = home / "prefect.db"
     template = _template_db()
-    fresh = not db.exists()
+    fresh = database_url is None and not db.exists()
     if fresh and template.exists():
         _copy_sqlite(template, db)
     port = port or free_port()
@@ -105,9 +115,10 @@ def start_prefect_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{db}",
         # the UI's pages call this API: without it they name the default port 4200 ("Can't connect")
         "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        **(env or {}),
     }
     env.pop("PREFECT_API_URL", None)
     cmd = [_prefect_bin(), "server", "start", "--host", "127.0.0.1"]
@@ -134,8 +145,16 @@ def start_prefect_server(
 
 
 @contextmanager
-def running_prefect_server(home: Path, *, ui: bool = False) -> Iterator[PrefectServer]:
-    server = start_prefect_server(home, ui=ui)
+def running_prefect_server(
+    home: Path,
+    *,
+    ui: bool = False,
+    database_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 90,
+) -> Iterator[PrefectServer]:
+    """``start_prefect_server`` for the block's duration; stopped by its PID."""
+    server = start_prefect_server(home, ui=ui, database_url=database_url, env=env, timeout_s=timeout_s)
     try:
         yield server
     finally:

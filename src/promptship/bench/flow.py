@@ -1,161 +1,230 @@
-"""The dev-cycle flow's own overhead, on one temporary Prefect server (``prefect server start``, SQLite).
+"""Many runs at once, for each database: SQLite (Prefect's server and the store on SQLite files) and PostgreSQL
+(Prefect's server and the store on a throw-away PostgreSQL 15, ``promptship_sandbox.postgres``).
 
-- sequential: a full ``dev_cycle`` run with instant in-process fakes (a fresh request each time, the real
-  SQLite store) beside a bare Prefect flow chaining the same number of no-op tasks, and the same chain with
-  persisted, key-cached results (what durability costs), interleaved in the same process;
-- concurrent: 5 and 10 dev-cycle runs at once (threads of one process against the one server), with every
-  error they hit.
+On each, on one temporary Prefect server:
+
+- **flow-run processes** (the figure that counts: what users run): N dev-cycle runs with the cross-process
+  instant fakes, then N runs of a bare Prefect chain of the same length (``promptship/bench/chain.py``), each
+  through its deployment and one process worker (``promptship.bench.processes``) — first really one after another
+  (each submitted once the previous one ended), then all at once. ``R = concurrent wall / sequential wall``; the
+  median phases of a run (worker claim, flow-run process start-up, flow body) say where the time went;
+- **threads of one process**: the same N dev_cycle and bare-chain runs in this process, one after another and as
+  N threads at once;
+- a burst of ``PROMPTSHIP_BENCH_FLOW_BURST`` (50) dev-cycle runs at once through the worker, with every error;
+- the suspend figures (``promptship.bench.suspend``) on the same server and store.
+
+``PROMPTSHIP_BENCH_FLOW_RUNS`` (10) sets N, ``PROMPTSHIP_BENCH_FLOW_DATABASES`` (``sqlite,postgresql``) the
+databases, ``PROMPTSHIP_BENCH_SUSPEND_RUNS`` (10; 0 skips) the suspend runs. The load average (1 min) is printed
+beside each figure: the machine is shared, so compare ratios taken in one run.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
-import statistics
 import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from promptship.bench.stats import percentile
-
-RUNS = int(os.environ.get("PROMPTSHIP_BENCH_FLOW_RUNS", "20"))
-WARMUP = 2
-CONCURRENCY = (5, 10)
-# tasks of a happy run: route, generate_code, compile_check, open_pull_request, wait_for_ci, merge,
-# wait_for_image, roll_out, check_health, report
-CHAIN = 10
+RUNS = int(os.environ.get("PROMPTSHIP_BENCH_FLOW_RUNS", "10"))
+BURST = int(os.environ.get("PROMPTSHIP_BENCH_FLOW_BURST", "50"))
+DATABASES = [d.strip() for d in os.environ.get("PROMPTSHIP_BENCH_FLOW_DATABASES", "sqlite,postgresql").split(",")]
+SUSPEND_RUNS = int(os.environ.get("PROMPTSHIP_BENCH_SUSPEND_RUNS", "10"))
 
 
-def _fmt(values: list[float]) -> str:
-    return (
-        f"median {statistics.median(values) * 1000:7.1f} ms  p95 {percentile(values, 95) * 1000:7.1f} ms  "
-        f"(n={len(values)})"
-    )
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+@dataclass(frozen=True)
+class Databases:
+    """Where one database's measurements keep Prefect's server and promptship's store."""
+
+    name: str
+    prefect_url: str | None  # None: SQLite under the server's home
+    store_url: str | None  # None: SQLite under the fakes' directory
+    store_key: str | None
 
 
 def run() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # 40+ runs: their INFO lines drown the figures
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # 100+ runs: their INFO lines drown the figures
+    for name in DATABASES:
+        with tempfile.TemporaryDirectory(prefix=f"promptship-bench-flow-{name}-") as tmp, ExitStack() as stack:
+            databases = stack.enter_context(_databases(name, Path(tmp)))
+            if databases is None:
+                continue
+            _on(databases, Path(tmp))
+
+
+@contextmanager
+def _databases(name: str, tmp: Path) -> Iterator[Databases | None]:
+    if name == "sqlite":
+        yield Databases("sqlite", None, None, None)
+        return
+    if name != "postgresql":
+        raise ValueError(f"PROMPTSHIP_BENCH_FLOW_DATABASES: unknown database {name!r} (sqlite, postgresql)")
+    from cryptography.fernet import Fernet
+
+    from promptship_sandbox.postgres import postgres_installed, running_postgres
+
+    ok, why = postgres_installed()
+    if not ok:
+        print(f"   postgresql: skipped ({why})")
+        yield None
+        return
+    with running_postgres(tmp / "postgres") as pg:
+        store_url = pg.create_database("store")
+        prefect_url = pg.create_database("prefect").replace("postgresql+psycopg://", "postgresql+asyncpg://")
+        print(f"   postgresql: PostgreSQL {pg.version} on 127.0.0.1:{pg.port} (Prefect's database and the store)")
+        yield Databases("postgresql", prefect_url, store_url, Fernet.generate_key().decode())
+
+
+def _on(db: Databases, tmp: Path) -> None:
+    from promptship.bench import suspend
     from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
 
-    with tempfile.TemporaryDirectory(prefix="promptship-bench-flow-") as tmp:
-        t0 = time.perf_counter()
-        with running_prefect_server(Path(tmp) / "prefect") as server, using_prefect(server):
-            print(f"   Prefect server on {server.url} (healthy after {time.perf_counter() - t0:.1f} s)")
-            _measure(Path(tmp))
+    t0 = time.perf_counter()
+    with (
+        running_prefect_server(tmp / "prefect", database_url=db.prefect_url, timeout_s=300) as server,
+        using_prefect(server),
+    ):
+        print(f"   {db.name}: Prefect server healthy after {time.perf_counter() - t0:.1f} s ({_load()})")
+        _processes(db, tmp / "processes", server.env())
+        _threads(db, tmp / "threads")
+        if SUSPEND_RUNS > 0:
+            suspend._measure(tmp / "suspend", server.env(), database_url=db.store_url, store_key=db.store_key)
 
 
-def _measure(tmp: Path) -> None:
-    from prefect import flow, task
-    from prefect.context import TaskRunContext
+def _requests(n: int) -> list[dict[str, Any]]:
+    from promptship.domain.request import DevRequest
+
+    requests = [DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex})", auto_merge=True) for _ in range(n)]
+    return [{"request": r.model_dump(mode="json")} for r in requests]
+
+
+def _processes(db: Databases, tmp: Path, server_env: dict[str, str]) -> None:
+    from promptship.bench.processes import BARE_CHAIN, DEV_CYCLE, Batch, process_platform
+    from promptship_sandbox.durable_fakes import JsonState
+
+    with process_platform(tmp, server_env, database_url=db.store_url, store_key=db.store_key) as platform:
+        # one run of each first: the first flow-run process compiles and caches what the others then read
+        for warm in (platform.run_batch(DEV_CYCLE, _requests(1), mode="sequential"),
+                     platform.run_batch(BARE_CHAIN, [{}], mode="sequential")):  # fmt: skip
+            if warm.errors:
+                raise RuntimeError(f"warm-up run failed: {warm.errors[0]}")
+        ratios: dict[str, float] = {}
+        for label, deployment, params in (
+            ("dev_cycle", DEV_CYCLE, _requests),
+            ("bare chain", BARE_CHAIN, lambda n: [{} for _ in range(n)]),
+        ):
+            seq = platform.run_batch(deployment, params(RUNS), mode="sequential")
+            load_seq = _load()
+            con = platform.run_batch(deployment, params(RUNS), mode="concurrent")
+            ratios[label] = con.wall_s / seq.wall_s
+            print(
+                f"   {db.name}: {label} x{RUNS}: sequential wall {seq.wall_s:.1f} s, concurrent wall "
+                f"{con.wall_s:.1f} s  (R = {ratios[label]:.2f}; flow-run processes through a process worker; "
+                f"{load_seq} / {_load()}; errors {len(seq.errors) + len(con.errors)})"
+            )
+            for batch in (seq, con):
+                print(f"      {batch.mode:>10} median phases: {_phases(batch)}")
+                for e in sorted(set(batch.errors))[:5]:
+                    print(f"      error: {e}")
+        print(
+            f"   {db.name}: R dev_cycle / R bare chain = {ratios['dev_cycle'] / ratios['bare chain']:.2f} "
+            f"(goal: R dev_cycle <= 0.5, or <= 1.1x bare Prefect's R)"
+        )
+        before = JsonState(platform.fakes).read().get("pr_creations", 0)
+        burst: Batch = platform.run_batch(DEV_CYCLE, _requests(BURST), mode="concurrent", timeout_s=1800)
+        prs = JsonState(platform.fakes).read().get("pr_creations", 0) - before
+        completed = sum(r.state == "Completed" for r in burst.runs)
+        print(
+            f"   {db.name}: {BURST} concurrent: errors {len(burst.errors)}  (wall {burst.wall_s:.1f} s, "
+            f"{completed} completed, {prs} PRs opened; {_load()}; phases {_phases(burst)})"
+        )
+        for e in sorted(set(burst.errors))[:5]:
+            print(f"      error: {e}")
+
+
+def _phases(batch: Any) -> str:
+    m = batch.phase_medians()
+    return f"claim {m['claim']:.2f} s, process start {m['start']:.2f} s, flow {m['body']:.2f} s"
+
+
+def _threads(db: Databases, tmp: Path) -> None:
+    from pydantic import SecretStr
 
     from flows.dev_cycle import dev_cycle
+    from promptship.bench.chain import bare_chain
     from promptship.domain.request import DevRequest
     from promptship.settings import Settings
     from promptship.wiring import installed
     from promptship_sandbox.fakes import fake_services
 
-    settings = Settings(home=tmp / "home")
+    settings = Settings(
+        home=tmp / "home",
+        database_url=db.store_url,
+        store_key=SecretStr(db.store_key) if db.store_key else None,
+    )
     settings.health.url = "http://127.0.0.1:9/health"
-    services = fake_services(settings)
 
-    @task
-    def noop(i: int) -> int:
-        return i + 1
+    def one_dev_cycle() -> str:
+        return dev_cycle(DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex})", auto_merge=True)).outcome
 
-    def _key(_ctx: TaskRunContext, params: dict) -> str:
-        return f"{params['run']}:{params['i']}"
+    def one_chain() -> str:
+        bare_chain()
+        return "completed"
 
-    @task(persist_result=True, cache_key_fn=_key)
-    def noop_persisted(run: str, i: int) -> int:
-        return i + 1
-
-    @flow(name="bare-chain")
-    def bare_chain() -> int:
-        value = 0
-        for _ in range(CHAIN):
-            value = noop(value)
-        return value
-
-    @flow(name="bare-chain-persisted")
-    def bare_chain_persisted(run: str) -> int:
-        value = 0
-        for _ in range(CHAIN):
-            value = noop_persisted(run, value)
-        return value
-
-    def request() -> DevRequest:
-        return DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex})", auto_merge=True)
-
-    timings: dict[str, list[float]] = {"bare": [], "persisted": [], "dev_cycle": []}
-    outcomes: Counter[str] = Counter()
-    with installed(services):
-        for i in range(WARMUP + RUNS):
+    with installed(fake_services(settings)):
+        one_dev_cycle()  # warm-up
+        one_chain()
+        for label, one in (("dev_cycle", one_dev_cycle), ("bare chain", one_chain)):
             t = time.perf_counter()
-            bare_chain()
-            bare = time.perf_counter() - t
-            t = time.perf_counter()
-            bare_chain_persisted(uuid.uuid4().hex)
-            persisted = time.perf_counter() - t
-            t = time.perf_counter()
-            report = dev_cycle(request())
-            full = time.perf_counter() - t
-            if i >= WARMUP:
-                timings["bare"].append(bare)
-                timings["persisted"].append(persisted)
-                timings["dev_cycle"].append(full)
-                outcomes[report.outcome] += 1
-
-        base = statistics.median(timings["bare"])
-        print(f"   bare Prefect flow, {CHAIN} no-op tasks          {_fmt(timings['bare'])}")
-        print(f"   same chain, results persisted + key-cached  {_fmt(timings['persisted'])}")
-        print(f"   dev_cycle with instant fakes ({CHAIN} tasks)     {_fmt(timings['dev_cycle'])}")
-        print(
-            f"   ratio dev_cycle / bare chain: median {statistics.median(timings['dev_cycle']) / base:.2f}x, "
-            f"persisted chain / bare: {statistics.median(timings['persisted']) / base:.2f}x; "
-            f"outcomes {dict(outcomes)}"
-        )
-
-        for n in CONCURRENCY:
-            _concurrent(n, lambda: dev_cycle(request()).outcome, statistics.median(timings["dev_cycle"]))
+            seq_errors = sum(_guarded(one) is not None for _ in range(RUNS))
+            seq = time.perf_counter() - t
+            load_seq = _load()
+            con, con_errors = _concurrent(RUNS, one)
+            print(
+                f"   {db.name}: threads of one process, {label} x{RUNS}: sequential {seq:.1f} s, "
+                f"concurrent {con:.1f} s  (R = {con / seq:.2f}; {load_seq} / {_load()}; "
+                f"errors {seq_errors + len(con_errors)})"
+            )
+            for e in sorted(set(con_errors))[:5]:
+                print(f"      error: {e}")
 
 
-def _concurrent(n: int, run_one: Callable[[], str], sequential_median_s: float) -> None:
-    """``n`` runs at once in threads; prints wall time, per-run median, outcomes and every error hit."""
-    latencies: list[float] = []
+def _guarded(one: Callable[[], str]) -> str | None:
+    """None, or the error ``one`` raised (reported, not raised: the figure is how many runs hit errors)."""
+    try:
+        one()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    return None
+
+
+def _concurrent(n: int, one: Callable[[], str]) -> tuple[float, list[str]]:
+    """``n`` runs at once in threads: the wall time and every error hit."""
     errors: list[str] = []
-    results: Counter[str] = Counter()
     lock = threading.Lock()
 
-    def one() -> None:
-        t = time.perf_counter()
-        try:
-            outcome = run_one()
-        except Exception as exc:  # reported, not raised: the figure is how many runs hit errors
+    def guarded() -> None:
+        error = _guarded(one)
+        if error is not None:
             with lock:
-                errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
-            return
-        with lock:
-            latencies.append(time.perf_counter() - t)
-            results[outcome] += 1
+                errors.append(error)
 
     # each thread runs in a copy of this context: Prefect's settings (the API URL) live in context variables
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one,)) for _ in range(n)]
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(guarded,)) for _ in range(n)]
     t = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    wall = time.perf_counter() - t
-    seq = sequential_median_s * n
-    per_run = statistics.median(latencies) if latencies else float("nan")
-    print(
-        f"   {n:>2} concurrent runs: wall {wall:.2f} s (sequential estimate {seq:.2f} s, {seq / wall:.2f}x), "
-        f"per-run median {per_run:.2f} s, outcomes {dict(results)}, errors {len(errors)}"
-    )
-    for e in sorted(set(errors)):
-        print(f"      error: {e}")
+    return time.perf_counter() - t, errors

@@ -3,7 +3,7 @@ the figures are the processes they hold while waiting (goal: none beyond the Pre
 and, once CI ends, the latency from each CI webhook (through the real receiver) to its run continuing.
 
 Runs against a temporary Prefect server (SQLite) with the cross-process durable fakes of the test suite
-(``tests/flows/durable_fakes.py``), so it needs a checkout (like the rest of ``python -m promptship.bench``).
+(``promptship_sandbox.durable_fakes``), so it needs a checkout (like the rest of ``python -m promptship.bench``).
 ``PROMPTSHIP_BENCH_SUSPEND_RUNS`` (default 10) sets N.
 """
 
@@ -76,7 +76,11 @@ def _until(predicate: Any, what: str, timeout_s: float, log: Path) -> None:
         time.sleep(0.1)
 
 
-def _measure(tmp: Path, server_env: dict[str, str]) -> None:
+def _measure(
+    tmp: Path, server_env: dict[str, str], *, database_url: str | None = None, store_key: str | None = None
+) -> None:
+    """The suspend figures on the current Prefect server; the store at ``database_url`` (SQLite under ``tmp``
+    when empty; ``store_key`` its prompt key), as the flow benchmark runs it once per database."""
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -91,7 +95,7 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
     from promptship.settings import Settings
     from promptship.store import Store
     from promptship.store.webhooks import WebhookDeliveries
-    from tests.flows.durable_fakes import JsonState, durable_services
+    from promptship_sandbox.durable_fakes import JsonState, durable_services
 
     fakes = tmp / "fakes"
     state = JsonState(fakes)
@@ -111,12 +115,16 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
         **os.environ,
         **server_env,
         "PREFECT_LOCAL_STORAGE_PATH": str(get_current_settings().results.local_storage_path),
-        "PROMPTSHIP_SERVICES_FACTORY": "tests.flows.durable_fakes:services_from_env",
+        "PROMPTSHIP_SERVICES_FACTORY": "promptship_sandbox.durable_fakes:services_from_env",
         "PROMPTSHIP_TEST_FAKES_DIR": str(fakes),
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
     }
+    if database_url:
+        env["PROMPTSHIP_TEST_DATABASE_URL"] = database_url
+    if store_key:
+        env["PROMPTSHIP_STORE_KEY"] = store_key
     log = tmp / "worker.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
@@ -127,7 +135,8 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
         start_new_session=True,
     )
     try:
-        store = durable_services(fakes).sink
+        store_settings = Settings(store_key=SecretStr(store_key) if store_key else None)
+        store = durable_services(fakes, store_settings, database_url=database_url).sink
         assert isinstance(store, Store)
         requests = [
             DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex[:8]})", auto_merge=True) for _ in range(RUNS)
@@ -158,7 +167,7 @@ def _measure(tmp: Path, server_env: dict[str, str]) -> None:
             f"all suspended {time.perf_counter() - t0:.1f} s after submission"
         )
 
-        settings = Settings()
+        settings = Settings(store_key=store_settings.store_key)  # the receiver opens the same store
         settings.github.webhook_secret = SecretStr(SECRET)
         settings.github.allowed_repositories = [requests[0].repository]
 

@@ -116,8 +116,12 @@ class Store:
             self._seal_plain_requests()
 
     def _seal_plain_requests(self) -> None:
+        # in SQL: every process opens the store, and reading every request it ever kept grew each start-up
+        unsealed = RequestRow.request["sealed"].as_string().is_(None)
         with self._sessions.begin() as s:
-            plain = [r for r in s.scalars(select(RequestRow)).all() if not (r.request or {}).get("sealed")]
+            plain = [
+                r for r in s.scalars(select(RequestRow).where(unsealed)).all() if not (r.request or {}).get("sealed")
+            ]
         for row in plain:
             self.remember_request(row.run_key, DevRequest.model_validate(row.request))
 

@@ -67,8 +67,24 @@ def _lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def at_head(engine: Engine) -> bool:
+    """Whether the store's schema is at the newest migration (one query and a look at the migration files)."""
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the store's schema to ``revision``."""
+    """Bring the store's schema to ``revision``.
+
+    Every process of the platform calls this as it opens the store (each flow-run process, each pod): a store
+    already at head returns without the lock and without Alembic's migration environment. Measured (docs/BENCH.md
+    "Flow runs as processes"): the full upgrade of an up-to-date store costs ~1 s of a new process under load, and
+    under the lock that cost was paid one process after another when a burst of runs started at once."""
+    if revision == "head" and at_head(engine):
+        return
     with _lock(engine):
         command.upgrade(alembic_config(engine), revision)
 
