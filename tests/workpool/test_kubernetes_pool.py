@@ -30,12 +30,10 @@ from promptship_sandbox.durable_fakes import JsonState, durable_services
 from promptship_sandbox.workpool import (
     POOL_IMAGE,
     REPO_ROOT,
-    apply_objects,
     create_kubernetes_pool,
-    flow_run_objects,
+    prepare_namespace,
+    remove_namespace,
     running_kubernetes_worker,
-    service_account_kubeconfig,
-    worker_rbac,
 )
 
 pytestmark = pytest.mark.workpool
@@ -88,17 +86,13 @@ def _request() -> DevRequest:
 def pool(prefect_harness: None, control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     """The pool, its namespace (what the job template names + the worker's RBAC), the dev-cycle deployment on the
     pool and one prefect-kubernetes worker."""
-    from kubernetes import client, config
+    from kubernetes import config
 
     tmp = tmp_path_factory.mktemp("workpool")
-    fakes, results, workspaces = tmp / "fakes", tmp / "results", tmp / "workspaces"
-    workspaces.mkdir()
+    fakes = tmp / "fakes"
     namespace = f"pool-{uuid.uuid4().hex[:6]}"
     admin = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
-    core = client.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": namespace}})  # type: ignore[arg-type]
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    control_plane.register_local_image(POOL_IMAGE, REPO_ROOT, sys.executable, {"PYTHONPATH": pythonpath})
     settings_env = {
         "PROMPTSHIP_SERVICES_FACTORY": "promptship_sandbox.durable_fakes:services_from_env",
         "PROMPTSHIP_TEST_FAKES_DIR": str(fakes),
@@ -106,18 +100,15 @@ def pool(prefect_harness: None, control_plane: Any, tmp_path_factory: pytest.Tem
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "0",
         "PROMPTSHIP_HOME": str(tmp / "home"),
     }
-    apply_objects(admin, worker_rbac(namespace))
-    apply_objects(
+    kubeconfig, job_variables = prepare_namespace(
         admin,
-        flow_run_objects(
-            namespace,
-            results_dir=results,
-            settings_env=settings_env,
-            credentials_env={"PROMPTSHIP_GITHUB__TOKEN": CREDENTIAL},
-            store_env={"PROMPTSHIP_DATABASE_URL": f"sqlite:///{fakes / 'home' / 'promptship.db'}"},
-        ),
+        control_plane,
+        namespace,
+        tmp,
+        settings_env=settings_env,
+        credentials_env={"PROMPTSHIP_GITHUB__TOKEN": CREDENTIAL},
+        store_env={"PROMPTSHIP_DATABASE_URL": f"sqlite:///{fakes / 'home' / 'promptship.db'}"},
     )
-    kubeconfig = service_account_kubeconfig(admin, namespace, "promptship-worker", tmp / "worker.kubeconfig")
 
     pool_name = f"k8s-{uuid.uuid4().hex[:6]}"
     create_kubernetes_pool(pool_name)
@@ -130,23 +121,14 @@ def pool(prefect_harness: None, control_plane: Any, tmp_path_factory: pytest.Tem
             entrypoint="flows/dev_cycle.py:dev_cycle",
             concurrency_limit=5,  # as prefect.yaml's dev-cycle
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}],
-            job_variables={
-                "namespace": namespace,
-                "image": POOL_IMAGE,
-                "image_pull_policy": "Never",
-                # no mounts on the sandbox node: the host directories behind the volumes (module docstring)
-                "env": {
-                    "PREFECT_LOCAL_STORAGE_PATH": str(results),
-                    "PROMPTSHIP_PIPELINE__WORKSPACE_ROOT": str(workspaces),
-                },
-            },
+            job_variables=job_variables,
         )
     api_url = str(get_current_settings().api.url)
     env = {
         **os.environ,
         **settings_env,
         "PREFECT_API_URL": api_url,
-        "PREFECT_LOCAL_STORAGE_PATH": str(results),
+        "PREFECT_LOCAL_STORAGE_PATH": job_variables["env"]["PREFECT_LOCAL_STORAGE_PATH"],
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PYTHONPATH": pythonpath,
     }
@@ -159,8 +141,7 @@ def pool(prefect_harness: None, control_plane: Any, tmp_path_factory: pytest.Tem
             yield Pool(namespace, fakes, JsonState(fakes), store, "dev-cycle/dev-cycle", worker, log, kubeconfig,
                        admin, env)  # fmt: skip
     finally:
-        core.delete_namespace(namespace)
-        client.CoreV1Api(admin).delete_persistent_volume(f"{namespace}-results")
+        remove_namespace(admin, namespace)
         admin.close()
 
 

@@ -226,3 +226,62 @@ def running_kubernetes_worker(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+def prepare_namespace(
+    admin: Any,
+    control_plane: Any,
+    namespace: str,
+    work_dir: Path,
+    *,
+    settings_env: Mapping[str, str],
+    credentials_env: Mapping[str, str] | None = None,
+    store_env: Mapping[str, str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Everything the pool needs in a new ``namespace`` of ``control_plane`` (the promptship image registered,
+    the worker's RBAC, what the job template names; host directories under ``work_dir``). Returns the worker's
+    kubeconfig (its ServiceAccount's token) and the deployment's job variables for this namespace."""
+    from kubernetes import client
+
+    results, workspaces = work_dir / "results", work_dir / "workspaces"
+    workspaces.mkdir(parents=True, exist_ok=True)
+    client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})  # type: ignore[arg-type]
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    control_plane.register_local_image(POOL_IMAGE, REPO_ROOT, sys.executable, {"PYTHONPATH": pythonpath})
+    apply_objects(admin, worker_rbac(namespace))
+    apply_objects(
+        admin,
+        flow_run_objects(
+            namespace,
+            results_dir=results,
+            settings_env=settings_env,
+            credentials_env=credentials_env or {},
+            store_env=store_env or {},
+        ),
+    )
+    kubeconfig = service_account_kubeconfig(admin, namespace, "promptship-worker", work_dir / "worker.kubeconfig")
+    job_variables = {
+        "namespace": namespace,
+        "image": POOL_IMAGE,
+        "image_pull_policy": "Never",
+        # no mounts on the sandbox node: the host directories behind the volumes (module docstring)
+        "env": {"PREFECT_LOCAL_STORAGE_PATH": str(results), "PROMPTSHIP_PIPELINE__WORKSPACE_ROOT": str(workspaces)},
+    }
+    return kubeconfig, job_variables
+
+
+def remove_namespace(admin: Any, namespace: str) -> None:
+    """Delete ``namespace`` and the PersistentVolume provisioned for it."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(admin)
+    for delete in (
+        lambda: core.delete_namespace(namespace),
+        lambda: core.delete_persistent_volume(f"{namespace}-results"),
+    ):
+        try:
+            delete()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

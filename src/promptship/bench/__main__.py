@@ -10,6 +10,7 @@ import time
 AREAS = (
     "flow",
     "suspend",
+    "workpool",
     "gateway",
     "github",
     "cluster",
