@@ -47,7 +47,7 @@ test: prereqs  ## the whole test suite (every marker); CI=true turns a missing p
 	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: install  ## tests that need no external prerequisite
-	$(BIN)/pytest -m "not cluster and not openhands and not browser and not localmodel and not postgres" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not cluster and not workpool and not openhands and not browser and not localmodel and not postgres" $(PYTEST_ARGS)
 
 bench: prereqs  ## benchmarks: prints medians, p99s and ratios
 	$(BIN)/python -m promptship.bench

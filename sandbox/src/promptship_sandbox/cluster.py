@@ -87,6 +87,12 @@ class ControlPlane:
         """Make pods of ``image`` ``crash`` (exit at once) or stay ``unready``; None clears it."""
         set_image_fault(self.kubelet_dir, image, fault)
 
+    def register_local_image(
+        self, image: str, workdir: Path, python: Path | str, env: dict[str, str] | None = None
+    ) -> None:
+        """Let pods of ``image`` run in ``workdir`` with the interpreter ``python`` (and the tools beside it)."""
+        register_local_image(self.kubelet_dir, image, workdir, python, env)
+
 
 def add_registry(kubelet_dir: Path, path: Path) -> None:
     kubelet_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +101,22 @@ def add_registry(kubelet_dir: Path, path: Path) -> None:
     if str(path.resolve()) not in existing:
         with f.open("a") as out:
             out.write(f"{path.resolve()}\n")
+
+
+def register_local_image(
+    kubelet_dir: Path, image: str, workdir: Path, python: Path | str, env: dict[str, str] | None = None
+) -> None:
+    """Map ``image`` to a directory and a virtualenv of this machine (the sandbox kubelet's local images): the
+    promptship image is a checkout and its ``.venv``. ``env`` plays the image's ``ENV``."""
+    if not Path(workdir).is_dir() or not Path(python).exists():
+        raise ConfigError(f"local image {image}: {workdir} must be a directory and {python} an interpreter")
+    kubelet_dir.mkdir(parents=True, exist_ok=True)
+    f = kubelet_dir / "local-images.json"
+    images: dict[str, dict[str, object]] = json.loads(f.read_text()) if f.exists() else {}
+    images[image] = {"workdir": str(Path(workdir).resolve()), "python": str(python), "env": dict(env or {})}
+    tmp = f.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(images))
+    tmp.replace(f)
 
 
 def set_image_fault(kubelet_dir: Path, image: str, fault: str | None) -> None:

@@ -21,6 +21,18 @@ What it does, like a kubelet, through the API server only:
   rollouts and rollbacks. The port is fixed when the Service asks (annotation ``promptship.dev/local-port``, or
   ``nodePort`` of a NodePort Service). Pod and cluster IPs are fake and never contacted.
 
+- a *local image* (``<state>/local-images.json`` = ``{"<image>": {"workdir": D, "python": P, "env": {...}}}``,
+  written by ``promptship_sandbox.cluster.register_local_image``) runs from a directory already on this machine
+  with its own interpreter — the promptship image is the project's checkout and virtualenv: ``python`` and the
+  tools next to ``P`` (``prefect``…) are that virtualenv's, ``env`` is the image's ``ENV``;
+- *eviction*, as the kubelet evicts under node pressure: a pod annotated ``promptship.dev/sandbox-evict`` (the
+  value is the grace in seconds, ``0`` = a hard eviction: SIGKILL at once; otherwise SIGTERM, then SIGKILL
+  after the grace) has its processes stopped and is left ``Failed`` with reason ``Evicted`` — never restarted,
+  not deleted (the Job controller counts it as a failed pod, as on a real node).
+Not a kubelet: no mounts (volumes are not mounted; a process sees the host's filesystem), no users
+(``securityContext`` is ignored: processes run as the kubelet's user), no ServiceAccount token, no NetworkPolicy,
+no resource limits, no log endpoint (``kubectl logs`` fails; the log is ``<state>/logs/<ns>_<pod>_<ctr>.log``).
+
 Test hooks: ``<state>/faults.json`` = ``{"<image>": "crash" | "unready"}`` or the pod annotation
 ``promptship.dev/sandbox-fault``; ``<state>/registries.txt`` adds registry directories while running.
 """
@@ -59,6 +71,7 @@ FAULT_ANNOTATION = "promptship.dev/sandbox-fault"
 LOCAL_URL_ANNOTATION = "promptship.dev/local-url"
 LOCAL_PORTS_ANNOTATION = "promptship.dev/local-ports"
 LOCAL_PORT_ANNOTATION = "promptship.dev/local-port"
+EVICT_ANNOTATION = "promptship.dev/sandbox-evict"
 PLACEHOLDER_HOSTS_NEEDING_RECORD = ("forge.local",)
 _IMAGE_RE = re.compile(
     r"^(?P<host>[^/]+)/(?P<owner>[^/]+)/(?P<repo>[^/]+)/(?P<context>[^:@]+):(?P<sha>[0-9a-f]{7,64})$"
@@ -93,6 +106,15 @@ class ImageRecord:
     sha: str
     context: str
     git_dir: str
+
+
+@dataclass
+class LocalImage:
+    """An image that is a directory and an interpreter of this machine (``<state>/local-images.json``)."""
+
+    workdir: Path
+    python: str
+    env: dict[str, str]
 
 
 def lookup_image(image: str, registries: Sequence[Path]) -> ImageRecord | None:
@@ -248,6 +270,8 @@ class PodRun:
     annotated: bool = False
     terminating_deadline: float | None = None
     events_sent: set[str] = field(default_factory=set)
+    evicted: str | None = None  # the eviction message, once the kubelet evicts the pod
+    evict_deadline: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -368,6 +392,18 @@ class SandboxKubelet:
         if f.exists():
             with contextlib.suppress(ValueError):
                 return json.loads(f.read_text()).get(image)
+        return None
+
+    def local_image(self, image: str) -> LocalImage | None:
+        f = self.state_dir / "local-images.json"
+        if not f.exists():
+            return None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(f.read_text()).get(image)
+            if entry:
+                return LocalImage(
+                    workdir=Path(entry["workdir"]), python=entry["python"], env=dict(entry.get("env") or {})
+                )
         return None
 
     # -- raw API helpers (dicts, not generated models: faster and simpler here)
@@ -577,8 +613,9 @@ class SandboxKubelet:
 
     def _start(self, pod: PodRun, c: ContainerRun) -> None:
         fault = c.spec.get("_fault")
-        record = lookup_image(c.image, self.registries())
-        if record is None and not needs_record(c.image):
+        local = self.local_image(c.image)
+        record = None if local else lookup_image(c.image, self.registries())
+        if local is None and record is None and not needs_record(c.image):
             c.placeholder = True
             if fault == "crash":
                 self._crashed(pod, c, 1, "placeholder told to crash")
@@ -587,30 +624,43 @@ class SandboxKubelet:
             c.started_at = c.started_at or now_iso()
             c.ever_started = True
             return
-        if record is None:
-            c.waiting_reason = "ErrImagePull"
-            c.waiting_message = f"image {c.image} is not in any registry ({len(self.registries())} searched)"
-            c.next_start = self.clock() + 2
-            self.event(pod, "Failed", f"Failed to pull image {c.image!r}: not found in the sandbox registry")
-            return
-        try:
-            tree = checkout(record, self.state_dir / "checkouts")
-        except (subprocess.CalledProcessError, OSError, tarfile.TarError) as exc:
-            c.waiting_reason = "ErrImagePull"
-            c.waiting_message = f"checkout of {record.sha} from {record.git_dir} failed: {exc}"
-            c.next_start = self.clock() + 2
-            self.event(pod, "Failed", c.waiting_message)
-            return
-        workdir = tree / record.context
+        python = self.python
+        if local is not None:
+            if not local.workdir.is_dir() or not Path(local.python).exists():
+                c.waiting_reason = "ErrImagePull"
+                c.waiting_message = f"local image {c.image}: {local.workdir} or {local.python} is missing"
+                c.next_start = self.clock() + 2
+                self.event(pod, "Failed", c.waiting_message)
+                return
+            tree = workdir = local.workdir
+            python, image_env = local.python, local.env
+            entry, cmd = dockerfile_command(tree / "Dockerfile")
+        else:
+            if record is None:
+                c.waiting_reason = "ErrImagePull"
+                c.waiting_message = f"image {c.image} is not in any registry ({len(self.registries())} searched)"
+                c.next_start = self.clock() + 2
+                self.event(pod, "Failed", f"Failed to pull image {c.image!r}: not found in the sandbox registry")
+                return
+            try:
+                tree = checkout(record, self.state_dir / "checkouts")
+            except (subprocess.CalledProcessError, OSError, tarfile.TarError) as exc:
+                c.waiting_reason = "ErrImagePull"
+                c.waiting_message = f"checkout of {record.sha} from {record.git_dir} failed: {exc}"
+                c.next_start = self.clock() + 2
+                self.event(pod, "Failed", c.waiting_message)
+                return
+            workdir = tree / record.context
+            entry, cmd = dockerfile_command(tree / record.context / "Dockerfile")
+            image_env = dockerfile_env(tree / record.context / "Dockerfile")
         if c.spec.get("workingDir") and (tree / c.spec["workingDir"].lstrip("/")).is_dir():
             workdir = tree / c.spec["workingDir"].lstrip("/")
-        entry, cmd = dockerfile_command(tree / record.context / "Dockerfile")
         command: list[str] = list(c.spec.get("command") or entry)
         spec_args = c.spec.get("args")
         args: list[str] = list(spec_args) if spec_args is not None else ([] if c.spec.get("command") else cmd)
-        argv = resolve_argv([*command, *args], self.python)
+        argv = resolve_argv([*command, *args], python)
         if fault == "crash":
-            argv = [self.python, "-c", "import sys; print('sandbox fault: crash'); sys.exit(1)"]
+            argv = [python, "-c", "import sys; print('sandbox fault: crash'); sys.exit(1)"]
         if not argv:
             c.waiting_reason = "CreateContainerError"
             c.waiting_message = "no command: neither the container nor the Dockerfile gives one"
@@ -621,7 +671,7 @@ class SandboxKubelet:
             c.proc = subprocess.Popen(
                 argv,
                 cwd=workdir if workdir.is_dir() else tree,
-                env=self._env(pod, c, record, dockerfile_env(tree / record.context / "Dockerfile")),
+                env=self._env(pod, c, record, image_env),
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -721,6 +771,42 @@ class SandboxKubelet:
                     self.event(pod, "Unhealthy", f"Readiness probe failed: {detail}", once_key=f"unhealthy:{detail}")
                 c.ready = False
 
+    def _evict(self, pod: PodRun, grace: str) -> None:
+        """Evict ``pod`` as a kubelet under node pressure does: stop its processes (SIGTERM, SIGKILL after the
+        grace; a grace of 0 kills at once) and leave it Failed/Evicted, never restarted."""
+        if pod.evicted is None:
+            try:
+                grace_s = max(float(grace), 0.0)
+            except ValueError:
+                grace_s = 0.0
+            pod.evicted = "The node was low on resource: memory. (sandbox eviction)"
+            pod.evict_deadline = self.clock() + grace_s
+            self.event(pod, "Evicted", pod.evicted, once_key="evicted")
+        force = self.clock() >= (pod.evict_deadline or 0.0)
+        for c in pod.containers:
+            c.ready = False
+            c.next_start = float("inf")
+            if c.proc is None:
+                if c.waiting_reason != "Terminated":
+                    c.waiting_reason, c.exited_ok = "Terminated", False
+                    c.last_terminated = c.last_terminated or {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                                              "finishedAt": now_iso()}  # fmt: skip
+                continue
+            code = c.proc.poll()
+            if code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL if force else signal.SIGTERM)
+                continue
+            c.last_terminated = {
+                "exitCode": 128 - code if code < 0 else code,
+                "reason": "Error" if code else "Completed",
+                "message": pod.evicted,
+                "startedAt": c.started_at or now_iso(),
+                "finishedAt": now_iso(),
+            }
+            c.proc, c.started_at = None, None
+            c.waiting_reason, c.exited_ok = "Terminated", False
+
     def _stop_processes(self, pod: PodRun, *, force: bool) -> bool:
         """Signal the pod's processes; True once all are gone."""
         alive = False
@@ -774,7 +860,11 @@ class SandboxKubelet:
         else:
             phase = "Pending"
         reason = {} if ready else {"reason": "ContainersNotReady"}
+        evicted: dict[str, str] = {}
+        if pod.evicted is not None and all(c.proc is None for c in pod.containers):
+            phase, evicted = "Failed", {"reason": "Evicted", "message": pod.evicted}
         return {
+            **evicted,
             "phase": phase,
             "hostIP": "127.0.0.1",
             "podIP": pod.pod_ip,
@@ -841,6 +931,11 @@ class SandboxKubelet:
                 continue
             if run is None:
                 run = self.pods[uid] = self._admit(item)
+            grace = (meta.get("annotations") or {}).get(EVICT_ANNOTATION)
+            if run.evicted is not None or grace is not None:
+                self._evict(run, grace or "0")
+                self._push_status(run)
+                continue
             for c in run.containers:
                 if c.proc is not None and (code := c.proc.poll()) is not None:
                     self._crashed(run, c, code)

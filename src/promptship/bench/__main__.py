@@ -10,6 +10,7 @@ import time
 # ``suspend`` stays runnable alone (``python -m promptship.bench suspend``); ``flow`` prints its figures per database
 AREAS = (
     "flow",
+    "workpool",
     "gateway",
     "github",
     "cluster",
