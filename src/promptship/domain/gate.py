@@ -776,6 +776,10 @@ def _identifier_like(value: str) -> bool:
 
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# OpenAI's messages of these roles carry content (an assistant's may be only tool calls). Without it, LiteLLM's
+# translation of the request raised inside the provider call (KeyError 'content'): a 502, retried, for a client's
+# mistake (found by schemathesis against the gateway's OpenAPI description)
+_CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
 
 def chat_request_problem(body: dict[str, Any]) -> str | None:
@@ -793,6 +797,8 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
         if m.get("role") not in _ROLES:
             return f"{where}.role must be one of {', '.join(sorted(_ROLES))}"
         content = m.get("content")
+        if content is None and m["role"] in _CONTENT_REQUIRED:
+            return f"{where}.content is required for a {m['role']} message"
         if content is not None and not isinstance(content, str | list):
             return f"{where}.content must be a string, an array of parts or null"
         if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
