@@ -537,6 +537,14 @@ def run_baselines(harness: Harness, scenarios: list[Scenario]) -> tuple[dict[str
 
 
 def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResult:
+    """Kill, recover and compare one point; a progress line as it ends (the table comes at the end)."""
+    result = _kill_and_recover(harness, kill, baseline)
+    verdict = "equal" if result.passed else ("; ".join(result.differences) or result.note or "not recovered")
+    harness.echo(f"[done] {kill.name} ({kill.recovery}): {verdict}")
+    return result
+
+
+def _kill_and_recover(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResult:
     tag = "kill-" + "".join(ch if ch.isalnum() else "-" for ch in kill.name) + f"-{kill.recovery}"
     harness.ensure_worker()
     s = submit(harness, tag, kill.scenario, kill.name)
