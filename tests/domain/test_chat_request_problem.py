@@ -25,6 +25,15 @@ from promptship.domain.gate import chat_request_problem
         ({"messages": [{"role": "user"}]}, "messages[0].content is required for a user message"),
         ({"messages": [{"role": "tool", "tool_call_id": "x"}]}, "messages[0].content is required for a tool message"),
         ({"messages": [{"role": "nobody", "content": "x"}]}, "messages[0].role must be one of "),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, "plain"]}]}, None),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
+            "messages[0].content parts need a type: one of ",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_use"}]}]},
+            "messages[0].content parts need a type: one of ",
+        ),
     ],
 )
 def test_chat_request_problem(body: dict[str, Any], problem: str | None) -> None:

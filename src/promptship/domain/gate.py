@@ -780,6 +780,9 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 # translation of the request raised inside the provider call (KeyError 'content'): a 502, retried, for a client's
 # mistake (found by schemathesis against the gateway's OpenAPI description)
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
+# OpenAI's content part types; a part of another (or no) type made LiteLLM raise a bare Exception before any call
+# (a 500; schemathesis)
+CONTENT_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 
 
 def chat_request_problem(body: dict[str, Any]) -> str | None:
@@ -803,6 +806,10 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
             return f"{where}.content must be a string, an array of parts or null"
         if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
             return f"{where}.content parts must be objects"
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") not in CONTENT_PART_TYPES for p in content
+        ):
+            return f"{where}.content parts need a type: one of {', '.join(CONTENT_PART_TYPES)}"
         calls = m.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
