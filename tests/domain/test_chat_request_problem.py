@@ -27,6 +27,18 @@ from promptship.domain.gate import chat_request_problem
         ({"messages": [{"role": "nobody", "content": "x"}]}, "messages[0].role must be one of "),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, "plain"]}]}, None),
         (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+            None,
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"d": []}]}, "tools[0] must be "),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {}}]},
+            "tools[0] must be ",
+        ),
+        (
             {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
             "messages[0].content parts need a type: one of ",
         ),

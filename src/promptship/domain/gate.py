@@ -822,6 +822,12 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         return "tools must be an array of objects"
+    # a tool that is not {"type": "function", "function": {"name": ...}} made LiteLLM raise inside the provider
+    # call ('str' object has no attribute 'get'): a 502 (schemathesis)
+    for i, t in enumerate(tools or []):
+        function = t.get("function")
+        if t.get("type") != "function" or not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f'tools[{i}] must be {{"type": "function", "function": {{"name": …}}}}'
     if tools and not all(isinstance(t.get("function", {}), dict) for t in tools):
         return "tools[].function must be an object"
     for key, kinds in (("model", (str,)), ("stream", (bool,)), ("max_tokens", (int,)), ("temperature", (int, float))):
