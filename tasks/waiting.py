@@ -21,6 +21,7 @@ from promptship.domain.request import DevRequest
 from promptship.domain.results import PullRequestInfo
 from promptship.domain.waits import SUSPEND_MARGIN_S, RunWait, WaitKind, wait_deadline
 from promptship.errors import CodeHostError
+from promptship.faults import AFTER_RESUME, BEFORE_SUSPEND, kill_point
 from promptship.store import Store
 from tasks.context import RunContext
 
@@ -56,6 +57,8 @@ def until_ready(
         return None  # finished before a suspension: the step cache answers
     waits = ctx.ports.sink.waits()
     earlier = waits.current(ctx.holder, label)
+    if earlier is not None and earlier.suspensions:
+        kill_point(AFTER_RESUME)
     wait = earlier or RunWait(
         flow_run_id=ctx.holder,
         request_key=ctx.request_key,
@@ -84,6 +87,7 @@ def until_ready(
     suspended = waits.suspending(wait)
     timeout = suspended.suspend_timeout_s(_now())
     ctx.hold_lease_while_suspended(timeout + SUSPEND_MARGIN_S)
+    kill_point(BEFORE_SUSPEND)
     suspend(timeout, suspended.pause_key())
     # Prefect refused the suspension as one that already fired (cannot happen with a fresh key): wait in the step
     return wait.remaining_s(_now())

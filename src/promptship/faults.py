@@ -45,6 +45,13 @@ INNER_POINTS = (
     DURING_REPORT,
 )
 
+# points of a run that suspends while it waits (``tasks/waiting.py``)
+BEFORE_SUSPEND = "before_suspend"  # the wait recorded and the lease held for the suspension, not yet suspended
+WHILE_SUSPENDED = "while_suspended"  # Suspended, no process of its own: the campaign SIGKILLs the worker (`fire`)
+AFTER_RESUME = "after_resume"  # resumed: the run found the wait it suspended in, before it looks again
+
+SUSPEND_POINTS = (BEFORE_SUSPEND, WHILE_SUSPENDED, AFTER_RESUME)
+
 Victim = Literal["run", "worker"]
 
 
@@ -84,17 +91,30 @@ def kill_point(point: str) -> None:
     if not markers:
         return
     victim: Victim = "worker" if variant == "worker" else "run"
-    path = marker_path(Path(markers), point)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:  # fired already: a recovered run goes on
-        return
-    with os.fdopen(fd, "w") as out:
-        json.dump(
-            {"point": point, "victim": victim, "pid": os.getpid(), "ppid": os.getppid(), "time": time.time()}, out
-        )
-        out.flush()
-        os.fsync(out.fileno())
+    if not write_marker(Path(markers), point, victim, os.getpid(), os.getppid()):
+        return  # fired already: a recovered run goes on
     if victim == "worker":
         os.kill(os.getppid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_marker(directory: Path, point: str, victim: Victim, pid: int, ppid: int) -> bool:
+    """Create the marker of ``point`` exclusively (point, victim, pid, ppid, time); False when it exists already."""
+    try:
+        fd = os.open(marker_path(directory, point), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        json.dump({"point": point, "victim": victim, "pid": pid, "ppid": ppid, "time": time.time()}, out)
+        out.flush()
+        os.fsync(out.fileno())
+    return True
+
+
+def fire(directory: Path, point: str, worker_pid: int) -> bool:
+    """A point the run's own code cannot reach (``WHILE_SUSPENDED``: the run has no process): write its marker
+    and SIGKILL the worker ``worker_pid``, from outside. False when it fired already."""
+    if not write_marker(directory, point, "worker", worker_pid, os.getpid()):
+        return False
+    os.kill(worker_pid, signal.SIGKILL)
+    return True

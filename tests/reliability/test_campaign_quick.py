@@ -1,6 +1,6 @@
 """`promptship reliability --quick` as `make test` runs it: a real Prefect server, the dev-cycle deployment, a
-process worker; four kill points (recovered by resume --force and by the sweeper, one during a rollback), every
-side effect equal to the uninterrupted run's."""
+process worker; five kill points (recovered by resume --force, by the sweeper and by Prefect's retry, one during a
+rollback), every side effect equal to the uninterrupted run's."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.flow, pytest.mark.reliability]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_campaign_kills_four_points_and_finds_no_duplicate_or_lost_run(tmp_path: Path) -> None:
+def test_quick_campaign_kills_five_points_and_finds_no_duplicate_or_lost_run(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *sys.path])
     done = subprocess.run(
@@ -30,8 +30,8 @@ def test_quick_campaign_kills_four_points_and_finds_no_duplicate_or_lost_run(tmp
     out = done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0, out[-6000:]
-    assert lines[-1] == "kill points 4, fault kinds 0, boundaries 0, duplicates 0, leaks 0, lost runs 0", out[-4000:]
+    assert lines[-1] == "kill points 5, fault kinds 0, boundaries 0, duplicates 0, leaks 0, lost runs 0", out[-4000:]
     table = [line for line in lines if line.split(" ")[0] in ("after:open_pull_request", "agent_working")]
     assert len(table) == 2 and all(" yes " in line for line in table)
     recoveries = {line.split()[1] for line in lines if line.startswith(("after:", "agent_", "between_", "during_"))}
-    assert recoveries == {"resume", "sweep"}
+    assert recoveries == {"resume", "sweep", "retry"}

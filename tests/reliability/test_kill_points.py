@@ -14,6 +14,7 @@ from promptship.faults import (
     INNER_POINTS,
     KILL_AT_ENV,
     KILL_MARKERS_ENV,
+    SUSPEND_POINTS,
     after_step,
     before_step,
     kill_point,
@@ -73,7 +74,7 @@ def test_the_worker_variant_kills_the_parent_too(tmp_path: Path) -> None:
 )
 def test_points_not_named_do_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     env = {k: v.replace("MARKERS", str(tmp_path)) for k, v in env.items()}
-    for point in (*INNER_POINTS, before_step("route"), after_step("wait_for_ci#1")):
+    for point in (*INNER_POINTS, *SUSPEND_POINTS, before_step("route"), after_step("wait_for_ci#1")):
         if env.get(KILL_AT_ENV) == point:
             continue
         done = _run(point, env)
@@ -83,5 +84,20 @@ def test_points_not_named_do_nothing(tmp_path: Path, env: dict[str, str]) -> Non
 
 def test_kill_point_in_this_process_is_a_no_op_when_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KILL_AT_ENV, raising=False)
-    for point in INNER_POINTS:
+    for point in (*INNER_POINTS, *SUSPEND_POINTS):
         kill_point(point)  # returns: this test process is still here
+
+
+def test_a_point_fired_from_outside_kills_the_worker_once_and_leaves_its_marker(tmp_path: Path) -> None:
+    from promptship.faults import WHILE_SUSPENDED, fire
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert fire(tmp_path, WHILE_SUSPENDED, worker.pid)
+        assert worker.wait(timeout=30) == -signal.SIGKILL
+        marker = read_marker(tmp_path, WHILE_SUSPENDED)
+        assert marker is not None and marker["victim"] == "worker" and marker["pid"] == worker.pid
+        assert not fire(tmp_path, WHILE_SUSPENDED, worker.pid)  # once per marker directory
+    finally:
+        if worker.poll() is None:
+            worker.kill()

@@ -776,6 +776,13 @@ def _identifier_like(value: str) -> bool:
 
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# OpenAI's messages of these roles carry content (an assistant's may be only tool calls). Without it, LiteLLM's
+# translation of the request raised inside the provider call (KeyError 'content'): a 502, retried, for a client's
+# mistake (found by schemathesis against the gateway's OpenAPI description)
+_CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
+# OpenAI's content part types; a part of another (or no) type made LiteLLM raise a bare Exception before any call
+# (a 500; schemathesis)
+CONTENT_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 
 
 def chat_request_problem(body: dict[str, Any]) -> str | None:
@@ -793,10 +800,16 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
         if m.get("role") not in _ROLES:
             return f"{where}.role must be one of {', '.join(sorted(_ROLES))}"
         content = m.get("content")
+        if content is None and m["role"] in _CONTENT_REQUIRED:
+            return f"{where}.content is required for a {m['role']} message"
         if content is not None and not isinstance(content, str | list):
             return f"{where}.content must be a string, an array of parts or null"
         if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
             return f"{where}.content parts must be objects"
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") not in CONTENT_PART_TYPES for p in content
+        ):
+            return f"{where}.content parts need a type: one of {', '.join(CONTENT_PART_TYPES)}"
         calls = m.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
@@ -809,6 +822,12 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         return "tools must be an array of objects"
+    # a tool that is not {"type": "function", "function": {"name": ...}} made LiteLLM raise inside the provider
+    # call ('str' object has no attribute 'get'): a 502 (schemathesis)
+    for i, t in enumerate(tools or []):
+        function = t.get("function")
+        if t.get("type") != "function" or not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f'tools[{i}] must be {{"type": "function", "function": {{"name": …}}}}'
     if tools and not all(isinstance(t.get("function", {}), dict) for t in tools):
         return "tools[].function must be an object"
     for key, kinds in (("model", (str,)), ("stream", (bool,)), ("max_tokens", (int,)), ("temperature", (int, float))):

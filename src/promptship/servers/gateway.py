@@ -8,7 +8,8 @@ header names the step in the ledger (default ``agent``).
 
 - ``POST /v1/chat/completions`` — non-streaming and SSE (``stream: true``), tool calls passed through;
 - ``GET /v1/models`` — the policy's model groups;
-- ``GET /health``.
+- ``GET /health``;
+- ``GET /openapi.json`` — the OpenAPI 3.1 description of all of this (``servers/gateway_openapi.py``; bearer auth).
 
 Errors use OpenAI's error shape: 401 unknown key, 400 bad body, 403 sensitive data with no local model,
 402 over budget (not 429: clients would retry), 502/503/504 provider failures.
@@ -30,6 +31,7 @@ from promptship.domain.gate import chat_request_problem
 from promptship.domain.results import RunAccess
 from promptship.errors import BudgetExceeded, LLMError, SensitiveDataBlocked
 from promptship.ports import ChatRelay, RunKeys
+from promptship.servers.gateway_openapi import gateway_openapi
 
 COST_HEADER = "x-litellm-response-cost"
 STEP_HEADER = "x-promptship-step"
@@ -102,6 +104,11 @@ def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    description = gateway_openapi()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(description)
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -109,6 +116,7 @@ def create_gateway_app(gateway: ChatRelay, keys: RunKeys) -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ]
     )
 

@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +34,9 @@ from typing import Literal
 from promptship.domain.request import DevRequest, request_key_for
 from promptship.errors import ConfigError
 from promptship.faults import (
+    AFTER_RESUME,
     AGENT_WORKING,
+    BEFORE_SUSPEND,
     BETWEEN_APPLY_AND_VERDICT,
     BETWEEN_MERGE_AND_ROLLOUT,
     BETWEEN_PUSH_AND_PR,
@@ -43,20 +45,59 @@ from promptship.faults import (
     KILL_AT_ENV,
     KILL_MARKERS_ENV,
     WAITING_FOR_CI,
+    WHILE_SUSPENDED,
     after_step,
     before_step,
+    fire,
+    marker_path,
     read_marker,
 )
 from promptship.store import Store
 from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
+from promptship_sandbox.reliability.leaks import ALLOWLIST, Allowed, LeakReport
 
-Recovery = Literal["resume", "sweep", "retry"]
-Scenario = Literal["deploy", "rollback"]
+Recovery = Literal["resume", "sweep", "retry", "wait"]
+Scenario = Literal["deploy", "rollback", "suspend"]
 
 FACTORY = "promptship_sandbox.durable_fakes:services_from_env"
 LEASE_TTL_S = 4.0  # the request lease in the campaign: a dead run's lease expires in seconds, not 2 minutes
 RUN_TIMEOUT_S = 150.0
 PARALLEL_POINTS = 3  # kill points in flight at once (2 cores: more only queues)
+SUSPEND_AFTER_S = "1"  # the suspend scenario's runs suspend after 1 s of waiting for CI (production: 30 s)
+
+# planted secrets: every process of the campaign (worker, flow runs, resume, sweepers) has these credentials in
+# its settings (the durable fakes need none, so they travel nowhere on purpose); one request carries a secret in
+# its prompt, sealed before it is submitted as `promptship run` does. The scan at the end must find none of them
+# outside the allowlist.
+CANARY_SETTINGS = {
+    "github_token": "PROMPTSHIP_GITHUB__TOKEN",
+    "openrouter_key": "PROMPTSHIP_LLM__OPENROUTER_API_KEY",
+    "webhook_secret": "PROMPTSHIP_GITHUB__WEBHOOK_SECRET",
+    "session_key": "PROMPTSHIP_OPENHANDS__SESSION_API_KEY",
+}
+CANARY_TAG = "leak-canary"
+# where the campaign's own stand-ins keep a prompt by design (on top of leaks.ALLOWLIST)
+CAMPAIGN_ALLOWLIST: tuple[Allowed, ...] = (
+    Allowed(
+        ("prompt_secret",),
+        f"work/{CANARY_TAG}/state.json",
+        "the durable fake agent's conversation: the instruction the agent was given, as the agent-server keeps "
+        "its conversations (the gate sends a secret-bearing prompt to the local model, never to the cloud)",
+    ),
+)
+
+
+def plant_canaries() -> dict[str, str]:
+    """Credential-shaped values made up for this campaign (the real services' formats)."""
+    from promptship_sandbox import credentials
+
+    return {
+        "github_token": credentials.github_token("ghp_"),
+        "openrouter_key": credentials.openrouter_key(),
+        "webhook_secret": credentials.webhook_secret(),
+        "session_key": credentials.session_key(),
+        "prompt_secret": credentials.github_token("ghp_"),
+    }
 
 
 @dataclass(frozen=True)
@@ -71,7 +112,7 @@ class KillPoint:
         return self.point + ("@worker" if self.victim == "worker" else "")
 
 
-D, R = "deploy", "rollback"
+D, R, S = "deploy", "rollback", "suspend"
 FULL: tuple[KillPoint, ...] = (
     KillPoint(before_step("route"), "resume"),
     KillPoint(AGENT_WORKING, "sweep"),
@@ -99,14 +140,20 @@ FULL: tuple[KillPoint, ...] = (
     KillPoint(before_step("write_back"), "sweep", R),
     KillPoint(after_step("write_back"), "retry", R),
     KillPoint(DURING_REPORT, "sweep", R),
+    # the suspend scenario: CI runs until the run suspended (or the kill fired), then a person's `promptship
+    # sweep` resumes the suspended run; `wait`: nothing but that sweep and a new worker recovers it
+    KillPoint(BEFORE_SUSPEND, "resume", S),
+    KillPoint(WHILE_SUSPENDED, "wait", S, victim="worker"),
+    KillPoint(AFTER_RESUME, "sweep", S),
 )
-# Prefect's retry is in the full campaign only: under the deployment's concurrency limit the retried run can be
-# terminated by Prefect itself (docs/RELIABILITY.md, finding 3), which would make `make test` flaky
+# one point per way of recovering, Prefect's retry included (docs/RELIABILITY.md, finding 3: it was lost about one
+# time in three under the deployment's concurrency limit before the campaign's worker became `promptship worker`)
 QUICK: tuple[KillPoint, ...] = (
     KillPoint(after_step("open_pull_request"), "resume"),
     KillPoint(BETWEEN_MERGE_AND_ROLLOUT, "sweep"),
     KillPoint(AGENT_WORKING, "sweep"),
     KillPoint(DURING_ROLLBACK, "resume", R),
+    KillPoint(after_step("merge"), "retry"),
 )
 
 COLUMNS = (
@@ -166,10 +213,17 @@ def repo_root() -> Path:
 class Harness:
     """The Prefect server, the deployment and one process worker (restarted when a kill takes it down)."""
 
-    def __init__(self, server: PrefectServer, work: Path, echo: Callable[[str], None]):
+    def __init__(
+        self,
+        server: PrefectServer,
+        work: Path,
+        echo: Callable[[str], None],
+        canaries: dict[str, str] | None = None,
+    ):
         self.server = server
         self.work = work
         self.echo = echo
+        self.canaries = canaries or {}
         self.root = repo_root()
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_starts = 0
@@ -186,6 +240,7 @@ class Harness:
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            **{env: self.canaries[name] for name, env in CANARY_SETTINGS.items() if name in self.canaries},
             **extra,
         }
         for name in (KILL_AT_ENV, KILL_MARKERS_ENV, "PROMPTSHIP_TEST_FAKES_DIR"):
@@ -208,9 +263,10 @@ class Harness:
     def start_worker(self) -> None:
         self.worker_starts += 1
         log = (self.work / f"worker-{self.worker_starts}.log").open("wb")
-        prefect_bin = Path(sys.executable).with_name("prefect")
+        # promptship's process worker: Prefect's own reports a killed run Crashed a second time, late, onto the
+        # retry a person made in between (docs/RELIABILITY.md, finding 3)
         self.worker = subprocess.Popen(
-            [str(prefect_bin), "worker", "start", "--pool", "local-process", "--type", "process"],
+            [sys.executable, "-m", "promptship.cli", "worker", "--pool", "local-process"],
             cwd=self.root,
             env=self.env(),
             stdout=log,
@@ -229,6 +285,32 @@ class Harness:
         )
         self.helpers.append(proc)
         return proc
+
+    def sweep_waits(self, s: Submitted) -> None:
+        """``promptship sweep`` once (the suspend sweep: resumes suspended runs whose condition is met)."""
+        subprocess.run(
+            [sys.executable, "-m", "promptship.cli", "sweep"],
+            cwd=self.root,
+            env=self.env(PROMPTSHIP_TEST_FAKES_DIR=str(s.fakes)),
+            capture_output=True,
+            timeout=120,
+        )
+
+    def worker_children(self) -> list[int]:
+        """Live processes the worker started (a suspended run has none)."""
+        if self.worker is None:
+            return []
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[1]) == self.worker.pid:
+                out.append(int(entry.name))
+        return out
 
     def stop(self) -> None:
         for proc in [*self.helpers, *([self.worker] if self.worker else [])]:
@@ -250,7 +332,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def request_for(tag: str, scenario: Scenario) -> DevRequest:
-    what = "returning the commit SHA" if scenario == "deploy" else "that breaks the health check"
+    what = "that breaks the health check" if scenario == "rollback" else "returning the commit SHA"
     return DevRequest(prompt=f"Add GET /version {what} [{tag}]", auto_merge=True)
 
 
@@ -266,7 +348,11 @@ class Submitted:
         return request_key_for(self.request, None)
 
 
-def submit(harness: Harness, tag: str, scenario: Scenario, kill: str | None = None) -> Submitted:
+def submit(
+    harness: Harness, tag: str, scenario: Scenario, kill: str | None = None, *, secret: str | None = None
+) -> Submitted:
+    """Start the request of ``tag`` through the deployment (with ``secret`` in its prompt: sealed first, as
+    `promptship run` and the webhook receiver do)."""
     from prefect.deployments import run_deployment
 
     fakes = harness.work / tag
@@ -274,13 +360,19 @@ def submit(harness: Harness, tag: str, scenario: Scenario, kill: str | None = No
     if scenario == "rollback":
         (fakes / "unhealthy").write_text("")
     request = request_for(tag, scenario)
+    if secret is not None:
+        request = request.model_copy(update={"prompt": f"{request.prompt} and log in with {secret} from now on"})
     env = {"PROMPTSHIP_TEST_FAKES_DIR": str(fakes)}
+    if scenario == "suspend":
+        (fakes / "ci-pending").write_text("")  # CI runs until the person of `play_user` says it finished
+        env["PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S"] = SUSPEND_AFTER_S
     if kill:
         env |= {KILL_AT_ENV: kill, KILL_MARKERS_ENV: str(fakes / "markers")}
         (fakes / "markers").mkdir(exist_ok=True)
+    given = _store(fakes).seal(request) if secret is not None else request
     run = run_deployment(
         "dev-cycle/dev-cycle",
-        parameters={"request": request.model_dump(mode="json")},
+        parameters={"request": given.model_dump(mode="json")},
         job_variables={"env": env},
         timeout=0,
     )
@@ -316,9 +408,9 @@ def flow_state(flow_run_id: str) -> str:
     return state.type.value if state is not None else "NONE"
 
 
-def resumed_state(s: Submitted) -> str:
-    """The state of the flow run that resumed ``s`` (another run of the same tagged prompt; run names are cut
-    short, so they do not tell points apart)."""
+def tagged_states(s: Submitted) -> dict[str, tuple[str, str]]:
+    """(state type, state name) of every flow run of ``s``'s tagged prompt, by flow run id (the run itself and
+    the runs that resumed it; run names are cut short, so they do not tell points apart)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
 
@@ -327,14 +419,62 @@ def resumed_state(s: Submitted) -> str:
         since = FlowRunFilterStartTime(after_=old.start_time) if old.start_time else None
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=since), limit=200)
     tag = f"[{s.tag}]"
-    states = [
-        r.state.type.value
-        for r in runs
-        if str(r.id) != s.flow_run_id
-        and r.state is not None
-        and tag in str(r.parameters.get("request", {}).get("prompt"))
-    ]
+    found = {
+        str(r.id): (r.state.type.value, r.state.name or "")
+        for r in [*runs, old]
+        if r.state is not None and tag in str(r.parameters.get("request", {}).get("prompt"))
+    }
+    if old.state is not None:
+        found[s.flow_run_id] = (old.state.type.value, old.state.name or "")
+    return found
+
+
+def resumed_state(s: Submitted) -> str:
+    """The state of the flow run that resumed ``s`` (another run of the same tagged prompt)."""
+    states = [t for run_id, (t, _) in tagged_states(s).items() if run_id != s.flow_run_id]
     return "COMPLETED" if "COMPLETED" in states else (states[0] if states else "NONE")
+
+
+def any_suspended(s: Submitted) -> bool:
+    return any(name == "Suspended" for _, name in tagged_states(s).values())
+
+
+def play_user(harness: Harness, s: Submitted, stop: threading.Event, after_kill: Path | None = None) -> None:
+    """The person and the CI of the suspend scenario: CI finishes once a run of the request was seen Suspended
+    (or, for a kill before any suspension, once the kill fired); from then on ``promptship sweep`` (the suspend
+    sweep a person or a timer runs) is run whenever a run of the request is Suspended. With ``after_kill``
+    (the marker of a point fired from outside) nothing happens before that marker exists."""
+    pending = s.fakes / "ci-pending"
+    deadline = time.monotonic() + RUN_TIMEOUT_S * 2
+    markers = s.fakes / "markers"
+    while not stop.is_set() and time.monotonic() < deadline and not attempt_ended(s):
+        if after_kill is None or after_kill.exists():
+            suspended = any_suspended(s)
+            fired = markers.exists() and any(markers.iterdir())
+            if pending.exists() and (suspended or (fired and after_kill is None)):
+                pending.unlink()  # CI finished
+            if suspended and not pending.exists():
+                harness.sweep_waits(s)
+        stop.wait(1.0)
+
+
+@contextmanager
+def user_of(harness: Harness, s: Submitted, kill: KillPoint | None = None) -> Iterator[None]:
+    """``play_user`` in a thread for a suspend-scenario request (nothing for the others)."""
+    if (kill.scenario if kill else s.tag.removeprefix("baseline-")) != "suspend":
+        yield
+        return
+    stop = threading.Event()
+    after_kill = marker_path(s.fakes / "markers", kill.point) if kill and kill.point == WHILE_SUSPENDED else None
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(play_user, harness, s, stop, after_kill), daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.3) -> bool:
@@ -386,21 +526,41 @@ def run_baselines(harness: Harness, scenarios: list[Scenario]) -> tuple[dict[str
     """The uninterrupted run of each scenario's request (submitted together)."""
     submitted = [(scenario, submit(harness, f"baseline-{scenario}", scenario)) for scenario in scenarios]
     found: dict[str, Counts] = {}
-    for scenario, s in submitted:
-        if not wait_for(lambda s=s: attempt_ended(s) and flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S):
-            return found, f"baseline {scenario} did not complete (flow run {flow_state(s.flow_run_id)})"
-        found[scenario] = counts(s)
+    with ExitStack() as users:
+        for _, s in submitted:
+            users.enter_context(user_of(harness, s))
+        for scenario, s in submitted:
+            if not wait_for(lambda s=s: attempt_ended(s) and flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S):
+                return found, f"baseline {scenario} did not complete (flow run {flow_state(s.flow_run_id)})"
+            found[scenario] = counts(s)
     return found, ""
 
 
 def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResult:
-    from prefect.client.orchestration import get_client
-    from prefect.states import AwaitingRetry
+    """Kill, recover and compare one point; a progress line as it ends (the table comes at the end)."""
+    result = _kill_and_recover(harness, kill, baseline)
+    verdict = "equal" if result.passed else ("; ".join(result.differences) or result.note or "not recovered")
+    harness.echo(f"[done] {kill.name} ({kill.recovery}): {verdict}")
+    return result
 
+
+def _kill_and_recover(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResult:
     tag = "kill-" + "".join(ch if ch.isalnum() else "-" for ch in kill.name) + f"-{kill.recovery}"
     harness.ensure_worker()
     s = submit(harness, tag, kill.scenario, kill.name)
+    with user_of(harness, s, kill):
+        return _run_point(harness, kill, baseline, s, tag)
+
+
+def _run_point(harness: Harness, kill: KillPoint, baseline: Counts, s: Submitted, tag: str) -> PointResult:
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingRetry
+
     markers = s.fakes / "markers"
+    if kill.point == WHILE_SUSPENDED:  # no code of the run is running: the campaign kills its worker
+        suspended = wait_for(lambda: any_suspended(s) and not harness.worker_children(), RUN_TIMEOUT_S)
+        if suspended and harness.worker is not None:
+            fire(markers, WHILE_SUSPENDED, harness.worker.pid)
     fired = wait_for(
         lambda: read_marker(markers, kill.point) is not None or flow_state(s.flow_run_id) in ("COMPLETED", "FAILED"),
         RUN_TIMEOUT_S,
@@ -426,6 +586,8 @@ def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResul
         recovery_proc = harness.spawn(
             [python, "-m", "promptship.cli", "sweep-dead", "--every", "1"], f"{tag}-sweep.log", **env
         )
+    elif kill.recovery == "wait":
+        pass  # the suspended run is resumed by the person's `promptship sweep` (play_user) on the new worker
     else:
         # Prefect's own retry, as the UI's Retry button does it: the worker runs the same flow run again
         wait_for(lambda: flow_state(s.flow_run_id) != "RUNNING" or kill.victim == "worker", 10)
@@ -433,7 +595,8 @@ def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResul
             client.set_flow_run_state(uuid.UUID(s.flow_run_id), AwaitingRetry(), force=True)
     recovered = wait_for(lambda: attempt_ended(s), RUN_TIMEOUT_S)
     recover_s = time.time() - killed_at if recovered else None
-    if recovered and kill.recovery != "retry":  # the attempt ends inside the report step: let that run finish
+    same_run = kill.recovery in ("retry", "wait")  # the killed flow run itself runs again
+    if recovered and not same_run:  # the attempt ends inside the report step: let that run finish
         recovered = wait_for(lambda: resumed_state(s) == "COMPLETED", RUN_TIMEOUT_S)
     if recovery_proc is not None:
         if kill.recovery == "resume":
@@ -441,7 +604,7 @@ def run_point(harness: Harness, kill: KillPoint, baseline: Counts) -> PointResul
         stop_process(recovery_proc)
     note = ""
     old = flow_state(s.flow_run_id)
-    if kill.recovery == "retry":
+    if same_run:
         recovered = recovered and wait_for(lambda: flow_state(s.flow_run_id) == "COMPLETED", RUN_TIMEOUT_S)
     elif old in ("RUNNING", "PENDING"):  # a zombie left in the UI
         recovered, note = False, f"killed flow run left {old}"
@@ -546,7 +709,7 @@ def run_campaign(
         chosen = tuple(known[p] for p in points)
     with _workdir(work) as root:
         with running_prefect_server(root / "prefect") as server, using_prefect(server):
-            harness = Harness(server, root, echo)
+            harness = Harness(server, root, echo, plant_canaries())
             try:
                 return _campaign(harness, chosen, soak, echo)
             finally:
@@ -568,6 +731,7 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
     harness.deploy()
     harness.start_worker()
     usage_start = _usage(harness)
+    canary = submit(harness, CANARY_TAG, "deploy", secret=harness.canaries["prompt_secret"])
     baselines, why = run_baselines(harness, sorted({k.scenario for k in chosen}))  # type: ignore[arg-type]
     if why:
         echo(f"reliability: {why}; see {harness.work}")
@@ -638,16 +802,29 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
             "durable fakes)"
         )
 
-    leaks_note = (
-        "leak scan: not part of this campaign yet (tests/reliability/test_planted_secrets.py runs scan_leaks on a "
-        "run of its own)"
-    )
     echo("")
-    echo(leaks_note)
+    echo("Part 4: planted secrets (the settings' credentials of every process, a secret in one request's prompt)")
+    canary_done = wait_for(lambda: attempt_ended(canary) and flow_state(canary.flow_run_id) == "COMPLETED", 60)
+    if not canary_done:
+        echo(f"the planted request did not complete (flow run {flow_state(canary.flow_run_id)})")
+        lost += 1
+    scan = scan_campaign(harness)
+    for line in scan.lines():
+        echo(line)
     echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")
     never = len(results) - fired
-    echo(f"kill points {fired}, fault kinds 0, boundaries 0, duplicates {duplicates}, leaks 0, lost runs {lost}")
-    return 1 if duplicates or lost or never else 0
+    leaks = len(scan.leaks)
+    echo(f"kill points {fired}, fault kinds 0, boundaries 0, duplicates {duplicates}, leaks {leaks}, lost runs {lost}")
+    return 1 if duplicates or lost or never or leaks else 0
+
+
+def scan_campaign(harness: Harness) -> LeakReport:
+    """``scan_leaks`` over everything the campaign left: its whole work directory (the Prefect server's home and
+    database, every process's log, each request's fakes and store) and Prefect's API objects."""
+    from promptship_sandbox.reliability.leaks import prefect_api_objects, scan_leaks
+
+    objects = prefect_api_objects(harness.server.api_url, expect=("flow_run", "task_run", "log"))
+    return scan_leaks({"work": harness.work}, harness.canaries, ALLOWLIST + CAMPAIGN_ALLOWLIST, objects=objects)
 
 
 def _usage(harness: Harness) -> dict[str, tuple[int, int]]:
