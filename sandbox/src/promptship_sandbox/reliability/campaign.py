@@ -49,6 +49,9 @@ from promptship.faults import (
 )
 from promptship.store import Store
 from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
+from promptship_sandbox.reliability.faults import FULL as FAULTS_FULL
+from promptship_sandbox.reliability.faults import QUICK as FAULTS_QUICK
+from promptship_sandbox.reliability.faults import FaultCase, print_fault_part
 
 Recovery = Literal["resume", "sweep", "retry"]
 Scenario = Literal["deploy", "rollback"]
@@ -534,6 +537,7 @@ def run_campaign(
     points: list[str] | None = None,
     echo: Callable[[str], None] = print,
     work: Path | None = None,
+    faults: bool = True,
 ) -> int:
     """Run the campaign; print the tables and the summary line; return the exit status (0: all equal)."""
     chosen = QUICK if quick else FULL
@@ -548,7 +552,8 @@ def run_campaign(
         with running_prefect_server(root / "prefect") as server, using_prefect(server):
             harness = Harness(server, root, echo)
             try:
-                return _campaign(harness, chosen, soak, echo)
+                cases = (FAULTS_QUICK if quick else FAULTS_FULL) if faults else ()
+                return _campaign(harness, chosen, soak, echo, cases)
             finally:
                 harness.stop()
 
@@ -563,7 +568,13 @@ def _workdir(work: Path | None) -> Iterator[Path]:
     yield Path(tempfile.mkdtemp(prefix="promptship-reliability-"))
 
 
-def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo: Callable[[str], None]) -> int:
+def _campaign(
+    harness: Harness,
+    chosen: tuple[KillPoint, ...],
+    soak: bool,
+    echo: Callable[[str], None],
+    cases: tuple[FaultCase, ...] = (),
+) -> int:
     started = time.monotonic()
     harness.deploy()
     harness.start_worker()
@@ -638,6 +649,11 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
             "durable fakes)"
         )
 
+    # part 3: faults at the boundaries (reliability/faults.py), on this campaign's Prefect server
+    fault_run = print_fault_part(cases, harness.work / "faults", echo)
+    duplicates += fault_run.duplicates
+    lost += fault_run.lost
+
     leaks_note = (
         "leak scan: not part of this campaign yet (tests/reliability/test_planted_secrets.py runs scan_leaks on a "
         "run of its own)"
@@ -646,8 +662,12 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
     echo(leaks_note)
     echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")
     never = len(results) - fired
-    echo(f"kill points {fired}, fault kinds 0, boundaries 0, duplicates {duplicates}, leaks 0, lost runs {lost}")
-    return 1 if duplicates or lost or never else 0
+    kinds, boundaries = fault_run.kinds, fault_run.boundaries
+    echo(
+        f"kill points {fired}, fault kinds {kinds}, boundaries {boundaries}, duplicates {duplicates}, leaks 0, "
+        f"lost runs {lost}"
+    )
+    return 1 if duplicates or lost or never or fault_run.failed else 0
 
 
 def _usage(harness: Harness) -> dict[str, tuple[int, int]]:
