@@ -26,9 +26,12 @@ Boundaries (real part behind the proxy — the request — what is counted):
 - ``gateway``: the gateway service (``servers/gateway.py``) as the agent sees it — the agent's chat completion
   with its per-run key (2 attempts, as the agent's SDK) — ledger charges against the stand-in's completions;
 - ``health``: an HTTP app serving ``/health`` (200, or 503 for the unhealthy target) — ``HttpHealthProbe.check``
-  (check_health) — the verdicts on a healthy and an unhealthy target.
+  (check_health) — the verdicts on a healthy and an unhealthy target;
+- ``kube-apiserver`` (full campaign only: the control plane takes a minute to start): the sandbox control
+  plane's API server (TLS, so the proxy runs in tcp mode) — ``KubeCluster.apply_manifests`` (roll_out's apply)
+  — the Deployment's generation.
 
-Not here (limits, docs/RELIABILITY.md): the agent-server and the kube-apiserver of the sandbox control plane.
+Not here (limits, docs/RELIABILITY.md): the agent-server.
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
 from promptship.errors import ServiceError
 from promptship_sandbox.faultproxy import FaultKind, FaultProxy, running_fault_proxy
 
-BoundaryName = Literal["forge-rest", "forge-git", "llm", "gateway", "health"]
+BoundaryName = Literal["forge-rest", "forge-git", "llm", "gateway", "health", "kube-apiserver"]
 Expect = Literal["same", "failed"]
 
 # the issue's fault kinds; the proxy's 502 and 503 are both "5xx burst"
@@ -118,12 +121,17 @@ FULL: tuple[FaultCase, ...] = (
     FaultCase("health", "slow_body", 2),
     FaultCase("health", "truncated", 2),
     FaultCase("health", "refuse", 2),
+    # TLS: the proxy sees connections, not requests (tcp mode); the adapter opens one per request here
+    FaultCase("kube-apiserver", "refuse", 2),
+    FaultCase("kube-apiserver", "reset", 2),
+    FaultCase("kube-apiserver", "slow_body", 1),
+    FaultCase("kube-apiserver", "refuse", OUTAGE, expect="failed"),
 )
-QUICK: tuple[FaultCase, ...] = (
+QUICK: tuple[FaultCase, ...] = (  # no LLM boundary: the gateway's start-up (LiteLLM, the gate) is the costly one
     FaultCase("forge-rest", "truncated", 1, PULLS, "POST"),
     FaultCase("forge-rest", "secondary_rate_limit", 2, "/api/v3/"),
-    FaultCase("llm", "http_503", 2),
-    FaultCase("llm", "refuse", OUTAGE, expect="failed"),
+    FaultCase("forge-git", "reset", 1, RECEIVE),
+    FaultCase("forge-git", "refuse", OUTAGE, expect="failed"),
     FaultCase("health", "slow_body", 2),
     FaultCase("health", "http_503", 2),
 )
@@ -238,7 +246,10 @@ def run_boundary(boundary: Boundary, cases: list[FaultCase]) -> list[CaseResult]
     its task runs the requests), as steps run inside the dev-cycle flow."""
     from prefect import flow
 
-    return flow(name=f"fault-cases-{boundary.name}", persist_result=False)(_run_boundary)(boundary, cases)
+    def cases_of_one_boundary() -> list[CaseResult]:  # no parameters: Prefect would validate and store them
+        return _run_boundary(boundary, cases)
+
+    return flow(name=f"fault-cases-{boundary.name}", persist_result=False)(cases_of_one_boundary)()
 
 
 def _run_boundary(boundary: Boundary, cases: list[FaultCase]) -> list[CaseResult]:
@@ -580,6 +591,85 @@ class HealthURL:
         return 2 * 10  # health_retries (10) probes per check, two checks
 
 
+# -- the kube-apiserver ------------------------------------------------------------------------------------
+class KubeAPI:
+    """The sandbox control plane's kube-apiserver (TLS) behind a tcp-mode proxy; the request is the roll_out
+    step's apply (``KubeCluster.apply_manifests``: dry run of every manifest, then server-side apply)."""
+
+    name: BoundaryName = "kube-apiserver"
+    service = "cluster"
+    step_retries = True
+    NAMESPACE = "faults"
+
+    def __init__(self, stack: ExitStack, work: Path):
+        import json
+
+        from promptship_sandbox.cluster import running_control_plane
+
+        self.cp = stack.enter_context(running_control_plane(work / "control-plane"))
+        self.proxy = stack.enter_context(
+            running_fault_proxy(self.cp.api_url, mode="tcp", name="kube-apiserver", slow_s=SLOW_S)
+        )
+        config = json.loads(self.cp.kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = f"https://{self.proxy.address}"
+        self.kubeconfig = work / "kubeconfig-via-proxy"
+        self.kubeconfig.write_text(json.dumps(config))
+        direct = self._cluster(self.cp.kubeconfig)
+        direct.api_request("POST", "/api/v1/namespaces", body={"metadata": {"name": self.NAMESPACE}})
+        self.direct = direct
+
+    def _cluster(self, kubeconfig: Path) -> Any:
+        # a new client (and connection) per request, as a new step process has: the tcp-mode faults act on
+        # connections, and a pooled one would let the request pass them by
+        from promptship.adapters.kube import KubeCluster
+        from promptship.settings import Settings
+        from promptship.wiring import build_kube_api_client
+
+        settings = Settings()
+        settings.kube.kubeconfig = kubeconfig
+        return KubeCluster(build_kube_api_client(settings), request_timeout_s=CLIENT_TIMEOUT_S)
+
+    def _manifest(self, tag: str) -> dict[str, Any]:
+        name = "d-" + "".join(ch if ch.isalnum() else "-" for ch in tag.lower())[:50].strip("-")
+        labels = {"app": name}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": self.NAMESPACE},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": f"registry.local/app:{name}"}]},
+                },
+            },
+        }
+
+    def request(self, tag: str) -> str:
+        from promptship.domain.request import DeployTarget
+
+        manifest = self._manifest(tag)
+        name = manifest["metadata"]["name"]
+        cluster = self._cluster(self.kubeconfig)
+        try:
+            applied = cluster.apply_manifests(DeployTarget(namespace=self.NAMESPACE, deployment=name), [manifest])
+        finally:
+            cluster.api.close()
+        found = self.direct.read_object(f"/apis/apps/v1/namespaces/{self.NAMESPACE}/deployments/{name}")
+        ok = found is not None and applied.applied == (f"Deployment/{name}",)
+        return "applied" if ok else f"WRONG: {applied.applied} reported, found {found is not None}"
+
+    def effects(self, tag: str) -> dict[str, int]:
+        name = self._manifest(tag)["metadata"]["name"]
+        found = self.direct.read_object(f"/apis/apps/v1/namespaces/{self.NAMESPACE}/deployments/{name}")
+        # an apply retried with the same manifest must not make a new generation (a second rollout)
+        return {"deployment generations": int((found or {}).get("metadata", {}).get("generation", 0))}
+
+    def limit(self, unfaulted_requests: int, case: FaultCase) -> int:
+        return STEP_ATTEMPTS * max(unfaulted_requests, 1)  # 1 × 4 requests (1 connection each)
+
+
 # -- the campaign part ---------------------------------------------------------------------------------------
 @dataclass
 class FaultRun:
@@ -638,6 +728,8 @@ def running_boundaries(work: Path, names: set[str]) -> Iterator[dict[str, Bounda
             found |= {"llm": LLMBehindGateway(llm), "gateway": GatewayForAgent(llm)}
         if "health" in names:
             found["health"] = HealthURL(stack)
+        if "kube-apiserver" in names:
+            found["kube-apiserver"] = KubeAPI(stack, work)
         yield found
 
 
@@ -668,7 +760,7 @@ def run_fault_cases(cases: tuple[FaultCase, ...], work: Path) -> FaultRun:
 def table_lines(run: FaultRun) -> list[str]:
     header = (
         f"{'boundary':<10} {'fault':<44} {'fired':>5}  {'verdict':<30} {'expected':<18} {'duplicates':<10} "
-        f"{'requests':>8} {'seconds':>7}  ok"
+        f"{'requests/limit':>14} {'seconds':>7}  ok"
     )
     lines = [header, "-" * len(header)]
     for r in run.results:
@@ -682,7 +774,7 @@ def table_lines(run: FaultRun) -> list[str]:
             ok += " (not absorbed by the retries)"
         lines.append(
             f"{r.case.boundary:<10} {r.case.name:<44} {r.fired:>5}  {verdict:<30} {expected:<18} {dup:<10} "
-            f"{f'{r.requests}/{r.limit}':>8} {r.seconds:>7.1f}  {ok}"
+            f"{f'{r.requests}/{r.limit}':>14} {r.seconds:>7.1f}  {ok}"
         )
     lines.append(
         "(verdict: 'same' = the unfaulted request's; requests = through the proxy / the most docs/CONTRACTS.md "
