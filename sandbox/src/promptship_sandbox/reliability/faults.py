@@ -759,7 +759,7 @@ def run_fault_cases(cases: tuple[FaultCase, ...], work: Path) -> FaultRun:
 
 def table_lines(run: FaultRun) -> list[str]:
     header = (
-        f"{'boundary':<10} {'fault':<44} {'fired':>5}  {'verdict':<30} {'expected':<18} {'duplicates':<10} "
+        f"{'boundary':<14} {'fault':<44} {'fired':>5}  {'verdict':<30} {'expected':<18} {'duplicates':<10} "
         f"{'requests/limit':>14} {'seconds':>7}  ok"
     )
     lines = [header, "-" * len(header)]
@@ -773,7 +773,7 @@ def table_lines(run: FaultRun) -> list[str]:
         if r.passed and r.case.expect == "same" and r.verdict != r.unfaulted:
             ok += " (not absorbed by the retries)"
         lines.append(
-            f"{r.case.boundary:<10} {r.case.name:<44} {r.fired:>5}  {verdict:<30} {expected:<18} {dup:<10} "
+            f"{r.case.boundary:<14} {r.case.name:<44} {r.fired:>5}  {verdict:<30} {expected:<18} {dup:<10} "
             f"{f'{r.requests}/{r.limit}':>14} {r.seconds:>7.1f}  {ok}"
         )
     lines.append(
