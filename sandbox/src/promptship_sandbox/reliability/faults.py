@@ -447,8 +447,10 @@ class LLMParts:
         with self.gateway.ledger.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(LLMCallRow.run_key == run_key)).scalar() or 0)
 
-    def answered_completions(self) -> int:
-        return len(self.sandbox.llm.completions())
+    def completions_for(self, run_key: str) -> int:
+        """Completions that reached the stand-in for ``run_key`` (its prompt names it; the llm and gateway
+        boundaries share the stand-in and run side by side)."""
+        return sum(1 for r in self.sandbox.llm.completions() if r.contains(f"({run_key})"))
 
 
 class LLMBehindGateway:
@@ -465,9 +467,11 @@ class LLMBehindGateway:
         from promptship.domain.results import LLMCall, LLMMessage
 
         reply = self.parts.gateway.complete(
-            LLMCall(run_key=f"llm-{tag}", step="route", messages=(LLMMessage(role="user", content=f"say ok ({tag})"),))
+            LLMCall(
+                run_key=f"llm-{tag}", step="route", messages=(LLMMessage(role="user", content=f"say ok (llm-{tag})"),)
+            )
         )
-        return "answered" if f"({tag})" in reply.content else f"WRONG: answer {reply.content[:60]!r}"
+        return "answered" if f"(llm-{tag})" in reply.content else f"WRONG: answer {reply.content[:60]!r}"
 
     def effects(self, tag: str) -> dict[str, int]:
         # a charge per completion answered in full; none for a request the gateway gave up on
@@ -491,7 +495,6 @@ class GatewayForAgent:
         self.proxy = parts.service
         self._keys: dict[str, str] = {}
         self._model: dict[str, str] = {}
-        self._provider_calls: dict[str, int] = {}
 
     def _access(self, tag: str) -> tuple[str, str]:
         if tag not in self._keys:
@@ -504,34 +507,30 @@ class GatewayForAgent:
 
     def request(self, tag: str) -> str:
         key, model = self._access(tag)
-        before = self.parts.answered_completions()
         last = ""
-        try:
-            for _ in range(self.AGENT_ATTEMPTS):
-                try:
-                    r = httpx.post(
-                        f"{self.proxy.url}/v1/chat/completions",
-                        headers={"Authorization": f"Bearer {key}"},
-                        json={"model": model, "messages": [{"role": "user", "content": f"say ok ({tag})"}]},
-                        timeout=AGENT_TIMEOUT_S,
-                    )
-                except httpx.TransportError as exc:
-                    last = type(exc).__name__
-                    continue
-                if r.status_code in (429, 500, 502, 503):
-                    last = f"HTTP {r.status_code}"
-                    continue
-                if r.status_code != 200:
-                    return f"failed: gateway (HTTP {r.status_code})"
-                content = r.json()["choices"][0]["message"]["content"] or ""
-                return "answered" if f"({tag})" in content else f"WRONG: answer {content[:60]!r}"
-        finally:
-            self._provider_calls[tag] = self._provider_calls.get(tag, 0) + self.parts.answered_completions() - before
+        for _ in range(self.AGENT_ATTEMPTS):
+            try:
+                r = httpx.post(
+                    f"{self.proxy.url}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": model, "messages": [{"role": "user", "content": f"say ok (agent-{tag})"}]},
+                    timeout=AGENT_TIMEOUT_S,
+                )
+            except httpx.TransportError as exc:
+                last = type(exc).__name__
+                continue
+            if r.status_code in (429, 500, 502, 503):
+                last = f"HTTP {r.status_code}"
+                continue
+            if r.status_code != 200:
+                return f"failed: gateway (HTTP {r.status_code})"
+            content = r.json()["choices"][0]["message"]["content"] or ""
+            return "answered" if f"(agent-{tag})" in content else f"WRONG: answer {content[:60]!r}"
         return f"failed: gateway ({last})"
 
     def effects(self, tag: str) -> dict[str, int]:
         charges = self.parts.charges(f"agent-{tag}")
-        calls = self._provider_calls.get(tag, 0)
+        calls = self.parts.completions_for(f"agent-{tag}")
         # the agent's own retry after a lost answer is a second provider call, charged as such: what must hold is
         # one charge per provider call, never a charge without one (a call without a charge is counted too)
         return {
