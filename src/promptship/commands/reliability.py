@@ -72,6 +72,4 @@ def register(app: typer.Typer) -> None:
         from promptship_sandbox.reliability.campaign import run_campaign
 
         chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
-        raise typer.Exit(
-            run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo, work=work, faults=faults)
-        )
+        raise typer.Exit(run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo, work=work, faults=faults))
