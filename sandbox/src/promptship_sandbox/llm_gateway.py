@@ -10,7 +10,7 @@ providers point at the stand-in), and the gateway service on 127.0.0.1 for the c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,20 +33,26 @@ class SandboxGateway:
 
 @contextmanager
 def running_sandbox_gateway(
-    settings: Settings, *, engine: Any = None, openrouter_key: str | None = None
+    settings: Settings,
+    *,
+    engine: Any = None,
+    openrouter_key: str | None = None,
+    llm_via: Callable[[str], str] | None = None,
 ) -> Iterator[SandboxGateway]:
     """Start the stand-in and the gateway service; stop both when the block ends. ``engine``: the store's
     engine to keep the ledger in (default: one on ``settings.store_url()``); ``openrouter_key``: the cloud key
-    the gateway sends to the stand-in (default: a new one in OpenRouter's format)."""
+    the gateway sends to the stand-in (default: a new one in OpenRouter's format); ``llm_via``: the base URL
+    the gateway is to call for the stand-in's (e.g. a fault proxy's in front of it; default: the stand-in's)."""
     key = openrouter_key or new_openrouter_key()
     from promptship.servers.gateway import create_gateway_app
     from promptship.wiring import build_llm_gateway
 
     with running_llm_stand_in() as llm:
+        base_url = llm_via(llm.base_url) if llm_via is not None else llm.base_url
         llm_settings = settings.llm.model_copy(
             update={
-                "ollama_base_url": llm.base_url,
-                "openrouter_base_url": llm.base_url + "/v1",
+                "ollama_base_url": base_url,
+                "openrouter_base_url": base_url + "/v1",
                 "openrouter_api_key": SecretStr(key),
             }
         )

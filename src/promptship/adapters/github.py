@@ -101,7 +101,8 @@ class GitHubHost:
     """The code host on GitHub or a GitHub-compatible server (GitHub Enterprise, the local forge).
 
     ``token``: a fixed token (a personal access token), or a callable giving the token to use now (a GitHub
-    App's ``InstallationTokenAuth.current``), asked at the start of each git operation.
+    App's ``InstallationTokenAuth.current``), asked at the start of each git operation. ``git_stall_s``: a
+    git transfer slower than 1 KiB/s for this long fails (retryable), as git itself never times out.
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class GitHubHost:
         max_rate_limit_waits: int = 5,
         image_template: str = DEFAULT_IMAGE_TEMPLATE,
         committer: tuple[str, str] = ("promptship", "promptship@users.noreply.github.com"),
+        git_stall_s: float = 60.0,
     ):
         self._gh = gh
         self._token = token
@@ -129,6 +131,7 @@ class GitHubHost:
         self._max_rate_limit_waits = max_rate_limit_waits
         self._image_template = image_template
         self._committer = committer
+        self._git_stall_s = git_stall_s
         self._etags: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # URL → (ETag, document), LRU-bounded
         self.polls = 0  # REST requests made by CI and merge waits (for benchmarks)
 
@@ -638,6 +641,10 @@ class GitHubHost:
             "GIT_CONFIG_COUNT": "1",
             "GIT_CONFIG_KEY_0": "http.extraHeader",
             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            # git over HTTP has no timeout of its own: a transfer stalled below 1 KiB/s for this long fails
+            # (retryable) instead of holding the step until the server drops the connection
+            "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+            "GIT_HTTP_LOW_SPEED_TIME": str(max(1, round(self._git_stall_s))),
             "GIT_AUTHOR_NAME": name,
             "GIT_AUTHOR_EMAIL": email,
             "GIT_COMMITTER_NAME": name,
@@ -673,6 +680,13 @@ class GitHubHost:
                 "timed out",
                 "returned error: 5",
                 "returned error: 429",
+                # the connection broke mid-transfer (curl 18/28/52/55/56): the push or fetch may be tried again
+                "Connection reset",
+                "transfer closed",
+                "Operation too slow",
+                "Empty reply from server",
+                "Send failure",
+                "Recv failure",
             )
         )
         return CodeHostError(f"git failed {what} for {repository}: {text}", retryable=transient)

@@ -84,11 +84,15 @@ def register(app: typer.Typer) -> None:
         work: Annotated[
             Path | None, typer.Option(help="Directory for the processes' logs and the fakes (default: a new temp dir).")
         ] = None,
+        faults: Annotated[
+            bool, typer.Option(help="Part 3: the fault cases at the boundaries (the fault proxy); --no-faults skips.")
+        ] = True,
     ) -> None:
         """Kill runs at every named kill point on a real Prefect server, deployment and process worker, recover
         them (resume --force, the sweeper, Prefect's retry) and compare every side effect with an
-        uninterrupted run. Prints one table per part and the summary line; exits 1 on a duplicate, a lost run
-        or a kill point that never fired.
+        uninterrupted run; then break each boundary (forge REST and git, the LLM behind the gateway, the gateway
+        service, the health URL) through a fault proxy. Prints one table per part and the summary line; exits 1 on
+        a duplicate, a lost run, a kill point that never fired or a fault case that failed.
         """
         from promptship.commands._sandbox import sandbox_or_exit
 
@@ -96,4 +100,4 @@ def register(app: typer.Typer) -> None:
         from promptship_sandbox.reliability.campaign import run_campaign
 
         chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
-        raise typer.Exit(run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo, work=work))
+        raise typer.Exit(run_campaign(quick=quick, soak=soak, points=chosen, echo=typer.echo, work=work, faults=faults))

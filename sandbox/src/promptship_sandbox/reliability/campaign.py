@@ -54,6 +54,9 @@ from promptship.faults import (
 )
 from promptship.store import Store
 from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
+from promptship_sandbox.reliability.faults import FULL as FAULTS_FULL
+from promptship_sandbox.reliability.faults import QUICK as FAULTS_QUICK
+from promptship_sandbox.reliability.faults import FaultCase, print_fault_part
 from promptship_sandbox.reliability.leaks import ALLOWLIST, Allowed, LeakReport
 
 Recovery = Literal["resume", "sweep", "retry", "wait"]
@@ -697,6 +700,7 @@ def run_campaign(
     points: list[str] | None = None,
     echo: Callable[[str], None] = print,
     work: Path | None = None,
+    faults: bool = True,
 ) -> int:
     """Run the campaign; print the tables and the summary line; return the exit status (0: all equal)."""
     chosen = QUICK if quick else FULL
@@ -711,7 +715,8 @@ def run_campaign(
         with running_prefect_server(root / "prefect") as server, using_prefect(server):
             harness = Harness(server, root, echo, plant_canaries())
             try:
-                return _campaign(harness, chosen, soak, echo)
+                cases = (FAULTS_QUICK if quick else FAULTS_FULL) if faults else ()
+                return _campaign(harness, chosen, soak, echo, cases)
             finally:
                 harness.stop()
 
@@ -726,7 +731,13 @@ def _workdir(work: Path | None) -> Iterator[Path]:
     yield Path(tempfile.mkdtemp(prefix="promptship-reliability-"))
 
 
-def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo: Callable[[str], None]) -> int:
+def _campaign(
+    harness: Harness,
+    chosen: tuple[KillPoint, ...],
+    soak: bool,
+    echo: Callable[[str], None],
+    cases: tuple[FaultCase, ...] = (),
+) -> int:
     started = time.monotonic()
     harness.deploy()
     harness.start_worker()
@@ -802,6 +813,11 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
             "durable fakes)"
         )
 
+    # part 3: faults at the boundaries (reliability/faults.py), on this campaign's Prefect server
+    fault_run = print_fault_part(cases, harness.work / "faults", echo)
+    duplicates += fault_run.duplicates
+    lost += fault_run.lost
+
     echo("")
     echo("Part 4: planted secrets (the settings' credentials of every process, a secret in one request's prompt)")
     canary_done = wait_for(lambda: attempt_ended(canary) and flow_state(canary.flow_run_id) == "COMPLETED", 60)
@@ -814,8 +830,12 @@ def _campaign(harness: Harness, chosen: tuple[KillPoint, ...], soak: bool, echo:
     echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")
     never = len(results) - fired
     leaks = len(scan.leaks)
-    echo(f"kill points {fired}, fault kinds 0, boundaries 0, duplicates {duplicates}, leaks {leaks}, lost runs {lost}")
-    return 1 if duplicates or lost or never or leaks else 0
+    kinds, boundaries = fault_run.kinds, fault_run.boundaries
+    echo(
+        f"kill points {fired}, fault kinds {kinds}, boundaries {boundaries}, duplicates {duplicates}, "
+        f"leaks {leaks}, lost runs {lost}"
+    )
+    return 1 if duplicates or lost or never or leaks or fault_run.failed else 0
 
 
 def scan_campaign(harness: Harness) -> LeakReport:
