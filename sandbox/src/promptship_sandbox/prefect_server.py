@@ -167,16 +167,31 @@ def using_prefect(server: PrefectServer) -> Iterator[None]:
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     previous = {k: os.environ.get(k) for k in server.env()}
+    _drain_prefect_senders()
     os.environ.update(server.env())
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: server.home}):
             yield
+            _drain_prefect_senders()
     finally:
         for k, v in previous.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _drain_prefect_senders() -> None:
+    """Send what this process's Prefect event and log workers hold, and stop them. Prefect keeps ONE events worker
+    per process whatever the API URL (``EventsWorker.instance()`` is keyed by client type only, and the client
+    reads the URL once): a second server used by the same process would get none of its task runs' events — they
+    went to the first server (the server builds task runs from those events). Stopped here, the next use starts
+    workers that connect to the server in force."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (EventsWorker, APILogWorker):
+        service.drain_all(timeout=30, at_exit=False)
 
 
 def _prefect_bin() -> str:
@@ -217,13 +232,14 @@ def running_worker(
     env: Mapping[str, str] | None = None,
     inherit: bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``prefect worker start --pool POOL`` in ``root`` against ``server`` (its flow runs are subprocesses that
+    """``promptship worker --pool POOL`` (Prefect's process worker with promptship's fix of its double crash report,
+    docs/RELIABILITY.md finding 3) in ``root`` against ``server`` (its flow runs are subprocesses that
     inherit ``env``, on top of this process's environment unless ``inherit`` is off: then ``env`` is the whole
     environment besides the server's); stopped at the end by the process group it leads."""
     worker_env = {**(os.environ if inherit else {}), **server.env(), "PWD": str(root), **(env or {})}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [_prefect_bin(), "worker", "start", "--pool", pool, "--type", "process"],
+            [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool],
             cwd=root,
             env=worker_env,
             stdout=log,
