@@ -14,9 +14,7 @@ pytestmark = pytest.mark.flow
 
 
 def _task_run_names(api_url: str, flow_run_id: str) -> list[str]:
-    answer = httpx.post(
-        f"{api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}, timeout=30
-    )
+    answer = httpx.post(f"{api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}, timeout=30)
     answer.raise_for_status()
     return sorted(t["name"] for t in answer.json())
 
