@@ -35,7 +35,12 @@ def _flow_runs_of(request: DevRequest) -> list[Any]:
     """The flow runs of ``request``, by its key (their parameter may be the sealed form: prompt redacted)."""
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200)
-    return [r for r in runs if DevRequest.model_validate(r.parameters["request"]).run_key == request.run_key]
+    # the shared server also holds other flows' runs (a bare chain, policy-review): only dev-cycle runs have a request
+    return [
+        r
+        for r in runs
+        if "request" in r.parameters and DevRequest.model_validate(r.parameters["request"]).run_key == request.run_key
+    ]
 
 
 def _artifacts(flow_run_id: UUID) -> dict[str, list[Artifact]]:

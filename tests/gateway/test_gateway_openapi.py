@@ -130,6 +130,10 @@ CHECKS = [
     ignored_auth,
 ]
 EXAMPLES = 12  # per operation: 7 operations, well under a minute on a loaded machine
+# the chat operations get more: most generated chat bodies are refused at the door (an unknown model group, a tool
+# message without its call id), and the test needs some that are answered — with 12 random ones a run in the full
+# suite drew none. Derandomized: the same cases on every machine, so a failure is reproducible.
+CHAT_EXAMPLES = 40
 
 
 def test_generated_requests_get_described_answers_and_never_a_5xx(served: Service, run_key: str) -> None:
@@ -149,7 +153,8 @@ def test_generated_requests_get_described_answers_and_never_a_5xx(served: Servic
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=EXAMPLES,
+            max_examples=CHAT_EXAMPLES if operation.path.endswith("/chat/completions") else EXAMPLES,
+            derandomize=True,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
             database=None,

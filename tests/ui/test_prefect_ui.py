@@ -183,18 +183,30 @@ def test_a_run_started_from_the_ui_form_shows_its_report_and_the_kpi_charts_load
     _visited(page, "1-dev-cycle-custom-run-form")
     hold_ci = stack["fakes"] / "hold-ci"
     hold_ci.write_text("")  # the run waits inside CI until the page has shown that stage
+    creations: list[int] = []  # the status of each create_flow_run call the form made
+    page.on("response", lambda r: creations.append(r.status) if r.url.endswith("/create_flow_run") else None)
     page.get_by_role("button", name="Submit", exact=True).click()
 
-    def submitted() -> Any:
+    def from_the_form() -> list[Any]:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dev.id])))
-        return next((r for r in runs if r.parameters.get("request", {}).get("prompt") == prompt), None)
+        return [r for r in runs if r.parameters.get("request", {}).get("prompt") == prompt]
+
+    def submitted() -> Any:
+        return next(iter(from_the_form()), None)
 
     try:
         created = _wait_for(submitted, "the run submitted from the form", 60, log)
     except AssertionError:
         _visited(page, "1-dev-cycle-submit-failed")  # what the form said instead
-        raise
+        if 201 in creations:
+            raise
+        # the server did not take the submission (its API status toast, "Oops. Something went wrong", once in CI
+        # while the machine was busy): a person submits again, once — and still exactly one run may come of it
+        print(f"create_flow_run answers: {creations or 'none'}; submitting again")
+        page.get_by_role("button", name="Submit", exact=True).click()
+        created = _wait_for(submitted, f"the run submitted from the form (answers {creations})", 60, log)
+    assert len(from_the_form()) == 1, creations  # one submission, one run
 
     # -- while it waits on CI, its page says so ------------------------------------------------------------
     _wait_for(lambda: (stack["fakes"] / "at-ci").exists(), "the run to wait on CI", 120, log)
