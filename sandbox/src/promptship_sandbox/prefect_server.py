@@ -51,17 +51,44 @@ class PrefectServer:
 
     def stop(self) -> None:
         """Stop the server: SIGTERM to the process group it leads (it was started in its own session)."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, grace_s: float = 20) -> None:
+    """SIGTERM to the process group ``process`` leads (started with ``start_new_session``), SIGKILL after
+    ``grace_s``; nothing when it has ended."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def process_group(
+    argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` in a session of its own (its output appended to ``log_path``) for the block's duration, then
+    ``stop_process_group``: how every worker the sandbox and the benches start is run and stopped."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop_process_group(process)
 
 
 def _template_db() -> Path:
@@ -237,23 +264,6 @@ def running_worker(
     inherit ``env``, on top of this process's environment unless ``inherit`` is off: then ``env`` is the whole
     environment besides the server's); stopped at the end by the process group it leads."""
     worker_env = {**(os.environ if inherit else {}), **server.env(), "PWD": str(root), **(env or {})}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool],
-            cwd=root,
-            env=worker_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
+    argv = [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool]
+    with process_group(argv, cwd=root, env=worker_env, log_path=log_path) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)

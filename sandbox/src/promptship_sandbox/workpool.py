@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from promptship.errors import ConfigError
+from promptship_sandbox.prefect_server import process_group
 
 POOL_IMAGE = "promptship.local/promptship:venv"  # the sandbox kubelet's name for this checkout + its .venv
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -198,34 +198,9 @@ def running_kubernetes_worker(
     }
     worker_env.pop("KUBERNETES_SERVICE_HOST", None)  # never take an in-cluster config by accident
     prefect = Path(sys.executable).with_name("prefect")
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                str(prefect) if prefect.exists() else "prefect",
-                "worker",
-                "start",
-                "--pool",
-                pool,
-                "--type",
-                "kubernetes",
-            ],
-            cwd=REPO_ROOT,
-            env=worker_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
+    argv = [str(prefect) if prefect.exists() else "prefect", "worker", "start", "--pool", pool, "--type", "kubernetes"]
+    with process_group(argv, cwd=REPO_ROOT, env=worker_env, log_path=log_path) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
 
 
 def prepare_namespace(

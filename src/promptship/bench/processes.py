@@ -13,7 +13,6 @@ Used by ``python -m promptship.bench flow`` and ``tests/flows/test_concurrency.p
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -231,24 +230,9 @@ def process_platform(
         env["PROMPTSHIP_TEST_DATABASE_URL"] = database_url
     if store_key:
         env["PROMPTSHIP_STORE_KEY"] = store_key
+    from promptship_sandbox.prefect_server import process_group
+
     log = tmp / "worker.log"
-    with log.open("ab") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    with process_group(argv, cwd=REPO_ROOT, env=env, log_path=log) as worker:
         yield ProcessPlatform(pool, fakes, worker, log, ids, database_url)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)

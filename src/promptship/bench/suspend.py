@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -96,6 +95,7 @@ def _measure(
     from promptship.store import Store
     from promptship.store.webhooks import WebhookDeliveries
     from promptship_sandbox.durable_fakes import JsonState, durable_services
+    from promptship_sandbox.prefect_server import stop_process_group
 
     fakes = tmp / "fakes"
     state = JsonState(fakes)
@@ -250,10 +250,4 @@ def _measure(
             f"PRs opened {shared['pr_creations']}, merges {shared['merges']}, rollouts {len(shared['images'])}"
         )
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)
+        stop_process_group(worker)

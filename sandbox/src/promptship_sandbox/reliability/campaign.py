@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextvars
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from promptship.faults import (
     read_marker,
 )
 from promptship.store import Store
-from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, using_prefect
+from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, stop_process_group, using_prefect
 from promptship_sandbox.reliability.faults import FULL as FAULTS_FULL
 from promptship_sandbox.reliability.faults import QUICK as FAULTS_QUICK
 from promptship_sandbox.reliability.faults import FaultCase, print_fault_part
@@ -322,16 +321,7 @@ class Harness:
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """End a process this campaign started (its session, by its PID)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    stop_process_group(proc, grace_s=15)
 
 
 def request_for(tag: str, scenario: Scenario) -> DevRequest:
