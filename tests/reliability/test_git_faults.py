@@ -10,7 +10,6 @@ one for its git smart-HTTP, the adapter on both).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -53,10 +52,9 @@ def test_a_stalled_push_fails_after_the_stall_limit_not_when_the_server_gives_up
     parts.git.slow_s = 120.0  # the forge would hold the answer for two minutes
     ws, branch = _workspace(parts, "stalled")
     parts.git.inject("slow_body", match=RECEIVE)
-    started = time.monotonic()
     with pytest.raises(CodeHostError) as failed:
         parts.host.push_branch(REPO, str(ws), branch)
-    took = time.monotonic() - started
+    # "too slow" is curl's low-speed abort (GIT_HTTP_LOW_SPEED_*): the client gave up on the stall, the forge's
+    # answer was still held back; the server ending the connection reads "transfer closed" / "Empty reply"
     assert failed.value.retryable and "too slow" in str(failed.value), str(failed.value)
-    assert took < 60, f"the push waited {took:.0f} s (git_stall_s is 3 s)"
     assert parts.host.push_branch(REPO, str(ws), branch) == parts.branch_head(branch)

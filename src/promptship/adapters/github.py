@@ -93,6 +93,18 @@ def default_git_url_for(api_url: str) -> Callable[[str], str]:
     return url_for
 
 
+def git_auth_env(token: str) -> dict[str, str]:
+    """The environment that makes ``git`` over HTTPS send ``token`` (never argv, URL or config file), like
+    actions/checkout's extraheader; ``GIT_TERMINAL_PROMPT=0`` so a refused token fails instead of asking."""
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -634,13 +646,9 @@ class GitHubHost:
         token = self._current_token()
         if token not in self._git_tokens:
             self._git_tokens.append(token)
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         name, email = self._committer
         return {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            **git_auth_env(token),
             # git over HTTP has no timeout of its own: a transfer stalled below 1 KiB/s for this long fails
             # (retryable) instead of holding the step until the server drops the connection
             "GIT_HTTP_LOW_SPEED_LIMIT": "1000",

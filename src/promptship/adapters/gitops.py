@@ -14,7 +14,6 @@ Git runs as the ``git`` command; a token reaches it only as an ``http.extraHeade
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
+from promptship.adapters.github import git_auth_env
 from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
 from promptship.domain.results import ApplyResult, RollbackResult, RolloutResult
@@ -78,12 +78,7 @@ class GitOpsCluster:
             GIT_TERMINAL_PROMPT="0",
         )  # fmt: skip
         if self.token is not None:
-            basic = base64.b64encode(f"x-access-token:{self.token.get_secret_value()}".encode()).decode()
-            env.update(
-                GIT_CONFIG_COUNT="1",
-                GIT_CONFIG_KEY_0="http.extraHeader",
-                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
-            )
+            env.update(git_auth_env(self.token.get_secret_value()))
         return env
 
     def _git(self, *args: str, cwd: Path | None = None) -> str:

@@ -343,17 +343,11 @@ class ForgeParts:
 
 
 def _git_env(token: str) -> dict[str, str]:
-    import base64
     import os
 
-    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    return {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "http.extraHeader",
-        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
-    }
+    from promptship.adapters.github import git_auth_env
+
+    return {**os.environ, **git_auth_env(token)}
 
 
 class ForgeRest:
