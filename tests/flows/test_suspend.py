@@ -9,8 +9,6 @@ the store under it (``durable_fakes``).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ from promptship.servers.webhook import create_app, running_asgi
 from promptship.settings import Settings
 from promptship.store import Store
 from promptship.store.webhooks import WebhookDeliveries
+from promptship_sandbox.prefect_server import process_group
 from tests.flows.durable_fakes import DurableCodeHost, JsonState, durable_services
 from tests.flows.test_processes import REPO_ROOT, _env, _wait_for
 
@@ -130,22 +129,11 @@ def platform(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) ->
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",
     }
     log = tmp / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    store = durable_services(fakes).sink
-    assert isinstance(store, Store)
-    try:
+    argv = [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool]
+    with process_group(argv, cwd=REPO_ROOT, env=env, log_path=log) as worker:
+        store = durable_services(fakes).sink
+        assert isinstance(store, Store)
         yield Platform(fakes, state, f"dev-cycle/{name}", worker, log, store)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
 
 
 @pytest.fixture
