@@ -2,7 +2,7 @@
 # openhands-agent-server from scripts/openhands.requirements.lock (the pins `scripts/openhands.sh install` uses),
 # the tools the agent's terminal needs (git, tmux), a non-root user. No promptship code, no credentials: the pod
 # starts it with k8s/base/openhands/launch.py (a ConfigMap) and its session key from a projected Secret file.
-# (No Docker engine runs on the development machines: CI builds it, like ../Dockerfile.)
+# (No Docker engine runs on the development machines or in .ci/run: build it where one runs.)
 #   docker build -f scripts/openhands.Dockerfile -t ghcr.io/promptship/openhands-agent-server:1.57.0 .
 FROM python:3.12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends git tmux ca-certificates \
