@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,27 +101,54 @@ def test_localize_refuses_a_secret_the_overlay_does_not_have(tmp_path: Path):
     assert not (tmp_path / "state").exists()  # nothing made
 
 
-@pytest.fixture
-def local_platform(control_plane: Any, tmp_path: Path) -> Iterator[Any]:
+@dataclass
+class Platform:
+    local: Any
+    kubeconfig: Path
+    secrets: dict[str, dict[str, str]]
+    fakes: Path
+    store_url: str
+
+
+# The one test-only setting of the platform: the worker's flow runs use the sandbox's durable fakes (code host,
+# agent, CI, target cluster; one JSON state) instead of GitHub, OpenHands and a real target, and this checkout's code.
+def _with_durable_fakes(objects: list[dict[str, Any]], fakes: Path, store_url: str) -> None:
+    from promptship_sandbox.platform import REPO_ROOT
+
+    worker = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "prefect-worker")
+    env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+    env += [
+        {"name": "PROMPTSHIP_SERVICES_FACTORY", "value": "promptship_sandbox.durable_fakes:services_from_env"},
+        {"name": "PROMPTSHIP_TEST_FAKES_DIR", "value": str(fakes)},
+        {"name": "PROMPTSHIP_TEST_DATABASE_URL", "value": store_url},
+        {"name": "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S", "value": "0"},
+        {"name": "PYTHONPATH", "value": os.pathsep.join(str(REPO_ROOT / d) for d in ("src", "sandbox/src", "."))},
+    ]
+
+
+@pytest.fixture(scope="module")
+def local_platform(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     from promptship_sandbox import platform
     from promptship_sandbox.prefect_server import _template_db
 
-    store = tmp_path / "store"
+    tmp = tmp_path_factory.mktemp("platform")
+    store = tmp / "store"
     store.mkdir()
     secrets = _secrets(store)
+    store_url = secrets["promptship-store"]["PROMPTSHIP_DATABASE_URL"]
     local = platform.localize(
-        platform.render("local"), tmp_path / "platform", secrets=secrets, prefect_template_db=_template_db()
+        platform.render("local"), tmp / "platform", secrets=secrets, prefect_template_db=_template_db()
     )
+    _with_durable_fakes(local.objects, tmp / "fakes", store_url)
     for image in local.local_images:  # the promptship and Prefect images: this checkout and its virtualenv
         control_plane.register_local_image(
             image, platform.REPO_ROOT, Path(sys.executable), {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         )
     kubeconfig = Path(control_plane.kubeconfig)
     try:
-        platform.apply(
-            kubeconfig, local.objects, crd_files=sorted((SHARED / "specs" / "crds").glob("gateway-api-*.yaml"))
-        )
-        yield local, kubeconfig, secrets
+        crds = sorted((SHARED / "specs" / "crds").glob("gateway-api-*.yaml"))
+        platform.apply(kubeconfig, local.objects, crd_files=crds)
+        yield Platform(local, kubeconfig, secrets, tmp / "fakes", store_url)
     finally:
         kubectl = [platform.kubectl(), "--kubeconfig", str(kubeconfig)]
         for ns in ("promptship", "demo"):
@@ -132,7 +161,7 @@ def local_platform(control_plane: Any, tmp_path: Path) -> Iterator[Any]:
 def test_the_local_overlay_brings_up_prefect_worker_receiver_and_gateway(local_platform, control_plane):
     from promptship_sandbox import platform
 
-    local, kubeconfig, secrets = local_platform
+    local, kubeconfig, secrets = local_platform.local, local_platform.kubeconfig, local_platform.secrets
     seconds = platform.wait_available(kubeconfig, NS, RUNNING, timeout_s=150)
     print("Available after (s):", {k: round(v, 1) for k, v in seconds.items()})
 
@@ -187,3 +216,52 @@ def test_the_local_overlay_brings_up_prefect_worker_receiver_and_gateway(local_p
     assert wrong.status_code == 401, wrong.text
     ok = httpx.post(hook, content=body, headers={**headers, "X-Hub-Signature-256": signed}, timeout=10)
     assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.cluster
+def test_a_request_submitted_to_that_prefect_runs_on_the_platforms_worker_and_deploys(local_platform, control_plane):
+    """dev_cycle through a deployment on the platform's Prefect and its `local-process` pool: the platform's worker
+    (a pod) runs it; its boundaries are the durable fakes, its store the platform's (the receiver's and the
+    gateway's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from promptship.domain.request import DevRequest
+    from promptship.store import Store, make_engine
+    from promptship_sandbox import platform
+    from promptship_sandbox.durable_fakes import JsonState
+
+    platform.wait_available(local_platform.kubeconfig, NS, RUNNING, timeout_s=150)
+    api = local_platform.local.service_urls["prefect-server"] + "/api"
+    request = DevRequest(prompt="Add GET /version returning the commit SHA", auto_merge=True)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as prefect:
+            prefect.create_deployment(
+                flow_id=prefect.create_flow_from_name("dev-cycle"),
+                name="dev-cycle",
+                work_pool_name="local-process",
+                entrypoint="flows/dev_cycle.py:dev_cycle",
+                pull_steps=[
+                    {"prefect.deployments.steps.set_working_directory": {"directory": str(platform.REPO_ROOT)}}
+                ],
+            )
+        run = run_deployment("dev-cycle/dev-cycle", parameters={"request": request.model_dump(mode="json")}, timeout=0)
+        assert isinstance(run, FlowRun)
+        deadline = time.monotonic() + 240
+        with get_client(sync_client=True) as prefect:
+            while True:
+                now = prefect.read_flow_run(run.id)
+                if now.state is not None and now.state.is_final():
+                    break
+                assert time.monotonic() < deadline, f"flow run still {now.state and now.state.name} after 240 s"
+                time.sleep(1)
+    assert now.state.name == "Completed", now.state
+    report = Store(make_engine(local_platform.store_url)).run(request.run_key)
+    assert report is not None and report.outcome == "deployed", report
+    shared = JsonState(local_platform.fakes).read()
+    assert list(shared["prs"]) == [request.run_key]  # one PR, for this request
+    # the platform's worker pod is the one that ran it
+    worker_logs = list((Path(control_plane.kubelet_dir) / "logs").glob(f"{NS}_prefect-worker-*_worker.log"))
+    assert any(str(run.id) in f.read_text(errors="replace") for f in worker_logs), worker_logs

@@ -10,8 +10,6 @@ import runpy
 import sys
 from pathlib import Path
 
-import openhands.agent_server.config as config
-
 key_file = Path(os.environ.get("OPENHANDS_SESSION_KEY_FILE", "/etc/openhands/session/session-api-key"))
 try:
     key = key_file.read_text().strip()
@@ -19,6 +17,8 @@ except OSError as exc:
     sys.exit(f"agent-server: cannot read the session key file {key_file}: {exc.strerror} (mount the Secret key)")
 if not key:
     sys.exit(f"agent-server: the session key file {key_file} is empty (fill the Secret out of band)")
+
+import openhands.agent_server.config as config  # noqa: E402 (a bad key file fails before the slow imports)
 
 _loaded = config.load_config()
 _effective = _loaded.model_copy(update={"session_api_keys": [key]})
