@@ -378,8 +378,10 @@ def scan_rules(text: str) -> list[Finding]:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
-            if not is_not_a_secret(m.group(0)):
-                add("secret", subtype, m.span())
+            # a rule with capture groups names its value: the first group that took part in the match
+            group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
+            if not is_not_a_secret(m.group(group)):
+                add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
     low = text.lower()
