@@ -102,6 +102,13 @@ def test_presidio_numbers_that_are_no_ones(scanner, text, entity, found):
     assert (entity in {f.subtype for f in scanner.scan_layer("presidio", text)}) is found
 
 
+def test_an_arn_account_id_is_no_ones_number(scanner):
+    # AWS docs: account ids "are not considered secret, sensitive, or confidential information"
+    number = "840512345678"
+    assert scanner.scan_layer("presidio", f"licence number {number} on file")  # the digits alone are read
+    assert not scanner.scan(f"subscribe arn:aws:sqs:eu-west-3:{number}:orders-dlq").sensitive
+
+
 def test_an_empty_private_key_block_passes_every_layer(scanner):
     empty = "-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----"
     assert not scanner.scan(empty).sensitive
