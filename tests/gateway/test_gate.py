@@ -476,6 +476,32 @@ _B64_PEM_KEY = "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb3dJQkFBS0NBUUVB
             "azure_logic_app_sas",
             "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6",
         ),
+        ("psexec.py corp.local/ops:Walnut7Gate@10.0.0.9 cmd.exe", "cli_password", "Walnut7Gate"),
+        (
+            "wmiexec.py -hashes :4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f ops@10.0.0.9",
+            "password_hash",
+            ":4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f",
+        ),
+        (
+            "okta:\n  client:\n    token: 00Tq4mZk9wHc7JdLq9_Wx4Rz8Vb1Nm6pQ2rE4tY6uI",
+            "okta_token",
+            "00Tq4mZk9wHc7JdLq9_Wx4Rz8Vb1Nm6pQ2rE4tY6uI",
+        ),
+        (
+            "GET /r.pdf?X-Amz-Expires=600&X-Amz-Signature=" + "4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f" * 2,
+            "aws_presigned_url",
+            "4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f" * 2,
+        ),
+        (
+            "key=AAAAQ8zP1m0:APA91b" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6pQ2rE4tY6uI8o" * 3,
+            "firebase_fcm_key",
+            "AAAAQ8zP1m0:APA91b" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6pQ2rE4tY6uI8o" * 3,
+        ),
+        (
+            "HMAC access id GOOG1E" + "Q8ZP1M0RX9T4V6W2K7L3N5B8C1D" * 2 + "Q",
+            "google_hmac_key",
+            "GOOG1E" + "Q8ZP1M0RX9T4V6W2K7L3N5B8C1D" * 2 + "Q",
+        ),
     ],
 )
 def test_documented_formats_are_found_with_their_value(text, subtype, value):
