@@ -31,8 +31,12 @@ Streams to OpenAI-compatible backends (OpenRouter, llama.cpp) are sent as the re
 httpx client on the gateway service's event loop, and relayed as the provider's SSE bytes (``_pass_through``:
 LiteLLM's per-chunk parsing was most of a stream's cost through the service); Ollama's keep LiteLLM's stream.
 
-LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else; its response
-objects never leave this module (the gateway service gets plain OpenAI-format dicts).
+LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else, by where they were
+raised (``vendor_failure``): the provider's or the network's failures as ``to_llm_error`` translates them;
+LiteLLM failing inside its own code (an exception it labels ``APIConnectionError`` without a connection having
+failed) as a described, non-retryable error, tried once per group and recorded as failed; an exception raised
+in promptship's own code is never translated. Its response objects never leave this module (the gateway
+service gets plain OpenAI-format dicts).
 """
 
 from __future__ import annotations
