@@ -375,3 +375,26 @@ def test_only_what_the_vendor_raised_is_translated() -> None:
         assert error is not None and error.retryable  # a network failure: retried
     else:
         pytest.fail("something answered on 127.0.0.1:9")
+
+
+def test_a_stream_request_litellm_cannot_build_for_the_pass_through_is_a_502_not_a_500(
+    llm: LLMStandIn, scanner, tmp_path
+) -> None:
+    """A cloud stream is built by LiteLLM's provider config and sent by us (the pass-through): LiteLLM failing
+    while building it (a string as a content part) was a 500 from the service. Now: nothing sent to the cloud
+    groups and nothing recorded for them (their requests were never built), the local groups tried once each."""
+    ledger = make_ledger(tmp_path)
+    for service in _serve(_gateway(ledger, scanner, llm.base_url)):
+        key = service.key_for("run-p", "complex_code")
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [PROMPT]}], "stream": True}
+        status, answer = service.post(key, body)
+
+        assert status == 502, answer
+        error = json.loads(answer)["error"]
+        assert error["type"] == "upstream_error" and "AttributeError" in error["message"]
+        assert f"after {len(LOCAL_CHAIN)} attempts" in error["message"]  # the cloud groups sent no request
+        assert llm.completions() == []
+        rows = _rows(ledger, "run-p")
+        assert sorted(r.model for r in rows) == sorted(LOCAL_CHAIN)
+        assert all("FAILED" in (r.route_reason or "") for r in rows)
+        assert _open_reservations(ledger) == 0
