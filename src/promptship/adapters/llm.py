@@ -187,7 +187,9 @@ class _OpenSSE:
 
 def to_llm_error(exc: BaseException, model: str) -> LLMError:
     """LiteLLM's (OpenAI-style) and httpx's exceptions → ``LLMError``; retryable for 5xx, 408/409/429,
-    timeouts and connection failures. The provider's message is redacted and shortened."""
+    timeouts and connection failures. The provider's message is redacted and shortened (without the traceback
+    LiteLLM appends to some). For an exception raised inside a vendor call use ``vendor_failure``, which decides
+    first whether it is a provider's failure at all."""
     import httpx
     import openai
 
@@ -207,7 +209,9 @@ def to_llm_error(exc: BaseException, model: str) -> LLMError:
     if timeout:
         status = status or 408
     retryable = timeout or connection or status in (408, 409, 425, 429) or (status is not None and status >= 500)
-    detail = redact(" ".join(str(exc).split()))[:300]
+    # LiteLLM appends its traceback to some messages (file paths, code lines): only the message itself is kept
+    message = str(exc).split("Traceback (most recent call last)")[0]
+    detail = redact(" ".join(message.split()))[:300]
     return LLMError(
         f"{model}: {type(exc).__name__} (HTTP {status if status is not None else '-'}): {detail}",
         retryable=retryable,
