@@ -293,40 +293,57 @@ def test_a_cloud_answer_litellm_cannot_read_is_charged_once_at_the_estimate_and_
     assert _open_reservations(ledger) == 0
 
 
+# Two request shapes the service's door let through, that LiteLLM fails on: a bare string as a content part
+# (LiteLLM's prompt code calls .get on it before sending anything) and an audio part without its data (sent,
+# answered, then LiteLLM's token counter refuses it itself, labelled APIConnectionError, HTTP 500). The door
+# refuses both now (``chat_request_problem``); the adapter's own callers could still send them.
+STRING_PART = [PROMPT]
+AUDIO_WITHOUT_DATA = [{"type": "text", "text": PROMPT}, {"type": "input_audio"}]
+
+
+def _agent_access(gateway: LiteLLMGateway, run_key: str, task_class: Any) -> Any:
+    decision = gateway.route("Implement the feature", task_class=task_class)
+    access = gateway.ledger.access_for(gateway.agent_access(run_key, decision, 5.0).api_key.get_secret_value())
+    assert access is not None
+    return access
+
+
 @pytest.mark.parametrize(
     ("content", "named", "reached"),
-    [
-        # a bare string as a content part passes the door (some clients send them); LiteLLM's Ollama prompt code
-        # calls .get on it before sending anything
-        ([PROMPT], "AttributeError", 0),
-        # an audio part without its data: sent, answered, and then LiteLLM's token counter refuses it itself
-        # (labelled APIConnectionError, HTTP 500)
-        ([{"type": "text", "text": PROMPT}, {"type": "input_audio"}], "raised by LiteLLM itself", len(LOCAL_CHAIN)),
-    ],
+    [(STRING_PART, "AttributeError", 0), (AUDIO_WITHOUT_DATA, "raised by LiteLLM itself", len(LOCAL_CHAIN))],
     ids=["string-part", "audio-without-data"],
 )
-def test_a_request_litellm_chokes_on_gets_a_described_502_and_one_try_per_group(
+def test_a_request_litellm_chokes_on_is_a_described_error_and_one_try_per_group(
     llm: LLMStandIn, scanner, tmp_path, content: list[Any], named: str, reached: int
 ) -> None:
-    """Requests the service's door lets through and LiteLLM fails on: a 502 naming the group and the failure
-    (before: 1 + max_retries tries of each group, as if the network had failed); each group tried once, and
-    recorded as failed once (the adapter cannot tell whether the provider had answered: in the second case it
-    had)."""
+    """A described LLMError naming the group and the failure (before: 1 + max_retries tries of each group, as if
+    the network had failed); each group tried once, and recorded as failed once (the adapter cannot tell whether
+    the provider had answered: for the audio part it had)."""
+    ledger = make_ledger(tmp_path)
+    gateway = _gateway(ledger, scanner, llm.base_url)
+    access = _agent_access(gateway, "run-c", "sensitive")
+    with pytest.raises(LLMError) as info:
+        gateway.chat(access, {"model": "llama3", "messages": [{"role": "user", "content": content}]})
+
+    message = str(info.value)
+    assert not info.value.retryable and named in message and f"after {len(LOCAL_CHAIN)} attempts" in message
+    assert "marker 7c1f" not in message and "Traceback" not in message
+    assert len(llm.completions()) == reached
+    rows = _rows(ledger, "run-c")
+    assert sorted(r.model for r in rows) == sorted(LOCAL_CHAIN)  # one row per group, each once
+    assert all("FAILED" in (r.route_reason or "") for r in rows)
+    assert _open_reservations(ledger) == 0
+
+
+@pytest.mark.parametrize("content", [STRING_PART, AUDIO_WITHOUT_DATA], ids=["string-part", "audio-without-data"])
+def test_the_service_refuses_those_requests_at_its_door(llm: LLMStandIn, scanner, tmp_path, content: list[Any]):
     ledger = make_ledger(tmp_path)
     for service in _serve(_gateway(ledger, scanner, llm.base_url)):
-        key = service.key_for("run-c", "sensitive")
+        key = service.key_for("run-door", "sensitive")
         status, answer = service.post(key, {"model": "llama3", "messages": [{"role": "user", "content": content}]})
-
-        assert status == 502, answer
-        error = json.loads(answer)["error"]
-        assert error["type"] == "upstream_error" and named in error["message"]
-        assert f"after {len(LOCAL_CHAIN)} attempts" in error["message"]
-        assert "marker 7c1f" not in error["message"] and "Traceback" not in error["message"]
-        assert len(llm.completions()) == reached
-        rows = _rows(ledger, "run-c")
-        assert sorted(r.model for r in rows) == sorted(LOCAL_CHAIN)  # one row per group, each once
-        assert all("FAILED" in (r.route_reason or "") for r in rows)
-        assert _open_reservations(ledger) == 0
+        assert status == 400, answer
+        assert json.loads(answer)["error"]["message"].startswith("messages[0].content")
+        assert llm.completions() == [] and _rows(ledger, "run-door") == []
 
 
 def test_a_request_litellm_cannot_build_is_tried_once_per_group(llm: LLMStandIn, scanner, tmp_path) -> None:
@@ -377,24 +394,29 @@ def test_only_what_the_vendor_raised_is_translated() -> None:
         pytest.fail("something answered on 127.0.0.1:9")
 
 
-def test_a_stream_request_litellm_cannot_build_for_the_pass_through_is_a_502_not_a_500(
+def test_a_stream_request_litellm_cannot_build_for_the_pass_through_is_an_llm_error_not_a_crash(
     llm: LLMStandIn, scanner, tmp_path
 ) -> None:
     """A cloud stream is built by LiteLLM's provider config and sent by us (the pass-through): LiteLLM failing
-    while building it (a string as a content part) was a 500 from the service. Now: nothing sent to the cloud
-    groups and nothing recorded for them (their requests were never built), the local groups tried once each."""
-    ledger = make_ledger(tmp_path)
-    for service in _serve(_gateway(ledger, scanner, llm.base_url)):
-        key = service.key_for("run-p", "complex_code")
-        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [PROMPT]}], "stream": True}
-        status, answer = service.post(key, body)
+    while building it (a string as a content part) escaped as an AttributeError — the service's 500, before its
+    door refused the shape. Now an LLMError: nothing sent to the cloud groups and nothing recorded for them
+    (their requests were never built), the local groups tried once each."""
+    import asyncio
 
-        assert status == 502, answer
-        error = json.loads(answer)["error"]
-        assert error["type"] == "upstream_error" and "AttributeError" in error["message"]
-        assert f"after {len(LOCAL_CHAIN)} attempts" in error["message"]  # the cloud groups sent no request
-        assert llm.completions() == []
-        rows = _rows(ledger, "run-p")
-        assert sorted(r.model for r in rows) == sorted(LOCAL_CHAIN)
-        assert all("FAILED" in (r.route_reason or "") for r in rows)
-        assert _open_reservations(ledger) == 0
+    ledger = make_ledger(tmp_path)
+    gateway = _gateway(ledger, scanner, llm.base_url)
+    access = _agent_access(gateway, "run-p", "complex_code")
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": STRING_PART}], "stream": True}
+
+    async def stream() -> None:
+        await gateway.stream_chat(access, body)
+
+    with pytest.raises(LLMError) as info:
+        asyncio.run(stream())
+    assert "AttributeError" in str(info.value)
+    assert f"after {len(LOCAL_CHAIN)} attempts" in str(info.value)  # the cloud groups sent no request
+    assert llm.completions() == []
+    rows = _rows(ledger, "run-p")
+    assert sorted(r.model for r in rows) == sorted(LOCAL_CHAIN)
+    assert all("FAILED" in (r.route_reason or "") for r in rows)
+    assert _open_reservations(ledger) == 0
