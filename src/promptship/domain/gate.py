@@ -819,12 +819,23 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
             return f"{where}.content is required for a {m['role']} message"
         if content is not None and not isinstance(content, str | list):
             return f"{where}.content must be a string, an array of parts or null"
-        if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
+        # a bare string as a part (OpenAI refuses it too) made LiteLLM raise inside its prompt code for every
+        # provider (AttributeError: 'str' object has no attribute 'get'): a 502 after every group of the chain
+        if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
             return f"{where}.content parts must be objects"
         if isinstance(content, list) and any(
             isinstance(p, dict) and p.get("type") not in CONTENT_PART_TYPES for p in content
         ):
             return f"{where}.content parts need a type: one of {', '.join(CONTENT_PART_TYPES)}"
+        # an image or audio part without its data made LiteLLM's token counter or its Ollama prompt code fail
+        # (for audio, after the provider had answered): a 502 (schemathesis)
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            kind = part.get("type")
+            data = part.get(kind) if isinstance(kind, str) else None
+            if kind == "image_url" and not (isinstance(data, str) or isinstance(data, dict) and "url" in data):
+                return f'{where}.content[{j}] is an image_url part: it needs "image_url": {{"url": ...}}'
+            if kind == "input_audio" and not isinstance(data, dict):
+                return f'{where}.content[{j}] is an input_audio part: it needs "input_audio": {{"data", "format"}}'
         calls = m.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
