@@ -3,9 +3,11 @@ serve``, uvicorn) and the client each a process of their own, so that direct and
 against real processes (the stand-in's process is the provider of both paths).
 
 Each round takes turns: direct (client → stand-in process), service (client → gateway process → stand-in
-process), and, on lines of their own labelled "in-process", the old arrangement — stand-in and gateway service
-served by threads of the bench's own process, under its GIL — as it streams (the provider's bytes relayed) and
-with LiteLLM parsing every chunk (``stream_passthrough=False``, what providers that are not OpenAI-compatible get).
+process), a bare relay (``bench/bare_relay.py``: the same stack forwarding bytes and doing nothing else, the
+floor of any second hop in Python), and, on lines of their own labelled "in-process", the old arrangement —
+stand-in and gateway service served by threads of the bench's own process, under its GIL — as it streams (the
+provider's bytes relayed) and with LiteLLM parsing every chunk (``stream_passthrough=False``, what providers that
+are not OpenAI-compatible get).
 Streams: a short reply and a 256-chunk one (total, p99, ratio, first content chunk, SSE events); the paired ratio
 is the median of each round's service/direct. Every call sends a prompt not sent before, so the gate's figures
 are real scans; its cache has its own line; then what each layer of the gateway costs on its own."""
@@ -137,7 +139,7 @@ def run() -> None:
         db = Path(tmp) / "bench.db"
         ledger = CostLedger(make_engine(f"sqlite:///{db}"), cloud_daily_usd=None)
         ledger.create_schema()
-        stand_in_port, service_port = _free_port(), _free_port()
+        stand_in_port, service_port, relay_port = _free_port(), _free_port(), _free_port()
         stand_in_url = f"http://127.0.0.1:{stand_in_port}"
         service_env = {
             "PROMPTSHIP_DATABASE_URL": f"sqlite:///{db}",  # the ledger the bench mints the run's key in
@@ -173,6 +175,12 @@ def run() -> None:
                 f"http://127.0.0.1:{service_port}/health",
                 Path(tmp) / "gateway.log",
             ) as service_proc,
+            _process(
+                [python, "-m", "promptship.bench.bare_relay", "--port", str(relay_port), "--upstream", stand_in_url],
+                {},
+                f"http://127.0.0.1:{relay_port}/health",
+                Path(tmp) / "relay.log",
+            ),
             serve_asgi(create_gateway_app(gateway, gateway.ledger)) as inproc_url,
             serve_asgi(create_gateway_app(litellm_streaming_gateway, ledger)) as litellm_url,
         ):
@@ -224,6 +232,7 @@ def run() -> None:
                 stream_sides = (
                     ("direct", "process", f"{stand_in_url}/v1/chat/completions", {}),
                     ("service", "process", f"{service_url}/v1/chat/completions", auth),
+                    ("bare", "process", f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}),
                     ("direct_inproc", "inproc", f"{llm.base_url}/v1/chat/completions", {}),
                     ("inproc", "inproc", f"{inproc_url}/v1/chat/completions", auth),
                     ("litellm", "inproc", f"{litellm_url}/v1/chat/completions", auth),
@@ -321,6 +330,7 @@ def run() -> None:
     print(f"   LiteLLM client alone, streaming (short):       {summary(litellm_streaming)}")
     names = {
         "service": ("direct", "service process"),
+        "bare": ("direct", "bare relay process (no gateway work: the floor of a Python hop)"),
         "inproc": ("direct_inproc", "in-process service"),
         "litellm": ("direct_inproc", "in-process service, LiteLLM parsing every chunk"),
     }
