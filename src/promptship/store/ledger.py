@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from sqlalchemy import (
     JSON,
@@ -454,7 +454,7 @@ class CostLedger:
         calls and open reservations both: one prepared statement (five statements built anew for every call
         were ~0.5 ms of SQLAlchemy on the path of every LLM call)."""
         params = {"run_key": run_key, "day": day, "cutoff": now - self.reservation_ttl_s}
-        row = conn.execute(_sums_statement(mode == "cloud"), params).one()
+        row: tuple[Any, ...] = tuple(conn.execute(_sums_statement(mode == "cloud"), params).one())
         cap = self.run_default_usd if row[0] is None else (None if row[0] < 0 else float(row[0]))
         run_spent = float(row[1] or 0.0) + float(row[2] or 0.0)
         day_spent = float(row[3] or 0.0) + float(row[4] or 0.0) if mode == "cloud" else 0.0
@@ -564,7 +564,7 @@ class CostLedger:
 
 
 @functools.cache
-def _sums_statement(with_day: bool) -> Select[Any]:
+def _sums_statement(with_day: bool) -> Select[Unpack[tuple[Any, ...]]]:
     """The run's cap, the run's recorded and held spend and, ``with_day``, the day's cloud spend (the same two),
     for ``run_key``, ``day`` and ``cutoff`` (reservations older than the TTL no longer count). Built once."""
     run_key, day, cutoff = bindparam("run_key"), bindparam("day"), bindparam("cutoff")
