@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Unpack
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -564,7 +564,7 @@ class CostLedger:
 
 
 @functools.cache
-def _sums_statement(with_day: bool) -> Select[Unpack[tuple[Any, ...]]]:
+def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
     """The run's cap, the run's recorded and held spend and, ``with_day``, the day's cloud spend (the same two),
     for ``run_key``, ``day`` and ``cutoff`` (reservations older than the TTL no longer count). Built once."""
     run_key, day, cutoff = bindparam("run_key"), bindparam("day"), bindparam("cutoff")
