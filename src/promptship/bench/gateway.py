@@ -75,14 +75,14 @@ def _process(args: list[str], env: Mapping[str, str], ready_url: str, log: Path)
         deadline = time.monotonic() + START_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{args[2:5]} exited with {proc.returncode}: {log.read_text()[-800:]}")
+                raise OSError(f"{args[2:5]} exited with {proc.returncode}: {log.read_text()[-800:]}")
             try:
                 if httpx.get(ready_url, timeout=2).status_code < 500:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{args[2:5]} did not answer {ready_url} in {START_S:.0f} s")
+                raise OSError(f"{args[2:5]} did not answer {ready_url} in {START_S:.0f} s")
             time.sleep(0.1)
         yield proc
     finally:
