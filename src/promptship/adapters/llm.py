@@ -1158,7 +1158,11 @@ class LiteLLMGateway:
         try:
             error: LLMError | None = None
             try:
-                async for received in upstream.aiter_bytes():
+                # the bytes as each read brought them (``aiter_bytes`` would pass them through a decoder and a
+                # re-chunker first); a provider that compressed its stream is decoded, so the client gets text
+                encoded = upstream.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+                reads = upstream.aiter_bytes() if encoded else upstream.aiter_raw()
+                async for received in reads:
                     out = relay.feed(received)
                     if out:
                         yield out
