@@ -14,6 +14,15 @@ crashed run was lost about one time in three (the campaign).
 
 The fix keeps the report the runner could not make: the worker's report is skipped only when a ``Crashed`` state of
 this flow run was recorded after the state the worker picked the run up in (this submission's crash is known).
+The worker's identifying labels are written best-effort. Prefect 3.9.1's worker writes them onto every run it
+submits (``PATCH /flow_runs/{id}/labels``, ``prefect.worker.name`` and the pool's; nothing in Prefect reads them back,
+they are for the UI) and a failure there ends the run ``Crashed`` ("Failed to submit flow run to infrastructure").
+On SQLite that write is the one most often refused under a burst: the server reads the run, then updates it, in a
+deferred transaction, and SQLite refuses to upgrade a read transaction to a write one once another connection has
+committed since (``SQLITE_BUSY`` at once, the busy timeout does not apply; the server answers 503). Measured
+(docs/BENCH.md "50 at once"): 50 runs submitted at once, 3 of them crashed this way after the client's 6 attempts
+over 62 s. This worker logs a warning and starts the run without the labels instead.
+
 Nothing else of Prefect's worker changes; the dispatch key is our own so Prefect's registry of worker types keeps
 its own ``process`` worker.
 """
@@ -22,8 +31,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.workers.process import ProcessWorker
 
 if TYPE_CHECKING:
@@ -64,6 +75,18 @@ class PromptshipProcessWorker(ProcessWorker):
             )
             return
         await super()._propose_crashed_state(flow_run, message, client=client)
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        try:
+            await super()._give_worker_labels_to_flow_run(flow_run_id)
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 503:
+                raise
+            self._logger.warning(
+                "Flow run %s starts without this worker's labels: the server answered 503 to every attempt to "
+                "write them (a busy SQLite database; the labels only identify the worker in the UI)",
+                flow_run_id,
+            )
 
 
 async def serve(pool: str, *, name: str | None = None, limit: int | None = None, run_once: bool = False) -> None:

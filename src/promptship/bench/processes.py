@@ -2,10 +2,11 @@
 
 ``process_platform`` creates a process work pool on the current Prefect server, the ``dev-cycle`` deployment (this
 checkout's ``flows/dev_cycle.py``, cross-process durable fakes) and the ``bare-chain`` deployment
-(``promptship/bench/chain.py``) on it, and starts one ``prefect worker``; ``ProcessPlatform.run_batch`` submits
-runs one after another (each once the previous one ended) or all at once and times them, with each run's phases
-read back from its state history: submitted → Pending (the worker claimed it), Pending → Running (the flow-run
-process started), Running → final (the flow itself).
+(``promptship/bench/chain.py``) on it, and starts one ``promptship worker`` (the process worker users run);
+``ProcessPlatform.run_batch`` submits runs one after another (each once the previous one ended) or all at once
+(each with an idempotency key) and times them, with each run's phases read back from its state history:
+submitted → Pending (the worker claimed it), Pending → Running (the flow-run process started), Running → final
+(the flow itself).
 
 Used by ``python -m promptship.bench flow`` and ``tests/flows/test_concurrency.py``.
 """
@@ -109,8 +110,10 @@ class ProcessPlatform:
         with get_client(sync_client=True) as client:
 
             def submit(params: dict[str, Any]) -> list[uuid.UUID]:
+                # the client retries a 503 or a lost answer: the key makes a retried create return the same run
+                key = f"bench-{uuid.uuid4().hex}"
                 try:
-                    run = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+                    run = client.create_flow_run_from_deployment(deployment_id, parameters=params, idempotency_key=key)
                 except PrefectHTTPStatusError as exc:  # an overloaded server (503): counted, not fatal
                     refused.append(f"HTTP {exc.response.status_code}")
                     return []
@@ -183,6 +186,7 @@ def process_platform(
     database_url: str | None = None,
     store_key: str | None = None,
     worker_env: Mapping[str, str] | None = None,
+    worker_limit: int | None = None,
 ) -> Iterator[ProcessPlatform]:
     """A new process work pool, the two deployments on it and one worker (its log under ``tmp``) against the
     Prefect server the current settings point at (``server_env`` is that server's environment for the worker).
@@ -233,6 +237,9 @@ def process_platform(
     from promptship_sandbox.prefect_server import process_group
 
     log = tmp / "worker.log"
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    # promptship's worker, as users run it (prefect.yaml): Prefect's process worker with promptship's fixes
+    argv = [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool]
+    if worker_limit is not None:
+        argv += ["--limit", str(worker_limit)]
     with process_group(argv, cwd=REPO_ROOT, env=env, log_path=log) as worker:
         yield ProcessPlatform(pool, fakes, worker, log, ids, database_url)
