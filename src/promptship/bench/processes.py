@@ -34,10 +34,17 @@ FINAL = ("Completed", "Failed", "Crashed", "Cancelled", "Cancelling", "TimedOut"
 # The worker's own settings (measured in docs/BENCH.md "Flow runs as processes"):
 # - it asks the server for scheduled runs every PREFECT_WORKER_QUERY_SECONDS (Prefect's default 10 s: a run waits
 #   up to 10 s before its process even starts); 1 s here;
-# - its heartbeat is kept off the hot path.
+# - its heartbeat is kept off the hot path;
+# - every Prefect client (the submitter here, the worker, the flow-run processes) retries a 503 more often than
+#   Prefect's default 5 times (2, 4, … 32 s: about a minute): SQLite Prefect refuses a read-then-write transaction
+#   at once while other runs write (docs/BENCH.md "50 at once"), and under a 50-run burst one submission in 50 was
+#   still refused after its 6th attempt. 8 retries wait up to ~8.5 min in all. A retried create carries an
+#   idempotency key, so it never makes a second run.
+CLIENT_MAX_RETRIES = 8
 WORKER_ENV: dict[str, str] = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_HEARTBEAT_SECONDS": "30",
+    "PREFECT_CLIENT_MAX_RETRIES": str(CLIENT_MAX_RETRIES),
 }
 
 
@@ -103,11 +110,15 @@ class ProcessPlatform:
         moment the last run was seen final. A run still not final after ``timeout_s`` raises TimeoutError."""
         from prefect.client.orchestration import get_client
         from prefect.exceptions import PrefectHTTPStatusError
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
         deployment_id = self.deployment_ids[deployment]
         submitted: dict[uuid.UUID, float] = {}
         refused: list[str] = []
-        with get_client(sync_client=True) as client:
+        with (
+            temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}),
+            get_client(sync_client=True) as client,
+        ):
 
             def submit(params: dict[str, Any]) -> list[uuid.UUID]:
                 # the client retries a 503 or a lost answer: the key makes a retried create return the same run
