@@ -21,7 +21,8 @@ On SQLite that write is the one most often refused under a burst: the server rea
 deferred transaction, and SQLite refuses to upgrade a read transaction to a write one once another connection has
 committed since (``SQLITE_BUSY`` at once, the busy timeout does not apply; the server answers 503). Measured
 (docs/BENCH.md "50 at once"): 50 runs submitted at once, 3 of them crashed this way after the client's 6 attempts
-over 62 s. This worker logs a warning and starts the run without the labels instead.
+over 62 s. This worker tries the write 3 times (``LABEL_RETRIES``), then logs a warning and starts the run without
+the labels instead.
 
 Nothing else of Prefect's worker changes; the dispatch key is our own so Prefect's registry of worker types keeps
 its own ``process`` worker.
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 WORKER_KEY = "promptship-process"
+LABEL_RETRIES = 2  # retries of the best-effort label write (2 + 4 s of backoff), whatever PREFECT_CLIENT_MAX_RETRIES
 
 
 def picked_up_at(flow_run: FlowRun) -> datetime | None:
@@ -77,8 +79,13 @@ class PromptshipProcessWorker(ProcessWorker):
         await super()._propose_crashed_state(flow_run, message, client=client)
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
         try:
-            await super()._give_worker_labels_to_flow_run(flow_run_id)
+            # a few attempts only: the run waits for this write, and on a busy SQLite server every attempt of the
+            # client's full retry budget can be refused (measured: a run held 8.5 min by 8 retries)
+            with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: LABEL_RETRIES}):
+                await super()._give_worker_labels_to_flow_run(flow_run_id)
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code != 503:
                 raise
