@@ -14,6 +14,16 @@ crashed run was lost about one time in three (the campaign).
 
 The fix keeps the report the runner could not make: the worker's report is skipped only when a ``Crashed`` state of
 this flow run was recorded after the state the worker picked the run up in (this submission's crash is known).
+The worker's identifying labels are written best-effort. Prefect 3.9.1's worker writes them onto every run it
+submits (``PATCH /flow_runs/{id}/labels``, ``prefect.worker.name`` and the pool's; nothing in Prefect reads them back,
+they are for the UI) and a failure there ends the run ``Crashed`` ("Failed to submit flow run to infrastructure").
+On SQLite that write is the one most often refused under a burst: the server reads the run, then updates it, in a
+deferred transaction, and SQLite refuses to upgrade a read transaction to a write one once another connection has
+committed since (``SQLITE_BUSY`` at once, the busy timeout does not apply; the server answers 503). Measured
+(docs/BENCH.md "50 at once"): 50 runs submitted at once, 3 of them crashed this way after the client's 6 attempts
+over 62 s. This worker tries the write 3 times (``LABEL_RETRIES``), then logs a warning and starts the run without
+the labels instead.
+
 Nothing else of Prefect's worker changes; the dispatch key is our own so Prefect's registry of worker types keeps
 its own ``process`` worker.
 """
@@ -22,8 +32,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.workers.process import ProcessWorker
 
 if TYPE_CHECKING:
@@ -31,6 +43,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 WORKER_KEY = "promptship-process"
+LABEL_RETRIES = 2  # retries of the best-effort label write (2 + 4 s of backoff), whatever PREFECT_CLIENT_MAX_RETRIES
 
 
 def picked_up_at(flow_run: FlowRun) -> datetime | None:
@@ -64,6 +77,23 @@ class PromptshipProcessWorker(ProcessWorker):
             )
             return
         await super()._propose_crashed_state(flow_run, message, client=client)
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        try:
+            # a few attempts only: the run waits for this write, and on a busy SQLite server every attempt of the
+            # client's full retry budget can be refused (measured: a run held 8.5 min by 8 retries)
+            with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: LABEL_RETRIES}):
+                await super()._give_worker_labels_to_flow_run(flow_run_id)
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 503:
+                raise
+            self._logger.warning(
+                "Flow run %s starts without this worker's labels: the server answered 503 to every attempt to "
+                "write them (a busy SQLite database; the labels only identify the worker in the UI)",
+                flow_run_id,
+            )
 
 
 async def serve(pool: str, *, name: str | None = None, limit: int | None = None, run_once: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The flow benchmark's harness keeps working: dev-cycle runs as flow-run processes of a process worker
-(``promptship.bench.processes``), three one after another and three at once, each deploys with exactly one PR.
+(``promptship.bench.processes``), three one after another and three at once, each deploys with exactly one PR; a
+burst of 20 submitted at once on the SQLite server completes every run once, with no submission refused.
 No timing is asserted here: ``python -m promptship.bench flow`` prints the figures."""
 
 from __future__ import annotations
@@ -66,3 +67,26 @@ def test_bare_chain_runs_as_processes(platform: ProcessPlatform) -> None:
     batch = platform.run_batch(BARE_CHAIN, [{}, {}, {}], mode="concurrent")
     assert batch.errors == []
     assert [r.state for r in batch.runs] == ["Completed"] * 3
+
+
+def test_a_burst_of_twenty_completes_each_run_once(platform: ProcessPlatform) -> None:
+    """20 dev-cycle runs submitted at once through the worker on the SQLite server (the 50-run burst of
+    ``bench flow`` at a size CI affords): no submission refused, every run Completed exactly once, one PR each."""
+    from prefect.client.orchestration import get_client
+
+    requests = _requests(20)
+    before = JsonState(platform.fakes).read().get("pr_creations", 0)
+    batch = platform.run_batch(
+        DEV_CYCLE, [{"request": r.model_dump(mode="json")} for r in requests], mode="concurrent", timeout_s=900
+    )
+    assert batch.refused == []  # no 503 reached the submitter
+    assert batch.errors == []
+    assert len({r.flow_run_id for r in batch.runs}) == 20
+    with get_client(sync_client=True) as client:
+        completed = [
+            [s.name for s in client.read_flow_run_states(r.flow_run_id)].count("Completed") for r in batch.runs
+        ]
+    assert completed == [1] * 20
+    state = JsonState(platform.fakes).read()
+    assert state["pr_creations"] - before == 20
+    assert len({state["prs"][r.run_key]["number"] for r in requests}) == 20

@@ -21,6 +21,14 @@ import httpx
 
 from promptship.errors import ConfigError
 
+# Prefect's server keeps at most 5 + 10 PostgreSQL connections by default; a 50-run burst on PostgreSQL exhausted
+# them ("QueuePool limit of size 5 overflow 10 reached", a 500 that Prefect's client does not retry: docs/BENCH.md
+# "50 at once"). 20 + 30 stay well under the sandbox PostgreSQL's max_connections (200).
+POSTGRES_POOL: dict[str, str] = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "30",
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -172,6 +180,7 @@ def start_prefect_server(
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{db}",
+        **(POSTGRES_POOL if database_url and database_url.startswith("postgresql") else {}),
         # the UI's pages call this API: without it they name the default port 4200 ("Can't connect")
         "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
         **(env or {}),

@@ -14,8 +14,9 @@ On each, on one temporary Prefect server:
 - the suspend figures (``promptship.bench.suspend``) on the same server and store.
 
 ``PROMPTSHIP_BENCH_FLOW_RUNS`` (10) sets N, ``PROMPTSHIP_BENCH_FLOW_DATABASES`` (``sqlite,postgresql``) the
-databases, ``PROMPTSHIP_BENCH_SUSPEND_RUNS`` (10; 0 skips) the suspend runs. The load average (1 min) is printed
-beside each figure: the machine is shared, so compare ratios taken in one run.
+databases, ``PROMPTSHIP_BENCH_SUSPEND_RUNS`` (10; 0 skips) the suspend runs, ``PROMPTSHIP_BENCH_FLOW_ONLY`` (all:
+``processes,threads,burst,suspend``) which parts run — ``PROMPTSHIP_BENCH_FLOW_ONLY=burst`` runs the burst alone.
+The load average (1 min) is printed beside each figure: the machine is shared, so compare ratios taken in one run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ RUNS = int(os.environ.get("PROMPTSHIP_BENCH_FLOW_RUNS", "10"))
 BURST = int(os.environ.get("PROMPTSHIP_BENCH_FLOW_BURST", "50"))
 DATABASES = [d.strip() for d in os.environ.get("PROMPTSHIP_BENCH_FLOW_DATABASES", "sqlite,postgresql").split(",")]
 SUSPEND_RUNS = int(os.environ.get("PROMPTSHIP_BENCH_SUSPEND_RUNS", "10"))
+PARTS = ("processes", "threads", "burst", "suspend")
+
+
+def _parts(value: str | None) -> frozenset[str]:
+    """The parts ``PROMPTSHIP_BENCH_FLOW_ONLY`` names (all when unset or empty); an unknown name is an error."""
+    chosen = frozenset(p.strip() for p in (value or "").split(",") if p.strip()) or frozenset(PARTS)
+    unknown = sorted(chosen - set(PARTS))
+    if unknown:
+        raise ValueError(f"PROMPTSHIP_BENCH_FLOW_ONLY: unknown part(s) {unknown} (choose from {', '.join(PARTS)})")
+    return chosen
 
 
 def _load() -> str:
@@ -53,6 +64,7 @@ class Databases:
 
 
 def run() -> None:
+    only = _parts(os.environ.get("PROMPTSHIP_BENCH_FLOW_ONLY"))
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # 100+ runs: their INFO lines drown the figures
     for name in DATABASES:
@@ -60,7 +72,7 @@ def run() -> None:
             databases = stack.enter_context(_databases(name, Path(tmp)))
             if databases is None:
                 continue
-            _on(databases, Path(tmp))
+            _on(databases, Path(tmp), only)
 
 
 @contextmanager
@@ -86,7 +98,7 @@ def _databases(name: str, tmp: Path) -> Iterator[Databases | None]:
         yield Databases("postgresql", prefect_url, store_url, Fernet.generate_key().decode())
 
 
-def _on(db: Databases, tmp: Path) -> None:
+def _on(db: Databases, tmp: Path, only: frozenset[str]) -> None:
     from promptship.bench import suspend
     from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
 
@@ -96,9 +108,11 @@ def _on(db: Databases, tmp: Path) -> None:
         using_prefect(server),
     ):
         print(f"   {db.name}: Prefect server healthy after {time.perf_counter() - t0:.1f} s ({_load()})")
-        _processes(db, tmp / "processes", server.env())
-        _threads(db, tmp / "threads")
-        if SUSPEND_RUNS > 0:
+        if only & {"processes", "burst"}:
+            _processes(db, tmp / "processes", server.env(), only)
+        if "threads" in only:
+            _threads(db, tmp / "threads")
+        if SUSPEND_RUNS > 0 and "suspend" in only:
             suspend._measure(tmp / "suspend", server.env(), database_url=db.store_url, store_key=db.store_key)
 
 
@@ -109,9 +123,8 @@ def _requests(n: int) -> list[dict[str, Any]]:
     return [{"request": r.model_dump(mode="json")} for r in requests]
 
 
-def _processes(db: Databases, tmp: Path, server_env: dict[str, str]) -> None:
-    from promptship.bench.processes import BARE_CHAIN, DEV_CYCLE, Batch, process_platform
-    from promptship_sandbox.durable_fakes import JsonState
+def _processes(db: Databases, tmp: Path, server_env: dict[str, str], only: frozenset[str]) -> None:
+    from promptship.bench.processes import BARE_CHAIN, DEV_CYCLE, process_platform
 
     with process_platform(tmp, server_env, database_url=db.store_url, store_key=db.store_key) as platform:
         # one run of each first: the first flow-run process compiles and caches what the others then read
@@ -119,38 +132,53 @@ def _processes(db: Databases, tmp: Path, server_env: dict[str, str]) -> None:
                      platform.run_batch(BARE_CHAIN, [{}], mode="sequential")):  # fmt: skip
             if warm.errors:
                 raise RuntimeError(f"warm-up run failed: {warm.errors[0]}")
-        ratios: dict[str, float] = {}
-        for label, deployment, params in (
-            ("dev_cycle", DEV_CYCLE, _requests),
-            ("bare chain", BARE_CHAIN, lambda n: [{} for _ in range(n)]),
-        ):
-            seq = platform.run_batch(deployment, params(RUNS), mode="sequential")
-            load_seq = _load()
-            con = platform.run_batch(deployment, params(RUNS), mode="concurrent")
-            ratios[label] = con.wall_s / seq.wall_s
-            print(
-                f"   {db.name}: {label} x{RUNS}: sequential wall {seq.wall_s:.1f} s, concurrent wall "
-                f"{con.wall_s:.1f} s  (R = {ratios[label]:.2f}; flow-run processes through a process worker; "
-                f"{load_seq} / {_load()}; errors {len(seq.errors) + len(con.errors)})"
-            )
-            for batch in (seq, con):
-                print(f"      {batch.mode:>10} median phases: {_phases(batch)}")
-                for e in sorted(set(batch.errors))[:5]:
-                    print(f"      error: {e}")
+        if "processes" in only:
+            _ratios(db, platform)
+        if "burst" in only:
+            _burst(db, platform)
+
+
+def _ratios(db: Databases, platform: Any) -> None:
+    from promptship.bench.processes import BARE_CHAIN, DEV_CYCLE
+
+    ratios: dict[str, float] = {}
+    for label, deployment, params in (
+        ("dev_cycle", DEV_CYCLE, _requests),
+        ("bare chain", BARE_CHAIN, lambda n: [{} for _ in range(n)]),
+    ):
+        seq = platform.run_batch(deployment, params(RUNS), mode="sequential")
+        load_seq = _load()
+        con = platform.run_batch(deployment, params(RUNS), mode="concurrent")
+        ratios[label] = con.wall_s / seq.wall_s
         print(
-            f"   {db.name}: R dev_cycle / R bare chain = {ratios['dev_cycle'] / ratios['bare chain']:.2f} "
-            f"(goal: R dev_cycle <= 0.5, or <= 1.1x bare Prefect's R)"
+            f"   {db.name}: {label} x{RUNS}: sequential wall {seq.wall_s:.1f} s, concurrent wall "
+            f"{con.wall_s:.1f} s  (R = {ratios[label]:.2f}; flow-run processes through a process worker; "
+            f"{load_seq} / {_load()}; errors {len(seq.errors) + len(con.errors)})"
         )
-        before = JsonState(platform.fakes).read().get("pr_creations", 0)
-        burst: Batch = platform.run_batch(DEV_CYCLE, _requests(BURST), mode="concurrent", timeout_s=1800)
-        prs = JsonState(platform.fakes).read().get("pr_creations", 0) - before
-        completed = sum(r.state == "Completed" for r in burst.runs)
-        print(
-            f"   {db.name}: {BURST} concurrent: errors {len(burst.errors)}  (wall {burst.wall_s:.1f} s, "
-            f"{completed} completed, {prs} PRs opened; {_load()}; phases {_phases(burst)})"
-        )
-        for e in sorted(set(burst.errors))[:5]:
-            print(f"      error: {e}")
+        for batch in (seq, con):
+            print(f"      {batch.mode:>10} median phases: {_phases(batch)}")
+            for e in sorted(set(batch.errors))[:5]:
+                print(f"      error: {e}")
+    print(
+        f"   {db.name}: R dev_cycle / R bare chain = {ratios['dev_cycle'] / ratios['bare chain']:.2f} "
+        f"(goal: R dev_cycle <= 0.5, or <= 1.1x bare Prefect's R)"
+    )
+
+
+def _burst(db: Databases, platform: Any) -> None:
+    from promptship.bench.processes import DEV_CYCLE, Batch
+    from promptship_sandbox.durable_fakes import JsonState
+
+    before = JsonState(platform.fakes).read().get("pr_creations", 0)
+    burst: Batch = platform.run_batch(DEV_CYCLE, _requests(BURST), mode="concurrent", timeout_s=1800)
+    prs = JsonState(platform.fakes).read().get("pr_creations", 0) - before
+    completed = sum(r.state == "Completed" for r in burst.runs)
+    print(
+        f"   {db.name}: {BURST} concurrent: errors {len(burst.errors)}  (wall {burst.wall_s:.1f} s, "
+        f"{completed} completed, {prs} PRs opened; {_load()}; phases {_phases(burst)})"
+    )
+    for e in sorted(set(burst.errors))[:5]:
+        print(f"      error: {e}")
 
 
 def _phases(batch: Any) -> str:

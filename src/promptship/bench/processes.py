@@ -2,10 +2,11 @@
 
 ``process_platform`` creates a process work pool on the current Prefect server, the ``dev-cycle`` deployment (this
 checkout's ``flows/dev_cycle.py``, cross-process durable fakes) and the ``bare-chain`` deployment
-(``promptship/bench/chain.py``) on it, and starts one ``prefect worker``; ``ProcessPlatform.run_batch`` submits
-runs one after another (each once the previous one ended) or all at once and times them, with each run's phases
-read back from its state history: submitted → Pending (the worker claimed it), Pending → Running (the flow-run
-process started), Running → final (the flow itself).
+(``promptship/bench/chain.py``) on it, and starts one ``promptship worker`` (the process worker users run);
+``ProcessPlatform.run_batch`` submits runs one after another (each once the previous one ended) or all at once
+(each with an idempotency key) and times them, with each run's phases read back from its state history:
+submitted → Pending (the worker claimed it), Pending → Running (the flow-run process started), Running → final
+(the flow itself).
 
 Used by ``python -m promptship.bench flow`` and ``tests/flows/test_concurrency.py``.
 """
@@ -33,10 +34,17 @@ FINAL = ("Completed", "Failed", "Crashed", "Cancelled", "Cancelling", "TimedOut"
 # The worker's own settings (measured in docs/BENCH.md "Flow runs as processes"):
 # - it asks the server for scheduled runs every PREFECT_WORKER_QUERY_SECONDS (Prefect's default 10 s: a run waits
 #   up to 10 s before its process even starts); 1 s here;
-# - its heartbeat is kept off the hot path.
+# - its heartbeat is kept off the hot path;
+# - every Prefect client (the submitter here, the worker, the flow-run processes) retries a 503 more often than
+#   Prefect's default 5 times (2, 4, … 32 s: about a minute): SQLite Prefect refuses a read-then-write transaction
+#   at once while other runs write (docs/BENCH.md "50 at once"), and under a 50-run burst one submission in 50 was
+#   still refused after its 6th attempt. 8 retries wait up to ~8.5 min in all. A retried create carries an
+#   idempotency key, so it never makes a second run.
+CLIENT_MAX_RETRIES = 8
 WORKER_ENV: dict[str, str] = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_HEARTBEAT_SECONDS": "30",
+    "PREFECT_CLIENT_MAX_RETRIES": str(CLIENT_MAX_RETRIES),
 }
 
 
@@ -102,15 +110,21 @@ class ProcessPlatform:
         moment the last run was seen final. A run still not final after ``timeout_s`` raises TimeoutError."""
         from prefect.client.orchestration import get_client
         from prefect.exceptions import PrefectHTTPStatusError
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
         deployment_id = self.deployment_ids[deployment]
         submitted: dict[uuid.UUID, float] = {}
         refused: list[str] = []
-        with get_client(sync_client=True) as client:
+        with (
+            temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}),
+            get_client(sync_client=True) as client,
+        ):
 
             def submit(params: dict[str, Any]) -> list[uuid.UUID]:
+                # the client retries a 503 or a lost answer: the key makes a retried create return the same run
+                key = f"bench-{uuid.uuid4().hex}"
                 try:
-                    run = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+                    run = client.create_flow_run_from_deployment(deployment_id, parameters=params, idempotency_key=key)
                 except PrefectHTTPStatusError as exc:  # an overloaded server (503): counted, not fatal
                     refused.append(f"HTTP {exc.response.status_code}")
                     return []
@@ -183,6 +197,7 @@ def process_platform(
     database_url: str | None = None,
     store_key: str | None = None,
     worker_env: Mapping[str, str] | None = None,
+    worker_limit: int | None = None,
 ) -> Iterator[ProcessPlatform]:
     """A new process work pool, the two deployments on it and one worker (its log under ``tmp``) against the
     Prefect server the current settings point at (``server_env`` is that server's environment for the worker).
@@ -233,6 +248,9 @@ def process_platform(
     from promptship_sandbox.prefect_server import process_group
 
     log = tmp / "worker.log"
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    # promptship's worker, as users run it (prefect.yaml): Prefect's process worker with promptship's fixes
+    argv = [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool]
+    if worker_limit is not None:
+        argv += ["--limit", str(worker_limit)]
     with process_group(argv, cwd=REPO_ROOT, env=env, log_path=log) as worker:
         yield ProcessPlatform(pool, fakes, worker, log, ids, database_url)
