@@ -3,8 +3,8 @@
 Settings are grouped by concern: ``pipeline`` (bounds of a run's steps), ``runs`` (how many work at once),
 ``health`` (the health gate), ``llm``, ``budget``, ``github``, ``kube``, ``openhands`` (how to reach each outside
 service). A setting that moved keeps its old name as an alias: ``MOVED`` is the one table of them, applied before
-validation, and the new name wins when both are set. ``reference_markdown()`` renders every setting into ``docs/SETTINGS.md``
-(``promptship settings-reference``).
+validation, and the new name wins when both are set. ``reference_markdown()`` renders every setting into
+``docs/SETTINGS.md`` (``promptship settings-reference``).
 
 Every credential is a ``SecretStr``: it is never logged, never put in an artifact or a flow parameter.
 Build one with ``Settings()``; nothing here is a module-level instance.

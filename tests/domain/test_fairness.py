@@ -68,18 +68,20 @@ def _runs(spec: dict[str, tuple[int, int]]) -> list[RunSeen]:
             {"team/a": 1, "team/b": 1},
             {"team/a": (4, 1, 2), "team/b": (0, 1, 0)},
         ),
-        # no per-repository limit: nothing tells started from queued, so live runs are running
-        ({"team/a": (3, 1)}, None, {"team/a": (0, 3, 1)}),
+        # no limit for the repository: nothing tells started from queued, so live runs are running
+        ({"team/a": (3, 1), "team/b": (2, 0)}, {"team/b": 1}, {"team/a": (0, 3, 1), "team/b": (1, 1, 0)}),
         # a slot still leased by a run that already ended (crashed, lease not yet expired) counts no run
         ({"team/a": (0, 1)}, {"team/a": 1}, {"team/a": (0, 0, 1)}),
         # a run gave its slot back a moment before its suspension shows: queued for that moment, never negative
-        ({"team/a": (1, 0)}, {}, {"team/a": (1, 0, 0)}),
+        ({"team/a": (1, 0)}, {"team/a": 0}, {"team/a": (1, 0, 0)}),
         # repositories are case-folded like request keys
         ({"Team/A": (1, 0), "team/a": (1, 0)}, {"TEAM/a": 2}, {"team/a": (0, 2, 0)}),
+        # nothing live: no repository is reported, whatever its limit
+        ({}, {"team/a": 0}, {}),
     ],
 )
 def test_run_census(
-    runs: dict[str, tuple[int, int]], working: dict[str, int] | None, expected: dict[str, tuple[int, int, int]]
+    runs: dict[str, tuple[int, int]], working: dict[str, int], expected: dict[str, tuple[int, int, int]]
 ) -> None:
     census = run_census(_runs(runs), working)
     assert census == {

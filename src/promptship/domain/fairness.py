@@ -65,25 +65,27 @@ class RunSeen:
     suspended: bool
 
 
-def run_census(runs: Iterable[RunSeen], working: Mapping[str, int] | None) -> dict[tuple[str, RunState], int]:
+def run_census(runs: Iterable[RunSeen], working: Mapping[str, int]) -> dict[tuple[str, RunState], int]:
     """Queued, running and waiting runs per repository (every repository seen gets all three states).
 
-    ``working`` is the slots held per repository (its limit's active slots): that many of its live runs are
-    running; every other run that has not ended is queued — scheduled, pending, or started and waiting for a
-    slot — unless it is suspended (waiting). Without per-repository limits (``working`` None) nothing tells a
-    started run from a queued one, and every live, unsuspended run counts as running."""
+    ``working`` has the repositories that have a limit, with the slots held of it: that many of the repository's
+    live runs are running; every other run that has not ended is queued — scheduled, pending, or started and
+    waiting for a slot — unless it is suspended (waiting). A repository without a limit has nothing that tells a
+    started run from a queued one: its live, unsuspended runs count as running."""
     live: dict[str, int] = {}
     waiting: dict[str, int] = {}
     for run in runs:
         repository = run.repository.lower()
         bucket = waiting if run.suspended else live
         bucket[repository] = bucket.get(repository, 0) + 1
-    held = {r.lower(): n for r, n in (working or {}).items()}
+    held: dict[str, int] = {}
+    for repository, n in working.items():
+        held[repository.lower()] = held.get(repository.lower(), 0) + n
     out: dict[tuple[str, RunState], int] = {}
     for repository in sorted(set(live) | set(waiting)):
         alive = live.get(repository, 0)
-        # a run that gave its slot back a moment before it suspends is still seen live: never below zero
-        running = alive if working is None else min(held.get(repository, 0), alive)
+        # a slot held by a run that already ended (crashed; its lease not out yet) is no live run's: at most alive
+        running = min(held[repository], alive) if repository in held else alive
         out[(repository, "queued")] = alive - running
         out[(repository, "running")] = running
         out[(repository, "waiting")] = waiting.get(repository, 0)
