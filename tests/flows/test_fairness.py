@@ -11,6 +11,8 @@ flow: ``tasks/slots.py``), on the durable fakes (``promptship_sandbox.durable_fa
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,14 +23,15 @@ import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.settings import get_current_settings
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from promptship.bench.processes import DEV_CYCLE, ProcessPlatform, process_platform
 from promptship.domain.fairness import GLOBAL_LIMIT_NAME, repository_limit_name
 from promptship.domain.report import RunReport
 from promptship.domain.request import DevRequest
-from promptship.servers.metrics import create_metrics_app
+from promptship.servers.metrics import Census, metrics_endpoint, prefect_run_census
 from promptship.servers.resumer import PrefectRunResumer, sweep_waits
 from promptship.servers.webhook import running_asgi
 from promptship.settings import Settings
@@ -42,16 +45,22 @@ GLOBAL = 2
 
 
 @pytest.fixture(scope="module")
-def platform(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessPlatform]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessPlatform]:
+    """A ``prefect server start`` of our own (the test harness's server runs none of Prefect's services, so an
+    expired lease would never be reclaimed; here the repossessor looks every 2 s), a process work pool with the
+    dev-cycle deployment and one worker whose runs have the limits above and suspend after 1 s of waiting."""
+    from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
+
     tmp = tmp_path_factory.mktemp("fairness")
-    settings = get_current_settings()
+    server_env = {"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"}
     worker_env = {
         "PROMPTSHIP_RUNS__PER_REPOSITORY_LIMIT": str(PER_REPOSITORY),
         "PROMPTSHIP_RUNS__GLOBAL_LIMIT": str(GLOBAL),
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",  # a CI wait longer than 1 s suspends the run
     }
-    with process_platform(tmp, {"PREFECT_API_URL": str(settings.api.url)}, worker_env=worker_env) as platform:
-        yield platform
+    with running_prefect_server(tmp / "prefect", env=server_env) as server, using_prefect(server):
+        with process_platform(tmp, server.env(), worker_env=worker_env) as platform:
+            yield platform
 
 
 def _store(platform: ProcessPlatform) -> Store:
@@ -150,7 +159,18 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
 
 @pytest.fixture
 def metrics_url(tmp_path: Path) -> Iterator[str]:
-    with running_asgi(create_metrics_app(Settings(home=tmp_path / "home"))) as url:
+    """``/metrics`` served over HTTP. Its server thread does not inherit this test's Prefect settings (a context
+    variable), so its census is read under them, as a metrics process reads its own ``PREFECT_API_URL``."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    api = get_current_settings().api.url
+
+    async def census() -> Census:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            return await prefect_run_census()
+
+    app = Starlette(routes=[Route("/metrics", metrics_endpoint(Settings(home=tmp_path / "home"), census))])
+    with running_asgi(app) as url:
         yield url
 
 
@@ -204,4 +224,28 @@ def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds
     assert _of(_census(metrics_url), repository) == {}  # nothing of it is live any more
     _deployed_once(platform, requests)
     with get_client(sync_client=True) as client:  # the resumed run gave back the slot it took again
+        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0
+
+
+def test_a_crashed_runs_slot_comes_back_when_its_lease_runs_out(platform: ProcessPlatform) -> None:
+    fakes = platform.fakes
+    (fakes / "ci-pending").unlink(missing_ok=True)
+    (fakes / "at-agent").unlink(missing_ok=True)
+    repository = _repository("team-c")
+    crashed, after = _request(repository), _request(repository)
+    (fakes / "hold-agent").write_text("")
+    try:
+        first = _submit(platform, crashed)
+        _until(platform, "the first run to work in the agent", lambda: (fakes / "at-agent").exists())
+        pid = int((fakes / "at-agent").read_text())
+        os.kill(pid, signal.SIGKILL)  # the flow-run process dies holding its slot; nothing gives it back but the lease
+    finally:
+        (fakes / "hold-agent").unlink(missing_ok=True)
+    _until(platform, "the killed run to show Crashed", lambda: getattr(_read(first).state, "name", "") == "Crashed")
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 1
+    second = _submit(platform, after)  # queued behind the dead run's slot until its lease expires (60 s + a sweep)
+    _until(platform, "the next run of the repository to complete", lambda: _state(second) == "Completed")
+    _deployed_once(platform, [after])
+    with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0
