@@ -2,8 +2,9 @@
 server, with a per-repository limit of 1 and a global limit of 2 (Prefect global concurrency limits, taken by the
 flow: ``tasks/slots.py``), on the durable fakes (``promptship_sandbox.durable_fakes``).
 
-- A burst on one repository does not starve another: B's one run ends before A's queue drains, A never has more
-  than one run working at a time (read from the store's attempt intervals), and every run deploys with one PR.
+- A burst on one repository does not starve another: B's one run ends while A's first run still works and A's
+  other four wait behind it, A never has more than one run working at a time (read from the store's attempt
+  intervals), and every run deploys with one PR.
 - ``/metrics`` counts each repository's runs that are queued, running and waiting (suspended) while they are; a
   suspended run holds no slot (the next run of its repository works while it waits), and takes one again when it
   is resumed.
@@ -135,21 +136,32 @@ def _deployed_once(platform: ProcessPlatform, requests: list[DevRequest]) -> Non
 
 
 def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit(platform: ProcessPlatform) -> None:
-    (platform.fakes / "ci-pending").unlink(missing_ok=True)  # CI passes at once: nothing suspends here
+    fakes = platform.fakes
+    (fakes / "ci-pending").unlink(missing_ok=True)  # CI passes at once: nothing suspends here
     busy, quiet = _repository("team-a"), _repository("team-b")
     a = [_request(busy) for _ in range(5)]
     b = [_request(quiet)]
-    before = JsonState(platform.fakes).read().get("pr_creations", 0)
-    ids = [_submit(platform, r) for r in a]  # A's burst first: all of it is ahead of B
-    ids += [_submit(platform, r) for r in b]
-    _until(platform, "every run to complete", lambda: all(_state(i) == "Completed" for i in ids), timeout_s=600)
+    before = JsonState(fakes).read().get("pr_creations", 0)
+    # A's first run keeps working (held inside its agent) until B is done: A's other four stay queued behind it
+    hold = fakes / f"hold-agent-{a[0].run_key}"
+    hold.write_text("")
+    try:
+        ids_a = [_submit(platform, r) for r in a]  # A's burst first: all of it is ahead of B
+        (id_b,) = [_submit(platform, r) for r in b]
+        _until(platform, "B's run to complete while A works", lambda: _state(id_b) == "Completed", timeout_s=600)
+        store = _store(platform)
+        assert (fakes / f"at-agent-{a[0].run_key}").exists()  # A's first run is still at work...
+        assert [store.run(r.run_key) for r in a] == [None] * len(a)  # ...and none of A's runs has ended
+    finally:
+        hold.unlink(missing_ok=True)
+    _until(platform, "A's runs to complete", lambda: all(_state(i) == "Completed" for i in ids_a), timeout_s=600)
 
     reports_a, (report_b,) = _reports(platform, a), _reports(platform, b)
-    assert report_b.ended_at < max(r.ended_at for r in reports_a), "B waited until A's queue drained"
+    assert report_b.ended_at < min(r.ended_at for r in reports_a)
     assert _most_at_once(reports_a) <= PER_REPOSITORY
     assert _most_at_once([*reports_a, report_b]) <= GLOBAL
     _deployed_once(platform, a + b)
-    assert JsonState(platform.fakes).read()["pr_creations"] - before == len(a + b)
+    assert JsonState(fakes).read()["pr_creations"] - before == len(a + b)
     # the limits are Prefect's, at the configured sizes, and every slot came back
     with get_client(sync_client=True) as client:
         for name, size in ((repository_limit_name(busy), PER_REPOSITORY), (GLOBAL_LIMIT_NAME, GLOBAL)):
