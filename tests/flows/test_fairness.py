@@ -142,16 +142,17 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     a = [_request(busy) for _ in range(5)]
     b = [_request(quiet)]
     before = JsonState(fakes).read().get("pr_creations", 0)
-    # A's first run keeps working (held inside its agent) until B is done: A's other four stay queued behind it
+    # A's first run takes A's slot and keeps it (held inside its agent) until B is done
     hold = fakes / f"hold-agent-{a[0].run_key}"
     hold.write_text("")
     try:
-        ids_a = [_submit(platform, r) for r in a]  # A's burst first: all of it is ahead of B
+        ids_a = [_submit(platform, a[0])]
+        _until(platform, "A's first run to work in its agent", lambda: (fakes / f"at-agent-{a[0].run_key}").exists())
+        ids_a += [_submit(platform, r) for r in a[1:]]  # the rest of A's burst, all of it ahead of B
         (id_b,) = [_submit(platform, r) for r in b]
         _until(platform, "B's run to complete while A works", lambda: _state(id_b) == "Completed", timeout_s=600)
         store = _store(platform)
-        assert (fakes / f"at-agent-{a[0].run_key}").exists()  # A's first run is still at work...
-        assert [store.run(r.run_key) for r in a] == [None] * len(a)  # ...and none of A's runs has ended
+        assert [store.run(r.run_key) for r in a] == [None] * len(a)  # none of A's runs has ended: queued behind
     finally:
         hold.unlink(missing_ok=True)
     _until(platform, "A's runs to complete", lambda: all(_state(i) == "Completed" for i in ids_a), timeout_s=600)
