@@ -15,7 +15,9 @@ from promptship.domain.gate import chat_request_problem
         ({"messages": [{"role": "user", "content": "hi"}]}, None),
         ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}]}, None),
         ({"messages": [{"role": "assistant", "content": None}]}, None),
-        ({"messages": [{"role": "developer", "content": ["part"]}]}, None),
+        # a bare string as a part: OpenAI refuses it, and LiteLLM failed on it inside its prompt code for every
+        # provider (a 502 after every group of the chain; tests/gateway/test_llm_failures.py)
+        ({"messages": [{"role": "developer", "content": ["part"]}]}, "messages[0].content parts must be objects"),
         ({"messages": []}, "messages must be a non-empty array"),
         ({"messages": [{"role": "developer"}]}, "messages[0].content is required for a developer message"),
         (
@@ -25,7 +27,32 @@ from promptship.domain.gate import chat_request_problem
         ({"messages": [{"role": "user"}]}, "messages[0].content is required for a user message"),
         ({"messages": [{"role": "tool", "tool_call_id": "x"}]}, "messages[0].content is required for a tool message"),
         ({"messages": [{"role": "nobody", "content": "x"}]}, "messages[0].role must be one of "),
-        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, "plain"]}]}, None),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, "plain"]}]},
+            "messages[0].content parts must be objects",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}, None),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:,"}]}]}, None),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}]},
+            "messages[0].content[1] is an image_url part: it needs ",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
+            "messages[0].content[0] is an image_url part: it needs ",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}
+                ]
+            },
+            None,
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages[0].content[0] is an input_audio part: it needs ",
+        ),
         (
             {
                 "messages": [{"role": "user", "content": "x"}],

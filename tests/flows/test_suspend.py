@@ -9,8 +9,6 @@ the store under it (``durable_fakes``).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ from promptship.servers.webhook import create_app, running_asgi
 from promptship.settings import Settings
 from promptship.store import Store
 from promptship.store.webhooks import WebhookDeliveries
+from promptship_sandbox.prefect_server import is_alive, live_descendants, process_group
 from tests.flows.durable_fakes import DurableCodeHost, JsonState, durable_services
 from tests.flows.test_processes import REPO_ROOT, _env, _wait_for
 
@@ -72,34 +71,6 @@ def _state_name(run_id: uuid.UUID) -> str:
     return state.name if state else ""
 
 
-def _descendants(pid: int) -> list[int]:
-    """Live processes below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _pid_of(run: FlowRun) -> int:
     assert run.infrastructure_pid, "the worker recorded no process for the run"
     return int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
@@ -130,22 +101,11 @@ def platform(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) ->
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",
     }
     log = tmp / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    store = durable_services(fakes).sink
-    assert isinstance(store, Store)
-    try:
+    argv = [sys.executable, "-m", "promptship.cli", "worker", "--pool", pool]
+    with process_group(argv, cwd=REPO_ROOT, env=env, log_path=log) as worker:
+        store = durable_services(fakes).sink
+        assert isinstance(store, Store)
         yield Platform(fakes, state, f"dev-cycle/{name}", worker, log, store)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
 
 
 @pytest.fixture
@@ -181,7 +141,7 @@ def _suspended(platform: Platform, run: FlowRun, what: str) -> float:
     _wait_for(lambda: _state_name(run.id) == "Suspended", f"the run to suspend {what}", log=platform.log)
     seen = time.monotonic()
     pid = _pid_of(_read(run.id))
-    _wait_for(lambda: not _alive(pid), "the suspended run's process to exit", timeout_s=60, log=platform.log)
+    _wait_for(lambda: not is_alive(pid), "the suspended run's process to exit", timeout_s=60, log=platform.log)
     return time.monotonic() - seen
 
 
@@ -218,7 +178,7 @@ def test_a_run_waiting_for_ci_suspends_and_a_ci_event_resumes_it_to_deploy_with_
     run = platform.submit(request)
     exit_s = _suspended(platform, run, "in its CI wait")
     print(f"suspended run's process exited {exit_s:.2f} s after Suspended")
-    assert _descendants(platform.worker.pid) == []  # nothing of the run holds a process: only the worker is left
+    assert live_descendants(platform.worker.pid) == []  # nothing of the run holds a process: only the worker is left
 
     (wait,) = _waits_of(platform, run)
     sha = platform.state.read()["branches"][branch_for(key)]

@@ -381,3 +381,150 @@ def test_a_name_that_says_fake_keeps_generic_detectors_quiet(text, found):
 )
 def test_credentials_in_commands_and_words_not_code(text, found):
     assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found
+
+
+# Session 5: formats written from provider documentation (secret_rules.toml names each source). Every value here
+# is made up for this table in the documented shape; none comes from an evaluation set or a fixture.
+_B64_PEM_KEY = "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb3dJQkFBS0NBUUVBdjRx"
+
+
+@pytest.mark.parametrize(
+    ("text", "subtype", "value"),
+    [
+        ("ssh in and run: psexec \\\\build07 -u ci\\runner -p Ruby9Tulip cmd", "cli_password", "Ruby9Tulip"),
+        ('PsExec64.exe \\\\10.9.8.7 -u ops -p "Seven Blue 7" -s hostname', "cli_password", '"Seven Blue 7"'),
+        ("smbclient //nas/share -U backup%Fern4Lamp -c ls", "cli_password", "Fern4Lamp"),
+        ("xfreerdp /v:win01 /u:ops /p:Otter5Maple /cert:ignore", "cli_password", "Otter5Maple"),
+        ("net use Z: \\\\nas\\media Pebble8Sky /user:home\\ana", "cli_password", "Pebble8Sky"),
+        ("REACT_APP_ADMIN_PASSWORD=Quill3Harbor", "react_app_credential", "Quill3Harbor"),
+        ('REACT_APP_DEMO_USER = "mkoval82"', "react_app_credential", "mkoval82"),
+        (
+            "repositories { maven { credentials { username 'ci-bot'\n password 'Lumen7Dock' } } }",
+            "gradle_credential",
+            "ci-bot",
+        ),
+        ('echo "pg.lan:5432:sales:etl:Cobalt6Reed" > ~/.pgpass', "pgpass_line", "Cobalt6Reed"),
+        ("*:*:*:report:Cobalt6Reed", "pgpass_line", "Cobalt6Reed"),
+        ("$1$Tq4mZk9w$" + "Hc7Jd2Lq9Wx4Rz8Vb1Nm6p", "password_hash", "$1$Tq4mZk9w$Hc7Jd2Lq9Wx4Rz8Vb1Nm6p"),
+        ("ana:$apr1$R2d4Vq8z$" + "Xk9mB3nQ7wL1pT5sC8vZ0.", "password_hash", "$apr1$R2d4Vq8z$Xk9mB3nQ7wL1pT5sC8vZ0."),
+        (
+            "$2y$10$" + "Qv3Lk8Tz1Wq7Mn4Rb9Xc2Ohd6Fs0Gj5Ue3Ya8Pi1Kl7No4Wm9Vb2C",
+            "password_hash",
+            "$2y$10$Qv3Lk8Tz1Wq7Mn4Rb9Xc2Ohd6Fs0Gj5Ue3Ya8Pi1Kl7No4Wm9Vb2C",
+        ),
+        (
+            "$8$Wq3Lk8Tz1Wq7Mn$" + "Rb9Xc2Ohd6Fs0Gj5Ue3Ya8Pi1Kl7No4Wm9Vb2Cq8Lp3",
+            "password_hash",
+            "$8$Wq3Lk8Tz1Wq7Mn$Rb9Xc2Ohd6Fs0Gj5Ue3Ya8Pi1Kl7No4Wm9Vb2Cq8Lp3",
+        ),
+        (
+            "pbkdf2_sha256$600000$Tq4mZk9wHc7J$" + "Xk9mB3nQ7wL1pT5sC8vZ0aQ2rE4tY6uI8oP1sD3fG5h=",
+            "password_hash",
+            "pbkdf2_sha256$600000$Tq4mZk9wHc7J$Xk9mB3nQ7wL1pT5sC8vZ0aQ2rE4tY6uI8oP1sD3fG5h=",
+        ),
+        (
+            "svc_sql:1107:" + "aad3b435b51404eeaad3b435b51404ee:" + "4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f:::",
+            "password_hash",
+            "aad3b435b51404eeaad3b435b51404ee:4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f",
+        ),
+        (
+            "Authorization: SSWS 00" + "Tq4mZk9wHc7JdLq9-Wx4Rz8Vb1Nm6pQ2rE4tY6uI8o",
+            "okta_token",
+            "00Tq4mZk9wHc7JdLq9-Wx4Rz8Vb1Nm6pQ2rE4tY6uI8o",
+        ),
+        (
+            "OKTA_API_TOKEN=00" + "Tq4mZk9wHc7JdLq9_Wx4Rz8Vb1Nm6pQ2rE4tY6uI",
+            "okta_token",
+            "00Tq4mZk9wHc7JdLq9_Wx4Rz8Vb1Nm6pQ2rE4tY6uI",
+        ),
+        ("key id AKIA" + "Q8ZP1M0RX9T4V6W2", "aws_key", "AKIAQ8ZP1M0RX9T4V6W2"),
+        (
+            "amzn.mws." + "1c9e2a7f-1b3d-5e8a-0c6f-9b2d4e7a1c3f",
+            "aws_mws_key",
+            "amzn.mws.1c9e2a7f-1b3d-5e8a-0c6f-9b2d4e7a1c3f",
+        ),
+        ("NRAK-" + "Q8ZP1M0RX9T4V6W2K7L3N5B8C1D", "newrelic_key", "NRAK-Q8ZP1M0RX9T4V6W2K7L3N5B8C1D"),
+        (
+            "license_key: 1c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f5b7dNRAL",
+            "newrelic_key",
+            "1c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f5b7dNRAL",
+        ),
+        ("GOCSPX-" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6", "google_oauth_secret", "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"),
+        ("token ya29." + "a0Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6", "google_oauth_token", "ya29.a0Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6"),
+        ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbmEifQ.", "jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbmEifQ."),
+        (
+            "ewogICJhbGciOiAiSFMyNTYiCn0.ewogICJzdWIiOiAiYW5hIgp9.Tq4mZk9wHc7JdLq9Wx4Rz8",
+            "jwt",
+            "ewogICJhbGciOiAiSFMyNTYiCn0.ewogICJzdWIiOiAiYW5hIgp9.Tq4mZk9wHc7JdLq9Wx4Rz8",
+        ),
+        (
+            "CC_TEST_REPORTER_ID=" + "1c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f" * 2,
+            "codeclimate_token",
+            "1c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f" * 2,
+        ),
+        (
+            "kubeadm join 10.1.1.1:6443 --token q8zp1m.x9t4v6w2k7l3n5b8",
+            "kubernetes_bootstrap_token",
+            "q8zp1m.x9t4v6w2k7l3n5b8",
+        ),
+        ("    client-key-data: " + _B64_PEM_KEY, "kubeconfig_key", _B64_PEM_KEY),
+        ("TAVILY_API_KEY=tvly-dev-" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb", "tavily_key", "tvly-dev-Tq4mZk9wHc7JdLq9Wx4Rz8Vb"),
+        ("vSphere license: Q8ZP1-M0RX9-T4V6W-2K7L3-N5B8C", "license_key", "Q8ZP1-M0RX9-T4V6W-2K7L3-N5B8C"),
+        (
+            "POST https://prod-11.westeurope.logic.azure.com:443/workflows/ab12/triggers/manual/paths/invoke?"
+            "api-version=2016-06-01&sv=1.0&sig=" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6",
+            "azure_logic_app_sas",
+            "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6",
+        ),
+        ("psexec.py corp.local/ops:Walnut7Gate@10.0.0.9 cmd.exe", "cli_password", "Walnut7Gate"),
+        (
+            "wmiexec.py -hashes :4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f ops@10.0.0.9",
+            "password_hash",
+            ":4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f",
+        ),
+        (
+            "okta:\n  client:\n    token: 00Tq4mZk9wHc7JdLq9_Wx4Rz8Vb1Nm6pQ2rE4tY6uI",
+            "okta_token",
+            "00Tq4mZk9wHc7JdLq9_Wx4Rz8Vb1Nm6pQ2rE4tY6uI",
+        ),
+        (
+            "GET /r.pdf?X-Amz-Expires=600&X-Amz-Signature=" + "4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f" * 2,
+            "aws_presigned_url",
+            "4c9e2a7f1b3d5e8a0c6f9b2d4e7a1c3f" * 2,
+        ),
+        (
+            "key=AAAAQ8zP1m0:APA91b" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6pQ2rE4tY6uI8o" * 3,
+            "firebase_fcm_key",
+            "AAAAQ8zP1m0:APA91b" + "Tq4mZk9wHc7JdLq9Wx4Rz8Vb1Nm6pQ2rE4tY6uI8o" * 3,
+        ),
+        (
+            "HMAC access id GOOG1E" + "Q8ZP1M0RX9T4V6W2K7L3N5B8C1D" * 2 + "Q",
+            "google_hmac_key",
+            "GOOG1E" + "Q8ZP1M0RX9T4V6W2K7L3N5B8C1D" * 2 + "Q",
+        ),
+    ],
+)
+def test_documented_formats_are_found_with_their_value(text, subtype, value):
+    spans = {text[f.start : f.end] for f in scan_rules(text) if f.subtype == subtype}
+    assert value in spans, (subtype, spans)
+
+
+@pytest.mark.parametrize(
+    ("text", "subtype"),
+    [
+        ("psexec \\\\build07 -u ci\\runner -p <password> cmd", "cli_password"),  # a placeholder
+        ("REACT_APP_ADMIN_PASSWORD=changeme", "react_app_credential"),
+        ("REACT_APP_API_URL=https://api.example.org", "react_app_credential"),  # not a credential name
+        ("credentials { username 'your-username'\n password '<password>' }", "gradle_credential"),
+        ("meeting at 10:30:45:12:99 on monday", "pgpass_line"),  # no such line: the port field is a time
+        ("$1$Tq4mZk9w$short", "password_hash"),  # MD5-crypt's hash is 22 characters
+        ("$2y$10$tooShortForBcrypt", "password_hash"),
+        ("$8$Wq3Lk8Tz1Wq7Mn$" + "Rb9Xc2Ohd6Fs0Gj5Ue3Ya8Pi1Kl7No4Wm9Vb2Cq8Lp3sX", "password_hash"),  # 44: not type 8
+        ("AKIA" + "q8zp1m0rx9t4v6w2", "aws_key"),  # lowercase: not an access key id
+        ("release notes v1.2 token list: abc.def", "kubernetes_bootstrap_token"),
+        ("part number Q8ZP1-M0RX9-T4V6W-2K7L3-N5B8C in the catalogue", "license_key"),  # no license context
+        ("Authorization: SSWS ${OKTA_API_TOKEN}", "okta_token"),
+    ],
+)
+def test_documented_formats_reject_what_fails_the_format(text, subtype):
+    assert subtype not in _subtypes(text)

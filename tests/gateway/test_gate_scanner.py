@@ -75,6 +75,25 @@ def test_hard_negatives_flagged_on_the_held_out_split(scanner, gate_rows):
     assert flagged / len(rows) <= HELD_OUT_HARD_NEGATIVE_CEILING, f"{flagged}/{len(rows)}"
 
 
+# Other scanners' fixtures (tests/data/secret_fixtures/): Nosey Parker's rule examples measured 373/430 = 0.867
+# (its weak families were fitted after their scores were seen), the fresh whispers/ripsecrets set 180/240 = 0.750
+# with 47/294 = 0.160 of its negatives flagged (python -m promptship.bench gate). Floors a little below.
+@pytest.mark.parametrize(("name", "floor", "ceiling"), [("noseyparker.jsonl", 0.85, None), ("fresh.jsonl", 0.73, 0.18)])
+def test_other_scanners_fixtures(scanner, name, floor, ceiling):
+    from promptship.bench.gate import FIXTURES, load_jsonl
+
+    rows = load_jsonl(FIXTURES.parent / name)
+    positives = [r for r in rows if r["label"] == 1]
+    negatives = [r for r in rows if r["label"] == 0]
+    assert len(positives) >= 200  # the files are in the repository: a truncated one must not make this pass
+    found = sum(scanner.scan(r["text"]).sensitive for r in positives)
+    assert found / len(positives) >= floor, f"{found}/{len(positives)}"
+    if ceiling is not None:
+        assert len(negatives) >= 250
+        flagged = sum(scanner.scan(r["text"]).sensitive for r in negatives)
+        assert flagged / len(negatives) <= ceiling, f"{flagged}/{len(negatives)}"
+
+
 _TELEGRAM_LIKE = "5512093387:WjwgRRHuAqpZVYSz6jhd4uiVh75aradJIHJ"  # bot id, ':', 35 characters (made up here)
 
 
@@ -100,6 +119,13 @@ def test_detect_secrets_formats_are_not_read_inside_longer_runs(scanner, text, f
 )
 def test_presidio_numbers_that_are_no_ones(scanner, text, entity, found):
     assert (entity in {f.subtype for f in scanner.scan_layer("presidio", text)}) is found
+
+
+def test_an_arn_account_id_is_no_ones_number(scanner):
+    # AWS docs: account ids "are not considered secret, sensitive, or confidential information"
+    number = "840512345678"
+    assert scanner.scan_layer("presidio", f"licence number {number} on file")  # the digits alone are read
+    assert not scanner.scan(f"subscribe arn:aws:sqs:eu-west-3:{number}:orders-dlq").sensitive
 
 
 def test_an_empty_private_key_block_passes_every_layer(scanner):

@@ -89,3 +89,45 @@ def test_a_usage_chunk_with_content_is_relayed_and_counted() -> None:
     relay = Relay()
     assert relay.feed(both + DONE) == both
     assert relay.chunks == 1 and relay.usage() == {"prompt_tokens": 1, "completion_tokens": 1}
+
+
+def _event_by_event(body: bytes, cut: int) -> tuple[bytes, int, object, bytes | None]:
+    """What the relay passed on, counted and kept when every read is taken event by event (the reference)."""
+    relay = Relay()
+    out = b""
+    for part in (body[:cut], body[cut:]):
+        events, relay._rest = split_events(relay._rest + part)
+        out += relay._feed_events(events)
+    relay.finish()
+    return out, relay.chunks, relay.usage(), relay.done
+
+
+NULL_USAGE = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}\n\n'
+BODIES = [
+    CHUNK * 5 + USAGE + DONE,
+    NULL_USAGE * 3 + USAGE + DONE,  # OpenAI's include_usage chunks: "usage":null on every one
+    CHUNK + b": ping\n\n" + CHUNK + b"event: x\ndata: y\n\n" + CHUNK + USAGE + DONE,
+    CHUNK + b"\n" + CHUNK + DONE,  # a stray blank line
+    CHUNK.replace(b"\n", b"\r\n") * 2 + DONE,
+    CHUNK * 2 + b'data: {"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}\n\n' + DONE,
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_a_read_of_plain_chunks_is_passed_on_whole_with_the_outcome_of_taking_it_event_by_event(body: bytes) -> None:
+    for cut in range(1, len(body)):
+        relay = Relay()
+        out = relay.feed(body[:cut]) + relay.feed(body[cut:])
+        relay.finish()
+        assert (out, relay.chunks, relay.usage(), relay.done) == _event_by_event(body, cut), cut
+
+
+def test_what_arrived_together_goes_on_as_one_piece_and_a_cut_event_waits_for_its_end() -> None:
+    relay = Relay()
+    assert relay.feed(CHUNK * 3 + CHUNK[:7]) == CHUNK * 3  # one piece, no per-event split
+    assert relay.chunks == 3
+    assert relay.feed(CHUNK[7:] + USAGE[:20]) == CHUNK
+    assert relay.feed(USAGE[20:] + DONE) == b""  # the usage chunk spanning two reads is kept for the end
+    relay.finish()
+    assert relay.chunks == 4 and relay.usage() == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert relay.done == DONE

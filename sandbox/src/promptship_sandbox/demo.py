@@ -944,7 +944,7 @@ def run_demo(
             "kpi-report on work pool local-process"
         )
         worker = stack.enter_context(running_worker(st.server, REPO_ROOT, home / "worker.log", env=env, inherit=False))
-        echo(f"Worker: `prefect worker start --pool local-process`, pid {worker.pid}, log {home / 'worker.log'}")
+        echo(f"Worker: `promptship worker --pool local-process`, pid {worker.pid}, log {home / 'worker.log'}")
         # always: the forge's CI events reach the flow runs' CI waits through it (PROMPTSHIP_GITHUB__WEBHOOK_SECRET
         # makes them wait on those wake-ups); the webhook scenario's delivery goes through it too
         url = _start_receiver(sb, st, webhook_secret, chosen)

@@ -54,6 +54,35 @@ class PrefectServer:
         stop_process_group(self.process)
 
 
+def live_descendants(pid: int) -> list[int]:
+    """The live (not zombie) processes below ``pid``, from ``/proc``: what a worker still holds."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def is_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def stop_process_group(process: subprocess.Popen[bytes], *, grace_s: float = 20) -> None:
     """SIGTERM to the process group ``process`` leads (started with ``start_new_session``), SIGKILL after
     ``grace_s``; nothing when it has ended."""

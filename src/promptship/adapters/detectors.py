@@ -35,6 +35,7 @@ from promptship.domain.gate import (
     SECRET_WORDS,
     Finding,
     GateResult,
+    arn_account_spans,
     iban_shaped_spans,
     is_not_a_secret,
     is_placeholder_email,
@@ -100,8 +101,8 @@ def _glued(line: str, start: int, end: int) -> bool:
 
 def _not_personal_number(entity: str, value: str, start: int, end: int, ibans: list[tuple[int, int]]) -> bool:
     """A number presidio's patterns match that is no one's: read inside an IBAN-shaped run (its digits are the
-    account's), or a US SSN the SSA never issues. (Numbers that look made up, ``55555555K``, are kept: presidio's
-    own tests use such numbers as valid ids.)"""
+    account's) or as an ARN's AWS account id, or a US SSN the SSA never issues. (Numbers that look made up,
+    ``55555555K``, are kept: presidio's own tests use such numbers as valid ids.)"""
     if entity != "IBAN_CODE" and any(a <= start and end <= b for a, b in ibans):
         return True
     return entity == "US_SSN" and bool(_SSN_NEVER_ISSUED.match(re.sub(r"\D", "", value)))
@@ -406,7 +407,7 @@ class SensitiveDataScanner:
             ]
         else:
             scored = self._presidio_direct(text)
-        ibans = iban_shaped_spans(text) if scored else []
+        ibans = iban_shaped_spans(text) + arn_account_spans(text) if scored else []
         return [
             Finding("pii", entity.lower(), start, end, "presidio")
             for entity, start, end, score in scored

@@ -31,8 +31,12 @@ Streams to OpenAI-compatible backends (OpenRouter, llama.cpp) are sent as the re
 httpx client on the gateway service's event loop, and relayed as the provider's SSE bytes (``_pass_through``:
 LiteLLM's per-chunk parsing was most of a stream's cost through the service); Ollama's keep LiteLLM's stream.
 
-LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else; its response
-objects never leave this module (the gateway service gets plain OpenAI-format dicts).
+LiteLLM is imported lazily (~3–6 s). Its exceptions become ``LLMError`` here and nowhere else, by where they were
+raised (``vendor_failure``): the provider's or the network's failures as ``to_llm_error`` translates them;
+LiteLLM failing inside its own code (an exception it labels ``APIConnectionError`` without a connection having
+failed) as a described, non-retryable error, tried once per group and recorded as failed; an exception raised
+in promptship's own code is never translated. Its response objects never leave this module (the gateway
+service gets plain OpenAI-format dicts).
 """
 
 from __future__ import annotations
@@ -139,12 +143,15 @@ def new_key(prefix: str) -> str:
 
 
 class _GroupFailed(Exception):
-    """One model group's last error and how many requests were sent to it (internal)."""
+    """One model group's last error and how many requests were sent to it (internal). ``unheard``: LiteLLM
+    failed on the last attempt without a word from the provider or the network (``_translate``) — the provider
+    may have answered (and charged), so the call is recorded as failed instead of released."""
 
-    def __init__(self, error: LLMError, attempts: int):
+    def __init__(self, error: LLMError, attempts: int, *, unheard: bool = False):
         super().__init__(str(error))
         self.error = error
         self.attempts = attempts
+        self.unheard = unheard
 
 
 @dataclass
@@ -180,7 +187,9 @@ class _OpenSSE:
 
 def to_llm_error(exc: BaseException, model: str) -> LLMError:
     """LiteLLM's (OpenAI-style) and httpx's exceptions → ``LLMError``; retryable for 5xx, 408/409/429,
-    timeouts and connection failures. The provider's message is redacted and shortened."""
+    timeouts and connection failures. The provider's message is redacted and shortened (without the traceback
+    LiteLLM appends to some). For an exception raised inside a vendor call use ``vendor_failure``, which decides
+    first whether it is a provider's failure at all."""
     import httpx
     import openai
 
@@ -200,13 +209,141 @@ def to_llm_error(exc: BaseException, model: str) -> LLMError:
     if timeout:
         status = status or 408
     retryable = timeout or connection or status in (408, 409, 425, 429) or (status is not None and status >= 500)
-    detail = redact(" ".join(str(exc).split()))[:300]
+    # LiteLLM appends its traceback to some messages (file paths, code lines): only the message itself is kept
+    message = str(exc).split("Traceback (most recent call last)")[0]
+    detail = redact(" ".join(message.split()))[:300]
     return LLMError(
         f"{model}: {type(exc).__name__} (HTTP {status if status is not None else '-'}): {detail}",
         retryable=retryable,
         status=status,
         retry_after_s=retry_after,
     )
+
+
+# Packages whose code runs inside a provider call (LiteLLM and what it calls). An exception raised in one of them
+# is the vendor's; one raised anywhere else (promptship's own code, a test's) is ours and is never translated.
+VENDOR_PACKAGES = frozenset(
+    {
+        "litellm",
+        "openai",
+        "httpx",
+        "httpcore",
+        "h11",
+        "h2",
+        "anyio",
+        "sniffio",
+        "aiohttp",
+        "pydantic",
+        "pydantic_core",
+        "tiktoken",
+        "tokenizers",
+        "jinja2",
+    }
+)
+_MAX_CHAIN = 16
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from or while handling (``__cause__``, else ``__context__``), bounded."""
+    links: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(links) < _MAX_CHAIN:
+        seen.add(id(current))
+        links.append(current)
+        current = current.__cause__ or current.__context__
+    return links
+
+
+def raised_in(exc: BaseException) -> str | None:
+    """The module that raised ``exc``: the innermost frame of its traceback that is not the standard library's
+    (a ``json.JSONDecodeError`` raised in ``json`` for LiteLLM was raised by LiteLLM); None without a traceback."""
+    import sys
+
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        module = str(frame.f_globals.get("__name__") or "")
+        if module.split(".")[0] not in sys.stdlib_module_names:
+            return module
+    return None
+
+
+def _is_vendor_package(module: str | None) -> bool:
+    return module is not None and module.split(".")[0] in VENDOR_PACKAGES
+
+
+def _network_or_status(exc: BaseException) -> bool:
+    """The provider (or the network to it) said so: a transport failure, a timeout, an HTTP error status or an
+    error event (httpx's, httpcore's or the OpenAI SDK's exceptions, raised on what came over the wire;
+    LiteLLM's own classes subclass the SDK's but are only labels and do not count)."""
+    import httpx
+
+    if isinstance(exc, OSError) and not isinstance(exc, _FILE_ERRORS):
+        return True  # refused, reset, unreachable, DNS, TLS, socket timeouts
+    if isinstance(exc, httpx.TransportError | httpx.TimeoutException | httpx.HTTPStatusError):
+        return True
+    return type(exc).__module__.split(".")[0] in ("httpcore", "openai")
+
+
+def vendor_failure(exc: BaseException, group: str) -> LLMError | None:
+    """An exception raised inside a vendor call (``litellm.completion``, the pass-through's request building
+    and sending) as ``LLMError``; None when it is not the vendor's (re-raise it: a bug of ours must surface).
+
+    - a provider's or the network's failure anywhere in the exception's chain (an error status, a refused or
+      reset connection, a timeout) → ``to_llm_error``: retryable for 5xx, 408/409/425/429, timeouts and
+      connection failures;
+    - else an exception that is not a vendor's own type (``KeyError``, ``AttributeError``, a bare
+      ``Exception``…) *raised in a vendor package's code* (``VENDOR_PACKAGES``, by the innermost non-stdlib frame
+      of its traceback) → LiteLLM failed inside its provider code: on a request it cannot build, or on a
+      provider answer it cannot read. LiteLLM labels most of these ``APIConnectionError`` (HTTP 500) — which
+      used to be retried as a network failure, 1 + max_retries times per group of the fallback chain. Not
+      retryable: the same call fails the same way. The message names the group and the exception types and
+      where they were raised, never the exception's text (LiteLLM puts its traceback and parts of the request
+      there);
+    - the same kind of exception raised in promptship's code (our ``_open_sse`` runs inside the call), or
+      anywhere that is not a vendor package → None;
+    - the rest (LiteLLM's own exceptions for what it checked itself, e.g. a ``BadRequestError``, or its
+      ``UnsupportedContentTypeError`` labelled ``APIConnectionError``, HTTP 500) → ``to_llm_error``, never
+      retryable: no provider answered and no connection failed.
+    """
+    translated = _translate(exc, group)
+    return None if translated is None else translated[0]
+
+
+def _translate(exc: BaseException, group: str) -> tuple[LLMError, bool] | None:
+    """``vendor_failure``, and whether LiteLLM failed without a word from the provider or the network (True):
+    then the provider may have answered — LiteLLM fails on requests before sending them and on answers after
+    reading them (its token counter refusing an audio part without data fails after the provider answered) —
+    and nothing here can tell which."""
+    links = _exception_chain(exc)
+    if any(_network_or_status(link) for link in links):
+        return to_llm_error(exc, group), False
+    foreign = [link for link in links if not _is_vendor_package(type(link).__module__)]
+    if not foreign:
+        error = to_llm_error(exc, group)
+        if error.retryable:  # LiteLLM's own label ("HTTP 500"), not the provider's answer: the same call fails again
+            error = LLMError(
+                f"{error} [raised by LiteLLM itself, not by the provider: not retried]",
+                retryable=False,
+                status=error.status,
+            )
+        return error, True
+    origin = foreign[-1]  # the first one raised
+    where = raised_in(origin)
+    if not _is_vendor_package(where):
+        return None
+    kinds = " from ".join(dict.fromkeys(type(link).__name__ for link in [exc, *foreign]))
+    error = LLMError(
+        f"{group}: LiteLLM failed inside its provider code ({kinds}, raised in {where}): a request it cannot "
+        "build or a provider answer it cannot read; not retried",
+        retryable=False,
+    )
+    return error, True
 
 
 class LiteLLMGateway:
@@ -281,7 +418,15 @@ class LiteLLMGateway:
             params["max_tokens"] = call.max_tokens
         deadline = time.monotonic() + call.deadline_s if call.deadline_s is not None else None
         sent = self._send_with_policy(
-            call.run_key, decision, messages, None, params, stream=False, deadline=deadline, exploring=exploring
+            call.run_key,
+            call.step,
+            decision,
+            messages,
+            None,
+            params,
+            stream=False,
+            deadline=deadline,
+            exploring=exploring,
         )
         sent.caller = call.step
         usage = self._usage(sent.spec, sent.response.usage)
@@ -355,7 +500,7 @@ class LiteLLMGateway:
         step = access.caller or step  # an app's calls are recorded under its caller
         decision, exploring = self._explore_app(access, step, self._decide_for_run(access, messages, tools))
         sent = self._send_with_policy(
-            access.run_key, decision, messages, tools, params, stream=False, exploring=exploring
+            access.run_key, step, decision, messages, tools, params, stream=False, exploring=exploring
         )
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(access.run_key, step, sent, usage)
@@ -387,7 +532,7 @@ class LiteLLMGateway:
         def open_stream() -> _Sent:  # the policy in a worker thread (the ledger is blocking); I/O on the loop
             decision, exploring = self._explore_app(access, step, self._decide_for_run(access, messages, tools))
             return self._send_with_policy(
-                access.run_key, decision, messages, tools, params, stream=True, loop=loop, exploring=exploring
+                access.run_key, step, decision, messages, tools, params, stream=True, loop=loop, exploring=exploring
             )
 
         sent = await anyio.to_thread.run_sync(open_stream)
@@ -525,6 +670,7 @@ class LiteLLMGateway:
     def _send_with_policy(
         self,
         run_key: str,
+        step: str,
         decision: RouteDecision,
         messages: Sequence[dict[str, Any]],
         tools: Sequence[dict[str, Any]] | None,
@@ -537,7 +683,16 @@ class LiteLLMGateway:
     ) -> _Sent:
         if exploring is not None:
             explored = self._send_explored(
-                run_key, decision, exploring, messages, tools, params, stream=stream, loop=loop, deadline=deadline
+                run_key,
+                step,
+                decision,
+                exploring,
+                messages,
+                tools,
+                params,
+                stream=stream,
+                loop=loop,
+                deadline=deadline,
             )
             if explored is not None:
                 return explored
@@ -545,7 +700,7 @@ class LiteLLMGateway:
                 update={"reason": f"{exploring.original.reason}; exploration of {decision.model} not made or failed"}
             )
             return self._send_with_policy(
-                run_key, decision, messages, tools, params, stream=stream, loop=loop, deadline=deadline
+                run_key, step, decision, messages, tools, params, stream=stream, loop=loop, deadline=deadline
             )
         chain = self._chain(decision)
         if not chain:
@@ -584,7 +739,7 @@ class LiteLLMGateway:
             try:
                 response = self._send(spec, messages, tools, params, stream=stream, loop=loop, deadline=deadline)
             except _GroupFailed as failed:
-                self.ledger.release(reservation)
+                self._give_up(run_key, step, _Sent(decision, spec, reservation, index > 0, None, started), failed)
                 last_error, attempts = failed.error, attempts + failed.attempts
                 notes.append(f"{group} failed ({last_error.status or type(last_error).__name__}) → fallback")
                 continue
@@ -612,6 +767,7 @@ class LiteLLMGateway:
     def _send_explored(
         self,
         run_key: str,
+        step: str,
         decision: RouteDecision,
         exploring: _Exploring,
         messages: Sequence[dict[str, Any]],
@@ -636,8 +792,8 @@ class LiteLLMGateway:
             return None
         try:
             response = self._send(spec, messages, tools, params, stream=stream, loop=loop, deadline=deadline)
-        except _GroupFailed:
-            self.ledger.release(reservation)
+        except _GroupFailed as failed:
+            self._give_up(run_key, step, _Sent(decision, spec, reservation, False, None, started), failed)
             return None
         return _Sent(
             decision,
@@ -649,6 +805,17 @@ class LiteLLMGateway:
             explored_from=exploring.original.model,
             explore_seq=exploring.seq,
         )
+
+    def _give_up(self, run_key: str, step: str, sent: _Sent, failed: _GroupFailed) -> None:
+        """A model group given up: its reservation released — or, when LiteLLM failed without a word from the
+        provider or the network (``_GroupFailed.unheard``: it may have been reading the provider's answer, which
+        the provider charges for), kept as a ledger row recorded as failed, at the reservation's estimate (cloud:
+        ``cost_missing``)."""
+        if not failed.unheard:
+            self.ledger.release(sent.reservation)
+            return
+        estimate = Usage(cost_usd=sent.reservation.check.estimate_usd, cost_missing=not sent.spec.local)
+        self._settle(run_key, step, sent, estimate, failure=str(failed.error))
 
     def _send(
         self,
@@ -705,7 +872,15 @@ class LiteLLMGateway:
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
-        request = self._pass_through_request(spec, kwargs) if stream and loop is not None else None
+        request = None
+        if stream and loop is not None:
+            try:
+                request = self._pass_through_request(spec, kwargs)
+            except Exception as exc:  # LiteLLM building the request: nothing was sent
+                error = vendor_failure(exc, spec.name)
+                if error is None:
+                    raise
+                raise _GroupFailed(error, attempts=0) from None
         attempt = 0
         while True:
             attempt += 1
@@ -717,13 +892,14 @@ class LiteLLMGateway:
                 if request is not None and loop is not None:
                     return asyncio.run_coroutine_threadsafe(self._open_sse(*request), loop).result()
                 return litellm.completion(**kwargs)
-            except Exception as exc:  # only vendor errors are translated; anything else is a bug and re-raised
-                if not _is_vendor_error(exc):
+            except Exception as exc:  # raised inside the vendor call: translated; a bug of ours is re-raised
+                translated = _translate(exc, spec.name)
+                if translated is None:
                     raise
-                error = to_llm_error(exc, spec.name)
+                error, unheard = translated
                 asked = error.retry_after_s or 0.0
                 if not error.retryable or attempt > self.max_retries or asked > RETRY_CAP_S:
-                    raise _GroupFailed(error, attempt) from None
+                    raise _GroupFailed(error, attempt, unheard=unheard) from None
                 delay = backoff_delay(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=asked)
                 if deadline is not None and deadline - time.monotonic() - delay < MIN_REQUEST_S:
                     raise _GroupFailed(error, attempt) from None  # no time left for another request
@@ -955,9 +1131,9 @@ class LiteLLMGateway:
                 "usage": _usage_json(usage),
             }
         except Exception as exc:
-            if settled or not _is_vendor_error(exc):
+            error = None if settled else vendor_failure(exc, sent.spec.name)
+            if error is None:
                 raise
-            error = to_llm_error(exc, sent.spec.name)
             self._record_failure(run_key, step, sent, prompt_tokens, chunks, error)
             settled = True
             raise error from None
@@ -982,7 +1158,11 @@ class LiteLLMGateway:
         try:
             error: LLMError | None = None
             try:
-                async for received in upstream.aiter_bytes():
+                # the bytes as each read brought them (``aiter_bytes`` would pass them through a decoder and a
+                # re-chunker first); a provider that compressed its stream is decoded, so the client gets text
+                encoded = upstream.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+                reads = upstream.aiter_bytes() if encoded else upstream.aiter_raw()
+                async for received in reads:
                     out = relay.feed(received)
                     if out:
                         yield out
@@ -991,9 +1171,9 @@ class LiteLLMGateway:
                 message = redact(" ".join(str(exc).split()))[:300]
                 error = LLMError(f"{sent.spec.name}: the provider sent an error mid-stream: {message}", retryable=False)
             except Exception as exc:
-                if not _is_vendor_error(exc):
+                error = vendor_failure(exc, sent.spec.name)
+                if error is None:
                     raise
-                error = to_llm_error(exc, sent.spec.name)
             if error is not None:
                 record = partial(self._record_failure, run_key, step, sent, prompt_tokens, relay.chunks, error)
                 await anyio.to_thread.run_sync(record)
@@ -1111,13 +1291,6 @@ def _provider_message(response: httpx.Response) -> str:
     if isinstance(data, dict) and isinstance(data.get("error"), dict) and data["error"].get("message"):
         return str(data["error"]["message"])
     return response.text[:300] or response.reason_phrase
-
-
-def _is_vendor_error(exc: BaseException) -> bool:
-    import httpx
-    import openai
-
-    return isinstance(exc, openai.OpenAIError | httpx.HTTPError)
 
 
 def _reported_cost(usage: Any) -> float | None:

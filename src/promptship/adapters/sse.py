@@ -3,6 +3,11 @@
 The gateway relays a provider's stream as the provider's bytes; it only needs to know where one event ends
 (``split_events``) and which few events it must look into (``classify``): the closing usage chunk, an error
 sent mid-stream and ``data: [DONE]``. Everything else is passed on untouched. Pure functions, no I/O.
+
+``Relay.feed`` takes what one network read brought and, in the common case (LF line ends, data events only,
+none of the three markers), passes every complete event in it on as one piece after three substring counts —
+no split, no per-event work; a read with a marker, a comment, a field other than ``data`` or a CR goes event
+by event (``split_events`` + ``classify``), with the same outcome.
 """
 
 from __future__ import annotations
@@ -105,7 +110,22 @@ class Relay:
         self._rest = b""
 
     def feed(self, received: bytes) -> bytes:
-        events, self._rest = split_events(self._rest + received if self._rest else received)
+        buffer = self._rest + received if self._rest else received
+        if self.done is None and b"\r" not in buffer:
+            end = buffer.rfind(b"\n\n") + 2  # 1: no complete event yet
+            if end == 1:
+                self._rest = buffer
+                return b""
+            complete = buffer[:end] if end < len(buffer) else buffer
+            events = _plain_data_events(complete)
+            if events:
+                self._rest = buffer[end:]
+                self.chunks += events
+                return complete
+        events_, self._rest = split_events(buffer)
+        return self._feed_events(events_)
+
+    def _feed_events(self, events: list[bytes]) -> bytes:
         out: list[bytes] = []
         for raw in events:
             if self.done is not None:
@@ -142,6 +162,24 @@ class Relay:
         """The provider's reported usage, if it sent one."""
         usage = self.usage_event.get("usage") if self.usage_event is not None else None
         return usage if isinstance(usage, Mapping) else None
+
+
+def _plain_data_events(complete: bytes) -> int:
+    """How many events ``complete`` (LF-framed complete events, no CR) holds when every one of them is a plain
+    chunk — it starts with ``data:`` and holds none of the markers ``classify`` looks for (OpenAI's
+    ``"usage":null`` on every chunk is not one) — else 0: the caller then takes the events one by one."""
+    if b"[DONE]" in complete or b'"error"' in complete:
+        return 0
+    usages = complete.count(b'"usage"')
+    if usages and usages != complete.count(b'"usage":null') + complete.count(b'"usage": null'):
+        return 0
+    events = complete.count(b"\n\n")
+    # an event starts the buffer or follows a blank line; JSON text cannot hold a raw newline, so every
+    # "\n\ndata:" is an event's start, and all of them being data events is the count matching
+    starts = complete.count(b"\n\ndata:") + complete.startswith(b"data:")
+    if starts != events or b"\n\n\n" in complete:
+        return 0
+    return events
 
 
 def _error_text(payload: Mapping[str, Any] | None) -> str:

@@ -4,7 +4,8 @@ Prints
 - gate latency (median/p99) on ~200-byte and ~5 KB prompts, per layer (rules, detect-secrets, presidio) and
   for the whole stack, with each layer's ratio to promptship's own rules measured in the same run;
 - secrets recall per provider family on the held-out split of ../shared/eval (tests/data/gate_eval_split.json,
-  fixed before tuning) and on external fixtures (tests/data/secret_fixtures/), the hard-negative rate, and
+  fixed before tuning) and on external fixtures (tests/data/secret_fixtures/: Nosey Parker's examples and the
+  fresh whispers/ripsecrets set, with its negatives' false-positive rate), the hard-negative rate, and
   promptship's own plain-language credential examples;
 - recall, precision and false-positive rate on ../shared/eval/ (secrets, pii, benign), per subtype where a
   subtype is missed, with what each layer finds on its own;
@@ -162,6 +163,9 @@ def quality(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 SPLIT_FILE = REPO_ROOT / "tests" / "data" / "gate_eval_split.json"
 FIXTURES = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "noseyparker.jsonl"
+# whispers' and ripsecrets' test fixtures, labelled as their tests label them; built before any rule was written
+# against the Nosey Parker families (tests/data/secret_fixtures/README.md).
+FRESH = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "fresh.jsonl"
 PLAIN_FILE = REPO_ROOT / "tests" / "data" / "plain_credentials.jsonl"
 FAMILY_GOAL = 0.9
 # Several names of one provider; subtype words that name a kind of credential, not its provider.
@@ -267,6 +271,8 @@ def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
         fams = family_recall(scanner, fixtures, lambda r: r["family"])
         _print_families(f"external fixtures ({FIXTURES.name}, Apache-2.0)", fams)
         figures["fixtures_recall"] = sum(h for h, _ in fams.values()) / max(1, len(fixtures))
+    if FRESH.exists():
+        figures.update(fresh_eval(scanner))
     if PLAIN_FILE.exists():
         for split in ("tune", "held_out"):
             part = [r for r in load_jsonl(PLAIN_FILE) if r["split"] == split]
@@ -275,6 +281,29 @@ def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
             tp = sum(scanner.scan(r["text"]).sensitive for r in pos)
             fp = sum(scanner.scan(r["text"]).sensitive for r in neg)
             print(f"   plain-language credentials ({split}): recall {tp}/{len(pos)}, false positives {fp}/{len(neg)}")
+    return figures
+
+
+def fresh_eval(scanner: Any, path: Path = FRESH) -> dict[str, float]:
+    """The fresh outside set: recall per family on its positives (per source, then all) and the share of its
+    negatives flagged (each source's own "must not be reported" lines)."""
+    rows = load_jsonl(path)
+    figures: dict[str, float] = {}
+    pos = [r for r in rows if r["label"] == 1]
+    for source in sorted({r["source"] for r in pos}):
+        fams = family_recall(scanner, [r for r in pos if r["source"] == source], lambda r: r["family"])
+        _print_families(f"fresh set {source} ({path.name})", fams)
+    hit = sum(scanner.scan(r["text"]).sensitive for r in pos)
+    figures["fresh_recall"] = hit / max(1, len(pos))
+    print(f"   fresh set recall (all sources) {hit}/{len(pos)} = {figures['fresh_recall']:.3f}")
+    for source in sorted({r["source"] for r in rows if r["label"] == 0}):
+        neg = [r for r in rows if r["label"] == 0 and r["source"] == source]
+        fp = sum(scanner.scan(r["text"]).sensitive for r in neg)
+        print(f"   fresh set {source} negatives flagged {fp}/{len(neg)} = {fp / max(1, len(neg)):.3f}")
+    neg = [r for r in rows if r["label"] == 0]
+    fp = sum(scanner.scan(r["text"]).sensitive for r in neg)
+    figures["fresh_fp"] = fp / max(1, len(neg))
+    print(f"   fresh set negatives flagged (all sources) {fp}/{len(neg)} = {figures['fresh_fp']:.3f}")
     return figures
 
 

@@ -27,25 +27,6 @@ SECRET = "bench-suspend"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def run() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -95,7 +76,7 @@ def _measure(
     from promptship.store import Store
     from promptship.store.webhooks import WebhookDeliveries
     from promptship_sandbox.durable_fakes import JsonState, durable_services
-    from promptship_sandbox.prefect_server import stop_process_group
+    from promptship_sandbox.prefect_server import live_descendants, stop_process_group
 
     fakes = tmp / "fakes"
     state = JsonState(fakes)
@@ -152,15 +133,15 @@ def _measure(
 
         def all_suspended() -> bool:
             nonlocal peak
-            peak = max(peak, len(_descendants(worker.pid)))
+            peak = max(peak, len(live_descendants(worker.pid)))
             states = _states(ids)
             bad = [s for s in states.values() if s in ("Crashed", "Failed", "Completed", "Cancelled")]
             if bad:
                 raise RuntimeError(f"a run ended before its CI wait: {bad}\n{log.read_text()[-3000:]}")
-            return list(states.values()).count("Suspended") == RUNS and not _descendants(worker.pid)
+            return list(states.values()).count("Suspended") == RUNS and not live_descendants(worker.pid)
 
         _until(all_suspended, f"{RUNS} runs to suspend", 120 + 20 * RUNS, log)
-        held = _descendants(worker.pid)
+        held = live_descendants(worker.pid)
         print(
             f"   suspend x{RUNS}: {len(held)} flow-run processes held while all {RUNS} wait for CI "
             f"(peak {peak} while they started), beside the Prefect server and 1 worker; "

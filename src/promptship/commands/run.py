@@ -1,5 +1,5 @@
-"""`promptship run`, `promptship resume`, `promptship sweep` and `promptship demo`: the dev cycle from the command
-line."""
+"""`promptship run`, `promptship resume`, `promptship sweep`, `promptship worker` (the process worker that reports a
+crash once) and `promptship demo`: the dev cycle from the command line."""
 
 from __future__ import annotations
 
@@ -152,6 +152,33 @@ def register(app: typer.Typer) -> None:
             if every <= 0:
                 return
             time.sleep(every)
+
+    @app.command()
+    def worker(
+        pool: Annotated[str, typer.Option(help="The work pool (of type process) to run flow runs from.")] = (
+            "local-process"
+        ),
+        name: Annotated[str | None, typer.Option(help="The worker's name (default: a random one).")] = None,
+        limit: Annotated[
+            int | None, typer.Option(help="Flow runs this worker runs at once (default: no limit).", min=1)
+        ] = None,
+        run_once: Annotated[bool, typer.Option(help="Take the scheduled runs once, then stop.")] = False,
+    ) -> None:
+        """`prefect worker start --pool POOL --type process`, with one fix: a crashed flow run is reported
+        Crashed once (by Prefect's runner), not a second time onto a retry made in between (docs/RELIABILITY.md,
+        finding 3). Run it from the checkout `prefect deploy` was run in."""
+        import asyncio
+        import os
+
+        from prefect.utilities.processutils import setup_signal_handlers_worker
+
+        from promptship.prefect_worker import serve
+
+        setup_signal_handlers_worker(os.getpid(), "the promptship process worker", typer.echo)
+        try:
+            asyncio.run(serve(pool, name=name, limit=limit, run_once=run_once))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            typer.echo("promptship worker stopped")
 
     @app.command()
     def demo(

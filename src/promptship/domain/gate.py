@@ -378,8 +378,10 @@ def scan_rules(text: str) -> list[Finding]:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
-            if not is_not_a_secret(m.group(0)):
-                add("secret", subtype, m.span())
+            # a rule with capture groups names its value: the first group that took part in the match
+            group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
+            if not is_not_a_secret(m.group(group)):
+                add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
     low = text.lower()
@@ -475,7 +477,7 @@ def scan_rules(text: str) -> list[Finding]:
     for m in _EMAIL.finditer(text):
         if not is_placeholder_email(m.group(0)):
             add("pii", "email", m.span())
-    ibans = iban_shaped_spans(text)
+    ibans = iban_shaped_spans(text) + arn_account_spans(text)  # their digits are no one's phone or id
     for pattern in _PHONE_PATTERNS:
         for m in pattern.finditer(text):
             if 8 <= sum(c.isdigit() for c in m.group(0)) <= 15 and not _inside(ibans, *m.span()):
@@ -648,6 +650,19 @@ def iban_shaped_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _IBAN_SHAPED.finditer(text)]
 
 
+# The account-id field of an Amazon Resource Name (AWS docs, 'Amazon Resource Names': arn:partition:service:
+# region:account-id:resource; the account id is 12 digits). AWS docs ('View AWS account identifiers'): account
+# ids "are not considered secret, sensitive, or confidential information" — and they are no one's personal number.
+_ARN_ACCOUNT = re.compile(r"\barn:aws[\w-]*:[\w-]+:[\w-]*:(\d{12}):")
+
+
+def arn_account_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds an ARN's account id: no phone or national id is read there."""
+    if "arn:aws" not in text:
+        return []
+    return [m.span(1) for m in _ARN_ACCOUNT.finditer(text)]
+
+
 def _inside(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     return any(a <= start and end <= b for a, b in spans)
 
@@ -804,12 +819,23 @@ def chat_request_problem(body: dict[str, Any]) -> str | None:
             return f"{where}.content is required for a {m['role']} message"
         if content is not None and not isinstance(content, str | list):
             return f"{where}.content must be a string, an array of parts or null"
-        if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
+        # a bare string as a part (OpenAI refuses it too) made LiteLLM raise inside its prompt code for every
+        # provider (AttributeError: 'str' object has no attribute 'get'): a 502 after every group of the chain
+        if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
             return f"{where}.content parts must be objects"
         if isinstance(content, list) and any(
             isinstance(p, dict) and p.get("type") not in CONTENT_PART_TYPES for p in content
         ):
             return f"{where}.content parts need a type: one of {', '.join(CONTENT_PART_TYPES)}"
+        # an image or audio part without its data made LiteLLM's token counter or its Ollama prompt code fail
+        # (for audio, after the provider had answered): a 502 (schemathesis)
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            kind = part.get("type")
+            data = part.get(kind) if isinstance(kind, str) else None
+            if kind == "image_url" and not (isinstance(data, str) or isinstance(data, dict) and "url" in data):
+                return f'{where}.content[{j}] is an image_url part: it needs "image_url": {{"url": ...}}'
+            if kind == "input_audio" and not isinstance(data, dict):
+                return f'{where}.content[{j}] is an input_audio part: it needs "input_audio": {{"data", "format"}}'
         calls = m.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):

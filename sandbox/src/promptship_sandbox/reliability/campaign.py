@@ -52,7 +52,13 @@ from promptship.faults import (
     read_marker,
 )
 from promptship.store import Store
-from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, stop_process_group, using_prefect
+from promptship_sandbox.prefect_server import (
+    PrefectServer,
+    live_descendants,
+    running_prefect_server,
+    stop_process_group,
+    using_prefect,
+)
 from promptship_sandbox.reliability.faults import FULL as FAULTS_FULL
 from promptship_sandbox.reliability.faults import QUICK as FAULTS_QUICK
 from promptship_sandbox.reliability.faults import FaultCase, print_fault_part
@@ -300,19 +306,7 @@ class Harness:
 
     def worker_children(self) -> list[int]:
         """Live processes the worker started (a suspended run has none)."""
-        if self.worker is None:
-            return []
-        out = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[1]) == self.worker.pid:
-                out.append(int(entry.name))
-        return out
+        return live_descendants(self.worker.pid) if self.worker is not None else []
 
     def stop(self) -> None:
         for proc in [*self.helpers, *([self.worker] if self.worker else [])]:
