@@ -7,7 +7,8 @@ from the cache.
 The flow only orders the steps and branches on their verdicts. It resolves the run context once (the ports,
 the request key, the attempt under the request's lease: ``tasks/context.py``) and hands it to every step;
 each step is cached per attempt, so a resumed attempt redoes nothing it already did, and finds its side
-effects by request key, so a new attempt repeats none.
+effects by request key, so a new attempt repeats none. Around all of it the flow holds its concurrency slots (one
+of its repository's, one of all runs', when those limits are set: ``tasks/slots.py``), waiting for them first.
 """
 
 # No `from __future__ import annotations` here: a worker loads this file from its entrypoint and Prefect builds
@@ -26,9 +27,10 @@ from promptship.domain.results import AgentHandle, GenerationResult, PullRequest
 from promptship.domain.writeback import status_target
 from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
 from promptship.faults import BETWEEN_MERGE_AND_ROLLOUT, kill_point
-from promptship.wiring import process_ports
+from promptship.wiring import Ports, process_ports
 from tasks.context import RunContext, open_run, resuming
 from tasks.report import build_report, publish_report
+from tasks.slots import RunSlots, run_slots
 from tasks.status import note_queued, publish_status
 from tasks.steps import (
     check_health,
@@ -94,10 +96,23 @@ def dev_cycle(request: DevRequest) -> RunReport:
     merge in time),
     already_done (a later attempt that found everything done), failed.
     """
-    log = get_run_logger()
     ports = process_ports()
     # a sealed request (what Prefect holds of a prompt that may carry a secret) stands for the one in the store
     request = ports.sink.unseal(request)
+    # fair under load: over its repository's (or the global) limit the run waits here, queued, before it opens its
+    # attempt; it holds the slots while it works and gives them back before it suspends (tasks/slots.py)
+    with run_slots(ports.limits(), request.repository, _flow_run_id()) as slots:
+        return _dev_cycle(ports, request, slots)
+
+
+def _flow_run_id() -> UUID | None:
+    from prefect.runtime import flow_run
+
+    return UUID(flow_run.id) if flow_run.id else None
+
+
+def _dev_cycle(ports: Ports, request: DevRequest, slots: RunSlots) -> RunReport:
+    log = get_run_logger()
     try:
         # a follow-up waits (up to a human merge's wait) behind the attempt it continues; others are refused
         queue_s = ports.limits().merge_timeout_s if request.continues else 0.0
@@ -106,6 +121,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
             request,
             queue_s=queue_s,
             on_queued=lambda exc: note_queued(ports, request, request.run_key, str(exc)),
+            slots=slots,
         )
     except AttemptInProgress as exc:
         log.warning("%s", exc)

@@ -1,10 +1,10 @@
 """All configuration, from environment variables prefixed ``PROMPTSHIP_`` (nested: ``PROMPTSHIP_LLM__TIMEOUT_S``).
 
-Settings are grouped by concern: ``pipeline`` (bounds of a run's steps), ``health`` (the health gate), ``llm``,
-``budget``, ``github``, ``kube``, ``openhands`` (how to reach each outside service). A setting that moved keeps
-its old name as an alias: ``MOVED`` is the one table of them, applied before validation, and the new name wins
-when both are set. ``reference_markdown()`` renders every setting into ``docs/SETTINGS.md``
-(``promptship settings-reference``).
+Settings are grouped by concern: ``pipeline`` (bounds of a run's steps), ``runs`` (how many work at once),
+``health`` (the health gate), ``llm``, ``budget``, ``github``, ``kube``, ``openhands`` (how to reach each outside
+service). A setting that moved keeps its old name as an alias: ``MOVED`` is the one table of them, applied before
+validation, and the new name wins when both are set. ``reference_markdown()`` renders every setting into
+``docs/SETTINGS.md`` (``promptship settings-reference``).
 
 Every credential is a ``SecretStr``: it is never logged, never put in an artifact or a flow parameter.
 Build one with ``Settings()``; nothing here is a module-level instance.
@@ -43,6 +43,32 @@ class PipelineSettings(BaseModel):
         description="A wait for CI, a human merge or the base branch's image that lasts longer than this suspends "
         "the flow run (its process or pod is released; the webhook receiver or `promptship sweep` resumes it). "
         "Only runs of a deployment can suspend. 0: never suspend (every wait holds its worker).",
+    )
+
+
+class RunsSettings(BaseModel):
+    """Fair under load: how many dev-cycle runs may work at once, per repository and in all (Prefect global
+    concurrency limits, docs/PIPELINE.md "Fair under load"). A run over a limit waits, queued, until a slot is free;
+    a suspended run holds none."""
+
+    per_repository_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Most runs of one repository working at once (Prefect limit `promptship-repo:<owner>:<name>`, "
+        "created or updated by the first run of the repository). 0: no per-repository limit.",
+    )
+    global_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Most runs working at once over all repositories (Prefect limit `promptship-runs`). "
+        "0: no global limit.",
+    )
+    slot_lease_s: float = Field(
+        default=60.0,
+        ge=60,
+        le=86_400,
+        description="Lease of a run's slots, renewed while the run works: a crashed run's slots come back this "
+        "long after it died (Prefect's minimum is 60 s).",
     )
 
 
@@ -266,6 +292,7 @@ class Settings(BaseSettings):
         "workers, tests), called with these settings. Empty: real adapters from these settings.",
     )
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings, description="Bounds of a run's steps.")
+    runs: RunsSettings = Field(default_factory=RunsSettings, description="How many runs work at once.")
     health: HealthSettings = Field(default_factory=HealthSettings, description="The health gate after a rollout.")
     llm: LLMSettings = Field(default_factory=LLMSettings, description="LLM routing and the llm-config values.")
     budget: BudgetSettings = Field(default_factory=BudgetSettings, description="What the cloud may cost.")

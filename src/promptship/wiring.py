@@ -109,6 +109,9 @@ def run_limits(settings: Settings) -> RunLimits:
         default_health_url=settings.health.url,
         step_cache_days=p.step_cache_days,
         suspend_after_s=p.suspend_after_s,
+        per_repository_limit=settings.runs.per_repository_limit,
+        global_limit=settings.runs.global_limit,
+        slot_lease_s=settings.runs.slot_lease_s,
     )
 
 

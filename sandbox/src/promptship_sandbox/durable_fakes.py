@@ -9,8 +9,8 @@ rollouts, rollbacks, reverts, LLM charges): the reliability campaign compares th
 While ``<dir>/unhealthy`` exists the health probe fails for any image rolled out by a run, so the run rolls back
 (the previous image is restored and the merge reverted).
 Holding points: while ``<dir>/hold-<point>`` exists, the fake writes ``<dir>/at-<point>`` and waits there
-(``agent`` inside the agent's run, ``ci`` while CI runs, ``merge`` inside the merge), which is where tests kill
-or cancel the process, or look at the run from outside.
+(``agent`` inside the agent's run, ``agent-<run key>`` the same for one request's runs only, ``ci`` while CI runs,
+``merge`` inside the merge), which is where tests kill or cancel the process, or look at the run from outside.
 """
 
 from __future__ import annotations
@@ -93,7 +93,12 @@ class DurableCodeAgent:
             convs = d.setdefault("conversations", {})
             if task.conversation_id in convs:
                 return AgentHandle(conversation_id=task.conversation_id, created=False)
-            convs[task.conversation_id] = {"workspace": task.workspace, "instructions": [task.instruction], "runs": 0}
+            convs[task.conversation_id] = {
+                "workspace": task.workspace,
+                "instructions": [task.instruction],
+                "runs": 0,
+                "run_key": task.run_key,
+            }
         return AgentHandle(conversation_id=task.conversation_id, created=True)
 
     def send(self, handle: AgentHandle, instruction: str) -> None:
@@ -111,6 +116,7 @@ class DurableCodeAgent:
                 conv["runs"] += 1
         if fresh:
             self.state.hold("agent")
+            self.state.hold(f"agent-{conv.get('run_key')}")  # one request's run only
         path = Path(workspace) / f"change_{n}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"VALUE = {n}\n")

@@ -1,0 +1,264 @@
+"""Fair under load, for real: dev-cycle runs as flow-run processes of a process worker on the session's Prefect
+server, with a per-repository limit of 1 and a global limit of 2 (Prefect global concurrency limits, taken by the
+flow: ``tasks/slots.py``), on the durable fakes (``promptship_sandbox.durable_fakes``).
+
+- A burst on one repository does not starve another: B's one run ends while A's first run still works and A's
+  other four wait behind it, A never has more than one run working at a time (read from the store's attempt
+  intervals), and every run deploys with one PR.
+- ``/metrics`` counts each repository's runs that are queued, running and waiting (suspended) while they are; a
+  suspended run holds no slot (the next run of its repository works while it waits), and takes one again when it
+  is resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from promptship.bench.processes import DEV_CYCLE, ProcessPlatform, process_platform
+from promptship.domain.fairness import GLOBAL_LIMIT_NAME, repository_limit_name
+from promptship.domain.report import RunReport
+from promptship.domain.request import DevRequest
+from promptship.servers.metrics import Census, metrics_endpoint, prefect_run_census
+from promptship.servers.resumer import PrefectRunResumer, sweep_waits
+from promptship.servers.webhook import running_asgi
+from promptship.settings import Settings
+from promptship.store import Store
+from promptship_sandbox.durable_fakes import DurableCodeHost, JsonState, durable_services
+
+pytestmark = pytest.mark.flow
+
+PER_REPOSITORY = 1
+GLOBAL = 2
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessPlatform]:
+    """A ``prefect server start`` of our own (the test harness's server runs none of Prefect's services, so an
+    expired lease would never be reclaimed; here the repossessor looks every 2 s), a process work pool with the
+    dev-cycle deployment and one worker whose runs have the limits above and suspend after 1 s of waiting."""
+    from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
+
+    tmp = tmp_path_factory.mktemp("fairness")
+    server_env = {"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"}
+    worker_env = {
+        "PROMPTSHIP_RUNS__PER_REPOSITORY_LIMIT": str(PER_REPOSITORY),
+        "PROMPTSHIP_RUNS__GLOBAL_LIMIT": str(GLOBAL),
+        "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",  # a CI wait longer than 1 s suspends the run
+    }
+    with running_prefect_server(tmp / "prefect", env=server_env) as server, using_prefect(server):
+        with process_platform(tmp, server.env(), worker_env=worker_env) as platform:
+            yield platform
+
+
+def _store(platform: ProcessPlatform) -> Store:
+    store = durable_services(platform.fakes).sink
+    assert isinstance(store, Store)
+    return store
+
+
+def _repository(team: str) -> str:
+    return f"{team}-{uuid.uuid4().hex[:6]}/app"
+
+
+def _request(repository: str) -> DevRequest:
+    return DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex[:8]})", repository=repository, auto_merge=True)
+
+
+def _submit(platform: ProcessPlatform, request: DevRequest) -> uuid.UUID:
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(
+            platform.deployment_ids[DEV_CYCLE], parameters={"request": request.model_dump(mode="json")}
+        )
+    return run.id
+
+
+def _read(run_id: uuid.UUID) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def _state(run_id: uuid.UUID) -> str:
+    state = _read(run_id).state
+    assert state is None or not (state.is_final() and not state.is_completed()), (
+        f"run {run_id} ended {state.name}: {state.message}"
+    )
+    return state.name if state else ""
+
+
+def _until(platform: ProcessPlatform, what: str, condition: Callable[[], bool], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert platform.worker.poll() is None, f"the worker exited: {platform._log_tail()}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{platform._log_tail()}")
+        time.sleep(0.2)
+
+
+def _reports(platform: ProcessPlatform, requests: list[DevRequest]) -> list[RunReport]:
+    store = _store(platform)
+    reports = [store.run(r.run_key) for r in requests]
+    assert all(r is not None for r in reports)
+    return [r for r in reports if r is not None]
+
+
+def _most_at_once(reports: list[RunReport]) -> int:
+    """The most attempts that were working at the same moment (each from its start to its report)."""
+    edges = sorted([(r.started_at, 1) for r in reports] + [(r.ended_at, -1) for r in reports])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def _deployed_once(platform: ProcessPlatform, requests: list[DevRequest]) -> None:
+    """Every request deployed, with a PR of its own and its image rolled out exactly once."""
+    state = JsonState(platform.fakes).read()
+    assert [r.outcome for r in _reports(platform, requests)] == ["deployed"] * len(requests)
+    prs = [state["prs"][r.run_key]["number"] for r in requests]
+    assert len(set(prs)) == len(requests)  # one PR per request, none shared
+    rolled = [state["rolled"][r.run_key]["image"] for r in requests]
+    assert [state["images"].count(image) for image in rolled] == [1] * len(requests)
+
+
+def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit(platform: ProcessPlatform) -> None:
+    fakes = platform.fakes
+    (fakes / "ci-pending").unlink(missing_ok=True)  # CI passes at once: nothing suspends here
+    busy, quiet = _repository("team-a"), _repository("team-b")
+    a = [_request(busy) for _ in range(5)]
+    b = [_request(quiet)]
+    before = JsonState(fakes).read().get("pr_creations", 0)
+    # A's first run takes A's slot and keeps it (held inside its agent) until B is done
+    hold = fakes / f"hold-agent-{a[0].run_key}"
+    hold.write_text("")
+    try:
+        ids_a = [_submit(platform, a[0])]
+        _until(platform, "A's first run to work in its agent", lambda: (fakes / f"at-agent-{a[0].run_key}").exists())
+        ids_a += [_submit(platform, r) for r in a[1:]]  # the rest of A's burst, all of it ahead of B
+        (id_b,) = [_submit(platform, r) for r in b]
+        _until(platform, "B's run to complete while A works", lambda: _state(id_b) == "Completed", timeout_s=600)
+        store = _store(platform)
+        assert [store.run(r.run_key) for r in a] == [None] * len(a)  # none of A's runs has ended: queued behind
+    finally:
+        hold.unlink(missing_ok=True)
+    _until(platform, "A's runs to complete", lambda: all(_state(i) == "Completed" for i in ids_a), timeout_s=600)
+
+    reports_a, (report_b,) = _reports(platform, a), _reports(platform, b)
+    assert report_b.ended_at < min(r.ended_at for r in reports_a)
+    assert _most_at_once(reports_a) <= PER_REPOSITORY
+    assert _most_at_once([*reports_a, report_b]) <= GLOBAL
+    _deployed_once(platform, a + b)
+    assert JsonState(fakes).read()["pr_creations"] - before == len(a + b)
+    # the limits are Prefect's, at the configured sizes, and every slot came back
+    with get_client(sync_client=True) as client:
+        for name, size in ((repository_limit_name(busy), PER_REPOSITORY), (GLOBAL_LIMIT_NAME, GLOBAL)):
+            limit = client.read_global_concurrency_limit_by_name(name)
+            assert (limit.limit, limit.active_slots) == (size, 0), name
+
+
+@pytest.fixture
+def metrics_url(tmp_path: Path) -> Iterator[str]:
+    """``/metrics`` served over HTTP. Its server thread does not inherit this test's Prefect settings (a context
+    variable), so its census is read under them, as a metrics process reads its own ``PREFECT_API_URL``."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    api = get_current_settings().api.url
+
+    async def census() -> Census:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            return await prefect_run_census()
+
+    app = Starlette(routes=[Route("/metrics", metrics_endpoint(Settings(home=tmp_path / "home"), census))])
+    with running_asgi(app) as url:
+        yield url
+
+
+def _census(url: str) -> dict[tuple[str, str], float]:
+    answer = httpx.get(f"{url}/metrics", timeout=30)
+    assert answer.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    assert "promptship_runs" in families  # the KPIs are still served beside the census
+    family: Any = families.get("promptship_runs_by_state")
+    samples = family.samples if family is not None else []
+    return {(s.labels["repository"], s.labels["state"]): s.value for s in samples}
+
+
+def _of(census: dict[tuple[str, str], float], repository: str) -> dict[str, float]:
+    return {state: n for (repo, state), n in census.items() if repo == repository}
+
+
+def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds_no_slot(
+    platform: ProcessPlatform, metrics_url: str
+) -> None:
+    fakes = platform.fakes
+    repository = _repository("team-m")
+    requests = [_request(repository) for _ in range(4)]
+    (fakes / "ci-pending").write_text("")
+    (fakes / "at-agent").unlink(missing_ok=True)
+    try:
+        # 1: the first run reaches its CI wait and suspends (waiting): it gives its slot back
+        first = _submit(platform, requests[0])
+        _until(platform, "the first run to suspend", lambda: _state(first) == "Suspended")
+        # 2: so the second run of the same repository (limit 1) gets the slot and works: held inside the agent
+        (fakes / "hold-agent").write_text("")
+        second = _submit(platform, requests[1])
+        _until(platform, "the second run to work in the agent", lambda: (fakes / "at-agent").exists())
+        # 3: two more runs of the repository are started by the worker and wait for the slot: queued
+        rest = [_submit(platform, r) for r in requests[2:]]
+        _until(platform, "the queued runs' processes to start", lambda: all(_state(i) == "Running" for i in rest))
+        time.sleep(2)  # well past their first slot request: still queued, not running
+        assert _of(_census(metrics_url), repository) == {"queued": 2, "running": 1, "waiting": 1}
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 1
+    finally:
+        (fakes / "hold-agent").unlink(missing_ok=True)
+        (fakes / "ci-pending").unlink(missing_ok=True)
+    # CI is green now: the working runs go on one by one; the sweep resumes the suspended one, which queues again
+    working = [second, *rest]
+    _until(platform, "the three unsuspended runs to complete", lambda: all(_state(i) == "Completed" for i in working))
+    store = _store(platform)
+    swept = sweep_waits(store.waits(), PrefectRunResumer(store.waits()), DurableCodeHost(JsonState(fakes)))
+    assert str(first) in swept.resumed
+    _until(platform, "the resumed run to complete", lambda: _state(first) == "Completed")
+    assert _of(_census(metrics_url), repository) == {}  # nothing of it is live any more
+    _deployed_once(platform, requests)
+    with get_client(sync_client=True) as client:  # the resumed run gave back the slot it took again
+        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0
+
+
+def test_a_crashed_runs_slot_comes_back_when_its_lease_runs_out(platform: ProcessPlatform) -> None:
+    fakes = platform.fakes
+    (fakes / "ci-pending").unlink(missing_ok=True)
+    (fakes / "at-agent").unlink(missing_ok=True)
+    repository = _repository("team-c")
+    crashed, after = _request(repository), _request(repository)
+    (fakes / "hold-agent").write_text("")
+    try:
+        first = _submit(platform, crashed)
+        _until(platform, "the first run to work in the agent", lambda: (fakes / "at-agent").exists())
+        pid = int((fakes / "at-agent").read_text())
+        os.kill(pid, signal.SIGKILL)  # the flow-run process dies holding its slot; nothing gives it back but the lease
+    finally:
+        (fakes / "hold-agent").unlink(missing_ok=True)
+    _until(platform, "the killed run to show Crashed", lambda: getattr(_read(first).state, "name", "") == "Crashed")
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 1
+    second = _submit(platform, after)  # queued behind the dead run's slot until its lease expires (60 s + a sweep)
+    _until(platform, "the next run of the repository to complete", lambda: _state(second) == "Completed")
+    _deployed_once(platform, [after])
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0
