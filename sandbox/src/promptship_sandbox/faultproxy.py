@@ -65,7 +65,7 @@ FaultKind = Literal[
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 # outages before any connection (the listener closed, the name unresolvable): they last until clear()
 OUTAGE_KINDS: frozenset[FaultKind] = frozenset({"connect_refused", "dns_failure"})
-TCP_KINDS: frozenset[FaultKind] = frozenset({"refuse", "reset", "slow_body"}) | OUTAGE_KINDS
+TCP_KINDS: frozenset[FaultKind] = frozenset({"refuse", "reset", "slow_body", "connect_refused", "dns_failure"})
 Mode = Literal["http", "tcp"]
 
 SECONDARY_RATE_LIMIT_MESSAGE = (
