@@ -1,6 +1,6 @@
 """`promptship reliability --quick` as `make test` runs it: a real Prefect server, the dev-cycle deployment, a
 process worker; five kill points (recovered by resume --force, by the sweeper and by Prefect's retry, one during a
-rollback), every side effect equal to the uninterrupted run's; then six fault cases on three boundaries
+rollback), every side effect equal to the uninterrupted run's; then eight fault cases on three boundaries
 (faults.QUICK), and the leak scan of everything the campaign left."""
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ def test_quick_campaign_kills_five_points_and_finds_no_duplicate_or_lost_run(tmp
     out = done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0, out[-6000:]
-    assert lines[-1] == "kill points 5, fault kinds 6, boundaries 3, duplicates 0, leaks 0, lost runs 0", out[-4000:]
+    assert lines[-1] == "kill points 5, fault kinds 7, boundaries 3, duplicates 0, leaks 0, lost runs 0", out[-4000:]
     table = [line for line in lines if line.split(" ")[0] in ("after:open_pull_request", "agent_working")]
     assert len(table) == 2 and all(" yes " in line for line in table)
     recoveries = {line.split()[1] for line in lines if line.startswith(("after:", "agent_", "between_", "during_"))}
     assert recoveries == {"resume", "sweep", "retry"}
-    # part 3: six fault cases on three boundaries, each fired, each ending as the unfaulted request did (the git
+    # part 3: eight fault cases on three boundaries, each fired, each ending as the unfaulted request did (the git
     # outage: failed naming the code host, then resumed to it), no side effect counted twice
     faults = [line for line in lines if line.split(" ")[0] in ("forge-rest", "forge-git", "health")]
-    assert len(faults) == 6, out[-4000:]
+    assert len(faults) == 8, out[-4000:]
     assert all(line.endswith(" yes") and " 0 " in line for line in faults), "\n".join(faults)
     assert any("refuse outage" in line and "failed: codehost (retryable) → same" in line for line in faults)
+    # a real ECONNREFUSED and an unresolvable name: the code host's retryable failure after the step's 4 attempts
+    for kind in ("connect_refused", "dns_failure"):
+        line = next(line for line in faults if line.split()[:2] == ["forge-rest", kind])
+        assert "failed: codehost (retryable) → same" in line and " 4/4 " in line, line
     # the push cut off mid-transfer is retried by the step layer (it failed the run before: a defect)
     assert any(line.split()[:2] == ["forge-git", "reset"] and "  same  " in line for line in faults), faults

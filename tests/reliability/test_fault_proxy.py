@@ -116,6 +116,38 @@ def test_refuse_resets_at_accept_before_any_byte(upstream: tuple[str, list[str]]
         assert proxy.fired["refuse"] == 2 and hits == ["/a"]
 
 
+def test_connect_refused_is_a_real_econnrefused_until_cleared(upstream: tuple[str, list[str]]) -> None:
+    address, hits = upstream
+    with running_fault_proxy(address) as proxy:
+        url = proxy.url
+        proxy.inject("connect_refused")
+        for _ in range(2):  # the kernel refuses: nothing listens on the port
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(url + "/a", timeout=2)
+        assert hits == [] and proxy.requests == 0 and proxy.fired["connect_refused"] == 1
+        proxy.clear()
+        assert proxy.url == url and httpx.get(url + "/a", timeout=5).status_code == 200
+        assert hits == ["/a"]
+
+
+def test_dns_failure_names_a_host_that_never_resolves_until_cleared(upstream: tuple[str, list[str]]) -> None:
+    address, hits = upstream
+    with running_fault_proxy(address, name="forge-rest") as proxy:
+        good = proxy.url
+        proxy.inject("dns_failure")
+        host = proxy.unresolvable_host
+        assert host.endswith(".invalid") and proxy.url == f"http://{host}:{proxy.port}"
+        with pytest.raises(socket.gaierror):
+            socket.getaddrinfo(host, proxy.port)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(proxy.url + "/a", timeout=5)
+        assert hits == [] and proxy.fired["dns_failure"] == 1
+        proxy.clear()
+        assert proxy.url == good and httpx.get(proxy.url + "/a", timeout=5).status_code == 200
+
+
 def test_slow_body_outlasts_the_client_timeout(upstream: tuple[str, list[str]]) -> None:
     address, _ = upstream
     with running_fault_proxy(address, slow_s=5) as proxy, httpx.Client(base_url=proxy.url, timeout=0.5) as client:
@@ -193,7 +225,7 @@ def test_a_bad_schedule_is_refused_and_changes_nothing(upstream: tuple[str, list
         assert proxy.pending() == 0
     with pytest.raises(ProxyError, match="host:port"):
         FaultProxy("no-port-here")
-    assert len(FAULT_KINDS) == 8
+    assert len(FAULT_KINDS) == 10
 
 
 def test_stop_ends_a_stalled_answer_and_closes_the_port(upstream: tuple[str, list[str]]) -> None:

@@ -20,8 +20,14 @@ Fault kinds (``FaultKind``):
 | ``slow_body`` | the upstream's status and headers, then the body stalls for ``slow_s`` (past a client's timeout) |
 | ``truncated`` | the upstream's answer with a ``Content-Length`` larger than the bytes sent, then close |
 | ``refuse`` | the connection is reset as soon as it is accepted, before a byte is read (1) |
+| ``connect_refused`` | a real ``ECONNREFUSED``: the proxy's listening socket is closed until ``clear()`` (2) |
+| ``dns_failure`` | ``url`` and ``address`` name ``<name>.invalid`` (RFC 6761: never resolves) until ``clear()`` (2) |
 
-(1) a client's view of a refused or unreachable service; ``match`` does not apply (no path is known yet).
+(1) the TCP connect succeeded: the client sees a reset, not a refusal; ``match`` does not apply.
+(2) outages that act before any connection: the proxy cannot see the client's attempts (``fired`` counts the
+outage once, ``requests`` nothing), ``count``, ``match`` and ``method`` do not apply, and a client must read
+``url`` / ``address`` when it connects (not once at start) for ``dns_failure`` to reach it. ``clear()`` binds the
+same port again (``ProxyError`` if another process took it meanwhile).
 
 In ``tcp`` mode (for TLS upstreams such as a kube-apiserver, whose HTTP the proxy cannot see) a fault applies
 to a connection, not a request, and only ``refuse``, ``reset`` (after the client's first bytes) and
@@ -53,9 +59,13 @@ FaultKind = Literal[
     "slow_body",
     "truncated",
     "refuse",
+    "connect_refused",
+    "dns_failure",
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
-TCP_KINDS: frozenset[FaultKind] = frozenset({"refuse", "reset", "slow_body"})
+# outages before any connection (the listener closed, the name unresolvable): they last until clear()
+OUTAGE_KINDS: frozenset[FaultKind] = frozenset({"connect_refused", "dns_failure"})
+TCP_KINDS: frozenset[FaultKind] = frozenset({"refuse", "reset", "slow_body", "connect_refused", "dns_failure"})
 Mode = Literal["http", "tcp"]
 
 SECONDARY_RATE_LIMIT_MESSAGE = (
@@ -232,15 +242,23 @@ class FaultProxy:
         self._threads: list[threading.Thread] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
+        self._host = "127.0.0.1"
+        self._outages: set[FaultKind] = set()
 
     # -- the schedule -----------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self._host}:{self.port}"
+
+    @property
+    def unresolvable_host(self) -> str:
+        """The name ``dns_failure`` puts in ``url``: ``.invalid`` never resolves (RFC 6761 6.4)."""
+        label = "".join(ch if ch.isalnum() else "-" for ch in self.name.lower()).strip("-")[:40] or "proxy"
+        return f"{label}.fault.invalid"
 
     def inject(
         self, kind: FaultKind, *, count: int = 1, match: str = "", method: str | None = None, after: int = 0
@@ -254,14 +272,41 @@ class FaultProxy:
         if count < 1 or after < 0:
             raise ProxyError(f"count must be ≥ 1 and after ≥ 0, got count={count}, after={after}")
         rule = Rule(kind, count, match, method, after)
+        if kind in OUTAGE_KINDS:
+            self._start_outage(kind)
+            rule.fired = rule.count  # nothing left to fire: the outage lasts until clear()
+            return rule
         with self._lock:
             self._rules.append(rule)
         return rule
 
     def clear(self) -> None:
-        """Drop the rules not yet used up (what fired stays counted)."""
+        """Drop the rules not yet used up (what fired stays counted) and end any outage."""
         with self._lock:
             self._rules.clear()
+            outages, self._outages = self._outages, set()
+        if "dns_failure" in outages:
+            self._host = "127.0.0.1"
+        if "connect_refused" in outages and not self._stopping.is_set():
+            try:
+                self._listener = socket.create_server(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise ProxyError(f"port {self.port} was taken while the proxy refused connections: {exc}") from None
+            self.start()
+
+    def _start_outage(self, kind: FaultKind) -> None:
+        with self._lock:
+            if kind in self._outages:
+                return
+            self._outages.add(kind)
+            self.fired[kind] += 1
+        if kind == "dns_failure":
+            self._host = self.unresolvable_host
+        else:  # nothing listens on the port: the client's connect gets ECONNREFUSED from the kernel
+            with suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            with suppress(OSError):
+                self._listener.close()
 
     @property
     def requests(self) -> int:
@@ -299,7 +344,9 @@ class FaultProxy:
 
     # -- serving ----------------------------------------------------------------------------------------
     def start(self) -> None:
-        thread = threading.Thread(target=self._accept_loop, name=f"faultproxy-{self.name}", daemon=True)
+        thread = threading.Thread(
+            target=self._accept_loop, args=(self._listener,), name=f"faultproxy-{self.name}", daemon=True
+        )
         thread.start()
         self._threads.append(thread)
 
@@ -330,10 +377,10 @@ class FaultProxy:
             with suppress(OSError):
                 sock.close()
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             if self.mode == "http" and self._choose(None, None, at_accept=True) == "refuse":

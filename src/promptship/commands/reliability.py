@@ -63,8 +63,9 @@ def register(app: typer.Typer) -> None:
         """Kill runs at every named kill point on a real Prefect server, deployment and process worker, recover
         them (resume --force, the sweeper, Prefect's retry) and compare every side effect with an
         uninterrupted run; then break each boundary (forge REST and git, the LLM behind the gateway, the gateway
-        service, the health URL) through a fault proxy. Prints one table per part and the summary line; exits 1 on
-        a duplicate, a lost run, a kill point that never fired or a fault case that failed.
+        service, the health URL; in the full run also the kube-apiserver and the OpenHands agent-server) through a
+        fault proxy, connection refusals and unresolvable names included. Prints one table per part and the
+        summary line; exits 1 on a duplicate, a lost run, a kill point that never fired or a fault case that failed.
         """
         from promptship.commands._sandbox import sandbox_or_exit
 

@@ -29,9 +29,15 @@ Boundaries (real part behind the proxy — the request — what is counted):
   (check_health) — the verdicts on a healthy and an unhealthy target;
 - ``kube-apiserver`` (full campaign only: the control plane takes a minute to start): the sandbox control
   plane's API server (TLS, so the proxy runs in tcp mode) — ``KubeCluster.apply_manifests`` (roll_out's apply)
-  — the Deployment's generation.
+  — the Deployment's generation;
+- ``agent-server`` (full campaign only: it and the gateway it needs take the longest to start): the real
+  OpenHands agent-server (``scripts/openhands.sh up``), its agent's LLM calls through the gateway service to the
+  scripted stand-in — ``OpenHandsAgent.start`` + ``result`` for a run key (generate_code's agent part) — the
+  conversations of the run key, the instructions they were given and the agent's LLM calls.
 
-Not here (limits, docs/RELIABILITY.md): the agent-server.
+The outage kinds (``connect_refused``, ``dns_failure``) act before any connection, so the proxy cannot count
+the client's attempts: the case counts the step's attempts instead (each one met the outage), and a clean
+failure must name the service, say ``retryable`` where docs/CONTRACTS.md says so, and have used all 4 attempts.
 """
 
 from __future__ import annotations
@@ -50,9 +56,9 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from promptship.errors import ServiceError
-from promptship_sandbox.faultproxy import FaultKind, FaultProxy, running_fault_proxy
+from promptship_sandbox.faultproxy import OUTAGE_KINDS, FaultKind, FaultProxy, running_fault_proxy
 
-BoundaryName = Literal["forge-rest", "forge-git", "llm", "gateway", "health", "kube-apiserver"]
+BoundaryName = Literal["forge-rest", "forge-git", "llm", "gateway", "health", "kube-apiserver", "agent-server"]
 Expect = Literal["same", "failed"]
 
 # the issue's fault kinds; the proxy's 502 and 503 are both "5xx burst"
@@ -64,12 +70,16 @@ KIND_OF: dict[str, str] = {
     "reset": "connection reset",
     "slow_body": "slow body",
     "truncated": "truncated",
-    "refuse": "connect failure",
+    "refuse": "connection reset",  # at accept: the TCP connect succeeded, so it is a reset, not a refusal
+    "connect_refused": "connect refused",
+    "dns_failure": "DNS failure",
 }
 STEP_ATTEMPTS = 4  # tasks._step: 1 + len(RETRY_DELAYS_S)
 OUTAGE = 1000  # a fault that lasts until it is cleared
 CLIENT_TIMEOUT_S = 3.0  # every client's read timeout in the campaign; the proxy's slow body stalls longer
 AGENT_TIMEOUT_S = 15.0  # the agent's client waits longer: its first call meets a cold gateway
+AGENT_SERVER_TIMEOUT_S = 10.0  # OpenHandsAgent's client: starting a conversation takes seconds on a loaded host
+AGENT_RESULT_TIMEOUT_S = 120.0
 SLOW_S = 20.0
 OWNER, NAME = "demo", "app"
 REPO = f"{OWNER}/{NAME}"
@@ -83,14 +93,17 @@ class FaultCase:
     match: str = ""
     method: str | None = None
     expect: Expect = "same"
+    after: int = 0  # matching requests let through first
 
     @property
     def name(self) -> str:
         times = "outage" if self.count >= OUTAGE else f"x{self.count}"
-        return f"{self.kind} {times}" + (f" {self.method or ''} {self.match}".rstrip() if self.match else "")
+        where = f" {self.method or ''} {self.match}".rstrip() if self.match else ""
+        return f"{self.kind} {times}{where}" + (f" after {self.after}" if self.after else "")
 
 
 PULLS = f"/api/v3/repos/{REPO}/pulls"
+CONVERSATIONS = "/api/conversations"
 RECEIVE = f"/{REPO}.git/git-receive-pack"
 FULL: tuple[FaultCase, ...] = (
     FaultCase("forge-rest", "http_502", 2, "/api/v3/repos/"),
@@ -100,22 +113,28 @@ FULL: tuple[FaultCase, ...] = (
     FaultCase("forge-rest", "rate_limit_429", 2, "/api/v3/"),
     FaultCase("forge-rest", "slow_body", 1, PULLS, "GET"),
     FaultCase("forge-rest", "refuse", OUTAGE, expect="failed"),
+    FaultCase("forge-rest", "connect_refused", OUTAGE, expect="failed"),
+    FaultCase("forge-rest", "dns_failure", OUTAGE, expect="failed"),
     FaultCase("forge-git", "http_503", 1, RECEIVE),
     FaultCase("forge-git", "truncated", 1, RECEIVE),
     FaultCase("forge-git", "reset", 1, RECEIVE),
     FaultCase("forge-git", "rate_limit_429", 1, f"/{REPO}.git/info/refs"),
     FaultCase("forge-git", "slow_body", 1, RECEIVE),
     FaultCase("forge-git", "refuse", OUTAGE, expect="failed"),
+    FaultCase("forge-git", "dns_failure", OUTAGE, expect="failed"),
     FaultCase("llm", "http_503", 2),
     FaultCase("llm", "rate_limit_429", 1),
     FaultCase("llm", "reset", 1),
     FaultCase("llm", "truncated", 1),
     FaultCase("llm", "slow_body", 1),
     FaultCase("llm", "refuse", OUTAGE, expect="failed"),
+    FaultCase("llm", "connect_refused", OUTAGE, expect="failed"),
     FaultCase("gateway", "http_502", 1),
     FaultCase("gateway", "truncated", 1),
     FaultCase("gateway", "reset", 1),
     FaultCase("gateway", "refuse", OUTAGE, expect="failed"),
+    FaultCase("gateway", "connect_refused", OUTAGE, expect="failed"),
+    FaultCase("gateway", "dns_failure", OUTAGE, expect="failed"),
     FaultCase("health", "http_503", 2),
     FaultCase("health", "reset", 2),
     FaultCase("health", "slow_body", 2),
@@ -126,10 +145,22 @@ FULL: tuple[FaultCase, ...] = (
     FaultCase("kube-apiserver", "reset", 2),
     FaultCase("kube-apiserver", "slow_body", 1),
     FaultCase("kube-apiserver", "refuse", OUTAGE, expect="failed"),
+    # the agent-server: a retried start must find the conversation the first one made, never start a second
+    FaultCase("agent-server", "http_503", 2, CONVERSATIONS, "POST"),
+    FaultCase("agent-server", "truncated", 1, CONVERSATIONS, "POST"),
+    FaultCase("agent-server", "reset", 1, CONVERSATIONS, "POST"),
+    FaultCase("agent-server", "slow_body", 1, CONVERSATIONS, "POST"),
+    # the polls of result(): the start's look-up let through, then 3 failed looks (result() tolerates 5 in a row)
+    FaultCase("agent-server", "http_502", 3, CONVERSATIONS + "/", "GET", after=1),
+    FaultCase("agent-server", "refuse", OUTAGE, expect="failed"),
+    FaultCase("agent-server", "connect_refused", OUTAGE, expect="failed"),
+    FaultCase("agent-server", "dns_failure", OUTAGE, expect="failed"),
 )
 QUICK: tuple[FaultCase, ...] = (  # no LLM boundary: the gateway's start-up (LiteLLM, the gate) is the costly one
     FaultCase("forge-rest", "truncated", 1, PULLS, "POST"),
     FaultCase("forge-rest", "secondary_rate_limit", 2, "/api/v3/"),
+    FaultCase("forge-rest", "connect_refused", OUTAGE, expect="failed"),
+    FaultCase("forge-rest", "dns_failure", OUTAGE, expect="failed"),
     FaultCase("forge-git", "reset", 1, RECEIVE),
     FaultCase("forge-git", "refuse", OUTAGE, expect="failed"),
     FaultCase("health", "slow_body", 2),
@@ -142,6 +173,7 @@ class Boundary(Protocol):
     service: str  # the ServiceError.service a clean failure names
     proxy: FaultProxy
     step_retries: bool  # the request is a step's call (retried by the step layer) or not (the agent's own)
+    outage_retryable: bool  # docs/CONTRACTS.md: a connection that cannot be made is a retryable failure
 
     def request(self, tag: str) -> str:
         """Make the request of run ``tag``; its verdict (the same string for every tag when all goes well)."""
@@ -168,15 +200,38 @@ class CaseResult:
     resumed: str | None = None
     seconds: float = 0.0
     note: str = ""
+    service: str = ""  # the ServiceError.service a clean failure of this boundary names
+    attempts: int = 0  # the step's attempts of the faulted request (the request function's calls)
+    outage_retryable: bool = True
 
     @property
     def clean_failure(self) -> bool:
-        return self.verdict.startswith("failed:")
+        return self.verdict.startswith(f"failed: {self.service}" if self.service else "failed:")
+
+    @property
+    def misclassified(self) -> str:
+        """An outage (nothing listens, the name does not resolve) must end as the service's connection failure:
+        retryable where CONTRACTS.md says so, after all the step's attempts; '' when it did."""
+        if self.case.kind not in OUTAGE_KINDS or not self.clean_failure:
+            return ""
+        retryable = "(retryable)" in self.verdict
+        if retryable != self.outage_retryable:
+            said = "retryable" if self.outage_retryable else "final"
+            return f"{'retryable' if retryable else 'final'}, CONTRACTS.md says {said}"
+        if retryable and self.attempts != self.limit:
+            return f"{self.attempts} attempts of {self.limit}"
+        return ""
 
     @property
     def passed(self) -> bool:
         outcome_ok = self.verdict == self.unfaulted or (self.clean_failure and self.resumed == self.unfaulted)
-        return self.fired > 0 and outcome_ok and not self.differences and self.requests <= self.limit
+        return (
+            self.fired > 0
+            and outcome_ok
+            and not self.differences
+            and self.requests <= self.limit
+            and not self.misclassified
+        )
 
     @property
     def duplicates(self) -> int:
@@ -209,15 +264,27 @@ def as_step(fn: Callable[[], str], name: str, *, retries: bool) -> str:
 def run_case(
     boundary: Boundary, case: FaultCase, unfaulted: str, base_effects: dict[str, int], base_requests: int
 ) -> CaseResult:
-    tag = f"{case.boundary}-{case.kind}-{case.count}-{(case.method or '').lower()}{len(case.match)}"
+    tag = f"{case.boundary}-{case.kind}-{case.count}-{(case.method or '').lower()}{len(case.match)}-{case.after}"
     proxy = boundary.proxy
     proxy.clear()
     before, fired_before = proxy.requests, proxy.fired[case.kind]
+    attempts = 0
+
+    def request() -> str:
+        nonlocal attempts
+        attempts += 1
+        return boundary.request(tag)
+
     started = time.monotonic()
-    proxy.inject(case.kind, count=case.count, match=case.match, method=case.method)
-    verdict = as_step(lambda: boundary.request(tag), f"fault-{tag}", retries=boundary.step_retries)
+    proxy.inject(case.kind, count=case.count, match=case.match, method=case.method, after=case.after)
+    verdict = as_step(request, f"fault-{tag}", retries=boundary.step_retries)
     requests = proxy.requests - before
     fired = proxy.fired[case.kind] - fired_before
+    limit = boundary.limit(base_requests, case)
+    if case.kind in OUTAGE_KINDS:
+        # before any connection: the proxy saw nothing; every attempt of the step met the outage
+        fired = attempts if fired else 0
+        requests, limit = attempts, STEP_ATTEMPTS if boundary.step_retries else 1
     proxy.clear()
     resumed = None
     if verdict.startswith("failed:"):  # the fault cleared: the request made again, as a resumed run makes it
@@ -235,9 +302,12 @@ def run_case(
         unfaulted=unfaulted,
         differences=differences,
         requests=requests,
-        limit=boundary.limit(base_requests, case),
+        limit=limit,
         resumed=resumed,
         seconds=time.monotonic() - started,
+        service=boundary.service,
+        attempts=attempts,
+        outage_retryable=boundary.outage_retryable,
     )
 
 
@@ -286,6 +356,16 @@ class ForgeParts:
         web = self.forge.api_url.removesuffix("/api/v3")
         self.rest = stack.enter_context(running_fault_proxy(web, name="forge-rest", slow_s=SLOW_S, retry_after_s=1))
         self.git = stack.enter_context(running_fault_proxy(web, name="forge-git", slow_s=SLOW_S, retry_after_s=1))
+        self._host_class, self._secret = GitHubHost, SecretStr(self.token)
+        self.host = self.rest_host()
+        self._http = httpx.Client(
+            base_url=self.forge.api_url, headers={"Authorization": f"token {self.forge.token}"}, timeout=30
+        )
+        self._lock = threading.Lock()
+
+    def rest_host(self) -> Any:
+        """The adapter, built for the proxies' addresses as they are now (a new step process builds its own
+        client: during a ``dns_failure`` outage the proxy's URL names a host that does not resolve)."""
         from github import Auth, Github
 
         gh = Github(
@@ -296,17 +376,13 @@ class ForgeParts:
             seconds_between_requests=0,
             seconds_between_writes=0,
         )
-        git_proxy = self.git.url
-        self.host = GitHubHost(
+        git = self.git
+        return self._host_class(
             gh,
-            token=SecretStr(self.token),
-            git_url_for=lambda repository: f"{git_proxy}/{repository}.git",
+            token=self._secret,
+            git_url_for=lambda repository: f"{git.url}/{repository}.git",
             git_stall_s=CLIENT_TIMEOUT_S,
         )
-        self._http = httpx.Client(
-            base_url=self.forge.api_url, headers={"Authorization": f"token {self.forge.token}"}, timeout=30
-        )
-        self._lock = threading.Lock()
 
     def pushed_branch(self, tag: str) -> str:
         """A branch of run ``tag`` pushed straight to the forge (not through the proxy), for the PR cases."""
@@ -354,6 +430,7 @@ class ForgeRest:
     name: BoundaryName = "forge-rest"
     service = "codehost"
     step_retries = True
+    outage_retryable = True  # network errors: retryable, not retried by the adapter
 
     def __init__(self, parts: ForgeParts):
         self.parts = parts
@@ -361,7 +438,7 @@ class ForgeRest:
 
     def request(self, tag: str) -> str:
         branch = self.parts.pushed_branch(tag)
-        pr = self.parts.host.find_or_create_pull_request(
+        pr = self.parts.rest_host().find_or_create_pull_request(
             REPO, run_key=tag, branch=branch, base_branch="main", title=f"Change {tag}", body="A change."
         )
         truth = self.parts.pulls_of(branch)
@@ -385,6 +462,7 @@ class ForgeGit:
     name: BoundaryName = "forge-git"
     service = "codehost"
     step_retries = True
+    outage_retryable = True
 
     def __init__(self, parts: ForgeParts):
         self.parts = parts
@@ -451,6 +529,7 @@ class LLMBehindGateway:
     name: BoundaryName = "llm"
     service = "llm"
     step_retries = True
+    outage_retryable = False  # retried inside the gateway (4 per group × the chain); a failed chain is final
 
     def __init__(self, parts: LLMParts):
         self.parts = parts
@@ -481,6 +560,7 @@ class GatewayForAgent:
     name: BoundaryName = "gateway"
     service = "gateway"
     step_retries = False  # the agent's call, not a step's: its SDK retries (2 attempts), then its run decides
+    outage_retryable = False  # the agent's 2 attempts are all it has; its run then decides
 
     AGENT_ATTEMPTS = 2
 
@@ -557,6 +637,7 @@ class HealthURL:
     name: BoundaryName = "health"
     service = "health"
     step_retries = True
+    outage_retryable = True
 
     def __init__(self, stack: ExitStack):
         from promptship.adapters.health import HttpHealthProbe
@@ -592,6 +673,7 @@ class KubeAPI:
     name: BoundaryName = "kube-apiserver"
     service = "cluster"
     step_retries = True
+    outage_retryable = True
     NAMESPACE = "faults"
 
     def __init__(self, stack: ExitStack, work: Path):
@@ -663,6 +745,151 @@ class KubeAPI:
         return STEP_ATTEMPTS * max(unfaulted_requests, 1)  # 1 × 4 requests (1 connection each)
 
 
+# -- the agent-server ---------------------------------------------------------------------------------------
+class AgentServerParts:
+    """The real OpenHands agent-server (``scripts/openhands.sh up``: scrubbed environment, session key) with a
+    proxy in front; its agent's LLM is the gateway service of ``llm`` (the scripted stand-in behind it)."""
+
+    def __init__(self, stack: ExitStack, work: Path, llm: LLMParts):
+        from promptship_sandbox.agent_server import agent_server_installed, running_agent_server
+
+        ok, why = agent_server_installed()
+        if not ok:
+            raise RuntimeError(f"the agent-server boundary needs the OpenHands agent-server: {why}")
+        self.work = work
+        self.llm = llm
+        state = work / "openhands"
+        state.mkdir(parents=True, exist_ok=True)
+        self.server = stack.enter_context(running_agent_server(state))
+        self.proxy = stack.enter_context(running_fault_proxy(self.server.url, name="agent-server", slow_s=SLOW_S))
+        self.direct = stack.enter_context(
+            httpx.Client(base_url=self.server.url, headers={"X-Session-API-Key": self.server.session_key}, timeout=30)
+        )
+
+
+class AgentServer:
+    """generate_code's agent part: ``OpenHandsAgent.start`` (find the run key's conversation, else create it)
+    and ``result``, with a client of its own per attempt (as a new step process has), through the proxy."""
+
+    name: BoundaryName = "agent-server"
+    service = "agent"
+    step_retries = True
+    outage_retryable = True  # lost connections and timeouts: AgentError(retryable)
+
+    def __init__(self, parts: AgentServerParts):
+        self.parts = parts
+        self.proxy = parts.proxy
+        self._decision: Any = None
+        self._scripted: set[str] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def run_key(tag: str) -> str:
+        return f"oh-{tag}"
+
+    def _checkout(self, tag: str) -> Path:
+        ws = self.parts.work / "agent-ws" / tag
+        if not (ws / ".git").is_dir():
+            ws.mkdir(parents=True, exist_ok=True)
+            (ws / "README.md").write_text("fault cases\n")
+            env = {"PATH": _path(), "HOME": str(ws), "GIT_CONFIG_NOSYSTEM": "1"}
+            for args in (
+                ["init", "-q", "-b", "main"],
+                ["add", "-A"],
+                ["-c", "user.name=seed", "-c", "user.email=seed@example.invalid", "commit", "-qm", "seed"],
+            ):
+                subprocess.run(["git", *args], cwd=ws, env=env, check=True, capture_output=True)
+        return ws
+
+    def request(self, tag: str) -> str:
+        from promptship.adapters.openhands import OpenHandsAgent
+        from promptship.domain.request import conversation_id_for
+        from promptship.domain.results import AgentTask
+        from promptship_sandbox.llm_server import ToolCall
+
+        key, ws = self.run_key(tag), self._checkout(tag)
+        marker = f"(run {key})"
+        gateway = self.parts.llm.gateway
+        with self._lock:
+            if self._decision is None:
+                self._decision = gateway.route("write a small change")
+            if tag not in self._scripted:  # one script per run key: a second conversation would find none
+                self._scripted.add(tag)
+                self.parts.llm.sandbox.llm.script_conversation(
+                    marker,
+                    [
+                        [ToolCall("file_editor", {"command": "create", "path": f"{ws}/change.txt", "file_text": "ok"})],
+                        [ToolCall("finish", {"message": "created change.txt"})],
+                    ],
+                )
+        access = gateway.agent_access(key, self._decision, budget_usd=5.0)  # per attempt, as generate_code
+        task = AgentTask(
+            run_key=key,
+            conversation_id=conversation_id_for(key),
+            instruction=f"Create change.txt containing ok {marker}.",
+            workspace=str(ws),
+            model=access.model,
+            base_url=access.base_url,
+            budget_usd=5.0,
+            max_iterations=6,
+            timeout_s=AGENT_RESULT_TIMEOUT_S,
+        )
+        with httpx.Client(base_url=self.proxy.url, timeout=AGENT_SERVER_TIMEOUT_S) as http:
+            from pydantic import SecretStr
+
+            agent = OpenHandsAgent(
+                http, session_api_key=SecretStr(self.parts.server.session_key), poll_max_s=1.0, llm_num_retries=0
+            )
+            result = agent.result(agent.start(task, access), timeout_s=AGENT_RESULT_TIMEOUT_S)
+        written = (ws / "change.txt").read_text() if (ws / "change.txt").exists() else None
+        if result.verdict == "finished" and (written or "").strip() != "ok":
+            return f"WRONG: finished reported, change.txt is {written!r}"
+        return f"{result.verdict}: {', '.join(result.changed_files) or 'no files'}"
+
+    def conversations(self, key: str) -> list[dict[str, Any]]:
+        """The agent-server's conversations tagged with run key ``key`` (asked directly, not through the proxy)."""
+        found: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            r = self.parts.direct.get(
+                "/api/conversations/search", params={"limit": 100, **({"page_id": page} if page else {})}
+            )
+            r.raise_for_status()
+            body = r.json()
+            found += [c for c in body.get("items") or [] if (c.get("tags") or {}).get("runkey") == key]
+            page = body.get("next_page_id")
+            if not page:
+                return found
+
+    def effects(self, tag: str) -> dict[str, int]:
+        key = self.run_key(tag)
+        conversations = self.conversations(key)
+        instructions = 0
+        for c in conversations:
+            r = self.parts.direct.get(
+                f"/api/conversations/{c['id']}/events/search",
+                params={"kind": "MessageEvent", "source": "user", "limit": 100},
+            )
+            r.raise_for_status()
+            instructions += len(r.json().get("items") or [])
+        return {
+            "conversations": len(conversations),
+            "instructions": instructions,
+            "agent llm calls": self.parts.llm.completions_for(f"run {key}"),
+        }
+
+    def limit(self, unfaulted_requests: int, case: FaultCase) -> int:
+        # CONTRACTS.md: 1 × 4 for the start's requests; result() polls (waits, not retries) and tolerates 6
+        # failed looks in a row per wait, × 4 attempts
+        return STEP_ATTEMPTS * (max(unfaulted_requests, 1) + 6)
+
+
+def _path() -> str:
+    import os
+
+    return os.environ.get("PATH", "")
+
+
 # -- the campaign part ---------------------------------------------------------------------------------------
 @dataclass
 class FaultRun:
@@ -716,9 +943,11 @@ def running_boundaries(work: Path, names: set[str]) -> Iterator[dict[str, Bounda
         if names & {"forge-rest", "forge-git"}:
             forge = ForgeParts(stack, work)
             found |= {"forge-rest": ForgeRest(forge), "forge-git": ForgeGit(forge)}
-        if names & {"llm", "gateway"}:
+        if names & {"llm", "gateway", "agent-server"}:
             llm = LLMParts(stack, work)
             found |= {"llm": LLMBehindGateway(llm), "gateway": GatewayForAgent(llm)}
+            if "agent-server" in names:
+                found["agent-server"] = AgentServer(AgentServerParts(stack, work, llm))
         if "health" in names:
             found["health"] = HealthURL(stack)
         if "kube-apiserver" in names:
@@ -762,7 +991,8 @@ def table_lines(run: FaultRun) -> list[str]:
         if r.resumed is not None:
             verdict += " → " + ("same" if r.resumed == r.unfaulted else r.resumed)
         dup = "0" if not r.differences else "; ".join(r.differences)
-        ok = "yes" if r.passed else "NO" + (f" ({r.note})" if r.note else "")
+        why = r.note or r.misclassified
+        ok = "yes" if r.passed else "NO" + (f" ({why})" if why else "")
         if r.passed and r.case.expect == "same" and r.verdict != r.unfaulted:
             ok += " (not absorbed by the retries)"
         lines.append(
