@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from promptship_sandbox.platform import without_cel
 from tests.conftest import REPO_ROOT, SHARED, require
 
 pytestmark = pytest.mark.manifests
@@ -185,18 +186,6 @@ def test_a_broken_route_is_rejected_by_the_schema():
         validate_against_crd(route, schemas)
 
 
-def _without_cel(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: _without_cel(v)
-            for k, v in node.items()
-            if k != "x-kubernetes-validations" and not (k == "default" and v == "")
-        }
-    if isinstance(node, list):
-        return [_without_cel(v) for v in node]
-    return node
-
-
 @pytest.mark.cluster
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_local_control_plane_accepts_every_manifest(overlay: str, platform_kubeconfig: Path, tmp_path: Path):
@@ -215,7 +204,7 @@ def test_the_local_control_plane_accepts_every_manifest(overlay: str, platform_k
     # A v1.20 API server knows no CEL rules (x-kubernetes-validations) and mangles empty-string defaults into
     # null: both are dropped here; test_crd_objects_validate_against_their_schemas checks the full schema.
     for crd in sorted(CRDS.glob("gateway-api-*.yaml")):
-        docs = [_without_cel(d) for d in yaml.safe_load_all(crd.read_text()) if d]
+        docs = [without_cel(d) for d in yaml.safe_load_all(crd.read_text()) if d]
         r = run("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(docs))
         assert r.returncode == 0, r.stderr
     namespaces = [o for o in objs if o["kind"] == "Namespace"]

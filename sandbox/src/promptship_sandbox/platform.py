@@ -217,15 +217,17 @@ def localize(
     return out
 
 
-def _without_cel(node: Any) -> Any:
+def without_cel(node: Any) -> Any:
+    """A CRD without its CEL rules (``x-kubernetes-validations``) and empty-string defaults, which a v1.20 API
+    server does not know (it mangles those defaults into null)."""
     if isinstance(node, dict):
         return {
-            k: _without_cel(v)
+            k: without_cel(v)
             for k, v in node.items()
             if k != "x-kubernetes-validations" and not (k == "default" and v == "")
         }
     if isinstance(node, list):
-        return [_without_cel(v) for v in node]
+        return [without_cel(v) for v in node]
     return node
 
 
@@ -240,7 +242,7 @@ def apply(kubeconfig: Path, objects: Sequence[Mapping[str, Any]], *, crd_files: 
     import yaml
 
     for crd in crd_files:
-        docs = [_without_cel(d) for d in yaml.safe_load_all(crd.read_text()) if d]
+        docs = [without_cel(d) for d in yaml.safe_load_all(crd.read_text()) if d]
         r = _run(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(docs))
         if r.returncode != 0:
             raise ConfigError(f"applying {crd.name}: {r.stderr.strip()}")
