@@ -346,7 +346,7 @@ class CostLedger:
                     return Reservation(check=check, mode=mode)
                 rid = str(uuid.uuid4())
                 conn.execute(
-                    _insert_reservation(),
+                    _INSERT_RESERVATION,
                     {
                         "id": rid,
                         "run_key": run_key,
@@ -394,9 +394,9 @@ class CostLedger:
         moment = self.clock()
         with self.engine.begin() as conn:
             # statements built once, values as parameters (building them for every call cost ~0.5 ms)
-            repository = conn.execute(_SETTLE.repository, {"run_key": run_key}).scalar()
+            repository = conn.execute(_RUN_REPOSITORY, {"run_key": run_key}).scalar()
             conn.execute(
-                _SETTLE.insert_call,
+                _INSERT_CALL,
                 {
                     "run_key": run_key,
                     "step": step,
@@ -416,7 +416,7 @@ class CostLedger:
                 },
             )
             if reservation is not None and reservation.id is not None:
-                conn.execute(_SETTLE.close_reservation, {"rid": reservation.id})
+                conn.execute(_CLOSE_RESERVATION, {"rid": reservation.id})
 
     def remember_policy(self, policy_hash: str, policy_yaml: str) -> None:
         """Keep a routing policy under its hash (once; later calls with the same hash change nothing)."""
@@ -582,20 +582,8 @@ def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
     return select(*parts)
 
 
-@functools.cache
-def _insert_reservation() -> Insert:
-    return insert(LLMReservationRow)
-
-
-@dataclass(frozen=True)
-class _SettleStatements:
-    """What ``settle`` runs, built once (the values are parameters)."""
-
-    repository: Select[Any] = select(LLMRunRow.repository).where(LLMRunRow.run_key == bindparam("run_key"))
-    insert_call: Insert = insert(LLMCallRow)
-    close_reservation: Any = (
-        update(LLMReservationRow).where(LLMReservationRow.id == bindparam("rid")).values(state="settled")
-    )
-
-
-_SETTLE = _SettleStatements()
+# what ``reserve`` and ``settle`` run, built once (the values are parameters)
+_INSERT_RESERVATION: Insert = insert(LLMReservationRow)
+_RUN_REPOSITORY: Select[Any] = select(LLMRunRow.repository).where(LLMRunRow.run_key == bindparam("run_key"))
+_INSERT_CALL: Insert = insert(LLMCallRow)
+_CLOSE_RESERVATION = update(LLMReservationRow).where(LLMReservationRow.id == bindparam("rid")).values(state="settled")
