@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -45,16 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from promptship.errors import ConfigError
+from promptship_sandbox.cluster import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_IMAGES = ("ghcr.io/promptship/promptship", "prefecthq/prefect")
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kubectl() -> str:

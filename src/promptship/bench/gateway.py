@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,12 +55,6 @@ def _has_content(line: str) -> bool:
         return False
     choices = json.loads(payload).get("choices") or [{}]
     return bool((choices[0].get("delta") or {}).get("content"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -121,6 +114,7 @@ def run() -> None:
     from promptship.store import make_engine
     from promptship.store.ledger import CostLedger
     from promptship_sandbox.llm_server import running_llm_stand_in, serve_asgi
+    from promptship_sandbox.prefect_server import free_port
 
     base = "Implement a retry helper with exponential backoff for the chat backend's LiteLLM client. " * 3
     serial = itertools.count(1)
@@ -139,7 +133,7 @@ def run() -> None:
         db = Path(tmp) / "bench.db"
         ledger = CostLedger(make_engine(f"sqlite:///{db}"), cloud_daily_usd=None)
         ledger.create_schema()
-        stand_in_port, service_port, relay_port = _free_port(), _free_port(), _free_port()
+        stand_in_port, service_port, relay_port = free_port(), free_port(), free_port()
         stand_in_url = f"http://127.0.0.1:{stand_in_port}"
         service_env = {
             "PROMPTSHIP_DATABASE_URL": f"sqlite:///{db}",  # the ledger the bench mints the run's key in
