@@ -20,23 +20,15 @@ from promptship.domain.limits import RunLimits
 
 
 class RunSlots:
-    """The slots one flow run holds (none when no limit is set); ``release`` gives them back, once."""
+    """The slots one flow run holds (none when no limit is set); ``release`` gives them back, once (closing the
+    stack that holds them: a second close finds it empty)."""
 
-    def __init__(self, names: tuple[str, ...] = (), stack: ExitStack | None = None):
-        self.names = names
+    def __init__(self, stack: ExitStack | None = None):
         self._stack = stack or ExitStack()
-        self._released = False
-
-    @property
-    def held(self) -> bool:
-        """Whether the run holds slots now."""
-        return bool(self.names) and not self._released
 
     def release(self) -> None:
         """Give the slots back now (before a suspension); leaving ``run_slots`` then gives back nothing more."""
-        if not self._released:
-            self._released = True
-            self._stack.close()
+        self._stack.close()
 
 
 def ensure_limits(client: Any, wanted: tuple[SlotLimit, ...]) -> None:
@@ -79,7 +71,7 @@ def run_slots(limits: RunLimits, repository: str, flow_run_id: Any | None) -> It
                 raise_on_lease_renewal_failure=False,
             )
         )
-        slots = RunSlots(tuple(s.name for s in wanted), stack.pop_all())
+        slots = RunSlots(stack.pop_all())
         try:
             yield slots
         finally:
