@@ -10,7 +10,7 @@ repository's limit are held (those runs are the running ones; ``promptship.domai
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +47,18 @@ def _counts(flow_run: Any, now: datetime) -> bool:
     return True
 
 
+async def _every(read: Callable[[int], Awaitable[list[Any]]]) -> AsyncIterator[Any]:
+    """Every row of a paged Prefect read (``read(offset)`` returns at most ``_PAGE`` rows)."""
+    offset = 0
+    while True:
+        page = await read(offset)
+        for row in page:
+            yield row
+        if len(page) < _PAGE:
+            return
+        offset += _PAGE
+
+
 async def prefect_run_census() -> Census:
     """Queued, running and waiting dev-cycle runs per repository, from the Prefect API the settings point at."""
     from prefect.client.orchestration import get_client
@@ -64,32 +76,24 @@ async def prefect_run_census() -> Census:
     seen: list[RunSeen] = []
     working: dict[str, int] = {}
     async with get_client() as client:
-        offset = 0
-        while True:
-            page = await client.read_flow_runs(
+        runs = _every(
+            lambda offset: client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[DEV_CYCLE_FLOW])),
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live_types))),
                 limit=_PAGE,
                 offset=offset,
             )
-            for flow_run in page:
-                repository = _repository(flow_run)
-                if repository is not None and _counts(flow_run, now):
-                    assert flow_run.state is not None
-                    seen.append(RunSeen(repository, suspended=flow_run.state.is_paused()))
-            if len(page) < _PAGE:
-                break
-            offset += _PAGE
-        offset = 0
-        while True:
-            limits = await client.read_global_concurrency_limits(limit=_PAGE, offset=offset)
-            for limit in limits:
-                repository = repository_of_limit(limit.name)
-                if repository is not None:
-                    working[repository] = limit.active_slots
-            if len(limits) < _PAGE:
-                break
-            offset += _PAGE
+        )
+        async for flow_run in runs:
+            repository = _repository(flow_run)
+            if repository is not None and _counts(flow_run, now):
+                assert flow_run.state is not None
+                seen.append(RunSeen(repository, suspended=flow_run.state.is_paused()))
+        limits = _every(lambda offset: client.read_global_concurrency_limits(limit=_PAGE, offset=offset))
+        async for limit in limits:
+            repository = repository_of_limit(limit.name)
+            if repository is not None:
+                working[repository] = limit.active_slots
     return run_census(seen, working)
 
 
