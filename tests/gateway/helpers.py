@@ -26,7 +26,7 @@ def make_ledger(tmp_path: Path, **kw: Any) -> CostLedger:
 
 
 def make_gateway(
-    llm: LLMStandIn,
+    llm: LLMStandIn | str,
     scanner: Scanner,
     ledger: CostLedger,
     *,
@@ -34,16 +34,18 @@ def make_gateway(
     llamacpp: bool = False,
     **kw: Any,
 ) -> LiteLLMGateway:
-    """``llamacpp``: the stand-in also answers for ``backend: llamacpp`` groups (its OpenAI-compatible /v1)."""
+    """Every provider (Ollama's API, OpenRouter's) at the stand-in ``llm`` or at a base URL (a proxy in front of it,
+    another provider). ``llamacpp``: it also answers for ``backend: llamacpp`` groups (its OpenAI-compatible /v1)."""
+    base_url = llm if isinstance(llm, str) else llm.base_url
     return LiteLLMGateway(
         policy=kw.pop("policy", None) or RoutingPolicy.default(),
         scanner=scanner,
         ledger=ledger,
         endpoints=ProviderEndpoints(
-            ollama_base_url=llm.base_url,
-            openrouter_base_url=llm.base_url + "/v1",
+            ollama_base_url=base_url,
+            openrouter_base_url=base_url + "/v1",
             openrouter_api_key=SecretStr(OPENROUTER_TEST_KEY),
-            llamacpp_base_url=llm.base_url + "/v1" if llamacpp else None,
+            llamacpp_base_url=base_url + "/v1" if llamacpp else None,
         ),
         gateway_url=gateway_url,
         sleep=lambda _s: None,

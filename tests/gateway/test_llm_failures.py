@@ -30,7 +30,7 @@ from promptship.servers.gateway import create_gateway_app
 from promptship.store.ledger import CostLedger, LLMCallRow, LLMReservationRow
 from promptship_sandbox.faultproxy import FaultKind, FaultProxy, running_fault_proxy
 from promptship_sandbox.llm_server import LLMStandIn, serve_asgi
-from tests.gateway.helpers import OPENROUTER_TEST_KEY, make_ledger
+from tests.gateway.helpers import OPENROUTER_TEST_KEY, make_gateway, make_ledger
 
 pytestmark = pytest.mark.gateway
 
@@ -49,22 +49,8 @@ def _call(task_class: Any, run_key: str = "run-f") -> LLMCall:
 
 
 def _gateway(ledger: CostLedger, scanner, base_url: str, **kw: Any) -> LiteLLMGateway:
-    """The real adapter with every provider (Ollama's API, OpenRouter's) at ``base_url``."""
-    return LiteLLMGateway(
-        policy=kw.pop("policy", None) or RoutingPolicy.default(),
-        scanner=scanner,
-        ledger=ledger,
-        endpoints=ProviderEndpoints(
-            ollama_base_url=base_url,
-            openrouter_base_url=base_url + "/v1",
-            openrouter_api_key=SecretStr(OPENROUTER_TEST_KEY),
-        ),
-        gateway_url="http://127.0.0.1:9",
-        sleep=lambda _s: None,
-        max_retries=kw.pop("max_retries", MAX_RETRIES),
-        timeout_s=10,
-        **kw,
-    )
+    """The real adapter with every provider at ``base_url``, ``MAX_RETRIES`` retries unless told otherwise."""
+    return make_gateway(base_url, scanner, ledger, max_retries=kw.pop("max_retries", MAX_RETRIES), timeout_s=10, **kw)
 
 
 def _rows(ledger: CostLedger, run_key: str) -> list[LLMCallRow]:
