@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -38,6 +37,7 @@ from promptship.servers.webhook import running_asgi
 from promptship.settings import Settings
 from promptship.store import Store
 from promptship_sandbox.durable_fakes import DurableCodeHost, JsonState, durable_services
+from tests.flows.test_processes import read_run, run_state
 
 pytestmark = pytest.mark.flow
 
@@ -84,19 +84,6 @@ def _submit(platform: ProcessPlatform, request: DevRequest) -> uuid.UUID:
             platform.deployment_ids[DEV_CYCLE], parameters={"request": request.model_dump(mode="json")}
         )
     return run.id
-
-
-def _read(run_id: uuid.UUID) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def _state(run_id: uuid.UUID) -> str:
-    state = _read(run_id).state
-    assert state is None or not (state.is_final() and not state.is_completed()), (
-        f"run {run_id} ended {state.name}: {state.message}"
-    )
-    return state.name if state else ""
 
 
 def _until(platform: ProcessPlatform, what: str, condition: Callable[[], bool], timeout_s: float = 300) -> None:
@@ -150,12 +137,12 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
         _until(platform, "A's first run to work in its agent", lambda: (fakes / f"at-agent-{a[0].run_key}").exists())
         ids_a += [_submit(platform, r) for r in a[1:]]  # the rest of A's burst, all of it ahead of B
         (id_b,) = [_submit(platform, r) for r in b]
-        _until(platform, "B's run to complete while A works", lambda: _state(id_b) == "Completed", timeout_s=600)
+        _until(platform, "B's run to complete while A works", lambda: run_state(id_b) == "Completed", timeout_s=600)
         store = _store(platform)
         assert [store.run(r.run_key) for r in a] == [None] * len(a)  # none of A's runs has ended: queued behind
     finally:
         hold.unlink(missing_ok=True)
-    _until(platform, "A's runs to complete", lambda: all(_state(i) == "Completed" for i in ids_a), timeout_s=600)
+    _until(platform, "A's runs to complete", lambda: all(run_state(i) == "Completed" for i in ids_a), timeout_s=600)
 
     reports_a, (report_b,) = _reports(platform, a), _reports(platform, b)
     assert report_b.ended_at < min(r.ended_at for r in reports_a)
@@ -212,14 +199,14 @@ def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds
     try:
         # 1: the first run reaches its CI wait and suspends (waiting): it gives its slot back
         first = _submit(platform, requests[0])
-        _until(platform, "the first run to suspend", lambda: _state(first) == "Suspended")
+        _until(platform, "the first run to suspend", lambda: run_state(first) == "Suspended")
         # 2: so the second run of the same repository (limit 1) gets the slot and works: held inside the agent
         (fakes / "hold-agent").write_text("")
         second = _submit(platform, requests[1])
         _until(platform, "the second run to work in the agent", lambda: (fakes / "at-agent").exists())
         # 3: two more runs of the repository are started by the worker and wait for the slot: queued
         rest = [_submit(platform, r) for r in requests[2:]]
-        _until(platform, "the queued runs' processes to start", lambda: all(_state(i) == "Running" for i in rest))
+        _until(platform, "the queued runs' processes to start", lambda: all(run_state(i) == "Running" for i in rest))
         time.sleep(2)  # well past their first slot request: still queued, not running
         assert _of(_census(metrics_url), repository) == {"queued": 2, "running": 1, "waiting": 1}
         with get_client(sync_client=True) as client:
@@ -229,11 +216,13 @@ def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds
         (fakes / "ci-pending").unlink(missing_ok=True)
     # CI is green now: the working runs go on one by one; the sweep resumes the suspended one, which queues again
     working = [second, *rest]
-    _until(platform, "the three unsuspended runs to complete", lambda: all(_state(i) == "Completed" for i in working))
+    _until(
+        platform, "the three unsuspended runs to complete", lambda: all(run_state(i) == "Completed" for i in working)
+    )
     store = _store(platform)
     swept = sweep_waits(store.waits(), PrefectRunResumer(store.waits()), DurableCodeHost(JsonState(fakes)))
     assert str(first) in swept.resumed
-    _until(platform, "the resumed run to complete", lambda: _state(first) == "Completed")
+    _until(platform, "the resumed run to complete", lambda: run_state(first) == "Completed")
     assert _of(_census(metrics_url), repository) == {}  # nothing of it is live any more
     _deployed_once(platform, requests)
     with get_client(sync_client=True) as client:  # the resumed run gave back the slot it took again
@@ -254,11 +243,11 @@ def test_a_crashed_runs_slot_comes_back_when_its_lease_runs_out(platform: Proces
         os.kill(pid, signal.SIGKILL)  # the flow-run process dies holding its slot; nothing gives it back but the lease
     finally:
         (fakes / "hold-agent").unlink(missing_ok=True)
-    _until(platform, "the killed run to show Crashed", lambda: getattr(_read(first).state, "name", "") == "Crashed")
+    _until(platform, "the killed run to show Crashed", lambda: getattr(read_run(first).state, "name", "") == "Crashed")
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 1
     second = _submit(platform, after)  # queued behind the dead run's slot until its lease expires (60 s + a sweep)
-    _until(platform, "the next run of the repository to complete", lambda: _state(second) == "Completed")
+    _until(platform, "the next run of the repository to complete", lambda: run_state(second) == "Completed")
     _deployed_once(platform, [after])
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0

@@ -61,6 +61,20 @@ def _wait_for(predicate: Callable[[], object], what: str, timeout_s: float = 180
     raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
+def read_run(run_id: uuid.UUID) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def run_state(run_id: uuid.UUID) -> str:
+    """The run's state name; an assertion error when it ended any other way than Completed."""
+    state = read_run(run_id).state
+    assert state is None or not (state.is_final() and not state.is_completed()), (
+        f"run {run_id} ended {state.name}: {state.message}"
+    )
+    return state.name if state else ""
+
+
 def _flow_runs_of(request: DevRequest) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=200)

@@ -36,7 +36,7 @@ from promptship.store import Store
 from promptship.store.webhooks import WebhookDeliveries
 from promptship_sandbox.prefect_server import is_alive, live_descendants, process_group
 from tests.flows.durable_fakes import DurableCodeHost, JsonState, durable_services
-from tests.flows.test_processes import REPO_ROOT, _env, _wait_for
+from tests.flows.test_processes import REPO_ROOT, _env, _wait_for, read_run, run_state
 
 pytestmark = [pytest.mark.flow, pytest.mark.webhook]
 
@@ -56,19 +56,6 @@ class Platform:
         run = run_deployment(self.deployment, parameters={"request": request.model_dump(mode="json")}, timeout=0)
         assert isinstance(run, FlowRun)
         return run
-
-
-def _read(run_id: uuid.UUID) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def _state_name(run_id: uuid.UUID) -> str:
-    state = _read(run_id).state
-    assert state is None or not (state.is_final() and not state.is_completed()), (
-        f"the run ended {state.name}: {state.message}"
-    )
-    return state.name if state else ""
 
 
 def _pid_of(run: FlowRun) -> int:
@@ -138,16 +125,16 @@ def _deliver(url: str, event: str, payload: dict[str, Any]) -> httpx.Response:
 
 def _suspended(platform: Platform, run: FlowRun, what: str) -> float:
     """Wait until ``run`` is Suspended and its flow-run process gone; seconds from Suspended to the exit."""
-    _wait_for(lambda: _state_name(run.id) == "Suspended", f"the run to suspend {what}", log=platform.log)
+    _wait_for(lambda: run_state(run.id) == "Suspended", f"the run to suspend {what}", log=platform.log)
     seen = time.monotonic()
-    pid = _pid_of(_read(run.id))
+    pid = _pid_of(read_run(run.id))
     _wait_for(lambda: not is_alive(pid), "the suspended run's process to exit", timeout_s=60, log=platform.log)
     return time.monotonic() - seen
 
 
 def _finished(platform: Platform, run: FlowRun) -> FlowRun:
-    _wait_for(lambda: _state_name(run.id) == "Completed", "the resumed run to complete", log=platform.log)
-    return _read(run.id)
+    _wait_for(lambda: run_state(run.id) == "Completed", "the resumed run to complete", log=platform.log)
+    return read_run(run.id)
 
 
 def _task_runs(run: FlowRun) -> dict[str, list[str]]:
