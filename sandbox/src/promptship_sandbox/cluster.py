@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -55,6 +56,31 @@ def find_binaries(root: Path | None = None) -> Path | None:
         if all(os.access(d / b, os.X_OK) for b in BINARIES) and (d / BUILD_MARKER).exists():
             return d
     return None
+
+
+def static_volume(
+    name: str,
+    claim_namespace: str,
+    claim_name: str,
+    claim: dict[str, Any],
+    path: Path,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ``hostPath`` PersistentVolume at ``path``, pre-bound (``claimRef``) to the claim ``claim_namespace/
+    claim_name`` with ``claim``'s size and access modes: the local control plane has no volume provisioner."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, **({"labels": labels} if labels else {})},
+        "spec": {
+            "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
+            "accessModes": claim["spec"]["accessModes"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": claim_namespace, "name": claim_name},
+        },
+    }
 
 
 def free_port() -> int:

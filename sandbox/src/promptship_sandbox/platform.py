@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from promptship.errors import ConfigError
-from promptship_sandbox.cluster import free_port
+from promptship_sandbox.cluster import free_port, static_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_IMAGES = ("ghcr.io/promptship/promptship", "prefecthq/prefect")
@@ -193,21 +193,7 @@ def localize(
         claim["spec"]["storageClassName"] = ""  # bind to the static volume, never wait for a provisioner
         d = state_dir / "pv" / name
         d.mkdir(parents=True, exist_ok=True)
-        objs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": f"local-{namespace}-{name}"},
-                "spec": {
-                    "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
-                    "accessModes": claim["spec"]["accessModes"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "",
-                    "hostPath": {"path": str(d), "type": "Directory"},
-                    "claimRef": {"namespace": namespace, "name": name},
-                },
-            }
-        )
+        objs.append(static_volume(f"local-{namespace}-{name}", namespace, name, claim, d))
     return out
 
 

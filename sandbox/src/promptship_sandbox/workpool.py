@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from promptship.errors import ConfigError
+from promptship_sandbox.cluster import static_volume
 from promptship_sandbox.prefect_server import process_group
 
 POOL_IMAGE = "promptship.local/promptship:venv"  # the sandbox kubelet's name for this checkout + its .venv
@@ -101,19 +102,14 @@ def flow_run_objects(
         raise ConfigError(f"{FLOW_RUNS}: no PersistentVolumeClaim {defaults['results_claim']!r}")
     claim["spec"]["storageClassName"] = ""  # bind to the static volume, never wait for a provisioner
     results_dir.mkdir(parents=True, exist_ok=True)
-    volume = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{namespace}-results", "labels": {"promptship.dev/namespace": namespace}},
-        "spec": {
-            "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
-            "accessModes": claim["spec"]["accessModes"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(results_dir), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": claim["metadata"]["name"]},
-        },
-    }
+    volume = static_volume(
+        f"{namespace}-results",
+        namespace,
+        claim["metadata"]["name"],
+        claim,
+        results_dir,
+        labels={"promptship.dev/namespace": namespace},
+    )
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
