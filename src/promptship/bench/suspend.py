@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from promptship.bench.processes import DEV_CYCLE, ProcessPlatform
 from promptship.bench.stats import percentile
 
 RUNS = int(os.environ.get("PROMPTSHIP_BENCH_SUSPEND_RUNS", "10"))
@@ -61,11 +60,25 @@ def _measure(
 ) -> None:
     """The suspend figures on the current Prefect server; the store at ``database_url`` (SQLite under ``tmp``
     when empty; ``store_key`` its prompt key), as the flow benchmark runs it once per database."""
+    from promptship.bench.processes import process_platform
+
+    # promptship's worker, as users run it (Prefect's stock worker ends a run Crashed when its label write meets
+    # SQLite's "database is locked" on every attempt, which ten runs starting at once on SQLite can reach)
+    with process_platform(
+        tmp,
+        server_env,
+        database_url=database_url,
+        store_key=store_key,
+        worker_env={"PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1"},
+    ) as platform:
+        (platform.fakes / "ci-pending").write_text("")
+        _suspend_and_resume(platform, server_env, store_key=store_key)
+
+
+def _suspend_and_resume(platform: ProcessPlatform, server_env: dict[str, str], *, store_key: str | None) -> None:
     import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from pydantic import SecretStr
 
     from promptship.domain.request import DevRequest, branch_for
@@ -76,159 +89,119 @@ def _measure(
     from promptship.store import Store
     from promptship.store.webhooks import WebhookDeliveries
     from promptship_sandbox.durable_fakes import JsonState, durable_services
-    from promptship_sandbox.prefect_server import live_descendants, stop_process_group
+    from promptship_sandbox.prefect_server import live_descendants
 
-    fakes = tmp / "fakes"
+    fakes, worker, log, database_url = platform.fakes, platform.worker, platform.log, platform.database_url
     state = JsonState(fakes)
-    (fakes / "ci-pending").write_text("")
-    pool, name = "bench-suspend", "dev-cycle-suspend"
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        client.create_deployment(
-            flow_id=client.create_flow_from_name("dev-cycle"),
-            name=name,
-            work_pool_name=pool,
-            entrypoint="flows/dev_cycle.py:dev_cycle",
-            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}],
+    store_settings = Settings(store_key=SecretStr(store_key) if store_key else None)
+    store = durable_services(fakes, store_settings, database_url=database_url).sink
+    assert isinstance(store, Store)
+    requests = [DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex[:8]})", auto_merge=True) for _ in range(RUNS)]
+    t0 = time.perf_counter()
+    ids = []
+    for request in requests:
+        run = run_deployment(
+            platform.deployment_ids[DEV_CYCLE], parameters={"request": request.model_dump(mode="json")}, timeout=0
         )
-    paths = [REPO_ROOT / "src", REPO_ROOT / "sandbox" / "src", REPO_ROOT]
-    env = {
-        **os.environ,
-        **server_env,
-        "PREFECT_LOCAL_STORAGE_PATH": str(get_current_settings().results.local_storage_path),
-        "PROMPTSHIP_SERVICES_FACTORY": "promptship_sandbox.durable_fakes:services_from_env",
-        "PROMPTSHIP_TEST_FAKES_DIR": str(fakes),
-        "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
-    }
-    if database_url:
-        env["PROMPTSHIP_TEST_DATABASE_URL"] = database_url
-    if store_key:
-        env["PROMPTSHIP_STORE_KEY"] = store_key
-    log = tmp / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        ids.append(run.id)  # type: ignore[union-attr]
+    peak = 0
+
+    def all_suspended() -> bool:
+        nonlocal peak
+        peak = max(peak, len(live_descendants(worker.pid)))
+        states = _states(ids)
+        bad = [s for s in states.values() if s in ("Crashed", "Failed", "Completed", "Cancelled")]
+        if bad:
+            raise RuntimeError(f"a run ended before its CI wait: {bad}\n{log.read_text()[-3000:]}")
+        return list(states.values()).count("Suspended") == RUNS and not live_descendants(worker.pid)
+
+    _until(all_suspended, f"{RUNS} runs to suspend", 120 + 20 * RUNS, log)
+    held = live_descendants(worker.pid)
+    print(
+        f"   suspend x{RUNS}: {len(held)} flow-run processes held while all {RUNS} wait for CI "
+        f"(peak {peak} while they started), beside the Prefect server and 1 worker; "
+        f"all suspended {time.perf_counter() - t0:.1f} s after submission"
     )
-    try:
-        store_settings = Settings(store_key=SecretStr(store_key) if store_key else None)
-        store = durable_services(fakes, store_settings, database_url=database_url).sink
-        assert isinstance(store, Store)
-        requests = [
-            DevRequest(prompt=f"Add GET /version ({uuid.uuid4().hex[:8]})", auto_merge=True) for _ in range(RUNS)
-        ]
-        t0 = time.perf_counter()
-        ids = []
+
+    settings = Settings(store_key=store_settings.store_key)  # the receiver opens the same store
+    settings.github.webhook_secret = SecretStr(SECRET)
+    settings.github.allowed_repositories = [requests[0].repository]
+
+    class NoStarts:
+        def start(self, trigger: Any) -> str:
+            raise RuntimeError("the bench starts no run through the receiver")
+
+    class OnThisServer:
+        """The receiver resumes from its own threads, which do not see this process's temporary Prefect
+        settings (a context variable): point each resume at the bench's server."""
+
+        def __init__(self) -> None:
+            self.inner = PrefectRunResumer(store.waits())
+
+        def resume_waiting(self, repository: str, *, sha: str | None = None, pr_number: int | None = None):
+            with temporary_settings(updates={PREFECT_API_URL: server_env["PREFECT_API_URL"]}):
+                return self.inner.resume_waiting(repository, sha=sha, pr_number=pr_number)
+
+    app = create_app(settings, NoStarts(), deliveries=WebhookDeliveries(store.engine), resumer=OnThisServer())
+    (fakes / "ci-pending").unlink()
+    branches = state.read()["branches"]
+    sent: dict[str, float] = {}
+    continued: dict[str, float] = {}
+    running: dict[str, float] = {}
+    with running_asgi(app) as url, httpx.Client(base_url=url) as http:
         for request in requests:
-            run = run_deployment(
-                f"dev-cycle/{name}", parameters={"request": request.model_dump(mode="json")}, timeout=0
+            sha = branches[branch_for(request.run_key)]
+            body = json.dumps(
+                {
+                    "action": "completed",
+                    "repository": {"full_name": request.repository},
+                    "check_suite": {"head_sha": sha},
+                }
+            ).encode()
+            sent[request.run_key] = time.perf_counter()
+            answer = http.post(
+                "/github/webhook",
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-GitHub-Event": "check_suite",
+                    "X-GitHub-Delivery": uuid.uuid4().hex,
+                    "X-Hub-Signature-256": sign(SECRET.encode(), body),
+                },
             )
-            ids.append(run.id)  # type: ignore[union-attr]
-        peak = 0
+            answer.raise_for_status()
+            time.sleep(1.0)  # one event a second: latency of one resume, not of ten process starts at once
 
-        def all_suspended() -> bool:
-            nonlocal peak
-            peak = max(peak, len(live_descendants(worker.pid)))
+        def all_continued() -> bool:
             states = _states(ids)
-            bad = [s for s in states.values() if s in ("Crashed", "Failed", "Completed", "Cancelled")]
-            if bad:
-                raise RuntimeError(f"a run ended before its CI wait: {bad}\n{log.read_text()[-3000:]}")
-            return list(states.values()).count("Suspended") == RUNS and not live_descendants(worker.pid)
-
-        _until(all_suspended, f"{RUNS} runs to suspend", 120 + 20 * RUNS, log)
-        held = live_descendants(worker.pid)
-        print(
-            f"   suspend x{RUNS}: {len(held)} flow-run processes held while all {RUNS} wait for CI "
-            f"(peak {peak} while they started), beside the Prefect server and 1 worker; "
-            f"all suspended {time.perf_counter() - t0:.1f} s after submission"
-        )
-
-        settings = Settings(store_key=store_settings.store_key)  # the receiver opens the same store
-        settings.github.webhook_secret = SecretStr(SECRET)
-        settings.github.allowed_repositories = [requests[0].repository]
-
-        class NoStarts:
-            def start(self, trigger: Any) -> str:
-                raise RuntimeError("the bench starts no run through the receiver")
-
-        class OnThisServer:
-            """The receiver resumes from its own threads, which do not see this process's temporary Prefect
-            settings (a context variable): point each resume at the bench's server."""
-
-            def __init__(self) -> None:
-                self.inner = PrefectRunResumer(store.waits())
-
-            def resume_waiting(self, repository: str, *, sha: str | None = None, pr_number: int | None = None):
-                with temporary_settings(updates={PREFECT_API_URL: server_env["PREFECT_API_URL"]}):
-                    return self.inner.resume_waiting(repository, sha=sha, pr_number=pr_number)
-
-        app = create_app(settings, NoStarts(), deliveries=WebhookDeliveries(store.engine), resumer=OnThisServer())
-        (fakes / "ci-pending").unlink()
-        branches = state.read()["branches"]
-        sent: dict[str, float] = {}
-        continued: dict[str, float] = {}
-        running: dict[str, float] = {}
-        with running_asgi(app) as url, httpx.Client(base_url=url) as http:
+            for run_id, request in zip(ids, requests, strict=True):
+                if request.run_key not in running and states.get(run_id) == "Running":
+                    running[request.run_key] = time.perf_counter()
             for request in requests:
-                sha = branches[branch_for(request.run_key)]
-                body = json.dumps(
-                    {
-                        "action": "completed",
-                        "repository": {"full_name": request.repository},
-                        "check_suite": {"head_sha": sha},
-                    }
-                ).encode()
-                sent[request.run_key] = time.perf_counter()
-                answer = http.post(
-                    "/github/webhook",
-                    content=body,
-                    headers={
-                        "Content-Type": "application/json",
-                        "X-GitHub-Event": "check_suite",
-                        "X-GitHub-Delivery": uuid.uuid4().hex,
-                        "X-Hub-Signature-256": sign(SECRET.encode(), body),
-                    },
-                )
-                answer.raise_for_status()
-                time.sleep(1.0)  # one event a second: latency of one resume, not of ten process starts at once
+                key = request.run_key
+                if key not in continued and any(s.step == "wait_for_ci#1" for s in store.steps(key)):
+                    continued[key] = time.perf_counter()
+            return len(continued) == RUNS
 
-            def all_continued() -> bool:
-                states = _states(ids)
-                for run_id, request in zip(ids, requests, strict=True):
-                    if request.run_key not in running and states.get(run_id) == "Running":
-                        running[request.run_key] = time.perf_counter()
-                for request in requests:
-                    key = request.run_key
-                    if key not in continued and any(s.step == "wait_for_ci#1" for s in store.steps(key)):
-                        continued[key] = time.perf_counter()
-                return len(continued) == RUNS
-
-            _until(all_continued, "every resumed run to pass its CI wait", 120 + 20 * RUNS, log)
-            app.state.receiver.wait_idle(30)
-        _until(lambda: list(_states(ids).values()).count("Completed") == RUNS, "the runs to complete", 300, log)
-        latencies = [continued[k] - sent[k] for k in sent]
-        started = [running[k] - sent[k] for k in running]
-        outcomes = [r.outcome for r in (store.run(q.run_key) for q in requests) if r is not None]
-        shared = state.read()
+        _until(all_continued, "every resumed run to pass its CI wait", 120 + 20 * RUNS, log)
+        app.state.receiver.wait_idle(30)
+    _until(lambda: list(_states(ids).values()).count("Completed") == RUNS, "the runs to complete", 300, log)
+    latencies = [continued[k] - sent[k] for k in sent]
+    started = [running[k] - sent[k] for k in running]
+    outcomes = [r.outcome for r in (store.run(q.run_key) for q in requests) if r is not None]
+    shared = state.read()
+    print(
+        f"   suspend x{RUNS}: CI event -> run continuing (its wait_for_ci recorded) "
+        f"p50 {statistics.median(latencies):.2f} s  p99 {percentile(latencies, 99):.2f} s  "
+        f"max {max(latencies):.2f} s"
+    )
+    if started:
         print(
-            f"   suspend x{RUNS}: CI event -> run continuing (its wait_for_ci recorded) "
-            f"p50 {statistics.median(latencies):.2f} s  p99 {percentile(latencies, 99):.2f} s  "
-            f"max {max(latencies):.2f} s"
+            f"   suspend x{RUNS}: of which CI event -> flow run Running again (resume, worker poll, process "
+            f"start) p50 {statistics.median(started):.2f} s  p99 {percentile(started, 99):.2f} s "
+            f"(n={len(started)}; a run seen only after it passed Running is not counted)"
         )
-        if started:
-            print(
-                f"   suspend x{RUNS}: of which CI event -> flow run Running again (resume, worker poll, process "
-                f"start) p50 {statistics.median(started):.2f} s  p99 {percentile(started, 99):.2f} s "
-                f"(n={len(started)}; a run seen only after it passed Running is not counted)"
-            )
-        print(
-            f"   suspend x{RUNS}: outcomes {dict((o, outcomes.count(o)) for o in set(outcomes))}, "
-            f"PRs opened {shared['pr_creations']}, merges {shared['merges']}, rollouts {len(shared['images'])}"
-        )
-    finally:
-        stop_process_group(worker)
+    print(
+        f"   suspend x{RUNS}: outcomes {dict((o, outcomes.count(o)) for o in set(outcomes))}, "
+        f"PRs opened {shared['pr_creations']}, merges {shared['merges']}, rollouts {len(shared['images'])}"
+    )
