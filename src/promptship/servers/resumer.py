@@ -10,6 +10,7 @@ Prefect's own suspension timeout would fail it (that timeout is the deadline plu
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,19 +26,55 @@ logger = logging.getLogger("promptship.resumer")
 
 RunState = Literal["suspended", "active", "final", "unknown"]
 
+# An event's resume meets a busy Prefect (SQLite Prefect answers 503 "database is locked" under a burst, after its
+# client's own retries): tried again after these delays, then left to ``promptship sweep``.
+RESUME_RETRY_DELAYS_S = (1.0, 3.0, 9.0)
+
 
 class PrefectRunResumer:
     """``RunResumer`` on the Prefect API (``PREFECT_API_URL``), for the waits recorded in ``waits``."""
 
-    def __init__(self, waits: RunWaits):
+    def __init__(
+        self,
+        waits: RunWaits,
+        *,
+        retry_delays_s: tuple[float, ...] = RESUME_RETRY_DELAYS_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.waits = waits
+        self.retry_delays_s = retry_delays_s
+        self.sleep = sleep
 
     def resume_waiting(self, repository: str, *, sha: str | None = None, pr_number: int | None = None) -> list[str]:
-        resumed = []
+        """Resume every run the event concerns; each one whose resume fails retryably is tried again after
+        ``retry_delays_s``. One run's failure does not keep the others waiting: all are tried, then a
+        ``ServiceError`` names those not resumed (the sweep resumes them later)."""
+        resumed: list[str] = []
+        failed: list[ServiceError] = []
         for wait in self.waits.waiting_for(repository, sha=sha, pr_number=pr_number):
-            if self.resume(wait, "event"):
-                resumed.append(wait.flow_run_id)
+            try:
+                if self._resume_retrying(wait):
+                    resumed.append(wait.flow_run_id)
+            except ServiceError as exc:
+                failed.append(exc)
+        if failed:
+            raise ServiceError(
+                f"prefect: {len(failed)} waiting run(s) not resumed ({len(resumed)} resumed): "
+                + "; ".join(str(e) for e in failed),
+                retryable=all(e.retryable for e in failed),
+            )
         return resumed
+
+    def _resume_retrying(self, wait: RunWait) -> bool:
+        for delay in self.retry_delays_s:
+            try:
+                return self.resume(wait, "event")
+            except ServiceError as exc:
+                if not exc.retryable:
+                    raise
+                logger.warning("resuming flow run %s failed (%s); again in %.0f s", wait.flow_run_id, exc, delay)
+                self.sleep(delay)
+        return self.resume(wait, "event")
 
     def resume(self, wait: RunWait, why: ResumeWhy) -> bool:
         """Resume ``wait``'s flow run; False when it is not suspended (it looks, runs, or is gone)."""
