@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, get_current_settings, temporary_settings
 from prefect.states import Running, Suspended
 
@@ -31,12 +31,10 @@ REPOSITORY = "demo/chat-app"
 SHA = "c0ffee" * 6 + "abcd"
 
 
-def _suspended_run(client: object, deployment_id: uuid.UUID) -> uuid.UUID:
-    run = client.create_flow_run_from_deployment(deployment_id)  # type: ignore[attr-defined]
-    client.set_flow_run_state(run.id, Running(), force=True)  # type: ignore[attr-defined]
-    client.set_flow_run_state(  # type: ignore[attr-defined]
-        run.id, Suspended(timeout_seconds=600, pause_key="wait_for_ci#1:1"), force=True
-    )
+def _suspended_run(client: SyncPrefectClient, deployment_id: uuid.UUID) -> uuid.UUID:
+    run = client.create_flow_run_from_deployment(deployment_id)
+    client.set_flow_run_state(run.id, Running(), force=True)
+    client.set_flow_run_state(run.id, Suspended(timeout_seconds=600, pause_key="wait_for_ci#1:1"), force=True)
     return run.id
 
 
