@@ -528,3 +528,56 @@ def test_documented_formats_are_found_with_their_value(text, subtype, value):
 )
 def test_documented_formats_reject_what_fails_the_format(text, subtype):
     assert subtype not in _subtypes(text)
+
+
+# Session 6: hard-negative policies, each with a value that passes and a real-shaped one still caught. The values
+# are made up for this table (a random-looking run typed here); none comes from an evaluation set or a fixture.
+_RUN = "Qx7mN2pLw9Rv4Kt8Zb3Hs6Jd1Fy5Gc0Ae"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"the blob reads ...{_RUN}Tq... and goes on", False),  # an excerpt cut on both sides
+        (f"the blob reads \u2026{_RUN}Tq\u2026 and goes on", False),
+        (f"the blob reads {_RUN}Tq and goes on", True),
+        (f"the blob reads ...{_RUN}Tq and goes on", True),  # cut on one side only: the value may be whole
+        ('div[data-role="header-nav_PrimaryMenuDropdownLinkV2SearchPanel"]', False),  # a name made of words
+        (f'div[data-role="header-nav_{_RUN}"]', True),
+    ],
+)
+def test_excerpts_and_names_made_of_words_are_not_credentials(text, found):
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found
+
+
+@pytest.mark.parametrize(
+    ("value", "counting"),
+    [
+        ("12345678", True),
+        ("3456789012", True),  # counting on past 9
+        ("4444444444", True),
+        ("1234567", False),  # too short to say
+        ("3456789013", False),
+        ("48291736", False),
+    ],
+)
+def test_counting_runs(value, counting):
+    from promptship.domain.gate import is_counting_run
+
+    assert is_counting_run(value) is counting
+
+
+@pytest.mark.parametrize(
+    ("value", "placeholder"),
+    [
+        ("ghs_3456789012345", True),  # a provider's prefix, then digits counting up
+        ("ghs_3456789012345Wq8z", False),
+        ("sk_live_FakeKeyForTheDocs", True),  # a documentation marker written as a word
+        ("xoxb-493817260554-8831046279913-Qm7RtZp2KwLxFaKe", False),  # the same letters in a random run's case
+        ("ExampleToken", True),
+    ],
+)
+def test_placeholders_after_a_prefix_and_markers_as_words(value, placeholder):
+    from promptship.domain.gate import is_placeholder_secret
+
+    assert is_placeholder_secret(value) is placeholder

@@ -60,9 +60,9 @@ def test_false_positives_on_eval(flagged, group, ceiling):
 
 
 # Held-out hard negatives ("this rule must not fire" cases of the sources' own tests) the gate may flag: measured
-# 38/153 = 0.248 (python -m promptship.bench gate); a router that over-flags keeps work local, so the bound leaves
-# a few rows of room (41/153) but must not let the rate creep back towards the 0.36 of before.
-HELD_OUT_HARD_NEGATIVE_CEILING = 0.27
+# 37/153 = 0.242 in session 6 (38/153 before; python -m promptship.bench gate); a router that over-flags keeps work
+# local, so the bound leaves two rows of room (39/153) but must not let the rate creep back towards 0.36.
+HELD_OUT_HARD_NEGATIVE_CEILING = 0.26
 
 
 def test_hard_negatives_flagged_on_the_held_out_split(scanner, gate_rows):

@@ -176,9 +176,10 @@ def test_the_webhook_secret_and_store_key_look_like_secrets() -> None:
 
 
 def test_a_random_key_that_spells_a_placeholder_word_is_drawn_again(monkeypatch) -> None:
-    """The gate reads a token whose random part spells ``fAKE`` as a placeholder (its documentation-marker test
-    is case-insensitive and unanchored), so such a draw would leak unseen: promptship's minting redraws it."""
-    unlucky = "psk-run-yqz8xQod03XLkdRkNTpXIIbcyfAKEp81aqwWobOJlls"  # a real draw of token_urlsafe(32)
+    """The gate reads a token whose random part spells ``fake`` as a placeholder (its documentation-marker test
+    is unanchored; since session 6 a one-word marker counts only in one case, ``fake``/``FAKE``/``Fake``, so a
+    mixed-case ``fAKE`` no longer does), so such a draw would leak unseen: promptship's minting redraws it."""
+    unlucky = "psk-run-yqz8xQod03XLkdRkNTpXIIbcyfakeq81aqwWobOJlls"  # a draw of token_urlsafe(32), one case changed
     assert is_not_a_secret(unlucky)
     draws = iter([unlucky.removeprefix("psk-run-"), "Xb7kQ2mZp9LrT4vN8wYc1HsD6jFg3Ua5Ee0Ri2Ko7Wq"])
     monkeypatch.setattr(secrets, "token_urlsafe", lambda _n: next(draws))

@@ -135,8 +135,9 @@ def keep_litellm_debug_out_of_logs() -> None:
 
 def new_key(prefix: str) -> str:
     """A key in promptship's own format (``prefix`` + 43 url-safe base64; the gate's rule ``promptship_key``).
-    A draw the gate would read as a placeholder (it spells ``fake``, ``sample``… in any case, ~1 in 20 000) is
-    drawn again, so that every key promptship mints is recognised wherever it leaks."""
+    A draw the gate would read as a placeholder (it spells ``fake``, ``sample``… in one case, as a word is
+    written: ``fake``, ``FAKE``, ``Fake``) is drawn again, so that every key promptship mints is recognised
+    wherever it leaks."""
     while is_not_a_secret(key := prefix + secrets.token_urlsafe(32)):
         pass
     return key

@@ -256,13 +256,22 @@ def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
         if split == "held_out":
             _print_families("held-out split, secrets by provider family", fams)
         hn = [r for r in part if r["group"] == "hard-negative"]
-        hn_hit = sum(scanner.scan(r["text"]).sensitive for r in hn)
+        hn_results = [scanner.scan(r["text"]) for r in hn]
+        hn_hit = sum(res.sensitive for res in hn_results)
+        by_layer = Counter(layer for res in hn_results for layer in {f.detector for f in res.findings})
+        alone = Counter(
+            next(iter(layers)) for res in hn_results if len(layers := {f.detector for f in res.findings}) == 1
+        )
         ben = [r for r in part if r["group"] == "benign"]
         ben_hit = sum(scanner.scan(r["text"]).sensitive for r in ben)
         rec = sum(h for h, _ in fams.values()) / max(1, sum(t for _, t in fams.values()))
         print(
             f"   {split:<8} secrets recall {rec:.3f}; hard negatives flagged {hn_hit}/{len(hn)} = "
             f"{hn_hit / max(1, len(hn)):.3f}; benign FP {ben_hit}/{len(ben)}"
+        )
+        print(
+            f"   {split:<8} hard negatives flagged, rows per layer (counts only): "
+            + ", ".join(f"{layer} {n} ({alone[layer]} by it alone)" for layer, n in by_layer.most_common())
         )
         figures[f"{split}_recall"] = rec
         figures[f"{split}_hard_negative"] = hn_hit / max(1, len(hn))

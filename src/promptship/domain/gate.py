@@ -198,6 +198,9 @@ _CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?
 _HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
 _ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|signature|hmac|salt)")
 # Digests are not secrets: package-lock integrity, go.sum, pip hashes, git commits.
+# An excerpt: a run with an ellipsis right before and right after it was cut out of something longer (a blob,
+# a log line); the whole value is not there, and a cut credential does not authenticate.
+_ELLIPSES = ("...", "…")
 _DIGEST_PREFIX = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)[-:=]|h1:|md5[-:=])$")
 _DIGEST_WORDS = re.compile(r"(?i)\b(?:commit|sha|hash|digest|checksum|revision|rev|merge|parent|tree|blob|etag)\b")
 # RFC 2606/6761 documentation domains, no-reply senders and agents' bot identities are not someone's address.
@@ -301,6 +304,17 @@ def _looks_random_anywhere(value: str) -> bool:
         return False  # identifiers and slugs, not keys
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
     return (classes == 3 or (classes == 2 and len(value) >= 40)) and _shannon(value) >= 4.0
+
+
+# Capitalised words of three letters or more, or a lowercase/UPPERCASE word standing alone between separators.
+_NAME_WORD = re.compile(r"[A-Z][a-z]{2,}|(?<![A-Za-z])[a-z]{3,}(?![a-z])|[A-Z]{3,}(?![a-z])")
+
+
+def _words_mostly(value: str) -> bool:
+    """Four or more words (``PrimaryMenu``, ``header-``) that make up at least 85 % of the value: an
+    identifier built of words — a generated value's letters fall in random case and do not split into words."""
+    words = _NAME_WORD.findall(value)
+    return sum(w[0].isupper() and w[1:].islower() for w in words) >= 4 and sum(map(len, words)) >= 0.85 * len(value)
 
 
 def _tokenish(value: str) -> bool:
@@ -454,6 +468,8 @@ def scan_rules(text: str) -> list[Finding]:
                 continue
         if _in_url_path(text, m.start()) or (len(value) > 100 and random_check is _looks_random_anywhere):
             continue  # ids in URL paths (documents, assets); long blobs with no credential word (images, certs)
+        if text.endswith(_ELLIPSES, 0, m.start()) and text.startswith(_ELLIPSES, m.end()):
+            continue  # "…6wqX…": an excerpt cut from a longer blob on both sides, not a whole value
         if public and _inside(public, m.start(), m.end()):
             continue  # a public key, a certificate, a signature
         if is_jwt_header_only(value):
@@ -471,6 +487,8 @@ def scan_rules(text: str) -> list[Finding]:
             if _KEY_NAME_BEFORE.search(text, max(0, m.start() - 48), m.start()):
                 add("secret", "uuid_credential", m.span())
             continue
+        if _words_mostly(value):
+            continue  # `header-nav_PrimaryMenuDropdownLinkV2`: a CamelCase name, not a generated value
         if random_check(value) and not is_not_a_secret(value) and not named_as_fake(text, m.start()):
             add("secret", "high_entropy", m.span())
 
@@ -557,14 +575,24 @@ def is_placeholder_secret(value: str) -> bool:
     Every layer applies this one policy to the value it found; the context decides nothing here — a value that
     looks real is kept even when its line says "test"."""
     v = value.strip().strip("\"'`")
-    if not v or _PLACEHOLDER.match(v) or _MASKED.search(v) or _TEMPLATE.search(v) or _DOC_MARKER.search(v):
+    if not v or _PLACEHOLDER.match(v) or _MASKED.search(v) or _TEMPLATE.search(v) or _doc_marker(v):
         return True
     body = _TOKEN_PREFIX.sub("", v)
     if not any(c.isalnum() for c in body) or _SEQUENCE.search(body):
         return True
     if len(body) >= 12 and len(set(body)) <= 4:
         return True  # aaaaaaaa…, 0000-0000-0000 (abcd1234abcd1234… is kept: detect-secrets' tests call it a key)
+    if is_counting_run(body):
+        return True  # ghs_3456789012345: the digits one types when a number is needed
     return _identifier_like(v)
+
+
+def is_counting_run(value: str) -> bool:
+    """Eight digits or more counting up (``12345678``, ``3456789012``) or one digit repeated (``44444444``): the
+    number one types when a form or an example needs one, not a generated value."""
+    if len(value) < 8 or not value.isascii() or not value.isdigit():
+        return False
+    return len(set(value)) == 1 or all((int(b) - int(a)) % 10 == 1 for a, b in zip(value, value[1:], strict=False))
 
 
 # The name a value is given says it is not a real one (`fakeToken = …`, `invalid_key: …`, `wrongLength := …`).
@@ -756,7 +784,7 @@ def is_masked_value(value: str) -> bool:
     """The weaker test for a value a credential word introduces in prose ("the passphrase is
     correct-horse-battery"): masked runs, templates and documentation markers only — words are allowed."""
     v = value.strip().strip("\"'`")
-    return not v or bool(_PLACEHOLDER.match(v) or _MASKED.search(v) or _TEMPLATE.search(v) or _DOC_MARKER.search(v))
+    return not v or bool(_PLACEHOLDER.match(v) or _MASKED.search(v) or _TEMPLATE.search(v) or _doc_marker(v))
 
 
 _MASKED = re.compile(r"(?i)x{4,}|\*{3,}|•{3,}|#{4,}|\.{3}|<[^<>]{1,60}>|(?<![A-Za-z0-9])(?:0{6,}|1{6,}|9{6,})")
@@ -768,6 +796,21 @@ _DOC_MARKER = re.compile(
     r"(?i)example|fake|dummy|sample|placeholder|redacted|changeme|insert|replace[_-]?me|"
     r"your[_-]?(?:own|real|api|secret|token|key|pass)|(?:here|goes[_-]?here)$|^(?:my|some|the|a)[_-]"
 )
+
+
+_ONE_WORD_MARKERS = frozenset({"example", "fake", "dummy", "sample", "placeholder", "redacted", "insert"})
+
+
+def _doc_marker(value: str) -> bool:
+    """A documentation marker, a one-word marker written as words are (``EXAMPLE``, ``fake``, ``Dummy``) — not
+    the same letters in the mixed case of a generated run (``…Lx9FaKe``: random letters that spell it)."""
+    for m in _DOC_MARKER.finditer(value):
+        word = m.group(0)
+        if word.lower() not in _ONE_WORD_MARKERS or word.islower() or word.isupper() or word.istitle():
+            return True
+    return False
+
+
 # a character set written out (the alphabet, or digits then the alphabet): a charset constant, not a key
 _SEQUENCE = re.compile(r"(?i)abcdefghijklmnopq|0123456789abcdefghij")
 _TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,8}[_-](?:[A-Za-z]{2,8}[_-])?|^[A-Za-z]{2,8}\.")
