@@ -51,6 +51,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
 from promptship.domain.replay import RecordedDecision
 from promptship.domain.results import LLMMode, RouteDecision, RunAccess, Usage
+from promptship.errors import AccessKeyRevoked
 from promptship.store.tables import Base, RunRow
 
 GroupBy = Literal["step", "run", "day", "repository", "model", "mode"]
@@ -306,22 +307,40 @@ class CostLedger:
         if row is None:
             return None
         decision = RouteDecision.model_validate(row.decision) if row.decision is not None else None
-        return RunAccess(run_key=row.run_key, decision=decision, caller=row.caller, budget_usd=row.budget_usd)
+        return RunAccess(
+            run_key=row.run_key,
+            decision=decision,
+            caller=row.caller,
+            budget_usd=row.budget_usd,
+            key_hash=row.key_hash,
+        )
 
     # ---- reservations -----------------------------------------------------------------------------------
     def reserve(
-        self, run_key: str, mode: LLMMode, estimate_usd: float, *, exploration_cap_usd: float | None = None
+        self,
+        run_key: str,
+        mode: LLMMode,
+        estimate_usd: float,
+        *,
+        exploration_cap_usd: float | None = None,
+        key_hash: str | None = None,
     ) -> Reservation:
         """Set ``estimate_usd`` aside for a call of ``run_key`` if it fits the run's cap and (cloud) the day's.
         ``exploration_cap_usd``: the call is an explored one, and must also fit the day's exploration budget
-        (explored calls recorded today plus open reservations for explored calls).
+        (explored calls recorded today plus open reservations for explored calls). ``key_hash``: the call came
+        with a gateway key (``RunAccess.key_hash``), which must still stand — else ``AccessKeyRevoked``, nothing
+        reserved. This is what makes the gateway service's key cache safe: every call takes a reservation before
+        anything is sent, so a key expired by any process is refused here even when a cache still knew it.
 
-        Atomic: the sums and the insert happen under one database lock."""
+        Atomic: the key check, the sums and the insert happen under one database lock."""
         day = self.today()
         now = time.time()
         with self.engine.connect() as conn:
             self._lock(conn)
             try:
+                if key_hash is not None and conn.execute(_KEY_STANDS, {"key_hash": key_hash}).first() is None:
+                    conn.rollback()
+                    raise AccessKeyRevoked("the API key stands for no run any more (its attempt ended) or never did")
                 run_cap, run_spent, day_spent = self._caps_and_spent(conn, run_key, day, mode, now)
                 check = check_budget(
                     mode=mode,
@@ -584,6 +603,7 @@ def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
 
 # what ``reserve`` and ``settle`` run, built once (the values are parameters)
 _INSERT_RESERVATION: Insert = insert(LLMReservationRow)
+_KEY_STANDS: Select[Any] = select(LLMAccessKeyRow.key_hash).where(LLMAccessKeyRow.key_hash == bindparam("key_hash"))
 _RUN_REPOSITORY: Select[Any] = select(LLMRunRow.repository).where(LLMRunRow.run_key == bindparam("run_key"))
 _INSERT_CALL: Insert = insert(LLMCallRow)
 _CLOSE_RESERVATION = update(LLMReservationRow).where(LLMReservationRow.id == bindparam("rid")).values(state="settled")
