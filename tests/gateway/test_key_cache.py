@@ -35,7 +35,7 @@ def two_services(llm: LLMStandIn, scanner: Any, tmp_path: Path) -> Iterator[tupl
         for _ in range(2):
             service = make_gateway(llm, scanner, make_ledger(tmp_path))  # its own ledger object and engine
             base_url = stack.enter_context(serve_asgi(create_gateway_app(service, service.ledger)))
-            clients.append(stack.enter_context(httpx.Client(base_url=base_url, timeout=60)))
+            clients.append(stack.enter_context(httpx.Client(base_url=base_url, timeout=120)))
         yield pipeline, clients
 
 

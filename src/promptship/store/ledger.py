@@ -338,10 +338,12 @@ class CostLedger:
         with self.engine.connect() as conn:
             self._lock(conn)
             try:
-                if key_hash is not None and conn.execute(_KEY_STANDS, {"key_hash": key_hash}).first() is None:
+                run_cap, run_spent, day_spent, key_stands = self._caps_and_spent(
+                    conn, run_key, day, mode, now, key_hash
+                )
+                if not key_stands:
                     conn.rollback()
                     raise AccessKeyRevoked("the API key stands for no run any more (its attempt ended) or never did")
-                run_cap, run_spent, day_spent = self._caps_and_spent(conn, run_key, day, mode, now)
                 check = check_budget(
                     mode=mode,
                     estimate_usd=estimate_usd,
@@ -467,17 +469,22 @@ class CostLedger:
             conn.execute(lock)
 
     def _caps_and_spent(
-        self, conn: Connection, run_key: str, day: str, mode: LLMMode, now: float
-    ) -> tuple[float | None, float, float]:
+        self, conn: Connection, run_key: str, day: str, mode: LLMMode, now: float, key_hash: str | None = None
+    ) -> tuple[float | None, float, float, bool]:
         """The run's cap, what the run has spent and (a cloud call) what the cloud has spent today, recorded
-        calls and open reservations both: one prepared statement (five statements built anew for every call
-        were ~0.5 ms of SQLAlchemy on the path of every LLM call)."""
-        params = {"run_key": run_key, "day": day, "cutoff": now - self.reservation_ttl_s}
-        row: tuple[Any, ...] = tuple(conn.execute(_sums_statement(mode == "cloud"), params).one())
+        calls and open reservations both, and whether ``key_hash`` (if given) still stands: one prepared
+        statement (five statements built anew for every call were ~0.5 ms of SQLAlchemy on the path of every
+        LLM call)."""
+        params: dict[str, Any] = {"run_key": run_key, "day": day, "cutoff": now - self.reservation_ttl_s}
+        if key_hash is not None:
+            params["key_hash"] = key_hash
+        statement = _sums_statement(mode == "cloud", key_hash is not None)
+        row: tuple[Any, ...] = tuple(conn.execute(statement, params).one())
         cap = self.run_default_usd if row[0] is None else (None if row[0] < 0 else float(row[0]))
         run_spent = float(row[1] or 0.0) + float(row[2] or 0.0)
         day_spent = float(row[3] or 0.0) + float(row[4] or 0.0) if mode == "cloud" else 0.0
-        return cap, run_spent, day_spent
+        key_stands = key_hash is None or bool(row[-1])
+        return cap, run_spent, day_spent, key_stands
 
     def _explored_spent(self, conn: Connection, *, day: str, now: float) -> float:
         calls = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0)).where(
@@ -583,9 +590,10 @@ class CostLedger:
 
 
 @functools.cache
-def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
+def _sums_statement(with_day: bool, with_key: bool = False) -> Select[*tuple[Any, ...]]:
     """The run's cap, the run's recorded and held spend and, ``with_day``, the day's cloud spend (the same two),
-    for ``run_key``, ``day`` and ``cutoff`` (reservations older than the TTL no longer count). Built once."""
+    for ``run_key``, ``day`` and ``cutoff`` (reservations older than the TTL no longer count); ``with_key``, last,
+    how many access keys have the hash ``key_hash`` (0 or 1). Built once."""
     run_key, day, cutoff = bindparam("run_key"), bindparam("day"), bindparam("cutoff")
     open_held = (LLMReservationRow.state == "open", LLMReservationRow.created_epoch > cutoff)
     calls = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0))
@@ -598,12 +606,14 @@ def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
     if with_day:
         parts.append(calls.where(LLMCallRow.day == day, LLMCallRow.mode == "cloud").scalar_subquery())
         parts.append(held.where(LLMReservationRow.day == day, LLMReservationRow.mode == "cloud").scalar_subquery())
+    if with_key:
+        key = select(func.count()).select_from(LLMAccessKeyRow)
+        parts.append(key.where(LLMAccessKeyRow.key_hash == bindparam("key_hash")).scalar_subquery())
     return select(*parts)
 
 
 # what ``reserve`` and ``settle`` run, built once (the values are parameters)
 _INSERT_RESERVATION: Insert = insert(LLMReservationRow)
-_KEY_STANDS: Select[Any] = select(LLMAccessKeyRow.key_hash).where(LLMAccessKeyRow.key_hash == bindparam("key_hash"))
 _RUN_REPOSITORY: Select[Any] = select(LLMRunRow.repository).where(LLMRunRow.run_key == bindparam("run_key"))
 _INSERT_CALL: Insert = insert(LLMCallRow)
 _CLOSE_RESERVATION = update(LLMReservationRow).where(LLMReservationRow.id == bindparam("rid")).values(state="settled")
