@@ -6,6 +6,7 @@
     │   └── AttemptInProgress       another flow run is working on the same request right now
     ├── BudgetExceeded              a call would spend more than the run's or the day's budget
     ├── SensitiveDataBlocked        sensitive data would have left the machine and no local model can take it
+    ├── AccessKeyRevoked            a gateway key that stands for no run any more (its attempt ended)
     └── ServiceError(service, retryable)
         ├── LLMError                the LLM gateway / LiteLLM / a provider
         ├── AgentError              the OpenHands agent-server
@@ -64,6 +65,11 @@ class SensitiveDataBlocked(PromptshipError):
     def __init__(self, message: str, *, reasons: list[str] | None = None):
         super().__init__(message)
         self.reasons = list(reasons or [])
+
+
+class AccessKeyRevoked(PromptshipError):
+    """A gateway key that no longer stands for a run (its attempt ended, ``expire_agent_access``) was used: found
+    when the call's reservation is taken, so nothing was sent and nothing is charged."""
 
 
 class ServiceError(PromptshipError):

@@ -501,7 +501,15 @@ class LiteLLMGateway:
         step = access.caller or step  # an app's calls are recorded under its caller
         decision, exploring = self._explore_app(access, step, self._decide_for_run(access, messages, tools))
         sent = self._send_with_policy(
-            access.run_key, step, decision, messages, tools, params, stream=False, exploring=exploring
+            access.run_key,
+            step,
+            decision,
+            messages,
+            tools,
+            params,
+            stream=False,
+            exploring=exploring,
+            key_hash=access.key_hash,
         )
         usage = self._usage(sent.spec, sent.response.usage)
         self._settle(access.run_key, step, sent, usage)
@@ -533,7 +541,16 @@ class LiteLLMGateway:
         def open_stream() -> _Sent:  # the policy in a worker thread (the ledger is blocking); I/O on the loop
             decision, exploring = self._explore_app(access, step, self._decide_for_run(access, messages, tools))
             return self._send_with_policy(
-                access.run_key, step, decision, messages, tools, params, stream=True, loop=loop, exploring=exploring
+                access.run_key,
+                step,
+                decision,
+                messages,
+                tools,
+                params,
+                stream=True,
+                loop=loop,
+                exploring=exploring,
+                key_hash=access.key_hash,
             )
 
         sent = await anyio.to_thread.run_sync(open_stream)
@@ -681,7 +698,10 @@ class LiteLLMGateway:
         loop: asyncio.AbstractEventLoop | None = None,
         deadline: float | None = None,
         exploring: _Exploring | None = None,
+        key_hash: str | None = None,
     ) -> _Sent:
+        """``key_hash``: the gateway key the call came with, checked by every reservation (a key expired since
+        the service's cache resolved it is refused there, before anything is sent: ``AccessKeyRevoked``)."""
         if exploring is not None:
             explored = self._send_explored(
                 run_key,
@@ -694,6 +714,7 @@ class LiteLLMGateway:
                 stream=stream,
                 loop=loop,
                 deadline=deadline,
+                key_hash=key_hash,
             )
             if explored is not None:
                 return explored
@@ -701,7 +722,16 @@ class LiteLLMGateway:
                 update={"reason": f"{exploring.original.reason}; exploration of {decision.model} not made or failed"}
             )
             return self._send_with_policy(
-                run_key, step, decision, messages, tools, params, stream=stream, loop=loop, deadline=deadline
+                run_key,
+                step,
+                decision,
+                messages,
+                tools,
+                params,
+                stream=stream,
+                loop=loop,
+                deadline=deadline,
+                key_hash=key_hash,
             )
         chain = self._chain(decision)
         if not chain:
@@ -724,7 +754,8 @@ class LiteLLMGateway:
                     retryable=False,
                     status=408,
                 )
-            reservation = self.ledger.reserve(run_key, spec.mode, self._estimate(spec, messages, tools, params))
+            estimate = self._estimate(spec, messages, tools, params)
+            reservation = self.ledger.reserve(run_key, spec.mode, estimate, key_hash=key_hash)
             if not reservation.check.ok:
                 check = reservation.check
                 if spec.local or self.over_budget == "refuse":
@@ -778,6 +809,7 @@ class LiteLLMGateway:
         stream: bool,
         loop: asyncio.AbstractEventLoop | None,
         deadline: float | None,
+        key_hash: str | None = None,
     ) -> _Sent | None:
         """An explored call on its candidate, reserved against the run's, the day's and the exploration budget;
         None when a budget refuses it or the candidate fails (the caller sends it as the policy decided)."""
@@ -788,6 +820,7 @@ class LiteLLMGateway:
             spec.mode,
             self._estimate(spec, messages, tools, params),
             exploration_cap_usd=self.policy.exploration.budget_usd_per_day,
+            key_hash=key_hash,
         )
         if not reservation.check.ok:
             return None

@@ -110,7 +110,7 @@ def run() -> None:
     from promptship.adapters.llm import LiteLLMGateway, ProviderEndpoints
     from promptship.domain.results import LLMCall, LLMMessage
     from promptship.domain.routing import RoutingPolicy
-    from promptship.servers.gateway import create_gateway_app
+    from promptship.servers.gateway import create_gateway_app, uvicorn_stack
     from promptship.store import make_engine
     from promptship.store.ledger import CostLedger
     from promptship_sandbox.llm_server import running_llm_stand_in, serve_asgi
@@ -306,6 +306,7 @@ def run() -> None:
         f"   (load average {load_before:.1f} → {_load():.1f} on {os.cpu_count()} CPUs; every call sends a prompt not"
         " sent before; stand-in and gateway service are processes of their own unless a line says in-process)"
     )
+    print(f"   (stand-in, service and bare relay served by uvicorn on {uvicorn_stack()})")
     d_calls, s_calls = calls["direct"], calls["service"]
     print(f"   provider direct (stand-in process, no gateway): {summary(d_calls)}")
     print(f"   gateway service process over HTTP:             {summary(s_calls)}")

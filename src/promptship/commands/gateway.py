@@ -29,7 +29,7 @@ def _register_service_commands(app: typer.Typer) -> None:
         """Serve /v1/chat/completions (SSE, tool calls) and /v1/models; every request needs a per-run key."""
         import uvicorn
 
-        from promptship.servers.gateway import create_gateway_app
+        from promptship.servers.gateway import create_gateway_app, uvicorn_stack
         from promptship.settings import Settings
         from promptship.wiring import build_llm_gateway
 
@@ -39,7 +39,7 @@ def _register_service_commands(app: typer.Typer) -> None:
         from promptship.servers.webhook import listening_socket
 
         sock = listening_socket(host, port)  # TCP_NODELAY: no ~40 ms delayed-ACK wait per response
-        typer.echo(f"LLM gateway listening on http://{host}:{port}/v1", err=True)
+        typer.echo(f"LLM gateway listening on http://{host}:{port}/v1 (uvicorn on {uvicorn_stack()})", err=True)
         config = uvicorn.Config(create_gateway_app(gateway, gateway.ledger), log_level="warning", access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
 

@@ -51,6 +51,10 @@ class RunAccess(_Model):
     decision: RouteDecision | None = Field(default=None, description="The run's pinned route (a run's key).")
     budget_usd: float
     caller: str | None = Field(default=None, description="The caller an app's key speaks for (an app's key).")
+    key_hash: str | None = Field(
+        default=None,
+        description="The SHA-256 of the key (never the key): the reservation checks that the key still stands.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> RunAccess:

@@ -51,6 +51,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from promptship.domain.costs import BudgetCheck, check_budget, ledger_day, zone
 from promptship.domain.replay import RecordedDecision
 from promptship.domain.results import LLMMode, RouteDecision, RunAccess, Usage
+from promptship.errors import AccessKeyRevoked
 from promptship.store.tables import Base, RunRow
 
 GroupBy = Literal["step", "run", "day", "repository", "model", "mode"]
@@ -306,23 +307,43 @@ class CostLedger:
         if row is None:
             return None
         decision = RouteDecision.model_validate(row.decision) if row.decision is not None else None
-        return RunAccess(run_key=row.run_key, decision=decision, caller=row.caller, budget_usd=row.budget_usd)
+        return RunAccess(
+            run_key=row.run_key,
+            decision=decision,
+            caller=row.caller,
+            budget_usd=row.budget_usd,
+            key_hash=row.key_hash,
+        )
 
     # ---- reservations -----------------------------------------------------------------------------------
     def reserve(
-        self, run_key: str, mode: LLMMode, estimate_usd: float, *, exploration_cap_usd: float | None = None
+        self,
+        run_key: str,
+        mode: LLMMode,
+        estimate_usd: float,
+        *,
+        exploration_cap_usd: float | None = None,
+        key_hash: str | None = None,
     ) -> Reservation:
         """Set ``estimate_usd`` aside for a call of ``run_key`` if it fits the run's cap and (cloud) the day's.
         ``exploration_cap_usd``: the call is an explored one, and must also fit the day's exploration budget
-        (explored calls recorded today plus open reservations for explored calls).
+        (explored calls recorded today plus open reservations for explored calls). ``key_hash``: the call came
+        with a gateway key (``RunAccess.key_hash``), which must still stand — else ``AccessKeyRevoked``, nothing
+        reserved. This is what makes the gateway service's key cache safe: every call takes a reservation before
+        anything is sent, so a key expired by any process is refused here even when a cache still knew it.
 
-        Atomic: the sums and the insert happen under one database lock."""
+        Atomic: the key check, the sums and the insert happen under one database lock."""
         day = self.today()
         now = time.time()
         with self.engine.connect() as conn:
             self._lock(conn)
             try:
-                run_cap, run_spent, day_spent = self._caps_and_spent(conn, run_key, day, mode, now)
+                run_cap, run_spent, day_spent, key_stands = self._caps_and_spent(
+                    conn, run_key, day, mode, now, key_hash
+                )
+                if not key_stands:
+                    conn.rollback()
+                    raise AccessKeyRevoked("the API key stands for no run any more (its attempt ended) or never did")
                 check = check_budget(
                     mode=mode,
                     estimate_usd=estimate_usd,
@@ -448,17 +469,22 @@ class CostLedger:
             conn.execute(lock)
 
     def _caps_and_spent(
-        self, conn: Connection, run_key: str, day: str, mode: LLMMode, now: float
-    ) -> tuple[float | None, float, float]:
+        self, conn: Connection, run_key: str, day: str, mode: LLMMode, now: float, key_hash: str | None = None
+    ) -> tuple[float | None, float, float, bool]:
         """The run's cap, what the run has spent and (a cloud call) what the cloud has spent today, recorded
-        calls and open reservations both: one prepared statement (five statements built anew for every call
-        were ~0.5 ms of SQLAlchemy on the path of every LLM call)."""
-        params = {"run_key": run_key, "day": day, "cutoff": now - self.reservation_ttl_s}
-        row: tuple[Any, ...] = tuple(conn.execute(_sums_statement(mode == "cloud"), params).one())
+        calls and open reservations both, and whether ``key_hash`` (if given) still stands: one prepared
+        statement (five statements built anew for every call were ~0.5 ms of SQLAlchemy on the path of every
+        LLM call)."""
+        params: dict[str, Any] = {"run_key": run_key, "day": day, "cutoff": now - self.reservation_ttl_s}
+        if key_hash is not None:
+            params["key_hash"] = key_hash
+        statement = _sums_statement(mode == "cloud", key_hash is not None)
+        row: tuple[Any, ...] = tuple(conn.execute(statement, params).one())
         cap = self.run_default_usd if row[0] is None else (None if row[0] < 0 else float(row[0]))
         run_spent = float(row[1] or 0.0) + float(row[2] or 0.0)
         day_spent = float(row[3] or 0.0) + float(row[4] or 0.0) if mode == "cloud" else 0.0
-        return cap, run_spent, day_spent
+        key_stands = key_hash is None or bool(row[-1])
+        return cap, run_spent, day_spent, key_stands
 
     def _explored_spent(self, conn: Connection, *, day: str, now: float) -> float:
         calls = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0)).where(
@@ -564,9 +590,10 @@ class CostLedger:
 
 
 @functools.cache
-def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
+def _sums_statement(with_day: bool, with_key: bool = False) -> Select[*tuple[Any, ...]]:
     """The run's cap, the run's recorded and held spend and, ``with_day``, the day's cloud spend (the same two),
-    for ``run_key``, ``day`` and ``cutoff`` (reservations older than the TTL no longer count). Built once."""
+    for ``run_key``, ``day`` and ``cutoff`` (reservations older than the TTL no longer count); ``with_key``, last,
+    how many access keys have the hash ``key_hash`` (0 or 1). Built once."""
     run_key, day, cutoff = bindparam("run_key"), bindparam("day"), bindparam("cutoff")
     open_held = (LLMReservationRow.state == "open", LLMReservationRow.created_epoch > cutoff)
     calls = select(func.coalesce(func.sum(LLMCallRow.cost_usd), 0.0))
@@ -579,6 +606,9 @@ def _sums_statement(with_day: bool) -> Select[*tuple[Any, ...]]:
     if with_day:
         parts.append(calls.where(LLMCallRow.day == day, LLMCallRow.mode == "cloud").scalar_subquery())
         parts.append(held.where(LLMReservationRow.day == day, LLMReservationRow.mode == "cloud").scalar_subquery())
+    if with_key:
+        key = select(func.count()).select_from(LLMAccessKeyRow)
+        parts.append(key.where(LLMAccessKeyRow.key_hash == bindparam("key_hash")).scalar_subquery())
     return select(*parts)
 
 
