@@ -26,6 +26,7 @@ from tests.conftest import SHARED
 
 RUNNING = ["prefect-server", "prefect-worker", "webhook", "llm-gateway"]  # what the kubelet can run
 NS = "promptship"
+CHAT_APP = Path(__file__).resolve().parents[2] / "examples" / "chat-app"
 
 
 def _secrets(store_dir: Path, kubeconfig: Path | None = None) -> dict[str, dict[str, str]]:
@@ -220,6 +221,7 @@ def local_platform(control_plane: Any, tmp_path_factory: pytest.TempPathFactory)
     from promptship_sandbox.forge import running_forge
     from promptship_sandbox.llm_server import running_llm_stand_in
     from promptship_sandbox.prefect_server import _template_db
+    from promptship_sandbox.sample_app import publish_directory
 
     tmp = tmp_path_factory.mktemp("platform")
     store = tmp / "store"
@@ -233,8 +235,16 @@ def local_platform(control_plane: Any, tmp_path_factory: pytest.TempPathFactory)
     with ExitStack() as stack, ThreadPoolExecutor(max_workers=2, thread_name_prefix="platform") as pool:
         forge = stack.enter_context(running_forge(tmp / "forge", reuse_builds=True))
         forge.add_user("demo", token=secrets["promptship-github"]["token"])  # the token of the promptship-github Secret
-        forge.seed_repository("demo", "chat-app", platform.REPO_ROOT / "examples" / "chat-app")  # its CI starts now
+        # The seed commit is imported without a CI build: its `make test` (40-100 s of CPU at load 15-20) ran
+        # beside the bring-up on 2 cores; the seed image the chat app starts from is published as the forge's CI
+        # publishes one (sample_app.publish_directory, same files). The PR and its merge are built by the forge.
+        forge.run_ci = False
+        forge.seed_repository("demo", "chat-app", CHAT_APP)
+        forge.run_ci = True
         control_plane.add_registry(forge.registry_dir)
+        seed_images = tmp / "seed-images"
+        publish_directory(CHAT_APP, seed_images, "demo", "chat-app")
+        control_plane.add_registry(seed_images / "registry")
         llm = stack.enter_context(running_llm_stand_in())
         objects = platform.render("local")
         platform.with_outside_services(
@@ -259,12 +269,10 @@ def local_platform(control_plane: Any, tmp_path_factory: pytest.TempPathFactory)
         worker_env = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
 
         def seed() -> str:
-            if not forge.wait_idle(600):
-                raise TimeoutError("the forge's seed CI build took longer than 600 s")
             kube = KubeCluster(config.new_client_from_config(config_file=str(kubeconfig)), poll_interval_s=0.3)
             # the chat app's own LLM calls are not exercised here (its /health does not call a model)
             llm_secret = {"LLM_API_BASE": local.service_urls["llm-gateway"] + "/v1", "LLM_API_KEY": "sk-not-issued"}
-            deploy_seed_app(kube, kubeconfig, forge.registry_dir, demo_request(), llm=llm_secret)
+            deploy_seed_app(kube, kubeconfig, seed_images / "registry", demo_request(), llm=llm_secret)
             return service_url(kubeconfig, "demo", "backend-service", path="/health")
 
         def register() -> None:
