@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -407,7 +407,12 @@ def test_a_request_submitted_to_that_prefect_deploys_the_chat_app(local_platform
     local_platform.registered.result(timeout=300)
     print("Available after (s):", {k: round(v, 1) for k, v in seconds.items()}, f"ready {time.monotonic() - t0:.0f} s")
     apps = client.AppsV1Api(config.new_client_from_config(config_file=str(local_platform.kubeconfig)))
-    seed_image = apps.read_namespaced_deployment("backend", "demo").spec.template.spec.containers[0].image
+
+    def backend() -> dict[str, Any]:
+        d = apps.api_client.sanitize_for_serialization(apps.read_namespaced_deployment("backend", "demo"))
+        return cast(dict[str, Any], d)  # the Deployment as its JSON object (camelCase keys)
+
+    seed_image = backend()["spec"]["template"]["spec"]["containers"][0]["image"]
 
     request = demo_request(health_url)
     workspace = local_platform.worker_home / "workspaces" / request.run_key  # the flow run's checkout
@@ -442,10 +447,10 @@ def test_a_request_submitted_to_that_prefect_deploys_the_chat_app(local_platform
     main_sha = repo.get_branch("main").commit.sha
 
     # the chat app's Deployment Available at the merged commit's image, answering its health URL and the new route
-    deployment = apps.read_namespaced_deployment("backend", "demo")
-    image = deployment.spec.template.spec.containers[0].image
+    deployment = backend()
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == report.image and image != seed_image and image.endswith(":" + main_sha), (image, seed_image)
-    assert platform.available(deployment.status.to_dict()), deployment.status
+    assert platform.available(deployment["status"]), deployment["status"]
     assert httpx.get(health_url, timeout=10).status_code == 200
     version = httpx.get(health_url.rsplit("/health", 1)[0] + "/version", timeout=10)
     assert version.status_code == 200 and version.json()["sha"] == main_sha, version.text
