@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -24,12 +26,14 @@ from tests.conftest import SHARED
 
 RUNNING = ["prefect-server", "prefect-worker", "webhook", "llm-gateway"]  # what the kubelet can run
 NS = "promptship"
+CHAT_APP = Path(__file__).resolve().parents[2] / "examples" / "chat-app"
 
 
-def _secrets(store_dir: Path) -> dict[str, dict[str, str]]:
+def _secrets(store_dir: Path, kubeconfig: Path | None = None) -> dict[str, dict[str, str]]:
     from promptship_sandbox import credentials
 
-    return {
+    deployer = {"promptship-deployer-kubeconfig": {"kubeconfig": kubeconfig.read_text()}} if kubeconfig else {}
+    return deployer | {
         "promptship-github": {"token": credentials.github_token(), "webhook-secret": credentials.webhook_secret()},
         "promptship-store": {
             # one machine: the receiver, the gateway and the worker are processes of it and share one SQLite file
@@ -41,6 +45,8 @@ def _secrets(store_dir: Path) -> dict[str, dict[str, str]]:
             "PROMPTSHIP_OPENHANDS__SESSION_API_KEY": credentials.session_key(),
             "PROMPTSHIP_GITHUB__TOKEN": credentials.github_token(),
         },
+        # made up per run in OpenRouter's format: the gateway sends it to the LLM stand-in, which accepts any key
+        "promptship-openrouter": {"api-key": credentials.openrouter_key()},
     }
 
 
@@ -50,7 +56,8 @@ def test_localize_maps_claims_ports_mounts_and_service_urls(tmp_path: Path):
 
     rendered = platform.render("local")
     before = json.dumps(rendered, sort_keys=True)
-    local = platform.localize(rendered, tmp_path, secrets=_secrets(tmp_path))
+    secrets = _secrets(tmp_path)
+    local = platform.localize(rendered, tmp_path, secrets=secrets)
     assert json.dumps(rendered, sort_keys=True) == before  # the rendered objects are not changed
     objs = local.objects
 
@@ -89,6 +96,49 @@ def test_localize_maps_claims_ports_mounts_and_service_urls(tmp_path: Path):
     assert store["stringData"]["PROMPTSHIP_DATABASE_URL"].startswith("sqlite:///")
     gateway_cm = tmp_path / "volumes" / "llm-gateway" / "llm-config" / "default_model"
     assert gateway_cm.read_text() == "mistral"  # configMap volumes are files in the host directory
+    # Secret volumes too, with their items and mode: the agent-server gets only the session key, mode 0440
+    key_dir = tmp_path / "volumes" / "openhands-agent-server" / "session-key"
+    assert [f.name for f in key_dir.iterdir()] == ["session-api-key"]
+    key_file = key_dir / "session-api-key"
+    assert key_file.read_text() == secrets["promptship-credentials"]["PROMPTSHIP_OPENHANDS__SESSION_API_KEY"]
+    assert key_file.stat().st_mode & 0o777 == 0o440
+    assert local.agent_server_image == "ghcr.io/promptship/openhands-agent-server:1.57.0"
+
+
+@pytest.mark.manifests
+def test_outside_services_point_the_worker_and_the_gateway_and_mount_the_deployer_kubeconfig(tmp_path: Path):
+    from promptship_sandbox import platform
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text('{"apiVersion": "v1", "kind": "Config"}')
+    objects = platform.render("local")
+    platform.with_outside_services(
+        objects,
+        github_api_url="http://127.0.0.1:1/api/v3",
+        llm_base_url="http://127.0.0.1:2",
+        deployer_kubeconfig=True,
+        worker_env={"PROMPTSHIP_GITHUB__CI_POLL_MAX_S": "3"},
+    )
+    local = platform.localize(objects, tmp_path / "state", secrets=_secrets(tmp_path, kubeconfig))
+
+    def env_list(name: str) -> list[dict[str, Any]]:
+        d = next(o for o in local.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name)
+        return d["spec"]["template"]["spec"]["containers"][0]["env"]
+
+    def env(name: str) -> dict[str, str | None]:
+        return {e["name"]: e.get("value") for e in env_list(name)}
+
+    worker, gateway = env("prefect-worker"), env("llm-gateway")
+    assert worker["PROMPTSHIP_GITHUB__API_URL"] == "http://127.0.0.1:1/api/v3"
+    assert worker["PROMPTSHIP_GITHUB__CI_POLL_MAX_S"] == "3"
+    # the Secret's one key is a file of the worker's mount, and the setting names that file
+    mounted = Path(str(worker["PROMPTSHIP_KUBE__KUBECONFIG"]))
+    assert mounted == tmp_path / "state" / "volumes" / "prefect-worker" / "deployer-kubeconfig" / "kubeconfig"
+    assert mounted.read_text() == kubeconfig.read_text() and mounted.stat().st_mode & 0o777 == 0o400
+    assert gateway["PROMPTSHIP_LLM__OLLAMA_BASE_URL"] == "http://127.0.0.1:2"
+    assert gateway["PROMPTSHIP_LLM__OPENROUTER_BASE_URL"] == "http://127.0.0.1:2/v1"
+    names = [e["name"] for e in env_list("llm-gateway")]
+    assert names.count("PROMPTSHIP_LLM__OLLAMA_BASE_URL") == 1  # replaced, not a second entry
 
 
 @pytest.mark.manifests
@@ -106,55 +156,161 @@ class Platform:
     local: Any
     kubeconfig: Path
     secrets: dict[str, dict[str, str]]
-    fakes: Path
     store_url: str
+    forge: Any  # the GitHub stand-in (promptship_sandbox.forge.Forge)
+    llm: Any  # the scripted LLM stand-in behind the platform's gateway pod (LLMStandIn)
+    seeded: Future[str]  # the seed chat app rolled out in `demo`: its health URL
+    registered: Future[None]  # `prefect deploy --name dev-cycle` from prefect.yaml, against the platform's Prefect
+    worker_home: Path  # the worker pod's PROMPTSHIP_HOME (its /tmp volume): the runs' checkouts are under it
 
 
-# The one test-only setting of the platform: the worker's flow runs use the sandbox's durable fakes (code host,
-# agent, CI, target cluster; one JSON state) instead of GitHub, OpenHands and a real target, and this checkout's code.
-def _with_durable_fakes(objects: list[dict[str, Any]], fakes: Path, store_url: str) -> None:
-    from promptship_sandbox.platform import REPO_ROOT
+# What the worker's flow runs are pointed at (platform.with_outside_services, as an operator patches the worker):
+# the forge as GitHub, the deployer kubeconfig Secret as a file, CI polled briskly, no suspension (the platform's
+# receiver is not fed the forge's events here), the flow run's own calls' local provider = the stand-in.
+def _worker_env(llm_base_url: str) -> dict[str, str]:
+    return {
+        "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "0",
+        "PROMPTSHIP_GITHUB__CI_POLL_INITIAL_S": "0.5",
+        "PROMPTSHIP_GITHUB__CI_POLL_MAX_S": "3",
+        "PROMPTSHIP_LLM__OLLAMA_BASE_URL": llm_base_url,
+        # polls every 5 s (the default 10): its health answers 503 after 30 polling intervals without one, and a
+        # 1 s interval (30 s) was exceeded at load 19
+        "PREFECT_WORKER_QUERY_SECONDS": "5",
+    }
 
-    worker = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "prefect-worker")
-    env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
-    env += [
-        {"name": "PROMPTSHIP_SERVICES_FACTORY", "value": "promptship_sandbox.durable_fakes:services_from_env"},
-        {"name": "PROMPTSHIP_TEST_FAKES_DIR", "value": str(fakes)},
-        {"name": "PROMPTSHIP_TEST_DATABASE_URL", "value": store_url},
-        {"name": "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S", "value": "0"},
-        {"name": "PYTHONPATH", "value": os.pathsep.join(str(REPO_ROOT / d) for d in ("src", "sandbox/src", "."))},
-    ]
+
+def _agent_server_pids(state_dir: Path) -> list[int]:
+    """The agent-server pod's processes: started from this platform's launch.py (a path under ``state_dir``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "launch.py" in cmdline and str(state_dir) in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def _stop_agent_terminals(pids: list[int]) -> None:
+    """The agent's terminals are tmux servers under /tmp/openhands-agent-server-<pid>; they outlive the server
+    (scripts/openhands.sh does the same in `down`)."""
+    import shutil
+
+    for pid in pids:
+        tdir = Path("/tmp") / f"openhands-agent-server-{pid}"
+        for sock in tdir.glob("tmux-*/*"):
+            if sock.is_socket():
+                subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True)
+        shutil.rmtree(tdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def local_platform(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """The overlay applied with its outside services: the forge (GitHub), the LLM stand-in behind the gateway
+    pod, the agent-server pod (its image = the agent-server's virtualenv, when installed), the deployer's
+    kubeconfig for this control plane; the seed chat app rolled out and dev-cycle registered in parallel."""
+    from kubernetes import config
+
+    from promptship.adapters.kube import KubeCluster
     from promptship_sandbox import platform
+    from promptship_sandbox.agent_server import agent_server_venv
+    from promptship_sandbox.cluster import service_url
+    from promptship_sandbox.demo import demo_request, deploy_from_prefect_yaml, deploy_seed_app
+    from promptship_sandbox.forge import running_forge
+    from promptship_sandbox.llm_server import running_llm_stand_in
     from promptship_sandbox.prefect_server import _template_db
+    from promptship_sandbox.sample_app import publish_directory
 
     tmp = tmp_path_factory.mktemp("platform")
     store = tmp / "store"
     store.mkdir()
-    secrets = _secrets(store)
-    store_url = secrets["promptship-store"]["PROMPTSHIP_DATABASE_URL"]
-    local = platform.localize(
-        platform.render("local"), tmp / "platform", secrets=secrets, prefect_template_db=_template_db()
-    )
-    _with_durable_fakes(local.objects, tmp / "fakes", store_url)
-    for image in local.local_images:  # the promptship and Prefect images: this checkout and its virtualenv
-        control_plane.register_local_image(
-            image, platform.REPO_ROOT, Path(sys.executable), {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        )
     kubeconfig = Path(control_plane.kubeconfig)
-    try:
-        crds = sorted((SHARED / "specs" / "crds").glob("gateway-api-*.yaml"))
-        platform.apply(kubeconfig, local.objects, crd_files=crds)
-        yield Platform(local, kubeconfig, secrets, tmp / "fakes", store_url)
-    finally:
-        kubectl = [platform.kubectl(), "--kubeconfig", str(kubeconfig)]
-        for ns in ("promptship", "demo"):
-            subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=false"], capture_output=True)
-        pvs = [o["metadata"]["name"] for o in local.objects if o["kind"] == "PersistentVolume"]
-        subprocess.run([*kubectl, "delete", "pv", *pvs, "--wait=false"], capture_output=True)
+    secrets = _secrets(store, kubeconfig)
+    store_url = secrets["promptship-store"]["PROMPTSHIP_DATABASE_URL"]
+    # not installed: the agent-server pod stays a placeholder and the deploy test skips. Only the interpreter is
+    # looked for: agent_server_installed() imports the server (20-60 s at load 15), which its pod does anyway
+    agent_python = agent_server_venv() / "bin" / "python"
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=2, thread_name_prefix="platform") as pool:
+        forge = stack.enter_context(running_forge(tmp / "forge", reuse_builds=True))
+        forge.add_user("demo", token=secrets["promptship-github"]["token"])  # the token of the promptship-github Secret
+        # The seed commit is imported without a CI build: its `make test` (40-100 s of CPU at load 15-20) ran
+        # beside the bring-up on 2 cores; the seed image the chat app starts from is published as the forge's CI
+        # publishes one (sample_app.publish_directory, same files). The PR and its merge are built by the forge.
+        forge.run_ci = False
+        forge.seed_repository("demo", "chat-app", CHAT_APP)
+        forge.run_ci = True
+        control_plane.add_registry(forge.registry_dir)
+        seed_images = tmp / "seed-images"
+        publish_directory(CHAT_APP, seed_images, "demo", "chat-app")
+        control_plane.add_registry(seed_images / "registry")
+        llm = stack.enter_context(running_llm_stand_in())
+        objects = platform.render("local")
+        platform.with_outside_services(
+            objects,
+            github_api_url=forge.api_url,
+            llm_base_url=llm.base_url,
+            deployer_kubeconfig=True,
+            worker_env=_worker_env(llm.base_url),
+        )
+        local = platform.localize(objects, tmp / "platform", secrets=secrets, prefect_template_db=_template_db())
+        checkout = os.pathsep.join(str(platform.REPO_ROOT / d) for d in ("src", "sandbox/src", "."))
+        platform.register_images(  # the promptship and Prefect images: this checkout and its virtualenv
+            control_plane,
+            local,
+            python=Path(sys.executable),
+            env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": checkout},
+            agent_server_python=agent_python if agent_python.exists() else None,
+        )
+        worker = next(
+            o for o in local.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "prefect-worker"
+        )
+        worker_env = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+        def seed() -> str:
+            kube = KubeCluster(config.new_client_from_config(config_file=str(kubeconfig)), poll_interval_s=0.3)
+            # the chat app's own LLM calls are not exercised here (its /health does not call a model)
+            llm_secret = {"LLM_API_BASE": local.service_urls["llm-gateway"] + "/v1", "LLM_API_KEY": "sk-not-issued"}
+            deploy_seed_app(kube, kubeconfig, seed_images / "registry", demo_request(), llm=llm_secret)
+            return service_url(kubeconfig, "demo", "backend-service", path="/health")
+
+        def register() -> None:
+            platform.wait_available(kubeconfig, NS, ["prefect-server"], timeout_s=150)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMPTSHIP_"))}
+            env |= {"PREFECT_API_URL": local.service_urls["prefect-server"] + "/api", "PREFECT_HOME": str(tmp / "cli")}
+            env["PYTHONPATH"] = checkout
+            deploy_from_prefect_yaml(env, tmp / "deploy.log", names=["dev-cycle"])
+
+        pids: list[int] = []
+        try:
+            crds = sorted((SHARED / "specs" / "crds").glob("gateway-api-*.yaml"))
+            t0 = time.monotonic()
+            platform.apply(kubeconfig, local.objects, crd_files=crds)
+            print(f"platform applied in {time.monotonic() - t0:.0f} s")
+            seeded, registered = pool.submit(seed), pool.submit(register)
+            yield Platform(
+                local,
+                kubeconfig,
+                secrets,
+                store_url,
+                forge,
+                llm,
+                seeded,
+                registered,
+                Path(str(worker_env["PROMPTSHIP_HOME"])),
+            )
+        finally:
+            pids = _agent_server_pids(local.state_dir)
+            kubectl = [platform.kubectl(), "--kubeconfig", str(kubeconfig)]
+            for ns in ("promptship", "demo"):
+                subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=false"], capture_output=True)
+            pvs = [o["metadata"]["name"] for o in local.objects if o["kind"] == "PersistentVolume"]
+            subprocess.run([*kubectl, "delete", "pv", *pvs, "--wait=false"], capture_output=True)
+            deadline = time.monotonic() + 30
+            while _agent_server_pids(local.state_dir) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            _stop_agent_terminals(pids)
 
 
 @pytest.mark.cluster
@@ -219,49 +375,98 @@ def test_the_local_overlay_brings_up_prefect_worker_receiver_and_gateway(local_p
 
 
 @pytest.mark.cluster
-def test_a_request_submitted_to_that_prefect_runs_on_the_platforms_worker_and_deploys(local_platform, control_plane):
-    """dev_cycle through a deployment on the platform's Prefect and its `local-process` pool: the platform's worker
-    (a pod) runs it; its boundaries are the durable fakes, its store the platform's (the receiver's and the
-    gateway's)."""
+@pytest.mark.openhands
+def test_a_request_submitted_to_that_prefect_deploys_the_chat_app(local_platform, control_plane):
+    """dev_cycle through prefect.yaml's `dev-cycle` deployment on the platform's Prefect and its `local-process`
+    pool: the platform's worker (a pod) runs it with the real adapters — the forge as GitHub, the agent-server pod
+    driven by the scripted LLM stand-in behind the gateway pod, the chat app rolled out by the flow run on this
+    control plane (the deployer kubeconfig Secret) and its health gate; store: the platform's one store."""
+    from kubernetes import client, config
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from sqlalchemy import select
 
-    from promptship.domain.request import DevRequest
+    from promptship.domain.request import branch_for
     from promptship.store import Store, make_engine
+    from promptship.store.ledger import LLMCallRow
     from promptship_sandbox import platform
-    from promptship_sandbox.durable_fakes import JsonState
+    from promptship_sandbox.agent_server import agent_server_venv, demo_developer_replies
+    from promptship_sandbox.demo import demo_request
+    from promptship_sandbox.forge import forge_github
+    from tests.conftest import require
 
-    platform.wait_available(local_platform.kubeconfig, NS, RUNNING, timeout_s=150)
+    venv = agent_server_venv()
+    require("openhands agent-server", (venv / "bin" / "python").exists(), f"no {venv}: run `make openhands-install`")
+    t0 = time.monotonic()
+    seconds = platform.wait_available(
+        local_platform.kubeconfig, NS, [*RUNNING, "openhands-agent-server"], timeout_s=300
+    )
+    health_url = local_platform.seeded.result(timeout=600)
+    local_platform.registered.result(timeout=300)
+    print("Available after (s):", {k: round(v, 1) for k, v in seconds.items()}, f"ready {time.monotonic() - t0:.0f} s")
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(local_platform.kubeconfig)))
+
+    def backend() -> dict[str, Any]:
+        d = apps.api_client.sanitize_for_serialization(apps.read_namespaced_deployment("backend", "demo"))
+        return cast(dict[str, Any], d)  # the Deployment as its JSON object (camelCase keys)
+
+    seed_image = backend()["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    request = demo_request(health_url)
+    workspace = local_platform.worker_home / "workspaces" / request.run_key  # the flow run's checkout
+    # the agent edits and commits; the tests run in the forge's CI, which gates the merge (wait_for_ci)
+    replies = demo_developer_replies(str(workspace), run_tests=False)
+    local_platform.llm.script_conversation(branch_for(request.run_key), replies)
     api = local_platform.local.service_urls["prefect-server"] + "/api"
-    request = DevRequest(prompt="Add GET /version returning the commit SHA", auto_merge=True)
+    t_run = time.monotonic()
     with temporary_settings(updates={PREFECT_API_URL: api}):
-        with get_client(sync_client=True) as prefect:
-            prefect.create_deployment(
-                flow_id=prefect.create_flow_from_name("dev-cycle"),
-                name="dev-cycle",
-                work_pool_name="local-process",
-                entrypoint="flows/dev_cycle.py:dev_cycle",
-                pull_steps=[
-                    {"prefect.deployments.steps.set_working_directory": {"directory": str(platform.REPO_ROOT)}}
-                ],
-            )
         run = run_deployment("dev-cycle/dev-cycle", parameters={"request": request.model_dump(mode="json")}, timeout=0)
         assert isinstance(run, FlowRun)
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 420
         with get_client(sync_client=True) as prefect:
             while True:
                 now = prefect.read_flow_run(run.id)
                 if now.state is not None and now.state.is_final():
                     break
-                assert time.monotonic() < deadline, f"flow run still {now.state and now.state.name} after 240 s"
+                assert time.monotonic() < deadline, f"flow run still {now.state and now.state.name} after 420 s"
                 time.sleep(1)
-    assert now.state.name == "Completed", now.state
+    print(f"flow run {now.state.name} after {time.monotonic() - t_run:.0f} s")
     report = Store(make_engine(local_platform.store_url)).run(request.run_key)
+    if report is not None:
+        print("steps (s):", ", ".join(f"{s.name or s.step} {s.seconds:.0f}" for s in report.steps))
+    assert now.state.name == "Completed", now.state
     assert report is not None and report.outcome == "deployed", report
-    shared = JsonState(local_platform.fakes).read()
-    assert list(shared["prs"]) == [request.run_key]  # one PR, for this request
+
+    # exactly one PR on the forge, for this request, and merged
+    repo = forge_github(local_platform.forge).get_repo(request.repository)
+    pulls = list(repo.get_pulls(state="all"))
+    assert [p.head.ref for p in pulls] == [branch_for(request.run_key)], [p.head.ref for p in pulls]
+    assert pulls[0].merged and report.pr_url == pulls[0].html_url
+    main_sha = repo.get_branch("main").commit.sha
+
+    # the chat app's Deployment Available at the merged commit's image, answering its health URL and the new route
+    deployment = backend()
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == report.image and image != seed_image and image.endswith(":" + main_sha), (image, seed_image)
+    assert platform.available(deployment["status"]), deployment["status"]
+    assert httpx.get(health_url, timeout=10).status_code == 200
+    version = httpx.get(health_url.rsplit("/health", 1)[0] + "/version", timeout=10)
+    assert version.status_code == 200 and version.json()["sha"] == main_sha, version.text
+
     # the platform's worker pod is the one that ran it
-    worker_logs = list((Path(control_plane.kubelet_dir) / "logs").glob(f"{NS}_prefect-worker-*_worker.log"))
+    logs = Path(control_plane.kubelet_dir) / "logs"
+    worker_logs = list(logs.glob(f"{NS}_prefect-worker-*_worker.log"))
     assert any(str(run.id) in f.read_text(errors="replace") for f in worker_logs), worker_logs
+    # the agent-server pod is a process (not a placeholder), and its model calls reached the stand-in through the
+    # gateway pod, which recorded them in the platform's store (step `agent`: only the gateway service writes it)
+    assert list(logs.glob(f"{NS}_openhands-agent-server-*_agent-server.log"))
+    marker = branch_for(request.run_key)
+    assert any(r.contains(marker) for r in local_platform.llm.completions())
+    with make_engine(local_platform.store_url).connect() as conn:
+        rows = conn.execute(
+            select(LLMCallRow.step, LLMCallRow.mode, LLMCallRow.model).where(LLMCallRow.run_key == report.attempt_id)
+        ).all()
+    print("ledger rows of the run (step, mode, model):", sorted({tuple(r) for r in rows}))
+    assert "agent" in {r.step for r in rows}, rows

@@ -162,7 +162,7 @@ def developer_replies(scenario: Scenario, workspace: str) -> list[Any]:
     return demo_developer_replies(workspace)
 
 
-def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRequest, *, llm: dict[str, str]) -> Any:
+def deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRequest, *, llm: dict[str, str]) -> Any:
     """The chat app's backend as it is before the run: its Deployment and Service from examples/chat-app/k8s,
     running the image the forge's CI built from the seed commit."""
     import json
@@ -180,7 +180,11 @@ def _deploy_seed_app(kube: Any, kubeconfig: Path, registry: Path, request: DevRe
     seed_image = json.loads(builds[0].read_text())["image"]
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core = client.CoreV1Api(api)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target.namespace}})  # type: ignore[arg-type]
+    try:
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target.namespace}})  # type: ignore[arg-type]
+    except client.ApiException as exc:
+        if exc.status != 409:  # the platform's overlay makes the deployer's namespace (`demo`) itself
+            raise
     core.create_namespaced_secret(
         target.namespace,
         {  # type: ignore[arg-type]
@@ -400,7 +404,7 @@ def start_sandbox(sb: Sandbox, scenarios: list[Scenario], *, serve: bool) -> Sta
 
         def one(s: Scenario) -> None:
             request = scenario_request(s, None)
-            _deploy_seed_app(kube, kubeconfig, f.registry_dir, request, llm=chat_app_secret(gateway))
+            deploy_seed_app(kube, kubeconfig, f.registry_dir, request, llm=chat_app_secret(gateway))
             urls[s.name] = cp_module.service_url(kubeconfig, s.namespace, "backend-service", path="/health")
 
         with ThreadPoolExecutor(max_workers=max(1, len(deployed)), thread_name_prefix="demo-seed") as pool:
@@ -522,8 +526,15 @@ def _prefect_cli(args: list[str], env: dict[str, str], log: Path) -> None:
 
 def register_deployments(server: PrefectServer, env: dict[str, str], log: Path) -> None:
     """What a user does once: the process pool, then ``prefect --no-prompt deploy --all`` from prefect.yaml."""
+    deploy_from_prefect_yaml(env, log)
+
+
+def deploy_from_prefect_yaml(env: dict[str, str], log: Path, *, names: Sequence[str] = ()) -> None:
+    """The process pool ``local-process`` (made or replaced), then ``prefect --no-prompt deploy`` of prefect.yaml's
+    deployments ``names`` (default ``--all``) from the checkout, against the server ``env`` names."""
     _prefect_cli(["work-pool", "create", "local-process", "--type", "process", "--overwrite"], env, log)
-    _prefect_cli(["--no-prompt", "deploy", "--all"], env, log)
+    chosen = [arg for name in names for arg in ("--name", name)] or ["--all"]
+    _prefect_cli(["--no-prompt", "deploy", *chosen], env, log)
 
 
 # ------------------------------------------------------------------------------------------ the scenarios

@@ -10,14 +10,16 @@ mapped the way the sandbox kubelet can run it, applied with ``kubectl apply``.
 The local control plane's gaps met by the platform, and what ``localize`` does about each:
 
 - images: ``ghcr.io/promptship/promptship`` and ``prefecthq/prefect`` are *local images* of the kubelet (this
-  checkout and its virtualenv, which holds the same Prefect); any other image (Ollama, PostgreSQL, curl, the
-  agent-server's) is a placeholder of the kubelet (Ready, no process);
+  checkout and its virtualenv, which holds the same Prefect); ``ghcr.io/promptship/openhands-agent-server`` is
+  the agent-server's virtualenv (``scripts/openhands.sh install``) when it is installed (``register_images``);
+  any other image (Ollama, PostgreSQL, curl) is a placeholder of the kubelet (Ready, no process);
 - no PersistentVolume provisioner: every claim (Prefect's data, Ollama's models, the results, the store's
   StatefulSet claim) gets a static ``hostPath`` PersistentVolume pre-bound by ``claimRef``;
 - no mounts (pods are host processes): each pod's volumes are host directories
   ``<state>/volumes/<workload>/<volume>`` and every env value or argument under a mount path is rewritten to the
-  directory behind it; configMap volumes are written there as files (Prefect's data volume starts from the cached
-  migrated database when there is one: a fresh one costs ~25 s of migrations);
+  directory behind it; configMap and Secret volumes are written there as files (``items`` and ``defaultMode``
+  honoured; a Secret's from the values ``secrets`` filled in); Prefect's data volume starts from the cached
+  migrated database when there is one (a fresh one costs ~25 s of migrations);
 - no pod network: each container listens on a host port of its own (pod annotation ``promptship.dev/host-ports``;
   its ``--port N`` argument and env values equal to its containerPort are rewritten, ``0.0.0.0`` becomes
   ``127.0.0.1``);
@@ -48,6 +50,8 @@ from promptship_sandbox.cluster import free_port, static_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_IMAGES = ("ghcr.io/promptship/promptship", "prefecthq/prefect")
+AGENT_SERVER_IMAGE = "ghcr.io/promptship/openhands-agent-server"
+DEPLOYER_KUBECONFIG_DIR = "/etc/promptship/deployer"  # where the worker mounts promptship-deployer-kubeconfig
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
@@ -84,6 +88,7 @@ class LocalPlatform:
     state_dir: Path
     service_urls: dict[str, str] = field(default_factory=dict)
     local_images: list[str] = field(default_factory=list)
+    agent_server_image: str | None = None  # the agent-server's image as the overlay names it (tag included)
 
 
 def localize(
@@ -143,6 +148,8 @@ def localize(
                 )
                 for k, v in ((cm or {}).get("data") or {}).items():
                     (d / k).write_text(v)
+            if "secret" in vol:
+                _write_secret_volume(d, vol["secret"], secrets.get(vol["secret"]["secretName"], {}))
         host_ports: dict[str, int] = {}
         for c in spec.get("containers", []):
             mounts = sorted(
@@ -169,6 +176,8 @@ def localize(
                     e["value"] = mapped.get(v, "127.0.0.1" if v == "0.0.0.0" else local(v))
             if _image_name(c["image"]) in LOCAL_IMAGES and c["image"] not in out.local_images:
                 out.local_images.append(c["image"])
+            if _image_name(c["image"]) == AGENT_SERVER_IMAGE:
+                out.agent_server_image = c["image"]
             if c["image"].startswith("prefecthq/prefect") and "data" in host_dirs:
                 template = prefect_template_db
                 db = host_dirs["data"] / "prefect.db"
@@ -195,6 +204,99 @@ def localize(
         d.mkdir(parents=True, exist_ok=True)
         objs.append(static_volume(f"local-{namespace}-{name}", namespace, name, claim, d))
     return out
+
+
+def with_outside_services(
+    objects: list[dict[str, Any]],
+    *,
+    github_api_url: str | None = None,
+    llm_base_url: str | None = None,
+    deployer_kubeconfig: bool = False,
+    worker_env: Mapping[str, str] = {},  # noqa: B006 (read only)
+) -> None:
+    """What an operator patches into the rendered platform (in place, before ``localize``) to point it at its
+    outside services:
+
+    - ``github_api_url``: the worker's code host (GitHub Enterprise, or the sandbox's forge):
+      ``PROMPTSHIP_GITHUB__API_URL``;
+    - ``llm_base_url``: the gateway's providers — its local (Ollama protocol, ``PROMPTSHIP_LLM__OLLAMA_BASE_URL``)
+      and cloud (OpenAI protocol, ``<url>/v1``, ``PROMPTSHIP_LLM__OPENROUTER_BASE_URL``) base URLs;
+    - ``deployer_kubeconfig``: the deployer's credentials for a target cluster that is not this one: the Secret
+      ``promptship-deployer-kubeconfig`` (key ``kubeconfig``) mounted read-only into the worker at
+      ``/etc/promptship/deployer`` and ``PROMPTSHIP_KUBE__KUBECONFIG`` naming the file (its flow runs inherit it);
+    - ``worker_env``: further ``PROMPTSHIP_*`` settings of the worker (and so of its flow runs).
+    """
+
+    def deployment(name: str) -> dict[str, Any]:
+        found = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+        if not found:
+            raise ConfigError(f"the rendered platform has no Deployment {name}")
+        return found[0]
+
+    def set_env(container: dict[str, Any], name: str, value: str) -> None:
+        env = container.setdefault("env", [])
+        env[:] = [e for e in env if e["name"] != name] + [{"name": name, "value": value}]
+
+    worker = deployment("prefect-worker")["spec"]["template"]["spec"]
+    (wc,) = worker["containers"]
+    for name, value in worker_env.items():
+        set_env(wc, name, value)
+    if github_api_url is not None:
+        set_env(wc, "PROMPTSHIP_GITHUB__API_URL", github_api_url)
+    if deployer_kubeconfig:
+        worker.setdefault("volumes", []).append(
+            {
+                "name": "deployer-kubeconfig",
+                "secret": {
+                    "secretName": "promptship-deployer-kubeconfig",
+                    "defaultMode": 0o400,
+                    "items": [{"key": "kubeconfig", "path": "kubeconfig"}],
+                },
+            }
+        )
+        wc.setdefault("volumeMounts", []).append(
+            {"name": "deployer-kubeconfig", "mountPath": DEPLOYER_KUBECONFIG_DIR, "readOnly": True}
+        )
+        set_env(wc, "PROMPTSHIP_KUBE__KUBECONFIG", f"{DEPLOYER_KUBECONFIG_DIR}/kubeconfig")
+    if llm_base_url is not None:
+        (gc,) = deployment("llm-gateway")["spec"]["template"]["spec"]["containers"]
+        set_env(gc, "PROMPTSHIP_LLM__OLLAMA_BASE_URL", llm_base_url)
+        set_env(gc, "PROMPTSHIP_LLM__OPENROUTER_BASE_URL", llm_base_url.rstrip("/") + "/v1")
+
+
+def register_images(
+    control_plane: Any,
+    local: LocalPlatform,
+    *,
+    python: Path,
+    env: Mapping[str, str] = {},  # noqa: B006 (read only)
+    agent_server_python: Path | None = None,
+) -> None:
+    """Map the platform's images onto this machine: the promptship and Prefect images are this checkout with
+    ``python`` (its virtualenv) and ``env`` (the image's ``ENV``); with ``agent_server_python`` the agent-server's
+    image is that virtualenv, run from the pod's ``state`` volume (the image's working directory
+    ``/var/lib/openhands``, where the server keeps its conversations). Without it the agent-server stays a
+    placeholder."""
+    for image in local.local_images:
+        control_plane.register_local_image(image, REPO_ROOT, python, dict(env))
+    if agent_server_python is not None and local.agent_server_image is not None:
+        workdir = local.state_dir / "volumes" / "openhands-agent-server" / "state"
+        control_plane.register_local_image(local.agent_server_image, workdir, agent_server_python, {})
+
+
+def _write_secret_volume(d: Path, source: Mapping[str, Any], data: Mapping[str, str]) -> None:
+    """A Secret volume's files as the kubelet projects them: every key, or only ``items`` (key → path), with
+    ``defaultMode`` (default 0644, as Kubernetes). A key the filled Secret lacks is left out (an optional item)."""
+    mode = int(source.get("defaultMode", 0o644))
+    items = source.get("items") or [{"key": k, "path": k} for k in data]
+    for item in items:
+        if item["key"] not in data:
+            continue
+        f = d / item["path"]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.unlink(missing_ok=True)
+        f.write_text(data[item["key"]])
+        f.chmod(int(item.get("mode", mode)))
 
 
 def without_cel(node: Any) -> Any:
