@@ -4,7 +4,7 @@ its own, with a per-repository limit of 1 and a global limit of 2 (each reposito
 itself runs at most 3 flow runs at once: more than the global limit, fewer than one repository's burst.
 
 - A burst on one repository does not starve another: B's one run ends while A's first run still works and A's
-  other four wait behind it — queued on the server, with no flow-run process (read from ``/proc`` under the
+  other three wait behind it — queued on the server, with no flow-run process (read from ``/proc`` under the
   worker), so the worker's own cap is never filled by them; A never has more than one run working at a time (read
   from the store's attempt intervals), and every run deploys with one PR. B is started the way the UI form, a
   schedule and the event trigger start runs (in the deployment's own queue): it moves itself to its
@@ -187,7 +187,7 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     fakes = platform.fakes
     (fakes / "ci-pending").unlink(missing_ok=True)  # CI passes at once: nothing suspends here
     busy, quiet = _repository("team-a"), _repository("team-b")
-    a = [_request(busy) for _ in range(5)]
+    a = [_request(busy) for _ in range(WORKER_LIMIT + 1)]  # waiting in their processes, they would fill the worker
     b = [_request(quiet)]
     before = JsonState(fakes).read().get("pr_creations", 0)
     # A's first run takes A's place and keeps it (held inside its agent) until B is done
