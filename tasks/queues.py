@@ -4,7 +4,8 @@ The webhook receiver's ``run_deployment`` starter puts a run into its repository
 Prefect creates itself cannot be put there: a schedule's, the UI form's and the ``github-event`` trigger's runs
 land in their deployment's own queue (Prefect's automation action has no work-queue field). Such a run, once its
 process starts, creates its run in the right queue (the same deployment and parameters, an idempotency key made
-of its own id: a retried move makes no second run) and ends Completed with a message naming the new run. It held
+of its own id: a retried move makes no second run; tagged ``promptship-moved-from:<its id>``, which
+``promptship.adapters.prefect_queues.moved_run`` follows) and ends Completed with a message naming the new run. It held
 a process for that moment only; queued, the new run holds none.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from promptship.adapters.prefect_queues import submit_dev_cycle
-from promptship.domain.fairness import repository_queue_name
+from promptship.domain.fairness import moved_from_tag, repository_queue_name
 from promptship.domain.limits import RunLimits
 
 
@@ -42,5 +43,5 @@ def move_to_repository_queue(limits: RunLimits, repository: str) -> UUID | None:
             per_repository_limit=limits.per_repository_limit,
             global_limit=limits.global_limit,
             idempotency_key=f"promptship-queue-{me.id}",
-            tags=list(me.tags),
+            tags=[*me.tags, moved_from_tag(me.id)],
         )

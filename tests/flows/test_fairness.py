@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from promptship.adapters.prefect_queues import submit_dev_cycle
+from promptship.adapters.prefect_queues import moved_run, submit_dev_cycle
 from promptship.bench.processes import DEV_CYCLE, ProcessPlatform, process_platform
 from promptship.domain.fairness import repository_queue_name
 from promptship.domain.report import RunReport
@@ -203,8 +203,9 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
 
         def b_done() -> bool:
             held.update(_held(platform))
-            moved = _runs_of_queue(platform, quiet, ("COMPLETED",))
-            return run_state(entry_b) == "Completed" and len(moved) == 1
+            with get_client(sync_client=True) as client:
+                moved = moved_run(client, entry_b)
+            return moved is not None and run_state(moved) == "Completed"
 
         _until(platform, "B's run to complete while A works", b_done, timeout_s=600)
         store = _store(platform)
@@ -215,9 +216,12 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     # the queued runs held no process (the worker's cap of 3 was never theirs to fill), the working one did
     assert held & {str(i) for i in ids_a[1:]} == set()
     assert str(ids_a[0]) in held
+    # B's entry run ended at once, naming the run it moved to; that one ran in B's queue
     (moved_b,) = _runs_of_queue(platform, quiet, ("COMPLETED",))
     entry = read_run(entry_b).state
-    assert entry is not None and str(moved_b.id) in (entry.message or "")  # B's entry run names where it went
+    assert entry is not None and entry.name == "Completed" and str(moved_b.id) in (entry.message or "")
+    with get_client(sync_client=True) as client:
+        assert moved_run(client, entry_b) == moved_b.id
     _until(platform, "A's runs to complete", lambda: all(run_state(i) == "Completed" for i in ids_a), timeout_s=600)
 
     reports_a, (report_b,) = _reports(platform, a), _reports(platform, b)

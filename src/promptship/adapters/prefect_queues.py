@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from promptship.domain.fairness import repository_queue_name
+from promptship.domain.fairness import moved_from_tag, repository_queue_name
 from promptship.errors import ServiceError
 
 
@@ -108,3 +108,14 @@ def submit_dev_cycle(
         work_queue_name=queue,
     )
     return run.id
+
+
+def moved_run(client: Any, flow_run_id: UUID) -> UUID | None:
+    """The run that ``flow_run_id`` moved to its repository's work queue (``tasks/queues.py``), if it moved: what
+    a caller that started a run in the deployment's own queue follows to see the work done."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[moved_from_tag(flow_run_id)])), limit=1
+    )
+    return runs[0].id if runs else None

@@ -48,6 +48,11 @@ def repository_of_queue(queue_name: str) -> str | None:
     return f"{owner}/{name}" if owner and name else None
 
 
+def moved_from_tag(flow_run_id: object) -> str:
+    """The tag of the run a run moved to its repository's queue (``tasks/queues.py``): the id it moved from."""
+    return f"promptship-moved-from:{flow_run_id}"
+
+
 def census_state(state_type: str) -> RunState | None:
     """What a run in Prefect's state type ``state_type`` is for the census (None: it has ended)."""
     return _CENSUS_STATE.get(state_type.upper())
