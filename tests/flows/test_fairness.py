@@ -1,10 +1,10 @@
 """Fair under load, for real: dev-cycle runs as flow-run processes of a process worker on a Prefect server of
 its own, with a per-repository limit of 1 and a global limit of 2 (each repository's work queue and the work pool:
 ``promptship.adapters.prefect_queues``), on the durable fakes (``promptship_sandbox.durable_fakes``). The worker
-itself runs at most 3 flow runs at once: more than the global limit, fewer than one repository's burst.
+itself runs at most 2 flow runs at once: fewer than one repository's burst.
 
 - A burst on one repository does not starve another: B's one run ends while A's first run still works and A's
-  other three wait behind it — queued on the server, with no flow-run process (read from ``/proc`` under the
+  other two wait behind it — queued on the server, with no flow-run process (read from ``/proc`` under the
   worker), so the worker's own cap is never filled by them; A never has more than one run working at a time (read
   from the store's attempt intervals), and every run deploys with one PR. B is started the way the UI form, a
   schedule and the event trigger start runs (in the deployment's own queue): it moves itself to its
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.flow
 
 PER_REPOSITORY = 1
 GLOBAL = 2
-WORKER_LIMIT = 3  # the worker's own cap on flow-run processes (prefect.yaml's deployments had 25)
+WORKER_LIMIT = 2  # the worker's own cap on flow-run processes (prefect.yaml's deployments had 25)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
         assert [_state_type(i) for i in ids_a[1:]] == ["SCHEDULED"] * (len(a) - 1)  # queued on the server
     finally:
         hold.unlink(missing_ok=True)
-    # the queued runs held no process (the worker's cap of 3 was never theirs to fill), the working one did
+    # the queued runs held no process (the worker's cap of 2 was never theirs to fill), the working one did
     assert held & {str(i) for i in ids_a[1:]} == set()
     assert str(ids_a[0]) in held
     # B's entry run ended at once, naming the run it moved to; that one ran in B's queue
