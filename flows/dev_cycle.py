@@ -95,7 +95,8 @@ def dev_cycle(request: DevRequest) -> RunReport:
     Ends in one of: deployed, rolled_back (health gate or rollout failed, previous version restored), stopped
     (agent error, CI red after the repair rounds, merge conflict, PR closed without merge), waiting (no human
     merge in time),
-    already_done (a later attempt that found everything done), failed.
+    already_done (a later attempt that found everything done), failed. A run that started outside its
+    repository's work queue moves there first and ends Completed without a report (the moved run makes it).
     """
     ports = process_ports()
     # fair under load: a run a schedule, the UI form or the event trigger put in its deployment's own work queue
