@@ -7,8 +7,9 @@ from the cache.
 The flow only orders the steps and branches on their verdicts. It resolves the run context once (the ports,
 the request key, the attempt under the request's lease: ``tasks/context.py``) and hands it to every step;
 each step is cached per attempt, so a resumed attempt redoes nothing it already did, and finds its side
-effects by request key, so a new attempt repeats none. Around all of it the flow holds its concurrency slots (one
-of its repository's, one of all runs', when those limits are set: ``tasks/slots.py``), waiting for them first.
+effects by request key, so a new attempt repeats none. How many runs work at once is Prefect's to say: a run is
+started only when its repository's work queue and the work pool have room (``tasks/queues.py``); a run that
+arrived in its deployment's own queue moves to its repository's first.
 """
 
 # No `from __future__ import annotations` here: a worker loads this file from its entrypoint and Prefect builds
@@ -19,7 +20,7 @@ from uuid import UUID
 from prefect import Flow, State, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.states import Crashed
+from prefect.states import Completed, Crashed
 
 from promptship.domain.report import RunOutcome, RunReport
 from promptship.domain.request import DevRequest, conversation_id_for, run_name_for
@@ -29,8 +30,8 @@ from promptship.errors import AttemptInProgress, InvalidRequest, PromptshipError
 from promptship.faults import BETWEEN_MERGE_AND_ROLLOUT, kill_point
 from promptship.wiring import Ports, process_ports
 from tasks.context import RunContext, open_run, resuming
+from tasks.queues import move_to_repository_queue
 from tasks.report import build_report, publish_report
-from tasks.slots import RunSlots, run_slots
 from tasks.status import note_queued, publish_status
 from tasks.steps import (
     check_health,
@@ -94,24 +95,23 @@ def dev_cycle(request: DevRequest) -> RunReport:
     Ends in one of: deployed, rolled_back (health gate or rollout failed, previous version restored), stopped
     (agent error, CI red after the repair rounds, merge conflict, PR closed without merge), waiting (no human
     merge in time),
-    already_done (a later attempt that found everything done), failed.
+    already_done (a later attempt that found everything done), failed. A run that started outside its
+    repository's work queue moves there first and ends Completed without a report (the moved run makes it).
     """
     ports = process_ports()
+    # fair under load: a run a schedule, the UI form or the event trigger put in its deployment's own work queue
+    # moves to its repository's, where Prefect starts it when the limits allow (tasks/queues.py), and ends here
+    moved = move_to_repository_queue(ports.limits(), request.repository)
+    if moved is not None:
+        get_run_logger().info("moved to the work queue of %s as flow run %s", request.repository, moved)
+        # a flow that returns a state ends in it: Completed, with no report (the moved run makes the report)
+        return Completed(message=f"moved to its repository's work queue as flow run {moved}")  # type: ignore[return-value]
     # a sealed request (what Prefect holds of a prompt that may carry a secret) stands for the one in the store
     request = ports.sink.unseal(request)
-    # fair under load: over its repository's (or the global) limit the run waits here, queued, before it opens its
-    # attempt; it holds the slots while it works and gives them back before it suspends (tasks/slots.py)
-    with run_slots(ports.limits(), request.repository, _flow_run_id()) as slots:
-        return _dev_cycle(ports, request, slots)
+    return _dev_cycle(ports, request)
 
 
-def _flow_run_id() -> UUID | None:
-    from prefect.runtime import flow_run
-
-    return UUID(flow_run.id) if flow_run.id else None
-
-
-def _dev_cycle(ports: Ports, request: DevRequest, slots: RunSlots) -> RunReport:
+def _dev_cycle(ports: Ports, request: DevRequest) -> RunReport:
     log = get_run_logger()
     try:
         # a follow-up waits (up to a human merge's wait) behind the attempt it continues; others are refused
@@ -121,7 +121,6 @@ def _dev_cycle(ports: Ports, request: DevRequest, slots: RunSlots) -> RunReport:
             request,
             queue_s=queue_s,
             on_queued=lambda exc: note_queued(ports, request, request.run_key, str(exc)),
-            slots=slots,
         )
     except AttemptInProgress as exc:
         log.warning("%s", exc)

@@ -29,7 +29,6 @@ from promptship.domain.request import DevRequest, request_key_for
 from promptship.errors import AttemptInProgress, ConfigError
 from promptship.ports import Cluster
 from promptship.wiring import Ports
-from tasks.slots import RunSlots
 
 _resuming: ContextVar[str | None] = ContextVar("promptship_resuming_attempt", default=None)
 
@@ -56,7 +55,6 @@ class RunContext:
         self.ports = ports
         self.limits = limits
         self.holder = holder  # the flow run id holding the request's lease
-        self.slots = RunSlots()  # the concurrency slots the flow took around its work (tasks/slots.py)
         self.run_url: str | None = None  # the flow run's page in the Prefect UI, when it has one
         self._progress: _ProgressSender | None = None  # a Prefect flow run's (a direct call has none)
         self._stop = threading.Event()
@@ -113,11 +111,6 @@ class RunContext:
         the same flow run, which may take its own lease again (``Store.begin_attempt``)."""
         self._stop.set()
         self.ports.sink.renew_lease(self.request_key, self.holder, seconds)
-
-    def release_slots(self) -> None:
-        """Before the flow run suspends: give its concurrency slots back, so a run waiting without a process does
-        not keep its repository's other runs queued. The resumed run takes them again before it goes on."""
-        self.slots.release()
 
     def from_deployment(self) -> bool:
         """Whether this flow run belongs to a deployment (only those can suspend: Prefect reschedules a resumed
@@ -258,22 +251,18 @@ def open_run(
     queue_s: float = 0.0,
     on_queued: Callable[[AttemptInProgress], None] | None = None,
     poll_s: float = 2.0,
-    slots: RunSlots | None = None,
 ) -> RunContext:
     """Bind this flow run to its attempt of ``request`` (see the module docstring) and start its heartbeat.
 
     Raises AttemptInProgress, before anything happened, when another live flow run holds the request — after
     waiting up to ``queue_s`` for it to end (a follow-up queues behind the active attempt; ``on_queued`` is
-    told once). ``slots``: the concurrency slots the flow holds for the run, given back before it suspends.
+    told once).
     """
     deadline = time.monotonic() + queue_s
     told = False
     while True:
         try:
-            ctx = _open_run(ports, request)
-            if slots is not None:
-                ctx.slots = slots
-            return ctx
+            return _open_run(ports, request)
         except AttemptInProgress as exc:
             if time.monotonic() >= deadline:
                 raise

@@ -1,7 +1,8 @@
 """Waiting without holding a worker: before a long wait step (CI, a human merge, the base branch's image), look
 for up to ``RunLimits.suspend_after_s``; if the condition is still not met, record what the run waits for and
-suspend the flow run (Prefect's ``suspend_flow_run``: its process or pod exits) — after giving its concurrency
-slots back (``tasks/slots.py``).
+suspend the flow run (Prefect's ``suspend_flow_run``: its process or pod exits). Suspended (Paused), it counts
+against neither its work queue's nor its work pool's limit (``tasks/queues.py``); resumed, it is Scheduled again in
+its repository's queue and starts when there is room.
 
 Whatever resumes it (the webhook receiver on the matching event, ``promptship sweep`` on a condition met without
 a webhook or on the wait's deadline) makes Prefect run the flow again from the start: every finished step comes
@@ -88,7 +89,6 @@ def until_ready(
     suspended = waits.suspending(wait)
     timeout = suspended.suspend_timeout_s(_now())
     ctx.hold_lease_while_suspended(timeout + SUSPEND_MARGIN_S)
-    ctx.release_slots()  # a run without a process holds no slot; its resume waits for them again
     kill_point(BEFORE_SUSPEND)
     suspend(timeout, suspended.pause_key())
     # Prefect refused the suspension as one that already fired (cannot happen with a fresh key): wait in the step

@@ -47,28 +47,23 @@ class PipelineSettings(BaseModel):
 
 
 class RunsSettings(BaseModel):
-    """Fair under load: how many dev-cycle runs may work at once, per repository and in all (Prefect global
-    concurrency limits, docs/PIPELINE.md "Fair under load"). A run over a limit waits, queued, until a slot is free;
-    a suspended run holds none."""
+    """Fair under load: how many dev-cycle runs may work at once, per repository and in all (Prefect work queue
+    and work pool concurrency limits, docs/PIPELINE.md "Fair under load"). A run over a limit stays Scheduled in
+    Prefect, with no process, until there is room; a suspended run counts against neither limit."""
 
     per_repository_limit: int = Field(
         default=0,
         ge=0,
-        description="Most runs of one repository working at once (Prefect limit `promptship-repo:<owner>:<name>`, "
-        "created or updated by the first run of the repository). 0: no per-repository limit.",
+        description="Most runs of one repository working at once: the concurrency limit of the repository's work "
+        "queue `promptship-repo:<owner>:<name>` in the deployment's work pool (created or updated by whatever "
+        "starts a run of the repository). 0: no per-repository limit (runs stay in their deployment's queue).",
     )
     global_limit: int = Field(
         default=0,
         ge=0,
-        description="Most runs working at once over all repositories (Prefect limit `promptship-runs`). "
-        "0: no global limit.",
-    )
-    slot_lease_s: float = Field(
-        default=60.0,
-        ge=60,
-        le=86_400,
-        description="Lease of a run's slots, renewed while the run works: a crashed run's slots come back this "
-        "long after it died (Prefect's minimum is 60 s).",
+        description="Most flow runs working at once over all repositories: the concurrency limit of the "
+        "deployment's work pool (set by the worker at its start and by whatever starts a run; it counts every flow "
+        "run of the pool). 0: promptship sets none (a limit set in Prefect by hand stays).",
     )
 
 

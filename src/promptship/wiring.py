@@ -111,7 +111,6 @@ def run_limits(settings: Settings) -> RunLimits:
         suspend_after_s=p.suspend_after_s,
         per_repository_limit=settings.runs.per_repository_limit,
         global_limit=settings.runs.global_limit,
-        slot_lease_s=settings.runs.slot_lease_s,
     )
 
 

@@ -1,13 +1,18 @@
-"""Fair under load, for real: dev-cycle runs as flow-run processes of a process worker on the session's Prefect
-server, with a per-repository limit of 1 and a global limit of 2 (Prefect global concurrency limits, taken by the
-flow: ``tasks/slots.py``), on the durable fakes (``promptship_sandbox.durable_fakes``).
+"""Fair under load, for real: dev-cycle runs as flow-run processes of a process worker on a Prefect server of
+its own, with a per-repository limit of 1 and a global limit of 2 (each repository's work queue and the work pool:
+``promptship.adapters.prefect_queues``), on the durable fakes (``promptship_sandbox.durable_fakes``). The worker
+itself runs at most 2 flow runs at once: fewer than one repository's burst.
 
 - A burst on one repository does not starve another: B's one run ends while A's first run still works and A's
-  other four wait behind it, A never has more than one run working at a time (read from the store's attempt
-  intervals), and every run deploys with one PR.
+  other two wait behind it — queued on the server, with no flow-run process (read from ``/proc`` under the
+  worker), so the worker's own cap is never filled by them; A never has more than one run working at a time (read
+  from the store's attempt intervals), and every run deploys with one PR. B is started the way the UI form, a
+  schedule and the event trigger start runs (in the deployment's own queue): it moves itself to its
+  repository's queue first.
 - ``/metrics`` counts each repository's runs that are queued, running and waiting (suspended) while they are; a
-  suspended run holds no slot (the next run of its repository works while it waits), and takes one again when it
-  is resumed.
+  suspended run holds no place (the next run of its repository works while it waits), and takes one again when
+  it is resumed.
+- A run whose process was killed gives its place back as soon as it shows Crashed.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from promptship.adapters.prefect_queues import moved_run, submit_dev_cycle
 from promptship.bench.processes import DEV_CYCLE, ProcessPlatform, process_platform
-from promptship.domain.fairness import GLOBAL_LIMIT_NAME, repository_limit_name
+from promptship.domain.fairness import repository_queue_name
 from promptship.domain.report import RunReport
 from promptship.domain.request import DevRequest
 from promptship.servers.metrics import Census, metrics_endpoint, prefect_run_census
@@ -37,30 +43,30 @@ from promptship.servers.webhook import running_asgi
 from promptship.settings import Settings
 from promptship.store import Store
 from promptship_sandbox.durable_fakes import DurableCodeHost, JsonState, durable_services
+from promptship_sandbox.prefect_server import live_descendants
 from tests.flows.test_processes import read_run, run_state
 
 pytestmark = pytest.mark.flow
 
 PER_REPOSITORY = 1
 GLOBAL = 2
+WORKER_LIMIT = 2  # the worker's own cap on flow-run processes (prefect.yaml's deployments had 25)
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessPlatform]:
-    """A ``prefect server start`` of our own (the test harness's server runs none of Prefect's services, so an
-    expired lease would never be reclaimed; here the repossessor looks every 2 s), a process work pool with the
-    dev-cycle deployment and one worker whose runs have the limits above and suspend after 1 s of waiting."""
+    """A ``prefect server start`` of our own, a process work pool with the dev-cycle deployment and one worker
+    (at most ``WORKER_LIMIT`` runs at once) whose runs have the limits above and suspend after 1 s of waiting."""
     from promptship_sandbox.prefect_server import running_prefect_server, using_prefect
 
     tmp = tmp_path_factory.mktemp("fairness")
-    server_env = {"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"}
     worker_env = {
         "PROMPTSHIP_RUNS__PER_REPOSITORY_LIMIT": str(PER_REPOSITORY),
         "PROMPTSHIP_RUNS__GLOBAL_LIMIT": str(GLOBAL),
         "PROMPTSHIP_PIPELINE__SUSPEND_AFTER_S": "1",  # a CI wait longer than 1 s suspends the run
     }
-    with running_prefect_server(tmp / "prefect", env=server_env) as server, using_prefect(server):
-        with process_platform(tmp, server.env(), worker_env=worker_env) as platform:
+    with running_prefect_server(tmp / "prefect") as server, using_prefect(server):
+        with process_platform(tmp, server.env(), worker_env=worker_env, worker_limit=WORKER_LIMIT) as platform:
             yield platform
 
 
@@ -79,11 +85,66 @@ def _request(repository: str) -> DevRequest:
 
 
 def _submit(platform: ProcessPlatform, request: DevRequest) -> uuid.UUID:
+    """A run in its repository's work queue, as the webhook receiver's starter makes it."""
+    with get_client(sync_client=True) as client:
+        return submit_dev_cycle(
+            client,
+            platform.deployment_ids[DEV_CYCLE],
+            {"request": request.model_dump(mode="json")},
+            request.repository,
+            per_repository_limit=PER_REPOSITORY,
+            global_limit=GLOBAL,
+        )
+
+
+def _submit_to_deployment(platform: ProcessPlatform, request: DevRequest) -> uuid.UUID:
+    """A run in the deployment's own work queue, as the UI form, a schedule or the event trigger makes it."""
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(
             platform.deployment_ids[DEV_CYCLE], parameters={"request": request.model_dump(mode="json")}
         )
     return run.id
+
+
+def _held(platform: ProcessPlatform) -> set[str]:
+    """The flow runs that have a live process under the worker (each flow-run process carries its run's id)."""
+    out: set[str] = set()
+    for pid in live_descendants(platform.worker.pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile
+            continue
+        out |= {v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"PREFECT__FLOW_RUN_ID=")}
+    return out
+
+
+def _state_type(run_id: uuid.UUID) -> str:
+    state = read_run(run_id).state
+    return state.type.value if state else ""
+
+
+def _runs_of_queue(platform: ProcessPlatform, repository: str, types: tuple[str, ...]) -> list[Any]:
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkQueueFilter,
+        WorkQueueFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in types]))
+            ),
+            work_queue_filter=WorkQueueFilter(name=WorkQueueFilterName(any_=[repository_queue_name(repository)])),
+        )
+
+
+def _working(platform: ProcessPlatform, repository: str) -> int:
+    """Runs of the repository's work queue that count against its limit (Pending or Running)."""
+    return len(_runs_of_queue(platform, repository, ("PENDING", "RUNNING")))
 
 
 def _until(platform: ProcessPlatform, what: str, condition: Callable[[], bool], timeout_s: float = 300) -> None:
@@ -126,22 +187,41 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     fakes = platform.fakes
     (fakes / "ci-pending").unlink(missing_ok=True)  # CI passes at once: nothing suspends here
     busy, quiet = _repository("team-a"), _repository("team-b")
-    a = [_request(busy) for _ in range(5)]
+    a = [_request(busy) for _ in range(WORKER_LIMIT + 1)]  # waiting in their processes, they would fill the worker
     b = [_request(quiet)]
     before = JsonState(fakes).read().get("pr_creations", 0)
-    # A's first run takes A's slot and keeps it (held inside its agent) until B is done
+    # A's first run takes A's place and keeps it (held inside its agent) until B is done
     hold = fakes / f"hold-agent-{a[0].run_key}"
     hold.write_text("")
+    held: set[str] = set()  # every flow run seen with a process while B runs
     try:
         ids_a = [_submit(platform, a[0])]
         _until(platform, "A's first run to work in its agent", lambda: (fakes / f"at-agent-{a[0].run_key}").exists())
         ids_a += [_submit(platform, r) for r in a[1:]]  # the rest of A's burst, all of it ahead of B
-        (id_b,) = [_submit(platform, r) for r in b]
-        _until(platform, "B's run to complete while A works", lambda: run_state(id_b) == "Completed", timeout_s=600)
+        # B as the UI form (or a schedule, or the event trigger) starts it: in the deployment's own queue
+        (entry_b,) = [_submit_to_deployment(platform, r) for r in b]
+
+        def b_done() -> bool:
+            held.update(_held(platform))
+            with get_client(sync_client=True) as client:
+                moved = moved_run(client, entry_b)
+            return moved is not None and run_state(moved) == "Completed"
+
+        _until(platform, "B's run to complete while A works", b_done, timeout_s=600)
         store = _store(platform)
         assert [store.run(r.run_key) for r in a] == [None] * len(a)  # none of A's runs has ended: queued behind
+        assert [_state_type(i) for i in ids_a[1:]] == ["SCHEDULED"] * (len(a) - 1)  # queued on the server
     finally:
         hold.unlink(missing_ok=True)
+    # the queued runs held no process (the worker's cap of 2 was never theirs to fill), the working one did
+    assert held & {str(i) for i in ids_a[1:]} == set()
+    assert str(ids_a[0]) in held
+    # B's entry run ended at once, naming the run it moved to; that one ran in B's queue
+    (moved_b,) = _runs_of_queue(platform, quiet, ("COMPLETED",))
+    entry = read_run(entry_b).state
+    assert entry is not None and entry.name == "Completed" and str(moved_b.id) in (entry.message or "")
+    with get_client(sync_client=True) as client:
+        assert moved_run(client, entry_b) == moved_b.id
     _until(platform, "A's runs to complete", lambda: all(run_state(i) == "Completed" for i in ids_a), timeout_s=600)
 
     reports_a, (report_b,) = _reports(platform, a), _reports(platform, b)
@@ -150,11 +230,13 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     assert _most_at_once([*reports_a, report_b]) <= GLOBAL
     _deployed_once(platform, a + b)
     assert JsonState(fakes).read()["pr_creations"] - before == len(a + b)
-    # the limits are Prefect's, at the configured sizes, and every slot came back
+    # the limits are Prefect's, at the configured sizes, and every place came back
     with get_client(sync_client=True) as client:
-        for name, size in ((repository_limit_name(busy), PER_REPOSITORY), (GLOBAL_LIMIT_NAME, GLOBAL)):
-            limit = client.read_global_concurrency_limit_by_name(name)
-            assert (limit.limit, limit.active_slots) == (size, 0), name
+        assert client.read_work_pool(platform.pool).concurrency_limit == GLOBAL
+        for repository in (busy, quiet):
+            queue = client.read_work_queue_by_name(repository_queue_name(repository), work_pool_name=platform.pool)
+            assert queue.concurrency_limit == PER_REPOSITORY, repository
+            assert _working(platform, repository) == 0, repository
 
 
 @pytest.fixture
@@ -204,17 +286,18 @@ def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds
         (fakes / "hold-agent").write_text("")
         second = _submit(platform, requests[1])
         _until(platform, "the second run to work in the agent", lambda: (fakes / "at-agent").exists())
-        # 3: two more runs of the repository are started by the worker and wait for the slot: queued
+        # 3: two more runs of the repository stay scheduled on the server, with no process: queued
         rest = [_submit(platform, r) for r in requests[2:]]
-        _until(platform, "the queued runs' processes to start", lambda: all(run_state(i) == "Running" for i in rest))
-        time.sleep(2)  # well past their first slot request: still queued, not running
+        time.sleep(3)  # several of the worker's polls (every 1 s): still queued, not running
+        assert [_state_type(i) for i in rest] == ["SCHEDULED", "SCHEDULED"]
+        assert _held(platform) & {str(i) for i in rest} == set()
         assert _of(_census(metrics_url), repository) == {"queued": 2, "running": 1, "waiting": 1}
-        with get_client(sync_client=True) as client:
-            assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 1
+        assert _working(platform, repository) == 1
     finally:
         (fakes / "hold-agent").unlink(missing_ok=True)
         (fakes / "ci-pending").unlink(missing_ok=True)
     # CI is green now: the working runs go on one by one; the sweep resumes the suspended one, which queues again
+    # (Prefect makes a resumed suspended run Scheduled again, in its repository's queue)
     working = [second, *rest]
     _until(
         platform, "the three unsuspended runs to complete", lambda: all(run_state(i) == "Completed" for i in working)
@@ -225,11 +308,13 @@ def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds
     _until(platform, "the resumed run to complete", lambda: run_state(first) == "Completed")
     assert _of(_census(metrics_url), repository) == {}  # nothing of it is live any more
     _deployed_once(platform, requests)
-    with get_client(sync_client=True) as client:  # the resumed run gave back the slot it took again
-        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0
+    assert _working(platform, repository) == 0  # the resumed run gave back the place it took again
 
 
-def test_a_crashed_runs_slot_comes_back_when_its_lease_runs_out(platform: ProcessPlatform) -> None:
+def test_a_crashed_runs_place_comes_back_when_it_shows_crashed(platform: ProcessPlatform) -> None:
+    """The slot-lease test of the old mechanism, restated: a queue counts only Pending and Running runs, so a run
+    whose process died gives its place back once Prefect shows it Crashed — the worker reports it at once; a run
+    whose worker died too stays Running until ``promptship sweep-dead`` marks it Crashed (``flows/sweep.py``)."""
     fakes = platform.fakes
     (fakes / "ci-pending").unlink(missing_ok=True)
     (fakes / "at-agent").unlink(missing_ok=True)
@@ -240,14 +325,13 @@ def test_a_crashed_runs_slot_comes_back_when_its_lease_runs_out(platform: Proces
         first = _submit(platform, crashed)
         _until(platform, "the first run to work in the agent", lambda: (fakes / "at-agent").exists())
         pid = int((fakes / "at-agent").read_text())
-        os.kill(pid, signal.SIGKILL)  # the flow-run process dies holding its slot; nothing gives it back but the lease
+        second = _submit(platform, after)  # queued behind the working run
+        time.sleep(2)
+        assert _state_type(second) == "SCHEDULED"
+        os.kill(pid, signal.SIGKILL)  # the flow-run process dies in the middle of its work
     finally:
         (fakes / "hold-agent").unlink(missing_ok=True)
     _until(platform, "the killed run to show Crashed", lambda: getattr(read_run(first).state, "name", "") == "Crashed")
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 1
-    second = _submit(platform, after)  # queued behind the dead run's slot until its lease expires (60 s + a sweep)
     _until(platform, "the next run of the repository to complete", lambda: run_state(second) == "Completed")
     _deployed_once(platform, [after])
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(repository_limit_name(repository)).active_slots == 0
+    assert _working(platform, repository) == 0

@@ -76,6 +76,41 @@ def test_run_deployment_starter_makes_one_flow_run_per_delivery(prefect_harness:
     assert run.idempotency_key == delivery
 
 
+def test_run_deployment_starter_puts_the_run_in_its_repositorys_work_queue(prefect_harness: None) -> None:
+    """Fair under load: the run goes to the repository's work queue of the deployment's pool; the queue's limit is
+    the per-repository limit and the pool's the global one, both as the starter's settings say now."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from promptship.domain.fairness import repository_queue_name
+
+    pool = f"webhook-fair-{uuid.uuid4().hex[:6]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        client.create_deployment(
+            flow_id=client.create_flow_from_name("dev-cycle-webhook-test"), name=pool, work_pool_name=pool
+        )
+    name = f"dev-cycle-webhook-test/{pool}"
+    queue = repository_queue_name("Codertocat/Hello-World")
+
+    first = PrefectDeploymentStarter(name, per_repository_limit=2, global_limit=5).start(_trigger("d-1"))
+    # the settings changed (a redeployed receiver): the next start makes Prefect's limits say so
+    second = PrefectDeploymentStarter(name, per_repository_limit=3, global_limit=6).start(_trigger("d-2"))
+    again = PrefectDeploymentStarter(name, per_repository_limit=3, global_limit=6).start(_trigger("d-2"))
+
+    assert again == second != first
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(uuid.UUID(i)) for i in (first, second)]
+        assert [r.work_queue_name for r in runs] == [queue, queue]
+        assert client.read_work_queue_by_name(queue, work_pool_name=pool).concurrency_limit == 3
+        assert client.read_work_pool(pool).concurrency_limit == 6
+    # without limits the run stays in the deployment's own queue, and the pool's limit is left as it is
+    plain = PrefectDeploymentStarter(name).start(_trigger("d-3"))
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(uuid.UUID(plain)).work_queue_name == "default"
+        assert client.read_work_pool(pool).concurrency_limit == 6
+
+
 def test_event_starter_emits_promptship_request(prefect_harness: None) -> None:
     delivery = str(uuid.uuid4())
     event_id = PrefectEventStarter().start(_trigger(delivery))

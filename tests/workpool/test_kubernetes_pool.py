@@ -119,7 +119,7 @@ def pool(prefect_harness: None, control_plane: Any, tmp_path_factory: pytest.Tem
             name="dev-cycle",
             work_pool_name=pool_name,
             entrypoint="flows/dev_cycle.py:dev_cycle",
-            concurrency_limit=5,  # a small process cap for the test (prefect.yaml: 25)
+            concurrency_limit=5,  # a small cap on the deployment's runs for the test (prefect.yaml sets none)
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}],
             job_variables=job_variables,
         )

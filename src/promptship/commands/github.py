@@ -59,7 +59,15 @@ def _register_webhook(app: typer.Typer) -> None:
             typer.echo(f"--starter must be 'event' or 'deployment', not {starter!r}", err=True)
             raise typer.Exit(2)
         settings.github.webhook_secret = SecretStr(secret)
-        chosen: Starter = PrefectEventStarter() if starter == "event" else PrefectDeploymentStarter(deployment)
+        chosen: Starter = (
+            PrefectEventStarter()
+            if starter == "event"
+            else PrefectDeploymentStarter(
+                deployment,
+                per_repository_limit=settings.runs.per_repository_limit,
+                global_limit=settings.runs.global_limit,
+            )
+        )
 
         commenter = None
         try:

@@ -38,6 +38,25 @@ def _print_report(report: object) -> None:
         raise typer.Exit(1)
 
 
+def _apply_global_limit(pool: str) -> None:
+    """The worker's PROMPTSHIP_RUNS__GLOBAL_LIMIT becomes its pool's concurrency limit (docs/PIPELINE.md "Fair
+    under load"); a pool that does not exist yet gets it from the first run a starter routes to it."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from promptship.adapters.prefect_queues import apply_pool_limit
+    from promptship.settings import Settings
+
+    global_limit = Settings().runs.global_limit
+    if global_limit <= 0:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            apply_pool_limit(client, pool, global_limit)
+    except ObjectNotFound:
+        typer.echo(f"note: work pool {pool!r} does not exist yet; a run routed to it sets its limit", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
 
@@ -84,6 +103,16 @@ def register(app: typer.Typer) -> None:
         _real_services()
         from flows.dev_cycle import dev_cycle
         from promptship.wiring import process_ports
+
+        limits = process_ports().limits()
+        if limits.per_repository_limit > 0 or limits.global_limit > 0:
+            # never silently unlimited: this run is in this process, not in a work queue (docs/PIPELINE.md)
+            typer.echo(
+                "note: `promptship run` works in this process, outside the work queues: PROMPTSHIP_RUNS__"
+                "PER_REPOSITORY_LIMIT / GLOBAL_LIMIT do not hold it back. To have it wait its turn, start it through "
+                "the deployment: `prefect deployment run dev-cycle/dev-cycle --param request=...`.",
+                err=True,
+            )
 
         # the prompt goes into the store, encrypted; the flow run's parameter is its sealed form
         state = dev_cycle(process_ports().sink.seal(request), return_state=True)
@@ -175,6 +204,7 @@ def register(app: typer.Typer) -> None:
         from promptship.prefect_worker import serve
 
         setup_signal_handlers_worker(os.getpid(), "the promptship process worker", typer.echo)
+        _apply_global_limit(pool)
         try:
             asyncio.run(serve(pool, name=name, limit=limit, run_once=run_once))
         except (KeyboardInterrupt, asyncio.CancelledError):

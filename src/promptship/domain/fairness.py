@@ -1,92 +1,79 @@
-"""Fair under load: which concurrency slots a run holds while it works, and how many runs of each repository are
-queued, running or waiting — pure; Prefect's global concurrency limits enforce the slots (``tasks/slots.py``) and
-``/metrics`` exports the counts (``promptship.servers.metrics``).
+"""Fair under load: the work queue a run of each repository goes to, and how many runs of each repository are
+queued, running or waiting — pure; Prefect's work queues and work pool enforce the limits
+(``promptship.adapters.prefect_queues``) and ``/metrics`` exports the counts (``promptship.servers.metrics``).
 
-A run holds one slot of its repository's limit and one of the global limit (each only when set) from before it
-opens its attempt until it ends — except while it is suspended (waiting for CI, a merge or an image without a
-process): it gives its slots back before it suspends and takes them again when it resumes.
+Each repository has a work queue of its own in the deployment's work pool: its concurrency limit is the
+per-repository limit, the work pool's concurrency limit is the global one. Prefect's server hands a worker only
+the scheduled runs that fit both limits, counting the runs of a queue (of the pool) that are Pending or Running.
+So a queued run stays Scheduled (or Late) on the server, with no process; a suspended run (Paused) counts against
+neither limit, and its resume makes it Scheduled again in its own queue, where it waits for room like any other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
-
-from promptship.domain.limits import RunLimits
 
 RunState = Literal["queued", "running", "waiting"]
 RUN_STATES: tuple[RunState, ...] = ("queued", "running", "waiting")
 
-GLOBAL_LIMIT_NAME = "promptship-runs"
-REPOSITORY_LIMIT_PREFIX = "promptship-repo:"
+REPOSITORY_QUEUE_PREFIX = "promptship-repo:"
+
+# Prefect's state types, as the census sees them: Scheduled (Late, AwaitingRetry, Resuming are Scheduled too) is
+# queued: no process yet; Pending, Running and Cancelling count against the queue's and the pool's limits (Prefect
+# server ``get-runs-from-worker-queues``: Pending and Running) and hold a process; Paused (Suspended) waits without.
+_CENSUS_STATE: dict[str, RunState] = {
+    "SCHEDULED": "queued",
+    "PENDING": "running",
+    "RUNNING": "running",
+    "CANCELLING": "running",
+    "PAUSED": "waiting",
+}
 
 
-def repository_limit_name(repository: str) -> str:
-    """The Prefect limit of one repository: ``promptship-repo:<owner>:<name>`` (Prefect names may not contain
-    '/'; GitHub names never contain ':', so the name maps back to one repository). Case-folded, like the
-    request key: ``Demo/App`` and ``demo/app`` are one repository."""
+def repository_queue_name(repository: str) -> str:
+    """The work queue of one repository: ``promptship-repo:<owner>:<name>`` (Prefect names may not contain '/';
+    GitHub names never contain ':', so the name maps back to one repository). Case-folded, like the request key:
+    ``Demo/App`` and ``demo/app`` are one repository."""
     owner, _, name = repository.lower().partition("/")
-    return f"{REPOSITORY_LIMIT_PREFIX}{owner}:{name}"
+    return f"{REPOSITORY_QUEUE_PREFIX}{owner}:{name}"
 
 
-def repository_of_limit(limit_name: str) -> str | None:
-    """The repository a limit name belongs to (None for any other limit)."""
-    if not limit_name.startswith(REPOSITORY_LIMIT_PREFIX):
+def repository_of_queue(queue_name: str) -> str | None:
+    """The repository a work queue belongs to (None for any other queue)."""
+    if not queue_name.startswith(REPOSITORY_QUEUE_PREFIX):
         return None
-    owner, _, name = limit_name.removeprefix(REPOSITORY_LIMIT_PREFIX).partition(":")
+    owner, _, name = queue_name.removeprefix(REPOSITORY_QUEUE_PREFIX).partition(":")
     return f"{owner}/{name}" if owner and name else None
 
 
-@dataclass(frozen=True)
-class SlotLimit:
-    """One Prefect limit a run takes a slot of: its name and how many slots it has."""
-
-    name: str
-    limit: int
+def moved_from_tag(flow_run_id: object) -> str:
+    """The tag of the run a run moved to its repository's queue (``tasks/queues.py``): the id it moved from."""
+    return f"promptship-moved-from:{flow_run_id}"
 
 
-def slots_for(limits: RunLimits, repository: str) -> tuple[SlotLimit, ...]:
-    """The limits a run of ``repository`` takes one slot of each (none when neither limit is set)."""
-    out: list[SlotLimit] = []
-    if limits.per_repository_limit > 0:
-        out.append(SlotLimit(repository_limit_name(repository), limits.per_repository_limit))
-    if limits.global_limit > 0:
-        out.append(SlotLimit(GLOBAL_LIMIT_NAME, limits.global_limit))
-    return tuple(out)
+def census_state(state_type: str) -> RunState | None:
+    """What a run in Prefect's state type ``state_type`` is for the census (None: it has ended)."""
+    return _CENSUS_STATE.get(state_type.upper())
 
 
 @dataclass(frozen=True)
 class RunSeen:
-    """A dev-cycle run that has not ended, as its orchestrator shows it: its repository, and ``suspended`` when
-    it waits without a process (Prefect's Paused/Suspended)."""
+    """A dev-cycle run that has not ended, as Prefect shows it: its repository and its state type."""
 
     repository: str
-    suspended: bool
+    state_type: str
 
 
-def run_census(runs: Iterable[RunSeen], working: Mapping[str, int]) -> dict[tuple[str, RunState], int]:
-    """Queued, running and waiting runs per repository (every repository seen gets all three states).
-
-    ``working`` has the repositories that have a limit, with the slots held of it: that many of the repository's
-    live runs are running; every other run that has not ended is queued — scheduled, pending, or started and
-    waiting for a slot — unless it is suspended (waiting). A repository without a limit has nothing that tells a
-    started run from a queued one: its live, unsuspended runs count as running."""
-    live: dict[str, int] = {}
-    waiting: dict[str, int] = {}
+def run_census(runs: Iterable[RunSeen]) -> dict[tuple[str, RunState], int]:
+    """Queued, running and waiting runs per repository (every repository seen gets all three states; runs that
+    have ended are not counted)."""
+    counts: dict[str, dict[RunState, int]] = {}
     for run in runs:
-        repository = run.repository.lower()
-        bucket = waiting if run.suspended else live
-        bucket[repository] = bucket.get(repository, 0) + 1
-    held: dict[str, int] = {}
-    for repository, n in working.items():
-        held[repository.lower()] = held.get(repository.lower(), 0) + n
-    out: dict[tuple[str, RunState], int] = {}
-    for repository in sorted(set(live) | set(waiting)):
-        alive = live.get(repository, 0)
-        # a slot held by a run that already ended (crashed; its lease not out yet) is no live run's: at most alive
-        running = min(held[repository], alive) if repository in held else alive
-        out[(repository, "queued")] = alive - running
-        out[(repository, "running")] = running
-        out[(repository, "waiting")] = waiting.get(repository, 0)
-    return out
+        state = census_state(run.state_type)
+        if state is None:
+            continue
+        of = counts.setdefault(run.repository.lower(), dict.fromkeys(RUN_STATES, 0))
+        of[state] += 1
+    return {(repository, state): n for repository in sorted(counts) for state, n in counts[repository].items()}

@@ -25,4 +25,3 @@ class RunLimits(BaseModel):
     )
     per_repository_limit: int = Field(default=0, ge=0, description="Runs of one repository working at once (0: any).")
     global_limit: int = Field(default=0, ge=0, description="Runs working at once in all (0: any).")
-    slot_lease_s: float = Field(default=60.0, ge=60, description="Lease of a run's slots (renewed while it works).")

@@ -1,10 +1,10 @@
 """`/metrics`: the KPIs in Prometheus' text format, computed from the store on each scrape, and the runs of each
 repository that are queued, running or waiting right now, read from Prefect (``prefect_run_census``).
 
-The census comes from Prefect, not from the store: a queued run may not have started yet (Scheduled, or held back
-by its deployment's or work pool's limit), so the store has never heard of it; Prefect has every run, its state
-(Paused/Suspended = waiting without a process) and, in its global concurrency limits, how many slots of each
-repository's limit are held (those runs are the running ones; ``promptship.domain.fairness.run_census``).
+The census comes from Prefect, not from the store: a queued run has not started yet (Scheduled in its repository's
+work queue until the queue's and the pool's limits have room), so the store has never heard of it; Prefect has
+every run and its state: Scheduled is queued, Pending/Running is running, Paused (Suspended) is waiting without a
+process (``promptship.domain.fairness.run_census``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from promptship.domain.fairness import RunSeen, RunState, repository_of_limit, run_census
+from promptship.domain.fairness import RunSeen, RunState, run_census
 from promptship.settings import Settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -74,7 +74,6 @@ async def prefect_run_census() -> Census:
     live_types = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED]
     now = datetime.now(UTC)
     seen: list[RunSeen] = []
-    working: dict[str, int] = {}
     async with get_client() as client:
         runs = _every(
             lambda offset: client.read_flow_runs(
@@ -88,13 +87,8 @@ async def prefect_run_census() -> Census:
             repository = _repository(flow_run)
             if repository is not None and _counts(flow_run, now):
                 assert flow_run.state is not None
-                seen.append(RunSeen(repository, suspended=flow_run.state.is_paused()))
-        limits = _every(lambda offset: client.read_global_concurrency_limits(limit=_PAGE, offset=offset))
-        async for limit in limits:
-            repository = repository_of_limit(limit.name)
-            if repository is not None:
-                working[repository] = limit.active_slots
-    return run_census(seen, working)
+                seen.append(RunSeen(repository, state_type=flow_run.state.type.value))
+    return run_census(seen)
 
 
 def census_text(census: Census) -> bytes:
@@ -104,7 +98,8 @@ def census_text(census: Census) -> bytes:
     registry = CollectorRegistry()
     g = Gauge(
         "promptship_runs_by_state",
-        "Dev-cycle runs now, per repository: queued (waiting for a slot or a worker), running (holding a slot), "
+        "Dev-cycle runs now, per repository: queued (scheduled, no process: waiting for room in its work queue or "
+        "pool, or for a worker), running (pending or running), "
         "waiting (suspended for CI, a merge or an image, without a process)",
         ["repository", "state"],
         registry=registry,

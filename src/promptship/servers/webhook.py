@@ -120,34 +120,46 @@ def default_parameters(trigger: WebhookTrigger) -> dict[str, Any]:
 
 
 class PrefectDeploymentStarter:
-    """Creates a flow run of a deployment with ``run_deployment(..., timeout=0, idempotency_key=delivery_id)``:
-    a redelivered delivery gets the same flow run back, never a second one."""
+    """Creates a flow run of a deployment in its repository's work queue (``promptship.adapters.prefect_queues``:
+    the queue's and the pool's limits are the per-repository and the global limit), with the delivery id as
+    idempotency key: a redelivered delivery gets the same flow run back, never a second one."""
 
     def __init__(
         self,
         deployment: str = DEFAULT_DEPLOYMENT,
         parameters: Callable[[WebhookTrigger], dict[str, Any]] = default_parameters,
+        *,
+        per_repository_limit: int = 0,
+        global_limit: int = 0,
     ):
         self.deployment = deployment
         self.parameters = parameters
+        self.per_repository_limit = per_repository_limit
+        self.global_limit = global_limit
 
     def start(self, trigger: WebhookTrigger) -> str:
-        from prefect.deployments import run_deployment
+        from prefect.client.orchestration import get_client
+
+        from promptship.adapters.prefect_queues import submit_dev_cycle
 
         try:
-            flow_run = run_deployment(
-                name=self.deployment,
-                parameters=self.parameters(trigger),
-                timeout=0,
-                idempotency_key=trigger.delivery_id,
-                tags=["github-webhook"],
-                as_subflow=False,
-            )
+            with get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name(self.deployment)
+                run_id = submit_dev_cycle(
+                    client,
+                    deployment.id,
+                    self.parameters(trigger),
+                    trigger.repository,
+                    per_repository_limit=self.per_repository_limit,
+                    global_limit=self.global_limit,
+                    idempotency_key=trigger.delivery_id,
+                    tags=["github-webhook"],
+                )
         except Exception as exc:
             raise ServiceError(
-                f"prefect: run_deployment({self.deployment!r}) failed: {type(exc).__name__}: {exc}", retryable=True
+                f"prefect: starting a run of {self.deployment!r} failed: {type(exc).__name__}: {exc}", retryable=True
             ) from exc
-        return str(flow_run.id)  # type: ignore[union-attr]
+        return str(run_id)
 
 
 class SealingStarter:
