@@ -297,3 +297,40 @@ def test_every_component_that_opens_the_store_shares_one_postgres_store(objects)
         assert any(selects(s, server_labels) for s in egress_to), f"{client} cannot reach the store"
     for outsider in ("ollama", "prefect-server"):
         assert not any(selects(s, pod_labels(outsider)) for s in ingress_from), f"{outsider} may reach the store"
+
+
+def _admits(policy: dict[str, Any], labels: dict[str, str], port: int, *, direction: str) -> bool:
+    """Whether a NetworkPolicy rule (``egress`` to / ``ingress`` from) of the same namespace names a pod with
+    ``labels`` on ``port`` (rules without peers or ports admit every one)."""
+    peers_key = "to" if direction == "egress" else "from"
+    for rule in policy["spec"].get(direction, []):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        peers = [p["podSelector"]["matchLabels"] for p in rule.get(peers_key, []) if set(p) == {"podSelector"}]
+        if (not ports or port in ports) and (
+            not rule.get(peers_key) or any(sel.items() <= labels.items() for sel in peers)
+        ):
+            return True
+    return False
+
+
+def test_flow_runs_reach_the_local_models_for_their_own_llm_calls(objects):
+    """The flow run's own LLM calls (PR title and body, CI-log summaries) run in the flow-run process's gateway:
+    the worker's process runs and the Kubernetes pool's pods are told Ollama's Service URL, and the network policies
+    let them reach it (found by the platform's real deploy: they had no model they could reach)."""
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    service = by[("Service", "ollama")]
+    url = f"http://ollama.promptship.svc:{service['spec']['ports'][0]['port']}"
+    worker = _pod_spec(by[("Deployment", "prefect-worker")])["containers"][0]
+    assert {"name": "PROMPTSHIP_LLM__OLLAMA_BASE_URL", "value": url} in worker["env"]
+    assert by[("ConfigMap", "promptship-settings")]["data"]["PROMPTSHIP_LLM__OLLAMA_BASE_URL"] == url
+
+    template = json.loads((REPO_ROOT / "deployments" / "kubernetes-base-job-template.json").read_text())
+    flow_run_labels = template["job_configuration"]["job_manifest"]["spec"]["template"]["metadata"]["labels"]
+    worker_labels = by[("Deployment", "prefect-worker")]["spec"]["template"]["metadata"]["labels"]
+    ollama_labels = by[("Deployment", "ollama")]["spec"]["template"]["metadata"]["labels"]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    for labels in (flow_run_labels, worker_labels):
+        out = [p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()]
+        assert any(_admits(p, ollama_labels, 11434, direction="egress") for p in out if "egress" in p["spec"])
+        into = [p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).items() <= ollama_labels.items()]
+        assert any(_admits(p, labels, 11434, direction="ingress") for p in into if "ingress" in p["spec"])
