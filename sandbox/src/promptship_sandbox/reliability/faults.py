@@ -338,7 +338,9 @@ def _run_boundary(boundary: Boundary, cases: list[FaultCase]) -> list[CaseResult
 class ForgeParts:
     """The forge with one repository, a REST proxy and a git proxy in front of it, and the adapter on both."""
 
-    def __init__(self, stack: ExitStack, work: Path):
+    def __init__(self, stack: ExitStack, work: Path, *, ci: bool = False):
+        """``ci``: the forge runs CI (``make test`` of the seed's Makefile, which passes) on every push, as whole
+        runs need to get past ``wait_for_ci``; the step-level cases need none."""
         from pydantic import SecretStr
 
         from promptship.adapters.github import GitHubHost
@@ -347,11 +349,13 @@ class ForgeParts:
 
         self.work = work
         self.token = credentials.github_token("ghp_")
-        self.forge = stack.enter_context(running_forge(work / "forge", run_ci=False))
+        self.forge = stack.enter_context(running_forge(work / "forge", run_ci=ci, ci_workers=3 if ci else 1))
         self.forge.add_user(OWNER, token=self.token)
-        seed = work / "seed"
+        self.seed = seed = work / "seed"
         seed.mkdir(parents=True)
         (seed / "README.md").write_text("fault cases\n")
+        if ci:
+            (seed / "Makefile").write_text("test:\n\t@echo ok\n")
         self.forge.seed_repository(OWNER, NAME, seed)
         web = self.forge.api_url.removesuffix("/api/v3")
         self.rest = stack.enter_context(running_fault_proxy(web, name="forge-rest", slow_s=SLOW_S, retry_after_s=1))
@@ -898,12 +902,20 @@ class FaultRun:
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
+    def kind_names(self) -> set[str]:
+        return {KIND_OF[r.case.kind] for r in self.results if r.fired}
+
+    @property
+    def boundary_names(self) -> set[str]:
+        return {r.case.boundary for r in self.results if r.fired}
+
+    @property
     def kinds(self) -> int:
-        return len({KIND_OF[r.case.kind] for r in self.results if r.fired})
+        return len(self.kind_names)
 
     @property
     def boundaries(self) -> int:
-        return len({r.case.boundary for r in self.results if r.fired})
+        return len(self.boundary_names)
 
     @property
     def duplicates(self) -> int:
