@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -79,7 +80,8 @@ class WholeCase:
     @property
     def name(self) -> str:
         times = "outage" if self.count >= OUTAGE else f"x{self.count}"
-        where = f" {self.method or ''} {self.match}".rstrip() if self.match else ""
+        match = self.match.replace("<repository>", "…")
+        where = f" {self.method or ''} {match}".rstrip() if self.match else ""
         return f"{self.kind} {times}{where}"
 
     @property
@@ -134,7 +136,7 @@ class WholeResult:
 
     @property
     def passed(self) -> bool:
-        return self.fired and self.verdict_ok and not self.differences and self.requests <= self.limit
+        return self.fired and self.verdict_ok and not self.differences and self.requests <= self.limit and not self.note
 
     @property
     def duplicates(self) -> int:
@@ -373,6 +375,8 @@ def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, base: Bas
         )
         (harness.work / f"{tag}-resume.log").write_bytes(done.stdout + done.stderr)
         result.resumed = _report(s)[0]
+        if done.returncode != 0:
+            result.note = f"promptship resume --force exited {done.returncode}"
     if case.kind in OUTAGE_KINDS:  # before any connection: the proxy saw nothing; the run met the outage
         met = result.clean_failure if case.expect == "failed" else _health_gate_failed(s)
         result.fired = fired_bursts > 0 and met
@@ -390,6 +394,10 @@ def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, base: Bas
         if real.get(k, 0) != v
     ]
     result.requests = w.requests()
+    if case.boundary == "llm" and case.kind in OUTAGE_KINDS:
+        # the proxy saw none of the gateway's attempts during the outage; its error says how many it made
+        made = re.search(r"after (\d+) attempts", error)
+        result.requests += int(made.group(1)) if made else 0
     result.limit = run_limit(w, base.requests, base.counts, resumed)
     result.seconds = time.monotonic() - started
     return result
