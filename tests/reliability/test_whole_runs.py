@@ -96,7 +96,7 @@ def test_the_health_boundary_probes_the_named_url_over_http(tmp_path: Path, app:
     ports = with_real_boundaries(
         durable_services(tmp_path, Settings()), json.loads((tmp_path / BOUNDARIES_FILE).read_text())
     )
-    url = ports.limits().default_health_url
-    assert url == f"{app}/app/up"  # the run's health gate probes it (ctx.health_url)
+    url = f"{app}/app/up"
+    assert ports.limits().default_health_url == url  # the run's health gate probes it (ctx.health_url)
     assert ports.health.check(url).verdict == "healthy"
     assert ports.health.check(f"{app}/app/down").verdict == "unhealthy"

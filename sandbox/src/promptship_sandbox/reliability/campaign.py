@@ -323,8 +323,10 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 def request_for(tag: str, scenario: Scenario, repository: str | None = None) -> DevRequest:
     what = "that breaks the health check" if scenario == "rollback" else "returning the commit SHA"
-    where = {"repository": repository} if repository else {}
-    return DevRequest(prompt=f"Add GET /version {what} [{tag}]", auto_merge=True, **where)
+    prompt = f"Add GET /version {what} [{tag}]"
+    if repository:
+        return DevRequest(prompt=prompt, auto_merge=True, repository=repository)
+    return DevRequest(prompt=prompt, auto_merge=True)
 
 
 @dataclass

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -337,8 +337,9 @@ def run_baseline(harness: kc.Harness, parts: Parts, boundary: WholeBoundary, sha
     return Baseline(outcome, kc.counts(s), real_effects(parts, w, s), w.requests(), note=note)
 
 
-def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, base: Baseline) -> WholeResult:
-    """Run ``case`` through the deployment; clear its fault; resume a clean failure; compare with ``base``."""
+def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, unfaulted: Future[Baseline]) -> WholeResult:
+    """Run ``case`` through the deployment; clear its fault; resume a clean failure; compare with the unfaulted
+    run (which runs beside it)."""
     started = time.monotonic()
     tag = case.tag
     w, fakes = _wired(harness, parts, case.boundary, tag)
@@ -359,8 +360,11 @@ def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, base: Bas
     proxy.clear()
     if case.kind == "dns_failure":
         write_boundaries(fakes, w.config(parts, tag))  # the name resolves again: the resumed run's gateway
+    base = unfaulted.result()
     result = WholeResult(case, fired=False, outcome=outcome, unfaulted=base.outcome, error=error[:300])
-    if not ended:
+    if base.note:
+        result.note = f"the unfaulted run: {base.note}"
+    elif not ended:
         result.note = f"the run did not end (flow run {state})"
     resumed = outcome == "failed"
     if resumed:
@@ -423,31 +427,25 @@ def _health_gate_failed(s: kc.Submitted) -> bool:
 
 # -- the part -------------------------------------------------------------------------------------------------
 def run_whole_cases(harness: kc.Harness, cases: tuple[WholeCase, ...], work: Path) -> WholeRun:
-    """The unfaulted run of each (boundary, shape), then every case, side by side (each its own fakes, store and
-    proxy), through the deployment and the campaign's worker."""
+    """The unfaulted run of each (boundary, shape) and every case, side by side (each its own fakes, store and
+    proxy), through the deployment and the campaign's worker; a case is compared once its unfaulted run ended."""
     started = time.monotonic()
     run = WholeRun()
     with ExitStack() as stack:
         parts = Parts(stack, work, harness.work, {c.boundary for c in cases})
-        shapes = sorted({(c.boundary, c.shape) for c in cases})
-        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            base_futures = {
+        shapes: list[tuple[WholeBoundary, Shape]] = sorted({(c.boundary, c.shape) for c in cases})
+        # the unfaulted runs are submitted first, so a case waiting for its own never holds a thread they need
+        with ThreadPoolExecutor(max_workers=PARALLEL + len(shapes)) as pool:
+            bases = {
                 key: pool.submit(contextvars.copy_context().run, run_baseline, harness, parts, *key) for key in shapes
             }
-            bases = {key: f.result() for key, f in base_futures.items()}
-            todo = [c for c in cases if not bases[(c.boundary, c.shape)].note]
-            futures = [
-                pool.submit(
+            futures = {
+                c: pool.submit(
                     contextvars.copy_context().run, run_whole_case, harness, parts, c, bases[(c.boundary, c.shape)]
                 )
-                for c in todo
-            ]
-            done = {c: f.result() for c, f in zip(todo, futures, strict=True)}
-        for c in cases:
-            base = bases[(c.boundary, c.shape)]
-            run.results.append(
-                done.get(c) or WholeResult(c, False, None, base.outcome, note=f"the unfaulted run: {base.note}")
-            )
+                for c in cases
+            }
+            run.results = [futures[c].result() for c in cases]
     run.seconds = time.monotonic() - started
     return run
 
