@@ -814,16 +814,20 @@ def _campaign(
             "durable fakes)"
         )
 
-    # part 3: faults at the boundaries (reliability/faults.py), on this campaign's Prefect server
-    fault_run = print_fault_part(cases, harness.work / "faults", echo)
-    duplicates += fault_run.duplicates
-    lost += fault_run.lost
-    # part 3b: whole dev-cycle runs through the deployment, one boundary real behind the proxy (wholeruns.py)
-    from promptship_sandbox.reliability.wholeruns import print_whole_part
+    # part 3b: whole dev-cycle runs through the deployment, one boundary real behind the proxy (wholeruns.py),
+    # beside part 3: faults at the boundaries (reliability/faults.py), both on this campaign's Prefect server
+    from promptship_sandbox.reliability.wholeruns import print_whole_part, run_whole_cases
 
-    whole_run = print_whole_part(harness, whole, harness.work / "whole-parts", echo)
-    duplicates += whole_run.duplicates
-    lost += whole_run.lost
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        whole_future = (
+            beside.submit(contextvars.copy_context().run, run_whole_cases, harness, whole, harness.work / "whole-parts")
+            if whole
+            else None
+        )
+        fault_run = print_fault_part(cases, harness.work / "faults", echo)
+        whole_run = print_whole_part(whole_future.result() if whole_future else None, echo)
+    duplicates += fault_run.duplicates + whole_run.duplicates
+    lost += fault_run.lost + whole_run.lost
 
     echo("")
     echo("Part 4: planted secrets (the settings' credentials of every process, a secret in one request's prompt)")

@@ -60,7 +60,8 @@ SERVICE_ERROR = {"forge-rest": "CodeHostError", "forge-git": "CodeHostError", "l
 SERVICE = {"forge-rest": "codehost", "forge-git": "codehost", "llm": "llm", "health": "health"}
 LLM_ATTEMPTS_PER_CALL = 20  # docs/CONTRACTS.md: (1 + max_retries) per model group × the fallback chain's groups
 HEALTH_PROBES_PER_CHECK = 10  # health.retries
-PARALLEL = 4  # whole runs in flight at once (2 cores)
+PARALLEL = 4  # whole runs in flight at once (2 cores; each LLM run's process loads LiteLLM and the gate)
+RUN_TIMEOUT_S = 2 * kc.RUN_TIMEOUT_S  # a whole run on a real part (and its resume) under a loaded machine
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,7 @@ def run_baseline(harness: kc.Harness, parts: Parts, boundary: WholeBoundary, sha
     tag = f"whole-{boundary}-unfaulted-{shape}"
     w, _ = _wired(harness, parts, boundary, tag)
     s = kc.submit(harness, tag, shape, repository=w.repository)
-    if not kc.wait_for(lambda: _ended(s), kc.RUN_TIMEOUT_S):
+    if not kc.wait_for(lambda: _ended(s), RUN_TIMEOUT_S):
         return Baseline(None, kc.counts(s), {}, 0, note=f"did not end (flow run {kc.flow_state(s.flow_run_id)})")
     outcome, error = _report(s)
     note = "" if kc.flow_state(s.flow_run_id) == "COMPLETED" else f"flow run {kc.flow_state(s.flow_run_id)}: {error}"
@@ -352,7 +353,7 @@ def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, unfaulted
     if case.expect == "rolled_back":  # the outage ends once the rollback is recorded (see the module docstring)
         threading.Thread(target=_clear_after_rollback, args=(fakes, proxy, stop), daemon=True).start()
     s = kc.submit(harness, tag, case.shape, repository=w.repository)
-    ended = kc.wait_for(lambda: _ended(s), kc.RUN_TIMEOUT_S)
+    ended = kc.wait_for(lambda: _ended(s), RUN_TIMEOUT_S)
     stop.set()
     outcome, error = _report(s)
     state = kc.flow_state(s.flow_run_id)
@@ -375,7 +376,7 @@ def run_whole_case(harness: kc.Harness, parts: Parts, case: WholeCase, unfaulted
             cwd=harness.root,
             env=harness.env(PROMPTSHIP_TEST_FAKES_DIR=str(fakes)),
             capture_output=True,
-            timeout=kc.RUN_TIMEOUT_S,
+            timeout=RUN_TIMEOUT_S,
         )
         (harness.work / f"{tag}-resume.log").write_bytes(done.stdout + done.stderr)
         result.resumed = _report(s)[0]
@@ -434,8 +435,9 @@ def run_whole_cases(harness: kc.Harness, cases: tuple[WholeCase, ...], work: Pat
     with ExitStack() as stack:
         parts = Parts(stack, work, harness.work, {c.boundary for c in cases})
         shapes: list[tuple[WholeBoundary, Shape]] = sorted({(c.boundary, c.shape) for c in cases})
-        # the unfaulted runs are submitted first, so a case waiting for its own never holds a thread they need
-        with ThreadPoolExecutor(max_workers=PARALLEL + len(shapes)) as pool:
+        # the unfaulted runs are submitted first (the pool starts them first), so a case that waits for its own
+        # never holds a thread one of them needs
+        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
             bases = {
                 key: pool.submit(contextvars.copy_context().run, run_baseline, harness, parts, *key) for key in shapes
             }
@@ -476,19 +478,20 @@ def table_lines(run: WholeRun) -> list[str]:
     return lines
 
 
-def print_whole_part(
-    harness: kc.Harness, cases: tuple[WholeCase, ...], work: Path, echo: Callable[[str], None]
-) -> WholeRun:
+def print_whole_part(run: WholeRun | None, echo: Callable[[str], None]) -> WholeRun:
+    """Print the table of ``run`` (None: the part was not run); the campaign's part 3b."""
     echo("")
-    if not cases:
+    if run is None:
         echo("Part 3b: whole runs under faults: not run (--no-faults)")
         return WholeRun()
     echo(
         "Part 3b: whole runs under faults (the dev-cycle deployment on the worker; one boundary a real part behind "
         "the fault proxy, the others the durable fakes; each compared with the unfaulted whole run)"
     )
-    run = run_whole_cases(harness, cases, work)
     for line in table_lines(run):
         echo(line)
-    echo(f"whole-run cases took {run.seconds:.0f} s ({len(run.results)} cases and their unfaulted runs, side by side)")
+    echo(
+        f"whole-run cases took {run.seconds:.0f} s ({len(run.results)} cases and their unfaulted runs side by side, "
+        "beside part 3)"
+    )
     return run
