@@ -1,7 +1,8 @@
 """`promptship reliability --quick` as `make test` runs it: a real Prefect server, the dev-cycle deployment, a
 process worker; five kill points (recovered by resume --force, by the sweeper and by Prefect's retry, one during a
 rollback), every side effect equal to the uninterrupted run's; then eight fault cases on three boundaries
-(faults.QUICK), and the leak scan of everything the campaign left."""
+(faults.QUICK), one whole run under a fault (wholeruns.QUICK), and the leak scan of everything the campaign
+left."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_quick_campaign_kills_five_points_and_finds_no_duplicate_or_lost_run(tmp
     assert recoveries == {"resume", "sweep", "retry"}
     # part 3: eight fault cases on three boundaries, each fired, each ending as the unfaulted request did (the git
     # outage: failed naming the code host, then resumed to it), no side effect counted twice
-    faults = [line for line in lines if line.split(" ")[0] in ("forge-rest", "forge-git", "health")]
+    part3 = lines[: next(i for i, line in enumerate(lines) if line.startswith("Part 3b:"))]
+    faults = [line for line in part3 if line.split(" ")[0] in ("forge-rest", "forge-git", "health")]
     assert len(faults) == 8, out[-4000:]
     assert all(line.endswith(" yes") and " 0 " in line for line in faults), "\n".join(faults)
     assert any("refuse outage" in line and "failed: codehost (retryable) → same" in line for line in faults)
@@ -48,3 +50,10 @@ def test_quick_campaign_kills_five_points_and_finds_no_duplicate_or_lost_run(tmp
         assert "failed: codehost (retryable) → same" in line and " 4/4 " in line, line
     # the push cut off mid-transfer is retried by the step layer (it failed the run before: a defect)
     assert any(line.split()[:2] == ["forge-git", "reset"] and "  same  " in line for line in faults), faults
+    # part 3b: one whole dev-cycle run through the deployment and the worker with the real forge behind the proxy,
+    # a 502 burst on its REST API absorbed by the step retries: deployed as the unfaulted whole run, nothing twice
+    part3b = lines[len(part3) : next(i for i, line in enumerate(lines) if line.startswith("Part 4:"))]
+    whole = [line for line in part3b if line.startswith("forge-rest ")]
+    assert len(whole) == 1, "\n".join(part3b)
+    assert whole[0].split()[:3] == ["forge-rest", "http_502", "x2"] and whole[0].endswith(" yes"), whole[0]
+    assert " yes   deployed " in whole[0] and " deployed    0 " in whole[0], whole[0]

@@ -11,6 +11,14 @@ While ``<dir>/unhealthy`` exists the health probe fails for any image rolled out
 Holding points: while ``<dir>/hold-<point>`` exists, the fake writes ``<dir>/at-<point>`` and waits there
 (``agent`` inside the agent's run, ``agent-<run key>`` the same for one request's runs only, ``ci`` while CI runs,
 ``merge`` inside the merge), which is where tests kill or cancel the process, or look at the run from outside.
+
+Real boundaries (the reliability campaign's whole-run fault cases): while ``<dir>/boundaries.json`` exists,
+``services_from_env`` replaces the fakes it names with the real adapter, built when the process starts (a
+resumed run's process reads the file again): ``{"forge": {"api_url", "git_url", "token"}}`` — ``GitHubHost``
+(PyGithub + git) for the local forge's REST base URL and git base URL; ``{"llm": {"base_url"}}`` — the real
+``LiteLLMGateway`` (ledger in the store) with the LLM stand-in at ``base_url`` as Ollama and as OpenRouter;
+``{"health": {"url"}}`` — ``HttpHealthProbe`` probing ``url``. The file holds the forge's token: it is written
+0600 under the request's own directory, never into the environment or a flow parameter.
 """
 
 from __future__ import annotations
@@ -375,11 +383,91 @@ def durable_services(
 
 def services_from_env(settings: Settings) -> Ports:
     """The ``PROMPTSHIP_SERVICES_FACTORY`` entry point for subprocesses (``PROMPTSHIP_TEST_DATABASE_URL``: the
-    store's database, when not SQLite under the fakes' directory)."""
+    store's database, when not SQLite under the fakes' directory); the real boundaries ``boundaries.json``
+    names replace their fakes."""
     ttl = os.environ.get("PROMPTSHIP_TEST_LEASE_TTL_S")
-    return durable_services(
-        Path(os.environ["PROMPTSHIP_TEST_FAKES_DIR"]),
+    directory = Path(os.environ["PROMPTSHIP_TEST_FAKES_DIR"])
+    ports = durable_services(
+        directory,
         settings,
         lease_ttl_s=float(ttl) if ttl else None,
         database_url=os.environ.get("PROMPTSHIP_TEST_DATABASE_URL") or None,
     )
+    real = directory / BOUNDARIES_FILE
+    if real.exists():
+        with_real_boundaries(ports, json.loads(real.read_text()))
+    return ports
+
+
+BOUNDARIES_FILE = "boundaries.json"
+REAL_BOUNDARIES = ("forge", "llm", "health")
+CLIENT_TIMEOUT_S = 3.0  # every real adapter's read timeout here (as in the step-level fault cases)
+
+
+def write_boundaries(directory: Path, boundaries: dict[str, dict[str, str]]) -> None:
+    """Name the real boundaries of the request under ``directory`` (read by every process that starts after)."""
+    unknown = set(boundaries) - set(REAL_BOUNDARIES)
+    if unknown:
+        raise ValueError(f"unknown boundaries {sorted(unknown)}; known: {list(REAL_BOUNDARIES)}")
+    path = directory / BOUNDARIES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(boundaries))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def with_real_boundaries(ports: Ports, boundaries: dict[str, dict[str, str]]) -> Ports:
+    """Replace the fakes of ``ports`` that ``boundaries`` names with the real adapters (see the module docstring)."""
+    import httpx
+    from pydantic import SecretStr
+
+    settings = ports.settings
+    if "forge" in boundaries:
+        from github import Auth, Github
+
+        from promptship.adapters.github import GitHubHost
+        from promptship.domain.ci import Backoff
+
+        forge = boundaries["forge"]
+        gh = Github(
+            base_url=forge["api_url"],
+            auth=Auth.Token(forge["token"]),
+            retry=None,
+            timeout=int(CLIENT_TIMEOUT_S),
+            seconds_between_requests=0,
+            seconds_between_writes=0,
+        )
+        git_url = forge["git_url"].rstrip("/")
+        ports.code_host = GitHubHost(
+            gh,
+            token=SecretStr(forge["token"]),
+            git_url_for=lambda repository: f"{git_url}/{repository}.git",
+            backoff=Backoff(initial_s=0.2, max_s=1.0),
+            git_stall_s=CLIENT_TIMEOUT_S,
+        )
+        ports.boundaries["code_host"] = "protocol stand-in"
+    if "llm" in boundaries:
+        from promptship.wiring import build_llm_gateway
+
+        base_url = boundaries["llm"]["base_url"].rstrip("/")
+        llm_settings = settings.llm.model_copy(
+            update={
+                "ollama_base_url": base_url,
+                "openrouter_base_url": base_url + "/v1",
+                "timeout_s": CLIENT_TIMEOUT_S,
+                "openrouter_api_key": settings.llm.openrouter_api_key or SecretStr("sk-or-v1-" + "0" * 64),
+            }
+        )
+        store = ports.sink
+        ports.llm = build_llm_gateway(
+            settings.model_copy(update={"llm": llm_settings}),
+            engine=store.engine,  # type: ignore[attr-defined]  # the store's ledger
+        )
+        ports.boundaries["llm"] = "protocol stand-in"
+    if "health" in boundaries:
+        from promptship.adapters.health import HttpHealthProbe
+
+        settings.health.url = boundaries["health"]["url"]
+        ports.health = HttpHealthProbe(httpx.Client(), consecutive=3, retries=10, timeout_s=1.0, interval_s=0.05)
+        ports.boundaries["health"] = "protocol stand-in"
+    return ports

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from promptship.domain.request import DevRequest, request_key_for
 from promptship.errors import ConfigError
@@ -63,6 +63,9 @@ from promptship_sandbox.reliability.faults import FULL as FAULTS_FULL
 from promptship_sandbox.reliability.faults import QUICK as FAULTS_QUICK
 from promptship_sandbox.reliability.faults import FaultCase, print_fault_part
 from promptship_sandbox.reliability.leaks import ALLOWLIST, Allowed, LeakReport
+
+if TYPE_CHECKING:
+    from promptship_sandbox.reliability.wholeruns import WholeCase
 
 Recovery = Literal["resume", "sweep", "retry", "wait"]
 Scenario = Literal["deploy", "rollback", "suspend"]
@@ -318,9 +321,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     stop_process_group(proc, grace_s=15)
 
 
-def request_for(tag: str, scenario: Scenario) -> DevRequest:
+def request_for(tag: str, scenario: Scenario, repository: str | None = None) -> DevRequest:
     what = "that breaks the health check" if scenario == "rollback" else "returning the commit SHA"
-    return DevRequest(prompt=f"Add GET /version {what} [{tag}]", auto_merge=True)
+    prompt = f"Add GET /version {what} [{tag}]"
+    if repository:
+        return DevRequest(prompt=prompt, auto_merge=True, repository=repository)
+    return DevRequest(prompt=prompt, auto_merge=True)
 
 
 @dataclass
@@ -336,17 +342,23 @@ class Submitted:
 
 
 def submit(
-    harness: Harness, tag: str, scenario: Scenario, kill: str | None = None, *, secret: str | None = None
+    harness: Harness,
+    tag: str,
+    scenario: Scenario,
+    kill: str | None = None,
+    *,
+    secret: str | None = None,
+    repository: str | None = None,
 ) -> Submitted:
     """Start the request of ``tag`` through the deployment (with ``secret`` in its prompt: sealed first, as
-    `promptship run` and the webhook receiver do)."""
+    `promptship run` and the webhook receiver do; ``repository``: another than the request's default)."""
     from prefect.deployments import run_deployment
 
     fakes = harness.work / tag
     fakes.mkdir(parents=True, exist_ok=True)
     if scenario == "rollback":
         (fakes / "unhealthy").write_text("")
-    request = request_for(tag, scenario)
+    request = request_for(tag, scenario, repository)
     if secret is not None:
         request = request.model_copy(update={"prompt": f"{request.prompt} and log in with {secret} from now on"})
     env = {"PROMPTSHIP_TEST_FAKES_DIR": str(fakes)}
@@ -687,6 +699,9 @@ def run_campaign(
     faults: bool = True,
 ) -> int:
     """Run the campaign; print the tables and the summary line; return the exit status (0: all equal)."""
+    from promptship_sandbox.reliability.wholeruns import FULL as WHOLE_FULL
+    from promptship_sandbox.reliability.wholeruns import QUICK as WHOLE_QUICK
+
     chosen = QUICK if quick else FULL
     if points:
         known = {k.name: k for k in FULL + QUICK}
@@ -700,7 +715,8 @@ def run_campaign(
             harness = Harness(server, root, echo, plant_canaries())
             try:
                 cases = (FAULTS_QUICK if quick else FAULTS_FULL) if faults else ()
-                return _campaign(harness, chosen, soak, echo, cases)
+                whole = (WHOLE_QUICK if quick else WHOLE_FULL) if faults else ()
+                return _campaign(harness, chosen, soak, echo, cases, whole)
             finally:
                 harness.stop()
 
@@ -721,6 +737,7 @@ def _campaign(
     soak: bool,
     echo: Callable[[str], None],
     cases: tuple[FaultCase, ...] = (),
+    whole: tuple[WholeCase, ...] = (),
 ) -> int:
     started = time.monotonic()
     harness.deploy()
@@ -797,10 +814,20 @@ def _campaign(
             "durable fakes)"
         )
 
-    # part 3: faults at the boundaries (reliability/faults.py), on this campaign's Prefect server
-    fault_run = print_fault_part(cases, harness.work / "faults", echo)
-    duplicates += fault_run.duplicates
-    lost += fault_run.lost
+    # part 3b: whole dev-cycle runs through the deployment, one boundary real behind the proxy (wholeruns.py),
+    # beside part 3: faults at the boundaries (reliability/faults.py), both on this campaign's Prefect server
+    from promptship_sandbox.reliability.wholeruns import print_whole_part, run_whole_cases
+
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        whole_future = (
+            beside.submit(contextvars.copy_context().run, run_whole_cases, harness, whole, harness.work / "whole-parts")
+            if whole
+            else None
+        )
+        fault_run = print_fault_part(cases, harness.work / "faults", echo)
+        whole_run = print_whole_part(whole_future.result() if whole_future else None, echo)
+    duplicates += fault_run.duplicates + whole_run.duplicates
+    lost += fault_run.lost + whole_run.lost
 
     echo("")
     echo("Part 4: planted secrets (the settings' credentials of every process, a secret in one request's prompt)")
@@ -814,12 +841,13 @@ def _campaign(
     echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")
     never = len(results) - fired
     leaks = len(scan.leaks)
-    kinds, boundaries = fault_run.kinds, fault_run.boundaries
+    kinds = len(fault_run.kind_names | whole_run.kinds)
+    boundaries = len(fault_run.boundary_names | whole_run.boundaries)
     echo(
         f"kill points {fired}, fault kinds {kinds}, boundaries {boundaries}, duplicates {duplicates}, "
         f"leaks {leaks}, lost runs {lost}"
     )
-    return 1 if duplicates or lost or never or leaks or fault_run.failed else 0
+    return 1 if duplicates or lost or never or leaks or fault_run.failed or whole_run.failed else 0
 
 
 def scan_campaign(harness: Harness) -> LeakReport:
