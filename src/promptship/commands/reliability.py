@@ -57,7 +57,10 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Directory for the processes' logs and the fakes (default: a new temp dir).")
         ] = None,
         faults: Annotated[
-            bool, typer.Option(help="Part 3: the fault cases at the boundaries (the fault proxy); --no-faults skips.")
+            bool,
+            typer.Option(
+                help="Parts 3 and 3b: the fault cases at the boundaries and the whole runs under faults (the fault proxy); --no-faults skips both."
+            ),
         ] = True,
     ) -> None:
         """Kill runs at every named kill point on a real Prefect server, deployment and process worker, recover
