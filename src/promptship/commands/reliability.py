@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         faults: Annotated[
             bool,
             typer.Option(
-                help="Parts 3 and 3b: the fault cases at the boundaries and the whole runs under faults (the fault proxy); --no-faults skips both."
+                help="Parts 3 and 3b: the fault cases at the boundaries and the whole runs under faults "
+                "(the fault proxy); --no-faults skips both."
             ),
         ] = True,
     ) -> None:
