@@ -219,12 +219,13 @@ def holder_alive(flow_run_id: str) -> bool:
     return state is not None and not state.is_final()
 
 
-def _keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest) -> None:
+def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest) -> None:
     """A run started with the prompt itself as its parameter (the UI form, an in-process call) gets its
     ``request`` parameter replaced by the sealed form — prompt redacted, the prompt kept encrypted in the store —
     so Prefect's API and UI stop showing it, and a retry or ``promptship resume`` of this flow run reads the
-    prompt from the store. (Prefect's database may keep the first bytes until its pages are reused: starters that
-    can seal before they submit — the webhook receiver, ``promptship run``, the demo — do.)"""
+    prompt from the store (a run that moves to its repository's work queue, ``tasks/queues.py``, does the same
+    before it moves). (Prefect's database may keep the first bytes until its pages are reused: starters that can
+    seal before they submit — the webhook receiver, ``promptship run``, the demo — do.)"""
     given = (flow_run.parameters or {}).get("request")
     if isinstance(given, DevRequest):
         given = given.model_dump(mode="json")
@@ -288,7 +289,7 @@ def _open_run(ports: Ports, request: DevRequest) -> RunContext:
     )
     ports.sink.remember_request(key, request)
     if flow_run is not None:
-        _keep_prompt_out_of_prefect(flow_run, ports.sink.seal(request))
+        keep_prompt_out_of_prefect(flow_run, ports.sink.seal(request))
     ctx = RunContext(request=request, request_key=key, attempt=attempt, ports=ports, limits=limits, holder=holder)
     ctx.run_url = _run_url(flow_run)
     if flow_run is not None:

@@ -11,19 +11,29 @@ a process for that moment only; queued, the new run holds none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from uuid import UUID
 
 from promptship.adapters.prefect_queues import submit_dev_cycle
 from promptship.domain.fairness import moved_from_tag, repository_queue_name
 from promptship.domain.limits import RunLimits
+from promptship.domain.request import DevRequest
+from tasks.context import keep_prompt_out_of_prefect
 
 
-def move_to_repository_queue(limits: RunLimits, repository: str) -> UUID | None:
-    """When this flow run is a deployment's run outside ``repository``'s work queue and a per-repository limit is
-    set, create its run in that queue and return the new run's id (this run then ends). None: it belongs where it
-    is — in its queue already, no per-repository limit, or not a deployment's run (``promptship run``, a resume)."""
+def move_to_repository_queue(
+    limits: RunLimits, request: DevRequest, seal: Callable[[DevRequest], DevRequest]
+) -> UUID | None:
+    """When this flow run is a deployment's run outside ``request``'s repository's work queue and a
+    per-repository limit is set, create its run in that queue and return the new run's id (this run then ends).
+    None: it belongs where it is — in its queue already, no per-repository limit, or not a deployment's run
+    (``promptship run``, a resume).
+
+    A run the UI form started holds the prompt itself as its parameter: ``seal`` keeps it in the store, and both
+    this run's parameter and the moved run's are the sealed form (never the prompt a second time in Prefect)."""
     if limits.per_repository_limit <= 0:
         return None
+    repository = request.repository
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
@@ -35,10 +45,12 @@ def move_to_repository_queue(limits: RunLimits, repository: str) -> UUID | None:
             return None
         if me.work_queue_name == repository_queue_name(repository):
             return None
+        sealed = seal(request)
+        keep_prompt_out_of_prefect(me, sealed)
         return submit_dev_cycle(
             client,
             me.deployment_id,
-            dict(me.parameters),
+            {**me.parameters, "request": sealed.model_dump(mode="json")},
             repository,
             per_repository_limit=limits.per_repository_limit,
             global_limit=limits.global_limit,

@@ -17,6 +17,7 @@ itself runs at most 2 flow runs at once: fewer than one repository's burst.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -42,6 +43,7 @@ from promptship.servers.resumer import PrefectRunResumer, sweep_waits
 from promptship.servers.webhook import running_asgi
 from promptship.settings import Settings
 from promptship.store import Store
+from promptship_sandbox import credentials
 from promptship_sandbox.durable_fakes import DurableCodeHost, JsonState, durable_services
 from promptship_sandbox.prefect_server import live_descendants
 from tests.flows.test_processes import read_run, run_state
@@ -188,7 +190,9 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     (fakes / "ci-pending").unlink(missing_ok=True)  # CI passes at once: nothing suspends here
     busy, quiet = _repository("team-a"), _repository("team-b")
     a = [_request(busy) for _ in range(WORKER_LIMIT + 1)]  # waiting in their processes, they would fill the worker
-    b = [_request(quiet)]
+    # B's prompt carries a credential (as one typed into the UI form may): it must not reach Prefect in clear
+    token = credentials.github_token()
+    b = [_request(quiet).model_copy(update={"prompt": f"Add GET /version; the CI token is {token}"})]
     before = JsonState(fakes).read().get("pr_creations", 0)
     # A's first run takes A's place and keeps it (held inside its agent) until B is done
     hold = fakes / f"hold-agent-{a[0].run_key}"
@@ -222,6 +226,11 @@ def test_a_busy_repository_does_not_starve_another_and_never_runs_over_its_limit
     assert entry is not None and entry.name == "Completed" and str(moved_b.id) in (entry.message or "")
     with get_client(sync_client=True) as client:
         assert moved_run(client, entry_b) == moved_b.id
+    # the credential the "UI form" gave is in Prefect's parameters of neither run: both hold the sealed form
+    for run_id in (entry_b, moved_b.id):
+        parameters = read_run(run_id).parameters
+        assert parameters["request"].get("sealed"), parameters
+        assert token not in json.dumps(parameters)
     _until(platform, "A's runs to complete", lambda: all(run_state(i) == "Completed" for i in ids_a), timeout_s=600)
 
     reports_a, (report_b,) = _reports(platform, a), _reports(platform, b)
