@@ -50,6 +50,7 @@ def move_to_repository_queue(
         return submit_dev_cycle(
             client,
             me.deployment_id,
+            me.work_pool_name,
             {**me.parameters, "request": sealed.model_dump(mode="json")},
             repository,
             per_repository_limit=limits.per_repository_limit,

@@ -92,6 +92,7 @@ def _submit(platform: ProcessPlatform, request: DevRequest) -> uuid.UUID:
         return submit_dev_cycle(
             client,
             platform.deployment_ids[DEV_CYCLE],
+            platform.pool,
             {"request": request.model_dump(mode="json")},
             request.repository,
             per_repository_limit=PER_REPOSITORY,

@@ -79,6 +79,7 @@ def apply_run_limits(
 def submit_dev_cycle(
     client: Any,
     deployment_id: UUID,
+    work_pool_name: str | None,
     parameters: dict[str, Any],
     repository: str,
     *,
@@ -87,15 +88,14 @@ def submit_dev_cycle(
     idempotency_key: str | None = None,
     tags: list[str] | None = None,
 ) -> UUID:
-    """Create a scheduled run of the deployment in ``repository``'s work queue (``apply_run_limits``; the
-    deployment's own queue when no per-repository limit is set) and return its id. With ``idempotency_key``, a
-    second call returns the same run."""
-    deployment = client.read_deployment(deployment_id)
+    """Create a scheduled run of the deployment (whose work pool is ``work_pool_name``, as the caller read it) in
+    ``repository``'s work queue (``apply_run_limits``; the deployment's own queue when no per-repository limit is
+    set) and return its id. With ``idempotency_key``, a second call returns the same run."""
     queue = None
-    if deployment.work_pool_name and (per_repository_limit > 0 or global_limit > 0):
+    if work_pool_name and (per_repository_limit > 0 or global_limit > 0):
         queue = apply_run_limits(
             client,
-            deployment.work_pool_name,
+            work_pool_name,
             repository,
             per_repository_limit=per_repository_limit,
             global_limit=global_limit,

@@ -148,6 +148,7 @@ class PrefectDeploymentStarter:
                 run_id = submit_dev_cycle(
                     client,
                     deployment.id,
+                    deployment.work_pool_name,
                     self.parameters(trigger),
                     trigger.repository,
                     per_repository_limit=self.per_repository_limit,
