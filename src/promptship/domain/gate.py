@@ -196,7 +196,7 @@ _AUTH_HEADER = re.compile(
 _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)")
 _CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?:-u|--user)[\s=]*(\S*:\S*)")
 _HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
-_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|signature|hmac|salt)")
+_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|hmac|salt)")
 # Digests are not secrets: package-lock integrity, go.sum, pip hashes, git commits.
 # An excerpt: a run with an ellipsis right before and right after it was cut out of something longer (a blob,
 # a log line); the whole value is not there, and a cut credential does not authenticate.
@@ -466,7 +466,8 @@ def scan_rules(text: str) -> list[Finding]:
             value = rest  # `primaryKey=…`, `version=…`: judge the value, not the name glued to it
             if _NOT_A_SECRET_NAME.search(name + "=") or _ANTI_FORGERY.search(name):
                 continue
-        if _in_url_path(text, m.start()) or (len(value) > 100 and random_check is _looks_random_anywhere):
+        in_url = _in_url_path(text, m.start()) or _host_into_path(text, m.start(), m.group(0))
+        if in_url or (len(value) > 100 and random_check is _looks_random_anywhere):
             continue  # ids in URL paths (documents, assets); long blobs with no credential word (images, certs)
         if text.endswith(_ELLIPSES, 0, m.start()) and text.startswith(_ELLIPSES, m.end()):
             continue  # "…6wqX…": an excerpt cut from a longer blob on both sides, not a whole value
@@ -713,6 +714,17 @@ def _in_url_path(text: str, start: int) -> bool:
     return bool(ends) and not re.search(r"[\s?#&\"'<>]", prefix[ends[-1] :])
 
 
+_URL_HOST_BEFORE = re.compile(r"(?:https?:)?//[\w.-]*$")
+
+
+def _host_into_path(text: str, start: int, value: str) -> bool:
+    """The run starts in a URL's host (its last label: the entropy run has no dot) and goes on into the path
+    (``com/document/d/1W7…``): the path's id, which ``_in_url_path`` lets pass when it is read from the path's
+    start, read from a little earlier."""
+    line_start = text.rfind("\n", 0, start) + 1
+    return "/" in value and bool(_URL_HOST_BEFORE.search(text, max(line_start, start - 200), start))
+
+
 # Credentials in plain words (English, French): a password, PIN, passphrase or recovery code given after such a
 # word, with or without ":"/"=" ("the staging login is admin / password hunter2", "mot de passe : Chaton#88",
 # "PIN 4821", "code de récupération 5KQ9-22XP"). Group 1 = the word, 2 = a connector (is/est/:/=), 3 = value.
@@ -740,6 +752,11 @@ _LOGIN_CONTEXT = re.compile(
 )
 
 
+# lowercase words joined by underscores (``real_key``, ``db_password_prod``): how code names a variable — a
+# password of words is written with spaces or dashes, or in the mixed case a password rule asks for
+_SNAKE_NAME = re.compile(r"[a-z]{2,}(?:_[a-z]{2,})+")
+
+
 def _plain_credentials(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for m in _PLAIN_CREDENTIAL.finditer(text):
@@ -753,6 +770,7 @@ def _plain_credentials(text: str) -> list[tuple[int, int]]:
             or value[0] in "-/"  # a command-line flag (`--digest`), a path or a URL
             or m.start(group) == m.end("word")  # glued to the word: `password.txt`, `password[i]`: code
             or is_masked_value(value)
+            or _SNAKE_NAME.fullmatch(value)
             or _CODE_REFERENCE.fullmatch(value)
             and ("." in value or "(" in value or "[" in value)
         ):
