@@ -605,3 +605,32 @@ def test_placeholders_after_a_prefix_and_markers_as_words(value, placeholder):
 )
 def test_url_ids_signatures_and_names_are_not_credentials(text, found):
     assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found
+
+
+@pytest.mark.parametrize(
+    ("iban", "ok"),
+    [
+        ("DE47702918340066281935", True),  # 22 characters: Germany's length in SWIFT's IBAN Registry
+        ("DE387029183400662819354", False),  # a valid checksum, one character too many for Germany
+        ("NO3282173046519", True),  # 15: Norway's
+        ("NO52821730465192", False),
+        ("DZ3558002100001113000000", True),  # not in the registry: its checksum decides
+    ],
+)
+def test_iban_lengths_per_country(iban, ok):
+    from promptship.domain.gate import iban_ok
+
+    assert iban_ok(iban) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "placeholder"),
+    [
+        ("GR134894145645645645645645645", True),  # GitLab's runner registration prefix, then a unit repeated
+        ("GR1348941Qm7RtZp2KwLx9Vb4Nc8Hs", False),
+    ],
+)
+def test_placeholders_after_gitlabs_runner_prefix(value, placeholder):
+    from promptship.domain.gate import is_placeholder_secret
+
+    assert is_placeholder_secret(value) is placeholder

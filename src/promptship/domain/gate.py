@@ -361,9 +361,33 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# IBAN lengths per country, from SWIFT's IBAN Registry (ISO 13616): an IBAN of a registered country has exactly
+# this many characters. Countries not listed are checked by their checksum alone.
+_IBAN_LENGTH = {
+    **dict.fromkeys(("NO",), 15),
+    **dict.fromkeys(("BE",), 16),
+    **dict.fromkeys(("DK", "FI", "FK", "FO", "GL", "NL", "SD"), 18),
+    **dict.fromkeys(("MK", "SI"), 19),
+    **dict.fromkeys(("AT", "BA", "EE", "KZ", "LT", "LU", "MN", "XK"), 20),
+    **dict.fromkeys(("CH", "HR", "LI", "LV"), 21),
+    **dict.fromkeys(("BG", "BH", "CR", "DE", "GB", "GE", "IE", "ME", "RS", "VA"), 22),
+    **dict.fromkeys(("AE", "GI", "IL", "IQ", "OM", "SO", "TL"), 23),
+    **dict.fromkeys(("AD", "CZ", "ES", "MD", "PK", "RO", "SA", "SE", "SK", "TN", "VG"), 24),
+    **dict.fromkeys(("LY", "PT", "ST"), 25),
+    **dict.fromkeys(("IS", "TR"), 26),
+    **dict.fromkeys(("BI", "DJ", "FR", "GR", "IT", "MC", "MR", "SM"), 27),
+    **dict.fromkeys(("AL", "AZ", "BY", "CY", "DO", "GT", "HU", "LB", "NI", "PL", "SV"), 28),
+    **dict.fromkeys(("BR", "EG", "PS", "QA", "UA"), 29),
+    **dict.fromkeys(("JO", "KW", "MU", "YE"), 30),
+    **dict.fromkeys(("MT", "SC"), 31),
+    **dict.fromkeys(("LC",), 32),
+    **dict.fromkeys(("RU",), 33),
+}
+
+
 def iban_ok(iban: str) -> bool:
     s = iban.replace(" ", "").upper()
-    if not 15 <= len(s) <= 34:
+    if not 15 <= len(s) <= 34 or len(s) != _IBAN_LENGTH.get(s[:2], len(s)):
         return False
     rearranged = s[4:] + s[:4]
     try:
@@ -831,7 +855,9 @@ def _doc_marker(value: str) -> bool:
 
 # a character set written out (the alphabet, or digits then the alphabet): a charset constant, not a key
 _SEQUENCE = re.compile(r"(?i)abcdefghijklmnopq|0123456789abcdefghij")
-_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,8}[_-](?:[A-Za-z]{2,8}[_-])?|^[A-Za-z]{2,8}\.")
+# a provider's prefix: letters and a separator (``ghs_``, ``sk_live_``, ``glpat-``), or GitLab's runner
+# registration prefix GR1348941 (GitLab docs, 'Token overview')
+_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,8}[_-](?:[A-Za-z]{2,8}[_-])?|^[A-Za-z]{2,8}\.|^GR1348941")
 # possessive quantifiers: a long lowercase run must not be split every possible way (exponential backtracking)
 _NAME_SEGMENT = re.compile(r"(?:[A-Z]{2,12}+(?![a-z])|[A-Z]?+[a-z]{2,}+)++\d{0,4}+")
 
