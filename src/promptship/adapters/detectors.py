@@ -37,7 +37,6 @@ from promptship.domain.gate import (
     GateResult,
     arn_account_spans,
     iban_shaped_spans,
-    is_counting_run,
     is_not_a_secret,
     is_placeholder_email,
     named_as_fake,
@@ -102,13 +101,10 @@ def _glued(line: str, start: int, end: int) -> bool:
 
 def _not_personal_number(entity: str, value: str, start: int, end: int, ibans: list[tuple[int, int]]) -> bool:
     """A number presidio's patterns match that is no one's: read inside an IBAN-shaped run (its digits are the
-    account's) or as an ARN's AWS account id, a US SSN the SSA never issues, or digits only that repeat one
-    digit or count up (``000000000``, ``1234567890``: the filler a form or a template shows). (Numbers with a
-    letter that look made up, ``55555555K``, are kept: presidio's own tests use such numbers as valid ids.)"""
+    account's) or as an ARN's AWS account id, or a US SSN the SSA never issues. (Numbers that look made up,
+    ``55555555K``, are kept: presidio's own tests use such numbers as valid ids.)"""
     if entity != "IBAN_CODE" and any(a <= start and end <= b for a, b in ibans):
         return True
-    if is_counting_run(re.sub(r"\D", "", value)) and not re.search(r"[A-Za-z]", value):
-        return True  # 000000000, 2222222222, 1234567890: the number one types for a form, no one's id
     return entity == "US_SSN" and bool(_SSN_NEVER_ISSUED.match(re.sub(r"\D", "", value)))
 
 

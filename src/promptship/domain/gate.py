@@ -490,8 +490,7 @@ def scan_rules(text: str) -> list[Finding]:
             value = rest  # `primaryKey=…`, `version=…`: judge the value, not the name glued to it
             if _NOT_A_SECRET_NAME.search(name + "=") or _ANTI_FORGERY.search(name):
                 continue
-        in_url = _in_url_path(text, m.start()) or _host_into_path(text, m.start(), m.group(0))
-        if in_url or (len(value) > 100 and random_check is _looks_random_anywhere):
+        if _in_url_path(text, m.start()) or (len(value) > 100 and random_check is _looks_random_anywhere):
             continue  # ids in URL paths (documents, assets); long blobs with no credential word (images, certs)
         if text.endswith(_ELLIPSES, 0, m.start()) and text.startswith(_ELLIPSES, m.end()):
             continue  # "…6wqX…": an excerpt cut from a longer blob on both sides, not a whole value
@@ -738,16 +737,6 @@ def _in_url_path(text: str, start: int) -> bool:
     return bool(ends) and not re.search(r"[\s?#&\"'<>]", prefix[ends[-1] :])
 
 
-_URL_HOST_BEFORE = re.compile(r"(?:https?:)?//[\w.-]*$")
-
-
-def _host_into_path(text: str, start: int, value: str) -> bool:
-    """The run starts in a URL's host (its last label: the entropy run has no dot) and goes on into the path
-    (``com/document/d/1W7…``): the path's id, which ``_in_url_path`` lets pass when it is read from the path's
-    start, read from a little earlier."""
-    line_start = text.rfind("\n", 0, start) + 1
-    return "/" in value and bool(_URL_HOST_BEFORE.search(text, max(line_start, start - 200), start))
-
 
 # Credentials in plain words (English, French): a password, PIN, passphrase or recovery code given after such a
 # word, with or without ":"/"=" ("the staging login is admin / password hunter2", "mot de passe : Chaton#88",
@@ -776,9 +765,11 @@ _LOGIN_CONTEXT = re.compile(
 )
 
 
-# lowercase words joined by underscores (``real_key``, ``db_password_prod``): how code names a variable — a
-# password of words is written with spaces or dashes, or in the mixed case a password rule asks for
-_SNAKE_NAME = re.compile(r"[a-z]{2,}(?:_[a-z]{2,})+")
+# lowercase words joined by underscores, one of them naming a credential (``real_key``, ``db_password_prod``,
+# ``api_token``): how code names the variable that holds it, not the value
+_SNAKE_NAME = re.compile(
+    r"(?=.*(?<![a-z])(?:key|secret|password|passwd|pass|pwd|token|credentials?|auth)(?![a-z]))[a-z]{2,}(?:_[a-z]{2,})+"
+)
 
 
 def _plain_credentials(text: str) -> list[tuple[int, int]]:
