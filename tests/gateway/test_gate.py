@@ -200,7 +200,8 @@ def test_every_rule_of_the_rules_file_names_its_source():
     rules = load_secret_rules()
     assert len(rules) >= 70
     for rule in rules:
-        assert set(rule) == {"subtype", "needles", "pattern", "source"}, rule
+        assert set(rule) - {"fixed_length"} == {"subtype", "needles", "pattern", "source"}, rule
+        assert isinstance(rule.get("fixed_length", False), bool), rule["subtype"]
         assert len(rule["source"]) >= 10, rule["subtype"]
 
 
@@ -631,3 +632,20 @@ def test_placeholders_after_gitlabs_runner_prefix(value, placeholder):
     from promptship.domain.gate import is_placeholder_secret
 
     assert is_placeholder_secret(value) is placeholder
+
+
+# A provider's fixed-length format vouches for a value even when its body spells words (made-up values).
+_WORDY_40 = "Orchard-lamp_Kettle-42-river_Stone-maple"  # 40 characters of words
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"trigger with glptt-{_WORDY_40}", True),  # GitLab's trigger-token length (SecureRandom.hex(20))
+        (f"trigger with glptt-{_WORDY_40}s", False),  # one character too many: not that format, and words
+        ("trigger with glptt-" + "x" * 40, False),  # a masked body still passes
+        ("trigger with glptt-" + "Example_Token_" * 2 + "for_the_docs", False),  # a documentation marker
+    ],
+)
+def test_fixed_length_formats_judge_words_as_a_token(text, found):
+    assert ("gitlab_token" in _subtypes(text)) is found

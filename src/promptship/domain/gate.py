@@ -153,8 +153,8 @@ def load_secret_rules() -> tuple[dict[str, Any], ...]:
     return tuple(data["rule"])
 
 
-_TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = tuple(
-    (r["subtype"], tuple(r["needles"]), r["pattern"]) for r in load_secret_rules()
+_TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str, bool], ...] = tuple(
+    (r["subtype"], tuple(r["needles"]), r["pattern"], bool(r.get("fixed_length", False))) for r in load_secret_rules()
 )
 
 _CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
@@ -412,13 +412,13 @@ def scan_rules(text: str) -> list[Finding]:
     def add(kind: FindingKind, subtype: str, span: tuple[int, int], detector: str = "rules") -> None:
         found.append(Finding(kind, subtype, span[0], span[1], detector))
 
-    for subtype, needles, pattern in _COMPILED_TOKENS:
+    for subtype, needles, pattern, fixed_length in _COMPILED_TOKENS:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
             # a rule with capture groups names its value: the first group that took part in the match
             group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
-            if not is_not_a_secret(m.group(group)):
+            if not is_not_a_secret(m.group(group), names=not fixed_length):
                 add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
@@ -581,8 +581,8 @@ _LOWERED: dict[re.Pattern[str], re.Pattern[str]] = {
     )
 }
 
-_COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
-    (s, n, re.compile(p)) for s, n, p in _TOKEN_RULES
+_COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
+    (s, n, re.compile(p), fixed) for s, n, p, fixed in _TOKEN_RULES
 )
 
 
@@ -591,7 +591,7 @@ def gate_rules(text: str) -> GateResult:
     return GateResult.of(scan_rules(text))
 
 
-def is_placeholder_secret(value: str) -> bool:
+def is_placeholder_secret(value: str, *, names: bool = True) -> bool:
     """A documentation or test placeholder, not a credential: a masked run (``xxxx``, ``****``, ``<…>``),
     a template (``${VAR}``, ``{{ x }}``, ``[PASSWORD]``), a documentation marker (``EXAMPLE``, ``fake``,
     ``dummy``, ``your…``, ``…here``), a counting or alphabet run (``123456789``, ``abcdefghij``), a run of
@@ -608,7 +608,7 @@ def is_placeholder_secret(value: str) -> bool:
         return True  # aaaaaaaa…, 0000-0000-0000 (abcd1234abcd1234… is kept: detect-secrets' tests call it a key)
     if is_counting_run(body):
         return True  # ghs_3456789012345: the digits one types when a number is needed
-    return _identifier_like(v)
+    return names and _identifier_like(v)
 
 
 def is_counting_run(value: str) -> bool:
@@ -667,10 +667,11 @@ def is_public_value(value: str) -> bool:
     return bool(_PUBLIC_TOKEN.match(v)) or is_jwt_header_only(v)
 
 
-def is_not_a_secret(value: str) -> bool:
+def is_not_a_secret(value: str, *, names: bool = True) -> bool:
     """The one test every layer applies to a value it found: a placeholder (``is_placeholder_secret``) or a value
-    public by design (``is_public_value``)."""
-    return is_placeholder_secret(value) or is_public_value(value)
+    public by design (``is_public_value``). ``names=False``: a value in a provider's fixed-length format, whose
+    body is not judged as words joined into a name."""
+    return is_placeholder_secret(value, names=names) or is_public_value(value)
 
 
 # Armoured blocks that hold public material (RFC 4880 public keys and signatures, RFC 7468 certificates and
