@@ -738,7 +738,6 @@ def _in_url_path(text: str, start: int) -> bool:
     return bool(ends) and not re.search(r"[\s?#&\"'<>]", prefix[ends[-1] :])
 
 
-
 # Credentials in plain words (English, French): a password, PIN, passphrase or recovery code given after such a
 # word, with or without ":"/"=" ("the staging login is admin / password hunter2", "mot de passe : Chaton#88",
 # "PIN 4821", "code de récupération 5KQ9-22XP"). Group 1 = the word, 2 = a connector (is/est/:/=), 3 = value.
