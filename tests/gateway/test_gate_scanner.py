@@ -26,8 +26,6 @@ def gate_rows() -> list[dict]:
     return load_gate_eval(EVAL)
 
 
-
-
 @pytest.fixture(scope="module")
 def flagged(scanner: SensitiveDataScanner, gate_rows: list[dict]) -> dict[str, list[bool]]:
     """Flags per group; the sources' secret rows whose value is an obvious placeholder by the issue's own
