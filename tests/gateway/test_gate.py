@@ -200,7 +200,8 @@ def test_every_rule_of_the_rules_file_names_its_source():
     rules = load_secret_rules()
     assert len(rules) >= 70
     for rule in rules:
-        assert set(rule) == {"subtype", "needles", "pattern", "source"}, rule
+        assert set(rule) - {"fixed_length"} == {"subtype", "needles", "pattern", "source"}, rule
+        assert isinstance(rule.get("fixed_length", False), bool), rule["subtype"]
         assert len(rule["source"]) >= 10, rule["subtype"]
 
 
@@ -581,3 +582,70 @@ def test_placeholders_after_a_prefix_and_markers_as_words(value, placeholder):
     from promptship.domain.gate import is_placeholder_secret
 
     assert is_placeholder_secret(value) is placeholder
+
+
+# Session 7: hard-negative policies (tune split only), each with a value that passes and a real-shaped one still
+# caught. Every value is made up here; none comes from an evaluation set or a fixture.
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # a signature is what a key produces, not the key (RFC 7515: sent beside what it signs): the word is no
+        # credential context, its value is judged as any run (a short one passes, a long random one is kept)
+        (f'{{"payload": "aGVsbG8", "signature": "{_RUN[:24]}"}}', False),
+        (f'{{"payload": "aGVsbG8", "signing_key": "{_RUN[:24]}"}}', True),
+        (f'{{"payload": "aGVsbG8", "signature": "{_RUN}Tq"}}', True),
+        # a snake_case name that names a credential, after a password word, is a variable, not the password
+        ("password: staging_db_secret", False),
+        ("password: staging_orchard_lamp", True),  # words of a passphrase, no credential among them
+        ("password: Staging_db_2024!", True),
+        ("the password is hunter_two_77", True),
+    ],
+)
+def test_signatures_and_names_are_not_credentials(text, found):
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found
+
+
+@pytest.mark.parametrize(
+    ("iban", "ok"),
+    [
+        ("DE47702918340066281935", True),  # 22 characters: Germany's length in SWIFT's IBAN Registry
+        ("DE387029183400662819354", False),  # a valid checksum, one character too many for Germany
+        ("NO3282173046519", True),  # 15: Norway's
+        ("NO52821730465192", False),
+        ("DZ3558002100001113000000", True),  # not in the registry: its checksum decides
+    ],
+)
+def test_iban_lengths_per_country(iban, ok):
+    from promptship.domain.gate import iban_ok
+
+    assert iban_ok(iban) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "placeholder"),
+    [
+        ("GR134894145645645645645645645", True),  # GitLab's runner registration prefix, then a unit repeated
+        ("GR1348941Qm7RtZp2KwLx9Vb4Nc8Hs", False),
+    ],
+)
+def test_placeholders_after_gitlabs_runner_prefix(value, placeholder):
+    from promptship.domain.gate import is_placeholder_secret
+
+    assert is_placeholder_secret(value) is placeholder
+
+
+# A provider's fixed-length format vouches for a value even when its body spells words (made-up values).
+_WORDY_40 = "Orchard-lamp_Kettle-42-river_Stone-maple"  # 40 characters of words
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"trigger with glptt-{_WORDY_40}", True),  # GitLab's trigger-token length (SecureRandom.hex(20))
+        (f"trigger with glptt-{_WORDY_40}s", False),  # one character too many: not that format, and words
+        ("trigger with glptt-" + "x" * 40, False),  # a masked body still passes
+        ("trigger with glptt-" + "Example_Token_" * 2 + "for_the_docs", False),  # a documentation marker
+    ],
+)
+def test_fixed_length_formats_judge_words_as_a_token(text, found):
+    assert ("gitlab_token" in _subtypes(text)) is found

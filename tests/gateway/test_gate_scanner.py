@@ -4,7 +4,6 @@ and the ``classify``/``route`` commands. Floors sit a little below what the benc
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from promptship.adapters.detectors import SensitiveDataScanner, redact_with
+from promptship.bench.gate import ISSUE_PLACEHOLDER
 from tests.conftest import SHARED, require
 
 EVAL = SHARED / "eval"
@@ -26,9 +26,6 @@ def gate_rows() -> list[dict]:
     return load_gate_eval(EVAL)
 
 
-_OBVIOUS_PLACEHOLDER = re.compile(r"EXAMPLE|([xXzZ*0a])\1{5,}|<[a-z_ -]*(token|key|secret)[a-z_ -]*>", re.IGNORECASE)
-
-
 @pytest.fixture(scope="module")
 def flagged(scanner: SensitiveDataScanner, gate_rows: list[dict]) -> dict[str, list[bool]]:
     """Flags per group; the sources' secret rows whose value is an obvious placeholder by the issue's own
@@ -37,7 +34,7 @@ def flagged(scanner: SensitiveDataScanner, gate_rows: list[dict]) -> dict[str, l
     out: dict[str, list[bool]] = {}
     for row in gate_rows:
         group = row["group"]
-        if group == "secret" and _OBVIOUS_PLACEHOLDER.search(row["text"]):
+        if group == "secret" and ISSUE_PLACEHOLDER.search(row["text"]):
             group = "secret_placeholder"
         out.setdefault(group, []).append(scanner.scan(row["text"]).sensitive)
         if row["group"] == "pii" and row["subtype"] != "other-pii":

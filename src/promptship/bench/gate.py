@@ -168,6 +168,10 @@ FIXTURES = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "noseyparker.jsonl
 FRESH = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "fresh.jsonl"
 PLAIN_FILE = REPO_ROOT / "tests" / "data" / "plain_credentials.jsonl"
 FAMILY_GOAL = 0.9
+# Placeholders as issue 17 names them (`AKIAIOSFODNN7EXAMPLE`, `xxxx`, `<your-token>`): some sources label rows
+# made of them secrets (a scanner's regex test), which the gate leaves alone by design; the bench prints the
+# families with and without them (the same definition as tests/gateway/test_gate_scanner.py).
+ISSUE_PLACEHOLDER = re.compile(r"EXAMPLE|([xXzZ*0a])\1{5,}|<[a-z_ -]*(token|key|secret)[a-z_ -]*>", re.IGNORECASE)
 # Several names of one provider; subtype words that name a kind of credential, not its provider.
 _FAMILY_ALIASES = {
     "amazon": "aws",
@@ -255,6 +259,12 @@ def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
         fams = family_recall(scanner, secrets, lambda r: family_of(r["subtype"]))
         if split == "held_out":
             _print_families("held-out split, secrets by provider family", fams)
+            real = [r for r in secrets if not ISSUE_PLACEHOLDER.search(r["text"])]
+            _print_families(
+                f"held-out split, the same without the {len(secrets) - len(real)} rows whose text holds a placeholder "
+                "by the issue's definition (EXAMPLE, a run of x/z/*/0, <your-token>) that the source labels a secret",
+                family_recall(scanner, real, lambda r: family_of(r["subtype"])),
+            )
         hn = [r for r in part if r["group"] == "hard-negative"]
         hn_results = [scanner.scan(r["text"]) for r in hn]
         hn_hit = sum(res.sensitive for res in hn_results)

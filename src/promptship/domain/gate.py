@@ -153,8 +153,8 @@ def load_secret_rules() -> tuple[dict[str, Any], ...]:
     return tuple(data["rule"])
 
 
-_TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = tuple(
-    (r["subtype"], tuple(r["needles"]), r["pattern"]) for r in load_secret_rules()
+_TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str, bool], ...] = tuple(
+    (r["subtype"], tuple(r["needles"]), r["pattern"], bool(r.get("fixed_length", False))) for r in load_secret_rules()
 )
 
 _CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
@@ -196,7 +196,7 @@ _AUTH_HEADER = re.compile(
 _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)")
 _CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?:-u|--user)[\s=]*(\S*:\S*)")
 _HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
-_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|signature|hmac|salt)")
+_ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|hmac|salt)")
 # Digests are not secrets: package-lock integrity, go.sum, pip hashes, git commits.
 # An excerpt: a run with an ellipsis right before and right after it was cut out of something longer (a blob,
 # a log line); the whole value is not there, and a cut credential does not authenticate.
@@ -361,9 +361,33 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# IBAN lengths per country, from SWIFT's IBAN Registry (ISO 13616): an IBAN of a registered country has exactly
+# this many characters. Countries not listed are checked by their checksum alone.
+_IBAN_LENGTH = {
+    **dict.fromkeys(("NO",), 15),
+    **dict.fromkeys(("BE",), 16),
+    **dict.fromkeys(("DK", "FI", "FK", "FO", "GL", "NL", "SD"), 18),
+    **dict.fromkeys(("MK", "SI"), 19),
+    **dict.fromkeys(("AT", "BA", "EE", "KZ", "LT", "LU", "MN", "XK"), 20),
+    **dict.fromkeys(("CH", "HR", "LI", "LV"), 21),
+    **dict.fromkeys(("BG", "BH", "CR", "DE", "GB", "GE", "IE", "ME", "RS", "VA"), 22),
+    **dict.fromkeys(("AE", "GI", "IL", "IQ", "OM", "SO", "TL"), 23),
+    **dict.fromkeys(("AD", "CZ", "ES", "MD", "PK", "RO", "SA", "SE", "SK", "TN", "VG"), 24),
+    **dict.fromkeys(("LY", "PT", "ST"), 25),
+    **dict.fromkeys(("IS", "TR"), 26),
+    **dict.fromkeys(("BI", "DJ", "FR", "GR", "IT", "MC", "MR", "SM"), 27),
+    **dict.fromkeys(("AL", "AZ", "BY", "CY", "DO", "GT", "HU", "LB", "NI", "PL", "SV"), 28),
+    **dict.fromkeys(("BR", "EG", "PS", "QA", "UA"), 29),
+    **dict.fromkeys(("JO", "KW", "MU", "YE"), 30),
+    **dict.fromkeys(("MT", "SC"), 31),
+    **dict.fromkeys(("LC",), 32),
+    **dict.fromkeys(("RU",), 33),
+}
+
+
 def iban_ok(iban: str) -> bool:
     s = iban.replace(" ", "").upper()
-    if not 15 <= len(s) <= 34:
+    if not 15 <= len(s) <= 34 or len(s) != _IBAN_LENGTH.get(s[:2], len(s)):
         return False
     rearranged = s[4:] + s[:4]
     try:
@@ -388,13 +412,13 @@ def scan_rules(text: str) -> list[Finding]:
     def add(kind: FindingKind, subtype: str, span: tuple[int, int], detector: str = "rules") -> None:
         found.append(Finding(kind, subtype, span[0], span[1], detector))
 
-    for subtype, needles, pattern in _COMPILED_TOKENS:
+    for subtype, needles, pattern, fixed_length in _COMPILED_TOKENS:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
             # a rule with capture groups names its value: the first group that took part in the match
             group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
-            if not is_not_a_secret(m.group(group)):
+            if not is_not_a_secret(m.group(group), names=not fixed_length):
                 add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
@@ -557,8 +581,8 @@ _LOWERED: dict[re.Pattern[str], re.Pattern[str]] = {
     )
 }
 
-_COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
-    (s, n, re.compile(p)) for s, n, p in _TOKEN_RULES
+_COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
+    (s, n, re.compile(p), fixed) for s, n, p, fixed in _TOKEN_RULES
 )
 
 
@@ -567,7 +591,7 @@ def gate_rules(text: str) -> GateResult:
     return GateResult.of(scan_rules(text))
 
 
-def is_placeholder_secret(value: str) -> bool:
+def is_placeholder_secret(value: str, *, names: bool = True) -> bool:
     """A documentation or test placeholder, not a credential: a masked run (``xxxx``, ``****``, ``<…>``),
     a template (``${VAR}``, ``{{ x }}``, ``[PASSWORD]``), a documentation marker (``EXAMPLE``, ``fake``,
     ``dummy``, ``your…``, ``…here``), a counting or alphabet run (``123456789``, ``abcdefghij``), a run of
@@ -584,7 +608,7 @@ def is_placeholder_secret(value: str) -> bool:
         return True  # aaaaaaaa…, 0000-0000-0000 (abcd1234abcd1234… is kept: detect-secrets' tests call it a key)
     if is_counting_run(body):
         return True  # ghs_3456789012345: the digits one types when a number is needed
-    return _identifier_like(v)
+    return names and _identifier_like(v)
 
 
 def is_counting_run(value: str) -> bool:
@@ -643,10 +667,11 @@ def is_public_value(value: str) -> bool:
     return bool(_PUBLIC_TOKEN.match(v)) or is_jwt_header_only(v)
 
 
-def is_not_a_secret(value: str) -> bool:
+def is_not_a_secret(value: str, *, names: bool = True) -> bool:
     """The one test every layer applies to a value it found: a placeholder (``is_placeholder_secret``) or a value
-    public by design (``is_public_value``)."""
-    return is_placeholder_secret(value) or is_public_value(value)
+    public by design (``is_public_value``). ``names=False``: a value in a provider's fixed-length format, whose
+    body is not judged as words joined into a name."""
+    return is_placeholder_secret(value, names=names) or is_public_value(value)
 
 
 # Armoured blocks that hold public material (RFC 4880 public keys and signatures, RFC 7468 certificates and
@@ -740,6 +765,13 @@ _LOGIN_CONTEXT = re.compile(
 )
 
 
+# lowercase words joined by underscores, one of them naming a credential (``real_key``, ``db_password_prod``,
+# ``api_token``): how code names the variable that holds it, not the value
+_SNAKE_NAME = re.compile(
+    r"(?=.*(?<![a-z])(?:key|secret|password|passwd|pass|pwd|token|credentials?|auth)(?![a-z]))[a-z]{2,}(?:_[a-z]{2,})+"
+)
+
+
 def _plain_credentials(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for m in _PLAIN_CREDENTIAL.finditer(text):
@@ -753,6 +785,7 @@ def _plain_credentials(text: str) -> list[tuple[int, int]]:
             or value[0] in "-/"  # a command-line flag (`--digest`), a path or a URL
             or m.start(group) == m.end("word")  # glued to the word: `password.txt`, `password[i]`: code
             or is_masked_value(value)
+            or _SNAKE_NAME.fullmatch(value)
             or _CODE_REFERENCE.fullmatch(value)
             and ("." in value or "(" in value or "[" in value)
         ):
@@ -813,7 +846,9 @@ def _doc_marker(value: str) -> bool:
 
 # a character set written out (the alphabet, or digits then the alphabet): a charset constant, not a key
 _SEQUENCE = re.compile(r"(?i)abcdefghijklmnopq|0123456789abcdefghij")
-_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,8}[_-](?:[A-Za-z]{2,8}[_-])?|^[A-Za-z]{2,8}\.")
+# a provider's prefix: letters and a separator (``ghs_``, ``sk_live_``, ``glpat-``), or GitLab's runner
+# registration prefix GR1348941 (GitLab docs, 'Token overview')
+_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,8}[_-](?:[A-Za-z]{2,8}[_-])?|^[A-Za-z]{2,8}\.|^GR1348941")
 # possessive quantifiers: a long lowercase run must not be split every possible way (exponential backtracking)
 _NAME_SEGMENT = re.compile(r"(?:[A-Z]{2,12}+(?![a-z])|[A-Z]?+[a-z]{2,}+)++\d{0,4}+")
 
