@@ -6,7 +6,7 @@ once uninterrupted per scenario (the baseline), then once with ``PROMPTSHIP_KILL
 the flow run's environment, through the deployment's ``env`` job variable). The hook writes its marker and
 SIGKILLs the flow-run process (or its worker, for ``@worker`` points; the campaign restarts the worker). The
 run is then recovered without touching the fakes: ``promptship resume --force``, the sweeper
-(``promptship sweep-dead --every 1``, which has to find the dead run by itself), or Prefect's own retry of the
+(``promptship sweep --every 1``, which has to find the dead run by itself), or Prefect's own retry of the
 deployment run (its state set to AwaitingRetry, as the UI's Retry button does, and the worker runs it again).
 Every side effect is then compared with the baseline.
 """
@@ -583,7 +583,7 @@ def _run_point(harness: Harness, kill: KillPoint, baseline: Counts, s: Submitted
         )
     elif kill.recovery == "sweep":
         recovery_proc = harness.spawn(
-            [python, "-m", "promptship.cli", "sweep-dead", "--every", "1"], f"{tag}-sweep.log", **env
+            [python, "-m", "promptship.cli", "sweep", "--every", "1"], f"{tag}-sweep.log", **env
         )
     elif kill.recovery == "wait":
         pass  # the suspended run is resumed by the person's `promptship sweep` (play_user) on the new worker
