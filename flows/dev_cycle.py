@@ -101,7 +101,7 @@ def dev_cycle(request: DevRequest) -> RunReport:
     ports = process_ports()
     # fair under load: a run a schedule, the UI form or the event trigger put in its deployment's own work queue
     # moves to its repository's, where Prefect starts it when the limits allow (tasks/queues.py), and ends here
-    moved = move_to_repository_queue(ports.limits(), request, ports.sink.seal)
+    moved = move_to_repository_queue(ports.limits(), request, ports.sink.seal, ports.forget_replaced_parameters)
     if moved is not None:
         get_run_logger().info("moved to the work queue of %s as flow run %s", request.repository, moved)
         # a flow that returns a state ends in it: Completed, with no report (the moved run makes the report)

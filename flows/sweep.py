@@ -10,8 +10,8 @@ The sweeper resumes each dead one exactly the way
 ``promptship resume --force`` does (``resume_dev_cycle``): the run is marked Crashed and a new flow run
 continues its attempt from the step cache.
 
-``promptship sweep-dead`` runs one pass (``--every N`` keeps sweeping); ``sweep_dead_runs`` is the same pass as a
-flow, for a scheduled deployment.
+``promptship sweep`` runs this pass in each round, after the pass over suspended runs whose wait is over
+(``--every N`` keeps sweeping); ``sweep_dead_runs`` is this pass alone as a flow, for a scheduled deployment.
 """
 
 from collections.abc import Callable

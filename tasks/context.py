@@ -219,23 +219,41 @@ def holder_alive(flow_run_id: str) -> bool:
     return state is not None and not state.is_final()
 
 
-def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest) -> None:
+def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest, forget_old_bytes: Callable[[], str | None]) -> bool:
     """A run started with the prompt itself as its parameter (the UI form, an in-process call) gets its
     ``request`` parameter replaced by the sealed form — prompt redacted, the prompt kept encrypted in the store —
     so Prefect's API and UI stop showing it, and a retry or ``promptship resume`` of this flow run reads the
     prompt from the store (a run that moves to its repository's work queue, ``tasks/queues.py``, does the same
-    before it moves). (Prefect's database may keep the first bytes until its pages are reused: starters that can
-    seal before they submit — the webhook receiver, ``promptship run``, the demo — do.)"""
+    before it moves). Then ``forget_old_bytes`` (``Ports.forget_replaced_parameters``) makes Prefect's database
+    drop the first bytes where it can — a SQLite file here: its WAL checkpointed and truncated; what it could not
+    do is logged in one line and never fails the run. (Starters that can seal before they submit — the webhook
+    receiver, ``promptship run``, the demo — do, and leave Prefect nothing to forget.)
+
+    True when the parameter was replaced; False when it was sealed already."""
     given = (flow_run.parameters or {}).get("request")
     if isinstance(given, DevRequest):
         given = given.model_dump(mode="json")
     if isinstance(given, dict) and given.get("sealed"):
-        return
+        return False
     from prefect.client.orchestration import get_client
 
     parameters = {**(flow_run.parameters or {}), "request": sealed.model_dump(mode="json")}
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, parameters=parameters)
+    not_done = forget_old_bytes()
+    if not_done:
+        _logger().warning("the prompt's first copy may stay in Prefect's database: %s", not_done)
+    return True
+
+
+def _logger() -> Any:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def _run_url(flow_run: Any) -> str | None:
@@ -289,7 +307,7 @@ def _open_run(ports: Ports, request: DevRequest) -> RunContext:
     )
     ports.sink.remember_request(key, request)
     if flow_run is not None:
-        keep_prompt_out_of_prefect(flow_run, ports.sink.seal(request))
+        keep_prompt_out_of_prefect(flow_run, ports.sink.seal(request), ports.forget_replaced_parameters)
     ctx = RunContext(request=request, request_key=key, attempt=attempt, ports=ports, limits=limits, holder=holder)
     ctx.run_url = _run_url(flow_run)
     if flow_run is not None:

@@ -22,7 +22,10 @@ from tasks.context import keep_prompt_out_of_prefect
 
 
 def move_to_repository_queue(
-    limits: RunLimits, request: DevRequest, seal: Callable[[DevRequest], DevRequest]
+    limits: RunLimits,
+    request: DevRequest,
+    seal: Callable[[DevRequest], DevRequest],
+    forget_old_bytes: Callable[[], str | None],
 ) -> UUID | None:
     """When this flow run is a deployment's run outside ``request``'s repository's work queue and a
     per-repository limit is set, create its run in that queue and return the new run's id (this run then ends).
@@ -30,7 +33,8 @@ def move_to_repository_queue(
     (``promptship run``, a resume).
 
     A run the UI form started holds the prompt itself as its parameter: ``seal`` keeps it in the store, and both
-    this run's parameter and the moved run's are the sealed form (never the prompt a second time in Prefect)."""
+    this run's parameter and the moved run's are the sealed form (never the prompt a second time in Prefect), and
+    ``forget_old_bytes`` drops the first copy from Prefect's database where it can (``keep_prompt_out_of_prefect``)."""
     if limits.per_repository_limit <= 0:
         return None
     repository = request.repository
@@ -46,7 +50,7 @@ def move_to_repository_queue(
         if me.work_queue_name == repository_queue_name(repository):
             return None
         sealed = seal(request)
-        keep_prompt_out_of_prefect(me, sealed)
+        keep_prompt_out_of_prefect(me, sealed, forget_old_bytes)
         return submit_dev_cycle(
             client,
             me.deployment_id,

@@ -58,6 +58,7 @@ class Ports:
         *,
         factories: dict[str, Callable[[Ports], Any]] | None = None,
         boundaries: dict[str, Boundary] | None = None,
+        forget_replaced_parameters: Callable[[], str | None] | None = None,
         **instances: Any,
     ):
         unknown = set(instances) - set(PORT_NAMES)
@@ -68,6 +69,7 @@ class Ports:
         self._factories = dict(factories or {})
         self._built: dict[str, Any] = dict(instances)
         self._lock = threading.RLock()
+        self._forget_replaced_parameters = forget_replaced_parameters
         if "gitops" not in self._built and "gitops" not in self._factories:
             self._built["gitops"] = None
 
@@ -93,6 +95,19 @@ class Ports:
     def limits(self) -> RunLimits:
         """The bounds of a run in this process (from settings)."""
         return run_limits(self.settings)
+
+    def forget_replaced_parameters(self) -> str | None:
+        """After a run replaced a Prefect parameter that held a prompt with the sealed form: make Prefect's
+        database drop the old bytes where this process can (default: checkpoint its SQLite WAL,
+        ``promptship.adapters.prefect_db``). None when done; else the one sentence saying what was not done —
+        never an exception."""
+        forget = self._forget_replaced_parameters
+        if forget is None:
+            from promptship.adapters.prefect_db import checkpoint_prefect_wal as forget
+        try:
+            return forget()
+        except Exception as exc:  # never fails a run: the run's parameters are sealed already
+            return f"old copies of the replaced parameters not dropped: {type(exc).__name__}"
 
 
 def run_limits(settings: Settings) -> RunLimits:

@@ -324,7 +324,7 @@ def test_metrics_count_queued_running_and_waiting_runs_and_a_suspended_run_holds
 def test_a_crashed_runs_place_comes_back_when_it_shows_crashed(platform: ProcessPlatform) -> None:
     """The slot-lease test of the old mechanism, restated: a queue counts only Pending and Running runs, so a run
     whose process died gives its place back once Prefect shows it Crashed — the worker reports it at once; a run
-    whose worker died too stays Running until ``promptship sweep-dead`` marks it Crashed (``flows/sweep.py``)."""
+    whose worker died too stays Running until ``promptship sweep`` marks it Crashed (``flows/sweep.py``)."""
     fakes = platform.fakes
     (fakes / "ci-pending").unlink(missing_ok=True)
     (fakes / "at-agent").unlink(missing_ok=True)

@@ -144,3 +144,32 @@ def request_time() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def _prefect_database() -> Path:
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    assert url is not None
+    return Path(url.get_secret_value().split(":///", 1)[1])
+
+
+def _copies(path: Path, value: bytes) -> int:
+    return path.read_bytes().count(value) if path.exists() else 0
+
+
+def test_a_run_started_with_the_prompt_itself_leaves_no_copy_in_prefects_sqlite_files(make_services) -> None:
+    """What the UI form does: Prefect stores the prompt before the run opens; once the run has replaced its
+    parameter with the sealed form, no copy of the planted token is left in ``prefect.db``, its ``-wal`` or its
+    ``-shm`` — raw bytes, free pages and old WAL frames included — while the server still runs."""
+    make_services()
+    token = github_token()
+
+    report = dev_cycle(_request(token, auto_merge=True))
+
+    assert report.outcome == "deployed"
+    database = _prefect_database()
+    assert database.exists()
+    files = [database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")]
+    copies = {p.name: _copies(p, token.encode()) for p in files}
+    assert copies == {p.name: 0 for p in files}

@@ -184,3 +184,39 @@ def test_a_random_key_that_spells_a_placeholder_word_is_drawn_again(monkeypatch)
     draws = iter([unlucky.removeprefix("psk-run-"), "Xb7kQ2mZp9LrT4vN8wYc1HsD6jFg3Ua5Ee0Ri2Ko7Wq"])
     monkeypatch.setattr(secrets, "token_urlsafe", lambda _n: next(draws))
     assert new_key("psk-run-") == "psk-run-" + "Xb7kQ2mZp9LrT4vN8wYc1HsD6jFg3Ua5Ee0Ri2Ko7Wq"
+
+
+def test_part_3bs_llm_stand_in_log_is_scanned_by_the_campaign_and_a_planted_value_there_is_a_leak(
+    tmp_path: Path,
+) -> None:
+    """Part 3b's real parts stop before the campaign scans; what they kept only in memory (the LLM stand-in's
+    request log) comes to the scan through ``Parts.objects``: a secret in a cloud request's body is a leak, the
+    OpenRouter key in a cloud request's ``Authorization`` header is where it is meant to go (allowed)."""
+    from contextlib import ExitStack
+
+    from starlette.testclient import TestClient
+
+    from promptship_sandbox.llm_server import LLMStandIn
+    from promptship_sandbox.reliability.campaign import CAMPAIGN_ALLOWLIST
+    from promptship_sandbox.reliability.wholeruns import Parts
+
+    planted = {"prompt_secret": credentials.github_token("ghp_"), "openrouter_key": credentials.openrouter_key()}
+    stand_in = LLMStandIn()
+    with TestClient(stand_in.app) as http:  # in-process ASGI calls: the stand-in's own request log, no server
+        answer = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {planted['openrouter_key']}"},
+            json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": planted["prompt_secret"]}]},
+        )
+        assert answer.status_code == 200
+    with ExitStack() as stack:
+        parts = Parts(stack, tmp_path / "whole-parts", tmp_path, set())  # no real part started
+        parts.llm = stand_in
+        objects = parts.objects()
+
+    report = scan_leaks({"work": tmp_path}, planted, ALLOWLIST + CAMPAIGN_ALLOWLIST, objects=objects)
+
+    assert [(h.canary, h.place) for h in report.leaks] == [
+        ("prompt_secret", "llm-stand-in:cloud0.body /v1/chat/completions")
+    ]
+    assert [(h.canary, h.place) for h in report.allowed] == [("openrouter_key", "llm-stand-in:cloud0.headers")]

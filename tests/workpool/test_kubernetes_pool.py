@@ -207,7 +207,7 @@ def test_five_requests_submitted_at_once_run_as_jobs_and_all_deploy_with_one_pr_
 def test_an_evicted_flow_run_pod_does_not_stay_running_and_is_resumed_without_duplicates(pool: Pool) -> None:
     """Prefect #15945: a pod killed under a flow run leaves the run ``Running``. The sandbox kubelet evicts the pod
     hard (SIGKILL, ``Failed``/``Evicted``, as under memory pressure) while the run waits for CI; the Job fails,
-    prefect-kubernetes' observer marks the run Crashed, and ``promptship sweep-dead`` resumes it from the step
+    prefect-kubernetes' observer marks the run Crashed, and ``promptship sweep`` resumes it from the step
     cache once its request lease expired: one PR, one agent run, one merge, deployed."""
     from kubernetes import client
 
@@ -239,7 +239,7 @@ def test_an_evicted_flow_run_pod_does_not_stay_running_and_is_resumed_without_du
 
     time.sleep(LEASE_TTL_S + 1)  # the dead run's lease expires
     swept = subprocess.run(
-        [sys.executable, "-m", "promptship.cli", "sweep-dead"],
+        [sys.executable, "-m", "promptship.cli", "sweep"],
         cwd=REPO_ROOT,
         env=pool.env,
         capture_output=True,

@@ -1,8 +1,7 @@
-"""`promptship sweep-dead` (dead runs resumed without a person) and `promptship reliability` (the kill campaign)."""
+"""`promptship reliability` (the kill campaign). Dead runs are resumed by `promptship sweep` (commands/run.py)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,38 +10,6 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
-
-    @app.command("sweep-dead")
-    def sweep_dead(
-        every: Annotated[float, typer.Option(help="Sweep again every N seconds (0: one pass).", min=0)] = 0.0,
-        passes: Annotated[
-            int, typer.Option(help="With --every, stop after N passes (0: until interrupted).", min=0)
-        ] = 0,
-    ) -> None:
-        """Resume dev-cycle runs whose process died: Prefect shows them Running/Pending, their request's lease
-        expired (the heartbeat stopped). Each is resumed the way `promptship resume --force` does.
-
-        Exits 1 when a dead run could not be resumed.
-        """
-        from promptship.commands.run import _real_services
-
-        _real_services()
-        from flows.sweep import sweep as sweep_once
-
-        failed, done = False, 0
-        while True:
-            for s in sweep_once():
-                if s.action in ("alive", "not_started", "taken_over", "over"):
-                    continue
-                line = f"{s.flow_run_id} {s.name}: {s.action}" + (f" → {s.outcome}" if s.outcome else "")
-                typer.echo(line + (f" ({s.detail})" if s.detail else ""))
-                failed = failed or s.action == "failed"
-            done += 1
-            if not every or (passes and done >= passes):
-                break
-            time.sleep(every)
-        if failed:
-            raise typer.Exit(1)
 
     @app.command()
     def reliability(

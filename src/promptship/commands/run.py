@@ -1,5 +1,5 @@
-"""`promptship run`, `promptship resume`, `promptship sweep`, `promptship worker` (the process worker that reports a
-crash once) and `promptship demo`: the dev cycle from the command line."""
+"""`promptship run`, `promptship resume`, `promptship sweep` (waits that are over, then dead runs), `promptship
+worker` (the process worker that reports a crash once) and `promptship demo`: the dev cycle from the command line."""
 
 from __future__ import annotations
 
@@ -148,39 +148,62 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sweep(
         every: Annotated[
-            float, typer.Option(help="Sweep again every this many seconds (0: one pass, then exit).", min=0)
+            float, typer.Option(help="Sweep again every this many seconds (0: one round, then exit).", min=0)
         ] = 0.0,
+        passes: Annotated[
+            int, typer.Option(help="With --every, stop after this many rounds (0: until interrupted).", min=0)
+        ] = 0,
     ) -> None:
-        """Resume suspended dev-cycle runs whose wait is over without a webhook: CI final, PR merged or closed,
-        or the wait's deadline passed (the run then ends its wait as timed out). Run it next to the worker —
-        e.g. `promptship sweep --every 60` — where the store and the code host are configured; with a webhook
-        receiver it only catches what no event announced."""
+        """The sweeper: each round resumes, first, suspended dev-cycle runs whose wait is over without a webhook
+        (CI final, PR merged or closed, or the wait's deadline passed: the run then ends its wait as timed out),
+        then dead runs — Prefect shows them Running, Pending or Crashed, their request's lease expired (the
+        process died) — each the way `promptship resume --force` does (flows/sweep.py). Run it next to the
+        worker, with the worker's configuration — e.g. `promptship sweep --every 60`; with a webhook receiver the
+        first pass only catches what no event announced.
+
+        Exits 2 on a configuration error (or a sink that is not promptship's store), 1 when a dead run could not
+        be resumed (after the last round); a suspended run that could not be resumed is reported and tried again
+        next round.
+        """
         import time
 
         from promptship.servers.resumer import PrefectRunResumer, sweep_waits
         from promptship.store import Store
         from promptship.wiring import process_ports
 
+        _real_services()
         ports = process_ports()
         store = ports.sink
         if not isinstance(store, Store):
             typer.echo("promptship sweep: the configured sink is not promptship's store", err=True)
             raise typer.Exit(2)
+        from flows.sweep import sweep as sweep_dead
+
         waits = store.waits()
         resumer = PrefectRunResumer(waits)
+        failed, rounds = False, 0
         while True:
             result = sweep_waits(waits, resumer, ports.code_host)
             for run_id, why in result.resumed.items():
                 typer.echo(f"resumed {run_id} ({why})")
             for run_id, error in result.errors.items():
                 typer.echo(f"could not sweep {run_id}: {error}", err=True)
+            dead = [s for s in sweep_dead() if s.action not in ("alive", "not_started", "taken_over", "over")]
+            for s in dead:
+                line = f"{s.flow_run_id} {s.name}: {s.action}" + (f" → {s.outcome}" if s.outcome else "")
+                typer.echo(line + (f" ({s.detail})" if s.detail else ""))
+            failed = failed or any(s.action == "failed" for s in dead)
             typer.echo(
                 f"sweep: {len(result.resumed)} resumed, {len(result.still_waiting)} waiting, "
-                f"{len(result.cleared)} cleared"
+                f"{len(result.cleared)} cleared; dead runs: {sum(s.action == 'resumed' for s in dead)} resumed, "
+                f"{sum(s.action == 'closed' for s in dead)} closed, {sum(s.action == 'failed' for s in dead)} failed"
             )
-            if every <= 0:
-                return
+            rounds += 1
+            if not every or (passes and rounds >= passes):
+                break
             time.sleep(every)
+        if failed:
+            raise typer.Exit(1)
 
     @app.command()
     def worker(

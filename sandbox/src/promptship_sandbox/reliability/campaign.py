@@ -6,7 +6,7 @@ once uninterrupted per scenario (the baseline), then once with ``PROMPTSHIP_KILL
 the flow run's environment, through the deployment's ``env`` job variable). The hook writes its marker and
 SIGKILLs the flow-run process (or its worker, for ``@worker`` points; the campaign restarts the worker). The
 run is then recovered without touching the fakes: ``promptship resume --force``, the sweeper
-(``promptship sweep-dead --every 1``, which has to find the dead run by itself), or Prefect's own retry of the
+(``promptship sweep --every 1``, which has to find the dead run by itself), or Prefect's own retry of the
 deployment run (its state set to AwaitingRetry, as the UI's Retry button does, and the worker runs it again).
 Every side effect is then compared with the baseline.
 """
@@ -583,7 +583,7 @@ def _run_point(harness: Harness, kill: KillPoint, baseline: Counts, s: Submitted
         )
     elif kill.recovery == "sweep":
         recovery_proc = harness.spawn(
-            [python, "-m", "promptship.cli", "sweep-dead", "--every", "1"], f"{tag}-sweep.log", **env
+            [python, "-m", "promptship.cli", "sweep", "--every", "1"], f"{tag}-sweep.log", **env
         )
     elif kill.recovery == "wait":
         pass  # the suspended run is resumed by the person's `promptship sweep` (play_user) on the new worker
@@ -835,7 +835,7 @@ def _campaign(
     if not canary_done:
         echo(f"the planted request did not complete (flow run {flow_state(canary.flow_run_id)})")
         lost += 1
-    scan = scan_campaign(harness)
+    scan = scan_campaign(harness, whole_run.objects)
     for line in scan.lines():
         echo(line)
     echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")
@@ -850,12 +850,13 @@ def _campaign(
     return 1 if duplicates or lost or never or leaks or fault_run.failed or whole_run.failed else 0
 
 
-def scan_campaign(harness: Harness) -> LeakReport:
+def scan_campaign(harness: Harness, parts: dict[str, str] | None = None) -> LeakReport:
     """``scan_leaks`` over everything the campaign left: its whole work directory (the Prefect server's home and
-    database, every process's log, each request's fakes and store) and Prefect's API objects."""
+    database, every process's log, each request's fakes and store), Prefect's API objects and ``parts``: what a
+    part's real services kept only in memory (part 3b's LLM stand-in log and forge, ``wholeruns.Parts.objects``)."""
     from promptship_sandbox.reliability.leaks import prefect_api_objects, scan_leaks
 
-    objects = prefect_api_objects(harness.server.api_url, expect=("flow_run", "task_run", "log"))
+    objects = prefect_api_objects(harness.server.api_url, expect=("flow_run", "task_run", "log")) | (parts or {})
     return scan_leaks({"work": harness.work}, harness.canaries, ALLOWLIST + CAMPAIGN_ALLOWLIST, objects=objects)
 
 

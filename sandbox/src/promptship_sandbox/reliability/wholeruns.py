@@ -149,6 +149,8 @@ class WholeRun:
     results: list[WholeResult] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""
+    # what the real parts kept only in memory, read before they stopped (``Parts.objects``): the leak scan's input
+    objects: dict[str, str] = field(default_factory=dict)
 
     @property
     def kinds(self) -> set[str]:
@@ -197,6 +199,7 @@ class Parts:
         self.forge: ForgeParts | None = None
         self.llm: Any = None
         self.health_url = ""
+        self.repositories: list[str] = []  # the forge repositories the requests were wired to
         if boundaries & {"forge-rest", "forge-git"}:
             self.forge = ForgeParts(stack, work / "forge-parts", ci=True)
         if "llm" in boundaries:
@@ -210,6 +213,22 @@ class Parts:
             stack.callback(server.server_close)
             stack.callback(server.shutdown)
             self.health_url = f"127.0.0.1:{server.server_address[1]}"
+
+    def objects(self) -> dict[str, str]:
+        """What these parts keep only in memory, for the campaign's leak scan (everything they write to disk is
+        under the campaign's work directory, which it scans as files): the LLM stand-in's request log, cloud and
+        local, headers and bodies apart (``leaks.llm_stand_in_objects``), and the forge's API objects of every
+        repository a request was wired to — PRs, issues, comments, branches, statuses, check runs, job logs
+        (``leaks.forge_api_objects``). The fault proxies and the health app keep no bodies."""
+        from promptship_sandbox.reliability.leaks import forge_api_objects, llm_stand_in_objects
+
+        out: dict[str, str] = {}
+        if self.llm is not None:
+            out |= llm_stand_in_objects(self.llm.requests)
+        if self.forge is not None and self.repositories:
+            forge = self.forge.forge
+            out |= forge_api_objects(forge.api_url, forge.token, self.repositories, git_root=forge.root / "git")
+        return out
 
     def proxy(self, upstream: str, name: str) -> FaultProxy:
         return self.stack.enter_context(running_fault_proxy(upstream, name=name, slow_s=SLOW_S, retry_after_s=1))
@@ -247,6 +266,7 @@ def wire(parts: Parts, boundary: WholeBoundary, tag: str) -> Wired:
         forge = parts.forge
         assert forge is not None
         forge.forge.seed_repository(OWNER, tag, forge.seed)
+        parts.repositories.append(repository)
         web = forge.forge.web_url
         proxies = {"rest": parts.proxy(web, f"{tag}-rest"), "git": parts.proxy(web, f"{tag}-git")}
     elif boundary == "llm":
@@ -448,6 +468,7 @@ def run_whole_cases(harness: kc.Harness, cases: tuple[WholeCase, ...], work: Pat
                 for c in cases
             }
             run.results = [futures[c].result() for c in cases]
+        run.objects = parts.objects()  # before the parts stop: the stand-in's log and the forge live in memory
     run.seconds = time.monotonic() - started
     return run
 
