@@ -16,7 +16,8 @@ Real boundaries (the reliability campaign's whole-run fault cases): while ``<dir
 ``services_from_env`` replaces the fakes it names with the real adapter, built when the process starts (a
 resumed run's process reads the file again): ``{"forge": {"api_url", "git_url", "token"}}`` — ``GitHubHost``
 (PyGithub + git) for the local forge's REST base URL and git base URL; ``{"llm": {"base_url"}}`` — the real
-``LiteLLMGateway`` (ledger in the store) with the LLM stand-in at ``base_url`` as Ollama and as OpenRouter;
+``LiteLLMGateway`` (ledger in the store) with the LLM stand-in at ``base_url`` as Ollama and as OpenRouter
+(``gateway_url``, optional: the gateway service whose URL the agent's per-run access names);
 ``{"health": {"url"}}`` — ``HttpHealthProbe`` probing ``url``. The file holds the forge's token: it is written
 0600 under the request's own directory, never into the environment or a flow parameter.
 """
@@ -290,6 +291,8 @@ class DurableCluster:
             if rolled.get(run_key, {}).get("image") == image and d.get("serving") == image:
                 return RolloutResult(verdict="complete", image=image, revision=rolled[run_key]["revision"], found=True)
             d.setdefault("images", []).append(image)
+            by_key = d.setdefault("rollouts_by_key", {})  # several requests may share one fakes directory
+            by_key[run_key] = by_key.get(run_key, 0) + 1
             d["serving"] = image
             revision = len(d["images"])
             rolled[run_key] = {"image": image, "revision": revision}
@@ -463,6 +466,8 @@ def with_real_boundaries(ports: Ports, boundaries: dict[str, dict[str, str]]) ->
             settings.model_copy(update={"llm": llm_settings}),
             engine=store.engine,  # type: ignore[attr-defined]  # the store's ledger
         )
+        if boundaries["llm"].get("gateway_url"):  # the gateway service the agent's per-run keys are for
+            ports.llm.gateway_url = boundaries["llm"]["gateway_url"].rstrip("/")
         ports.boundaries["llm"] = "protocol stand-in"
     if "health" in boundaries:
         from promptship.adapters.health import HttpHealthProbe
