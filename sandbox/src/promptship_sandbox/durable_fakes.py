@@ -18,8 +18,10 @@ resumed run's process reads the file again): ``{"forge": {"api_url", "git_url", 
 (PyGithub + git) for the local forge's REST base URL and git base URL; ``{"llm": {"base_url"}}`` — the real
 ``LiteLLMGateway`` (ledger in the store) with the LLM stand-in at ``base_url`` as Ollama and as OpenRouter
 (``gateway_url``, optional: the gateway service whose URL the agent's per-run access names);
-``{"health": {"url"}}`` — ``HttpHealthProbe`` probing ``url``. The file holds the forge's token: it is written
-0600 under the request's own directory, never into the environment or a flow parameter.
+``{"health": {"url"}}`` — ``HttpHealthProbe`` probing ``url``; ``{"agent": {"url", "session_key"}}`` — the real
+``OpenHandsAgent`` (``wiring.build_code_agent``) on the OpenHands agent-server at ``url``. The file holds the
+forge's token and the agent-server's session key: it is written 0600 under the request's own directory, never
+into the environment or a flow parameter.
 """
 
 from __future__ import annotations
@@ -403,7 +405,7 @@ def services_from_env(settings: Settings) -> Ports:
 
 
 BOUNDARIES_FILE = "boundaries.json"
-REAL_BOUNDARIES = ("forge", "llm", "health")
+REAL_BOUNDARIES = ("forge", "llm", "health", "agent")
 CLIENT_TIMEOUT_S = 3.0  # every real adapter's read timeout here (as in the step-level fault cases)
 
 
@@ -475,4 +477,13 @@ def with_real_boundaries(ports: Ports, boundaries: dict[str, dict[str, str]]) ->
         settings.health.url = boundaries["health"]["url"]
         ports.health = HttpHealthProbe(httpx.Client(), consecutive=3, retries=10, timeout_s=1.0, interval_s=0.05)
         ports.boundaries["health"] = "protocol stand-in"
+    if "agent" in boundaries:
+        from promptship.wiring import build_code_agent
+
+        agent = boundaries["agent"]
+        oh = settings.openhands.model_copy(
+            update={"url": agent["url"], "session_api_key": SecretStr(agent["session_key"])}
+        )
+        ports.agent = build_code_agent(settings.model_copy(update={"openhands": oh}))
+        ports.boundaries["agent"] = "real"
     return ports

@@ -101,8 +101,19 @@ class PhaseResult:
 
 
 def process_usage(pid: int) -> tuple[int, int]:
-    """(resident memory in KiB, open file descriptors) of a process, summed over its session's processes."""
-    return kc.process_usage(pid)
+    """(resident memory in KiB, open file descriptors) of a process and the live processes below it (a worker's
+    flow-run processes, the forge's CI jobs); (0, 0) once it is gone."""
+    from promptship_sandbox.prefect_server import live_descendants
+
+    rss = fds = 0
+    for p in [pid, *live_descendants(pid)]:
+        try:
+            status = (Path("/proc") / str(p) / "status").read_text()
+            rss += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            fds += len(list((Path("/proc") / str(p) / "fd").iterdir()))
+        except (OSError, ValueError):
+            continue
+    return rss, fds
 
 
 def _free_port() -> int:
@@ -126,8 +137,9 @@ def _wait_port(port: int, proc: Any, log: Path, what: str) -> None:
 class SoakParts:
     """The long-lived services of the soak (see the module docstring), started once, stopped with ``stack``."""
 
-    def __init__(self, stack: ExitStack, harness: kc.Harness, work: Path, tags: list[str]):
+    def __init__(self, stack: ExitStack, harness: kc.Harness, work: Path, tags: list[str], *, agent: bool = True):
         from promptship_sandbox import credentials
+        from promptship_sandbox.agent_server import agent_server_installed, running_agent_server
         from promptship_sandbox.llm_server import running_llm_stand_in
 
         self.harness = harness
@@ -182,13 +194,24 @@ class SoakParts:
         self.procs["gateway service"] = self._spawn(
             "gateway", [python, "-m", "promptship.cli", "gateway", "serve", "--port", str(gateway_port)], **llm_env
         )
-        write_boundaries(
-            self.fakes,
-            {
-                "forge": {"api_url": self.api_url, "git_url": self.web_url, "token": self.token},
-                "llm": {"base_url": self.llm.base_url, "gateway_url": self.gateway_url},
-            },
-        )
+        boundaries = {
+            "forge": {"api_url": self.api_url, "git_url": self.web_url, "token": self.token},
+            "llm": {"base_url": self.llm.base_url, "gateway_url": self.gateway_url},
+        }
+        self.agent: Any = None
+        self.agent_note = ""
+        installed, why = agent_server_installed()
+        if agent and installed:
+            state = work / "openhands"
+            state.mkdir(parents=True, exist_ok=True)
+            self.agent = stack.enter_context(running_agent_server(state))
+            self.agent_http = stack.enter_context(
+                httpx.Client(base_url=self.agent.url, headers={"X-Session-API-Key": self.agent.session_key}, timeout=30)
+            )
+            boundaries["agent"] = {"url": self.agent.url, "session_key": self.agent.session_key}
+        else:
+            self.agent_note = why or "the agent-server was left out (agent=False)"
+        write_boundaries(self.fakes, boundaries)
         self.procs["receiver"] = self._spawn(
             "receiver",
             [
@@ -229,7 +252,19 @@ class SoakParts:
 
     # -- a request, and the person who merges its PR ----------------------------------------------------------
     def ask(self, tag: str) -> None:
-        """Open the request's issue on the forge with the bot's label: the forge delivers ``issues.labeled``."""
+        """Open the request's issue on the forge with the bot's label: the forge delivers ``issues.labeled``.
+        With the agent-server, the LLM stand-in first gets the request's developer: the agent's conversation
+        (its instruction names the prompt, so its tag) writes one file with the terminal tool and finishes."""
+        if self.agent is not None:
+            from promptship_sandbox.llm_server import ToolCall
+
+            self.llm.script_conversation(
+                f"[{tag}]",
+                [
+                    [ToolCall("terminal", {"command": f"echo ok > soak_{tag.replace('-', '_')}.txt"})],
+                    [ToolCall("finish", {"message": "wrote the change"})],
+                ],
+            )
         r = self.http.post(
             f"/repos/{self.repositories[tag]}/issues",
             json={"title": kc.request_for(tag, "deploy").prompt, "body": "From the soak.", "labels": [LABEL]},
@@ -255,8 +290,35 @@ class SoakParts:
         prs = [p for p in r.json() if not p["head"]["ref"].startswith("revert-")]
         return {"prs": len(prs), "merges": sum(1 for p in prs if p.get("merged_at"))}
 
+    def agent_counts(self, key: str) -> dict[str, int]:
+        """The agent-server's conversations of request ``key`` (tagged with it) and the instructions they got."""
+        found: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            r = self.agent_http.get(
+                "/api/conversations/search", params={"limit": 100, **({"page_id": page} if page else {})}
+            )
+            r.raise_for_status()
+            body = r.json()
+            found += [c for c in body.get("items") or [] if (c.get("tags") or {}).get("runkey") == key]
+            page = body.get("next_page_id")
+            if not page:
+                break
+        instructions = 0
+        for c in found:
+            r = self.agent_http.get(
+                f"/api/conversations/{c['id']}/events/search",
+                params={"kind": "MessageEvent", "source": "user", "limit": 100},
+            )
+            r.raise_for_status()
+            instructions += len(r.json().get("items") or [])
+        return {"conversations": len(found), "agent runs": instructions}
+
     def usage(self) -> dict[str, tuple[int, int]]:
         out = {name: process_usage(proc.pid) for name, proc in self.procs.items() if proc.poll() is None}
+        if self.agent is not None:
+            pid = int((self.agent.state_dir / "agent-server.pid").read_text().strip())
+            out["agent-server"] = process_usage(pid)
         out["prefect server"] = process_usage(self.harness.server.process.pid)
         worker = self.harness.worker
         if worker is not None and worker.poll() is None:
@@ -302,9 +364,12 @@ def request_counts(parts: SoakParts, tag: str, runs: list[Any], started: float, 
         out.state = runs[0].state.type.value if runs[0].state is not None else "NONE"
         report = store.run(key) if key else None
         out.outcome = report.outcome if report else None
-    conversations = [c for c in state.get("conversations", {}).values() if c.get("run_key") == key]
-    counts["conversations"] = len(conversations)
-    counts["agent runs"] = sum(c.get("runs", 0) for c in conversations)
+    if parts.agent is not None:
+        counts |= parts.agent_counts(key) if key else {"conversations": 0, "agent runs": 0}
+    else:
+        conversations = [c for c in state.get("conversations", {}).values() if c.get("run_key") == key]
+        counts["conversations"] = len(conversations)
+        counts["agent runs"] = sum(c.get("runs", 0) for c in conversations)
     counts["rollouts"] = int(state.get("rollouts_by_key", {}).get(key, 0)) if key else 0
     counts["attempts"] = len(attempts)
     ids = [a.id for a in attempts]
@@ -328,7 +393,9 @@ def _run_ended(parts: SoakParts, runs: list[Any]) -> bool:
     return final and attempt is not None and attempt.status == "ended"
 
 
-def run_phase(parts: SoakParts, phase: str, tags: list[str], at_once: bool) -> PhaseResult:
+def run_phase(
+    parts: SoakParts, phase: str, tags: list[str], at_once: bool, echo: Callable[[str], None] = print
+) -> PhaseResult:
     """Ask for ``tags`` (one after the other, each waited for; or all at once) and count what each left."""
     started = time.monotonic()
     stop = threading.Event()
@@ -361,7 +428,9 @@ def run_phase(parts: SoakParts, phase: str, tags: list[str], at_once: bool) -> P
                 if done or time.monotonic() > deadline[tag]:
                     time.sleep(1.0 if done else 0)  # a late second run or PR would still be counted
                     runs = flow_runs_by_repository().get(parts.repositories[tag], [])
-                    results[tag] = request_counts(parts, tag, runs, asked[tag], done)
+                    results[tag] = found = request_counts(parts, tag, runs, asked[tag], done)
+                    verdict, why = judge(found)
+                    echo(f"[soak] {tag}: {verdict} in {found.seconds:.0f} s" + (f" ({'; '.join(why)})" if why else ""))
                     active.discard(tag)
                     left.remove(tag)
             time.sleep(0.5)
@@ -392,6 +461,7 @@ class SoakRun:
     usage_start: dict[str, tuple[int, int]] = field(default_factory=dict)
     usage_end: dict[str, tuple[int, int]] = field(default_factory=dict)
     note: str = ""
+    agent_note: str = ""
 
     @property
     def lost(self) -> int:
@@ -420,12 +490,15 @@ def run_soak(harness: kc.Harness, sequential: int, concurrent: int, echo: Callab
             kc.stop_process(harness.worker)
         harness.worker_env = {"PROMPTSHIP_TEST_FAKES_DIR": str(parts.fakes)}
         harness.start_worker()
-        time.sleep(3.0)  # the worker's first poll; its figures at the start are then those of a running worker
+        time.sleep(3.0)  # the worker's first poll: its figures at the start are those of a polling worker
         run.usage_start = parts.usage()
+        run.agent_note = parts.agent_note
         echo(f"soak: services up ({', '.join(f'{n} pid {p.pid}' for n, p in parts.procs.items())})")
-        run.phases.append(run_phase(parts, f"{sequential} sequential", seq, at_once=False))
+        run.phases.append(run_phase(parts, f"{sequential} sequential", seq, at_once=False, echo=echo))
         echo(f"soak: {sequential} sequential done in {run.phases[-1].seconds:.0f} s")
-        run.phases.append(run_phase(parts, f"{concurrent} concurrent", par, at_once=True))
+        run.phases.append(run_phase(parts, f"{concurrent} concurrent", par, at_once=True, echo=echo))
+        # the figures at the end once the last flow-run processes are gone (they exit after their run ended)
+        kc.wait_for(lambda: not harness.worker_children(), 60, poll_s=1.0)
         run.usage_end = parts.usage()
         kc.stop_process(harness.worker)  # type: ignore[arg-type]
         harness.worker_env = {}
@@ -465,7 +538,9 @@ def table_lines(run: SoakRun) -> list[str]:
         rss1, fd1 = run.usage_end.get(name, (0, 0))
         lines.append(f"{name:<16} {rss0 / 1024:>6.0f} MiB {rss1 / 1024:>6.0f} MiB {fd0:>9} {fd1:>7}")
     lines.append(
-        "(each process with the processes of its session: the worker's flow-run processes, the forge's CI jobs; "
-        "the agent is the durable fake, so no agent-server is in the soak; the LLM stand-in runs in the campaign)"
+        "(each process with the live processes below it: the worker's flow-run processes, the forge's CI jobs, "
+        "the agent-server's terminals; the LLM stand-in runs in the campaign's process)"
     )
+    if run.agent_note:
+        lines.append(f"(no agent-server in this soak — the agent was the durable fake: {run.agent_note})")
     return lines
