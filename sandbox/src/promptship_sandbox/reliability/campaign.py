@@ -761,7 +761,7 @@ def _campaign(
         echo("")
         echo(
             "Part 6: soak (signed deliveries from the forge to the receiver, runs of the deployment on the worker; "
-            "the forge, the gateway service and the receiver as processes started once)"
+            "the forge, the receiver, the gateway service and the agent-server as processes started once)"
         )
         soaked = run_soak(harness, SOAK_SEQUENTIAL, SOAK_CONCURRENT, echo)
         for line in table_lines(soaked):

@@ -28,6 +28,7 @@ LLM stand-in answered for it, the run ``Completed`` with the report ``deployed``
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import socket
@@ -409,8 +410,6 @@ def run_phase(
                 except httpx.HTTPError:
                     pass
             stop.wait(0.5)
-
-    import contextvars
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(person,), daemon=True)
     thread.start()
