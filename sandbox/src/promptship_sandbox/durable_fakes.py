@@ -16,9 +16,12 @@ Real boundaries (the reliability campaign's whole-run fault cases): while ``<dir
 ``services_from_env`` replaces the fakes it names with the real adapter, built when the process starts (a
 resumed run's process reads the file again): ``{"forge": {"api_url", "git_url", "token"}}`` — ``GitHubHost``
 (PyGithub + git) for the local forge's REST base URL and git base URL; ``{"llm": {"base_url"}}`` — the real
-``LiteLLMGateway`` (ledger in the store) with the LLM stand-in at ``base_url`` as Ollama and as OpenRouter;
-``{"health": {"url"}}`` — ``HttpHealthProbe`` probing ``url``. The file holds the forge's token: it is written
-0600 under the request's own directory, never into the environment or a flow parameter.
+``LiteLLMGateway`` (ledger in the store) with the LLM stand-in at ``base_url`` as Ollama and as OpenRouter
+(``gateway_url``, optional: the gateway service whose URL the agent's per-run access names);
+``{"health": {"url"}}`` — ``HttpHealthProbe`` probing ``url``; ``{"agent": {"url", "session_key"}}`` — the real
+``OpenHandsAgent`` (``wiring.build_code_agent``) on the OpenHands agent-server at ``url``. The file holds the
+forge's token and the agent-server's session key: it is written 0600 under the request's own directory, never
+into the environment or a flow parameter.
 """
 
 from __future__ import annotations
@@ -290,6 +293,8 @@ class DurableCluster:
             if rolled.get(run_key, {}).get("image") == image and d.get("serving") == image:
                 return RolloutResult(verdict="complete", image=image, revision=rolled[run_key]["revision"], found=True)
             d.setdefault("images", []).append(image)
+            by_key = d.setdefault("rollouts_by_key", {})  # several requests may share one fakes directory
+            by_key[run_key] = by_key.get(run_key, 0) + 1
             d["serving"] = image
             revision = len(d["images"])
             rolled[run_key] = {"image": image, "revision": revision}
@@ -400,7 +405,7 @@ def services_from_env(settings: Settings) -> Ports:
 
 
 BOUNDARIES_FILE = "boundaries.json"
-REAL_BOUNDARIES = ("forge", "llm", "health")
+REAL_BOUNDARIES = ("forge", "llm", "health", "agent")
 CLIENT_TIMEOUT_S = 3.0  # every real adapter's read timeout here (as in the step-level fault cases)
 
 
@@ -463,6 +468,8 @@ def with_real_boundaries(ports: Ports, boundaries: dict[str, dict[str, str]]) ->
             settings.model_copy(update={"llm": llm_settings}),
             engine=store.engine,  # type: ignore[attr-defined]  # the store's ledger
         )
+        if boundaries["llm"].get("gateway_url"):  # the gateway service the agent's per-run keys are for
+            ports.llm.gateway_url = boundaries["llm"]["gateway_url"].rstrip("/")
         ports.boundaries["llm"] = "protocol stand-in"
     if "health" in boundaries:
         from promptship.adapters.health import HttpHealthProbe
@@ -470,4 +477,13 @@ def with_real_boundaries(ports: Ports, boundaries: dict[str, dict[str, str]]) ->
         settings.health.url = boundaries["health"]["url"]
         ports.health = HttpHealthProbe(httpx.Client(), consecutive=3, retries=10, timeout_s=1.0, interval_s=0.05)
         ports.boundaries["health"] = "protocol stand-in"
+    if "agent" in boundaries:
+        from promptship.wiring import build_code_agent
+
+        agent = boundaries["agent"]
+        oh = settings.openhands.model_copy(
+            update={"url": agent["url"], "session_api_key": SecretStr(agent["session_key"])}
+        )
+        ports.agent = build_code_agent(settings.model_copy(update={"openhands": oh}))
+        ports.boundaries["agent"] = "real"
     return ports

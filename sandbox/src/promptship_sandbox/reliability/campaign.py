@@ -73,6 +73,7 @@ Scenario = Literal["deploy", "rollback", "suspend"]
 FACTORY = "promptship_sandbox.durable_fakes:services_from_env"
 LEASE_TTL_S = 4.0  # the request lease in the campaign: a dead run's lease expires in seconds, not 2 minutes
 RUN_TIMEOUT_S = 150.0
+SOAK_SEQUENTIAL, SOAK_CONCURRENT = 50, 10  # the soak's requests (Part 6, --soak)
 PARALLEL_POINTS = 3  # kill points in flight at once (2 cores: more only queues)
 SUSPEND_AFTER_S = "1"  # the suspend scenario's runs suspend after 1 s of waiting for CI (production: 30 s)
 
@@ -238,6 +239,7 @@ class Harness:
         self.root = repo_root()
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_starts = 0
+        self.worker_env: dict[str, str] = {}  # the worker's own extra environment (the soak's fakes directory)
         self.helpers: list[subprocess.Popen[bytes]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -279,7 +281,7 @@ class Harness:
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "promptship.cli", "worker", "--pool", "local-process"],
             cwd=self.root,
-            env=self.env(),
+            env=self.env(**self.worker_env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -648,46 +650,6 @@ def process_usage(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-@dataclass
-class SoakResult:
-    phase: str
-    runs: int
-    completed: int
-    lost: int
-    duplicates: int
-    seconds: float
-
-
-def run_soak(harness: Harness, sequential: int, concurrent: int, echo: Callable[[str], None]) -> list[SoakResult]:
-    results: list[SoakResult] = []
-
-    def finish(batch: list[Submitted], phase: str, started: float) -> None:
-        done = [b for b in batch if wait_for(lambda b=b: attempt_ended(b), RUN_TIMEOUT_S * 2)]
-        completed = duplicates = 0
-        for b in done:
-            found = counts(b).values
-            if found["outcome"] == "deployed" and flow_state(b.flow_run_id) == "COMPLETED":
-                completed += 1
-            if any(found[c] != 1 for c in ("prs", "merges", "rollouts", "attempts", "agent_runs")):
-                duplicates += 1
-        results.append(
-            SoakResult(phase, len(batch), completed, len(batch) - completed, duplicates, time.time() - started)
-        )
-
-    started = time.time()
-    seq = []
-    for i in range(sequential):
-        harness.ensure_worker()
-        b = submit(harness, f"soak-seq-{i:02d}", "deploy")
-        wait_for(lambda b=b: attempt_ended(b), RUN_TIMEOUT_S)
-        seq.append(b)
-    finish(seq, f"{sequential} sequential", started)
-    started = time.time()
-    batch = [submit(harness, f"soak-par-{i:02d}", "deploy") for i in range(concurrent)]
-    finish(batch, f"{concurrent} concurrent", started)
-    return results
-
-
 # -- the command -------------------------------------------------------------------------------------------
 def run_campaign(
     *,
@@ -742,7 +704,6 @@ def _campaign(
     started = time.monotonic()
     harness.deploy()
     harness.start_worker()
-    usage_start = _usage(harness)
     canary = submit(harness, CANARY_TAG, "deploy", secret=harness.canaries["prompt_secret"])
     baselines, why = run_baselines(harness, sorted({k.scenario for k in chosen}))  # type: ignore[arg-type]
     if why:
@@ -795,24 +756,18 @@ def _campaign(
         echo(f"time to recover ({how}): median {sorted(took)[len(took) // 2]:.1f} s, max {max(took):.1f} s")
 
     if soak:
+        from promptship_sandbox.reliability.soak import run_soak, table_lines
+
         echo("")
-        echo("Part 6: soak (through the deployment and the worker)")
-        soaked = run_soak(harness, 50, 10, echo)
-        echo(f"{'phase':<16} {'runs':>4} {'completed':>9} {'lost':>4} {'duplicates':>10} {'seconds':>8}")
-        for s in soaked:
-            echo(f"{s.phase:<16} {s.runs:>4} {s.completed:>9} {s.lost:>4} {s.duplicates:>10} {s.seconds:>8.1f}")
-            lost += s.lost
-            duplicates += s.duplicates
-        usage_end = _usage(harness)
-        echo(f"{'process':<16} {'RSS start':>10} {'RSS end':>10} {'fds start':>9} {'fds end':>7}")
-        for name, (rss0, fd0) in usage_start.items():
-            rss1, fd1 = usage_end.get(name, (0, 0))
-            echo(f"{name:<16} {rss0 // 1024:>7} MiB {rss1 // 1024:>7} MiB {fd0:>9} {fd1:>7}")
         echo(
-            "(the worker was restarted after each @worker kill: its figures are the current worker's; the "
-            "gateway, receiver, forge and agent-server are not in this campaign — the boundaries are the "
-            "durable fakes)"
+            "Part 6: soak (signed deliveries from the forge to the receiver, runs of the deployment on the worker; "
+            "the forge, the receiver, the gateway service and the agent-server as processes started once)"
         )
+        soaked = run_soak(harness, SOAK_SEQUENTIAL, SOAK_CONCURRENT, echo)
+        for line in table_lines(soaked):
+            echo(line)
+        lost += soaked.lost
+        duplicates += soaked.duplicates
 
     # part 3b: whole dev-cycle runs through the deployment, one boundary real behind the proxy (wholeruns.py),
     # beside part 3: faults at the boundaries (reliability/faults.py), both on this campaign's Prefect server
@@ -858,10 +813,3 @@ def scan_campaign(harness: Harness, parts: dict[str, str] | None = None) -> Leak
 
     objects = prefect_api_objects(harness.server.api_url, expect=("flow_run", "task_run", "log")) | (parts or {})
     return scan_leaks({"work": harness.work}, harness.canaries, ALLOWLIST + CAMPAIGN_ALLOWLIST, objects=objects)
-
-
-def _usage(harness: Harness) -> dict[str, tuple[int, int]]:
-    out = {"prefect server": process_usage(harness.server.process.pid)}
-    if harness.worker is not None and harness.worker.poll() is None:
-        out["worker"] = process_usage(harness.worker.pid)
-    return out
