@@ -755,6 +755,7 @@ def _campaign(
     for how, took in sorted(by_recovery.items()):
         echo(f"time to recover ({how}): median {sorted(took)[len(took) // 2]:.1f} s, max {max(took):.1f} s")
 
+    in_memory: dict[str, str] = {}  # what the soak's and part 3b's real parts kept only in memory (leak scan)
     if soak:
         from promptship_sandbox.reliability.soak import run_soak, table_lines
 
@@ -764,6 +765,7 @@ def _campaign(
             "the forge, the receiver, the gateway service and the agent-server as processes started once)"
         )
         soaked = run_soak(harness, SOAK_SEQUENTIAL, SOAK_CONCURRENT, echo)
+        in_memory |= soaked.objects
         for line in table_lines(soaked):
             echo(line)
         lost += soaked.lost
@@ -790,7 +792,7 @@ def _campaign(
     if not canary_done:
         echo(f"the planted request did not complete (flow run {flow_state(canary.flow_run_id)})")
         lost += 1
-    scan = scan_campaign(harness, whole_run.objects)
+    scan = scan_campaign(harness, in_memory | whole_run.objects)
     for line in scan.lines():
         echo(line)
     echo(f"campaign took {time.monotonic() - started:.0f} s; logs under {harness.work}")

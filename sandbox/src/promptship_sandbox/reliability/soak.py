@@ -236,6 +236,16 @@ class SoakParts:
         for proc in self.procs.values():
             stack.callback(kc.stop_process, proc)
 
+    def objects(self) -> dict[str, str]:
+        """What the soak's services keep only in memory, for the campaign's leak scan (their files are under the
+        campaign's work directory, scanned as files): the LLM stand-in's request log and the forge's API objects of
+        every soak repository — as Part 3b's ``wholeruns.Parts.objects``."""
+        from promptship_sandbox.reliability.leaks import forge_api_objects, llm_stand_in_objects
+
+        return llm_stand_in_objects(self.llm.requests) | forge_api_objects(
+            self.api_url, self.token, list(self.repositories.values()), git_root=self.work / "forge" / "git"
+        )
+
     def _spawn(self, name: str, args: list[str], **env: str) -> Any:
         return self.harness.spawn(args, str((self.work / f"{name}.log").relative_to(self.harness.work)), **env)
 
@@ -461,6 +471,7 @@ class SoakRun:
     usage_end: dict[str, tuple[int, int]] = field(default_factory=dict)
     note: str = ""
     agent_note: str = ""
+    objects: dict[str, str] = field(default_factory=dict)  # what the services kept in memory, for the leak scan
 
     @property
     def lost(self) -> int:
@@ -499,6 +510,7 @@ def run_soak(harness: kc.Harness, sequential: int, concurrent: int, echo: Callab
         # the figures at the end once the last flow-run processes are gone (they exit after their run ended)
         kc.wait_for(lambda: not harness.worker_children(), 60, poll_s=1.0)
         run.usage_end = parts.usage()
+        run.objects = parts.objects()  # before the services stop: the stand-in's log and the forge's objects
         kc.stop_process(harness.worker)  # type: ignore[arg-type]
         harness.worker_env = {}
         harness.start_worker()
