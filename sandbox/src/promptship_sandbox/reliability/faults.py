@@ -852,18 +852,7 @@ class AgentServer:
 
     def conversations(self, key: str) -> list[dict[str, Any]]:
         """The agent-server's conversations tagged with run key ``key`` (asked directly, not through the proxy)."""
-        found: list[dict[str, Any]] = []
-        page: str | None = None
-        while True:
-            r = self.parts.direct.get(
-                "/api/conversations/search", params={"limit": 100, **({"page_id": page} if page else {})}
-            )
-            r.raise_for_status()
-            body = r.json()
-            found += [c for c in body.get("items") or [] if (c.get("tags") or {}).get("runkey") == key]
-            page = body.get("next_page_id")
-            if not page:
-                return found
+        return conversations_tagged(self.parts.direct, key)
 
     def effects(self, tag: str) -> dict[str, int]:
         key = self.run_key(tag)
@@ -886,6 +875,21 @@ class AgentServer:
         # CONTRACTS.md: 1 × 4 for the start's requests; result() polls (waits, not retries) and tolerates 6
         # failed looks in a row per wait, × 4 attempts
         return STEP_ATTEMPTS * (max(unfaulted_requests, 1) + 6)
+
+
+def conversations_tagged(http: Any, key: str) -> list[dict[str, Any]]:
+    """The conversations an agent-server (``http``: a client with its base URL and session key) holds tagged with
+    run key ``key``, every page of its search."""
+    found: list[dict[str, Any]] = []
+    page: str | None = None
+    while True:
+        r = http.get("/api/conversations/search", params={"limit": 100, **({"page_id": page} if page else {})})
+        r.raise_for_status()
+        body = r.json()
+        found += [c for c in body.get("items") or [] if (c.get("tags") or {}).get("runkey") == key]
+        page = body.get("next_page_id")
+        if not page:
+            return found
 
 
 def _path() -> str:

@@ -46,6 +46,7 @@ import httpx
 
 from promptship_sandbox.durable_fakes import JsonState, write_boundaries
 from promptship_sandbox.reliability import campaign as kc
+from promptship_sandbox.reliability.faults import conversations_tagged
 
 OWNER = "demo"
 LABEL = "promptship"  # settings.github.trigger_label's default
@@ -303,18 +304,7 @@ class SoakParts:
 
     def agent_counts(self, key: str) -> dict[str, int]:
         """The agent-server's conversations of request ``key`` (tagged with it) and the instructions they got."""
-        found: list[dict[str, Any]] = []
-        page: str | None = None
-        while True:
-            r = self.agent_http.get(
-                "/api/conversations/search", params={"limit": 100, **({"page_id": page} if page else {})}
-            )
-            r.raise_for_status()
-            body = r.json()
-            found += [c for c in body.get("items") or [] if (c.get("tags") or {}).get("runkey") == key]
-            page = body.get("next_page_id")
-            if not page:
-                break
+        found = conversations_tagged(self.agent_http, key)
         instructions = 0
         for c in found:
             r = self.agent_http.get(
