@@ -219,7 +219,7 @@ def holder_alive(flow_run_id: str) -> bool:
     return state is not None and not state.is_final()
 
 
-def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest, forget_old_bytes: Callable[[], str | None]) -> bool:
+def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest, forget_old_bytes: Callable[[], str | None]) -> None:
     """A run started with the prompt itself as its parameter (the UI form, an in-process call) gets its
     ``request`` parameter replaced by the sealed form — prompt redacted, the prompt kept encrypted in the store —
     so Prefect's API and UI stop showing it, and a retry or ``promptship resume`` of this flow run reads the
@@ -227,14 +227,12 @@ def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest, forget_old_byt
     before it moves). Then ``forget_old_bytes`` (``Ports.forget_replaced_parameters``) makes Prefect's database
     drop the first bytes where it can — a SQLite file here: its WAL checkpointed and truncated; what it could not
     do is logged in one line and never fails the run. (Starters that can seal before they submit — the webhook
-    receiver, ``promptship run``, the demo — do, and leave Prefect nothing to forget.)
-
-    True when the parameter was replaced; False when it was sealed already."""
+    receiver, ``promptship run``, the demo — do, and leave Prefect nothing to forget.)"""
     given = (flow_run.parameters or {}).get("request")
     if isinstance(given, DevRequest):
         given = given.model_dump(mode="json")
     if isinstance(given, dict) and given.get("sealed"):
-        return False
+        return
     from prefect.client.orchestration import get_client
 
     parameters = {**(flow_run.parameters or {}), "request": sealed.model_dump(mode="json")}
@@ -243,7 +241,6 @@ def keep_prompt_out_of_prefect(flow_run: Any, sealed: DevRequest, forget_old_byt
     not_done = forget_old_bytes()
     if not_done:
         _logger().warning("the prompt's first copy may stay in Prefect's database: %s", not_done)
-    return True
 
 
 def _logger() -> Any:

@@ -810,7 +810,8 @@ def _campaign(
 def scan_campaign(harness: Harness, parts: dict[str, str] | None = None) -> LeakReport:
     """``scan_leaks`` over everything the campaign left: its whole work directory (the Prefect server's home and
     database, every process's log, each request's fakes and store), Prefect's API objects and ``parts``: what a
-    part's real services kept only in memory (part 3b's LLM stand-in log and forge, ``wholeruns.Parts.objects``)."""
+    part's real services kept only in memory (the LLM stand-in logs and forges of part 3b and the soak,
+    ``wholeruns.Parts.objects``, ``soak.SoakParts.objects``)."""
     from promptship_sandbox.reliability.leaks import prefect_api_objects, scan_leaks
 
     objects = prefect_api_objects(harness.server.api_url, expect=("flow_run", "task_run", "log")) | (parts or {})

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import httpx
 
 from promptship_sandbox.durable_fakes import JsonState, write_boundaries
+from promptship_sandbox.prefect_server import free_port
 from promptship_sandbox.reliability import campaign as kc
 from promptship_sandbox.reliability.faults import conversations_tagged
 
@@ -118,12 +119,6 @@ def process_usage(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int, proc: Any, log: Path, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -160,7 +155,7 @@ class SoakParts:
         python = sys.executable
         self.procs: dict[str, Any] = {}
 
-        receiver_port, gateway_port = _free_port(), _free_port()
+        receiver_port, gateway_port = free_port(), free_port()
         self.receiver_url = f"http://127.0.0.1:{receiver_port}"
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         seeds = [a for tag in tags for a in ("--seed", f"{self.repositories[tag]}={seed}")]
