@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from promptship_sandbox import chatapp
-from promptship_sandbox.chatapp import APP_ROOT, FRONTEND_DIST, Backend, Frontend, free_port, serving_frontend
+from promptship_sandbox.chatapp import APP_ROOT, FRONTEND_DIST, Backend, Frontend, serving_frontend
 from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in
+from promptship_sandbox.net import free_port
 from tests.conftest import REPO_ROOT
 
 __all__ = ["APP_ROOT", "FRONTEND_DIST", "Backend", "Frontend", "free_port", "serving_frontend"]

@@ -16,7 +16,8 @@ from promptship.adapters.health import HttpHealthProbe
 from promptship.adapters.kube import KubeCluster
 from promptship.domain.request import RUN_KEY_ANNOTATION, DeployTarget
 from promptship.errors import ClusterError
-from promptship_sandbox.cluster import free_port, service_url
+from promptship_sandbox.cluster import service_url
+from promptship_sandbox.net import free_port
 from promptship_sandbox.sample_app import SampleApps
 from promptship_sandbox.sample_app import sample_manifests as app_manifests
 from tests.cluster.conftest import wait_for_version

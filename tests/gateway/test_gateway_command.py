@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,14 @@ import pytest
 from promptship.settings import Settings
 from promptship.wiring import build_llm_gateway
 from promptship_sandbox.llm_server import LLMStandIn
+from promptship_sandbox.net import free_port
 from tests.gateway.helpers import OPENROUTER_TEST_KEY, cloud_requests
 
 pytestmark = pytest.mark.gateway
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gateway_serve_command(llm: LLMStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         "PROMPTSHIP_HOME": str(tmp_path / "home"),
         "PROMPTSHIP_LLM__OLLAMA_BASE_URL": llm.base_url,

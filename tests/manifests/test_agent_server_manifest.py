@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from promptship_sandbox.net import free_port
 from tests.conftest import REPO_ROOT, require
 from tests.manifests.test_platform_manifests import OVERLAYS, kustomize
 
@@ -254,12 +254,6 @@ def test_limits_probes_and_a_read_only_root(rendered):
 # ---- the pod's start, on the real agent-server ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_the_kubelet_would(tmp_path: Path, key: str) -> tuple[list[str], dict[str, str], Path, int]:
     """The local overlay's agent-server container as a host process: its command and its exact environment
     (nothing inherited), the ConfigMap's files and the projected key file at host paths."""
@@ -290,7 +284,7 @@ def _as_the_kubelet_would(tmp_path: Path, key: str) -> tuple[list[str], dict[str
         )
 
     env = {e["name"]: host(e["value"]) for e in container["env"]}
-    port = _free_port()
+    port = free_port()
     cmd = [host(a) for a in container["command"] + container.get("args", [])]
     assert cmd[0] == "python"
     cmd[0] = str(venv / "bin" / "python")

@@ -6,7 +6,6 @@ agent-server ──(Bearer psk-run-…)──▶ gateway service (LiteLLMGateway
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from promptship.domain.results import AgentResult, RouteDecision
 from promptship.servers.gateway import create_gateway_app
 from promptship.store.ledger import CostLedger
 from promptship_sandbox.llm_server import LLMStandIn, ToolCall, serve_asgi
+from promptship_sandbox.net import free_port
 from tests.gateway.helpers import OPENROUTER_TEST_KEY, make_gateway, make_ledger
 from tests.openhands.conftest import Checkout, git
 
@@ -30,12 +30,6 @@ def scanner() -> Iterator[object]:
 
     with SensitiveDataScanner() as s:
         yield s
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NothingSensitive:
@@ -51,7 +45,7 @@ class NothingSensitive:
 def run_through_gateway(
     agent: OpenHandsAgent, llm: LLMStandIn, checkout: Checkout, scanner: object, tmp_path: Path
 ) -> tuple[AgentResult, CostLedger, RouteDecision, str]:
-    port = _free_port()
+    port = free_port()
     ledger = make_ledger(tmp_path)
     gateway = make_gateway(llm, scanner, ledger, gateway_url=f"http://127.0.0.1:{port}")  # type: ignore[arg-type]
     decision = gateway.route("Implement the version endpoint in Python with tests", task_class="complex_code")

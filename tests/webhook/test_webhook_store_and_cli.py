@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from promptship.domain.webhooks import CISignal, sign
 from promptship.store import make_engine
 from promptship.store.webhooks import InProcessCIWakeups, StoreCIWakeups, WebhookDeliveries
+from promptship_sandbox.net import free_port
 
 pytestmark = pytest.mark.webhook
 
@@ -84,14 +84,8 @@ def test_serve_refuses_to_start_without_a_secret() -> None:
     assert "PROMPTSHIP_GITHUB_WEBHOOK_SECRET" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_answers_signed_deliveries(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PROMPTSHIP_GITHUB_WEBHOOK_SECRET": "cli-secret",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from promptship_sandbox.credentials import session_key as new_session_key
 from promptship_sandbox.llm_server import Reply, ToolCall
+from promptship_sandbox.net import free_port
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "openhands.sh"
 
@@ -58,12 +58,6 @@ def agent_server_installed() -> tuple[bool, str]:
     return True, ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_agent_server(
     state_dir: Path,
@@ -81,7 +75,7 @@ def running_agent_server(
     key = session_key if session_key is not None else new_session_key()
     env = {
         **(parent_env if parent_env is not None else os.environ),
-        "OPENHANDS_PORT": str(port or _free_port()),
+        "OPENHANDS_PORT": str(port or free_port()),
         "OPENHANDS_STATE_DIR": str(state_dir),
         "OPENHANDS_SESSION_API_KEY": key,
     }

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,17 +23,13 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from promptship_sandbox.net import free_port
+
 APP_ROOT = Path(__file__).resolve().parents[3] / "examples" / "chat-app"
 BACKEND_DIR = APP_ROOT / "backend"
 FRONTEND_DIST = APP_ROOT / "frontend" / "dist"
 # Variables of the caller's environment that never reach the app (it gets its LLM settings explicitly).
 _DROPPED_PREFIXES = ("LLM_", "OPENAI_", "PROMPTSHIP_", "FRONTEND_", "OPENROUTER_", "ANTHROPIC_", "GITHUB_", "GH_")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import httpx
 
 from promptship.errors import ConfigError
+from promptship_sandbox.net import free_port
 
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NODE_NAME = "sandbox-node"
@@ -81,12 +81,6 @@ def static_volume(
             "claimRef": {"namespace": claim_namespace, "name": claim_name},
         },
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -64,6 +64,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from promptship_sandbox.net import free_port
+
 log = logging.getLogger("promptship.kubelet")
 
 HOST_PORT_ANNOTATION = "promptship.dev/host-port"
@@ -86,12 +88,6 @@ def now_iso() -> str:
 
 def now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:  # runs in the child before exec: a killed kubelet takes its pods along

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptship.settings import Settings
+from promptship_sandbox.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "local-model.sh"
@@ -85,18 +85,12 @@ def _env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k in keep}, **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_local_model(
     state_dir: Path, *, port: int | None = None, timeout_s: float = 120.0
 ) -> Iterator[LocalModelServer]:
     """Start the server with ``scripts/local-model.sh up`` and stop it (by its PID) after the block."""
-    env = _env(LOCAL_MODEL_PORT=str(port or _free_port()), LOCAL_MODEL_STATE_DIR=str(state_dir))
+    env = _env(LOCAL_MODEL_PORT=str(port or free_port()), LOCAL_MODEL_STATE_DIR=str(state_dir))
     up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=timeout_s)
     try:
         if up.returncode != 0:

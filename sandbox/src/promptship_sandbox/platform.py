@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from promptship.errors import ConfigError
-from promptship_sandbox.cluster import free_port, static_volume
+from promptship_sandbox.cluster import static_volume
+from promptship_sandbox.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_IMAGES = ("ghcr.io/promptship/promptship", "prefecthq/prefect")

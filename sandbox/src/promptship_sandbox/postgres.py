@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptship.errors import ConfigError
-from promptship_sandbox.prefect_server import free_port
+from promptship_sandbox.net import free_port
 
 DATABASE = "promptship"
 USER = "promptship"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from promptship.errors import ConfigError
+from promptship_sandbox.net import free_port
 
 # Prefect's server keeps at most 5 + 10 PostgreSQL connections by default; a 50-run burst on PostgreSQL exhausted
 # them ("QueuePool limit of size 5 overflow 10 reached", a 500 that Prefect's client does not retry: docs/BENCH.md
@@ -28,12 +28,6 @@ POSTGRES_POOL: dict[str, str] = {
     "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
     "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "30",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -9,7 +9,6 @@ both through the real LiteLLM client against the LLM stand-in on 127.0.0.1.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,15 +18,10 @@ from pathlib import Path
 import httpx
 
 from promptship.bench.stats import summary
+from promptship_sandbox.net import free_port
 
 BACKEND_DIR = Path(__file__).resolve().parents[3] / "examples" / "chat-app" / "backend"
 MODEL = "bench-model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(llm_base_url: str, port: int) -> dict[str, str]:
@@ -46,7 +40,7 @@ def _env(llm_base_url: str, port: int) -> dict[str, str]:
 
 def _start(llm_base_url: str) -> tuple[subprocess.Popen[bytes], str, float]:
     """Spawn the backend; return it, its URL and the seconds until /health answered 200."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     proc = subprocess.Popen(

@@ -114,7 +114,7 @@ def run() -> None:
     from promptship.store import make_engine
     from promptship.store.ledger import CostLedger
     from promptship_sandbox.llm_server import running_llm_stand_in, serve_asgi
-    from promptship_sandbox.prefect_server import free_port
+    from promptship_sandbox.net import free_port
 
     base = "Implement a retry helper with exponential backoff for the chat backend's LiteLLM client. " * 3
     serial = itertools.count(1)

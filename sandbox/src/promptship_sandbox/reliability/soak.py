@@ -45,7 +45,7 @@ from typing import Any, Literal
 import httpx
 
 from promptship_sandbox.durable_fakes import JsonState, write_boundaries
-from promptship_sandbox.prefect_server import free_port
+from promptship_sandbox.net import free_port
 from promptship_sandbox.reliability import campaign as kc
 from promptship_sandbox.reliability.faults import conversations_tagged
 
