@@ -279,6 +279,15 @@ def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
             f"   {split:<8} secrets recall {rec:.3f}; hard negatives flagged {hn_hit}/{len(hn)} = "
             f"{hn_hit / max(1, len(hn)):.3f}; benign FP {ben_hit}/{len(ben)}"
         )
+        placeholder = [ISSUE_PLACEHOLDER.search(r["text"]) is not None for r in hn]
+        ph_hit = sum(res.sensitive for res, ph in zip(hn_results, placeholder, strict=True) if ph)
+        ph_n = sum(placeholder)
+        print(
+            f"   {split:<8} hard negatives holding a placeholder by the issue's definition flagged {ph_hit}/{ph_n} = "
+            f"{ph_hit / max(1, ph_n):.3f}; the others (other scanners' near misses: real-shaped values their rules "
+            f"reject by length, checksum or context) {hn_hit - ph_hit}/{len(hn) - ph_n} = "
+            f"{(hn_hit - ph_hit) / max(1, len(hn) - ph_n):.3f}"
+        )
         print(
             f"   {split:<8} hard negatives flagged, rows per layer (counts only): "
             + ", ".join(f"{layer} {n} ({alone[layer]} by it alone)" for layer, n in by_layer.most_common())
