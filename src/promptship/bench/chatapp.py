@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 
 from promptship.bench.stats import summary
-from promptship_sandbox.net import free_port
 
 BACKEND_DIR = Path(__file__).resolve().parents[3] / "examples" / "chat-app" / "backend"
 MODEL = "bench-model"
@@ -40,6 +39,8 @@ def _env(llm_base_url: str, port: int) -> dict[str, str]:
 
 def _start(llm_base_url: str) -> tuple[subprocess.Popen[bytes], str, float]:
     """Spawn the backend; return it, its URL and the seconds until /health answered 200."""
+    from promptship_sandbox.net import free_port
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
