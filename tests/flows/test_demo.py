@@ -2,9 +2,8 @@
 real process worker on the sandbox; reports printed, one machine line per scenario, exit 0.
 
 Three demo runs: `--scenario deploy` (the original demo's assertions), `--scenario rollback` alone, and the full
-run (`make demo`) whose five machine lines must each say outcome == expected; the full run starts with the module
-and runs beside the other two. After the deploy run and after the full run, `promptship replay` reads that demo's
-own store (issue 16, "Done when"): no further demo run.
+run (`make demo`) whose five machine lines must each say outcome == expected. After the deploy run and after the
+full run, `promptship replay` reads that demo's own store (issue 16, "Done when"): no further demo run.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -114,60 +110,10 @@ def full_demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("demo-all") / "home"
 
 
-class _Background:
-    """A `promptship demo` started at once, its output going to files (a pipe nobody reads would fill and block
-    it), collected as a CompletedProcess when a test needs it."""
-
-    def __init__(self, home: Path, *args: str) -> None:
-        self.args = [str(Path(sys.executable).with_name("promptship")), "demo", *args]
-        self.out, self.err = home.parent / "demo.stdout", home.parent / "demo.stderr"
-        env = {**os.environ, "PROMPTSHIP_HOME": str(home)}
-        env.pop("PREFECT_API_URL", None)
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                self.args, cwd=REPO_ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True
-            )
-        self.deadline = time.monotonic() + 1500  # `_demo`'s timeout, counted from the start
-
-    def result(self) -> subprocess.CompletedProcess[str]:
-        try:
-            code = self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise
-        return subprocess.CompletedProcess(self.args, code, self.out.read_text(), self.err.read_text())
-
-    def stop(self) -> None:
-        """What a test that did not wait for it leaves: Ctrl-C (the demo then stops what it started), then kill."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _full_demo_started(request: pytest.FixtureRequest, full_demo_home: Path) -> Iterator[_Background | None]:
-    """The full demo starts before this module's first test, so it runs beside the two single-scenario demos
-    (its rollout waits and theirs leave the cores idle; in sequence the three took ~11 min of CI) — only when a
-    test that reads it is selected."""
-    if not any("full_demo" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        yield None
-        return
-    background = _Background(full_demo_home)
-    try:
-        yield background
-    finally:
-        background.stop()
-
-
 @pytest.fixture(scope="module")
-def full_demo(_full_demo_started: _Background | None, full_demo_home: Path) -> subprocess.CompletedProcess[str]:
+def full_demo(full_demo_home: Path) -> subprocess.CompletedProcess[str]:
     """One `promptship demo` (all five scenarios, concurrently), shared by the assertions on it."""
-    assert _full_demo_started is not None
-    return _full_demo_started.result()
+    return _demo(full_demo_home)
 
 
 def test_demo_deploys_the_version_endpoint_and_says_what_was_real(tmp_path: Path) -> None:
