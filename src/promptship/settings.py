@@ -222,6 +222,12 @@ class KubeSettings(BaseModel):
         default=False, description="Use the pod's ServiceAccount (in-cluster config) instead of a kubeconfig."
     )
     poll_interval_s: float = Field(default=1.0, gt=0, description="Pause between reads of a rollout's status.")
+    crash_loop_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="A rollout fails as soon as a new pod's container has been restarted this many times and is "
+        "not running (CrashLoopBackOff), without waiting for the progress deadline. 0: wait, as kubectl does.",
+    )
     lease_duration_s: int = Field(
         default=30, ge=5, description="Deploy lease (one rollout at a time per Deployment): seconds until it expires."
     )

@@ -440,6 +440,7 @@ def build_cluster(settings: Settings, *, api=None):  # -> KubeCluster
         poll_interval_s=settings.kube.poll_interval_s,
         lease_duration_s=settings.kube.lease_duration_s,
         lease_wait_s=settings.kube.lease_wait_s,
+        crash_loop_restarts=settings.kube.crash_loop_restarts,
     )
 
 

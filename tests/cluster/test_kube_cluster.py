@@ -5,6 +5,7 @@ Pods run as real processes (sandbox kubelet); the health URL is the kubelet's se
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -107,9 +108,10 @@ def test_never_ready_image_stalls_and_rollback_restores_the_previous_image(
     assert probe.check(f"{url}/health").verdict == "healthy"
 
 
-def test_crashing_image_is_reported_with_its_crash_loop(
-    kube: KubeCluster, namespace: str, app_registry: SampleApps
+def test_with_crash_loop_detection_off_a_crashing_image_stalls_and_is_reported_with_its_crash_loop(
+    api_client: Any, namespace: str, app_registry: SampleApps
 ) -> None:
+    kube = KubeCluster(api_client, poll_interval_s=0.3, crash_loop_restarts=0)  # as kubectl: the deadline decides
     good, crash = app_registry.publish("ok"), app_registry.publish("crash")
     target = DeployTarget(namespace=namespace, deployment="web", container="app")
     _deploy_first(kube, target, good.image, progress_deadline_s=10)
@@ -119,6 +121,26 @@ def test_crashing_image_is_reported_with_its_crash_loop(
     assert result.verdict == "stalled", result
     assert any("CrashLoopBackOff" in e or "BackOff" in e for e in result.events), result.events
     assert kube.rollback(target, timeout_s=TIMEOUT_S).verdict == "restored"
+
+
+def test_a_crashing_image_fails_the_rollout_once_its_pods_crash_loop_and_rollback_restores(
+    kube: KubeCluster, namespace: str, app_registry: SampleApps, control_plane: Any, probe: HttpHealthProbe
+) -> None:
+    good, crash = app_registry.publish("ok"), app_registry.publish("crash")
+    target = DeployTarget(namespace=namespace, deployment="web", container="app")
+    _deploy_first(kube, target, good.image, progress_deadline_s=600)  # the deadline is not what ends it
+
+    result = kube.roll_out(target, crash.image, run_key="run-crash", timeout_s=TIMEOUT_S)
+
+    assert result.verdict == "failed", result
+    assert re.search(r"^pod web-\S+ container app is crash-looping \(\w+\): restarted \d+ times", result.reason)
+    assert "progress deadline" not in result.reason and "timed out" not in result.reason
+    assert any("CrashLoopBackOff" in e or "BackOff" in e for e in result.events), result.events
+    restored = kube.rollback(target, timeout_s=TIMEOUT_S)
+    assert restored.verdict == "restored" and restored.restored_image == good.image, restored
+    url = service_url(control_plane.kubeconfig, namespace, "web")
+    assert wait_for_version(url, good.sha) == good.sha
+    assert probe.check(f"{url}/health").verdict == "healthy"
 
 
 def test_failed_health_gate_after_a_complete_rollout_is_rolled_back(

@@ -12,6 +12,7 @@ from promptship.domain.rollout import (
     HealthGate,
     ProbeObservation,
     RevisionTemplate,
+    crash_loop,
     deployment_view,
     health_verdict,
     lease_free,
@@ -89,6 +90,48 @@ def test_rollout_status_decides_like_kubectl(view: DeploymentView, state: str, w
     status = rollout_status(view)
     assert status.state == state
     assert words in status.reason
+
+
+def _pod(name: str, restarts: int, state: dict[str, object], last_exit: int | None = 1) -> dict[str, object]:
+    status: dict[str, object] = {"name": "app", "restartCount": restarts, "state": state, "ready": "running" in state}
+    if last_exit is not None:
+        status["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error"}}
+    return {"metadata": {"name": name}, "status": {"containerStatuses": [status]}}
+
+
+BACK_OFF = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}
+RUNNING = {"running": {"startedAt": "2026-12-02T10:00:00Z"}}
+
+
+@pytest.mark.parametrize(
+    ("pods", "restarts", "words"),
+    [
+        (
+            [_pod("web-1", 3, BACK_OFF)],
+            3,
+            "pod web-1 container app is crash-looping (CrashLoopBackOff): restarted 3 times, last exit code 1",
+        ),  # fmt: skip
+        (
+            [_pod("web-1", 5, {"terminated": {"exitCode": 2}}, last_exit=None)],
+            3,
+            "(Terminated): restarted 5 times, last exit code 2",
+        ),  # fmt: skip
+        ([_pod("web-1", 0, RUNNING), _pod("web-2", 4, BACK_OFF, last_exit=137)], 3, "pod web-2 "),
+        ([_pod("web-1", 2, BACK_OFF)], 3, None),  # not yet: two restarts of three
+        ([_pod("web-1", 7, RUNNING)], 3, None),  # it crashed, and runs again now
+        ([_pod("web-1", 9, BACK_OFF)], 0, None),  # turned off: the progress deadline decides
+        ([{"metadata": {"name": "web-1"}, "status": {"phase": "Pending"}}], 3, None),  # no container started yet
+        ([], 3, None),
+    ],
+)
+def test_crash_loop_fails_a_rollout_whose_new_pods_keep_crashing(
+    pods: list[dict[str, object]], restarts: int, words: str | None
+) -> None:
+    reason = crash_loop(pods, restarts=restarts)
+    if words is None:
+        assert reason is None
+    else:
+        assert reason is not None and words in reason, reason
 
 
 def test_deployment_view_reads_the_api_json() -> None:

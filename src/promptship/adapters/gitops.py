@@ -255,6 +255,9 @@ class GitOpsCluster:
         if not any(c.get("name") == target.container and c.get("image") == image for c in containers):
             return "progressing", f"waiting for the GitOps controller to apply {image}"
         status = rollout_status(deployment_view(dep))
+        crashing = self.kube.crash_loop(target, dep) if status.state == "progressing" else None
+        if crashing is not None:
+            return "failed", crashing
         return status.state, status.reason
 
 

@@ -33,6 +33,7 @@ from promptship.domain.rollout import (
     REVISION_ANNOTATION,
     RevisionTemplate,
     RolloutStatus,
+    crash_loop,
     deployment_view,
     lease_free,
     manifest_violations,
@@ -97,9 +98,12 @@ class KubeCluster:
         lease_duration_s: int = 30,
         lease_wait_s: float = 600.0,
         request_timeout_s: float = 30.0,
+        crash_loop_restarts: int = 3,
     ) -> None:
         """``api``: a ready ``kubernetes.client.ApiClient`` (``wiring.py`` builds it from the kubeconfig or the
-        in-cluster config)."""
+        in-cluster config). ``crash_loop_restarts``: a rollout fails as soon as a new pod's container has been
+        restarted this many times and is not running (``domain.rollout.crash_loop``); 0 waits for the verdict
+        of the progress deadline or the timeout, as ``kubectl rollout status`` does."""
         self.api = api
         self.clock = clock
         self.sleep = sleep
@@ -108,6 +112,7 @@ class KubeCluster:
         self.lease_duration_s = lease_duration_s
         self.lease_wait_s = lease_wait_s
         self.request_timeout_s = request_timeout_s
+        self.crash_loop_restarts = crash_loop_restarts
         self.identity = f"{socket.gethostname()}"
 
     # ------------------------------------------------------------------------------------------ HTTP layer
@@ -204,6 +209,10 @@ class KubeCluster:
                 return None
             raise
 
+    def crash_loop(self, target: DeployTarget, dep: Mapping[str, Any]) -> str | None:
+        """Why the rollout of ``dep`` (the Deployment as read) has failed already: its pods crash-loop."""
+        return self._crash_loop(target, dep)
+
     def explain(self, target: DeployTarget) -> tuple[str, ...]:
         """Events and container states of the Deployment's newest pods (why a rollout is not available)."""
         return self._explain(target, self._get_deployment(target))
@@ -292,6 +301,9 @@ class KubeCluster:
             status = rollout_status(deployment_view(dep))
             if status.state != "progressing":
                 return status, dep
+            crashing = self._crash_loop(target, dep)
+            if crashing is not None:
+                return RolloutStatus(state="failed", reason=crashing), dep
             if self.clock() - t0 >= timeout_s:
                 return RolloutStatus(state="stalled", reason=f"timed out after {timeout_s:g} s: {status.reason}"), dep
             if self.clock() - last_renew >= self.lease_duration_s / 3:
@@ -315,6 +327,39 @@ class KubeCluster:
             if any(o.get("uid") == uid for o in rs.get("metadata", {}).get("ownerReferences") or [])
         ]
 
+    def _pods_of(self, target: DeployTarget, rs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        pod_hash = rs["metadata"].get("labels", {}).get("pod-template-hash", "")
+        pods = self._request(
+            "GET",
+            f"/api/v1/namespaces/{target.namespace}/pods",
+            query=[("labelSelector", f"pod-template-hash={pod_hash}")],
+            what="list pods",
+        )
+        return list(pods.get("items", []))
+
+    def _crash_loop(self, target: DeployTarget, dep: Mapping[str, Any]) -> str | None:
+        """Why the revision being rolled out has failed already (its pods crash-loop), or None. Only the
+        ReplicaSet of the Deployment's own revision counts, once the controller has seen the new spec: an older
+        revision's crashes are not this rollout's."""
+        if self.crash_loop_restarts <= 0:
+            return None
+        view = deployment_view(dep)
+        revision = (dep.get("metadata", {}).get("annotations") or {}).get(REVISION_ANNOTATION)
+        if revision is None or view.observed_generation < view.generation:
+            return None
+        try:
+            current = [
+                rs
+                for rs in self._replica_sets(target, dep)
+                if rs["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) == revision
+            ]
+            pods = [pod for rs in current for pod in self._pods_of(target, rs)]
+        except ClusterError as exc:
+            if exc.status == 403:
+                return None  # a Role without pods/replicasets: the deadline decides, as before
+            raise
+        return crash_loop(pods, restarts=self.crash_loop_restarts)
+
     def _explain(self, target: DeployTarget, dep: Mapping[str, Any] | None) -> tuple[str, ...]:
         """Events and container states that explain why the newest ReplicaSet's pods are not available."""
         if not dep:
@@ -328,14 +373,7 @@ class KubeCluster:
             lines: list[str] = []
             if newest:
                 names.add(newest["metadata"]["name"])
-                pod_hash = newest["metadata"].get("labels", {}).get("pod-template-hash", "")
-                pods = self._request(
-                    "GET",
-                    f"/api/v1/namespaces/{target.namespace}/pods",
-                    query=[("labelSelector", f"pod-template-hash={pod_hash}")],
-                    what="list pods",
-                )
-                for pod in pods.get("items", []):
+                for pod in self._pods_of(target, newest):
                     names.add(pod["metadata"]["name"])
                     for cs in pod.get("status", {}).get("containerStatuses") or []:
                         waiting = cs.get("state", {}).get("waiting")

@@ -1,6 +1,8 @@
 """Rollout, health-gate and guard-rail decisions: pure functions over plain values (no I/O, no SDK).
 
 - ``rollout_status``: the verdict ``kubectl rollout status`` would give for a Deployment's status.
+- ``crash_loop``: whether the new revision's pods are crash-looping (the rollout fails then, without waiting for
+  the progress deadline).
 - ``health_verdict``: the health gate over a sequence of probe observations.
 - ``manifest_violations``: what an agent-written manifest may not do.
 - ``previous_revision``: which ReplicaSet ``kubectl rollout undo`` restores.
@@ -97,6 +99,31 @@ def rollout_status(d: DeploymentView) -> RolloutStatus:
             f"{d.updated_replicas} updated replicas are available...",
         )
     return RolloutStatus(state="complete", reason=f"deployment {name!r} successfully rolled out")
+
+
+def crash_loop(pods: Iterable[Mapping[str, Any]], *, restarts: int) -> str | None:
+    """Why the rollout has failed already, or None: a container of one of ``pods`` (the API's Pod dicts, all of
+    the revision being rolled out) has been restarted ``restarts`` times or more and is not running now (waiting
+    to be restarted — ``CrashLoopBackOff`` — or terminated). A container that crashed and now runs again does
+    not count, nor one that is only not ready: that is the readiness probe's, judged by the progress deadline.
+    ``restarts`` 0 turns this off (``kubectl rollout status`` waits for the deadline)."""
+    if restarts <= 0:
+        return None
+    for pod in pods:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        for cs in statuses:
+            count = int(cs.get("restartCount") or 0)
+            state = cs.get("state") or {}
+            if count < restarts or "running" in state:
+                continue
+            last = (cs.get("lastState") or {}).get("terminated") or state.get("terminated") or {}
+            how = state.get("waiting", {}).get("reason") or "Terminated"
+            exit_code = last.get("exitCode")
+            name = (pod.get("metadata") or {}).get("name", "?")
+            return f"pod {name} container {cs.get('name')} is crash-looping ({how}): restarted {count} times" + (
+                f", last exit code {exit_code}" if exit_code is not None else ""
+            )
+    return None
 
 
 def deployment_view(obj: Mapping[str, Any]) -> DeploymentView:
