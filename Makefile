@@ -44,7 +44,7 @@ typecheck: install  ## pyright on src/ flows/ tasks/
 prereqs: install cluster-build openhands-install local-model-install chromium postgres chatapp-deps specs  ## everything the integration tests need
 
 test: prereqs  ## the whole test suite (every marker); CI=true turns a missing prerequisite into a failure
-	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 test-fast: install  ## tests that need no external prerequisite
 	$(BIN)/pytest -m "not cluster and not workpool and not openhands and not browser and not localmodel and not postgres" $(PYTEST_ARGS)

@@ -4,6 +4,10 @@
 - ``require(name, ok, why)``: a missing prerequisite skips locally, but fails when CI=true.
 - One session-wide Prefect test harness (``prefect_harness``), started only by the tests that need it; one
   real local model (``local_model``) likewise.
+- The servers a session shares in the background (``SHARED_SERVERS``: the control plane, PostgreSQL, the local
+  model) run from their first user to their last: the modules that use one run together, behind the others
+  (each module whole, in its order), and the server is stopped by its PID as soon as its last user ends — so
+  the tests that start servers of their own (the demo, the kill campaign) do not share the two cores with them.
 - At the end, pass/fail/skip counts per marker.
 """
 
@@ -13,6 +17,7 @@ import os
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,47 @@ def require(name: str, ok: bool, why: str = "") -> None:
     if IN_CI:
         pytest.fail(message + " (CI=true: missing prerequisites fail the run)", pytrace=False)
     pytest.skip(message)
+
+
+# Session fixtures that keep a server running in the background, in the order their users are grouped (the
+# control plane's idle loops cost the most CPU — ~9 % of a core measured — so its users run last).
+SHARED_SERVERS = ("local_model", "postgres", "control_plane")
+# Stopped after their last user too; their users are one directory's modules, together already.
+_STOPPED_EARLY = (*SHARED_SERVERS, "platform_kubeconfig", "agent_server")
+_stops: dict[str, ExitStack] = {}  # what stops each running shared server
+_last_user: dict[str, str] = {}  # shared server -> node id of the last selected test that needs it
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that run count
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(str(item.path), []).append(item)
+
+    def needs(module: list[pytest.Item]) -> tuple[bool, ...]:
+        return tuple(any(name in item.fixturenames for item in module) for name in reversed(SHARED_SERVERS))
+
+    items[:] = [item for module in sorted(modules.values(), key=needs) for item in module]  # stable: in order
+    _last_user.clear()
+    for item in items:
+        for name in _STOPPED_EARLY:
+            if name in item.fixturenames:
+                _last_user[name] = item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    for name, last in _last_user.items():
+        if last == item.nodeid and name in _stops:
+            _stops.pop(name).close()  # its last user is done: stop it now, not at the session's end
+
+
+def shared_server(name: str) -> ExitStack:
+    """The stack the session fixture ``name`` enters its server on (``with shared_server(name) as stack:``),
+    closed after the last test that needs it, or at the session's end."""
+    stack = _stops[name] = ExitStack()
+    return stack
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +110,8 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     ok, why = postgres_installed()
     require("PostgreSQL", ok, why)
-    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
+    with shared_server("postgres") as stack:
+        yield stack.enter_context(running_postgres(tmp_path_factory.mktemp("postgres")))
 
 
 @pytest.fixture
@@ -82,7 +128,8 @@ def local_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     ok, why = local_model_installed()
     require("local model", ok, why)
-    with running_local_model(tmp_path_factory.mktemp("local-model")) as server:
+    with shared_server("local_model") as stack:
+        server = stack.enter_context(running_local_model(tmp_path_factory.mktemp("local-model")))
         warm_up(server)
         yield server
 
@@ -103,11 +150,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory, app_registry: Any) -
     bin_dir = cluster.find_binaries()
     require("control plane", bin_dir is not None, "no kube binaries or etcd: run `make cluster-build`")
     state = tmp_path_factory.mktemp("cluster")
-    cp = cluster.start(state, bin_dir=bin_dir, registries=[app_registry.registry], reuse=False)
-    try:
-        yield cp
-    finally:
-        cluster.stop(state)
+    with shared_server("control_plane") as stack:
+        stack.callback(cluster.stop, state)
+        yield cluster.start(state, bin_dir=bin_dir, registries=[app_registry.registry], reuse=False)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, shared_server
 
 
 @pytest.fixture(scope="session")
@@ -17,8 +17,6 @@ def platform_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     bin_dir = cluster.find_binaries()
     require("control plane", bin_dir is not None, "no kube binaries or etcd: run `make cluster-build`")
     state = tmp_path_factory.mktemp("platform-cluster")
-    cp = cluster.start(state, bin_dir=bin_dir, registries=[], reuse=False)
-    try:
-        yield Path(cp.kubeconfig)
-    finally:
-        cluster.stop(state)
+    with shared_server("platform_kubeconfig") as stack:
+        stack.callback(cluster.stop, state)
+        yield Path(cluster.start(state, bin_dir=bin_dir, registries=[], reuse=False).kubeconfig)

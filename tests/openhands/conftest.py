@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from promptship.domain.request import branch_for, conversation_id_for
 from promptship.domain.results import AgentTask
 from promptship_sandbox.agent_server import agent_server_installed, running_agent_server
 from promptship_sandbox.llm_server import LLMStandIn, running_llm_stand_in
-from tests.conftest import require
+from tests.conftest import require, shared_server
 
 # What a developer's shell or a CI runner might hold; `up` must not hand any of it to the agent.
 PARENT_CREDENTIALS = {
@@ -57,7 +56,7 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServ
     ok, why = agent_server_installed()
     require("openhands agent-server", ok, why)
     parent_env = {**os.environ, **PARENT_CREDENTIALS}
-    with ExitStack() as stack:
+    with shared_server("agent_server") as stack:
         try:
             server = stack.enter_context(
                 running_agent_server(tmp_path_factory.mktemp("openhands-state"), parent_env=parent_env)
