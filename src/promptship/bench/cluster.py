@@ -1,4 +1,5 @@
-"""Cluster benchmark: local control plane start time, rollout start → verdict, failed verdict → restored service.
+"""Cluster benchmark: local control plane start time, rollout start → verdict, failed verdict → restored service,
+and how soon a version whose pods crash-loop fails (``KubeCluster.crash_loop_restarts``).
 
 Runs its own control plane in a temporary directory (needs ``make cluster-build``). Baseline measured in the
 same run: the rollout of a placeholder image (no process to start, no probe) — the control plane's own cost.
@@ -90,6 +91,17 @@ def run(rounds: int = 5) -> None:
                 h = probe.check(f"{url}/health")
                 restore.append(time.perf_counter() - t0)
                 assert rb.verdict == "restored" and h.verdict == "healthy", (rb, h)
+            # a version that exits at start, under the Kubernetes default deadline (600 s): the crash loop decides
+            crashy = DeployTarget(namespace=ns, deployment="crashy", container="app")
+            kube.apply_manifests(crashy, sample_manifests(first.image, name="crashy", progress_deadline_s=600))
+            assert kube.roll_out(crashy, first.image, run_key="c-first", timeout_s=120).verdict == "complete"
+            crash: list[float] = []
+            for i in range(max(2, rounds // 2)):
+                t0 = time.perf_counter()
+                r = kube.roll_out(crashy, apps.publish("crash").image, run_key=f"c{i}", timeout_s=120)
+                crash.append(time.perf_counter() - t0)
+                assert r.verdict == "failed" and "crash-looping" in r.reason, r
+                assert kube.rollback(crashy, timeout_s=120).verdict == "restored"
             http.close()
             print(f"   rollout → complete, placeholder image (baseline): {_s(base)}")
             print(f"   rollout → complete, real process + readiness probe: {_s(real)}")
@@ -98,6 +110,7 @@ def run(rounds: int = 5) -> None:
             print(f"   rollout → stalled verdict (progressDeadlineSeconds=3): {_s(stall)}")
             print(f"     of which beyond the deadline itself: {_s([s - 3 for s in stall])}")
             print(f"   failed verdict → restored and healthy again (undo + rollout + gate): {_s(restore)}")
+            print(f"   rollout → failed, pods crash-looping (3 restarts; without it the 600 s deadline): {_s(crash)}")
         finally:
             api.close()
             cluster.stop(cp.state_dir)
