@@ -9,8 +9,10 @@ stand-in and gateway service served by threads of the bench's own process, under
 provider's bytes relayed) and with LiteLLM parsing every chunk (``stream_passthrough=False``, what providers that
 are not OpenAI-compatible get).
 Streams: a short reply and a 256-chunk one (total, p99, ratio, first content chunk, SSE events); the paired ratio
-is the median of each round's service/direct. Every call sends a prompt not sent before, so the gate's figures
-are real scans; its cache has its own line; then what each layer of the gateway costs on its own."""
+is the median of each round's service/direct. The same two streams again with LiteLLM as the client of both
+direct and service (what the code agent, a LiteLLM client, sees: its per-chunk parsing is paid on both paths).
+Every call sends a prompt not sent before, so the gate's figures are real scans; its cache has its own line;
+then what each layer of the gateway costs on its own."""
 
 from __future__ import annotations
 
@@ -180,7 +182,8 @@ def run() -> None:
         ):
             service_url = f"http://127.0.0.1:{service_port}"
             decision = gateway.route(base, task_class="complex_code")
-            key = gateway.agent_access("bench", decision, 1e9).api_key.get_secret_value()
+            access = gateway.agent_access("bench", decision, 1e9)
+            key = access.api_key.get_secret_value()
             auth = {"authorization": f"Bearer {key}"}
 
             def body(stream: bool = False) -> dict[str, object]:
@@ -248,6 +251,43 @@ def run() -> None:
                                     cpu += _cpu_s(service_proc.pid) - before
                     streams[label] = runs
                     service_cpu[label] = cpu / STREAMS * 1000
+                # What a caller that streams through LiteLLM (as the code agent does) sees: LiteLLM as the client of
+                # both paths, so its own per-chunk parsing is paid on each side, as it is in use.
+                import litellm
+
+                def litellm_client_stream(api_base: str, model: str, api_key: str) -> tuple[float, float, int]:
+                    t0 = time.perf_counter()
+                    first, chunks = float("nan"), 0
+                    reply_stream: Any = litellm.completion(
+                        model=model,
+                        api_base=api_base,
+                        api_key=api_key,
+                        messages=fresh_messages(),
+                        num_retries=0,
+                        max_retries=0,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                    for chunk in reply_stream:
+                        chunks += 1
+                        if first != first and chunk.choices and chunk.choices[0].delta.content:
+                            first = (time.perf_counter() - t0) * 1000
+                    return (time.perf_counter() - t0) * 1000, first, chunks
+
+                client_sides = (
+                    ("direct", f"{stand_in_url}/v1", "openai/gpt-4o", "sk-or-v1-bench"),
+                    ("service", f"{service_url}/v1", access.model, key),
+                )
+                via_litellm: dict[str, dict[str, list[tuple[float, float, int]]]] = {}
+                for label, reply in (("short", None), ("long", LONG_REPLY)):
+                    runs = {side[0]: [] for side in client_sides}
+                    for i in range(WARMUP + STREAMS):
+                        for side, api_base, model, api_key in client_sides:
+                            script("process", reply)
+                            sample = litellm_client_stream(api_base, model, api_key)
+                            if i >= WARMUP:
+                                runs[side].append(sample)
+                    via_litellm[label] = runs
                 stand_in_cpu = _cpu_s(stand_in_proc.pid)
             call = LLMCall(
                 run_key="bench",
@@ -351,4 +391,19 @@ def run() -> None:
                 f"{statistics.median(d_first):.2f} ms direct (paired +{first:.2f} ms, goal <= +20)"
             )
         print(f"   streaming {label}: gateway process CPU per stream {service_cpu[label]:.2f} ms")
+    for label, runs in via_litellm.items():
+        d_total, d_first, d_chunks = zip(*runs["direct"], strict=True)
+        s_total, s_first, _ = zip(*runs["service"], strict=True)
+        paired = statistics.median(s / d for s, d in zip(s_total, d_total, strict=True))
+        first = statistics.median(s - d for s, d in zip(s_first, d_first, strict=True))
+        print(
+            f"   streaming {label}, LiteLLM as the client of both ({statistics.median(d_chunks):.0f} chunks): direct"
+            f" {summary(list(d_total))}; service process {summary(list(s_total))}"
+        )
+        print(
+            f"   streaming {label}, LiteLLM as the client: ratio median"
+            f" x{statistics.median(s_total) / statistics.median(d_total):.2f} (paired x{paired:.2f}),"
+            f" p99 x{percentile(list(s_total), 99) / percentile(list(d_total), 99):.2f}; first chunk paired"
+            f" +{first:.2f} ms"
+        )
     print(f"   (stand-in process CPU in all: {stand_in_cpu:.1f} s)")
