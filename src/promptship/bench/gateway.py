@@ -98,6 +98,24 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _print_paired(
+    label: str, name: str, unit: str, direct: list[tuple[float, float, int]], side: list[tuple[float, float, int]]
+) -> None:
+    """One path's streams against direct's, taken in turns: totals, ratios (median, paired, p99), first chunk."""
+    d_total, d_first, _ = zip(*direct, strict=True)
+    s_total, s_first, s_events = zip(*side, strict=True)
+    paired = statistics.median(s / d for s, d in zip(s_total, d_total, strict=True))
+    first = statistics.median(s - d for s, d in zip(s_first, d_first, strict=True))
+    print(f"   streaming {label} {name} ({statistics.median(s_events):.0f} {unit}): {summary(list(s_total))}")
+    ratio = statistics.median(s_total) / statistics.median(d_total)
+    print(
+        f"   streaming {label} {name}: ratio median x{ratio:.2f}"
+        f" (paired x{paired:.2f}), p99 x{percentile(list(s_total), 99) / percentile(list(d_total), 99):.2f}"
+        f" (goal <= 1.3); first chunk median {statistics.median(s_first):.2f} ms vs "
+        f"{statistics.median(d_first):.2f} ms direct (paired +{first:.2f} ms, goal <= +20)"
+    )
+
+
 def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -303,8 +321,6 @@ def run() -> None:
                 ),
                 N,
             )
-            import litellm
-
             litellm_alone = _time(
                 lambda: litellm.completion(
                     model="openrouter/openai/gpt-4o",
@@ -316,22 +332,10 @@ def run() -> None:
                 ),
                 N,
             )
-
-            def litellm_stream() -> None:
-                chunks: Any = litellm.completion(
-                    model="openrouter/openai/gpt-4o",
-                    api_base=llm.base_url + "/v1",
-                    api_key="sk-or-v1-bench",
-                    messages=fresh_messages(),
-                    num_retries=0,
-                    max_retries=0,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-                for _ in chunks:
-                    pass
-
-            litellm_streaming = _time(litellm_stream, STREAMS)
+            litellm_streaming = _time(
+                lambda: litellm_client_stream(llm.base_url + "/v1", "openrouter/openai/gpt-4o", "sk-or-v1-bench"),
+                STREAMS,
+            )
             gate = _time(lambda: scanner.scan_messages(fresh_messages()), N)
             repeated = fresh_messages()
             gate_hit = _time(lambda: scanner.scan_messages(repeated), N)
@@ -376,34 +380,13 @@ def run() -> None:
                 f"   streaming {label} {name} ({statistics.median(d_events):.0f} SSE events): {summary(list(d_total))}"
             )
         for side, (direct_side, name) in names.items():
-            d_total, d_first, _ = zip(*runs[direct_side], strict=True)
-            s_total, s_first, s_events = zip(*runs[side], strict=True)
-            paired = statistics.median(s / d for s, d in zip(s_total, d_total, strict=True))
-            first = statistics.median(s - d for s, d in zip(s_first, d_first, strict=True))
-            print(
-                f"   streaming {label} {name} ({statistics.median(s_events):.0f} SSE events): {summary(list(s_total))}"
-            )
-            ratio = statistics.median(s_total) / statistics.median(d_total)
-            print(
-                f"   streaming {label} {name}: ratio median x{ratio:.2f}"
-                f" (paired x{paired:.2f}), p99 x{percentile(list(s_total), 99) / percentile(list(d_total), 99):.2f}"
-                f" (goal <= 1.3); first chunk median {statistics.median(s_first):.2f} ms vs "
-                f"{statistics.median(d_first):.2f} ms direct (paired +{first:.2f} ms, goal <= +20)"
-            )
+            _print_paired(label, name, "SSE events", runs[direct_side], runs[side])
         print(f"   streaming {label}: gateway process CPU per stream {service_cpu[label]:.2f} ms")
     for label, runs in via_litellm.items():
-        d_total, d_first, d_chunks = zip(*runs["direct"], strict=True)
-        s_total, s_first, _ = zip(*runs["service"], strict=True)
-        paired = statistics.median(s / d for s, d in zip(s_total, d_total, strict=True))
-        first = statistics.median(s - d for s, d in zip(s_first, d_first, strict=True))
+        name = "LiteLLM as the client of both"
+        d_total, _, d_chunks = zip(*runs["direct"], strict=True)
         print(
-            f"   streaming {label}, LiteLLM as the client of both ({statistics.median(d_chunks):.0f} chunks): direct"
-            f" {summary(list(d_total))}; service process {summary(list(s_total))}"
+            f"   streaming {label} {name}, direct ({statistics.median(d_chunks):.0f} chunks): {summary(list(d_total))}"
         )
-        print(
-            f"   streaming {label}, LiteLLM as the client: ratio median"
-            f" x{statistics.median(s_total) / statistics.median(d_total):.2f} (paired x{paired:.2f}),"
-            f" p99 x{percentile(list(s_total), 99) / percentile(list(d_total), 99):.2f}; first chunk paired"
-            f" +{first:.2f} ms"
-        )
+        _print_paired(label, f"{name}, service process", "chunks", runs["direct"], runs["service"])
     print(f"   (stand-in process CPU in all: {stand_in_cpu:.1f} s)")
