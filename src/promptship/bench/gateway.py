@@ -60,7 +60,9 @@ def _has_content(line: str) -> bool:
 
 
 @contextmanager
-def _process(args: list[str], env: Mapping[str, str], ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def server_process(
+    args: list[str], env: Mapping[str, str], ready_url: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """``args`` as a process of its own (output to ``log``), once ``ready_url`` answers; stopped by its PID."""
     import httpx
 
@@ -89,7 +91,7 @@ def _process(args: list[str], env: Mapping[str, str], ready_url: str, log: Path)
             proc.wait()
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (Linux ``/proc``; NaN elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -98,7 +100,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _print_paired(
+def print_paired(
     label: str, name: str, unit: str, direct: list[tuple[float, float, int]], side: list[tuple[float, float, int]]
 ) -> None:
     """One path's streams against direct's, taken in turns: totals, ratios (median, paired, p99), first chunk."""
@@ -112,7 +114,7 @@ def _print_paired(
         f"   streaming {label} {name}: ratio median x{ratio:.2f}"
         f" (paired x{paired:.2f}), p99 x{percentile(list(s_total), 99) / percentile(list(d_total), 99):.2f}"
         f" (goal <= 1.3); first chunk median {statistics.median(s_first):.2f} ms vs "
-        f"{statistics.median(d_first):.2f} ms direct (paired +{first:.2f} ms, goal <= +20)"
+        f"{statistics.median(d_first):.2f} ms direct (paired {first:+.2f} ms, goal <= +20)"
     )
 
 
@@ -177,19 +179,19 @@ def run() -> None:
         litellm_streaming_gateway = gateway_for(llm.base_url, passthrough=False)
         python = sys.executable
         with (
-            _process(
+            server_process(
                 [python, "-m", "promptship_sandbox.llm_server", "--port", str(stand_in_port)],
                 {},
                 f"{stand_in_url}/v1/models",
                 Path(tmp) / "stand-in.log",
             ) as stand_in_proc,
-            _process(
+            server_process(
                 [python, "-m", "promptship.cli", "gateway", "serve", "--port", str(service_port)],
                 service_env,
                 f"http://127.0.0.1:{service_port}/health",
                 Path(tmp) / "gateway.log",
             ) as service_proc,
-            _process(
+            server_process(
                 [python, "-m", "promptship.bench.bare_relay", "--port", str(relay_port), "--upstream", stand_in_url],
                 {},
                 f"http://127.0.0.1:{relay_port}/health",
@@ -261,12 +263,12 @@ def run() -> None:
                         # take turns, so that all see the same moments of a shared machine
                         for side, where, url, headers in stream_sides:
                             script(where, reply)
-                            before = _cpu_s(service_proc.pid) if side == "service" else 0.0
+                            before = cpu_seconds(service_proc.pid) if side == "service" else 0.0
                             sample = stream(url, headers)
                             if i >= WARMUP:
                                 runs[side].append(sample)
                                 if side == "service":
-                                    cpu += _cpu_s(service_proc.pid) - before
+                                    cpu += cpu_seconds(service_proc.pid) - before
                     streams[label] = runs
                     service_cpu[label] = cpu / STREAMS * 1000
                 # What a caller that streams through LiteLLM (as the code agent does) sees: LiteLLM as the client of
@@ -306,7 +308,7 @@ def run() -> None:
                             if i >= WARMUP:
                                 runs[side].append(sample)
                     via_litellm[label] = runs
-                stand_in_cpu = _cpu_s(stand_in_proc.pid)
+                stand_in_cpu = cpu_seconds(stand_in_proc.pid)
             call = LLMCall(
                 run_key="bench",
                 step="bench",
@@ -380,7 +382,7 @@ def run() -> None:
                 f"   streaming {label} {name} ({statistics.median(d_events):.0f} SSE events): {summary(list(d_total))}"
             )
         for side, (direct_side, name) in names.items():
-            _print_paired(label, name, "SSE events", runs[direct_side], runs[side])
+            print_paired(label, name, "SSE events", runs[direct_side], runs[side])
         print(f"   streaming {label}: gateway process CPU per stream {service_cpu[label]:.2f} ms")
     for label, runs in via_litellm.items():
         name = "LiteLLM as the client of both"
@@ -388,5 +390,5 @@ def run() -> None:
         print(
             f"   streaming {label} {name}, direct ({statistics.median(d_chunks):.0f} chunks): {summary(list(d_total))}"
         )
-        _print_paired(label, f"{name}, service process", "chunks", runs["direct"], runs["service"])
+        print_paired(label, f"{name}, service process", "chunks", runs["direct"], runs["service"])
     print(f"   (stand-in process CPU in all: {stand_in_cpu:.1f} s)")
