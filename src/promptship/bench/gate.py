@@ -167,6 +167,9 @@ FIXTURES = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "noseyparker.jsonl
 # against the Nosey Parker families (tests/data/secret_fixtures/README.md).
 FRESH = REPO_ROOT / "tests" / "data" / "secret_fixtures" / "fresh.jsonl"
 PLAIN_FILE = REPO_ROOT / "tests" / "data" / "plain_credentials.jsonl"
+# promptship's own labelled credentials in code and config syntaxes (setters, login calls, env pairs, Dockerfile
+# ENV, SQL IDENTIFIED BY, …), each row naming where its syntax is documented; committed before the rules for them.
+CODE_FILE = REPO_ROOT / "tests" / "data" / "code_credentials.jsonl"
 FAMILY_GOAL = 0.9
 # Placeholders as issue 17 names them (`AKIAIOSFODNN7EXAMPLE`, `xxxx`, `<your-token>`): some sources label rows
 # made of them secrets (a scanner's regex test), which the gate leaves alone by design; the bench prints the
@@ -301,14 +304,16 @@ def honest_eval(scanner: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
         figures["fixtures_recall"] = sum(h for h, _ in fams.values()) / max(1, len(fixtures))
     if FRESH.exists():
         figures.update(fresh_eval(scanner))
-    if PLAIN_FILE.exists():
+    for path, what in ((PLAIN_FILE, "plain-language credentials"), (CODE_FILE, "credentials in code and config")):
+        if not path.exists():
+            continue
         for split in ("tune", "held_out"):
-            part = [r for r in load_jsonl(PLAIN_FILE) if r["split"] == split]
+            part = [r for r in load_jsonl(path) if r["split"] == split]
             pos = [r for r in part if r["label"] == 1]
             neg = [r for r in part if r["label"] == 0]
             tp = sum(scanner.scan(r["text"]).sensitive for r in pos)
             fp = sum(scanner.scan(r["text"]).sensitive for r in neg)
-            print(f"   plain-language credentials ({split}): recall {tp}/{len(pos)}, false positives {fp}/{len(neg)}")
+            print(f"   {what} ({split}): recall {tp}/{len(pos)}, false positives {fp}/{len(neg)}")
     return figures
 
 
