@@ -200,8 +200,9 @@ def test_every_rule_of_the_rules_file_names_its_source():
     rules = load_secret_rules()
     assert len(rules) >= 70
     for rule in rules:
-        assert set(rule) - {"fixed_length"} == {"subtype", "needles", "pattern", "source"}, rule
+        assert set(rule) - {"fixed_length", "vouched"} == {"subtype", "needles", "pattern", "source"}, rule
         assert isinstance(rule.get("fixed_length", False), bool), rule["subtype"]
+        assert isinstance(rule.get("vouched", False), bool), rule["subtype"]
         assert len(rule["source"]) >= 10, rule["subtype"]
 
 
@@ -216,6 +217,22 @@ def _plain_rows() -> list[dict]:
 def test_plain_language_credentials(row):
     """promptship's own labelled examples (EN/FR), written for this rule: a credential given after a word such
     as password/PIN/passphrase/recovery code is found; ordinary sentences about passwords are not."""
+    secrets = [f for f in scan_rules(row["text"]) if f.kind == "secret"]
+    assert bool(secrets) == bool(row["label"]), [row["text"][f.start : f.end] for f in secrets]
+
+
+def _code_rows() -> list[dict]:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "data" / "code_credentials.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("row", _code_rows(), ids=lambda r: f"{r['id']}-{r['syntax']}")
+def test_credentials_in_code_and_config(row):
+    """promptship's own labelled examples of credentials in documented code and config syntaxes (setters, login
+    calls, basic auth, env name/value pairs, Dockerfile ENV, SQL IDENTIFIED BY, YAML block scalars, CLI flags…):
+    a literal credential is found by the rules layer; a variable, a reference or a prompt in its place is not."""
     secrets = [f for f in scan_rules(row["text"]) if f.kind == "secret"]
     assert bool(secrets) == bool(row["label"]), [row["text"][f.start : f.end] for f in secrets]
 

@@ -153,11 +153,14 @@ def load_secret_rules() -> tuple[dict[str, Any], ...]:
     return tuple(data["rule"])
 
 
+# The rules whose value is judged a credential whatever its body spells: a provider's fixed-length format
+# (`fixed_length`) or a syntax that says the value is a password or a key (`vouched`).
 _TOKEN_RULES: tuple[tuple[str, tuple[str, ...], str, bool], ...] = tuple(
-    (r["subtype"], tuple(r["needles"]), r["pattern"], bool(r.get("fixed_length", False))) for r in load_secret_rules()
+    (r["subtype"], tuple(r["needles"]), r["pattern"], bool(r.get("fixed_length", False) or r.get("vouched", False)))
+    for r in load_secret_rules()
 )
 
-_CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_]\w*\(.*")
+_CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\[[^\]]*\])?|[A-Za-z_][\w.]*\(.*")
 _PLACEHOLDER_WORD = r"(?:test|testing|fake|dummy|example|sample|invalid|placeholder|changeme|my|your|some|the|secret|"
 _PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|dev|local|demo|default|"
 _PLACEHOLDER_WORD += r"user|username|login|email|name)"
@@ -171,9 +174,11 @@ _PLACEHOLDER = re.compile(
 
 # A credential word assigned a value: password = "hunter2", "api_key": "…", export TOKEN=…, --password=…
 _ASSIGNMENT = re.compile(
-    rf"(?i)(?:{SECRET_WORDS})[A-Za-z0-9_.-]*(?:\[\d*\])?[\"']?"
+    rf"(?i)(?:{SECRET_WORDS})[A-Za-z0-9_.-]*(?:\[\d*\])?[\"']?\]?"
     r"(?:[ \t]+(?:string|str|const|final))?[ \t]*"
-    r"(?:!==?|===?|:{1,3}=|\?=|\.=|\+=|=>|=|:|,|[ \t]+is[ \t]+|[ \t]+est[ \t]+|(?=[\"']))[ \t]*"
+    # a quote right after the name opens the value only after a blank (`PASSWORD 'x'`): in `["PASSWORD"] = …`
+    # the quote closes the name
+    r"(?:!==?|===?|:{1,3}=|\?=|\.=|\+=|=>|=|:|,|[ \t]+is[ \t]+|[ \t]+est[ \t]+|(?<=[ \t])(?=[\"']))[ \t]*"
     r"(?:(?:b|r|u|f|@)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;]{4,300}))"
 )
 # "value" == password  (the literal first, as in `if ("…" === password)`)
@@ -187,7 +192,8 @@ _PROSE_PASSWORD = re.compile(
     r"[^\n:=]{0,40}?(?:\bis\b|\best\b|:|=)\s*[\"'`]?([^\s\"'`]{6,64})"
 )
 _CLI_PASSWORD = re.compile(
-    r"(?i)\b(?:docker|podman|helm|mysql|mysqladmin|sshpass|htpasswd|smbclient)\b[^\n]{0,120}?\s-p\s*[\"']?([^\s\"']{6,})"
+    r"(?i)\b(?:docker|podman|helm|mysql|mysqladmin|sshpass|htpasswd|smbclient|mongo|mongosh|mongodump|mongorestore|"
+    r"mongoexport|mongoimport|oc|az|cf)\b[^\n]{0,120}?\s-p\s*[\"']?([^\s\"']{6,})"
 )
 _AUTH_HEADER = re.compile(
     r"(?i)\b(?:authorization|x-api-key|x-auth-token|api-key|private-token|x-access-token)\s*[:=]\s*[\"']?"
@@ -310,6 +316,19 @@ def _looks_random_anywhere(value: str) -> bool:
 _NAME_WORD = re.compile(r"[A-Z][a-z]{2,}|(?<![A-Za-z])[a-z]{3,}(?![a-z])|[A-Z]{3,}(?![a-z])")
 
 
+# A PowerShell command name: an approved verb, a hyphen, a noun of words (Microsoft Learn, "Approved Verbs for
+# PowerShell Commands": Verb-Noun, Pascal case).
+_POWERSHELL_COMMAND = re.compile(
+    r"(?:Add|Approve|Assert|Backup|Block|Build|Checkpoint|Clear|Close|Compare|Complete|Compress|Confirm|Connect|"
+    r"Convert|ConvertFrom|ConvertTo|Copy|Debug|Deny|Deploy|Disable|Disconnect|Dismount|Edit|Enable|Enter|Exit|"
+    r"Expand|Export|Find|Format|Get|Grant|Group|Hide|Import|Initialize|Install|Invoke|Join|Limit|Lock|Measure|"
+    r"Merge|Mount|Move|New|Open|Optimize|Out|Ping|Pop|Protect|Publish|Push|Read|Receive|Redo|Register|Remove|"
+    r"Rename|Repair|Request|Reset|Resize|Resolve|Restart|Restore|Resume|Revoke|Save|Search|Select|Send|Set|Show|"
+    r"Skip|Split|Start|Step|Stop|Submit|Suspend|Switch|Sync|Test|Trace|Unblock|Undo|Uninstall|Unlock|Unprotect|"
+    r"Unpublish|Unregister|Update|Use|Wait|Watch|Write)-(?:[A-Z][a-z]+|[A-Z]{2,}(?=[A-Z][a-z]))+"
+)
+
+
 def _words_mostly(value: str) -> bool:
     """Four or more words (``PrimaryMenu``, ``header-``) that make up at least 85 % of the value: an
     identifier built of words — a generated value's letters fall in random case and do not split into words."""
@@ -325,11 +344,29 @@ def _tokenish(value: str) -> bool:
     )
 
 
-def _plausible_secret_value(value: str) -> bool:
+_PASSWORD_NAME = re.compile(r"(?i)passw(?:or)?d|passwd|pwd|pass(?:phrase)?\b|mot[_ ]de[_ ]passe")
+_PASSPHRASE = re.compile(r"[A-Za-z]{3,}(?:-[A-Za-z]{3,})+(?:-\d{1,6})?|[A-Za-z]{3,}(?:-[A-Za-z]{3,})*-\d{1,6}")
+
+
+def is_passphrase(value: str) -> bool:
+    """Words joined by hyphens, three or more, or two or more and a number (``Lantern-Field-46``,
+    ``correct-horse-battery-staple``): a memorable password; a credential word or a placeholder word in it
+    (``my-api-key``, ``your-password-here``) makes it a name."""
+    if not _PASSPHRASE.fullmatch(value):
+        return False
+    parts = value.split("-")
+    if len(parts) < 3 and not parts[-1].isdigit():
+        return False
+    return not any(_PLACEHOLDER_WORDS.fullmatch(p) or re.fullmatch(rf"(?i){SECRET_WORDS}", p) for p in parts)
+
+
+def _plausible_secret_value(value: str, *, names: bool = True) -> bool:
+    """``names=False``: the syntax says the value is a password (a CLI's password flag), so a value of words
+    joined by separators (a passphrase) is not taken for a name."""
     value = value.strip()
     if len(value) < 4 or _PLACEHOLDER.match(value) or _PLACEHOLDER_WORDS.fullmatch(value):
         return False
-    if is_not_a_secret(value):
+    if is_not_a_secret(value, names=names):
         return False
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
         return False
@@ -440,7 +477,10 @@ def scan_rules(text: str) -> list[Finding]:
             continue  # csrf_token=…, authenticity_token: …: an anti-forgery value sent to every browser
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
-        if _plausible_secret_value(value) and not named_as_fake(text, m.start(group)):
+        # a passphrase (words joined by hyphens, NIST SP 800-63B's long memorable secrets) given to a password's
+        # name is that password, not a name made of words
+        passphrase = bool(_PASSWORD_NAME.search(hay, m.start(), m.start(group))) and is_passphrase(value)
+        if _plausible_secret_value(value, names=not passphrase) and not named_as_fake(text, m.start(group)):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_XML_CREDENTIAL).finditer(hay):
         if _plausible_secret_value(text[m.start(2) : m.end(2)]):
@@ -458,7 +498,7 @@ def scan_rules(text: str) -> list[Finding]:
             if (
                 re.search(r"[A-Za-z]", value)
                 and re.search(r"[\d\W_]", value)
-                and _plausible_secret_value(value)
+                and _plausible_secret_value(value, names=pattern is not _CLI_PASSWORD)
                 and not _CODE_REFERENCE.fullmatch(value)
                 and not value.startswith("//")  # `[PASSWORD] http://…`: the URL after a placeholder's colon
             ):
@@ -513,6 +553,8 @@ def scan_rules(text: str) -> list[Finding]:
             continue
         if _words_mostly(value):
             continue  # `header-nav_PrimaryMenuDropdownLinkV2`: a CamelCase name, not a generated value
+        if _POWERSHELL_COMMAND.fullmatch(value):
+            continue  # `ConvertTo-SecureString`: a PowerShell command's name
         if random_check(value) and not is_not_a_secret(value) and not named_as_fake(text, m.start()):
             add("secret", "high_entropy", m.span())
 
