@@ -238,6 +238,26 @@ def test_credentials_in_code_and_config(row):
 
 
 @pytest.mark.parametrize(
+    ("value", "passphrase"),
+    [
+        ("Lantern-Field-46", True),
+        ("correct-horse-battery-staple", True),
+        ("Lantern-Field", False),  # two words: a name (`read-only`, `dry-run`)
+        ("hello-42", False),
+        ("my-api-key", False),  # a credential word in it: a name
+        ("your-password-here", False),
+        ("db_password_prod", False),  # snake_case: an identifier
+    ],
+)
+def test_passphrases(value, passphrase):
+    from promptship.domain.gate import is_passphrase
+
+    assert is_passphrase(value) is passphrase
+    found = [f for f in scan_rules(f"db_password: {value}") if f.kind == "secret"]
+    assert bool(found) is passphrase, found
+
+
+@pytest.mark.parametrize(
     ("value", "placeholder"),
     [
         ("AKIAIOSFODNN7EXAMPLE", True),

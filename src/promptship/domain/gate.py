@@ -345,7 +345,7 @@ def _tokenish(value: str) -> bool:
 
 
 _PASSWORD_NAME = re.compile(r"(?i)passw(?:or)?d|passwd|pwd|pass(?:phrase)?\b|mot[_ ]de[_ ]passe")
-_PASSPHRASE = re.compile(r"[A-Za-z]{3,}(?:-[A-Za-z]{3,})+(?:-\d{1,6})?|[A-Za-z]{3,}(?:-[A-Za-z]{3,})*-\d{1,6}")
+_PASSPHRASE = re.compile(r"[A-Za-z]{3,}(?:-[A-Za-z]{3,})*(?:-\d{1,6})?")
 
 
 def is_passphrase(value: str) -> bool:
@@ -355,7 +355,8 @@ def is_passphrase(value: str) -> bool:
     if not _PASSPHRASE.fullmatch(value):
         return False
     parts = value.split("-")
-    if len(parts) < 3 and not parts[-1].isdigit():
+    words = parts[:-1] if parts[-1].isdigit() else parts
+    if len(words) < (2 if len(words) < len(parts) else 3):
         return False
     return not any(_PLACEHOLDER_WORDS.fullmatch(p) or re.fullmatch(rf"(?i){SECRET_WORDS}", p) for p in parts)
 
