@@ -346,6 +346,7 @@ def _tokenish(value: str) -> bool:
 
 _PASSWORD_NAME = re.compile(r"(?i)passw(?:or)?d|passwd|pwd|pass(?:phrase)?\b|mot[_ ]de[_ ]passe")
 _PASSPHRASE = re.compile(r"[A-Za-z]{3,}(?:-[A-Za-z]{3,})*(?:-\d{1,6})?")
+_SECRET_WORD = re.compile(rf"(?i){SECRET_WORDS}")
 
 
 def is_passphrase(value: str) -> bool:
@@ -358,7 +359,7 @@ def is_passphrase(value: str) -> bool:
     words = parts[:-1] if parts[-1].isdigit() else parts
     if len(words) < (2 if len(words) < len(parts) else 3):
         return False
-    return not any(_PLACEHOLDER_WORDS.fullmatch(p) or re.fullmatch(rf"(?i){SECRET_WORDS}", p) for p in parts)
+    return not any(_PLACEHOLDER_WORDS.fullmatch(p) or _SECRET_WORD.fullmatch(p) for p in parts)
 
 
 def _plausible_secret_value(value: str, *, names: bool = True) -> bool:
@@ -450,13 +451,13 @@ def scan_rules(text: str) -> list[Finding]:
     def add(kind: FindingKind, subtype: str, span: tuple[int, int], detector: str = "rules") -> None:
         found.append(Finding(kind, subtype, span[0], span[1], detector))
 
-    for subtype, needles, pattern, fixed_length in _COMPILED_TOKENS:
+    for subtype, needles, pattern, judged_whole in _COMPILED_TOKENS:
         if needles and not any(n in text for n in needles):
             continue
         for m in pattern.finditer(text):
             # a rule with capture groups names its value: the first group that took part in the match
             group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
-            if not is_not_a_secret(m.group(group), names=not fixed_length):
+            if not is_not_a_secret(m.group(group), names=not judged_whole):
                 add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
@@ -625,7 +626,7 @@ _LOWERED: dict[re.Pattern[str], re.Pattern[str]] = {
 }
 
 _COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
-    (s, n, re.compile(p), fixed) for s, n, p, fixed in _TOKEN_RULES
+    (s, n, re.compile(p), whole) for s, n, p, whole in _TOKEN_RULES
 )
 
 
