@@ -238,6 +238,23 @@ def test_credentials_in_code_and_config(row):
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "Pass the -password flag to influx to log in.",
+        "Use the -password option only in scripts.",
+        "Run sqlcmd with -P when SQL authentication is on.",
+        "zip -P is insecure; use -e instead.",
+        "7z a -p archive.7z reports/  # -p alone prompts",
+        "Set requirepass in redis.conf before opening the port.",
+        "rabbitmqctl add_user <username> <password>",
+    ],
+)
+def test_sentences_about_password_flags_are_not_credentials(text):
+    """A sentence about a tool's password flag, or the flag with nothing after it, names no credential."""
+    assert [text[f.start : f.end] for f in scan_rules(text) if f.kind == "secret"] == []
+
+
+@pytest.mark.parametrize(
     ("value", "passphrase"),
     [
         ("Lantern-Field-46", True),

@@ -457,7 +457,10 @@ def scan_rules(text: str) -> list[Finding]:
         for m in pattern.finditer(text):
             # a rule with capture groups names its value: the first group that took part in the match
             group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
-            if not is_not_a_secret(m.group(group), names=not judged_whole):
+            value = m.group(group)
+            if value.lower() in _PROSE_AFTER_FLAG:
+                continue  # "pass the -password flag", "run sqlcmd with -P when…": a sentence about the flag
+            if not is_not_a_secret(value, names=not judged_whole):
                 add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
@@ -803,6 +806,11 @@ _PLAIN_STOP = frozenset(
     le la les un une de des du au aux doit est et ou pas sur pour par avec dans incorrect incorrecte
     demandé demandée requis requise obligatoire oublié vide haché hachée stocké changé changer modifier
     utilisateur utilisateurs compte champ formulaire saisi saisie""".split()
+)
+# Words that follow a flag or a keyword in a sentence about it ("the -password flag", "-P when SQL auth is on"),
+# not its value.
+_PROSE_AFTER_FLAG = _PLAIN_STOP | frozenset(
+    "flag flags option options argument arguments parameter parameters switch when if then only instead here".split()
 )
 _LOGIN_CONTEXT = re.compile(
     r"(?i)\b(?:user(?:name)?|login|log in|sign in|account|identifiant|utilisateur|compte|admin|root)\b"
