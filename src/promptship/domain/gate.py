@@ -147,10 +147,14 @@ SECRET_WORDS = (
 SECRET_RULES_FILE = "secret_rules.toml"
 
 
+# What ``{value}`` stands for in a rule's pattern (the file's header says what it reads).
+_RULE_VALUE = r"""(?:"([^"\n$`]{4,300})"|'([^'\n]{4,300})'|([^\s"'$`<-][^\s"']{3,300}))"""
+
+
 def load_secret_rules() -> tuple[dict[str, Any], ...]:
-    """The rules of ``secret_rules.toml`` as dicts (subtype, needles, pattern, source)."""
+    """The rules of ``secret_rules.toml`` as dicts (subtype, needles, pattern, source), ``{value}`` expanded."""
     data = tomllib.loads(resources.files(__package__ or "promptship.domain").joinpath(SECRET_RULES_FILE).read_text())
-    return tuple(data["rule"])
+    return tuple({**r, "pattern": r["pattern"].replace("{value}", _RULE_VALUE)} for r in data["rule"])
 
 
 # The rules whose value is judged a credential whatever its body spells: a provider's fixed-length format
