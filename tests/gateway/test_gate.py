@@ -247,6 +247,14 @@ def test_credentials_in_code_and_config(row):
         "7z a -p archive.7z reports/  # -p alone prompts",
         "Set requirepass in redis.conf before opening the port.",
         "rabbitmqctl add_user <username> <password>",
+        "AUTH failed for the default user.",
+        "The ftp job failed last night.\nuser alice reported it this morning.",
+        "CONNECT input/output lines before powering on.",
+        "sqlplus app/ORCL is not how you log in.",
+        "wpa_passphrase HomeNet prints a network block for wpa_supplicant.conf.",
+        "The net use command maps \\\\files\\share drives for everyone.",
+        "Pass -Password only in scripts you trust.",
+        "cqlsh -u cassandra -p flag is deprecated",
     ],
 )
 def test_sentences_about_password_flags_are_not_credentials(text):
@@ -447,7 +455,7 @@ _B64_PEM_KEY = "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb3dJQkFBS0NBUUVB
     ("text", "subtype", "value"),
     [
         ("ssh in and run: psexec \\\\build07 -u ci\\runner -p Ruby9Tulip cmd", "cli_password", "Ruby9Tulip"),
-        ('PsExec64.exe \\\\10.9.8.7 -u ops -p "Seven Blue 7" -s hostname', "cli_password", '"Seven Blue 7"'),
+        ('PsExec64.exe \\\\10.9.8.7 -u ops -p "Seven Blue 7" -s hostname', "cli_password", "Seven Blue 7"),
         ("smbclient //nas/share -U backup%Fern4Lamp -c ls", "cli_password", "Fern4Lamp"),
         ("xfreerdp /v:win01 /u:ops /p:Otter5Maple /cert:ignore", "cli_password", "Otter5Maple"),
         ("net use Z: \\\\nas\\media Pebble8Sky /user:home\\ana", "cli_password", "Pebble8Sky"),

@@ -148,7 +148,7 @@ SECRET_RULES_FILE = "secret_rules.toml"
 
 
 # What ``{value}`` stands for in a rule's pattern (the file's header says what it reads).
-_RULE_VALUE = r"""(?:"([^"\n$`]{4,300})"|'([^'\n]{4,300})'|([^\s"'$`<-][^\s"']{3,300}))"""
+_RULE_VALUE = r"""(?!["']?%\w+%)(?:"([^"\n$`]{4,300})"|'([^'\n]{4,300})'|([^\s"'$`<-][^\s"']{3,300}))"""
 
 
 def load_secret_rules() -> tuple[dict[str, Any], ...]:
@@ -204,7 +204,9 @@ _AUTH_HEADER = re.compile(
     r"(?:(?:bearer|basic|token|bot|digest|apikey)\s+)?([A-Za-z0-9._~+/=:-]{8,})"
 )
 _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)")
-_CURL_USER = re.compile(r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?:-u|--user)[\s=]*(\S*:\S*)")
+_CURL_USER = re.compile(
+    r"(?i)\bcurl\b[^\n]{0,300}(?:\\\n[^\n]{0,300}){0,8}?\s(?:-u|--user|--proxy-user)[\s=]*(\S*:\S*)"
+)
 _HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
 _ENTROPY_CONTEXT = re.compile(rf"(?i)(?:{SECRET_WORDS}|key|auth(?!or)|credential|hmac|salt)")
 # Digests are not secrets: package-lock integrity, go.sum, pip hashes, git commits.
@@ -492,7 +494,9 @@ def scan_rules(text: str) -> list[Finding]:
         if _plausible_secret_value(value, names=not passphrase) and not named_as_fake(text, m.start(group)):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_XML_CREDENTIAL).finditer(hay):
-        if _plausible_secret_value(text[m.start(2) : m.end(2)]):
+        value = text[m.start(2) : m.end(2)]
+        passphrase = bool(_PASSWORD_NAME.search(m.group(1))) and is_passphrase(value.strip())
+        if _plausible_secret_value(value, names=not passphrase):
             add("secret", "xml_credential", m.span(2))
     for m in ci(_COMPARED).finditer(hay):
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
@@ -515,7 +519,9 @@ def scan_rules(text: str) -> list[Finding]:
     for span in _plain_credentials(text):
         add("secret", "plain_credential", span)
     for m in _URL_CREDENTIALS.finditer(text):
-        if not _PLACEHOLDER.match(m.group(2)) and not is_placeholder_secret(m.group(2)):
+        # RFC 3986's userinfo `user:password`: the place says it is a password, so a passphrase is no name
+        password = m.group(2)
+        if not _PLACEHOLDER.match(password) and not is_placeholder_secret(password, names=not is_passphrase(password)):
             add("secret", "url_credentials", m.span(2))
     for pattern, subtype in ((_AUTH_HEADER, "auth_header"), (_BEARER, "bearer_token")):
         for m in pattern.finditer(text):
@@ -524,11 +530,12 @@ def scan_rules(text: str) -> list[Finding]:
     for m in _CURL_USER.finditer(text):
         user, _, password = m.group(1).strip("\"'{}").partition(":")
         value = max(user.strip("\"'{}"), password.strip("\"'{}"), key=len)
+        names = not is_passphrase(password.strip("\"'{}"))  # `-u user:Lantern-Field-46`: the password's place
         if _PLACEHOLDER_WORDS.fullmatch(password.strip("\"'{}") or "x") and _PLACEHOLDER_WORDS.fullmatch(
             user.strip("\"'{}") or "x"
         ):
             continue  # user:pass, username:password
-        if len(value) >= 3 and not _PLACEHOLDER.match(value) and not is_placeholder_secret(m.group(1)):
+        if len(value) >= 3 and not _PLACEHOLDER.match(value) and not is_placeholder_secret(m.group(1), names=names):
             add("secret", "basic_auth", m.span(1))
     random_check = _looks_random if ci(_ENTROPY_CONTEXT).search(hay) else _looks_random_anywhere
     public = public_spans(text)
