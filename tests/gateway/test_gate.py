@@ -263,6 +263,19 @@ def test_sentences_about_password_flags_are_not_credentials(text):
 
 
 @pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ('secret_arn = "arn:aws:secretsmanager:us-east-2:210987654321:secret:payments-db"', False),
+        ("SecretId: arn:aws-us-gov:secretsmanager:us-gov-west-1:210987654321:secret:ci", False),
+        ('secretsmanager_token = "Vq3Lm8Tz1Wx6Rk4N"', True),  # the same word as a name, with a value
+    ],
+)
+def test_an_arn_names_a_resource_not_a_credential(text, found):
+    """An ARN's service field (`secretsmanager`) is not the name of a value assigned to it."""
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found
+
+
+@pytest.mark.parametrize(
     ("value", "passphrase"),
     [
         ("Lantern-Field-46", True),

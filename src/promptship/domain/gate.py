@@ -486,6 +486,8 @@ def scan_rules(text: str) -> list[Finding]:
             continue  # credentialsId, secret_length, credentials.url: the name says what the value is
         if _ANTI_FORGERY.search(text, max(0, m.start() - 16), m.start(group)):
             continue  # csrf_token=…, authenticity_token: …: an anti-forgery value sent to every browser
+        if _ARN_PREFIX.search(text, max(0, m.start() - 24), m.start()) or _ARN.match(value):
+            continue  # arn:aws:secretsmanager:region:account:secret:name — a resource's name, not a credential
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
         # a passphrase (words joined by hyphens, NIST SP 800-63B's long memorable secrets) given to a password's
@@ -742,6 +744,10 @@ _PUBLIC_BLOCK = re.compile(
 )
 # Anti-forgery values (OWASP CSRF cheat sheet: a per-session value the server sends to the browser in every
 # form) and nonces: handed to whoever loads the page, they grant nothing on their own.
+# An Amazon Resource Name (AWS docs, 'Identify AWS resources with ARNs': arn:partition:service:region:account:resource)
+# names a resource: the ARN is no credential, and its service field (`secretsmanager`) is no credential's name.
+_ARN_PREFIX = re.compile(r"\barn:aws(?:-[a-z]+)*:$")
+_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:")
 _ANTI_FORGERY = re.compile(r"(?i)(?:csrf|xsrf|authenticity)[_-]?(?:token|middlewaretoken)?|\bnonce")
 
 
