@@ -457,8 +457,9 @@ def scan_rules(text: str) -> list[Finding]:
     def add(kind: FindingKind, subtype: str, span: tuple[int, int], detector: str = "rules") -> None:
         found.append(Finding(kind, subtype, span[0], span[1], detector))
 
-    for subtype, needles, pattern, judged_whole in _COMPILED_TOKENS:
-        if needles and not any(n in text for n in needles):
+    folded = text.lower()
+    for subtype, needles, pattern, judged_whole, any_case in _COMPILED_TOKENS:
+        if needles and not any(n in (folded if any_case else text) for n in needles):
             continue
         for m in pattern.finditer(text):
             # a rule with capture groups names its value: the first group that took part in the match
@@ -470,7 +471,7 @@ def scan_rules(text: str) -> list[Finding]:
                 add("secret", subtype, m.span(group))
     # Case-insensitive alternations are ~5x slower in ``re`` than case-sensitive ones on lowercased text;
     # lowercasing keeps offsets unless a character changes length (then the (?i) patterns are used).
-    low = text.lower()
+    low = folded
     lowered = len(low) == len(text)
     hay = low if lowered else text
 
@@ -641,8 +642,12 @@ _LOWERED: dict[re.Pattern[str], re.Pattern[str]] = {
     )
 }
 
-_COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
-    (s, n, re.compile(p), whole) for s, n, p, whole in _TOKEN_RULES
+# A rule whose pattern reads some of its text in any case (`(?i:psexec)`: Windows commands and PowerShell parameters
+# are case-insensitive) tests its needles against the lowercased text, so `Schtasks` or `-PassWord` is not skipped
+# for want of the needle's exact case; the other rules test them as written.
+_COMPILED_TOKENS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], bool, bool], ...] = tuple(
+    (s, tuple(x.lower() for x in n) if "(?i" in p else n, re.compile(p), whole, "(?i" in p)
+    for s, n, p, whole in _TOKEN_RULES
 )
 
 
