@@ -473,7 +473,7 @@ _B64_PEM_KEY = "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb3dJQkFBS0NBUUVB
         ("xfreerdp /v:win01 /u:ops /p:Otter5Maple /cert:ignore", "cli_password", "Otter5Maple"),
         ("net use Z: \\\\nas\\media Pebble8Sky /user:home\\ana", "cli_password", "Pebble8Sky"),
         # Windows commands and PowerShell parameters in any case: the needle test folds case for such rules
-        ("Schtasks /create /tn nightly /tr C:\\ops\\run.cmd /ru svc /rp Heron-Vault-52", "cli_password", "Heron-Vault-52"),
+        ("Schtasks /create /tn nightly /tr run.cmd /ru svc /rp Heron-Vault-52", "cli_password", "Heron-Vault-52"),
         ("Invoke-Sqlcmd -ServerInstance db01 -Username sa -PassWord Heron-Vault-52", "cli_password", "Heron-Vault-52"),
         ("NET Use Z: \\\\nas\\media Heron-Vault-52 /user:home\\ana", "cli_password", "Heron-Vault-52"),
         ("REACT_APP_ADMIN_PASSWORD=Quill3Harbor", "react_app_credential", "Quill3Harbor"),
