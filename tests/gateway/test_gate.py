@@ -296,6 +296,29 @@ def test_passphrases(value, passphrase):
 
 
 @pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("SESSION_SECRET=Larch-Osprey-Tundra-52", True),  # a shared secret's name: the passphrase is the secret
+        ("cookie_secret_key: 'Dahlia-Ember-Sextant'", True),
+        ("cookie_secret_key: 'Dahlia-Ember'", False),  # two words and no number: a name
+        ("webhookSecret: Quill-Marsh-Beacon-17", True),
+        ("existingSecret: Quill-Marsh-Beacon-17", False),  # Helm: the name of a Kubernetes Secret object
+        ("tlsSecret: storefront-ingress-prod", False),
+        ("secretName: storefront-ingress-prod", False),
+        ("secret_key_name = Larch-Osprey-Tundra-52", False),  # the name says it is a name
+        ("cache_key = Larch-Osprey-Tundra-52", False),  # not a credential's name at all
+        ("APP_SECRET=${APP_SECRET:?APP_SECRET must be set}", False),  # a shell reference that fails when unset
+        ("app.secret_key = secrets.token_hex(32)", False),  # a call that makes the value at run time
+        ("secret: [settings.signKeyCurrent, settings.signKeyPrevious],", False),  # an array of references
+    ],
+)
+def test_a_passphrase_in_a_shared_secrets_place_is_that_secret(text, found):
+    """Names that end in `secret`, `secret_key` or `secret_key_base` hold a chosen secret, so a passphrase there
+    is a credential; a reference, a generator call or a Kubernetes Secret's name is not."""
+    assert bool([f for f in scan_rules(text) if f.kind == "secret"]) is found, text
+
+
+@pytest.mark.parametrize(
     ("value", "placeholder"),
     [
         ("AKIAIOSFODNN7EXAMPLE", True),

@@ -170,7 +170,7 @@ _PLACEHOLDER_WORD += r"token|key|api|password|pass|value|foo|bar|baz|xxx+|abc|de
 _PLACEHOLDER_WORD += r"user|username|login|email|name)"
 _PLACEHOLDER_WORDS = re.compile(rf"(?i){_PLACEHOLDER_WORD}(?:[-_ ]{_PLACEHOLDER_WORD})*")
 _PLACEHOLDER = re.compile(
-    r"(?i)^(?:x+|\*+|\.+|-+|<[^>]*>|\{\{[^}]*\}\}|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|%\([^)]*\)s|"
+    r"(?i)^(?:x+|\*+|\.+|-+|<[^>]*>|\{\{[^}]*\}\}|\$\{[^}]*\}|\$\{[A-Za-z_]\w*:?\?.*|\$[A-Z_][A-Z0-9_]*|%\([^)]*\)s|"
     r"your[_-]?\w*|changeme|change[_-]?me|example\w*|placeholder|dummy|redacted|none|null|nil|true|false|"
     r"undefined|string|str|int|password|secret|token|test|foo|bar|baz|\*\*\*+|\.\.\.|"
     r"os\.environ.*|getenv.*|process\.env.*|env\(.*|settings\..*|config\..*|self\..*|request\..*)$"
@@ -351,6 +351,23 @@ def _tokenish(value: str) -> bool:
 
 
 _PASSWORD_NAME = re.compile(r"(?i)passw(?:or)?d|passwd|pwd|pass(?:phrase)?\b|mot[_ ]de[_ ]passe")
+# A shared secret's name — one that ends in `secret`, `secret_key` or `secret_key_base` (Django's SECRET_KEY,
+# Flask's app.secret_key, Rails' secret_key_base, express-session's `secret:`, Strapi's JWT_SECRET, OAuth's
+# client_secret): people choose these as they choose passwords, so a passphrase there is the secret. A name
+# that only ends in `secret` after `existing`, `tls`, `pull`… (Helm's existingSecret, tlsSecret) names a
+# Kubernetes Secret object, and its value is that object's name.
+_SHARED_SECRET_NAME = re.compile(r"(?i)secret(?:[_-]?key(?:[_-]?base)?)?[\"'`\]]*[ \t]*(?:=>|:|=)[ \t]*[\"'`]?$")
+_SECRET_OBJECT_PREFIX = re.compile(r"(?i)(?:existing|tls|pull|cert|ca|sealed|external|ref|kube|k8s|image)[_.-]?$")
+
+
+def _passphrase_place(text: str, start: int, value_start: int) -> bool:
+    """The assignment's name (``text[start:value_start]``) is a password's or a shared secret's."""
+    if _PASSWORD_NAME.search(text, start, value_start):
+        return True
+    m = _SHARED_SECRET_NAME.search(text, start, value_start)
+    return bool(m) and not _SECRET_OBJECT_PREFIX.search(text, max(0, m.start() - 9), m.start())
+
+
 _PASSPHRASE = re.compile(r"[A-Za-z]{3,}(?:-[A-Za-z]{3,})*(?:-\d{1,6})?")
 _SECRET_WORD = re.compile(rf"(?i){SECRET_WORDS}")
 
@@ -376,7 +393,7 @@ def _plausible_secret_value(value: str, *, names: bool = True) -> bool:
         return False
     if is_not_a_secret(value, names=names):
         return False
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\(.*\)?", value):  # a function call: get_password()
+    if re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\(.*\)?", value):  # a call: get_password(), os.urandom(24)
         return False
     if re.fullmatch(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+", value) and not _tokenish(value):
         return False  # attribute access (cfg.db.password), not a dotted token (sat.yqm6hsi81e5d8wwy2029vv.h34gz…)
@@ -481,8 +498,8 @@ def scan_rules(text: str) -> list[Finding]:
     for m in ci(_ASSIGNMENT).finditer(hay):
         group = 1 if m.group(1) is not None else 2
         value = text[m.start(group) : m.end(group)]
-        if group == 2 and _CODE_REFERENCE.fullmatch(value.rstrip(")}];")) and not _tokenish(value):
-            continue  # `password: SecretStr`, `key = SESSION_KEY`: a type or a name, not a value
+        if group == 2 and _CODE_REFERENCE.fullmatch(value.lstrip("[").rstrip(")}];")) and not _tokenish(value):
+            continue  # `password: SecretStr`, `key = SESSION_KEY`, `secret: [env.KEY_A, …]`: a type or a name
         if _NOT_A_SECRET_NAME.search(text, m.start(), m.start(group)):
             continue  # credentialsId, secret_length, credentials.url: the name says what the value is
         if _ANTI_FORGERY.search(text, max(0, m.start() - 16), m.start(group)):
@@ -492,8 +509,8 @@ def scan_rules(text: str) -> list[Finding]:
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
         # a passphrase (words joined by hyphens, NIST SP 800-63B's long memorable secrets) given to a password's
-        # name is that password, not a name made of words
-        passphrase = bool(_PASSWORD_NAME.search(hay, m.start(), m.start(group))) and is_passphrase(value)
+        # or a shared secret's name is that secret, not a name made of words
+        passphrase = _passphrase_place(hay, m.start(), m.start(group)) and is_passphrase(value)
         if _plausible_secret_value(value, names=not passphrase) and not named_as_fake(text, m.start(group)):
             add("secret", "assigned_credential", m.span(group))
     for m in ci(_XML_CREDENTIAL).finditer(hay):
