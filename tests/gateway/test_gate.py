@@ -319,6 +319,33 @@ def test_a_passphrase_in_a_shared_secrets_place_is_that_secret(text, found):
 
 
 @pytest.mark.parametrize(
+    ("text", "spans"),
+    [
+        ("db_password: !!str Vq3Lm8Tz1Wx6", ["Vq3Lm8Tz1Wx6"]),  # the core schema's tag: the value after it
+        ("session_secret: !!str Larch-Osprey-Tundra-52", ["Larch-Osprey-Tundra-52"]),
+        ("MasterUserPassword: !Ref DbMasterPassword", []),  # CloudFormation: a reference to a parameter
+        ("db_pass: !Sub '{{resolve:ssm-secure:/orders/db}}'", []),
+        ("wifi_password: !secret home_wifi_password", []),  # Home Assistant / ESPHome: a key in secrets.yaml
+        ("admin_password: !vault |", []),  # Ansible: an encrypted block follows
+        ("signing_secrets = ['Vq3Lm8Tz1Wx6Rk4N', 'Pz2Kc7Hw5Jt9Qd1M']", ["Vq3Lm8Tz1Wx6Rk4N", "Pz2Kc7Hw5Jt9Qd1M"]),
+        (
+            "secret: ['Larch-Osprey-Tundra-52', 'Quill-Marsh-Beacon-17'],",
+            ["Larch-Osprey-Tundra-52", "Quill-Marsh-Beacon-17"],
+        ),
+        ("api_keys = ['Vq3Lm8Tz1Wx6Rk4N', 'primary']", ["Vq3Lm8Tz1Wx6Rk4N"]),  # a word in the list is no secret
+        ("SECRET_KEY_FALLBACKS = ['Larch-Osprey-Tundra-52']", ["Larch-Osprey-Tundra-52"]),
+        ("signing_secrets = [settings.primarySigningKey, settings.olderSigningKey]", []),
+        ("api_tokens = [os.environ['PRIMARY_TOKEN']]", []),
+    ],
+)
+def test_yaml_tags_and_lists_after_a_credentials_name(text, spans):
+    """A YAML `!!str` tag keeps the value a value and the redaction covers the value, not the tag; other tags
+    (`!Ref`, `!secret`, `!vault`) introduce a reference or an encrypted block; a list's quoted elements are values,
+    each redacted; a list of references is not."""
+    assert [text[f.start : f.end] for f in scan_rules(text) if f.kind == "secret"] == spans
+
+
+@pytest.mark.parametrize(
     ("value", "placeholder"),
     [
         ("AKIAIOSFODNN7EXAMPLE", True),

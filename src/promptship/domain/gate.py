@@ -183,6 +183,9 @@ _ASSIGNMENT = re.compile(
     # a quote right after the name opens the value only after a blank (`PASSWORD 'x'`): in `["PASSWORD"] = …`
     # the quote closes the name
     r"(?:!==?|===?|:{1,3}=|\?=|\.=|\+=|=>|=|:|,|[ \t]+is[ \t]+|[ \t]+est[ \t]+|(?<=[ \t])(?=[\"']))[ \t]*"
+    # YAML's core-schema tags `!!str`/`!!binary` keep the value a value; a list's first element is read
+    # (`SECRET_KEY_FALLBACKS = ['…']`, express-session's `secret: ['…', '…']`)
+    r"(?:!!(?:str|binary)[ \t]+)?(?:\[[ \t]*)?"
     r"(?:(?:b|r|u|f|@)?[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;]{4,300}))"
 )
 # "value" == password  (the literal first, as in `if ("…" === password)`)
@@ -356,7 +359,10 @@ _PASSWORD_NAME = re.compile(r"(?i)passw(?:or)?d|passwd|pwd|pass(?:phrase)?\b|mot
 # client_secret): people choose these as they choose passwords, so a passphrase there is the secret. A name
 # that only ends in `secret` after `existing`, `tls`, `pull`… (Helm's existingSecret, tlsSecret) names a
 # Kubernetes Secret object, and its value is that object's name.
-_SHARED_SECRET_NAME = re.compile(r"(?i)secret(?:[_-]?key(?:[_-]?base)?)?[\"'`\]]*[ \t]*(?:=>|:|=)[ \t]*[\"'`]?$")
+_SHARED_SECRET_NAME = re.compile(
+    r"(?i)secret(?:[_-]?key(?:[_-]?base|[_-]?fallbacks)?)?[\"'`\]]*[ \t]*(?:=>|:|=)[ \t]*"
+    r"(?:!!\w+[ \t]+)?\[?[ \t]*[\"'`]?$"
+)
 _SECRET_OBJECT_PREFIX = re.compile(r"(?i)(?:existing|tls|pull|cert|ca|sealed|external|ref|kube|k8s|image)[_.-]?$")
 
 
@@ -498,8 +504,10 @@ def scan_rules(text: str) -> list[Finding]:
     for m in ci(_ASSIGNMENT).finditer(hay):
         group = 1 if m.group(1) is not None else 2
         value = text[m.start(group) : m.end(group)]
-        if group == 2 and _CODE_REFERENCE.fullmatch(value.lstrip("[").rstrip(")}];")) and not _tokenish(value):
+        if group == 2 and _CODE_REFERENCE.fullmatch(value.rstrip(")}];")) and not _tokenish(value):
             continue  # `password: SecretStr`, `key = SESSION_KEY`, `secret: [env.KEY_A, …]`: a type or a name
+        if group == 2 and _YAML_TAG.fullmatch(value) and text[m.end(group) : m.end(group) + 1] in (" ", "\t"):
+            continue  # `password: !vault |`, `!secret db_password`, `!Ref DbPassword`: a tag before its node
         if _NOT_A_SECRET_NAME.search(text, m.start(), m.start(group)):
             continue  # credentialsId, secret_length, credentials.url: the name says what the value is
         if _ANTI_FORGERY.search(text, max(0, m.start() - 16), m.start(group)):
@@ -513,6 +521,14 @@ def scan_rules(text: str) -> list[Finding]:
         passphrase = _passphrase_place(hay, m.start(), m.start(group)) and is_passphrase(value)
         if _plausible_secret_value(value, names=not passphrase) and not named_as_fake(text, m.start(group)):
             add("secret", "assigned_credential", m.span(group))
+            if group == 1 and _LIST_OPENED.search(text, max(0, m.start(1) - 4), m.start(1)):
+                place = _passphrase_place(hay, m.start(), m.start(group))
+                item = _LIST_ITEM.match(text, m.end())
+                while item:  # the list's other elements: `secret: ['…', '…']`
+                    other = item.group(1)
+                    if _plausible_secret_value(other, names=not (place and is_passphrase(other))):
+                        add("secret", "assigned_credential", item.span(1))
+                    item = _LIST_ITEM.match(text, item.end())
     for m in ci(_XML_CREDENTIAL).finditer(hay):
         value = text[m.start(2) : m.end(2)]
         passphrase = bool(_PASSWORD_NAME.search(m.group(1))) and is_passphrase(value.strip())
@@ -809,8 +825,13 @@ def _inside(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
 # The end of a credential-looking name that says its value is something else: an id, a length, a location.
 _NOT_A_SECRET_NAME = re.compile(
     r"(?i)(?:id|ids|_?length|_?len|_?size|_?name|_?file|_?path|_?dir|\.?url|_?uri|_?type|_?version|_?count)"
-    r"[\"'`]?\s*(?:[:=]{1,3}|=>)?\s*[\"'`@]?$"
+    r"[\"'`]?\s*(?:[:=]{1,3}|=>)?\s*(?:!!\w+\s+)?\[?\s*[\"'`@]?$"
 )
+_LIST_OPENED = re.compile(r"\[[ \t]*(?:b|r|u|f|@)?[\"'`]$")
+_LIST_ITEM = re.compile(r"[ \t]*,[ \t]*(?:b|r|u|f|@)?[\"'`]([^\"'`\n]{4,300})[\"'`]")
+# A YAML tag (YAML 1.2: `!local` or `!!global` before a node): Ansible's `!vault` (an encrypted block), Home
+# Assistant's `!secret name` (a reference into secrets.yaml), CloudFormation's `!Ref`/`!Sub`.
+_YAML_TAG = re.compile(r"!{1,2}[A-Za-z][\w-]*")
 _CODE_VALUE = re.compile(r"^\$\(|^[a-z]+ [a-z-]+ /|\s[:=]{1,2}\s*$|[:=]$")
 _PROSE_VALUE = re.compile(r"[a-z]+(?: [a-z']+){1,5}")
 _URL_PATH_START = re.compile(r"(?:https?:)?//[^\s/]+/|(?:src|href)=[\"']\.?/")
@@ -874,6 +895,8 @@ def _plain_credentials(text: str) -> list[tuple[int, int]]:
             or value.lower() in _PLAIN_STOP
             or not any(c.isalnum() for c in value)
             or value[0] in "-/"  # a command-line flag (`--digest`), a path or a URL
+            or _YAML_TAG.fullmatch(value)  # `password: !!str …`, `!vault |`, `!Sub '…'`: a tag before its node
+            and text[m.start(group) + len(value) : m.start(group) + len(value) + 1] in (" ", "\t")
             or m.start(group) == m.end("word")  # glued to the word: `password.txt`, `password[i]`: code
             or is_masked_value(value)
             or _SNAKE_NAME.fullmatch(value)
