@@ -216,9 +216,42 @@ def _plain_rows() -> list[dict]:
 @pytest.mark.parametrize("row", _plain_rows(), ids=lambda r: r["id"])
 def test_plain_language_credentials(row):
     """promptship's own labelled examples (EN/FR), written for this rule: a credential given after a word such
-    as password/PIN/passphrase/recovery code is found; ordinary sentences about passwords are not."""
+    as password/PIN/passphrase/recovery code is found; ordinary sentences about passwords are not. A row that names
+    its value (`value`) is found there: every character of it is inside a finding, so redaction hides it all."""
     secrets = [f for f in scan_rules(row["text"]) if f.kind == "secret"]
     assert bool(secrets) == bool(row["label"]), [row["text"][f.start : f.end] for f in secrets]
+    if row.get("value"):
+        start = row["text"].index(row["value"])
+        hidden = {i for f in secrets for i in range(f.start, f.end)}
+        assert set(range(start, start + len(row["value"]))) <= hidden, [row["text"][f.start : f.end] for f in secrets]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Log in to the build box as ci-runner / Zq4Wx8Lm2Kd and clear the cache", "Zq4Wx8Lm2Kd"),
+        ("login: deploy:Vq3Lm8Tz1Wx6", "Vq3Lm8Tz1Wx6"),
+        ("Password changed to Hunter2024! by the admin", "Hunter2024!"),
+        ("Le mot de passe devient Sureau-Falaise-Brume-38 lundi", "Sureau-Falaise-Brume-38"),
+        ("the license key is currently Kp3Vz8Wq2Lm7", "Kp3Vz8Wq2Lm7"),
+        ("La clé Wi-Fi c'est Sureau-Falaise-Brume-38", "Sureau-Falaise-Brume-38"),
+        ("Sign in with Google / read-only scope for now", None),
+        ("Sign in with SAML/OIDC2 on the staging login", None),  # a slash without blanks: a path or a pair of names
+        ("The login flow moved to auth/v2-callback last week", None),
+        ("Login: see 1Password / Bitwarden for the vault", None),
+        ("Set the password to something long and random", None),
+        ("credentials: alice@example.com / <password>", None),
+        ("The API key is stored in Vault under ci/deploy", None),
+        ("Log in to the console at 10.0.0.5:8443 as root", None),
+        ("Le mot de passe devient obligatoire à la connexion", None),
+    ],
+)
+def test_a_password_set_to_given_with_its_user_or_after_a_key_word_is_found_whole(text, value):
+    """The value a password is set to, a user / password pair after a login word, a key or token in prose: found
+    whole when it looks like a password (letters with digits or symbols, or a passphrase); not in sentences that
+    end in ordinary words, paths or placeholders."""
+    spans = [text[f.start : f.end] for f in scan_rules(text) if f.kind == "secret"]
+    assert spans == ([value] if value else []), spans
 
 
 def _code_rows() -> list[dict]:

@@ -22,7 +22,7 @@ import math
 import re
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
@@ -514,6 +514,8 @@ def scan_rules(text: str) -> list[Finding]:
             continue  # csrf_token=…, authenticity_token: …: an anti-forgery value sent to every browser
         if _ARN_PREFIX.search(text, max(0, m.start() - 24), m.start()) or _ARN.match(value):
             continue  # arn:aws:secretsmanager:region:account:secret:name — a resource's name, not a credential
+        if group == 2 and value.lower() in _FILLER_WORDS:
+            continue  # "le mot de passe est désormais obligatoire": a word about time, not the value
         if _CODE_VALUE.search(value) or (group == 2 and _PROSE_VALUE.fullmatch(value)):
             continue  # `$(cat …)`, "token = ": code, not a value; unquoted lowercase words: prose
         # a passphrase (words joined by hyphens, NIST SP 800-63B's long memorable secrets) given to a password's
@@ -552,7 +554,7 @@ def scan_rules(text: str) -> list[Finding]:
                 and not value.startswith("//")  # `[PASSWORD] http://…`: the URL after a placeholder's colon
             ):
                 add("secret", subtype, (m.start(1), m.start(1) + len(value)))
-    for span in _plain_credentials(text):
+    for span in _plain_credentials(text, hay if lowered else None):
         add("secret", "plain_credential", span)
     for m in _URL_CREDENTIALS.finditer(text):
         # RFC 3986's userinfo `user:password`: the place says it is a password, so a passphrase is no name
@@ -852,11 +854,45 @@ _PLAIN_WORD = (
     r"(?P<word>pass(?:word|wd|phrase|code)|pwd|pass|pin(?: code)?|code pin|(?:recovery|backup) codes?|"
     r"mot de passe|mdp|phrase (?:secrète|de passe)|codes? (?:de récupération|de secours|confidentiel))"
 )
+# "is now", "est désormais": a word about time between the connector and the value
+_FILLER_WORDS = ("now", "still", "currently", "already", "désormais", "maintenant", "toujours", "actuellement", "déjà")
+_PLAIN_FILLER = rf"(?:[ \t]*(?<![\w-])(?:{'|'.join(_FILLER_WORDS)})(?![\w-]))?"
 _PLAIN_CREDENTIAL = re.compile(
     rf"(?i)(?<![\w-]){_PLAIN_WORD}(?![\w-])"
-    r"(?P<conn>[^\n.:=?!]{0,40}?(?:(?<![\w'])(?:is|was|est|sera)(?![\w'])[ \t]*:?|[ \t]*[:=]))?[ \t]*"
+    r"(?P<conn>[^\n.:=?!]{0,40}?(?:(?<![\w'])(?:is|was|est|sera|c['’]est)(?![\w'])[ \t]*:?|[ \t]*[:=]))?"
+    rf"{_PLAIN_FILLER}[ \t]*"
     r"(?:[\"'`«“][ \t]*(?P<quoted>[^\"'`»”\n]{3,64}?)[ \t]*[\"'`»”]|(?P<value>[^\s\"'`,;]{3,64}))"
 )
+# The value a password is set to ("set the admin password to …", "password changed to …", "mot de passe admin
+# en …"), an API key or token in prose ("the wifi key is …", "la clé d'API est …", "le jeton d'accès : …"), and a
+# user / password pair after a login word ("the staging login is deploy / …", "identifiants : recette / …",
+# "log in as ops with …"): in these the value must look like a password (letters with digits or symbols, or a
+# passphrase), since the same sentences also end in ordinary words ("set the password to expire").
+_PLAIN_SET_TO = re.compile(
+    rf"(?i)(?<![\w-]){_PLAIN_WORD}(?![\w-])(?:[ \t]+[\w-]+)?[ \t]+(?:to|en|devient|becomes)[ \t]+"
+    r"[\"'`«“]?[ \t]*(?P<value>[^\s\"'`»”,;]{6,64})"
+)
+_KEY_WORD = (
+    r"(?:(?:wi-?fi|wpa2?|api|access|secret|licen[cs]e) key|(?:api|access|auth) token|"
+    r"clé (?:d['’]api|api|wi-?fi|wpa2?|d['’]accès|secrète|de licence)|jeton(?: d['’](?:accès|api))?)"
+)
+_LOGIN_WORDS = (
+    r"(?:logins?|log[ -]?in|sign[ -]?in|creds|credentials|identifiants?|connexion|connecte[sz]?-(?:toi|vous))"
+)
+_PLAIN_KEY = re.compile(
+    rf"(?i)(?<![\w-]){_KEY_WORD}(?![\w-])"
+    r"[^\n.:=?!]{0,20}?(?:(?<![\w'])(?:is|was|est|sera|c['’]est)(?![\w'])|[ \t]*[:=])"
+    rf"{_PLAIN_FILLER}[ \t]*[\"'`«“]?[ \t]*(?P<value>[^\s\"'`»”,;]{{6,128}})"
+)
+# One scan finds where any of the three may start; each is then matched there.
+_PLAIN_OPENER = re.compile(rf"(?i)(?<![\w-])(?:{_PLAIN_WORD}|(?P<key>{_KEY_WORD})|(?P<login>{_LOGIN_WORDS}))(?![\w-])")
+# `user / password` (blanks around the slash: `auth/v2` is a path), `user:password`, `user with password`,
+# starting within 40 characters of the login word
+_LOGIN_PAIR = re.compile(
+    r"(?<![\w.@+-])(?P<user>[A-Za-z][\w.@+-]{1,40})(?:[ \t]+/[ \t]+|:(?=\S)|[ \t]+(?:with|using|avec)[ \t]+)"
+    r"(?P<value>[^\s\"'`»”,;)]{4,64})"
+)
+_LOWERED.update({p: _lowered(p) for p in (_PLAIN_SET_TO, _PLAIN_KEY, _PLAIN_OPENER)})
 # Words that follow a credential word in ordinary sentences about credentials, not a credential.
 _PLAIN_STOP = frozenset(
     """a an the this that it its to of for in on at by with from as and or not no must should can will may be
@@ -865,7 +901,8 @@ _PLAIN_STOP = frozenset(
     length strength manager managers protected entry entered before after again rules rule has have
     le la les un une de des du au aux doit est et ou pas sur pour par avec dans incorrect incorrecte
     demandé demandée requis requise obligatoire oublié vide haché hachée stocké changé changer modifier
-    utilisateur utilisateurs compte champ formulaire saisi saisie""".split()
+    utilisateur utilisateurs compte champ formulaire saisi saisie celui celle ceux celles cela ça ceci qui que
+    dont""".split()
 )
 # Words that follow a flag or a keyword in a sentence about it ("the -password flag", "-P when SQL auth is on"),
 # not its value.
@@ -884,8 +921,46 @@ _SNAKE_NAME = re.compile(
 )
 
 
-def _plain_credentials(text: str) -> list[tuple[int, int]]:
+def _looks_like_password(value: str) -> bool:
+    """Letters with digits or symbols other than a hyphen (`hunter2`, `Fjord7-Saber`; not `read-only`) or a
+    passphrase, and no placeholder: the place says it is a password, so it is not judged as a name."""
+    mixed = bool(re.search(r"[A-Za-z]", value) and re.search(r"[\d!#$%&*+=?@^~]", value))
+    return (
+        (mixed or is_passphrase(value))
+        and value[0] not in "-/"
+        and not is_masked_value(value)
+        and not _SNAKE_NAME.fullmatch(value)
+        and _plausible_secret_value(value, names=False)
+    )
+
+
+def _plain_values(hay: str, lowered: bool) -> Iterator[re.Match[str]]:
+    """The candidates of the value-must-look-like-a-password sentences (``_PLAIN_SET_TO`` and its kin), read in
+    ``hay`` (the lowercased text when ``lowered``: the same offsets, and faster without IGNORECASE)."""
+
+    def ci(pattern: re.Pattern[str]) -> re.Pattern[str]:
+        return _LOWERED[pattern] if lowered else pattern
+
+    for word in ci(_PLAIN_OPENER).finditer(hay):
+        if word.group("login") is None:
+            found = ci(_PLAIN_KEY if word.group("key") else _PLAIN_SET_TO).match(hay, word.start())
+            if found:
+                yield found
+            continue
+        line_end = hay.find("\n", word.end())
+        for pair in _LOGIN_PAIR.finditer(hay, word.end(), len(hay) if line_end < 0 else line_end):
+            if pair.start() > word.end() + 40:
+                break
+            yield pair
+
+
+def _plain_credentials(text: str, hay: str | None = None) -> list[tuple[int, int]]:
+    """``hay``: ``text`` lowercased, when lowercasing kept every offset."""
     spans: list[tuple[int, int]] = []
+    for m in _plain_values(text if hay is None else hay, hay is not None):
+        value = text[m.start("value") : m.end("value")].rstrip(".,;:)")
+        if _looks_like_password(value):
+            spans.append((m.start("value"), m.start("value") + len(value)))
     for m in _PLAIN_CREDENTIAL.finditer(text):
         group = "quoted" if m.group("quoted") is not None else "value"
         value = m.group(group).rstrip(".,;:)")
