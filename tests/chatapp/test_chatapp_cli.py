@@ -1,5 +1,5 @@
 """`promptship chatapp serve`: the UI, the backend and the LLM stand-in come up on 127.0.0.1, a chat goes
-through the UI's /chat proxy, and Ctrl-C stops every process it started."""
+through the UI's /chat proxy, and Ctrl-C or SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ from tests.conftest import require
 pytestmark = pytest.mark.chatapp
 
 
-def test_serve_answers_through_the_ui_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def _as_a_background_job() -> None:
+    """What a shell does to a job started with `&`: SIGINT ignored (Python then raises no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_answers_through_the_ui_and_stops_on_ctrl_c_or_sigterm_even_as_a_background_job(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     require("chat-app frontend build", (FRONTEND_DIST / "index.html").exists(), "run `make chatapp-deps`")
     port = free_port()
     out = (tmp_path / "serve.log").open("w+")
@@ -28,6 +36,7 @@ def test_serve_answers_through_the_ui_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         stdout=out,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_as_a_background_job,  # it only sets a disposition: safe before exec
     )
     try:
         deadline = time.monotonic() + 90
@@ -43,9 +52,15 @@ def test_serve_answers_through_the_ui_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert r.status_code == 200, r.text
         assert r.json() == {"response": "[chat-model] hello there"}  # the stand-in echoes
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        out.close()
+        proc.send_signal(stop_signal)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # leave nothing running, then fail
+            raise
+        finally:
+            out.close()
+    assert "the backend exited" not in (tmp_path / "serve.log").read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{backend_port}/health", timeout=2)
     with pytest.raises(httpx.ConnectError):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextvars
 import os
 import secrets
-import signal
 import string
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from promptship.domain.request import DeployTarget, DevRequest, branch_for
 from promptship.errors import ConfigError
 from promptship.settings import Settings
 from promptship_sandbox.prefect_server import PrefectServer, running_prefect_server, running_worker, using_prefect
+from promptship_sandbox.stopping import wait_until_stopped
 
 DEMO_PROMPT = "Add a GET /version endpoint that returns the deployed commit SHA"
 DEMO_REPOSITORY = "demo/chat-app"
@@ -1067,13 +1067,5 @@ def _publish_kpis(echo: Echo) -> None:
 
 
 def _wait_forever() -> None:
-    """Until SIGINT or SIGTERM. Handlers are set explicitly: a shell's background job inherits SIGINT ignored,
-    and Python's default SIGTERM would exit without stopping what the demo started."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    """Until SIGINT or SIGTERM (see ``wait_until_stopped``: a background job inherits SIGINT ignored)."""
+    wait_until_stopped(interval_s=1.0)

@@ -30,12 +30,12 @@ def register(app: typer.Typer) -> None:
         import contextlib
         import os
         import tempfile
-        import time
 
         from promptship.commands._sandbox import sandbox_or_exit
 
         sandbox_or_exit("promptship chatapp serve")
         from promptship_sandbox.chatapp import FRONTEND_DIST, running_backend, serving_frontend
+        from promptship_sandbox.stopping import wait_until_stopped
 
         if not (FRONTEND_DIST / "index.html").exists():
             typer.echo(f"chatapp serve: no UI build in {FRONTEND_DIST}; run `make chatapp-deps` first", err=True)
@@ -58,7 +58,5 @@ def register(app: typer.Typer) -> None:
             frontend = stack.enter_context(serving_frontend(backend.url, port=port))
             typer.echo(f"backend: {backend.url}  (log: {backend.log_path})")
             typer.echo(f"chat UI: {frontend.url}  — Ctrl-C stops everything")
-            with contextlib.suppress(KeyboardInterrupt):
-                while backend.process.poll() is None:
-                    time.sleep(0.5)
+            if not wait_until_stopped(lambda: backend.process.poll() is None):
                 typer.echo(f"chatapp serve: the backend exited with {backend.process.returncode}", err=True)

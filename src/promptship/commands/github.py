@@ -116,14 +116,13 @@ def _register_forge(app: typer.Typer) -> None:
         """Serve the GitHub REST API under /api/v3 and smart-HTTP git on 127.0.0.1. The owner's token is
         PROMPTSHIP_GITHUB__TOKEN when set (so promptship can use it), else a new one written to ROOT/token."""
         import os
-        import signal
-        import threading
         from pathlib import Path
 
         from promptship.commands._sandbox import sandbox_or_exit
 
         sandbox_or_exit("promptship forge serve")
         from promptship_sandbox.forge import Forge
+        from promptship_sandbox.stopping import wait_until_stopped
 
         secret = os.environ.get("PROMPTSHIP_GITHUB_WEBHOOK_SECRET") or None
         if webhook_url and not secret:
@@ -156,11 +155,7 @@ def _register_forge(app: typer.Typer) -> None:
         typer.echo(f"forge API  {f.api_url}   (PROMPTSHIP_GITHUB__API_URL)")
         typer.echo(f"git        {f.web_url}/OWNER/NAME.git")
         typer.echo(f"token      in {token_file}")
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+            wait_until_stopped()
         finally:
             f.close()
