@@ -254,6 +254,38 @@ def test_a_password_set_to_given_with_its_user_or_after_a_key_word_is_found_whol
     assert spans == ([value] if value else []), spans
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("the ssh key passphrase is quartz meadow ribbon lantern", "quartz meadow ribbon lantern"),
+        ("The backup passphrase: walnut copper ember sparrow, keep it offline", "walnut copper ember sparrow"),
+        ("the passphrase is quartz meadow ribbon lantern and the user is ops", "quartz meadow ribbon lantern"),
+        ("The password is Tulip Orbit, use it once", "Tulip Orbit"),
+        ("le mot de passe est bleu ciel lundi matin", "bleu ciel lundi matin"),
+        ("My password is marigold and I keep losing it", "marigold"),
+        (
+            "recovery phrase: anchor bubble cliff dune ember frost glide harbor ivory jungle kettle lunar",
+            "anchor bubble cliff dune ember frost glide harbor ivory jungle kettle lunar",
+        ),
+        (
+            'seed phrase: "anchor bubble cliff dune ember frost glide harbor ivory jungle kettle lunar"',
+            "anchor bubble cliff dune ember frost glide harbor ivory jungle kettle lunar",
+        ),
+        ("the passphrase is rotated every quarter", None),
+        ("la phrase secrète est trop courte", None),
+        ("the vault password is different on each host", None),
+        ("Never share the recovery phrase with support", None),
+        ("The seed phrase is kept offline in two places", None),
+    ],
+)
+def test_a_passphrase_written_with_blanks_or_a_recovery_phrase_is_found_whole(text, value):
+    """Words after the connector that close the clause are one passphrase (or, after a recovery or seed phrase
+    word, eight words or more, quoted or not, are one recovery phrase): found whole, so redaction hides every
+    word; a word that the sentence carries on from ("is rotated every quarter") is prose."""
+    spans = [text[f.start : f.end] for f in scan_rules(text) if f.kind == "secret"]
+    assert spans == ([value] if value else []), spans
+
+
 def _code_rows() -> list[dict]:
     from pathlib import Path
 

@@ -852,7 +852,15 @@ def _in_url_path(text: str, start: int) -> bool:
 # "PIN 4821", "code de récupération 5KQ9-22XP"). Group 1 = the word, 2 = a connector (is/est/:/=), 3 = value.
 _PLAIN_WORD = (
     r"(?P<word>pass(?:word|wd|phrase|code)|pwd|pass|pin(?: code)?|code pin|(?:recovery|backup) codes?|"
-    r"mot de passe|mdp|phrase (?:secrète|de passe)|codes? (?:de récupération|de secours|confidentiel))"
+    r"mot de passe|mdp|phrase (?:secrète|de passe)|codes? (?:de récupération|de secours|confidentiel)|"
+    r"(?:recovery|seed|backup|mnemonic) phrase|mnemonic|phrase (?:de récupération|mnémonique))"
+)
+# A wallet's recovery (seed, mnemonic) phrase: BIP-39 writes it as 12 to 24 words; a run of eight or more words
+# closing the clause is taken for one, and nothing shorter.
+_RECOVERY_WORD = re.compile(r"(?:recovery|seed|backup|mnemonic) phrase|mnemonic|phrase (?:de récupération|mnémonique)")
+_RECOVERY_QUOTED = re.compile(  # in quotes, where it is longer than a quoted password may be
+    rf"(?i)(?<![\w-])(?:{_RECOVERY_WORD.pattern})(?![\w-])[^\n\"'`«“]{{0,40}}?[\"'`«“][ \t]*"
+    r"(?P<quoted>[^\W\d_]+(?:[ \t]+[^\W\d_]+){7,23})[ \t]*[\"'`»”]"
 )
 # "is now", "est désormais": a word about time between the connector and the value
 _FILLER_WORDS = ("now", "still", "currently", "already", "désormais", "maintenant", "toujours", "actuellement", "déjà")
@@ -909,6 +917,32 @@ _PLAIN_STOP = frozenset(
 _PROSE_AFTER_FLAG = _PLAIN_STOP | frozenset(
     "flag flags option options argument arguments parameter parameters switch when if then only instead here".split()
 )
+# Words that carry a sentence on after a credential word's first word ("is rotated every quarter", "is typed twice
+# when …"), so the words after the connector are prose, not a passphrase written with blanks.
+_CLAUSE_JOIN = frozenset("and but so or then et mais donc ou puis alors".split())
+_RUN_STOP = (
+    _PLAIN_STOP
+    | _CLAUSE_JOIN
+    | frozenset(_FILLER_WORDS)
+    | frozenset(
+        """when while if because since until unless every each all both twice once only also too very than
+    quand lorsque lorsqu si parce car chaque tous toutes tout deux fois aussi très trop plus moins""".split()
+    )
+)
+_RUN_WORD = re.compile(r"[ \t]+([^\W\d_]+)")
+_CLAUSE_END = re.compile(r"[ \t]*(?:[.,;:!?()\"'`»”]|$)", re.MULTILINE)
+
+
+def _word_run(text: str, end: int) -> tuple[int, int, bool]:
+    """The words of letters that follow ``end`` in its clause, none of them a word of prose: how many, where
+    they end, and whether the clause ends there (``velvet harbor pickle summit,``, ``… summit and``)."""
+    count = 0
+    while (w := _RUN_WORD.match(text, end)) and w.group(1).lower() not in _RUN_STOP:
+        count, end = count + 1, w.end()
+    joined = _RUN_WORD.match(text, end)  # "… pickle summit and the user is ops": a new clause
+    return count, end, bool(_CLAUSE_END.match(text, end) or joined and joined.group(1).lower() in _CLAUSE_JOIN)
+
+
 _LOGIN_CONTEXT = re.compile(
     r"(?i)\b(?:user(?:name)?|login|log in|sign in|account|identifiant|utilisateur|compte|admin|root)\b"
 )
@@ -979,6 +1013,21 @@ def _plain_credentials(text: str, hay: str | None = None) -> list[tuple[int, int
             and ("." in value or "(" in value or "[" in value)
         ):
             continue
+        start = m.start(group)
+        if group == "value" and m.group("conn") is not None and value.isalpha():
+            # more words after the first: a passphrase written with blanks, a recovery phrase, or a sentence
+            more, run_end, closes = _word_run(text, start + len(value))
+            if _RECOVERY_WORD.fullmatch(word):
+                if closes and more >= 7:
+                    spans.append((start, run_end))
+                continue
+            if more and closes and (more >= 2 or not value.islower()):
+                spans.append((start, run_end))  # three words or more, or capitalised: the whole run
+                continue
+            if (more or not closes) and value.islower():  # "is rotated every quarter", "est trop courte": prose
+                continue
+        elif _RECOVERY_WORD.fullmatch(word):
+            continue  # a quoted one: below
         has_digit = any(c.isdigit() for c in value)
         if word.startswith("pin") or word == "code pin" or word == "passcode":
             if not re.fullmatch(r"\d{4,8}", value):
@@ -993,12 +1042,14 @@ def _plain_credentials(text: str, hay: str | None = None) -> list[tuple[int, int
                 continue  # "pass" is also a verb and a Python statement
             if not (mixed or (login and len(value) >= 5 and value.isalpha())):
                 continue
-        start = m.start(group)
         spans.append((start, start + len(value)))
         if "code" in word:  # more codes after the first: "codes 3f9k-2m1q 8d7s-0p4x"
             tail = re.match(r"(?:[ \t,]+[A-Za-z0-9]{3,8}(?:-[A-Za-z0-9]{3,8})+)+", text[start + len(value) :])
             if tail:
                 spans.append((start + len(value), start + len(value) + tail.end()))
+    lowered = text.lower() if hay is None else hay
+    if "phrase" in lowered or "mnem" in lowered:
+        spans.extend(m.span("quoted") for m in _RECOVERY_QUOTED.finditer(text))
     return spans
 
 
