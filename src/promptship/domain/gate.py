@@ -850,16 +850,17 @@ def _in_url_path(text: str, start: int) -> bool:
 # Credentials in plain words (English, French): a password, PIN, passphrase or recovery code given after such a
 # word, with or without ":"/"=" ("the staging login is admin / password hunter2", "mot de passe : Chaton#88",
 # "PIN 4821", "code de récupération 5KQ9-22XP"). Group 1 = the word, 2 = a connector (is/est/:/=), 3 = value.
+# A wallet's recovery (seed, mnemonic) phrase: BIP-39 writes it as 12 to 24 words; a run of eight or more words
+# closing the clause is taken for one, and nothing shorter.
+_RECOVERY_WORDS = r"(?:recovery|seed|backup|mnemonic) phrase|mnemonic|phrase (?:de récupération|mnémonique)"
+_RECOVERY_WORD = re.compile(_RECOVERY_WORDS)
 _PLAIN_WORD = (
     r"(?P<word>pass(?:word|wd|phrase|code)|pwd|pass|pin(?: code)?|code pin|(?:recovery|backup) codes?|"
     r"mot de passe|mdp|phrase (?:secrète|de passe)|codes? (?:de récupération|de secours|confidentiel)|"
-    r"(?:recovery|seed|backup|mnemonic) phrase|mnemonic|phrase (?:de récupération|mnémonique))"
+    rf"{_RECOVERY_WORDS})"
 )
-# A wallet's recovery (seed, mnemonic) phrase: BIP-39 writes it as 12 to 24 words; a run of eight or more words
-# closing the clause is taken for one, and nothing shorter.
-_RECOVERY_WORD = re.compile(r"(?:recovery|seed|backup|mnemonic) phrase|mnemonic|phrase (?:de récupération|mnémonique)")
 _RECOVERY_QUOTED = re.compile(  # in quotes, where it is longer than a quoted password may be
-    rf"(?i)(?<![\w-])(?:{_RECOVERY_WORD.pattern})(?![\w-])[^\n\"'`«“]{{0,40}}?[\"'`«“][ \t]*"
+    rf"(?i)(?<![\w-])(?:{_RECOVERY_WORDS})(?![\w-])[^\n\"'`«“]{{0,40}}?[\"'`«“][ \t]*"
     r"(?P<quoted>[^\W\d_]+(?:[ \t]+[^\W\d_]+){7,23})[ \t]*[\"'`»”]"
 )
 # "is now", "est désormais": a word about time between the connector and the value
@@ -1014,10 +1015,11 @@ def _plain_credentials(text: str, hay: str | None = None) -> list[tuple[int, int
         ):
             continue
         start = m.start(group)
+        recovery = bool(_RECOVERY_WORD.fullmatch(word))
         if group == "value" and m.group("conn") is not None and value.isalpha():
             # more words after the first: a passphrase written with blanks, a recovery phrase, or a sentence
             more, run_end, closes = _word_run(text, start + len(value))
-            if _RECOVERY_WORD.fullmatch(word):
+            if recovery:
                 if closes and more >= 7:
                     spans.append((start, run_end))
                 continue
@@ -1026,7 +1028,7 @@ def _plain_credentials(text: str, hay: str | None = None) -> list[tuple[int, int
                 continue
             if (more or not closes) and value.islower():  # "is rotated every quarter", "est trop courte": prose
                 continue
-        elif _RECOVERY_WORD.fullmatch(word):
+        elif recovery:
             continue  # a quoted one: below
         has_digit = any(c.isdigit() for c in value)
         if word.startswith("pin") or word == "code pin" or word == "passcode":
