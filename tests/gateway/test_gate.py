@@ -411,6 +411,37 @@ def test_yaml_tags_and_lists_after_a_credentials_name(text, spans):
 
 
 @pytest.mark.parametrize(
+    ("text", "spans"),
+    [
+        ("az keyvault secret set --vault-name kv-ops --name redis-pass --value=Wq8Nr3Kt6Zp", ["Wq8Nr3Kt6Zp"]),
+        ("az keyvault secret set --vault-name kv-ops --name redis-pass --value @redis-pass.txt", []),  # a file
+        ("aws ssm put-parameter --name /ops/redis --value 'Lq5Hz8Wm2Rt' --type=SecureString", ["Lq5Hz8Wm2Rt"]),
+        ("aws ssm put-parameter --name /ops/redis --type SecureString --value fileb://redis.bin", []),
+        ("aws ssm put-parameter --name /ops/flag --type String --value 'Lq5Hz8Wm2Rt'", []),  # not a secure one
+        ("echo 'Falcon-Meadow-Rune-33' | npx wrangler secret put REDIS_PASSWORD", ["Falcon-Meadow-Rune-33"]),
+        ('echo "$REDIS_PASSWORD" | npx wrangler secret put REDIS_PASSWORD', []),
+        ("printf '%s' \"Zr6Kp9Wq3Tn\" | gcloud secrets create redis-pass --data-file=-", ["Zr6Kp9Wq3Tn"]),
+        ("printf '%s' \"Zr6Kp9Wq3Tn\" | gcloud secrets create redis-pass --data-file=-.txt", []),  # a file's name
+        ("gcloud secrets versions add redis-pass --data-file=- <<< 'Zr6Kp9Wq3Tn'", ["Zr6Kp9Wq3Tn"]),
+        ('gh secret set REDIS_PASSWORD --repo ops/cache <<< "Zr6Kp9Wq3Tn"', ["Zr6Kp9Wq3Tn"]),
+        ("echo Zr6Kp9Wq3Tn | gh secret set REDIS_PASSWORD", ["Zr6Kp9Wq3Tn"]),
+        ("gh secret set REDIS_PASSWORD < redis.txt", []),
+        ("vercel env add REDIS_URL preview < redis.txt", []),
+        ("netlify env:set REDIS_PASSWORD Zr6Kp9Wq3Tn", ["Zr6Kp9Wq3Tn"]),
+        ("netlify env:set BUILD_HOOK_ID Zr6Kp9Wq3Tn --secret", ["Zr6Kp9Wq3Tn"]),  # marked secret by the flag
+        ('netlify env:set SITE_TITLE "Acme Docs"', []),
+        ("eas secret:create --name REDIS_PASSWORD --value=Zr6Kp9Wq3Tn", ["Zr6Kp9Wq3Tn"]),
+        ("eas secret:create --name FIREBASE_PLIST --value ./GoogleService-Info.plist --type=file", []),
+    ],
+)
+def test_a_value_handed_to_a_secret_stores_command_line_is_a_secret(text, spans):
+    """A secret store's CLI stores the value it is given (an option, a pipe or a here-string) as a secret, so that
+    value is one, passphrases included; a variable, a file (`@file`, `file://`, `< file`, `--type file`) or a plain
+    parameter is not."""
+    assert [text[f.start : f.end] for f in scan_rules(text) if f.kind == "secret"] == spans
+
+
+@pytest.mark.parametrize(
     ("value", "placeholder"),
     [
         ("AKIAIOSFODNN7EXAMPLE", True),
