@@ -442,6 +442,25 @@ def test_a_value_handed_to_a_secret_stores_command_line_is_a_secret(text, spans)
 
 
 @pytest.mark.parametrize(
+    ("text", "spans"),
+    [
+        ("gh secret set SIGNING_KEY \\\n  --env production \\\n  --body 'Jv4Tq8Wn2Rz6'", ["Jv4Tq8Wn2Rz6"]),
+        ("gh secret set SIGNING_KEY \\\r\n  --body 'Jv4Tq8Wn2Rz6'", ["Jv4Tq8Wn2Rz6"]),  # CRLF line ends
+        ('gh secret set SIGNING_KEY \\\n  --body "$SIGNING_KEY"', []),
+        ("mysql -h db.ops.internal -u auditor \\\n  -pJv4Tq8Wn2Rz6 audit", ["Jv4Tq8Wn2Rz6"]),
+        ("htpasswd -b \\\n  /srv/www/.htpasswd auditor Jv4Tq8Wn2Rz6", ["Jv4Tq8Wn2Rz6"]),  # the value, not a name
+        ("ConvertTo-SecureString `\n  -String 'Jv4Tq8Wn2Rz6' `\n  -AsPlainText -Force", ["Jv4Tq8Wn2Rz6"]),
+        ("net user svc_audit ^\n  Jv4Tq8Wn2Rz6 /add", ["Jv4Tq8Wn2Rz6"]),
+        ("net user svc_audit ^\n  * /add", []),  # `*` asks for the password
+    ],
+)
+def test_a_command_continued_over_lines_is_read_as_one(text, spans):
+    """A backslash at a line's end (POSIX shells), a backtick (PowerShell) or a caret (cmd) continues the command, so
+    the command's rules read it as one line and the redaction covers the value; a variable or `*` is no value."""
+    assert [text[f.start : f.end] for f in scan_rules(text) if f.kind == "secret"] == spans
+
+
+@pytest.mark.parametrize(
     ("value", "placeholder"),
     [
         ("AKIAIOSFODNN7EXAMPLE", True),

@@ -473,6 +473,20 @@ def _card_ok(digits: str) -> bool:
     return 13 <= len(digits) <= 19 and bool(_CARD_PREFIX.match(digits)) and luhn_ok(digits) and len(set(digits)) > 1
 
 
+# A command continued on the next line: a backslash right before the line's end (POSIX shells), or a backtick
+# (PowerShell) or a caret (cmd) after a blank there. The rules of ``secret_rules.toml`` read a command as one line
+# (`gh secret set NAME \⏎ --body …`), so these are replaced by blanks of the same length: spans stay the text's.
+_CONTINUATION = re.compile(r"\\\r?\n|(?<=[ \t])[`^]\r?\n")
+_CONTINUATION_NEEDLES = ("\\\n", "\\\r\n", " `\n", " ^\n", "\t`\n", "\t^\n", " `\r\n", " ^\r\n")
+
+
+def continued_lines_joined(text: str) -> str:
+    """``text`` with each line continuation replaced by as many blanks (the same length, the same offsets)."""
+    if not any(n in text for n in _CONTINUATION_NEEDLES):
+        return text
+    return _CONTINUATION.sub(lambda m: " " * len(m.group()), text)
+
+
 def scan_rules(text: str) -> list[Finding]:
     """promptship's own rules (pure regex + checksums). Returns findings with spans into ``text``."""
     found: list[Finding] = []
@@ -481,10 +495,11 @@ def scan_rules(text: str) -> list[Finding]:
         found.append(Finding(kind, subtype, span[0], span[1], detector))
 
     folded = text.lower()
+    one_line = continued_lines_joined(text)
     for subtype, needles, pattern, judged_whole, any_case in _COMPILED_TOKENS:
         if needles and not any(n in (folded if any_case else text) for n in needles):
             continue
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(one_line):
             # a rule with capture groups names its value: the first group that took part in the match
             group = next((g for g in range(1, pattern.groups + 1) if m.start(g) >= 0), 0)
             value = m.group(group)
@@ -539,8 +554,9 @@ def scan_rules(text: str) -> list[Finding]:
     for m in ci(_COMPARED).finditer(hay):
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
             add("secret", "compared_credential", m.span(1))
+    one_line_hay = continued_lines_joined(hay)
     for pattern, subtype in ((_PROSE_PASSWORD, "password_in_prose"), (_CLI_PASSWORD, "cli_password")):
-        for m in ci(pattern).finditer(hay):
+        for m in ci(pattern).finditer(one_line_hay if pattern is _CLI_PASSWORD else hay):
             if pattern is _CLI_PASSWORD:
                 flag = hay.rfind("-p", m.start(), m.start(1))
                 if text[flag : flag + 2] != "-p":  # `docker run -P` publishes ports; only -p is a password
