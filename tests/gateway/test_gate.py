@@ -451,6 +451,7 @@ def test_a_value_handed_to_a_secret_stores_command_line_is_a_secret(text, spans)
         ("htpasswd -b \\\n  /srv/www/.htpasswd auditor Jv4Tq8Wn2Rz6", ["Jv4Tq8Wn2Rz6"]),  # the value, not a name
         ("ConvertTo-SecureString `\n  -String 'Jv4Tq8Wn2Rz6' `\n  -AsPlainText -Force", ["Jv4Tq8Wn2Rz6"]),
         ("net user svc_audit ^\n  Jv4Tq8Wn2Rz6 /add", ["Jv4Tq8Wn2Rz6"]),
+        ("net user svc_audit\t^\r\n  Jv4Tq8Wn2Rz6 /add", ["Jv4Tq8Wn2Rz6"]),  # a tab before the caret, CRLF
         ("net user svc_audit ^\n  * /add", []),  # `*` asks for the password
     ],
 )

@@ -477,7 +477,8 @@ def _card_ok(digits: str) -> bool:
 # (PowerShell) or a caret (cmd) after a blank there. The rules of ``secret_rules.toml`` read a command as one line
 # (`gh secret set NAME \⏎ --body …`), so these are replaced by blanks of the same length: spans stay the text's.
 _CONTINUATION = re.compile(r"\\\r?\n|(?<=[ \t])[`^]\r?\n")
-_CONTINUATION_NEEDLES = ("\\\n", "\\\r\n", " `\n", " ^\n", "\t`\n", "\t^\n", " `\r\n", " ^\r\n")
+# The characters a continuation ends in (the pattern judges the blank before a backtick or a caret).
+_CONTINUATION_NEEDLES = tuple(c + end for c in "\\`^" for end in ("\n", "\r\n"))
 
 
 def continued_lines_joined(text: str) -> str:
@@ -554,7 +555,7 @@ def scan_rules(text: str) -> list[Finding]:
     for m in ci(_COMPARED).finditer(hay):
         if _plausible_secret_value(text[m.start(1) : m.end(1)]):
             add("secret", "compared_credential", m.span(1))
-    one_line_hay = continued_lines_joined(hay)
+    one_line_hay = hay if one_line is text else continued_lines_joined(hay)  # no continuation: no second look
     for pattern, subtype in ((_PROSE_PASSWORD, "password_in_prose"), (_CLI_PASSWORD, "cli_password")):
         for m in ci(pattern).finditer(one_line_hay if pattern is _CLI_PASSWORD else hay):
             if pattern is _CLI_PASSWORD:
